@@ -1,0 +1,111 @@
+/*
+ * backend.h: the kernel interface. The model (train_llama.cu) and the optimizers
+ * (grass_optim.cuh) call only these functions; each backend implements all of them:
+ *   backend_cpu.h   fp32, OpenMP, OpenBLAS  (the numerical reference; what CI runs)
+ *   backend_cuda.cuh bf16 storage / fp32 accumulation, cuBLASLt (built by nvcc)
+ * Pointers named d_* or typed floatX* live in backend memory (device memory on the GPU).
+ * Shapes: a linear layer has weight W (out x in, row-major, HF layout), input X (N x in),
+ * output Y = X W^T (N x out); N = B*T rows. Every "accumulate" flag means out += result.
+ */
+#ifndef GRASS_BACKEND_H
+#define GRASS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#ifdef ENABLE_FP32
+typedef float floatX;
+#define FLOATX_NAME "fp32"
+#else
+typedef __nv_bfloat16 floatX;
+#define FLOATX_NAME "bf16"
+#endif
+#else
+typedef float floatX;
+#define FLOATX_NAME "fp32"
+#endif
+
+// ---- lifecycle and memory -------------------------------------------------------------
+void backend_init(int local_rank);                 // pick device, create handles, print what it is
+const char* backend_name(void);                    // "cpu (OpenBLAS, N threads)" / "cuda (H200)"
+void* backend_malloc(size_t bytes, const char* what);  // zeroed; fatal with the size and 'what' on failure
+void backend_free(void* p);
+void backend_memset0(void* p, size_t bytes);
+void backend_copy(void* dst, const void* src, size_t bytes);              // backend -> backend
+void backend_upload(void* dst, const void* host_src, size_t bytes);       // host -> backend (raw bytes)
+void backend_download(void* host_dst, const void* src, size_t bytes);     // backend -> host (raw bytes)
+void backend_upload_floats(floatX* dst, const float* host_src, size_t n); // host fp32 -> floatX
+void backend_download_floats(float* host_dst, const floatX* src, size_t n); // floatX -> host fp32
+void backend_synchronize(void);
+size_t backend_memory_free(void);                  // bytes the backend can still allocate (0 = unknown)
+size_t backend_memory_peak(void);                  // bytes allocated at peak by backend_malloc
+double backend_peak_flops(void);                   // dense peak of the floatX matmul path, 0 = unknown
+
+// ---- model ops ---------------------------------------------------------------------------
+// out[i,:] = wte[tokens[i],:]
+void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d);
+// dwte[tokens[i],:] += dout[i,:]
+void embedding_backward(floatX* dwte, const floatX* dout, const int* d_tokens, int N, int d);
+// out = w * x / sqrt(mean(x^2) + eps); rstd[i] saved for the backward
+void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps);
+// dinp += dx; dw += dw (dw may be NULL when the weight's gradient is not wanted)
+void rmsnorm_backward(floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp, const floatX* w,
+                      const float* rstd, int N, int d);
+// in place on x (B,T,n_heads,head_dim), rotate-half convention; cos/sin tables (max_T, head_dim/2)
+void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim);
+void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim);
+// causal attention: q (B,T,nh,hd), k/v (B,T,nkv,hd), out (B,T,nh,hd), lse (B,nh,T) log-sum-exp
+// of the scaled scores, kept for the backward; no T x T matrix is stored.
+void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v,
+                       int B, int T, int nh, int nkv, int hd);
+// writes (not accumulates) dq, dk, dv
+void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out,
+                        const floatX* q, const floatX* k, const floatX* v, const float* lse,
+                        int B, int T, int nh, int nkv, int hd);
+// h = silu(gate) * up
+void swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n);
+void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up, size_t n);
+// a += b
+void add_inplace(floatX* a, const floatX* b, size_t n);
+// Y (N x out) = X (N x in) W^T
+void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd);
+// dX (N x in) (+)= dY W
+void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate);
+// dW (out x in) (+)= dY^T X
+void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate);
+// logits (N x V) in; on return logits holds dlogits * dloss when want_grad; losses[i] per row
+void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V,
+                                 float dloss, int want_grad);
+
+// ---- Grass ops (grass_optim.cuh) ----------------------------------------------------------
+// rows side: C (r x in) (+)= diag(scale) dY[:, idx]^T X            (selected output features)
+// cols side: C (out x r) (+)= dY^T X[:, idx] diag(scale)           (selected input features)
+void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const int* d_idx, const float* d_scale,
+                         int r, int N, int in, int outd, int cols_side, int accumulate);
+// norms (+)= squared row norms (rows side, length out) or column norms (cols side, length in)
+// of G = dY^T X, computed in blocks so that no out x in matrix is ever held
+void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side);
+// Adam in the subspace on C (r x n rows side / m x r cols side) with moments m, v (same shape),
+// then W[idx_j,:] -= lr_scaled * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
+// W -= lr * wd * W first when wd > 0 (decoupled decay on the whole matrix).
+void grass_adam_update(floatX* W, const float* C, float* m, float* v, const int* d_idx, const float* d_upscale,
+                       int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
+                       float wd, float bc1, float bc2, float grad_scale);
+// C *= s
+void scale_floats(float* C, float s, size_t n);
+
+// ---- full-rank AdamW and reductions ------------------------------------------------------
+void adamw_update(floatX* param, const floatX* grad, float* m, float* v, size_t n, float lr, float b1, float b2,
+                  float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
+// *acc += sum(x^2) (acc is a backend float)
+void sumsq_floatX(float* acc, const floatX* x, size_t n);
+void sumsq_float(float* acc, const float* x, size_t n);
+
+// ---- collectives (the CPU backend uses MPI, the CUDA backend NCCL; no-ops in one process) --
+// sum in place over ranks
+void allreduce_sum_floatX(floatX* x, size_t n);
+void allreduce_sum_float(float* x, size_t n);
+
+#endif // GRASS_BACKEND_H

@@ -1,0 +1,108 @@
+/*
+ * backend_cpu.h: the CPU implementation of backend.h: host memory with accounting, the ops
+ * as thin forwards to the fp32 kernels of kernels_cpu.h, and MPI for the collectives.
+ * This is the numerical reference the CUDA kernels are checked against, and what CI runs.
+ */
+#ifndef GRASS_BACKEND_CPU_H
+#define GRASS_BACKEND_CPU_H
+
+#include <math.h>
+#include <float.h>
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef USE_MPI
+#include <mpi.h>
+#endif
+#include "utils.h"
+#include "backend.h"
+#include "kernels_cpu.h"
+
+static size_t g_cpu_bytes_now = 0, g_cpu_bytes_peak = 0;
+static char g_cpu_backend_name[128];
+void backend_init(int local_rank) {
+    (void)local_rank;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    snprintf(g_cpu_backend_name, sizeof(g_cpu_backend_name), "cpu (fp32, OpenBLAS, %d threads)", threads);
+}
+const char* backend_name(void) { return g_cpu_backend_name; }
+
+// Each allocation carries a 64-byte prefix with its size, for the memory accounting.
+void* backend_malloc(size_t bytes, const char* what) {
+    unsigned char* p = (unsigned char*)calloc(1, bytes + 64);
+    if (p == NULL) {
+        fatal("cannot allocate %zu bytes (%.2f GiB) for %s; peak so far %.2f GiB", bytes,
+              bytes / 1073741824.0, what, g_cpu_bytes_peak / 1073741824.0);
+    }
+    *(size_t*)p = bytes;
+    g_cpu_bytes_now += bytes;
+    if (g_cpu_bytes_now > g_cpu_bytes_peak) g_cpu_bytes_peak = g_cpu_bytes_now;
+    return p + 64;
+}
+void backend_free(void* ptr) {
+    if (ptr == NULL) return;
+    unsigned char* p = (unsigned char*)ptr - 64;
+    g_cpu_bytes_now -= *(size_t*)p;
+    free(p);
+}
+void backend_memset0(void* p, size_t bytes) { memset(p, 0, bytes); }
+void backend_copy(void* dst, const void* src, size_t bytes) { memmove(dst, src, bytes); }
+void backend_upload(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
+void backend_download(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
+void backend_upload_floats(floatX* dst, const float* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
+void backend_download_floats(float* dst, const floatX* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
+void backend_synchronize(void) {}
+size_t backend_memory_free(void) {
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return (pages > 0 && page > 0) ? (size_t)pages * (size_t)page : 0;
+}
+size_t backend_memory_peak(void) { return g_cpu_bytes_peak; }
+double backend_peak_flops(void) { return 0.0; }  // unknown on a CPU; --peak-tflops sets it
+
+// ---- the interface: each op forwards to its cpu_ kernel (kernels_cpu.h) ----------------------
+void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d) { cpu_embedding_forward(out, d_tokens, wte, N, d); }
+void embedding_backward(floatX* dwte, const floatX* dout, const int* d_tokens, int N, int d) { cpu_embedding_backward(dwte, dout, d_tokens, N, d); }
+void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps) { cpu_rmsnorm_forward(out, rstd, inp, w, N, d, eps); }
+void rmsnorm_backward(floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp, const floatX* w, const float* rstd, int N, int d) { cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, d); }
+void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_forward(x, d_cos, d_sin, B, T, n_heads, head_dim); }
+void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_backward(dx, d_cos, d_sin, B, T, n_heads, head_dim); }
+void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh, int nkv, int hd) { cpu_attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd); }
+void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q, const floatX* k, const floatX* v, const float* lse, int B, int T, int nh, int nkv, int hd) { cpu_attention_backward(dq, dk, dv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); }
+void swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n) { cpu_swiglu_forward(h, gate, up, n); }
+void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up, size_t n) { cpu_swiglu_backward(dgate, dup, dh, gate, up, n); }
+void add_inplace(floatX* a, const floatX* b, size_t n) { cpu_add_inplace(a, b, n); }
+void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd) { cpu_matmul_forward(out, inp, w, N, in, outd); }
+void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) { cpu_matmul_backward_input(dinp, dout, w, N, in, outd, accumulate); }
+void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate) { cpu_matmul_backward_weight(dw, dout, inp, N, in, outd, accumulate); }
+void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V, float dloss, int want_grad) { cpu_classifier_forward_backward(logits, losses, d_targets, N, V, dloss, want_grad); }
+void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const int* d_idx, const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate) { cpu_grass_gathered_grad(C, dout, inp, d_idx, d_scale, r, N, in, outd, cols_side, accumulate); }
+void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side) { cpu_grass_grad_norms(norms, dout, inp, N, in, outd, cols_side); }
+void grass_adam_update(floatX* W, const float* C, float* m, float* v, const int* d_idx, const float* d_upscale, int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale) { cpu_grass_adam_update(W, C, m, v, d_idx, d_upscale, r, outd, in, cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, grad_scale); }
+void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
+void adamw_update(floatX* param, const floatX* grad, float* m, float* v, size_t n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) { cpu_adamw_update(param, grad, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed); }
+void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
+void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
+
+// ---- collectives ----------------------------------------------------------------------------
+void allreduce_sum_float(float* x, size_t n) {
+#ifdef USE_MPI
+    int world = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (world == 1) return;
+    const size_t maxc = (size_t)1 << 30;  // MPI counts are int
+    for (size_t off = 0; off < n; off += maxc) {
+        int cnt = (int)((n - off) < maxc ? (n - off) : maxc);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) fatal("MPI_Allreduce of %d floats failed (code %d)", cnt, rc);
+    }
+#else
+    (void)x; (void)n;
+#endif
+}
+void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }
+
+#endif // GRASS_BACKEND_CPU_H

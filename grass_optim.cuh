@@ -1,0 +1,544 @@
+/*
+ * grass_optim.cuh: the optimizers. Full-rank AdamW, and Grass (structured sparse gradients,
+ * arXiv 2406.17660; our spec is docs/GRASS.md). Backend-free: the arithmetic runs through
+ * backend.h, the bookkeeping (selection, scales, schedules, state files) runs here on the
+ * host, identically for the CPU and the CUDA build.
+ *
+ * Grass in one paragraph: for a projected weight W (m x n) only the compressed gradient
+ * C = rho B G is ever formed, where B picks r rows (or, when m > n, r columns) and rho scales
+ * them; C comes straight from one gathered GEMM of dY and X. Adam runs on C in the r x n
+ * subspace; the update rho U is scattered back into the selected rows of W. Every K steps the
+ * rows are re-chosen from the squared row norms of the gradient, and the moments restart.
+ */
+#ifndef GRASS_OPTIM_CUH
+#define GRASS_OPTIM_CUH
+
+#include <math.h>
+#include "utils.h"
+#include "backend.h"
+#include "llama_params.h"
+
+typedef enum { OPT_ADAMW = 0, OPT_GRASS = 1 } OptimizerType;
+typedef enum { SEL_TOPR = 0, SEL_MULTINORM, SEL_MULTINORM_NR, SEL_UNIFORM, SEL_UNIFORM_NR, SEL_COUNT } GrassSelect;
+static const char* GRASS_SELECT_NAMES[] = {"topr", "multinorm", "multinorm-nr", "uniform", "uniform-nr"};
+static const char* OPTIMIZER_NAMES[] = {"adamw", "grass"};
+
+typedef struct {
+    OptimizerType type;
+    float b1, b2, eps, weight_decay, grad_clip;
+    // Grass
+    GrassSelect select;
+    int rank;            // absolute rank (> 0), or 0 when rank_frac is used
+    float rank_frac;     // rank as a fraction of the selected dimension (0 < f <= 1)
+    int update_freq;     // K: re-select every K steps
+    float alpha;         // Grass scale factor
+    int fused;           // apply projected updates during the backward pass
+    int proj_mask;       // bit i set: LinearType i is projected
+    uint64_t seed;       // selection seed (rank-independent)
+} OptimConfig;
+
+static void optim_config_defaults(OptimConfig* c) {
+    memset(c, 0, sizeof(*c));
+    c->type = OPT_ADAMW;
+    c->b1 = 0.9f; c->b2 = 0.999f; c->eps = 1e-8f; c->weight_decay = 0.0f; c->grad_clip = 0.0f;
+    c->select = SEL_MULTINORM; c->rank = 128; c->rank_frac = 0.0f; c->update_freq = 200; c->alpha = 0.25f;
+    c->fused = 1; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
+    c->seed = 1234;
+}
+
+static int grass_select_from_name(const char* s) {
+    for (int i = 0; i < SEL_COUNT; i++) if (strcmp(GRASS_SELECT_NAMES[i], s) == 0) return i;
+    return -1;
+}
+
+// ---- a small counter-based RNG, identical on every rank -------------------------------------
+static inline uint64_t splitmix64(uint64_t* s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static inline double rng_uniform01(uint64_t* s) { return (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0); }
+static inline uint64_t rng_seed_for(uint64_t seed, uint64_t step, uint64_t tensor) {
+    uint64_t s = seed ^ 0x6A09E667F3BCC909ULL;
+    uint64_t a = splitmix64(&s) ^ (step * 0x9E3779B97F4A7C15ULL);
+    uint64_t b = splitmix64(&a) ^ (tensor * 0xC2B2AE3D27D4EB4FULL);
+    return splitmix64(&b);
+}
+
+// ---- selection (host) ------------------------------------------------------------------------
+// Result of one selection: r_eff unique indices (ascending), the scale used when compressing
+// (rho) and the scale used when up-projecting (count * rho, where count is how many of the r
+// draws hit that index). Keeping duplicates as separate subspace rows would give identical
+// Adam rows (Adam is elementwise), so merging them is exactly the same update with less state.
+typedef struct {
+    int r_eff;
+    int* idx;
+    float* scale;
+    float* upscale;
+} Selection;
+
+static int cmp_int_asc(const void* a, const void* b) { int x = *(const int*)a, y = *(const int*)b; return (x > y) - (x < y); }
+
+// q: squared norms (length dim); draws into sel (arrays of capacity r). Deterministic in (q, rng).
+static void grass_select(GrassSelect method, const float* q, int dim, int r, uint64_t rng, Selection* sel) {
+    double total = 0.0;
+    for (int i = 0; i < dim; i++) total += q[i];
+    int* draws = (int*)malloc_check((size_t)r * sizeof(int));
+    double* p = (double*)malloc_check((size_t)dim * sizeof(double));
+    // probabilities for the norm-based variants; an all-zero gradient falls back to uniform
+    int norm_based = (method == SEL_MULTINORM || method == SEL_MULTINORM_NR);
+    for (int i = 0; i < dim; i++) p[i] = (norm_based && total > 0.0) ? q[i] / total : 1.0 / dim;
+    int n = 0;
+    float* rho_of_draw = (float*)malloc_check((size_t)r * sizeof(float));
+    if (method == SEL_TOPR) {
+        // r largest by (q desc, index asc): selection by partial ordering of an index array
+        int* order = (int*)malloc_check((size_t)dim * sizeof(int));
+        for (int i = 0; i < dim; i++) order[i] = i;
+        for (int k = 0; k < r; k++) {  // partial selection sort: O(r dim), fine for r, dim <= 1e4
+            int best = k;
+            for (int i = k + 1; i < dim; i++) {
+                int a = order[i], b = order[best];
+                if (q[a] > q[b] || (q[a] == q[b] && a < b)) best = i;
+            }
+            int tmp = order[k]; order[k] = order[best]; order[best] = tmp;
+            draws[n] = order[k]; rho_of_draw[n] = 1.0f; n++;
+        }
+        free(order);
+    } else if (method == SEL_MULTINORM || method == SEL_UNIFORM) {
+        // i.i.d. draws with replacement, rho = 1/sqrt(r p): E[P P^T] = I
+        double* cdf = (double*)malloc_check((size_t)dim * sizeof(double));
+        double acc = 0.0;
+        for (int i = 0; i < dim; i++) { acc += p[i]; cdf[i] = acc; }
+        for (int k = 0; k < r; k++) {
+            double u = rng_uniform01(&rng) * acc;
+            int lo = 0, hi = dim - 1;
+            while (lo < hi) { int mid = (lo + hi) / 2; if (cdf[mid] > u) hi = mid; else lo = mid + 1; }
+            while (p[lo] <= 0.0 && lo < dim - 1) lo++;  // never pick a zero-probability row
+            draws[n] = lo; rho_of_draw[n] = (float)(1.0 / sqrt((double)r * p[lo])); n++;
+        }
+        free(cdf);
+    } else {
+        // without replacement: r distinct rows, drawn one after another ~ p among those left.
+        // rho = 1 for uniform-nr; for multinorm-nr, rho = 1/sqrt(r p) with p the initial probability.
+        double* w = (double*)malloc_check((size_t)dim * sizeof(double));
+        double left = 0.0;
+        int positive = 0;
+        for (int i = 0; i < dim; i++) { w[i] = p[i]; left += w[i]; positive += (w[i] > 0.0); }
+        for (int k = 0; k < r; k++) {
+            int pick = -1;
+            if (positive > 0 && left > 0.0) {
+                double u = rng_uniform01(&rng) * left, c = 0.0;
+                for (int i = 0; i < dim; i++) { if (w[i] <= 0.0) continue; c += w[i]; pick = i; if (c > u) break; }
+            } else {  // fewer positive-probability rows than r: take the lowest unused ones
+                for (int i = 0; i < dim; i++) if (w[i] >= 0.0) { pick = i; break; }
+            }
+            draws[n] = pick;
+            rho_of_draw[n] = (method == SEL_MULTINORM_NR) ? (float)(1.0 / sqrt((double)r * p[pick] > 0 ? (double)r * p[pick] : 1.0)) : 1.0f;
+            n++;
+            if (w[pick] > 0.0) { left -= w[pick]; positive--; }
+            w[pick] = -1.0;  // used
+        }
+        free(w);
+    }
+    // merge duplicates: sort draws, count runs
+    int* sorted = (int*)malloc_check((size_t)r * sizeof(int));
+    memcpy(sorted, draws, (size_t)r * sizeof(int));
+    qsort(sorted, r, sizeof(int), cmp_int_asc);
+    sel->r_eff = 0;
+    for (int k = 0; k < r;) {
+        int j = k;
+        while (j < r && sorted[j] == sorted[k]) j++;
+        int i = sorted[k];
+        float rho = 1.0f;
+        for (int d = 0; d < n; d++) if (draws[d] == i) { rho = rho_of_draw[d]; break; }
+        sel->idx[sel->r_eff] = i;
+        sel->scale[sel->r_eff] = rho;
+        sel->upscale[sel->r_eff] = rho * (float)(j - k);
+        sel->r_eff++;
+        k = j;
+    }
+    free(sorted); free(draws); free(p); free(rho_of_draw);
+}
+
+// ---- optimizer state -------------------------------------------------------------------------
+typedef struct {
+    int tensor;        // index into the parameter table
+    int cols_side;     // 0: select rows (output features); 1: select columns (input features)
+    int dim_sel;       // the dimension selected from: rows (m) or cols (n)
+    int other;         // the other dimension
+    int r;             // rank (capacity)
+    int r_eff;         // unique selected indices in use (<= r)
+    Selection h_sel;   // host copy of the selection
+    int* d_idx; float* d_scale; float* d_upscale;  // backend copies
+    float* C;          // compressed gradient: r_eff x n (rows side) or m x r_eff (cols side)
+    float* m; float* v;
+    float* norms;      // dim_sel squared norms, filled by the norm pass at a refresh
+    int64_t t;         // Adam steps since the last refresh
+} GrassMatrix;
+
+typedef enum { BWD_GRADS = 0, BWD_NORMS = 1 } BackwardMode;
+
+typedef struct {
+    OptimConfig cfg;
+    const ParamTable* pt;
+    floatX* params;         // the model's parameter buffer
+    // dense gradients (full-rank tensors), in their own compact buffer
+    size_t* grad_offset;    // per tensor; (size_t)-1 when the tensor has no dense gradient
+    size_t grad_total;
+    floatX* grads;
+    float* m; float* v;     // AdamW moments for the dense tensors, grad_total each
+    GrassMatrix* gm;
+    int n_gm;
+    int* gm_of_tensor;      // tensor -> index into gm, or -1
+    int64_t step;           // optimizer steps done
+    BackwardMode mode;      // what the backward pass computes for projected weights
+    int apply_fused;        // set by the trainer for the last micro-step of a fused step
+    float lr_now;           // learning rate of the step in progress (fused updates)
+    float* d_sumsq;         // backend scalar for gradient norms
+    double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
+} Optimizer;
+
+static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
+    return c->type == OPT_GRASS && t->kind == PT_LINEAR && ((c->proj_mask >> t->lin) & 1);
+}
+
+// rank for a matrix, with a clear error when it cannot be used
+static int optim_rank_for(const OptimConfig* c, const ParamTensor* t, int dim_sel, char* err, size_t errlen) {
+    int r = c->rank > 0 ? c->rank : (int)floor(c->rank_frac * dim_sel + 0.5);
+    if (r < 1) { snprintf(err, errlen, "rank for %s rounds to %d (dimension %d); use a larger --rank", t->name, r, dim_sel); return -1; }
+    if (r > dim_sel) {
+        snprintf(err, errlen, "--rank %d is larger than the dimension Grass selects from in %s (%d x %d: %d); "
+                 "use --rank <= %d or a fraction like 0.25", r, t->name, t->rows, t->cols, dim_sel, dim_sel);
+        return -1;
+    }
+    return r;
+}
+
+// Checks options against the model; returns 0 and a message on a problem.
+static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, char* err, size_t errlen) {
+    if (!(c->b1 >= 0.0f && c->b1 < 1.0f) || !(c->b2 >= 0.0f && c->b2 < 1.0f)) { snprintf(err, errlen, "beta1 %g and beta2 %g must be in [0, 1)", c->b1, c->b2); return 0; }
+    if (!(c->eps > 0.0f)) { snprintf(err, errlen, "adam eps %g must be > 0", c->eps); return 0; }
+    if (!(c->weight_decay >= 0.0f)) { snprintf(err, errlen, "weight decay %g must be >= 0", c->weight_decay); return 0; }
+    if (!(c->grad_clip >= 0.0f)) { snprintf(err, errlen, "gradient clip %g must be >= 0 (0 = off)", c->grad_clip); return 0; }
+    if (c->type != OPT_GRASS) return 1;
+    if (c->update_freq < 1) { snprintf(err, errlen, "--update-freq %d must be >= 1", c->update_freq); return 0; }
+    if (!(c->alpha > 0.0f)) { snprintf(err, errlen, "--grass-scale %g must be > 0", c->alpha); return 0; }
+    if (c->rank <= 0 && !(c->rank_frac > 0.0f && c->rank_frac <= 1.0f)) { snprintf(err, errlen, "--rank must be a positive integer or a fraction in (0, 1]"); return 0; }
+    if (c->fused && c->grad_clip > 0.0f) {
+        snprintf(err, errlen, "--grad-clip needs the whole step's gradient norm before any update, but the fused "
+                 "Grass update applies each layer during the backward pass; use --grass-fused 0 with clipping");
+        return 0;
+    }
+    for (int i = 0; i < pt->n; i++) {
+        const ParamTensor* t = &pt->t[i];
+        if (!optim_is_projected(c, t)) continue;
+        int dim_sel = t->rows <= t->cols ? t->rows : t->cols;
+        if (optim_rank_for(c, t, dim_sel, err, errlen) < 0) return 0;
+    }
+    return 1;
+}
+
+static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* pt, floatX* params) {
+    memset(o, 0, sizeof(*o));
+    o->cfg = *cfg; o->pt = pt; o->params = params;
+    o->grad_offset = (size_t*)malloc_check(pt->n * sizeof(size_t));
+    o->gm_of_tensor = (int*)malloc_check(pt->n * sizeof(int));
+    o->gm = (GrassMatrix*)calloc_check(pt->n, sizeof(GrassMatrix));
+    char err[512];
+    for (int i = 0; i < pt->n; i++) {
+        const ParamTensor* t = &pt->t[i];
+        o->gm_of_tensor[i] = -1;
+        if (optim_is_projected(cfg, t)) {
+            GrassMatrix* g = &o->gm[o->n_gm];
+            g->tensor = i;
+            g->cols_side = t->rows > t->cols;  // select along the smaller dimension
+            g->dim_sel = g->cols_side ? t->cols : t->rows;
+            g->other = g->cols_side ? t->rows : t->cols;
+            g->r = optim_rank_for(cfg, t, g->dim_sel, err, sizeof(err));
+            if (g->r < 0) fatal("%s", err);
+            g->r_eff = 0;
+            g->h_sel.idx = (int*)calloc_check(g->r, sizeof(int));
+            g->h_sel.scale = (float*)calloc_check(g->r, sizeof(float));
+            g->h_sel.upscale = (float*)calloc_check(g->r, sizeof(float));
+            size_t sub = (size_t)g->r * g->other;
+            g->d_idx = (int*)backend_malloc(g->r * sizeof(int), "grass indices");
+            g->d_scale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
+            g->d_upscale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
+            g->C = (float*)backend_malloc(sub * sizeof(float), "grass compressed gradients");
+            g->m = (float*)backend_malloc(sub * sizeof(float), "grass adam m");
+            g->v = (float*)backend_malloc(sub * sizeof(float), "grass adam v");
+            g->norms = (float*)backend_malloc(g->dim_sel * sizeof(float), "grass norms");
+            o->gm_of_tensor[i] = o->n_gm++;
+            o->grad_offset[i] = (size_t)-1;
+        } else {
+            o->grad_offset[i] = o->grad_total;
+            o->grad_total += t->numel;
+        }
+    }
+    o->grads = (floatX*)backend_malloc(o->grad_total * sizeof(floatX), "dense gradients");
+    o->m = (float*)backend_malloc(o->grad_total * sizeof(float), "adamw m");
+    o->v = (float*)backend_malloc(o->grad_total * sizeof(float), "adamw v");
+    o->d_sumsq = (float*)backend_malloc(sizeof(float), "norm scalar");
+}
+
+static void optim_free(Optimizer* o) {
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        free(g->h_sel.idx); free(g->h_sel.scale); free(g->h_sel.upscale);
+        backend_free(g->d_idx); backend_free(g->d_scale); backend_free(g->d_upscale);
+        backend_free(g->C); backend_free(g->m); backend_free(g->v); backend_free(g->norms);
+    }
+    backend_free(o->grads); backend_free(o->m); backend_free(o->v); backend_free(o->d_sumsq);
+    free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
+}
+
+// Byte counts for the memory plan, computed from the config alone (before anything is
+// allocated) with the same rules optim_init uses.
+typedef struct {
+    size_t dense_grad_bytes;   // gradients of the full-rank tensors
+    size_t compressed_bytes;   // Grass's r x n compressed gradients
+    size_t state_bytes;        // Adam moments: full-rank and subspace
+    size_t other_bytes;        // indices, scales, norm vectors
+    size_t projected_params;   // parameters that live in Grass subspaces
+} OptimPlan;
+
+static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p) {
+    memset(p, 0, sizeof(*p));
+    char err[512];
+    for (int i = 0; i < pt->n; i++) {
+        const ParamTensor* t = &pt->t[i];
+        if (!optim_is_projected(c, t)) {
+            p->dense_grad_bytes += t->numel * sizeof(floatX);
+            p->state_bytes += 2 * t->numel * sizeof(float);
+            continue;
+        }
+        int cols_side = t->rows > t->cols;
+        int dim_sel = cols_side ? t->cols : t->rows, other = cols_side ? t->rows : t->cols;
+        int r = optim_rank_for(c, t, dim_sel, err, sizeof(err));
+        if (r < 0) fatal("%s", err);
+        p->compressed_bytes += (size_t)r * other * sizeof(float);
+        p->state_bytes += 2 * (size_t)r * other * sizeof(float);
+        p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
+        p->projected_params += t->numel;
+    }
+}
+
+static floatX* optim_dense_grad(Optimizer* o, int tensor) {
+    size_t off = o->grad_offset[tensor];
+    return off == (size_t)-1 ? NULL : o->grads + off;
+}
+
+// zero the gradient accumulators at the start of a step
+static void optim_zero_grads(Optimizer* o) {
+    backend_memset0(o->grads, o->grad_total * sizeof(floatX));
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
+    }
+    o->fused_sumsq = 0.0;
+}
+
+// The backward pass calls this for the weight gradient of every linear layer.
+// dout: N x out, inp: N x in. Dense tensors accumulate dW; projected ones accumulate C, or
+// the squared row/column norms during the norm pass of a refresh.
+static void optim_linear_weight_grad(Optimizer* o, int tensor, const floatX* dout, const floatX* inp, int N) {
+    const ParamTensor* t = &o->pt->t[tensor];
+    int k = o->gm_of_tensor[tensor];
+    if (k < 0) {
+        if (o->mode == BWD_NORMS) return;  // the norm pass computes nothing for dense tensors
+        matmul_backward_weight(optim_dense_grad(o, tensor), dout, inp, N, t->cols, t->rows, 1);
+        return;
+    }
+    GrassMatrix* g = &o->gm[k];
+    if (o->mode == BWD_NORMS) {
+        grass_grad_norms(g->norms, dout, inp, N, t->cols, t->rows, g->cols_side);
+    } else {
+        grass_gathered_grad(g->C, dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows, g->cols_side, 1);
+    }
+}
+
+static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad_scale) {
+    const ParamTensor* t = &o->pt->t[g->tensor];
+    g->t++;
+    float bc1 = 1.0f - powf(o->cfg.b1, (float)g->t), bc2 = 1.0f - powf(o->cfg.b2, (float)g->t);
+    grass_adam_update(o->params + t->offset, g->C, g->m, g->v, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
+                      g->cols_side, lr, o->cfg.alpha, o->cfg.b1, o->cfg.b2, o->cfg.eps,
+                      t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale);
+}
+
+static size_t grass_sub_numel(const GrassMatrix* g) { return (size_t)g->r_eff * g->other; }
+
+// Fused path: called by the backward pass once every weight gradient of `layer` is complete
+// (only on the last micro-step of a step). Reduces the layer's compressed gradients across
+// ranks and applies their updates right away.
+static void optim_layer_done(Optimizer* o, int layer) {
+    if (!o->apply_fused || o->mode != BWD_GRADS) return;
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        if (o->pt->t[g->tensor].layer != layer) continue;
+        allreduce_sum_float(g->C, grass_sub_numel(g));
+        float ss = 0.0f;
+        backend_memset0(o->d_sumsq, sizeof(float));
+        sumsq_float(o->d_sumsq, g->C, grass_sub_numel(g));
+        backend_download(&ss, o->d_sumsq, sizeof(float));
+        o->fused_sumsq += ss;
+        optim_apply_grass(o, g, o->lr_now, 1.0f);
+    }
+}
+
+// After the backward passes of a step: reduce, measure, clip, update everything not yet
+// updated. Returns the global gradient norm: of the dense gradients plus the compressed
+// gradients (what Grass actually uses), before clipping.
+static float optim_step(Optimizer* o, float lr, uint64_t step_seed) {
+    int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
+    allreduce_sum_floatX(o->grads, o->grad_total);
+    if (!fused) for (int k = 0; k < o->n_gm; k++) allreduce_sum_float(o->gm[k].C, grass_sub_numel(&o->gm[k]));
+    float ss = 0.0f;
+    backend_memset0(o->d_sumsq, sizeof(float));
+    sumsq_floatX(o->d_sumsq, o->grads, o->grad_total);
+    if (!fused) for (int k = 0; k < o->n_gm; k++) sumsq_float(o->d_sumsq, o->gm[k].C, grass_sub_numel(&o->gm[k]));
+    backend_download(&ss, o->d_sumsq, sizeof(float));
+    double total = (double)ss + (fused ? o->fused_sumsq : 0.0);
+    float norm = (float)sqrt(total);
+    float grad_scale = 1.0f;
+    if (o->cfg.grad_clip > 0.0f && norm > o->cfg.grad_clip) grad_scale = o->cfg.grad_clip / norm;
+    o->step++;
+    float bc1 = 1.0f - powf(o->cfg.b1, (float)o->step), bc2 = 1.0f - powf(o->cfg.b2, (float)o->step);
+    for (int i = 0; i < o->pt->n; i++) {
+        const ParamTensor* t = &o->pt->t[i];
+        size_t off = o->grad_offset[i];
+        if (off == (size_t)-1) continue;
+        adamw_update(o->params + t->offset, o->grads + off, o->m + off, o->v + off, t->numel, lr, o->cfg.b1,
+                     o->cfg.b2, o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
+                     step_seed ^ (uint64_t)i * 0x9E3779B97F4A7C15ULL);
+    }
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale);
+    return norm;
+}
+
+// Does the step about to run re-select the rows?
+static int optim_needs_refresh(const Optimizer* o, int64_t step) {
+    return o->cfg.type == OPT_GRASS && o->n_gm > 0 && (step % o->cfg.update_freq == 0 || o->gm[0].r_eff == 0);
+}
+
+static void optim_begin_norm_pass(Optimizer* o) {
+    for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].norms, o->gm[k].dim_sel * sizeof(float));
+    o->mode = BWD_NORMS;
+}
+
+// After the norm pass: sum the norms over ranks, select with the shared seed, reset moments.
+static void optim_refresh(Optimizer* o, int64_t step) {
+    int max_dim = 0;
+    for (int k = 0; k < o->n_gm; k++) if (o->gm[k].dim_sel > max_dim) max_dim = o->gm[k].dim_sel;
+    float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        allreduce_sum_float(g->norms, g->dim_sel);
+        backend_download(q, g->norms, g->dim_sel * sizeof(float));
+        grass_select(o->cfg.select, q, g->dim_sel, g->r, rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor), &g->h_sel);
+        g->r_eff = g->h_sel.r_eff;
+        backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
+        backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
+        backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+        size_t sub = (size_t)g->r * g->other * sizeof(float);
+        backend_memset0(g->m, sub);
+        backend_memset0(g->v, sub);
+        g->t = 0;
+    }
+    free(q);
+    o->mode = BWD_GRADS;
+}
+
+// ---- state files -----------------------------------------------------------------------------
+// Written after the model checkpoint; see docs/FORMATS.md. Host-side copies through the backend.
+static void write_backend_floats(FILE* f, const float* d, size_t n, const char* path) {
+    const size_t chunk = (size_t)1 << 24;
+    float* buf = (float*)malloc_check((n < chunk ? n : chunk) * sizeof(float) + 1);
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t c = n - off < chunk ? n - off : chunk;
+        backend_download(buf, d + off, c * sizeof(float));
+        fwrite_check(buf, sizeof(float), c, f, path);
+    }
+    free(buf);
+}
+static void read_backend_floats(FILE* f, float* d, size_t n, const char* path) {
+    const size_t chunk = (size_t)1 << 24;
+    float* buf = (float*)malloc_check((n < chunk ? n : chunk) * sizeof(float) + 1);
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t c = n - off < chunk ? n - off : chunk;
+        fread_check(buf, sizeof(float), c, f, path);
+        backend_upload(d + off, buf, c * sizeof(float));
+    }
+    free(buf);
+}
+
+// the optimizer fields that must match for a state file to be loadable
+static void optim_signature(const Optimizer* o, int32_t sig[16]) {
+    memset(sig, 0, 16 * sizeof(int32_t));
+    sig[0] = o->cfg.type; sig[1] = o->n_gm; sig[2] = (int32_t)(o->grad_total & 0x7fffffff);
+    sig[3] = o->cfg.type == OPT_GRASS ? o->cfg.select : -1;
+    sig[4] = o->cfg.type == OPT_GRASS ? o->cfg.update_freq : 0;
+    sig[5] = o->cfg.type == OPT_GRASS ? o->cfg.proj_mask : 0;
+    sig[6] = o->cfg.type == OPT_GRASS ? o->cfg.fused : 0;
+    for (int k = 0; k < o->n_gm; k++) sig[7] += o->gm[k].r;
+    sig[8] = (int32_t)(o->cfg.seed & 0x7fffffff);
+}
+
+static void optim_save(const Optimizer* o, FILE* f, const char* path) {
+    int32_t sig[16];
+    optim_signature(o, sig);
+    fwrite_check(sig, sizeof(int32_t), 16, f, path);
+    int64_t step = o->step;
+    fwrite_check(&step, sizeof(int64_t), 1, f, path);
+    write_backend_floats(f, o->m, o->grad_total, path);
+    write_backend_floats(f, o->v, o->grad_total, path);
+    for (int k = 0; k < o->n_gm; k++) {
+        const GrassMatrix* g = &o->gm[k];
+        int32_t hdr[4] = {g->tensor, g->cols_side, g->r, g->r_eff};
+        fwrite_check(hdr, sizeof(int32_t), 4, f, path);
+        fwrite_check(&g->t, sizeof(int64_t), 1, f, path);
+        fwrite_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
+        fwrite_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
+        fwrite_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
+        write_backend_floats(f, g->m, grass_sub_numel(g), path);
+        write_backend_floats(f, g->v, grass_sub_numel(g), path);
+    }
+}
+
+static void optim_load(Optimizer* o, FILE* f, const char* path) {
+    int32_t sig[16], want[16];
+    fread_check(sig, sizeof(int32_t), 16, f, path);
+    optim_signature(o, want);
+    if (memcmp(sig, want, sizeof(sig)) != 0) {
+        fatal("'%s' holds the state of another optimizer setup (file: optimizer %s, select %d, K %d, ranks %d, seed %d; "
+              "this run: optimizer %s, select %d, K %d, ranks %d, seed %d); resume with the same optimizer flags",
+              path, sig[0] >= 0 && sig[0] <= 1 ? OPTIMIZER_NAMES[sig[0]] : "?", sig[3], sig[4], sig[7], sig[8],
+              OPTIMIZER_NAMES[want[0]], want[3], want[4], want[7], want[8]);
+    }
+    int64_t step;
+    fread_check(&step, sizeof(int64_t), 1, f, path);
+    o->step = step;
+    read_backend_floats(f, o->m, o->grad_total, path);
+    read_backend_floats(f, o->v, o->grad_total, path);
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        int32_t hdr[4];
+        fread_check(hdr, sizeof(int32_t), 4, f, path);
+        if (hdr[0] != g->tensor || hdr[1] != g->cols_side || hdr[2] != g->r || hdr[3] < 0 || hdr[3] > g->r)
+            fatal("'%s': Grass matrix %d does not match this model (tensor %d side %d rank %d)", path, k, hdr[0], hdr[1], hdr[2]);
+        g->r_eff = hdr[3];
+        fread_check(&g->t, sizeof(int64_t), 1, f, path);
+        fread_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
+        fread_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
+        fread_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
+        for (int j = 0; j < g->r_eff; j++)
+            if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel) fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
+        backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
+        backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
+        backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+        read_backend_floats(f, g->m, grass_sub_numel(g), path);
+        read_backend_floats(f, g->v, grass_sub_numel(g), path);
+    }
+}
+#endif // GRASS_OPTIM_CUH

@@ -1,0 +1,369 @@
+/*
+ * kernels_cpu.h: the CPU kernels, fp32 on host memory, OpenMP across rows and CBLAS
+ * (OpenBLAS) for the GEMMs. backend_cpu.h exposes them as the backend.h interface; the
+ * GPU parity test includes this file alone to compute the reference for each CUDA kernel.
+ * Every loop is written so that its result does not depend on the number of threads (no
+ * racing accumulations, fixed reduction order), which is what makes resumed runs bit-exact.
+ */
+#ifndef GRASS_KERNELS_CPU_H
+#define GRASS_KERNELS_CPU_H
+
+#include <math.h>
+#include <float.h>
+#include <string.h>
+#include <stdint.h>
+#include <cblas.h>
+#include "utils.h"
+
+// scratch for gathers and blockwise norms; grows on demand, never shrinks
+static float* g_cpu_scratch = NULL;
+static size_t g_cpu_scratch_floats = 0;
+
+static float* cpu_scratch(size_t n) {
+    if (n > g_cpu_scratch_floats) {
+        free(g_cpu_scratch);
+        g_cpu_scratch = (float*)malloc_check(n * sizeof(float));
+        g_cpu_scratch_floats = n;
+    }
+    return g_cpu_scratch;
+}
+
+// ---- model ops ------------------------------------------------------------------------------
+static void cpu_embedding_forward(float* out, const int* tokens, const float* wte, int N, int d) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) memcpy(out + (size_t)i * d, wte + (size_t)tokens[i] * d, d * sizeof(float));
+}
+
+static void cpu_embedding_backward(float* dwte, const float* dout, const int* tokens, int N, int d) {
+    // parallel over columns so that rows hit by several tokens are summed in token order
+    #pragma omp parallel for
+    for (int j = 0; j < d; j++) {
+        for (int i = 0; i < N; i++) dwte[(size_t)tokens[i] * d + j] += dout[(size_t)i * d + j];
+    }
+}
+
+static void cpu_rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int N, int d, float eps) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float* x = inp + (size_t)i * d;
+        float* o = out + (size_t)i * d;
+        double ss = 0.0;
+        for (int j = 0; j < d; j++) ss += (double)x[j] * x[j];
+        float r = (float)(1.0 / sqrt(ss / d + eps));
+        for (int j = 0; j < d; j++) o[j] = w[j] * (x[j] * r);
+        rstd[i] = r;
+    }
+}
+
+static void cpu_rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                      const float* rstd, int N, int d) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float* x = inp + (size_t)i * d;
+        const float* g = dout + (size_t)i * d;
+        float* dx = dinp + (size_t)i * d;
+        float r = rstd[i];
+        double dot = 0.0;  // sum_j (w_j g_j) * xhat_j
+        for (int j = 0; j < d; j++) dot += (double)(w[j] * g[j]) * (x[j] * r);
+        float mean = (float)(dot / d);
+        for (int j = 0; j < d; j++) dx[j] += r * (w[j] * g[j] - x[j] * r * mean);
+    }
+    if (dw != NULL) {
+        #pragma omp parallel for
+        for (int j = 0; j < d; j++) {
+            double acc = 0.0;
+            for (int i = 0; i < N; i++) acc += (double)dout[(size_t)i * d + j] * (inp[(size_t)i * d + j] * rstd[i]);
+            dw[j] += (float)acc;
+        }
+    }
+}
+
+// rotate-half: x1 = x[:h/2], x2 = x[h/2:]; out1 = x1 c - x2 s, out2 = x2 c + x1 s
+static void rope_apply(float* x, const float* cosT, const float* sinT, int B, int T, int nh, int hd, float sign) {
+    int half = hd / 2;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float* c = cosT + (size_t)t * half;
+            const float* s = sinT + (size_t)t * half;
+            for (int h = 0; h < nh; h++) {
+                float* v = x + (((size_t)b * T + t) * nh + h) * hd;
+                for (int i = 0; i < half; i++) {
+                    float x1 = v[i], x2 = v[i + half], si = sign * s[i];
+                    v[i] = x1 * c[i] - x2 * si;
+                    v[i + half] = x2 * c[i] + x1 * si;
+                }
+            }
+        }
+    }
+}
+static void cpu_rope_forward(float* x, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(x, c, s, B, T, nh, hd, 1.0f); }
+// the backward of a rotation is the rotation by the opposite angle
+static void cpu_rope_backward(float* dx, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(dx, c, s, B, T, nh, hd, -1.0f); }
+
+static void cpu_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int B, int T, int nh, int nkv, int hd) {
+    int group = nh / nkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel
+    {
+        float* scores = (float*)malloc_check((size_t)T * sizeof(float));
+        #pragma omp for collapse(3)
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < nh; h++) {
+                for (int t = 0; t < T; t++) {
+                    int hk = h / group;
+                    const float* qv = q + (((size_t)b * T + t) * nh + h) * hd;
+                    float mx = -FLT_MAX;
+                    for (int s = 0; s <= t; s++) {
+                        const float* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
+                        float dot = 0.0f;
+                        for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
+                        scores[s] = dot * scale;
+                        if (scores[s] > mx) mx = scores[s];
+                    }
+                    double sum = 0.0;
+                    for (int s = 0; s <= t; s++) { scores[s] = expf(scores[s] - mx); sum += scores[s]; }
+                    float inv = (float)(1.0 / sum);
+                    float* o = out + (((size_t)b * T + t) * nh + h) * hd;
+                    for (int i = 0; i < hd; i++) o[i] = 0.0f;
+                    for (int s = 0; s <= t; s++) {
+                        const float* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
+                        float p = scores[s] * inv;
+                        for (int i = 0; i < hd; i++) o[i] += p * vv[i];
+                    }
+                    lse[((size_t)b * nh + h) * T + t] = mx + (float)log(sum);
+                }
+            }
+        }
+        free(scores);
+    }
+}
+
+static void cpu_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                        const float* q, const float* k, const float* v, const float* lse,
+                        int B, int T, int nh, int nkv, int hd) {
+    int group = nh / nkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    // one thread owns a (batch, kv head): it writes that head's dk/dv and its group's dq
+    #pragma omp parallel for collapse(2)
+        for (int b = 0; b < B; b++) {
+            for (int hk = 0; hk < nkv; hk++) {
+                for (int s = 0; s < T; s++) {
+                    memset(dk + (((size_t)b * T + s) * nkv + hk) * hd, 0, hd * sizeof(float));
+                    memset(dv + (((size_t)b * T + s) * nkv + hk) * hd, 0, hd * sizeof(float));
+                }
+                for (int h = hk * group; h < (hk + 1) * group; h++) {
+                    for (int t = 0; t < T; t++) {
+                        size_t row = ((size_t)b * T + t) * nh + h;
+                        const float* qv = q + row * hd;
+                        const float* go = dout + row * hd;
+                        const float* o = out + row * hd;
+                        float* gq = dq + row * hd;
+                        float L = lse[((size_t)b * nh + h) * T + t];
+                        float D = 0.0f;  // sum_i dout_i out_i = sum_s p_s dp_s
+                        for (int i = 0; i < hd; i++) D += go[i] * o[i];
+                        for (int i = 0; i < hd; i++) gq[i] = 0.0f;
+                        for (int s = 0; s <= t; s++) {
+                            const float* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
+                            const float* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
+                            float dot = 0.0f;
+                            for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
+                            float ps = expf(dot * scale - L);
+                            float dp = 0.0f;
+                            for (int i = 0; i < hd; i++) dp += go[i] * vv[i];
+                            float ds = ps * (dp - D) * scale;
+                            float* gk = dk + (((size_t)b * T + s) * nkv + hk) * hd;
+                            float* gv = dv + (((size_t)b * T + s) * nkv + hk) * hd;
+                            for (int i = 0; i < hd; i++) {
+                                gv[i] += ps * go[i];
+                                gk[i] += ds * qv[i];
+                                gq[i] += ds * kv[i];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+static void cpu_swiglu_forward(float* h, const float* gate, const float* up, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) h[i] = silu(gate[i]) * up[i];
+}
+static void cpu_swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
+        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+        dup[i] = dh[i] * g * sg;
+    }
+}
+static void cpu_add_inplace(float* a, const float* b, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+static void cpu_matmul_forward(float* out, const float* inp, const float* w, int N, int in, int outd) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, outd, in, 1.0f, inp, in, w, in, 0.0f, out, outd);
+}
+static void cpu_matmul_backward_input(float* dinp, const float* dout, const float* w, int N, int in, int outd, int accumulate) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, outd, 1.0f, dout, outd, w, in,
+                accumulate ? 1.0f : 0.0f, dinp, in);
+}
+static void cpu_matmul_backward_weight(float* dw, const float* dout, const float* inp, int N, int in, int outd, int accumulate) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, in, N, 1.0f, dout, outd, inp, in,
+                accumulate ? 1.0f : 0.0f, dw, in);
+}
+
+static void cpu_classifier_forward_backward(float* logits, float* losses, const int* targets, int N, int V,
+                                 float dloss, int want_grad) {
+    #pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float* z = logits + (size_t)i * V;
+        float mx = -FLT_MAX;
+        for (int j = 0; j < V; j++) if (z[j] > mx) mx = z[j];
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += exp((double)(z[j] - mx));
+        double lse = mx + log(sum);
+        losses[i] = (float)(lse - z[targets[i]]);
+        if (want_grad) {
+            for (int j = 0; j < V; j++) z[j] = (float)exp(z[j] - lse) * dloss;
+            z[targets[i]] -= dloss;
+        }
+    }
+}
+
+// ---- Grass ops -------------------------------------------------------------------------------
+static void cpu_grass_gathered_grad(float* C, const float* dout, const float* inp, const int* idx, const float* scale,
+                         int r, int N, int in, int outd, int cols_side, int accumulate) {
+    float* g = cpu_scratch((size_t)N * r);  // the gathered, scaled N x r operand
+    if (!cols_side) {
+        #pragma omp parallel for
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < r; j++) g[(size_t)i * r + j] = dout[(size_t)i * outd + idx[j]] * scale[j];
+        // C (r x in) = g^T X
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, g, r, inp, in,
+                    accumulate ? 1.0f : 0.0f, C, in);
+    } else {
+        #pragma omp parallel for
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < r; j++) g[(size_t)i * r + j] = inp[(size_t)i * in + idx[j]] * scale[j];
+        // C (out x r) = dY^T g
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, r, N, 1.0f, dout, outd, g, r,
+                    accumulate ? 1.0f : 0.0f, C, r);
+    }
+}
+
+static void cpu_grass_grad_norms(float* norms, const float* dout, const float* inp, int N, int in, int outd, int cols_side) {
+    // blocks of at most ~4M floats of G at a time
+    const size_t budget = (size_t)4 << 20;
+    if (!cols_side) {
+        int rb = (int)(budget / (size_t)in); if (rb < 1) rb = 1; if (rb > outd) rb = outd;
+        float* g = cpu_scratch((size_t)rb * in);
+        for (int r0 = 0; r0 < outd; r0 += rb) {
+            int nr = (outd - r0 < rb) ? outd - r0 : rb;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, in, N, 1.0f, dout + r0, outd, inp, in, 0.0f, g, in);
+            #pragma omp parallel for
+            for (int i = 0; i < nr; i++) {
+                double ss = 0.0;
+                for (int j = 0; j < in; j++) ss += (double)g[(size_t)i * in + j] * g[(size_t)i * in + j];
+                norms[r0 + i] += (float)ss;
+            }
+        }
+    } else {
+        int cb = (int)(budget / (size_t)outd); if (cb < 1) cb = 1; if (cb > in) cb = in;
+        float* g = cpu_scratch((size_t)outd * cb);
+        for (int c0 = 0; c0 < in; c0 += cb) {
+            int nc = (in - c0 < cb) ? in - c0 : cb;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, nc, N, 1.0f, dout, outd, inp + c0, in, 0.0f, g, nc);
+            #pragma omp parallel for
+            for (int j = 0; j < nc; j++) {
+                double ss = 0.0;
+                for (int i = 0; i < outd; i++) ss += (double)g[(size_t)i * nc + j] * g[(size_t)i * nc + j];
+                norms[c0 + j] += (float)ss;
+            }
+        }
+    }
+}
+
+static void cpu_grass_adam_update(float* W, const float* C, float* m, float* v, const int* idx, const float* upscale,
+                       int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
+                       float wd, float bc1, float bc2, float grad_scale) {
+    if (wd > 0.0f) {
+        float keep = 1.0f - lr * wd;
+        size_t n = (size_t)outd * in;
+        #pragma omp parallel for
+        for (size_t i = 0; i < n; i++) W[i] *= keep;
+    }
+    float step = lr * alpha;
+    if (!cols_side) {
+        #pragma omp parallel for
+        for (int j = 0; j < r; j++) {
+            float* w = W + (size_t)idx[j] * in;
+            float up = upscale[j];
+            for (int c = 0; c < in; c++) {
+                size_t k = (size_t)j * in + c;
+                float g = C[k] * grad_scale;
+                m[k] = b1 * m[k] + (1.0f - b1) * g;
+                v[k] = b2 * v[k] + (1.0f - b2) * g * g;
+                float u = (m[k] / bc1) / (sqrtf(v[k] / bc2) + eps);
+                w[c] -= step * up * u;
+            }
+        }
+    } else {
+        #pragma omp parallel for
+        for (int i = 0; i < outd; i++) {
+            for (int j = 0; j < r; j++) {
+                size_t k = (size_t)i * r + j;
+                float g = C[k] * grad_scale;
+                m[k] = b1 * m[k] + (1.0f - b1) * g;
+                v[k] = b2 * v[k] + (1.0f - b2) * g * g;
+                float u = (m[k] / bc1) / (sqrtf(v[k] / bc2) + eps);
+                W[(size_t)i * in + idx[j]] -= step * upscale[j] * u;
+            }
+        }
+    }
+}
+
+static void cpu_scale_floats(float* C, float s, size_t n) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) C[i] *= s;
+}
+
+// ---- full-rank AdamW and reductions ---------------------------------------------------------
+static void cpu_adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+                  float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
+    (void)seed;  // fp32 weights: no stochastic rounding on the CPU
+    #pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * grad_scale;
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float u = (m[i] / bc1) / (sqrtf(v[i] / bc2) + eps);
+        p[i] -= lr * (u + wd * p[i]);
+    }
+}
+
+// fixed-size chunks summed in order, so the result does not depend on the thread count
+static double cpu_sumsq_double(const float* x, size_t n) {
+    const size_t chunk = 1 << 16;
+    size_t nchunks = (n + chunk - 1) / chunk;
+    double* parts = (double*)malloc_check((nchunks > 0 ? nchunks : 1) * sizeof(double));
+    #pragma omp parallel for
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double s = 0.0;
+        for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+        parts[c] = s;
+    }
+    double total = 0.0;
+    for (size_t c = 0; c < nchunks; c++) total += parts[c];
+    free(parts);
+    return total;
+}
+static void cpu_sumsq_float(float* acc, const float* x, size_t n) { *acc += (float)cpu_sumsq_double(x, n); }
+
+#endif // GRASS_KERNELS_CPU_H

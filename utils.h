@@ -1,0 +1,120 @@
+/*
+ * utils.h: checked wrappers for allocation and file I/O.
+ * Every failure prints what failed, the file name or call, and the source location,
+ * then exits with status 1. Nothing here is backend specific.
+ */
+#ifndef GRASS_UTILS_H
+#define GRASS_UTILS_H
+
+#define _FILE_OFFSET_BITS 64
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <sys/stat.h>
+
+// print an error message and exit(1); used for all user-facing fatal errors
+static inline void fatal(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    fflush(stderr);
+    exit(1);
+}
+
+static inline FILE* fopen_check_(const char* path, const char* mode, const char* file, int line) {
+    FILE* f = fopen(path, mode);
+    if (f == NULL) {
+        fprintf(stderr, "error: cannot open '%s' (mode %s): %s\n  at %s:%d\n",
+                path, mode, strerror(errno), file, line);
+        exit(1);
+    }
+    return f;
+}
+#define fopen_check(path, mode) fopen_check_(path, mode, __FILE__, __LINE__)
+
+// fread that insists on reading exactly nmemb items; 'what' names the file for the message
+static inline void fread_check_(void* ptr, size_t size, size_t nmemb, FILE* f, const char* what,
+                                const char* file, int line) {
+    size_t got = fread(ptr, size, nmemb, f);
+    if (got != nmemb) {
+        fprintf(stderr, "error: short read from '%s': wanted %zu items of %zu bytes, got %zu (%s)\n"
+                "  the file is truncated or not of the expected kind\n  at %s:%d\n",
+                what, nmemb, size, got, feof(f) ? "end of file" : strerror(errno), file, line);
+        exit(1);
+    }
+}
+#define fread_check(ptr, size, nmemb, f, what) fread_check_(ptr, size, nmemb, f, what, __FILE__, __LINE__)
+
+static inline void fwrite_check_(const void* ptr, size_t size, size_t nmemb, FILE* f, const char* what,
+                                 const char* file, int line) {
+    size_t put = fwrite(ptr, size, nmemb, f);
+    if (put != nmemb) {
+        fprintf(stderr, "error: short write to '%s': %zu of %zu items (%s)\n  at %s:%d\n",
+                what, put, nmemb, strerror(errno), file, line);
+        exit(1);
+    }
+}
+#define fwrite_check(ptr, size, nmemb, f, what) fwrite_check_(ptr, size, nmemb, f, what, __FILE__, __LINE__)
+
+static inline void fseek_check_(FILE* f, int64_t off, int whence, const char* what, const char* file, int line) {
+    if (fseeko(f, (off_t)off, whence) != 0) {
+        fprintf(stderr, "error: cannot seek to %lld in '%s': %s\n  at %s:%d\n",
+                (long long)off, what, strerror(errno), file, line);
+        exit(1);
+    }
+}
+#define fseek_check(f, off, whence, what) fseek_check_(f, off, whence, what, __FILE__, __LINE__)
+
+static inline void fclose_check_(FILE* f, const char* what, const char* file, int line) {
+    if (fclose(f) != 0) {
+        fprintf(stderr, "error: cannot close '%s': %s\n  at %s:%d\n", what, strerror(errno), file, line);
+        exit(1);
+    }
+}
+#define fclose_check(f, what) fclose_check_(f, what, __FILE__, __LINE__)
+
+static inline void* malloc_check_(size_t size, const char* file, int line) {
+    void* p = malloc(size > 0 ? size : 1);
+    if (p == NULL) {
+        fprintf(stderr, "error: host allocation of %zu bytes (%.2f GiB) failed\n  at %s:%d\n",
+                size, size / (1024.0 * 1024.0 * 1024.0), file, line);
+        exit(1);
+    }
+    return p;
+}
+#define malloc_check(size) malloc_check_(size, __FILE__, __LINE__)
+
+static inline void* calloc_check_(size_t n, size_t size, const char* file, int line) {
+    void* p = calloc(n > 0 ? n : 1, size > 0 ? size : 1);
+    if (p == NULL) {
+        fprintf(stderr, "error: host allocation of %zu x %zu bytes failed\n  at %s:%d\n", n, size, file, line);
+        exit(1);
+    }
+    return p;
+}
+#define calloc_check(n, size) calloc_check_(n, size, __FILE__, __LINE__)
+
+// size of a file in bytes, 64-bit; exits with a message naming the file if it cannot be read
+static inline int64_t file_size_check(const char* path) {
+    struct stat st;
+    if (stat(path, &st) != 0) fatal("cannot stat '%s': %s", path, strerror(errno));
+    return (int64_t)st.st_size;
+}
+
+static inline int file_exists(const char* path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+// atomic replace: write to path.tmp, then rename over path. Use with fclose_check first.
+static inline void rename_check(const char* from, const char* to) {
+    if (rename(from, to) != 0) fatal("cannot rename '%s' to '%s': %s", from, to, strerror(errno));
+}
+
+#endif // GRASS_UTILS_H
