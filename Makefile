@@ -27,12 +27,34 @@ HEADERS = utils.h llama_config.h llama_params.h backend.h backend_cpu.h kernels_
 train_llama_cpu: train_llama.cu $(HEADERS)
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) train_llama.cu -o $@ $(CPU_LIBS)
 
+# ---- CPU tests (make test: what CI runs) ----
+TEST_BINS = tests/bin/test_dataloader tests/bin/test_tokenizer tests/bin/test_ops tests/bin/test_grass tests/bin/test_llama_cpu
+
 tests/bin:
 	mkdir -p tests/bin
 
+tests/bin/test_dataloader: tests/test_dataloader.c dataloader.h utils.h tests/test_util.h | tests/bin
+	$(CXX) -x c++ -O2 -Wall -I. $< -o $@
+
+tests/bin/test_tokenizer: tests/test_tokenizer.c tokenizer.h utils.h tests/test_util.h | tests/bin
+	$(CXX) -x c++ -O2 -Wall -I. $< -o $@
+
+tests/bin/test_ops: tests/test_ops.c kernels_cpu.h utils.h tests/test_util.h | tests/bin
+	$(CXX) -x c++ -O2 -fopenmp -Wall -I. $< -o $@ $(CPU_LIBS)
+
+tests/bin/test_grass: tests/test_grass.c train_llama.cu $(HEADERS) tests/test_util.h | tests/bin
+	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
+
+# the transformers-fixture test, CPU build (test_llama is the GPU build of the same file)
+tests/bin/test_llama_cpu: tests/test_llama.cu tests/fixture.h train_llama.cu $(HEADERS) tests/test_util.h | tests/bin
+	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
+
 .PHONY: test clean
-test: train_llama_cpu | tests/bin
+test: train_llama_cpu $(TEST_BINS)
 	bash tests/run_all.sh
 
 clean:
 	rm -rf train_llama train_llama_cpu test_llama tests/bin
+
+# GPU build rules (nvcc, cuBLAS/cuBLASLt, NCCL/MPI detection) live in cuda.mk
+-include cuda.mk

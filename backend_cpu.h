@@ -90,7 +90,9 @@ void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x,
 // ---- collectives ----------------------------------------------------------------------------
 void allreduce_sum_float(float* x, size_t n) {
 #ifdef USE_MPI
-    int world = 1;
+    int initialized = 0, world = 1;
+    MPI_Initialized(&initialized);
+    if (!initialized) return;  // a single-process caller (tests) that never started MPI
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     if (world == 1) return;
     const size_t maxc = (size_t)1 << 30;  // MPI counts are int

@@ -78,7 +78,15 @@ typedef struct {
     float* upscale;
 } Selection;
 
-static int cmp_int_asc(const void* a, const void* b) { int x = *(const int*)a, y = *(const int*)b; return (x > y) - (x < y); }
+typedef struct { double key; int idx; } KeyedIndex;
+// by key descending, then index ascending (a total order, so qsort's result is deterministic)
+static int cmp_keyed_desc(const void* a, const void* b) {
+    const KeyedIndex* x = (const KeyedIndex*)a;
+    const KeyedIndex* y = (const KeyedIndex*)b;
+    if (x->key > y->key) return -1;
+    if (x->key < y->key) return 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
 
 // q: squared norms (length dim); draws into sel (arrays of capacity r). Deterministic in (q, rng).
 static void grass_select(GrassSelect method, const float* q, int dim, int r, uint64_t rng, Selection* sel) {
@@ -92,19 +100,12 @@ static void grass_select(GrassSelect method, const float* q, int dim, int r, uin
     int n = 0;
     float* rho_of_draw = (float*)malloc_check((size_t)r * sizeof(float));
     if (method == SEL_TOPR) {
-        // r largest by (q desc, index asc): selection by partial ordering of an index array
-        int* order = (int*)malloc_check((size_t)dim * sizeof(int));
-        for (int i = 0; i < dim; i++) order[i] = i;
-        for (int k = 0; k < r; k++) {  // partial selection sort: O(r dim), fine for r, dim <= 1e4
-            int best = k;
-            for (int i = k + 1; i < dim; i++) {
-                int a = order[i], b = order[best];
-                if (q[a] > q[b] || (q[a] == q[b] && a < b)) best = i;
-            }
-            int tmp = order[k]; order[k] = order[best]; order[best] = tmp;
-            draws[n] = order[k]; rho_of_draw[n] = 1.0f; n++;
-        }
-        free(order);
+        // the r largest q (ties broken by the lower index)
+        KeyedIndex* keys = (KeyedIndex*)malloc_check((size_t)dim * sizeof(KeyedIndex));
+        for (int i = 0; i < dim; i++) { keys[i].key = q[i]; keys[i].idx = i; }
+        qsort(keys, dim, sizeof(KeyedIndex), cmp_keyed_desc);
+        for (int k = 0; k < r; k++) { draws[n] = keys[k].idx; rho_of_draw[n] = 1.0f; n++; }
+        free(keys);
     } else if (method == SEL_MULTINORM || method == SEL_UNIFORM) {
         // i.i.d. draws with replacement, rho = 1/sqrt(r p): E[P P^T] = I
         double* cdf = (double*)malloc_check((size_t)dim * sizeof(double));
@@ -119,46 +120,47 @@ static void grass_select(GrassSelect method, const float* q, int dim, int r, uin
         }
         free(cdf);
     } else {
-        // without replacement: r distinct rows, drawn one after another ~ p among those left.
-        // rho = 1 for uniform-nr; for multinorm-nr, rho = 1/sqrt(r p) with p the initial probability.
-        double* w = (double*)malloc_check((size_t)dim * sizeof(double));
-        double left = 0.0;
-        int positive = 0;
-        for (int i = 0; i < dim; i++) { w[i] = p[i]; left += w[i]; positive += (w[i] > 0.0); }
-        for (int k = 0; k < r; k++) {
-            int pick = -1;
-            if (positive > 0 && left > 0.0) {
-                double u = rng_uniform01(&rng) * left, c = 0.0;
-                for (int i = 0; i < dim; i++) { if (w[i] <= 0.0) continue; c += w[i]; pick = i; if (c > u) break; }
-            } else {  // fewer positive-probability rows than r: take the lowest unused ones
-                for (int i = 0; i < dim; i++) if (w[i] >= 0.0) { pick = i; break; }
-            }
-            draws[n] = pick;
-            rho_of_draw[n] = (method == SEL_MULTINORM_NR) ? (float)(1.0 / sqrt((double)r * p[pick] > 0 ? (double)r * p[pick] : 1.0)) : 1.0f;
-            n++;
-            if (w[pick] > 0.0) { left -= w[pick]; positive--; }
-            w[pick] = -1.0;  // used
+        // Without replacement: r distinct rows with the law of drawing one after another ~ p
+        // among those left, sampled in one pass with Efraimidis-Spirakis keys log(u)/p (the r
+        // largest keys); zero-probability rows come last, lowest index first.
+        // uniform-nr: every row is included with probability r/dim, so rho = sqrt(dim/r) makes
+        // E[P P^T] = I exactly. multinorm-nr: rho = 1/sqrt(r p) with p the initial probability,
+        // the with-replacement scaling; unbiased only while r p_i << 1 (heavy rows are included
+        // with probability < r p_i, so they end up under-weighted; see docs/GRASS_IMPL.md).
+        KeyedIndex* keys = (KeyedIndex*)malloc_check((size_t)dim * sizeof(KeyedIndex));
+        for (int i = 0; i < dim; i++) {
+            double u = rng_uniform01(&rng);
+            if (u <= 0.0) u = 1e-300;
+            keys[i].key = p[i] > 0.0 ? log(u) / p[i] : -INFINITY;
+            keys[i].idx = i;
         }
-        free(w);
+        qsort(keys, dim, sizeof(KeyedIndex), cmp_keyed_desc);
+        for (int k = 0; k < r; k++) {
+            int pick = keys[k].idx;
+            draws[n] = pick;
+            rho_of_draw[n] = (method == SEL_MULTINORM_NR)
+                           ? (float)(p[pick] > 0.0 ? 1.0 / sqrt((double)r * p[pick]) : 1.0)
+                           : (float)sqrt((double)dim / r);
+            n++;
+        }
+        free(keys);
     }
-    // merge duplicates: sort draws, count runs
-    int* sorted = (int*)malloc_check((size_t)r * sizeof(int));
-    memcpy(sorted, draws, (size_t)r * sizeof(int));
-    qsort(sorted, r, sizeof(int), cmp_int_asc);
+    // merge duplicates: order the draws by index and count runs (rho depends on the index only)
+    KeyedIndex* by_idx = (KeyedIndex*)malloc_check((size_t)r * sizeof(KeyedIndex));
+    for (int k = 0; k < n; k++) { by_idx[k].key = -(double)draws[k]; by_idx[k].idx = k; }
+    qsort(by_idx, n, sizeof(KeyedIndex), cmp_keyed_desc);  // -index descending = index ascending
     sel->r_eff = 0;
-    for (int k = 0; k < r;) {
-        int j = k;
-        while (j < r && sorted[j] == sorted[k]) j++;
-        int i = sorted[k];
-        float rho = 1.0f;
-        for (int d = 0; d < n; d++) if (draws[d] == i) { rho = rho_of_draw[d]; break; }
+    for (int k = 0; k < n;) {
+        int j = k, i = draws[by_idx[k].idx];
+        while (j < n && draws[by_idx[j].idx] == i) j++;
+        float rho = rho_of_draw[by_idx[k].idx];
         sel->idx[sel->r_eff] = i;
         sel->scale[sel->r_eff] = rho;
         sel->upscale[sel->r_eff] = rho * (float)(j - k);
         sel->r_eff++;
         k = j;
     }
-    free(sorted); free(draws); free(p); free(rho_of_draw);
+    free(by_idx); free(draws); free(p); free(rho_of_draw);
 }
 
 // ---- optimizer state -------------------------------------------------------------------------

@@ -880,21 +880,22 @@ int main(int argc, char** argv) {
     double time_sum = 0.0;
     int timed_steps = 0;
 
-    for (int step = (int)ts.step; step <= a.steps; step++) {
+    const int start_step = (int)ts.step;
+    for (int step = start_step; step <= a.steps; step++) {
         int last = step == a.steps;
         if (have_val && ((a.eval_every > 0 && step % a.eval_every == 0) || last)) {
             double vl = evaluate(&model, &val, eval_batches, &pg);
             if (!isfinite(vl)) fatal("validation loss is %f at step %d", vl, step);
             if (vl < ts.best_val_loss) ts.best_val_loss = vl;
             if (master) {
-                printf("step %d | val loss %.4f | val ppl %.2f\n", step, vl, exp(vl));
+                printf("step %d | val loss %.4f | val ppl %.4g\n", step, vl, exp(vl));
                 fprintf(logf, "step=%d val_loss=%.6f val_ppl=%.4f\n", step, vl, exp(vl));
                 fflush(logf);
             }
         }
         if (have_tok && master && a.sample_every > 0 && (step % a.sample_every == 0 || last) && step > 0)
             print_sample(&model, &tok, a.sample_tokens, &ts.sample_rng);
-        if (step > (int)ts.step || last) {
+        if (step > start_step || last) {  // never rewrite the checkpoint a run resumed from
             if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0)) {
                 ts.data = dataloader_get_state(&train);
                 if (master) save_checkpoint(&a, &model, &opt, &ts);
@@ -939,7 +940,7 @@ int main(int argc, char** argv) {
         backend_synchronize();
         double dt = now_seconds() - t0;
         ts.step = step + 1;
-        if (step > ts.step - 1 || step > 0) { time_sum += dt; timed_steps++; }
+        if (step > start_step) { time_sum += dt; timed_steps++; }  // the first step warms caches
         double tok_s = a.total_batch / dt;
         double mfu = peak > 0 ? flops_per_token * tok_s / peak : -1.0;
         double mem = gib(backend_memory_peak());

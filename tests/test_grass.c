@@ -1,0 +1,302 @@
+/*
+ * test_grass.c: Grass on the CPU. Selection laws, the compressed gradient against a dense
+ * computation, one full Grass step against a float64 implementation of docs/GRASS.md, the
+ * moment reset at refresh (and only then), fused == unfused through the whole model, and
+ * rank r = m with top-r reproducing full-rank AdamW.
+ * Build: make test (tests/run_all.sh builds it with the trainer's flags).
+ */
+#define TESTING
+#include "train_llama.cu"
+#include "tests/test_util.h"
+
+static uint64_t g_rng = 42;
+static float randn(void) {
+    double u1 = rng_uniform01(&g_rng), u2 = rng_uniform01(&g_rng);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+// ---- selection laws -------------------------------------------------------------------------
+static void test_selection(void) {
+    const int m = 10, r = 4;
+    float q[m] = {5, 1, 0.5f, 9, 9, 0, 2, 0.25f, 3, 1};
+    int idx[m]; float sc[m], up[m];
+    Selection sel = {0, idx, sc, up};
+    // top-r: the 4 largest, ties by lower index: 3, 4 (9), 0 (5), 8 (3)
+    grass_select(SEL_TOPR, q, m, r, 7, &sel);
+    CHECK(sel.r_eff == 4, "topr selects r unique rows (got %d)", sel.r_eff);
+    int want[4] = {0, 3, 4, 8};
+    for (int j = 0; j < 4 && j < sel.r_eff; j++) {
+        CHECK(sel.idx[j] == want[j], "topr index %d: got %d want %d", j, sel.idx[j], want[j]);
+        CHECK(sel.scale[j] == 1.0f && sel.upscale[j] == 1.0f, "topr scales are 1");
+    }
+    // top-r with r = m selects everything
+    grass_select(SEL_TOPR, q, m, m, 7, &sel);
+    CHECK(sel.r_eff == m, "topr r=m selects all rows");
+
+    // Sampling laws over many draws. For each variant: the mean of (upscale * scale) per row,
+    // i.e. the diagonal of P P^T, must be 1 (unbiased) within 5 standard errors, and for the
+    // with-replacement norm sampling the expected draw count of row i is r p_i.
+    const int draws = 40000;
+    double total = 0; for (int i = 0; i < m; i++) total += q[i];
+    GrassSelect variants[3] = {SEL_MULTINORM, SEL_UNIFORM, SEL_UNIFORM_NR};
+    for (int vi = 0; vi < 3; vi++) {
+        GrassSelect v = variants[vi];
+        double sum[m] = {0}, sumsq[m] = {0}, count[m] = {0};
+        for (int d = 0; d < draws; d++) {
+            grass_select(v, q, m, r, rng_seed_for(99, d, vi), &sel);
+            int seen[m] = {0};
+            for (int j = 0; j < sel.r_eff; j++) {
+                int i = sel.idx[j];
+                CHECK(!seen[i], "%s: index %d listed twice in one selection", GRASS_SELECT_NAMES[v], i);
+                seen[i] = 1;
+                double pp = (double)sel.upscale[j] * sel.scale[j];
+                sum[i] += pp; sumsq[i] += pp * pp;
+                count[i] += sel.upscale[j] / sel.scale[j];  // multiplicity
+            }
+            if (v == SEL_UNIFORM_NR) CHECK(sel.r_eff == r, "uniform-nr: r distinct rows");
+        }
+        for (int i = 0; i < m; i++) {
+            double p = v == SEL_MULTINORM ? q[i] / total : 1.0 / m;
+            if (p == 0.0) { CHECK(sum[i] == 0.0, "%s: zero-norm row %d never drawn", GRASS_SELECT_NAMES[v], i); continue; }
+            double mean = sum[i] / draws, var = sumsq[i] / draws - mean * mean;
+            double se = sqrt(var / draws) + 1e-12;
+            CHECK(fabs(mean - 1.0) < 5 * se + 1e-9, "%s: E[P P^T]_%d = %.4f (se %.4f), want 1", GRASS_SELECT_NAMES[v], i, mean, se);
+            if (v != SEL_UNIFORM_NR) {
+                double ec = r * p, c = count[i] / draws, sec = sqrt(r * p * (1 - p) / draws);
+                CHECK(fabs(c - ec) < 5 * sec, "%s: row %d drawn %.4f times per selection, want r p = %.4f", GRASS_SELECT_NAMES[v], i, c, ec);
+            }
+        }
+    }
+    // multinorm-nr: r distinct rows, never a zero-norm row while enough positive rows exist;
+    // inclusion frequency increases with the norm
+    double inc[m] = {0};
+    for (int d = 0; d < draws; d++) {
+        grass_select(SEL_MULTINORM_NR, q, m, r, rng_seed_for(5, d, 0), &sel);
+        CHECK(sel.r_eff == r, "multinorm-nr: r distinct rows");
+        for (int j = 0; j < sel.r_eff; j++) inc[sel.idx[j]] += 1.0 / draws;
+    }
+    CHECK(inc[5] == 0.0, "multinorm-nr never picks the zero-norm row (got %.4f)", inc[5]);
+    CHECK(inc[3] > inc[0] && inc[0] > inc[8] && inc[8] > inc[6] && inc[6] > inc[1] && inc[1] > inc[2] && inc[2] > inc[7],
+          "multinorm-nr inclusion ordered by norm");
+    // sequential sampling law: the first of r=1 draws ~ p exactly
+    double first[m] = {0};
+    for (int d = 0; d < draws; d++) { grass_select(SEL_MULTINORM_NR, q, m, 1, rng_seed_for(6, d, 0), &sel); first[sel.idx[0]] += 1.0 / draws; }
+    for (int i = 0; i < m; i++) {
+        double p = q[i] / total, se = sqrt(p * (1 - p) / draws);
+        CHECK(fabs(first[i] - p) < 5 * se + 1e-12, "multinorm-nr r=1: row %d frequency %.4f want %.4f", i, first[i], p);
+    }
+    // same inputs, same seed -> same selection (what keeps data-parallel ranks in agreement)
+    int idx2[m]; float sc2[m], up2[m];
+    Selection sel2 = {0, idx2, sc2, up2};
+    grass_select(SEL_MULTINORM, q, m, r, 1234, &sel);
+    grass_select(SEL_MULTINORM, q, m, r, 1234, &sel2);
+    CHECK(sel.r_eff == sel2.r_eff && memcmp(sel.idx, sel2.idx, sel.r_eff * sizeof(int)) == 0, "selection is a function of (norms, seed)");
+}
+
+// ---- one projected matrix against float64 -----------------------------------------------------
+// A parameter table holding one linear weight (out x in), driven through the Optimizer API as
+// the trainer drives it; the reference is the GRASS.md update written in double.
+static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K, float wd, const char* label) {
+    ParamTable pt;
+    memset(&pt, 0, sizeof(pt));
+    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
+    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    const int N = 6, steps = 5;
+    OptimConfig oc;
+    optim_config_defaults(&oc);
+    oc.type = OPT_GRASS; oc.select = method; oc.rank = r; oc.update_freq = K; oc.alpha = 0.25f;
+    oc.weight_decay = wd; oc.fused = 0; oc.seed = 77;
+    float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
+    double* Wd = (double*)malloc_check(pt.total * sizeof(double));
+    for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = W[i]; }
+    Optimizer o;
+    optim_init(&o, &oc, &pt, W);
+    int cols = out > in, dim = cols ? in : out, other = cols ? out : in;
+    CHECK(o.gm[0].cols_side == cols, "%s: selects along the smaller dimension", label);
+    double* md = (double*)calloc_check((size_t)r * other, sizeof(double));
+    double* vd = (double*)calloc_check((size_t)r * other, sizeof(double));
+    float* X = (float*)malloc_check((size_t)N * in * sizeof(float));
+    float* dY = (float*)malloc_check((size_t)N * out * sizeof(float));
+    double* G = (double*)malloc_check((size_t)out * in * sizeof(double));
+    int64_t t_since = 0;
+    double max_err = 0, max_ref = 0, max_moment_err = 0;
+    for (int step = 0; step < steps; step++) {
+        for (int i = 0; i < N * in; i++) X[i] = randn();
+        for (int i = 0; i < N * out; i++) dY[i] = randn();
+        for (int a = 0; a < out; a++)
+            for (int b = 0; b < in; b++) {
+                double s = 0; for (int n = 0; n < N; n++) s += (double)dY[n * out + a] * X[n * in + b];
+                G[(size_t)a * in + b] = s;
+            }
+        int refresh = optim_needs_refresh(&o, step);
+        CHECK(refresh == (step % K == 0), "%s: refresh at step %d iff step %% K == 0", label, step);
+        if (refresh) {
+            optim_begin_norm_pass(&o);
+            optim_linear_weight_grad(&o, 0, dY, X, N);
+            // norms against the dense gradient
+            for (int i = 0; i < dim; i++) {
+                double qn = 0;
+                for (int j = 0; j < other; j++) { double g = cols ? G[(size_t)j * in + i] : G[(size_t)i * in + j]; qn += g * g; }
+                CHECK_CLOSE(o.gm[0].norms[i], qn, 1e-6, 1e-4, "squared norm");
+            }
+            optim_refresh(&o, step);
+            memset(md, 0, (size_t)r * other * sizeof(double));
+            memset(vd, 0, (size_t)r * other * sizeof(double));
+            t_since = 0;
+            for (size_t i = 0; i < (size_t)o.gm[0].r * other; i++)
+                CHECK(o.gm[0].m[i] == 0.0f && o.gm[0].v[i] == 0.0f, "%s: moments reset at refresh", label);
+            if (method == SEL_TOPR) {  // independent top-r in double
+                for (int j = 0; j < o.gm[0].r_eff; j++) {
+                    int sel = o.gm[0].h_sel.idx[j];
+                    int larger = 0;
+                    for (int i = 0; i < dim; i++) if (o.gm[0].norms[i] > o.gm[0].norms[sel]) larger++;
+                    CHECK(larger < r, "%s: top-r picked row %d with %d larger rows", label, sel, larger);
+                }
+            }
+        } else if (step > 0) {
+            // no reset: moments carry over (nonzero after a step)
+            double mm = 0; for (size_t i = 0; i < (size_t)o.gm[0].r_eff * other; i++) mm += fabs(o.gm[0].m[i]);
+            CHECK(mm > 0, "%s: moments kept between refreshes (step %d)", label, step);
+        }
+        optim_zero_grads(&o);
+        optim_linear_weight_grad(&o, 0, dY, X, N);
+        // compressed gradient against rho B G (rows) / G B^T rho (cols)
+        const GrassMatrix* gm = &o.gm[0];
+        int re = gm->r_eff;
+        double cerr = 0, cref = 0;
+        for (int j = 0; j < re; j++)
+            for (int k = 0; k < other; k++) {
+                double ref = cols ? gm->h_sel.scale[j] * G[(size_t)k * in + gm->h_sel.idx[j]]
+                                  : gm->h_sel.scale[j] * G[(size_t)gm->h_sel.idx[j] * in + k];
+                double got = cols ? gm->C[(size_t)k * re + j] : gm->C[(size_t)j * other + k];
+                cerr = fmax(cerr, fabs(got - ref)); cref = fmax(cref, fabs(ref));
+            }
+        CHECK(cerr <= 1e-5 * cref + 1e-6, "%s: C = rho B G (max err %.3g of %.3g)", label, cerr, cref);
+        float lr = 0.01f * (step + 1);
+        optim_step(&o, lr, 0);
+        // float64 reference of the update
+        t_since++;
+        double b1 = oc.b1, b2 = oc.b2, bc1 = 1 - pow(b1, (double)t_since), bc2 = 1 - pow(b2, (double)t_since);
+        if (wd > 0) for (size_t i = 0; i < pt.total; i++) Wd[i] *= 1.0 - (double)lr * wd;
+        for (int j = 0; j < re; j++)
+            for (int k = 0; k < other; k++) {
+                int row = gm->h_sel.idx[j];
+                double g = cols ? gm->h_sel.scale[j] * G[(size_t)k * in + row] : gm->h_sel.scale[j] * G[(size_t)row * in + k];
+                size_t mi = cols ? (size_t)k * re + j : (size_t)j * other + k;
+                md[mi] = b1 * md[mi] + (1 - b1) * g;
+                vd[mi] = b2 * vd[mi] + (1 - b2) * g * g;
+                double u = (md[mi] / bc1) / (sqrt(vd[mi] / bc2) + oc.eps);
+                size_t wi = cols ? (size_t)k * in + row : (size_t)row * in + k;
+                Wd[wi] -= (double)lr * oc.alpha * gm->h_sel.upscale[j] * u;
+                max_moment_err = fmax(max_moment_err, fabs(gm->m[mi] - md[mi]) / (fabs(md[mi]) + 1e-3));
+            }
+        for (size_t i = 0; i < pt.total; i++) { max_err = fmax(max_err, fabs(W[i] - Wd[i])); max_ref = fmax(max_ref, fabs(Wd[i])); }
+    }
+    CHECK(max_err < 2e-5 * max_ref + 1e-6, "%s: W after %d steps vs float64 GRASS.md (max err %.3g)", label, steps, max_err);
+    CHECK(max_moment_err < 1e-4, "%s: moments vs float64 (max rel err %.3g)", label, max_moment_err);
+    optim_free(&o);
+    backend_free(W);
+    free(Wd); free(md); free(vd); free(X); free(dY); free(G);
+    param_table_free(&pt);
+}
+
+// ---- whole model: fused vs unfused, and rank = m with top-r vs AdamW -----------------------------
+typedef struct { Llama m; Optimizer o; } Run;
+
+static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int B, int T, int accum, int steps,
+                      const int* tokens /* steps*accum*B*(T+1) */) {
+    llama_build(&run->m, c, B, T);
+    llama_init_random(&run->m, 5);
+    optim_init(&run->o, oc, &run->m.pt, run->m.params);
+    float dloss = 1.0f / (B * T * accum);
+    int* in = (int*)malloc_check(B * T * sizeof(int));
+    int* tg = (int*)malloc_check(B * T * sizeof(int));
+    for (int s = 0; s < steps; s++) {
+        float lr = 0.003f;
+        const int* batch0 = tokens + (size_t)s * accum * B * (T + 1);
+        if (optim_needs_refresh(&run->o, s)) {
+            optim_begin_norm_pass(&run->o);
+            for (int a = 0; a < accum; a++) {
+                for (int b = 0; b < B; b++) for (int t = 0; t < T; t++) {
+                    in[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t];
+                    tg[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t + 1];
+                }
+                llama_forward(&run->m, in, tg, B, T, 1, dloss);
+                llama_backward(&run->m, &run->o, B, T);
+            }
+            optim_refresh(&run->o, s);
+        }
+        optim_zero_grads(&run->o);
+        for (int a = 0; a < accum; a++) {
+            for (int b = 0; b < B; b++) for (int t = 0; t < T; t++) {
+                in[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t];
+                tg[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t + 1];
+            }
+            run->o.apply_fused = oc->type == OPT_GRASS && oc->fused && a == accum - 1;
+            run->o.lr_now = lr;
+            llama_forward(&run->m, in, tg, B, T, 1, dloss);
+            llama_backward(&run->m, &run->o, B, T);
+        }
+        optim_step(&run->o, lr, s);
+    }
+    free(in); free(tg);
+}
+
+static double max_param_diff(Run* a, Run* b, double* scale) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < a->m.pt.total; i++) {
+        d = fmax(d, fabs(a->m.params[i] - b->m.params[i]));
+        s = fmax(s, fabs(b->m.params[i]));
+    }
+    *scale = s;
+    return d;
+}
+
+static void free_run(Run* r) { optim_free(&r->o); llama_free(&r->m); }
+
+static void test_model_level(void) {
+    LlamaConfig c = {97, 32, 48, 2, 4, 2, 16, 0, 1e-5f, 10000.0f};
+    const int B = 2, T = 8, accum = 2, steps = 5;
+    int* tokens = (int*)malloc_check((size_t)steps * accum * B * (T + 1) * sizeof(int));
+    for (int i = 0; i < steps * accum * B * (T + 1); i++) tokens[i] = (int)(splitmix64(&g_rng) % c.vocab_size);
+
+    OptimConfig g;
+    optim_config_defaults(&g);
+    g.type = OPT_GRASS; g.rank = 8; g.update_freq = 2; g.select = SEL_MULTINORM;
+    Run fused, unfused;
+    g.fused = 1; run_steps(&fused, &c, &g, B, T, accum, steps, tokens);
+    g.fused = 0; run_steps(&unfused, &c, &g, B, T, accum, steps, tokens);
+    double s, d = max_param_diff(&fused, &unfused, &s);
+    CHECK(d == 0.0, "fused == unfused Grass through the model, with accumulation and refreshes (max diff %.3g of %.3g)", d, s);
+    Run init;
+    OptimConfig a; optim_config_defaults(&a);
+    run_steps(&init, &c, &a, B, T, accum, 0, tokens);
+    double moved = max_param_diff(&fused, &init, &s);
+    CHECK(moved > 1e-4, "Grass moved the weights (max change %.3g)", moved);
+    free_run(&fused); free_run(&unfused); free_run(&init);
+
+    // rank = the selected dimension with top-r (rho = 1), alpha = 1, no refresh after step 0:
+    // the Grass update is AdamW's on every projected matrix
+    g.select = SEL_TOPR; g.rank = 0; g.rank_frac = 1.0f; g.alpha = 1.0f; g.update_freq = 1000; g.fused = 1;
+    Run gr, ad;
+    run_steps(&gr, &c, &g, B, T, accum, steps, tokens);
+    run_steps(&ad, &c, &a, B, T, accum, steps, tokens);
+    d = max_param_diff(&gr, &ad, &s);
+    CHECK(d < 1e-5 * s, "Grass with r = m, top-r, alpha 1 equals full-rank AdamW (max diff %.3g of %.3g)", d, s);
+    free_run(&gr); free_run(&ad);
+    free(tokens);
+}
+
+int main(void) {
+    backend_init(0);
+    test_selection();
+    grass_matrix_case(12, 20, 5, SEL_TOPR, 2, 0.0f, "rows topr");
+    grass_matrix_case(24, 10, 4, SEL_TOPR, 3, 0.0f, "cols topr");
+    grass_matrix_case(12, 20, 6, SEL_MULTINORM, 2, 0.1f, "rows multinorm wd");
+    grass_matrix_case(24, 10, 7, SEL_UNIFORM, 2, 0.0f, "cols uniform");
+    grass_matrix_case(16, 16, 5, SEL_MULTINORM_NR, 4, 0.0f, "square multinorm-nr");
+    grass_matrix_case(16, 16, 5, SEL_UNIFORM_NR, 1, 0.0f, "square uniform-nr K=1");
+    test_model_level();
+    return test_summary("test_grass");
+}

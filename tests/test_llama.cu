@@ -1,0 +1,160 @@
+/*
+ * test_llama.cu: the model against an independent reference, Hugging Face transformers'
+ * LlamaForCausalLM (fixtures made by dev/make_reference.py: weights, a batch, logits, loss
+ * and every gradient). The same file builds for the CPU (fp32 tolerances) and for the GPU
+ * (bf16 tolerances):  make test (CPU)  /  make test_llama && ./test_llama (GPU).
+ * Also checks, through the whole model, that Grass's compressed gradients are rho * the
+ * selected rows (or columns) of the reference gradients, and that the norm pass's row norms
+ * are those of the reference gradients.
+ */
+#define TESTING
+#include "train_llama.cu"
+#include "tests/test_util.h"
+#include "tests/fixture.h"
+
+#ifdef __CUDACC__
+#define LOGIT_TOL 3e-2   // bf16 weights and activations
+#define GRAD_TOL 6e-2    // relative to the tensor's largest entry
+#define LOSS_TOL 1e-2
+#else
+#define LOGIT_TOL 1e-4
+#define GRAD_TOL 2e-4
+#define LOSS_TOL 1e-5
+#endif
+
+// max |a - b| / max |b| over a tensor
+static double rel_err(const float* a, const float* b, size_t n, double* scale) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) { d = fmax(d, fabs((double)a[i] - b[i])); s = fmax(s, fabs((double)b[i])); }
+    *scale = s;
+    return s > 0 ? d / s : d;
+}
+
+static void check_fixture(const char* path) {
+    Fixture fx;
+    fixture_load(&fx, path);
+    LlamaConfig c = {fx.vocab_size, fx.dim, fx.ffn_dim, fx.n_layers, fx.n_heads, fx.n_kv_heads, fx.max_seq_len,
+                     fx.tie_embeddings, fx.norm_eps, fx.rope_theta};
+    char err[256];
+    CHECK(llama_config_validate(&c, err, sizeof(err)), "%s: config valid (%s)", path, err);
+    int B = fx.B, T = fx.T, N = B * T, V = c.vocab_size;
+    printf("%s: V=%d d=%d f=%d L=%d heads=%d/%d tied=%d eps=%g theta=%g B=%d T=%d\n", path, V, c.dim, c.ffn_dim,
+           c.n_layers, c.n_heads, c.n_kv_heads, c.tie_embeddings, c.norm_eps, c.rope_theta, B, T);
+    Llama m;
+    llama_build(&m, &c, B, T);
+    // every parameter by its HF name; the fixture must hold exactly the model's tensors
+    for (int i = 0; i < m.pt.n; i++) {
+        int64_t n = 0;
+        const float* w = fixture_get(&fx, m.pt.t[i].name, &n);
+        CHECK((size_t)n == m.pt.t[i].numel, "%s: %s has %lld values, model wants %zu", path, m.pt.t[i].name, (long long)n, m.pt.t[i].numel);
+        backend_upload_floats(m.params + m.pt.t[i].offset, w, m.pt.t[i].numel);
+    }
+    CHECK(c.tie_embeddings == !fixture_has(&fx, "lm_head.weight"), "%s: tied iff no lm_head in the fixture", path);
+    int64_t n;
+    const float* fin = fixture_get(&fx, "input_ids", &n);
+    const float* ftg = fixture_get(&fx, "targets", &n);
+    int* inputs = (int*)malloc_check(N * sizeof(int));
+    int* targets = (int*)malloc_check(N * sizeof(int));
+    for (int i = 0; i < N; i++) { inputs[i] = (int)fin[i]; targets[i] = (int)ftg[i]; }
+
+    // logits and loss
+    float loss = llama_forward(&m, inputs, targets, B, T, 0, 0.0f);
+    float* logits = (float*)malloc_check((size_t)N * V * sizeof(float));
+    backend_download_floats(logits, m.logits, (size_t)N * V);
+    double s, e = rel_err(logits, fixture_get(&fx, "logits", &n), (size_t)N * V, &s);
+    CHECK(e < LOGIT_TOL, "%s: logits rel err %.3g (max |logit| %.3g)", path, e, s);
+    float ref_loss = fixture_get(&fx, "loss", &n)[0];
+    CHECK_CLOSE(loss, ref_loss, LOSS_TOL, LOSS_TOL, "loss");
+    printf("  loss %.6f (transformers %.6f), logits rel err %.2e\n", loss, ref_loss, e);
+
+    // every gradient, through full-rank AdamW's dense gradient buffers
+    OptimConfig oc;
+    optim_config_defaults(&oc);
+    Optimizer o;
+    optim_init(&o, &oc, &m.pt, m.params);
+    optim_zero_grads(&o);
+    llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
+    llama_backward(&m, &o, B, T);
+    double worst = 0;
+    for (int i = 0; i < m.pt.n; i++) {
+        char gname[128];
+        snprintf(gname, sizeof(gname), "grad.%s", m.pt.t[i].name);
+        size_t numel = m.pt.t[i].numel;
+        float* g = (float*)malloc_check(numel * sizeof(float));
+        backend_download_floats(g, optim_dense_grad(&o, i), numel);
+        double ge = rel_err(g, fixture_get(&fx, gname, &n), numel, &s);
+        CHECK(ge < GRAD_TOL, "%s: %s rel err %.3g (max |g| %.3g)", path, gname, ge, s);
+        worst = fmax(worst, ge);
+        free(g);
+    }
+    printf("  %d gradients, worst rel err %.2e\n", m.pt.n, worst);
+    optim_free(&o);
+
+    // Grass through the model: the norm pass gives ||G_i||^2 and the gathered GEMMs give
+    // rho * rows (or columns) of the reference gradients G
+    optim_config_defaults(&oc);
+    oc.type = OPT_GRASS; oc.rank = 0; oc.rank_frac = 0.5f; oc.select = SEL_MULTINORM; oc.fused = 0; oc.seed = 3;
+    optim_init(&o, &oc, &m.pt, m.params);
+    optim_begin_norm_pass(&o);
+    llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
+    llama_backward(&m, &o, B, T);
+    double worst_norm = 0, worst_c = 0;
+    for (int k = 0; k < o.n_gm; k++) {
+        GrassMatrix* g = &o.gm[k];
+        const ParamTensor* t = &m.pt.t[g->tensor];
+        char gname[128];
+        snprintf(gname, sizeof(gname), "grad.%s", t->name);
+        const float* G = fixture_get(&fx, gname, &n);
+        float* q = (float*)malloc_check(g->dim_sel * sizeof(float));
+        float* qref = (float*)calloc_check(g->dim_sel, sizeof(float));
+        backend_download(q, g->norms, g->dim_sel * sizeof(float));
+        for (int a = 0; a < t->rows; a++)
+            for (int b = 0; b < t->cols; b++) qref[g->cols_side ? b : a] += G[(size_t)a * t->cols + b] * G[(size_t)a * t->cols + b];
+        double ne = rel_err(q, qref, g->dim_sel, &s);
+        CHECK(ne < 2 * GRAD_TOL, "%s: Grass norms of %s rel err %.3g", path, t->name, ne);
+        worst_norm = fmax(worst_norm, ne);
+        free(q); free(qref);
+    }
+    optim_refresh(&o, 0);
+    optim_zero_grads(&o);
+    llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
+    llama_backward(&m, &o, B, T);
+    for (int k = 0; k < o.n_gm; k++) {
+        GrassMatrix* g = &o.gm[k];
+        const ParamTensor* t = &m.pt.t[g->tensor];
+        char gname[128];
+        snprintf(gname, sizeof(gname), "grad.%s", t->name);
+        const float* G = fixture_get(&fx, gname, &n);
+        size_t sub = grass_sub_numel(g);
+        float* C = (float*)malloc_check(sub * sizeof(float));
+        float* Cref = (float*)malloc_check(sub * sizeof(float));
+        backend_download(C, g->C, sub * sizeof(float));
+        int re = g->r_eff;
+        for (int j = 0; j < re; j++)
+            for (int x = 0; x < g->other; x++) {
+                int sel = g->h_sel.idx[j];
+                if (!g->cols_side) Cref[(size_t)j * g->other + x] = g->h_sel.scale[j] * G[(size_t)sel * t->cols + x];
+                else Cref[(size_t)x * re + j] = g->h_sel.scale[j] * G[(size_t)x * t->cols + sel];
+            }
+        double ce = rel_err(C, Cref, sub, &s);
+        CHECK(ce < GRAD_TOL, "%s: Grass C of %s (%s side, r_eff %d) rel err %.3g", path, t->name,
+              g->cols_side ? "cols" : "rows", re, ce);
+        worst_c = fmax(worst_c, ce);
+        free(C); free(Cref);
+    }
+    printf("  Grass: %d projected matrices, norms worst rel err %.2e, compressed gradients worst rel err %.2e\n",
+           o.n_gm, worst_norm, worst_c);
+    optim_free(&o);
+    free(logits); free(inputs); free(targets);
+    llama_free(&m);
+    fixture_free(&fx);
+}
+
+int main(int argc, char** argv) {
+    backend_init(0);
+    printf("backend: %s\n", backend_name());
+    const char* defaults[] = {"tests/fixtures/tiny_gqa.bin", "tests/fixtures/tiny_mha_tied.bin", "tests/fixtures/tiny_odd.bin"};
+    if (argc > 1) for (int i = 1; i < argc; i++) check_fixture(argv[i]);
+    else for (int i = 0; i < 3; i++) check_fixture(defaults[i]);
+    return test_summary("test_llama");
+}

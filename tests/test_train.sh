@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# End-to-end checks of train_llama_cpu on synthetic data: the loss falls (AdamW and Grass),
+# resuming is bit-exact (AdamW; Grass across a refresh; with gradient accumulation), and every
+# kind of bad input stops with a clear message and a non-zero exit.
+# Prints "N passed, N failed"; exits non-zero on any failure.
+set -u
+cd "$(dirname "$0")/.."
+BIN=./train_llama_cpu
+[ -x $BIN ] || { echo "build $BIN first (make train_llama_cpu)"; exit 1; }
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+pass=0; fail=0
+ok()  { pass=$((pass+1)); echo "ok   $1"; }
+bad() { fail=$((fail+1)); echo "FAIL $1"; }
+
+python3 dev/data/make_synthetic.py --out-dir "$W/data" --vocab 256 --train-tokens 60000 --val-tokens 8000 >/dev/null || { echo "FAIL synthetic data"; exit 1; }
+DATA=(-i "$W/data/synthetic_train_*.bin" -j "$W/data/synthetic_val_*.bin")
+MODEL=(-c tiny --vocab 256 --dim 48 --ffn 80 --heads 4 --kv-heads 2 --layers 2 --max-seq 64)
+COMMON=("${DATA[@]}" "${MODEL[@]}" -b 4 -t 32 --eval-tokens 2048 --log-every 1000)
+
+# ---- the loss falls ---------------------------------------------------------------------------
+val_losses() { grep -o 'val_loss=[0-9.]*' "$1" | cut -d= -f2; }
+for opt in adamw grass; do
+  extra=(); [ $opt = grass ] && extra=(--optimizer grass --rank 12 --update-freq 10)
+  if $BIN "${COMMON[@]}" -x 80 -v 40 -l 1e-2 -o "$W/fall_$opt" "${extra[@]}" > "$W/fall_$opt.out" 2>&1; then
+    first=$(val_losses "$W/fall_$opt/log.txt" | head -1); last=$(val_losses "$W/fall_$opt/log.txt" | tail -1)
+    if python3 -c "import sys; sys.exit(0 if $last < $first - 2.0 else 1)"; then ok "$opt: val loss falls $first -> $last"
+    else bad "$opt: val loss did not fall enough ($first -> $last)"; fi
+  else bad "$opt: training run failed"; tail -5 "$W/fall_$opt.out"; fi
+done
+
+# ---- resume is bit-exact ----------------------------------------------------------------------
+# run A: 8 steps straight, checkpoints every 4 (or 3). Run B: starts from A's first checkpoint
+# with -y 1 and must write the same final model and state, and log the same losses.
+resume_case() {
+  local name=$1 every=$2; shift 2
+  local A="$W/res_${name}_a" B="$W/res_${name}_b"
+  $BIN "${COMMON[@]}" -x 8 -v 0 -n $every -o "$A" "$@" > "$A.out" 2>&1 || { bad "$name: straight run failed"; tail -3 "$A.out"; return; }
+  mkdir -p "$B"
+  local s=$(printf "%08d" $every)
+  cp "$A/model_$s.bin" "$A/state_$s.bin" "$B/" && echo $every > "$B/checkpoint_latest.txt"
+  $BIN "${COMMON[@]}" -x 8 -v 0 -n $every -y 1 -o "$B" "$@" > "$B.out" 2>&1 || { bad "$name: resumed run failed"; tail -3 "$B.out"; return; }
+  grep -q "resumed from step $every" "$B.out" || bad "$name: run B did not resume"
+  if cmp -s "$A/model_00000008.bin" "$B/model_00000008.bin" && cmp -s "$A/state_00000008.bin" "$B/state_00000008.bin"; then
+    ok "$name: resume at step $every gives bit-identical weights and optimizer state at step 8"
+  else bad "$name: resumed run differs from the straight run"; fi
+  if diff <(grep '^step=[0-9]* loss' "$A/log.txt" | awk -F'[= ]' -v e=$every '$2>e {print $2, $4}') \
+          <(grep '^step=[0-9]* loss' "$B/log.txt" | awk -F'[= ]' -v e=$every '$2>e {print $2, $4}') >/dev/null; then
+    ok "$name: identical losses after the resume point"
+  else bad "$name: losses differ after resume"; fi
+}
+resume_case adamw 4 -l 3e-3 --weight-decay 0.1 --grad-clip 1.0
+resume_case grass_topr 4 --optimizer grass --rank 8 --update-freq 3 --grass-select topr -l 1e-2
+resume_case grass_multinorm_accum 3 --optimizer grass --rank 8 --update-freq 3 -d 256 -l 1e-2
+resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
+
+# ---- bad input: non-zero exit and a message naming the problem ---------------------------------
+expect_fail() {  # expect_fail "label" "message regex" args...
+  local label=$1 pattern=$2; shift 2
+  local out; out=$("$@" 2>&1); local rc=$?
+  if [ $rc -ne 0 ] && echo "$out" | grep -qE "$pattern"; then ok "bad input: $label"
+  else bad "bad input: $label (rc=$rc; wanted /$pattern/) -> $(echo "$out" | tail -2)"; fi
+}
+T=(-b 4 -t 32 -x 2 -v 0 -o "$W/badrun")
+expect_fail "no shards" "no data shards match" $BIN -i "$W/nothing_*.bin" "${MODEL[@]}" "${T[@]}"
+printf 'not a shard at all, just some text that is long enough to hold a header............' > "$W/junk_train_0.bin"
+expect_fail "wrong magic" "junk_train_0.bin" $BIN -i "$W/junk_train_*.bin" -j none "${MODEL[@]}" "${T[@]}"
+head -c 1000 "$W/data/synthetic_train_000000.bin" > "$W/trunc_train_0.bin"
+expect_fail "truncated shard" "trunc_train_0.bin" $BIN -i "$W/trunc_train_*.bin" -j none "${MODEL[@]}" "${T[@]}"
+expect_fail "shard vocab larger than the model's" "synthetic_train_000000.bin" $BIN "${DATA[@]}" -c tiny --vocab 128 --dim 48 --ffn 80 --heads 4 --layers 2 "${T[@]}"
+expect_fail "unknown option" "unknown option '--bogus'" $BIN --bogus 1
+expect_fail "non-numeric value" "is not a number" $BIN "${COMMON[@]}" -b abc
+expect_fail "out-of-range lr" "out of range" $BIN "${COMMON[@]}" -l -1
+expect_fail "zero batch" "out of range" $BIN "${COMMON[@]}" -b 0
+expect_fail "unknown config" "unknown model config 'huge'" $BIN "${DATA[@]}" -c huge
+expect_fail "heads not dividing dim" "not divisible" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 50 --heads 4
+expect_fail "sequence longer than max_seq" "longer than the model's max_seq_len 64" $BIN "${COMMON[@]}" "${T[@]}" -t 128
+expect_fail "total batch not a multiple" "not a multiple of B\\*T\\*ranks" $BIN "${COMMON[@]}" -d 1000 "${T[@]}"
+expect_fail "unknown optimizer" "unknown --optimizer 'sgd'" $BIN "${COMMON[@]}" --optimizer sgd "${T[@]}"
+expect_fail "grass rank 0" "rank" $BIN "${COMMON[@]}" --optimizer grass --rank 0 "${T[@]}"
+expect_fail "grass rank > dimension" "larger than the dimension" $BIN "${COMMON[@]}" --optimizer grass --rank 49 "${T[@]}"
+expect_fail "grass K = 0" "update-freq.*out of range" $BIN "${COMMON[@]}" --optimizer grass --update-freq 0 "${T[@]}"
+expect_fail "unknown grass variant" "unknown --grass-select 'best'" $BIN "${COMMON[@]}" --optimizer grass --grass-select best "${T[@]}"
+expect_fail "unknown grass layer" "unknown layer type 'attn'" $BIN "${COMMON[@]}" --optimizer grass --grass-layers q,attn "${T[@]}"
+expect_fail "clipping with the fused update" "grass-fused 0" $BIN "${COMMON[@]}" --optimizer grass --rank 8 --grad-clip 1 "${T[@]}"
+expect_fail "model does not fit" "needs .* GiB but .* available" $BIN "${COMMON[@]}" --memory-limit-gb 0.001 "${T[@]}"
+expect_fail "13b on this machine" "needs .* GiB but" $BIN "${DATA[@]}" -c 13b --vocab 256 -b 1 -t 32 "${T[@]}"
+expect_fail "missing tokenizer for samples" "nowhere/tokenizer.bin" $BIN "${COMMON[@]}" -s 1 -e "$W/nowhere/tokenizer.bin" "${T[@]}"
+# checkpoints: another config, not a checkpoint, truncated, NaN weights
+expect_fail "resume with another config" "another model config" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 64 --ffn 80 --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -x 8 -v 0 -y 1 -o "$W/res_adamw_a"
+expect_fail "resume with another optimizer" "another optimizer setup" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
+expect_fail "init from a non-checkpoint" "not a grass.c model checkpoint" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/data/synthetic_val_000000.bin"
+head -c 5000 "$W/res_adamw_a/model_00000008.bin" > "$W/trunc_model.bin"
+expect_fail "truncated checkpoint" "truncated or corrupt" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/trunc_model.bin"
+python3 - "$W/res_adamw_a/model_00000008.bin" "$W/nan_model.bin" <<'PY'
+import sys, numpy as np
+raw = bytearray(open(sys.argv[1], "rb").read())
+w = np.frombuffer(raw, dtype=np.float32, offset=256).copy(); w[-1] = np.nan  # lm_head: every logit row
+open(sys.argv[2], "wb").write(bytes(raw[:256]) + w.tobytes())
+PY
+rm -rf "$W/nanrun"
+expect_fail "NaN loss" "loss became nan" $BIN "${COMMON[@]}" -x 4 -v 0 -n 1 -o "$W/nanrun" --init-from "$W/nan_model.bin"
+if ls "$W/nanrun"/model_*.bin >/dev/null 2>&1; then bad "NaN run wrote a checkpoint"; else ok "NaN run wrote no checkpoint"; fi
+
+echo "test_train: $pass passed, $fail failed"
+[ $fail -eq 0 ]
