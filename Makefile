@@ -30,6 +30,10 @@ train_llama_cpu: train_llama.cu $(HEADERS)
 # ---- CPU tests (make test: what CI runs) ----
 TEST_BINS = tests/bin/test_dataloader tests/bin/test_tokenizer tests/bin/test_ops tests/bin/test_grass tests/bin/test_llama_cpu
 
+# the same program without MPI, for the test that a multi-rank launch of it is refused
+train_llama_cpu_nompi: train_llama.cu $(HEADERS)
+	$(CXX) -x c++ $(filter-out -DUSE_MPI,$(CPU_FLAGS)) train_llama.cu -o $@ $(CPU_LIBS)
+
 tests/bin:
 	mkdir -p tests/bin
 
@@ -50,11 +54,11 @@ tests/bin/test_llama_cpu: tests/test_llama.cu tests/fixture.h train_llama.cu $(H
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
 
 .PHONY: test clean
-test: train_llama_cpu $(TEST_BINS)
+test: train_llama_cpu train_llama_cpu_nompi $(TEST_BINS)
 	bash tests/run_all.sh
 
 clean:
-	rm -rf train_llama train_llama_cpu test_llama tests/bin
+	rm -rf train_llama train_llama_cpu train_llama_cpu_nompi test_llama tests/bin
 
 # GPU build rules (nvcc, cuBLAS/cuBLASLt, NCCL/MPI detection) live in cuda.mk
 -include cuda.mk

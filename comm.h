@@ -81,6 +81,20 @@ static int comm_allreduce_max_int(ProcessGroup* pg, int x) {
     return x;
 }
 
+// Checks that every rank holds the same 64-bit value (a hash of weights or selections);
+// a mismatch means the ranks have drifted apart, which must never pass silently.
+static void comm_check_same_u64(ProcessGroup* pg, uint64_t v, const char* what) {
+    (void)pg; (void)v; (void)what;
+#ifdef USE_MPI
+    if (pg->world_size <= 1) return;
+    unsigned long long lo = v, hi = v;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD));
+    if (lo != hi) fatal("rank %d: the ranks disagree on %s (hashes %016llx .. %016llx); data-parallel state diverged",
+                        pg->rank, what, lo, hi);
+#endif
+}
+
 static void comm_barrier(ProcessGroup* pg) {
     (void)pg;
 #ifdef USE_MPI

@@ -198,6 +198,8 @@ typedef struct {
     int apply_fused;        // set by the trainer for the last micro-step of a fused step
     float lr_now;           // learning rate of the step in progress (fused updates)
     float* d_sumsq;         // backend scalar for gradient norms
+    int world_size;         // ranks taking part in the all-reduces (set by the trainer; 1 = none)
+    double comm_bytes;      // bytes all-reduced since the last optim_comm_reset (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
 } Optimizer;
 
@@ -244,6 +246,7 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
 static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* pt, floatX* params) {
     memset(o, 0, sizeof(*o));
     o->cfg = *cfg; o->pt = pt; o->params = params;
+    o->world_size = 1;
     o->grad_offset = (size_t*)malloc_check(pt->n * sizeof(size_t));
     o->gm_of_tensor = (int*)malloc_check(pt->n * sizeof(int));
     o->gm = (GrassMatrix*)calloc_check(pt->n, sizeof(GrassMatrix));
@@ -303,6 +306,8 @@ typedef struct {
     size_t state_bytes;        // Adam moments: full-rank and subspace
     size_t other_bytes;        // indices, scales, norm vectors
     size_t projected_params;   // parameters that live in Grass subspaces
+    size_t comm_step_bytes;    // all-reduced per step with several ranks: dense grads + compressed grads
+    size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
 } OptimPlan;
 
 static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p) {
@@ -313,6 +318,7 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         if (!optim_is_projected(c, t)) {
             p->dense_grad_bytes += t->numel * sizeof(floatX);
             p->state_bytes += 2 * t->numel * sizeof(float);
+            p->comm_step_bytes += t->numel * sizeof(floatX);
             continue;
         }
         int cols_side = t->rows > t->cols;
@@ -320,10 +326,24 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         int r = optim_rank_for(c, t, dim_sel, err, sizeof(err));
         if (r < 0) fatal("%s", err);
         p->compressed_bytes += (size_t)r * other * sizeof(float);
+        p->comm_step_bytes += (size_t)r * other * sizeof(float);
+        p->comm_refresh_bytes += (size_t)dim_sel * sizeof(float);
         p->state_bytes += 2 * (size_t)r * other * sizeof(float);
         p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
         p->projected_params += t->numel;
     }
+}
+
+// all-reduces through the backend, counting the payload (the communication accounting)
+static void optim_allreduce_float(Optimizer* o, float* x, size_t n) {
+    if (o->world_size <= 1) return;
+    allreduce_sum_float(x, n);
+    o->comm_bytes += (double)n * sizeof(float);
+}
+static void optim_allreduce_floatX(Optimizer* o, floatX* x, size_t n) {
+    if (o->world_size <= 1) return;
+    allreduce_sum_floatX(x, n);
+    o->comm_bytes += (double)n * sizeof(floatX);
 }
 
 static floatX* optim_dense_grad(Optimizer* o, int tensor) {
@@ -379,7 +399,7 @@ static void optim_layer_done(Optimizer* o, int layer) {
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
-        allreduce_sum_float(g->C, grass_sub_numel(g));
+        optim_allreduce_float(o, g->C, grass_sub_numel(g));
         float ss = 0.0f;
         backend_memset0(o->d_sumsq, sizeof(float));
         sumsq_float(o->d_sumsq, g->C, grass_sub_numel(g));
@@ -394,8 +414,8 @@ static void optim_layer_done(Optimizer* o, int layer) {
 // gradients (what Grass actually uses), before clipping.
 static float optim_step(Optimizer* o, float lr, uint64_t step_seed) {
     int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
-    allreduce_sum_floatX(o->grads, o->grad_total);
-    if (!fused) for (int k = 0; k < o->n_gm; k++) allreduce_sum_float(o->gm[k].C, grass_sub_numel(&o->gm[k]));
+    optim_allreduce_floatX(o, o->grads, o->grad_total);
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_float(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
     float ss = 0.0f;
     backend_memset0(o->d_sumsq, sizeof(float));
     sumsq_floatX(o->d_sumsq, o->grads, o->grad_total);
@@ -436,7 +456,7 @@ static void optim_refresh(Optimizer* o, int64_t step) {
     float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
-        allreduce_sum_float(g->norms, g->dim_sel);
+        optim_allreduce_float(o, g->norms, g->dim_sel);
         backend_download(q, g->norms, g->dim_sel * sizeof(float));
         grass_select(o->cfg.select, q, g->dim_sel, g->r, rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor), &g->h_sel);
         g->r_eff = g->h_sel.r_eff;

@@ -449,6 +449,7 @@ typedef struct {
     float peak_tflops;
     float memory_limit_gb;
     int log_every;
+    int plan_only;
     OptimConfig oc;
 } TrainArgs;
 
@@ -509,6 +510,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
     OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
     OPT("", "--log-every", 'i', &a->log_every, 1, 1 << 30, "print a progress line every N steps");
+    OPT("", "--plan-only", 'i', &a->plan_only, 0, 1, "print the memory and communication plan and exit (0/1); needs no data");
 #undef OPT
     return n;
 }
@@ -625,7 +627,7 @@ static void resolve_optim(TrainArgs* a) {
 static double gib(size_t b) { return b / 1073741824.0; }
 
 // Prints what the run will allocate and refuses one that cannot fit.
-static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, float limit_gb, int rank) {
+static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, float limit_gb, int rank, int refuse) {
     ParamTable pt;
     param_table_build(&pt, c);
     OptimPlan op;
@@ -645,9 +647,12 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
         if (op.other_bytes) printf("  Grass indices     %12s  %8.3f GiB\n", "", gib(op.other_bytes));
         printf("  activations       %12s  %8.3f GiB   (B=%d, T=%d)\n", "", gib(acts), B, T);
         printf("  total             %12s  %8.3f GiB\n", "", gib(total));
+        printf("communication per optimizer step with several ranks: %.3f MiB all-reduced", op.comm_step_bytes / 1048576.0);
+        if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
+        printf("\n");
     }
     size_t avail = limit_gb > 0 ? (size_t)(limit_gb * 1073741824.0) : backend_memory_free();
-    if (avail > 0 && total > avail) {
+    if (refuse && avail > 0 && total > avail) {
         fatal("this run needs %.2f GiB but %.2f GiB is available (%s); reduce -b/--batch, -t/--seq or the model, "
               "or use --optimizer grass with a smaller --rank", gib(total), gib(avail),
               limit_gb > 0 ? "--memory-limit-gb" : "free memory reported by the backend");
@@ -754,6 +759,38 @@ static void save_checkpoint(const TrainArgs* a, Llama* m, Optimizer* o, const Tr
     printf("wrote checkpoint %s and %s\n", mp, sp);
 }
 
+// FNV-1a over the weights and the Grass selections: equal on every rank, or the run stops
+static void check_ranks_in_sync(ProcessGroup* pg, Llama* m, Optimizer* o) {
+    if (pg->world_size <= 1) return;
+    uint64_t h = 1469598103934665603ULL;
+    const size_t chunk = (size_t)1 << 22;
+    float* buf = (float*)malloc_check(chunk * sizeof(float));
+    for (size_t off = 0; off < m->pt.total; off += chunk) {
+        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
+        backend_download_floats(buf, m->params + off, n);
+        const unsigned char* b = (const unsigned char*)buf;
+        for (size_t i = 0; i < n * sizeof(float); i++) { h ^= b[i]; h *= 1099511628211ULL; }
+    }
+    free(buf);
+    comm_check_same_u64(pg, h, "the model weights");
+    uint64_t hs = 1469598103934665603ULL;
+    for (int k = 0; k < o->n_gm; k++) {
+        const GrassMatrix* g = &o->gm[k];
+        for (int j = 0; j < g->r_eff; j++) { hs ^= (uint64_t)g->h_sel.idx[j] * 31 + (uint64_t)(g->h_sel.scale[j] * 1e6f); hs *= 1099511628211ULL; }
+    }
+    comm_check_same_u64(pg, hs, "the Grass row selections");
+}
+
+// Fault injection for the data-parallel tests: GRASS_FAULT_RANK=r GRASS_FAULT_STEP=s makes
+// rank r die at step s, as a crashed node would; the other ranks must not hang.
+static void fault_injection(ProcessGroup* pg, int step) {
+    const char* fr = getenv("GRASS_FAULT_RANK");
+    const char* fs = getenv("GRASS_FAULT_STEP");
+    if (fr == NULL || fs == NULL || atoi(fr) != pg->rank || atoi(fs) != step) return;
+    fprintf(stderr, "rank %d: GRASS_FAULT_RANK/GRASS_FAULT_STEP: dying at step %d\n", pg->rank, step);
+    _exit(3);
+}
+
 #ifndef TESTING
 int main(int argc, char** argv) {
     ProcessGroup pg;
@@ -792,7 +829,8 @@ int main(int argc, char** argv) {
                    a.oc.alpha, a.oc.fused, a.grass_layers, a.lr);
         else printf("optimizer: adamw, lr %g, weight decay %g, clip %g\n", a.lr, a.oc.weight_decay, a.oc.grad_clip);
     }
-    memory_plan(&config, &a.oc, a.B, a.T, a.memory_limit_gb, pg.rank);
+    memory_plan(&config, &a.oc, a.B, a.T, a.memory_limit_gb, pg.rank, !a.plan_only);
+    if (a.plan_only) { comm_finalize(&pg); return 0; }
 
     DataLoader train, val;
     dataloader_init(&train, a.train_pattern, a.B, a.T, pg.rank, pg.world_size, 1, (uint64_t)a.seed, config.vocab_size);
@@ -815,6 +853,7 @@ int main(int argc, char** argv) {
     llama_build(&model, &config, a.B, a.T);
     Optimizer opt;
     optim_init(&opt, &a.oc, &model.pt, model.params);
+    opt.world_size = pg.world_size;
     TrainState ts;
     memset(&ts, 0, sizeof(ts));
     ts.sample_rng = (uint64_t)a.seed ^ 0x5A5A5A5AULL;
@@ -867,7 +906,7 @@ int main(int argc, char** argv) {
                         a.rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
             fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d\n", a.lr, a.B, a.T, a.total_batch, pg.world_size, a.steps);
         } else {
-            fprintf(logf, "# resumed at step %lld\n", (long long)ts.step);
+            fprintf(logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)ts.step, pg.world_size);
         }
         fflush(logf);
     }
@@ -897,15 +936,18 @@ int main(int argc, char** argv) {
             print_sample(&model, &tok, a.sample_tokens, &ts.sample_rng);
         if (step > start_step || last) {  // never rewrite the checkpoint a run resumed from
             if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0)) {
+                check_ranks_in_sync(&pg, &model, &opt);
                 ts.data = dataloader_get_state(&train);
                 if (master) save_checkpoint(&a, &model, &opt, &ts);
                 comm_barrier(&pg);
             }
         }
-        if (last) break;
+        if (last) { check_ranks_in_sync(&pg, &model, &opt); break; }
 
         double t0 = now_seconds();
         float lr = lr_at(&a, step);
+        opt.comm_bytes = 0;
+        fault_injection(&pg, step);
         if (optim_needs_refresh(&opt, step)) {
             // norm pass: the squared row norms of this step's gradient, summed over micro-batches and ranks
             DataLoaderState before = dataloader_get_state(&train);
@@ -950,16 +992,19 @@ int main(int argc, char** argv) {
             if (step % a.log_every == 0 || step == a.steps - 1) {
                 char mfus[32];
                 if (mfu >= 0) snprintf(mfus, sizeof(mfus), "%.1f%%", 100 * mfu); else snprintf(mfus, sizeof(mfus), "n/a");
-                printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB | %.0f ms | ETA %s\n",
-                       step + 1, a.steps, loss, lr, gnorm, tok_s, mfus, mem, dt * 1000, eta);
+                char comms[48] = "";
+                if (pg.world_size > 1) snprintf(comms, sizeof(comms), " | comm %.2f MiB", opt.comm_bytes / 1048576.0);
+                printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms | ETA %s\n",
+                       step + 1, a.steps, loss, lr, gnorm, tok_s, mfus, mem, comms, dt * 1000, eta);
                 fflush(stdout);
             }
-            fprintf(logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.4f mem_gib=%.4f dt_ms=%.2f\n",
-                    step + 1, loss, lr, gnorm, tok_s, mfu, mem, dt * 1000);
+            fprintf(logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.4f mem_gib=%.4f dt_ms=%.2f comm_mib=%.4f\n",
+                    step + 1, loss, lr, gnorm, tok_s, mfu, mem, dt * 1000, opt.comm_bytes / 1048576.0);
             fflush(logf);
         }
     }
     if (master) {
+        if (pg.world_size > 1) printf("ranks in sync: %d ranks hold identical weights and Grass selections\n", pg.world_size);
         printf("done: %d steps, best val loss %.4f\n", a.steps, ts.best_val_loss);
         fclose_check(logf, "log.txt");
     }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Data-parallel checks on the CPU with MPI (mpirun -np 2): the same global batch on 1 and on
+# 2 ranks gives the same losses (within reduction-order rounding) for AdamW and every Grass
+# variant; the ranks end with identical weights and selections; resuming under 2 ranks is
+# bit-exact; a rank that dies brings the job down instead of hanging; a build without MPI
+# refuses a multi-rank launch. Prints "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+BIN=./train_llama_cpu
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2)
+export OMP_NUM_THREADS=1
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+pass=0; fail=0
+ok()  { pass=$((pass+1)); echo "ok   $1"; }
+bad() { fail=$((fail+1)); echo "FAIL $1"; }
+python3 dev/data/make_synthetic.py --out-dir "$W/data" --vocab 256 --train-tokens 40000 --val-tokens 6000 >/dev/null
+C=(-i "$W/data/synthetic_train_*.bin" -j "$W/data/synthetic_val_*.bin" -c tiny --vocab 256 --dim 48 --ffn 80
+   --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -d 256 --eval-tokens 1024 --log-every 1000 -l 5e-3)
+
+# losses from a log: "step loss" for train lines, "v step val" for eval lines
+losses() { grep -E '^step=' "$1" | sed -E 's/^step=([0-9]+) loss=([0-9.e+-]+).*/\1 \2/; s/^step=([0-9]+) val_loss=([0-9.e+-]+).*/v\1 \2/'; }
+same_losses() {  # same_losses log1 log2 tolerance
+  python3 - "$1" "$2" "$3" <<'PY'
+import re, sys
+def read(p):
+    out = {}
+    for line in open(p):
+        m = re.match(r"step=(\d+) (loss|val_loss)=([-0-9.e+]+)", line)
+        if m: out[(m.group(2), int(m.group(1)))] = float(m.group(3))
+    return out
+a, b, tol = read(sys.argv[1]), read(sys.argv[2]), float(sys.argv[3])
+if not a or a.keys() != b.keys():
+    print("different steps logged"); sys.exit(1)
+worst = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-9) for k in a)
+print(f"{len(a)} losses, worst relative difference {worst:.2e}")
+sys.exit(0 if worst <= tol else 1)
+PY
+}
+
+for opt in adamw topr multinorm multinorm-nr uniform uniform-nr; do
+  if [ $opt = adamw ]; then extra=(); else extra=(--optimizer grass --grass-select $opt --rank 8 --update-freq 3); fi
+  $BIN "${C[@]}" -x 7 -v 3 -o "$W/one_$opt" "${extra[@]}" > "$W/one_$opt.out" 2>&1 || { bad "$opt: 1-rank run failed"; tail -3 "$W/one_$opt.out"; continue; }
+  timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 7 -v 3 -o "$W/two_$opt" "${extra[@]}" > "$W/two_$opt.out" 2>&1 || { bad "$opt: 2-rank run failed"; tail -5 "$W/two_$opt.out"; continue; }
+  grep -q "accumulation=2" "$W/one_$opt.out" && grep -q "ranks=2 accumulation=1" "$W/two_$opt.out" || bad "$opt: unexpected batch split"
+  if msg=$(same_losses "$W/one_$opt/log.txt" "$W/two_$opt/log.txt" 2e-4); then ok "$opt: 1 rank == 2 ranks ($msg)"; else bad "$opt: 1 rank vs 2 ranks: $msg"; fi
+  grep -q "ranks in sync: 2 ranks hold identical weights and Grass selections" "$W/two_$opt.out" && ok "$opt: ranks hold identical weights and selections" || bad "$opt: no in-sync confirmation"
+  if [ $opt != adamw ]; then
+    grep -q 'comm_mib=' "$W/two_$opt/log.txt" && ok "$opt: communication logged" || bad "$opt: no comm_mib in log"
+  fi
+done
+# Grass all-reduces far less than full rank (same model, dense 2-D tensors the same)
+ca=$(grep -o 'comm_mib=[0-9.]*' "$W/two_adamw/log.txt" | tail -1 | cut -d= -f2)
+cg=$(grep -o 'comm_mib=[0-9.]*' "$W/two_topr/log.txt" | tail -1 | cut -d= -f2)
+python3 -c "import sys; sys.exit(0 if 0 < $cg < $ca else 1)" && ok "Grass all-reduces less than AdamW per step ($cg vs $ca MiB)" || bad "comm volume: grass $cg vs adamw $ca"
+
+# resume under 2 ranks is bit-exact (Grass, crossing a refresh)
+G=(--optimizer grass --rank 8 --update-freq 3)
+timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -o "$W/ra" "${G[@]}" > "$W/ra.out" 2>&1 || bad "2-rank straight run failed"
+mkdir -p "$W/rb" && cp "$W/ra/model_00000004.bin" "$W/ra/state_00000004.bin" "$W/rb/" && echo 4 > "$W/rb/checkpoint_latest.txt"
+timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/rb" "${G[@]}" > "$W/rb.out" 2>&1 || { bad "2-rank resumed run failed"; tail -3 "$W/rb.out"; }
+cmp -s "$W/ra/model_00000008.bin" "$W/rb/model_00000008.bin" && cmp -s "$W/ra/state_00000008.bin" "$W/rb/state_00000008.bin" \
+  && ok "2 ranks: resume is bit-exact" || bad "2 ranks: resumed run differs"
+grep -q "resumed at step 4 with 2 rank" "$W/rb/log.txt" && ok "log states the ranks of the resume" || bad "resume line missing in log"
+# a checkpoint written by 2 ranks is refused by 1 rank (it would not continue bit for bit)
+out=$($BIN "${C[@]}" -x 8 -v 0 -y 1 -o "$W/rb" "${G[@]}" 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q "written by 2 ranks" && ok "2-rank checkpoint refused by 1 rank" || bad "2-rank checkpoint resumed by 1 rank (rc=$rc)"
+
+# a rank dying mid-run takes the job down with an error (no hang)
+start=$(date +%s)
+GRASS_FAULT_RANK=1 GRASS_FAULT_STEP=2 timeout 60 "${MPIRUN[@]}" -x GRASS_FAULT_RANK -x GRASS_FAULT_STEP $BIN "${C[@]}" -x 50 -v 0 -o "$W/fault" > "$W/fault.out" 2>&1
+rc=$?
+el=$(( $(date +%s) - start ))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "dying at step 2" "$W/fault.out"; then ok "killed rank: job exits with an error (rc $rc, ${el}s)"
+else bad "killed rank: rc=$rc after ${el}s (124 = hung until the timeout)"; fi
+
+# a build without MPI refuses to run as one of several ranks
+if [ -x ./train_llama_cpu_nompi ]; then
+  out=$(timeout 60 "${MPIRUN[@]}" ./train_llama_cpu_nompi "${C[@]}" -x 2 -o "$W/nompi" 2>&1); rc=$?
+  [ $rc -ne 0 ] && echo "$out" | grep -q "built without MPI" && ok "no-MPI build refuses a 2-rank launch" || bad "no-MPI build under mpirun: rc=$rc"
+else bad "train_llama_cpu_nompi missing (make train_llama_cpu_nompi)"; fi
+
+echo "test_mpi: $pass passed, $fail failed"
+[ $fail -eq 0 ]
