@@ -118,6 +118,7 @@ static void cpu_attention_forward(float* out, float* lse, const float* q, const 
                     for (int s = 0; s <= t; s++) {
                         const float* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
                         float dot = 0.0f;
+                        #pragma omp simd reduction(+:dot)
                         for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
                         scores[s] = dot * scale;
                         if (scores[s] > mx) mx = scores[s];
@@ -167,11 +168,10 @@ static void cpu_attention_backward(float* dq, float* dk, float* dv, const float*
                         for (int s = 0; s <= t; s++) {
                             const float* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
                             const float* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
-                            float dot = 0.0f;
-                            for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
+                            float dot = 0.0f, dp = 0.0f;
+                            #pragma omp simd reduction(+:dot, dp)
+                            for (int i = 0; i < hd; i++) { dot += qv[i] * kv[i]; dp += go[i] * vv[i]; }
                             float ps = expf(dot * scale - L);
-                            float dp = 0.0f;
-                            for (int i = 0; i < hd; i++) dp += go[i] * vv[i];
                             float ds = ps * (dp - D) * scale;
                             float* gk = dk + (((size_t)b * T + s) * nkv + hk) * hd;
                             float* gv = dv + (((size_t)b * T + s) * nkv + hk) * hd;
@@ -224,13 +224,27 @@ static void cpu_classifier_forward_backward(float* logits, float* losses, const 
     for (int i = 0; i < N; i++) {
         float* z = logits + (size_t)i * V;
         float mx = -FLT_MAX;
-        for (int j = 0; j < V; j++) if (z[j] > mx) mx = z[j];
-        double sum = 0.0;
-        for (int j = 0; j < V; j++) sum += exp((double)(z[j] - mx));
-        double lse = mx + log(sum);
-        losses[i] = (float)(lse - z[targets[i]]);
+        for (int j = 0; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+        float zt = z[targets[i]];
+        // the sum of exp in float lanes of fixed width, added in a fixed order: vectorizes, and
+        // the result does not depend on the thread count
+        float part[16] = {0};
+        int j = 0;
         if (want_grad) {
-            for (int j = 0; j < V; j++) z[j] = (float)exp(z[j] - lse) * dloss;
+            for (; j + 16 <= V; j += 16)
+                for (int l = 0; l < 16; l++) { float e = expf(z[j + l] - mx); z[j + l] = e; part[l] += e; }
+            for (; j < V; j++) { float e = expf(z[j] - mx); z[j] = e; part[0] += e; }
+        } else {
+            for (; j + 16 <= V; j += 16)
+                for (int l = 0; l < 16; l++) part[l] += expf(z[j + l] - mx);
+            for (; j < V; j++) part[0] += expf(z[j] - mx);
+        }
+        double sum = 0.0;
+        for (int l = 0; l < 16; l++) sum += part[l];
+        losses[i] = (float)(mx + log(sum) - zt);
+        if (want_grad) {  // z holds exp(z - max): softmax = z / sum
+            float scale = (float)(dloss / sum);
+            for (int k = 0; k < V; k++) z[k] *= scale;
             z[targets[i]] -= dloss;
         }
     }

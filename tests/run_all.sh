@@ -24,6 +24,7 @@ run() {  # run NAME CMD...: a test that prints "N passed, N failed" and exits no
   [ "$f" != 0 ] && broken+=("$name")
   rm -f "$log"
 }
+run test_fixture_reader ./tests/bin/test_fixture_reader
 run test_dataloader ./tests/bin/test_dataloader
 run test_tokenizer bash tests/test_tokenizer.sh
 run test_prepare bash dev/data/test_prepare.sh
