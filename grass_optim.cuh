@@ -33,6 +33,8 @@ typedef struct {
     int update_freq;     // K: re-select every K steps
     float alpha;         // Grass scale factor
     int fused;           // apply projected updates during the backward pass
+    int share_compressed; // fused with no accumulation: one layer's compressed gradients live at a
+                          // time, so all layers share one buffer (set by the trainer)
     int proj_mask;       // bit i set: LinearType i is projected
     uint64_t seed;       // selection seed (rank-independent)
 } OptimConfig;
@@ -201,6 +203,7 @@ typedef struct {
     int world_size;         // ranks taking part in the all-reduces (set by the trainer; 1 = none)
     double comm_bytes;      // bytes all-reduced since the last optim_comm_reset (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
+    float* C_pool;          // the shared compressed-gradient buffer (share_compressed), else NULL
 } Optimizer;
 
 static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
@@ -243,6 +246,18 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
     return 1;
 }
 
+static int optim_max_layer(const ParamTable* pt) {
+    int l = -1;
+    for (int i = 0; i < pt->n; i++) if (pt->t[i].layer > l) l = pt->t[i].layer;
+    return l;
+}
+// elements of the compressed gradients of one layer's projected matrices
+static size_t optim_layer_C_numel(const Optimizer* o, int layer) {
+    size_t n = 0;
+    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += (size_t)o->gm[k].r * o->gm[k].other;
+    return n;
+}
+
 static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* pt, floatX* params) {
     memset(o, 0, sizeof(*o));
     o->cfg = *cfg; o->pt = pt; o->params = params;
@@ -270,7 +285,7 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
             g->d_idx = (int*)backend_malloc(g->r * sizeof(int), "grass indices");
             g->d_scale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
             g->d_upscale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
-            g->C = (float*)backend_malloc(sub * sizeof(float), "grass compressed gradients");
+            g->C = NULL;  // below: own buffers, or one pool shared by the layers
             g->m = (float*)backend_malloc(sub * sizeof(float), "grass adam m");
             g->v = (float*)backend_malloc(sub * sizeof(float), "grass adam v");
             g->norms = (float*)backend_malloc(g->dim_sel * sizeof(float), "grass norms");
@@ -280,6 +295,25 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
             o->grad_offset[i] = o->grad_total;
             o->grad_total += t->numel;
         }
+    }
+    // compressed gradients: one buffer per matrix, or (share_compressed) one pool the size of
+    // the largest layer's set, reused by every layer in turn
+    size_t pool = 0;
+    for (int l = 0; cfg->share_compressed && l <= optim_max_layer(pt); l++) pool = pool > optim_layer_C_numel(o, l) ? pool : optim_layer_C_numel(o, l);
+    if (cfg->share_compressed && o->n_gm > 0) {
+        o->C_pool = (float*)backend_malloc(pool * sizeof(float), "grass compressed gradients (shared)");
+        for (int l = 0; l <= optim_max_layer(pt); l++) {
+            size_t off = 0;
+            for (int k = 0; k < o->n_gm; k++) {
+                GrassMatrix* g = &o->gm[k];
+                if (pt->t[g->tensor].layer != l) continue;
+                g->C = o->C_pool + off;
+                off += (size_t)g->r * g->other;
+            }
+        }
+    } else {
+        for (int k = 0; k < o->n_gm; k++)
+            o->gm[k].C = (float*)backend_malloc((size_t)o->gm[k].r * o->gm[k].other * sizeof(float), "grass compressed gradients");
     }
     o->grads = (floatX*)backend_malloc(o->grad_total * sizeof(floatX), "dense gradients");
     o->m = (float*)backend_malloc(o->grad_total * sizeof(float), "adamw m");
@@ -292,8 +326,10 @@ static void optim_free(Optimizer* o) {
         GrassMatrix* g = &o->gm[k];
         free(g->h_sel.idx); free(g->h_sel.scale); free(g->h_sel.upscale);
         backend_free(g->d_idx); backend_free(g->d_scale); backend_free(g->d_upscale);
-        backend_free(g->C); backend_free(g->m); backend_free(g->v); backend_free(g->norms);
+        if (o->C_pool == NULL) backend_free(g->C);
+        backend_free(g->m); backend_free(g->v); backend_free(g->norms);
     }
+    backend_free(o->C_pool);
     backend_free(o->grads); backend_free(o->m); backend_free(o->v); backend_free(o->d_sumsq);
     free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
 }
@@ -308,6 +344,7 @@ typedef struct {
     size_t projected_params;   // parameters that live in Grass subspaces
     size_t comm_step_bytes;    // all-reduced per step with several ranks: dense grads + compressed grads
     size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
+    size_t layer_compressed_bytes[1024];  // per layer, for the shared pool
 } OptimPlan;
 
 static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p) {
@@ -326,11 +363,17 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         int r = optim_rank_for(c, t, dim_sel, err, sizeof(err));
         if (r < 0) fatal("%s", err);
         p->compressed_bytes += (size_t)r * other * sizeof(float);
+        p->layer_compressed_bytes[t->layer] += (size_t)r * other * sizeof(float);
         p->comm_step_bytes += (size_t)r * other * sizeof(float);
         p->comm_refresh_bytes += (size_t)dim_sel * sizeof(float);
         p->state_bytes += 2 * (size_t)r * other * sizeof(float);
         p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
         p->projected_params += t->numel;
+    }
+    if (c->share_compressed) {  // one pool the size of the largest layer's compressed gradients
+        size_t pool = 0;
+        for (int l = 0; l < 1024; l++) pool = pool > p->layer_compressed_bytes[l] ? pool : p->layer_compressed_bytes[l];
+        p->compressed_bytes = pool;
     }
 }
 
@@ -351,12 +394,19 @@ static floatX* optim_dense_grad(Optimizer* o, int tensor) {
     return off == (size_t)-1 ? NULL : o->grads + off;
 }
 
+static size_t optim_pool_numel(const Optimizer* o) {
+    size_t pool = 0;
+    for (int l = 0; l <= optim_max_layer(o->pt); l++) { size_t n = optim_layer_C_numel(o, l); pool = pool > n ? pool : n; }
+    return pool;
+}
+
 // zero the gradient accumulators at the start of a step
 static void optim_zero_grads(Optimizer* o) {
     backend_memset0(o->grads, o->grad_total * sizeof(floatX));
-    for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
-        backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
+    if (o->C_pool != NULL) {
+        backend_memset0(o->C_pool, optim_pool_numel(o) * sizeof(float));
+    } else {
+        for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float));
     }
     o->fused_sumsq = 0.0;
 }
@@ -406,6 +456,8 @@ static void optim_layer_done(Optimizer* o, int layer) {
         backend_download(&ss, o->d_sumsq, sizeof(float));
         o->fused_sumsq += ss;
         optim_apply_grass(o, g, o->lr_now, 1.0f);
+        // the next layer accumulates into the same pool: leave it zeroed
+        if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
     }
 }
 

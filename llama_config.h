@@ -60,6 +60,7 @@ static inline int llama_config_validate(const LlamaConfig* c, char* err, size_t 
                  c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads);
         return 0;
     }
+    if (c->n_layers > 1024) { snprintf(err, errlen, "n_layers %d is above the supported 1024", c->n_layers); return 0; }
     if (c->dim % c->n_heads != 0) {
         snprintf(err, errlen, "dim %d is not divisible by n_heads %d", c->dim, c->n_heads); return 0;
     }

@@ -810,6 +810,7 @@ int main(int argc, char** argv) {
     if (a.total_batch % micro_tokens != 0)
         fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
     int accum = (int)(a.total_batch / micro_tokens);
+    a.oc.share_compressed = a.oc.type == OPT_GRASS && a.oc.fused && accum == 1;
     if (a.warmup < 0) a.warmup = a.steps / 10;
     if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
     char err[512];

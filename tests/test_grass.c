@@ -269,6 +269,14 @@ static void test_model_level(void) {
     g.fused = 0; run_steps(&unfused, &c, &g, B, T, accum, steps, tokens);
     double s, d = max_param_diff(&fused, &unfused, &s);
     CHECK(d == 0.0, "fused == unfused Grass through the model, with accumulation and refreshes (max diff %.3g of %.3g)", d, s);
+    // no accumulation: fused with one compressed-gradient pool shared by the layers
+    Run shared, own;
+    g.fused = 1; g.share_compressed = 1; run_steps(&shared, &c, &g, B, T, 1, steps, tokens);
+    g.fused = 0; g.share_compressed = 0; run_steps(&own, &c, &g, B, T, 1, steps, tokens);
+    CHECK(shared.o.C_pool != NULL && own.o.C_pool == NULL, "pool only in the shared configuration");
+    d = max_param_diff(&shared, &own, &s);
+    CHECK(d == 0.0, "fused with a shared compressed-gradient pool == unfused (max diff %.3g of %.3g)", d, s);
+    free_run(&shared); free_run(&own);
     Run init;
     OptimConfig a; optim_config_defaults(&a);
     run_steps(&init, &c, &a, B, T, accum, 0, tokens);

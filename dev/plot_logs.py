@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Plot the loss curves of one or more training logs (the <out-dir>/log.txt that
+train_llama writes) into one PNG, and print a summary table.
+
+    python3 dev/plot_logs.py out/adamw/log.txt out/grass/log.txt -o loss.png
+    python3 dev/plot_logs.py out/*/log.txt --labels "AdamW,Grass" -o loss.png
+
+Each log line is "step=N key=value ..."; train lines carry loss=, eval lines val_loss=.
+The header line "# grass.c config=... optimizer=... select=..." names the run.
+"""
+import argparse
+import math
+import os
+import re
+import sys
+
+
+def read_log(path):
+    train, val, meta = {}, {}, {}
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("# grass.c"):
+            meta = dict(kv.split("=", 1) for kv in line[len("# grass.c"):].split() if "=" in kv)
+            continue
+        if line.startswith("#") or not line.startswith("step="):
+            continue
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        step = int(fields["step"])
+        if "val_loss" in fields:
+            val[step] = float(fields["val_loss"])  # a resumed run repeats its first eval: keep the last
+        elif "loss" in fields:
+            train[step] = {k: float(v) for k, v in fields.items() if k != "step"}
+    if not train and not val:
+        sys.exit(f"{path}: no step lines; is it a train_llama log?")
+    return train, val, meta
+
+
+def default_label(meta, path):
+    if not meta:
+        return os.path.basename(os.path.dirname(os.path.abspath(path))) or path
+    label = meta.get("optimizer", "?")
+    if label == "grass":
+        label += f" {meta.get('select', '')} r={meta.get('rank', '')}"
+    return label
+
+
+def smooth(values, window):
+    out, acc = [], []
+    for v in values:
+        acc.append(v)
+        if len(acc) > window:
+            acc.pop(0)
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("logs", nargs="+")
+    p.add_argument("-o", "--output", default="loss.png")
+    p.add_argument("--labels", help="comma-separated labels, one per log")
+    p.add_argument("--title", default="")
+    p.add_argument("--smooth", type=int, default=10, help="moving-average window for train loss")
+    args = p.parse_args()
+    labels = args.labels.split(",") if args.labels else None
+    if labels and len(labels) != len(args.logs):
+        sys.exit("--labels needs one label per log")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_t, ax_v) = plt.subplots(1, 2, figsize=(13, 5))
+    rows = []
+    for i, path in enumerate(args.logs):
+        train, val, meta = read_log(path)
+        label = labels[i] if labels else default_label(meta, path)
+        if train:
+            steps = sorted(train)
+            line, = ax_t.plot(steps, smooth([train[s]["loss"] for s in steps], args.smooth), label=label, lw=1.2)
+            color = line.get_color()
+        else:
+            color = None
+        if val:
+            vs = sorted(val)
+            ax_v.plot(vs, [val[s] for s in vs], "o-", label=label, color=color, ms=3)
+        final_val = val[max(val)] if val else float("nan")
+        best_val = min(val.values()) if val else float("nan")
+        tok_s = [train[s].get("tok_per_s", 0) for s in sorted(train)[1:]] if train else []
+        rows.append((label, max(train) if train else 0, final_val, best_val,
+                     sum(tok_s) / len(tok_s) if tok_s else float("nan")))
+    for ax, name in ((ax_t, f"train loss (moving average of {args.smooth})"), (ax_v, "validation loss")):
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=110)
+    print(f"wrote {args.output}")
+    print(f"{'run':32s} {'steps':>6s} {'final val':>10s} {'val ppl':>9s} {'best val':>9s} {'tok/s':>9s}")
+    for label, steps, fv, bv, ts in rows:
+        ppl = math.exp(fv) if fv == fv and fv < 50 else float("nan")
+        print(f"{label:32s} {steps:6d} {fv:10.4f} {ppl:9.2f} {bv:9.4f} {ts:9.0f}")
+
+
+if __name__ == "__main__":
+    main()

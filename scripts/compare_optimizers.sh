@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Train the same model on TinyShakespeare with full-rank AdamW and with Grass (every selection
+# variant), then plot the loss curves into one PNG and write a markdown table of final
+# validation losses and optimizer-state / gradient memory.
+#
+#   scripts/compare_optimizers.sh                      # defaults below, CPU build
+#   CONFIG=60m STEPS=2000 BIN=./train_llama scripts/compare_optimizers.sh   # on a GPU
+#
+# Environment: CONFIG (d6), STEPS (300), B (8), T (256), RANK (48), K (50), LR_ADAMW (1e-3),
+# LR_GRASS (1e-2), ALPHA (0.25), VARIANTS ("topr multinorm multinorm-nr uniform uniform-nr"),
+# OUT (out/compare), BIN (./train_llama_cpu), DATA (data/tinyshakespeare).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONFIG=${CONFIG:-d6}; STEPS=${STEPS:-300}; B=${B:-8}; T=${T:-256}; RANK=${RANK:-48}; K=${K:-50}
+LR_ADAMW=${LR_ADAMW:-1e-3}; LR_GRASS=${LR_GRASS:-1e-2}; ALPHA=${ALPHA:-0.25}
+VARIANTS=${VARIANTS:-"topr multinorm multinorm-nr uniform uniform-nr"}
+OUT=${OUT:-out/compare}; BIN=${BIN:-./train_llama_cpu}; DATA=${DATA:-data/tinyshakespeare}
+EVAL_EVERY=${EVAL_EVERY:-25}; EVAL_TOKENS=${EVAL_TOKENS:-32768}
+[ -x "$BIN" ] || { echo "build $BIN first (make train_llama_cpu)"; exit 1; }
+if ! ls $DATA/tinyshakespeare_train_*.bin >/dev/null 2>&1; then
+  src=../shared/data/tinyshakespeare.txt
+  if [ -f $src ]; then python3 dev/data/prepare.py --input $src --out-dir $DATA --name tinyshakespeare
+  else python3 dev/data/prepare.py --dataset tinyshakespeare --out-dir $DATA --name tinyshakespeare; fi
+fi
+mkdir -p "$OUT"
+COMMON=(-i "$DATA/tinyshakespeare_train_*.bin" -j "$DATA/tinyshakespeare_val_*.bin" -c $CONFIG -b $B -t $T
+        -x $STEPS -v $EVAL_EVERY --eval-tokens $EVAL_TOKENS --log-every 25)
+runs=()
+run() {  # run NAME ARGS...
+  local name=$1; shift
+  echo "== $name"
+  "$BIN" "${COMMON[@]}" -o "$OUT/$name" "$@" | tee "$OUT/$name.out" | grep -E "^step [0-9]+ \| val|^done" || true
+  runs+=("$name")
+}
+run adamw --optimizer adamw -l $LR_ADAMW
+for v in $VARIANTS; do
+  run grass-$v --optimizer grass --grass-select $v --rank $RANK --update-freq $K --grass-scale $ALPHA -l $LR_GRASS
+done
+logs=(); for r in "${runs[@]}"; do logs+=("$OUT/$r/log.txt"); done
+python3 dev/plot_logs.py "${logs[@]}" --labels "$(IFS=,; echo "${runs[*]}")" -o "$OUT/loss.png" \
+  --title "$CONFIG on TinyShakespeare: AdamW (lr $LR_ADAMW) vs Grass (rank $RANK, K $K, lr $LR_GRASS, alpha $ALPHA)" | tee "$OUT/summary.txt"
+# memory figures from each run's plan
+{
+  echo "| run | final val loss | val ppl | optimizer states | gradients (dense + Grass) |"
+  echo "| --- | --- | --- | --- | --- |"
+  for r in "${runs[@]}"; do
+    fv=$(grep -o 'val_loss=[0-9.]*' "$OUT/$r/log.txt" | tail -1 | cut -d= -f2)
+    st=$(grep -E '^  optimizer states' "$OUT/$r.out" | awk '{print $(NF-1)}')
+    gd=$(grep -E '^  gradients \(dense\)' "$OUT/$r.out" | awk '{print $(NF-1)}')
+    gg=$(grep -E '^  gradients \(Grass\)' "$OUT/$r.out" | awk '{print $3}' || true)
+    [ -z "$gg" ] && gg=0
+    mib() { python3 -c "print(f'{$1*1024:.1f} MiB')"; }
+    echo "| $r | $fv | $(python3 -c "import math; print(f'{math.exp($fv):.2f}')") | $(mib $st) | $(mib "$gd + $gg") |"
+  done
+} | tee "$OUT/table.md"
+echo "wrote $OUT/loss.png, $OUT/table.md"
