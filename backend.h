@@ -107,5 +107,8 @@ void sumsq_float(float* acc, const float* x, size_t n);
 // sum in place over ranks
 void allreduce_sum_floatX(floatX* x, size_t n);
 void allreduce_sum_float(float* x, size_t n);
+// sum fp32 values over ranks with floatX on the wire (bf16 on a bf16 GPU build, exact fp32 on
+// the CPU): Grass's compressed gradients, so that they cost r/m of a full-rank all-reduce
+void allreduce_sum_float_wire_floatX(float* x, size_t n);
 
 #endif // GRASS_BACKEND_H

@@ -106,5 +106,6 @@ void allreduce_sum_float(float* x, size_t n) {
 #endif
 }
 void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }
+void allreduce_sum_float_wire_floatX(float* x, size_t n) { allreduce_sum_float(x, n); }  // floatX is float here
 
 #endif // GRASS_BACKEND_CPU_H

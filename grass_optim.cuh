@@ -364,7 +364,7 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         if (r < 0) fatal("%s", err);
         p->compressed_bytes += (size_t)r * other * sizeof(float);
         p->layer_compressed_bytes[t->layer] += (size_t)r * other * sizeof(float);
-        p->comm_step_bytes += (size_t)r * other * sizeof(float);
+        p->comm_step_bytes += (size_t)r * other * sizeof(floatX);  // floatX on the wire
         p->comm_refresh_bytes += (size_t)dim_sel * sizeof(float);
         p->state_bytes += 2 * (size_t)r * other * sizeof(float);
         p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
@@ -382,6 +382,12 @@ static void optim_allreduce_float(Optimizer* o, float* x, size_t n) {
     if (o->world_size <= 1) return;
     allreduce_sum_float(x, n);
     o->comm_bytes += (double)n * sizeof(float);
+}
+// compressed gradients: fp32 buffers, floatX on the wire (as the dense gradients travel)
+static void optim_allreduce_compressed(Optimizer* o, float* x, size_t n) {
+    if (o->world_size <= 1) return;
+    allreduce_sum_float_wire_floatX(x, n);
+    o->comm_bytes += (double)n * sizeof(floatX);
 }
 static void optim_allreduce_floatX(Optimizer* o, floatX* x, size_t n) {
     if (o->world_size <= 1) return;
@@ -449,7 +455,7 @@ static void optim_layer_done(Optimizer* o, int layer) {
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
-        optim_allreduce_float(o, g->C, grass_sub_numel(g));
+        optim_allreduce_compressed(o, g->C, grass_sub_numel(g));
         float ss = 0.0f;
         backend_memset0(o->d_sumsq, sizeof(float));
         sumsq_float(o->d_sumsq, g->C, grass_sub_numel(g));
@@ -467,7 +473,7 @@ static void optim_layer_done(Optimizer* o, int layer) {
 static float optim_step(Optimizer* o, float lr, uint64_t step_seed) {
     int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
     optim_allreduce_floatX(o, o->grads, o->grad_total);
-    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_float(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
     float ss = 0.0f;
     backend_memset0(o->d_sumsq, sizeof(float));
     sumsq_floatX(o->d_sumsq, o->grads, o->grad_total);
