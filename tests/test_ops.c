@@ -1,0 +1,912 @@
+/*
+ * test_ops.c: every CPU kernel of kernels_cpu.h against an independent float64 reference
+ * written here from the math of backend.h (plain loops in double, never calling a kernel).
+ *   - forward values: fp32 kernel vs the float64 forward;
+ *   - gradients: fp32 kernel vs an analytic float64 backward written here, and that analytic
+ *     backward vs central finite differences (float64, eps 1e-6) of the float64 forward for
+ *     the scalar loss L = sum(out * R) with a fixed random R;
+ *   - accumulate / overwrite contracts (outputs prefilled with random values or NaN),
+ *     untouched rows bit-exact, large logits, and bit-identical results with 1, 2 and 3
+ *     OpenMP threads for the kernels that promise thread-count independence.
+ * Tolerances, elementwise, one CHECK per array (the worst element is reported):
+ *   fp32 kernel vs float64 reference: |got - ref| <= 1e-4 |ref| + 1e-5 max|ref|
+ *   finite differences vs analytic:   |fd  - an | <= 1e-5 |an|  + 1e-6 max|an|
+ *   (a few checks state their own: attention dq/dk/dv use atol 1e-5 max(max|ref|, 1); the
+ *   classifier losses 1e-4 relative + 1e-5 absolute; sumsq 1e-6 relative.)
+ * Self-test of the checks: TEST_OPS_MUTATE=1 compares every check against a perturbed
+ * reference (the largest element moved by 1e-3 relative; one bit flipped for the exact
+ * checks), so that run must report 0 passed. TEST_OPS_VERBOSE=1 prints each check's worst
+ * error as a fraction of its tolerance.
+ * Build: make tests/bin/test_ops
+ *   (g++ -x c++ -O2 -fopenmp -Wall -I. tests/test_ops.c -o tests/bin/test_ops -lopenblas -lm)
+ */
+#include <omp.h>
+#include <time.h>
+#include <stdlib.h>
+#include "kernels_cpu.h"
+#include "tests/test_util.h"
+
+// ---- fixed-seed RNG (splitmix64) -----------------------------------------------------------
+static uint64_t g_seed = 0x243F6A8885A308D3ull;
+static uint64_t rng_u64(void) {
+    uint64_t z = (g_seed += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_u01(void) { return (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static float rng_unif(double lo, double hi) { return (float)(lo + (hi - lo) * rng_u01()); }
+static float rng_normal(void) {
+    double u1 = rng_u01(), u2 = rng_u01();
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+static int rng_int(int n) { return (int)(rng_u64() % (uint64_t)n); }
+
+// ---- buffers ---------------------------------------------------------------------------------
+static float* fnew(size_t n) { return (float*)calloc_check(n, sizeof(float)); }
+static double* dnew(size_t n) { return (double*)calloc_check(n, sizeof(double)); }
+static float* frandn(size_t n, float s) { float* x = fnew(n); for (size_t i = 0; i < n; i++) x[i] = s * rng_normal(); return x; }
+static float* fcopy(const float* x, size_t n) { float* y = fnew(n); memcpy(y, x, n * sizeof(float)); return y; }
+static double* dfrom(const float* x, size_t n) { double* y = dnew(n); for (size_t i = 0; i < n; i++) y[i] = x[i]; return y; }
+static void fill_nan(float* x, size_t n) { for (size_t i = 0; i < n; i++) x[i] = NAN; }
+static double maxabs(const double* x, size_t n) { double m = 0; for (size_t i = 0; i < n; i++) if (fabs(x[i]) > m) m = fabs(x[i]); return m; }
+static double dot_d(const double* a, const double* b, size_t n) { double s = 0; for (size_t i = 0; i < n; i++) s += a[i] * b[i]; return s; }
+// a distinct random subset of {0..n-1} of size r (partial Fisher-Yates)
+static int* rand_subset(int n, int r) {
+    int* p = (int*)malloc_check((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) p[i] = i;
+    for (int i = 0; i < r; i++) { int j = i + rng_int(n - i); int t = p[i]; p[i] = p[j]; p[j] = t; }
+    return p;
+}
+
+// ---- checks ----------------------------------------------------------------------------------
+static int g_mutate = 0, g_verbose = 0;
+
+#define K_RTOL 1e-4    // fp32 kernel vs float64 reference
+#define K_AFRAC 1e-5
+#define FD_RTOL 1e-5   // finite differences vs analytic float64 backward
+#define FD_AFRAC 1e-6
+#define FD_EPS 1e-6
+
+// |got - ref| <= atol + rtol |ref| for every element; one CHECK, reporting the worst element
+static void check_close_dd(const char* what, const double* got, const double* ref_in, size_t n, double rtol, double atol) {
+    double* ref = dnew(n);
+    memcpy(ref, ref_in, n * sizeof(double));
+    if (g_mutate && n > 0) {  // move the largest reference element by 1e-3 relative: must trip
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) if (fabs(ref[i]) > fabs(ref[k])) k = i;
+        ref[k] += ref[k] != 0.0 ? 1e-3 * fabs(ref[k]) : 1e-3;
+    }
+    size_t bad = 0, worst = 0;
+    double worst_ratio = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs(got[i] - ref[i]), tol = atol + rtol * fabs(ref[i]);
+        if (!(err <= tol)) bad++;
+        double ratio = err / (tol > 0 ? tol : 1e-300);
+        if (!isnan(worst_ratio) && (isnan(ratio) || ratio > worst_ratio)) { worst_ratio = ratio; worst = i; }
+    }
+    CHECK(bad == 0, "%s: %zu of %zu elements out of tolerance; worst [%zu] got %.9g expected %.9g (atol %.3g, rtol %.3g)",
+          what, bad, n, worst, n ? got[worst] : 0.0, n ? ref[worst] : 0.0, atol, rtol);
+    if (g_verbose) printf("  %-58s n=%-8zu worst err/tol %.3g\n", what, n, worst_ratio);
+    free(ref);
+}
+// fp32 kernel output vs float64 reference, with the given tolerances (atol absolute)
+static void check_kernel_abs(const char* what, const float* got, const double* ref, size_t n, double rtol, double atol) {
+    double* g = dfrom(got, n);
+    check_close_dd(what, g, ref, n, rtol, atol);
+    free(g);
+}
+// the standard kernel tolerance: 1e-4 relative + 1e-5 of the array's largest magnitude
+static void check_kernel(const char* what, const float* got, const double* ref, size_t n) {
+    check_kernel_abs(what, got, ref, n, K_RTOL, K_AFRAC * maxabs(ref, n));
+}
+// the same with a magnitude floor: atol = 1e-5 max(max|ref|, floor), for outputs that are
+// exactly zero in the math but are fp32 sums of O(floor) terms in the kernel
+static void check_kernel_floor(const char* what, const float* got, const double* ref, size_t n, double floor) {
+    double s = maxabs(ref, n);
+    check_kernel_abs(what, got, ref, n, K_RTOL, K_AFRAC * (s > floor ? s : floor));
+}
+// bit-exact equality of two float arrays
+static void check_exact(const char* what, const float* got, const float* ref_in, size_t n) {
+    float* ref = fcopy(ref_in, n);
+    if (g_mutate && n > 0) { uint32_t u; memcpy(&u, &ref[n / 2], 4); u ^= 1u; memcpy(&ref[n / 2], &u, 4); }
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &ref[i], sizeof(float)) != 0) { if (bad == 0) first = i; bad++; }
+    CHECK(bad == 0, "%s: %zu of %zu elements differ bitwise; first [%zu] got %a expected %a",
+          what, bad, n, first, n ? got[first] : 0.0f, n ? ref[first] : 0.0f);
+    if (g_verbose) printf("  %-58s n=%-8zu %s\n", what, n, bad ? "DIFFERS" : "bit-exact");
+    free(ref);
+}
+
+// central finite differences of a float64 loss over param (sampled coordinates when n is
+// large) against the analytic float64 gradient
+typedef double (*loss_fn)(void* ctx);
+static void check_fd(const char* what, double* param, size_t n, const double* analytic, loss_fn f, void* ctx,
+                     size_t max_coords) {
+    size_t m = n <= max_coords ? n : max_coords;
+    double* fd = dnew(m);
+    double* an = dnew(m);
+    for (size_t k = 0; k < m; k++) {
+        size_t i = n <= max_coords ? k : (k * 7919 + 13) % n;
+        double orig = param[i];
+        param[i] = orig + FD_EPS; double lp = f(ctx);
+        param[i] = orig - FD_EPS; double lm = f(ctx);
+        param[i] = orig;
+        fd[k] = (lp - lm) / (2.0 * FD_EPS);
+        an[k] = analytic[i];
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%s (finite differences)", what);
+    check_close_dd(name, fd, an, m, FD_RTOL, FD_AFRAC * maxabs(analytic, n));
+    free(fd); free(an);
+}
+
+// ==== embedding ===============================================================================
+static void ref_embedding_forward(double* out, const int* tok, const double* wte, int N, int d) {
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < d; j++) out[(size_t)i * d + j] = wte[(size_t)tok[i] * d + j];
+}
+struct EmbCtx { const int* tok; double* wte; const double* R; double* out; int N, d; };
+static double emb_loss(void* p) {
+    EmbCtx* c = (EmbCtx*)p;
+    ref_embedding_forward(c->out, c->tok, c->wte, c->N, c->d);
+    return dot_d(c->out, c->R, (size_t)c->N * c->d);
+}
+
+static void test_embedding(void) {
+    const int V = 11, N = 40, d = 24;
+    int tok[N];
+    for (int i = 0; i < N; i++) tok[i] = rng_int(V - 1);  // row V-1 is never used
+    tok[3] = tok[17] = tok[29] = 4;                       // and row 4 is hit at least three times
+    float* wte = frandn((size_t)V * d, 1.0f);
+    float* out = fnew((size_t)N * d);
+    fill_nan(out, (size_t)N * d);
+    cpu_embedding_forward(out, tok, wte, N, d);
+    float* want = fnew((size_t)N * d);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < d; j++) want[(size_t)i * d + j] = wte[(size_t)tok[i] * d + j];
+    check_exact("embedding forward == wte[tokens]", out, want, (size_t)N * d);
+
+    // backward: dwte += scatter-add of dout; analytic float64 dwte = sum over occurrences of R
+    float* R = frandn((size_t)N * d, 1.0f);
+    double* Rd = dfrom(R, (size_t)N * d);
+    double* gref = dnew((size_t)V * d);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < d; j++) gref[(size_t)tok[i] * d + j] += Rd[(size_t)i * d + j];
+    EmbCtx c = {tok, dfrom(wte, (size_t)V * d), Rd, dnew((size_t)N * d), N, d};
+    check_fd("embedding dwte analytic", c.wte, (size_t)V * d, gref, emb_loss, &c, 100000);
+
+    float* dwte0 = frandn((size_t)V * d, 1.0f);
+    float* dwte = fcopy(dwte0, (size_t)V * d);
+    cpu_embedding_backward(dwte, R, tok, N, d);
+    double* want1 = dnew((size_t)V * d), *want2 = dnew((size_t)V * d);
+    for (int i = 0; i < V * d; i++) { want1[i] = dwte0[i] + gref[i]; want2[i] = dwte0[i] + 2.0 * gref[i]; }
+    check_kernel("embedding backward accumulates (repeated tokens summed)", dwte, want1, (size_t)V * d);
+    check_exact("embedding backward leaves an unused row untouched", dwte + (size_t)(V - 1) * d, dwte0 + (size_t)(V - 1) * d, d);
+    cpu_embedding_backward(dwte, R, tok, N, d);
+    check_kernel("embedding backward twice accumulates twice", dwte, want2, (size_t)V * d);
+    free(wte); free(out); free(want); free(R); free(Rd); free(gref); free(c.wte); free(c.out);
+    free(dwte0); free(dwte); free(want1); free(want2);
+}
+
+// ==== rmsnorm =================================================================================
+static void ref_rmsnorm_forward(double* out, double* rstd, const double* x, const double* w, int N, int d, double eps) {
+    for (int i = 0; i < N; i++) {
+        double ms = 0;
+        for (int j = 0; j < d; j++) ms += x[(size_t)i * d + j] * x[(size_t)i * d + j];
+        double r = 1.0 / sqrt(ms / d + eps);
+        for (int j = 0; j < d; j++) out[(size_t)i * d + j] = w[j] * x[(size_t)i * d + j] * r;
+        if (rstd) rstd[i] = r;
+    }
+}
+// y_j = w_j x_j r, r = (mean(x^2) + eps)^(-1/2), dr/dx_k = -r^3 x_k / d
+static void ref_rmsnorm_backward(double* dx, double* dw, const double* g, const double* x, const double* w, int N, int d, double eps) {
+    for (int j = 0; j < d; j++) dw[j] = 0;
+    for (int i = 0; i < N; i++) {
+        const double* xi = x + (size_t)i * d;
+        const double* gi = g + (size_t)i * d;
+        double ms = 0;
+        for (int j = 0; j < d; j++) ms += xi[j] * xi[j];
+        double r = 1.0 / sqrt(ms / d + eps);
+        double s = 0;  // sum_j g_j w_j x_j
+        for (int j = 0; j < d; j++) s += gi[j] * w[j] * xi[j];
+        for (int k = 0; k < d; k++) dx[(size_t)i * d + k] = gi[k] * w[k] * r - s * r * r * r * xi[k] / d;
+        for (int j = 0; j < d; j++) dw[j] += gi[j] * xi[j] * r;
+    }
+}
+struct RmsCtx { double* x; double* w; const double* R; double* out; int N, d; double eps; };
+static double rms_loss(void* p) {
+    RmsCtx* c = (RmsCtx*)p;
+    ref_rmsnorm_forward(c->out, NULL, c->x, c->w, c->N, c->d, c->eps);
+    return dot_d(c->out, c->R, (size_t)c->N * c->d);
+}
+
+static void test_rmsnorm(void) {
+    const int N = 7, d = 48;
+    const float eps = 1e-5f;
+    size_t n = (size_t)N * d;
+    float* x = frandn(n, 1.0f);
+    for (int j = 0; j < d; j++) { x[1 * d + j] *= 100.0f; x[2 * d + j] *= 1e-3f; }  // eps matters in row 2
+    float* w = fnew(d);
+    for (int j = 0; j < d; j++) w[j] = rng_unif(0.5, 1.5) * (j % 5 == 0 ? -1.0f : 1.0f);
+    float* out = fnew(n); float* rstd = fnew(N);
+    fill_nan(out, n);
+    cpu_rmsnorm_forward(out, rstd, x, w, N, d, eps);
+    double* xd = dfrom(x, n), *wd = dfrom(w, d), *oref = dnew(n), *rref = dnew(N);
+    ref_rmsnorm_forward(oref, rref, xd, wd, N, d, eps);
+    check_kernel("rmsnorm forward out", out, oref, n);
+    check_kernel("rmsnorm forward rstd", rstd, rref, N);
+
+    float* R = frandn(n, 1.0f);
+    double* Rd = dfrom(R, n), *dxr = dnew(n), *dwr = dnew(d);
+    ref_rmsnorm_backward(dxr, dwr, Rd, xd, wd, N, d, eps);
+    RmsCtx c = {xd, wd, Rd, dnew(n), N, d, eps};
+    check_fd("rmsnorm dx analytic", xd, n, dxr, rms_loss, &c, 100000);
+    check_fd("rmsnorm dw analytic", wd, d, dwr, rms_loss, &c, 100000);
+
+    float* dx0 = frandn(n, 1.0f), *dw0 = frandn(d, 1.0f);
+    float* dx = fcopy(dx0, n), *dw = fcopy(dw0, d);
+    cpu_rmsnorm_backward(dx, dw, R, x, w, rstd, N, d);
+    double* wantx = dnew(n), *wantw = dnew(d);
+    for (size_t i = 0; i < n; i++) wantx[i] = dx0[i] + dxr[i];
+    for (int j = 0; j < d; j++) wantw[j] = dw0[j] + dwr[j];
+    check_kernel("rmsnorm backward dinp accumulates", dx, wantx, n);
+    check_kernel("rmsnorm backward dw accumulates", dw, wantw, d);
+    float* dx2 = fcopy(dx0, n);
+    cpu_rmsnorm_backward(dx2, NULL, R, x, w, rstd, N, d);
+    check_kernel("rmsnorm backward dinp with dw NULL", dx2, wantx, n);
+    free(x); free(w); free(out); free(rstd); free(xd); free(wd); free(oref); free(rref); free(R); free(Rd);
+    free(dxr); free(dwr); free(c.out); free(dx0); free(dw0); free(dx); free(dw); free(wantx); free(wantw); free(dx2);
+}
+
+// ==== rope ====================================================================================
+// HF rotate-half: angle = t theta^(-2i/hd); out[i] = x[i] c - x[i+h] s, out[i+h] = x[i+h] c + x[i] s
+static void ref_rope_forward(double* out, const double* x, int B, int T, int nh, int hd, double theta) {
+    int half = hd / 2;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < nh; h++) {
+                size_t o = (((size_t)b * T + t) * nh + h) * hd;
+                for (int i = 0; i < half; i++) {
+                    double a = t * pow(theta, -2.0 * i / hd), c = cos(a), s = sin(a);
+                    out[o + i] = x[o + i] * c - x[o + i + half] * s;
+                    out[o + i + half] = x[o + i + half] * c + x[o + i] * s;
+                }
+            }
+}
+// the transpose of each 2x2 rotation
+static void ref_rope_backward(double* dx, const double* g, int B, int T, int nh, int hd, double theta) {
+    int half = hd / 2;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < nh; h++) {
+                size_t o = (((size_t)b * T + t) * nh + h) * hd;
+                for (int i = 0; i < half; i++) {
+                    double a = t * pow(theta, -2.0 * i / hd), c = cos(a), s = sin(a);
+                    dx[o + i] = g[o + i] * c + g[o + i + half] * s;
+                    dx[o + i + half] = -g[o + i] * s + g[o + i + half] * c;
+                }
+            }
+}
+struct RopeCtx { double* x; const double* R; double* out; int B, T, nh, hd; double theta; };
+static double rope_loss(void* p) {
+    RopeCtx* c = (RopeCtx*)p;
+    ref_rope_forward(c->out, c->x, c->B, c->T, c->nh, c->hd, c->theta);
+    return dot_d(c->out, c->R, (size_t)c->B * c->T * c->nh * c->hd);
+}
+
+static void test_rope_case(int B, int T, int nh, int hd, double theta) {
+    char name[200];
+    int half = hd / 2, maxT = T + 3;  // the tables may hold more positions than T
+    float* ct = fnew((size_t)maxT * half), *st = fnew((size_t)maxT * half);
+    for (int t = 0; t < maxT; t++)
+        for (int i = 0; i < half; i++) {
+            double a = (double)t * pow(theta, -2.0 * i / hd);
+            ct[(size_t)t * half + i] = (float)cos(a);
+            st[(size_t)t * half + i] = (float)sin(a);
+        }
+    size_t n = (size_t)B * T * nh * hd;
+    float* x = frandn(n, 1.0f);
+    double* xd = dfrom(x, n), *oref = dnew(n);
+    ref_rope_forward(oref, xd, B, T, nh, hd, theta);
+    float* y = fcopy(x, n);
+    cpu_rope_forward(y, ct, st, B, T, nh, hd);
+    snprintf(name, sizeof name, "rope forward B=%d T=%d nh=%d hd=%d theta=%g", B, T, nh, hd, theta);
+    check_kernel(name, y, oref, n);
+
+    float* R = frandn(n, 1.0f);
+    double* Rd = dfrom(R, n), *dref = dnew(n);
+    ref_rope_backward(dref, Rd, B, T, nh, hd, theta);
+    RopeCtx c = {xd, Rd, dnew(n), B, T, nh, hd, theta};
+    snprintf(name, sizeof name, "rope dx analytic B=%d T=%d nh=%d hd=%d", B, T, nh, hd);
+    check_fd(name, xd, n, dref, rope_loss, &c, 600);
+    float* g = fcopy(R, n);
+    cpu_rope_backward(g, ct, st, B, T, nh, hd);
+    snprintf(name, sizeof name, "rope backward B=%d T=%d nh=%d hd=%d", B, T, nh, hd);
+    check_kernel(name, g, dref, n);
+    free(ct); free(st); free(x); free(xd); free(oref); free(y); free(R); free(Rd); free(dref); free(c.out); free(g);
+}
+
+// ==== attention ===============================================================================
+static void ref_attention_forward(double* out, double* lse, const double* q, const double* k, const double* v,
+                                  int B, int T, int nh, int nkv, int hd) {
+    double scale = 1.0 / sqrt((double)hd);
+    double* p = dnew(T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            int hk = h / (nh / nkv);
+            for (int t = 0; t < T; t++) {
+                const double* qv = q + (((size_t)b * T + t) * nh + h) * hd;
+                double mx = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    const double* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
+                    double sc = 0;
+                    for (int i = 0; i < hd; i++) sc += qv[i] * kv[i];
+                    p[s] = sc * scale;
+                    if (p[s] > mx) mx = p[s];
+                }
+                double sum = 0;
+                for (int s = 0; s <= t; s++) sum += exp(p[s] - mx);
+                double L = mx + log(sum);
+                double* o = out + (((size_t)b * T + t) * nh + h) * hd;
+                for (int i = 0; i < hd; i++) o[i] = 0;
+                for (int s = 0; s <= t; s++) {
+                    const double* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
+                    double ps = exp(p[s] - L);
+                    for (int i = 0; i < hd; i++) o[i] += ps * vv[i];
+                }
+                if (lse) lse[((size_t)b * nh + h) * T + t] = L;
+            }
+        }
+    free(p);
+}
+// S = scale q k^T, P = softmax(S), O = P V: dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)),
+// dQ = scale dS K, dK = scale dS^T Q; kv heads sum over their group of q heads
+static void ref_attention_backward(double* dq, double* dk, double* dv, const double* dout, const double* q,
+                                   const double* k, const double* v, int B, int T, int nh, int nkv, int hd) {
+    double scale = 1.0 / sqrt((double)hd);
+    memset(dq, 0, (size_t)B * T * nh * hd * sizeof(double));
+    memset(dk, 0, (size_t)B * T * nkv * hd * sizeof(double));
+    memset(dv, 0, (size_t)B * T * nkv * hd * sizeof(double));
+    double* p = dnew(T), *dp = dnew(T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            int hk = h / (nh / nkv);
+            for (int t = 0; t < T; t++) {
+                size_t row = ((size_t)b * T + t) * nh + h;
+                const double* qv = q + row * hd, *go = dout + row * hd;
+                double mx = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    const double* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
+                    double sc = 0;
+                    for (int i = 0; i < hd; i++) sc += qv[i] * kv[i];
+                    p[s] = sc * scale;
+                    if (p[s] > mx) mx = p[s];
+                }
+                double sum = 0;
+                for (int s = 0; s <= t; s++) { p[s] = exp(p[s] - mx); sum += p[s]; }
+                double D = 0;
+                for (int s = 0; s <= t; s++) {
+                    p[s] /= sum;
+                    const double* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
+                    dp[s] = 0;
+                    for (int i = 0; i < hd; i++) dp[s] += go[i] * vv[i];
+                    D += p[s] * dp[s];
+                }
+                for (int s = 0; s <= t; s++) {
+                    size_t kvrow = ((size_t)b * T + s) * nkv + hk;
+                    double ds = p[s] * (dp[s] - D);
+                    for (int i = 0; i < hd; i++) {
+                        dq[row * hd + i] += scale * ds * k[kvrow * hd + i];
+                        dk[kvrow * hd + i] += scale * ds * qv[i];
+                        dv[kvrow * hd + i] += p[s] * go[i];
+                    }
+                }
+            }
+        }
+    free(p); free(dp);
+}
+struct AttnCtx { double* q; double* k; double* v; const double* R; double* out; int B, T, nh, nkv, hd; };
+static double attn_loss(void* p) {
+    AttnCtx* c = (AttnCtx*)p;
+    ref_attention_forward(c->out, NULL, c->q, c->k, c->v, c->B, c->T, c->nh, c->nkv, c->hd);
+    return dot_d(c->out, c->R, (size_t)c->B * c->T * c->nh * c->hd);
+}
+
+static void test_attention_case(int B, int T, int nh, int nkv, int hd) {
+    char tag[100], name[200];
+    snprintf(tag, sizeof tag, "B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
+    float* q = frandn(nq, 1.5f), *k = frandn(nk, 1.0f), *v = frandn(nk, 1.0f);
+    float* out = fnew(nq), *lse = fnew(nl);
+    fill_nan(out, nq); fill_nan(lse, nl);
+    cpu_attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd);
+    double* qd = dfrom(q, nq), *kd = dfrom(k, nk), *vd = dfrom(v, nk), *oref = dnew(nq), *lref = dnew(nl);
+    ref_attention_forward(oref, lref, qd, kd, vd, B, T, nh, nkv, hd);
+    snprintf(name, sizeof name, "attention forward out %s", tag); check_kernel(name, out, oref, nq);
+    snprintf(name, sizeof name, "attention forward lse %s", tag); check_kernel(name, lse, lref, nl);
+
+    float* R = frandn(nq, 1.0f);
+    double* Rd = dfrom(R, nq), *dqr = dnew(nq), *dkr = dnew(nk), *dvr = dnew(nk);
+    ref_attention_backward(dqr, dkr, dvr, Rd, qd, kd, vd, B, T, nh, nkv, hd);
+    AttnCtx c = {qd, kd, vd, Rd, dnew(nq), B, T, nh, nkv, hd};
+    snprintf(name, sizeof name, "attention dq analytic %s", tag); check_fd(name, qd, nq, dqr, attn_loss, &c, 500);
+    snprintf(name, sizeof name, "attention dk analytic %s", tag); check_fd(name, kd, nk, dkr, attn_loss, &c, 500);
+    snprintf(name, sizeof name, "attention dv analytic %s", tag); check_fd(name, vd, nk, dvr, attn_loss, &c, 500);
+
+    float* dq = fnew(nq), *dk = fnew(nk), *dv = fnew(nk);  // NaN: the backward must write, not accumulate
+    fill_nan(dq, nq); fill_nan(dk, nk); fill_nan(dv, nk);
+    cpu_attention_backward(dq, dk, dv, R, out, q, k, v, lse, B, T, nh, nkv, hd);
+    // floor 1 (q, k, v, dout are unit-scale): with T = 1, dq = dk = 0 exactly, while the kernel's
+    // p (dp - D), D = dout . out, leaves fp32 rounding noise of ~1e-8
+    snprintf(name, sizeof name, "attention backward dq %s", tag); check_kernel_floor(name, dq, dqr, nq, 1.0);
+    snprintf(name, sizeof name, "attention backward dk %s", tag); check_kernel_floor(name, dk, dkr, nk, 1.0);
+    snprintf(name, sizeof name, "attention backward dv %s", tag); check_kernel_floor(name, dv, dvr, nk, 1.0);
+    free(q); free(k); free(v); free(out); free(lse); free(qd); free(kd); free(vd); free(oref); free(lref);
+    free(R); free(Rd); free(dqr); free(dkr); free(dvr); free(c.out); free(dq); free(dk); free(dv);
+}
+
+// ==== swiglu ==================================================================================
+static double ref_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+struct SwiCtx { double* g; double* u; const double* R; size_t n; };
+static double swi_loss(void* p) {
+    SwiCtx* c = (SwiCtx*)p;
+    double L = 0;
+    for (size_t i = 0; i < c->n; i++) L += c->g[i] * ref_sigmoid(c->g[i]) * c->u[i] * c->R[i];
+    return L;
+}
+static void test_swiglu(void) {
+    const size_t n = 2000;
+    float* g = frandn(n, 3.0f), *u = frandn(n, 1.0f);
+    g[0] = 20.0f; g[1] = -20.0f; g[2] = 90.0f; g[3] = -90.0f; g[4] = 0.0f;  // saturated / overflowing exp
+    double* gd = dfrom(g, n), *ud = dfrom(u, n), *href = dnew(n);
+    for (size_t i = 0; i < n; i++) href[i] = gd[i] * ref_sigmoid(gd[i]) * ud[i];
+    float* h = fnew(n);
+    fill_nan(h, n);
+    cpu_swiglu_forward(h, g, u, n);
+    check_kernel("swiglu forward", h, href, n);
+
+    float* R = frandn(n, 1.0f);
+    double* Rd = dfrom(R, n), *dgr = dnew(n), *dur = dnew(n);
+    for (size_t i = 0; i < n; i++) {
+        double s = ref_sigmoid(gd[i]);
+        dgr[i] = Rd[i] * ud[i] * (s + gd[i] * s * (1.0 - s));  // d/dg g s(g) = s + g s (1 - s)
+        dur[i] = Rd[i] * gd[i] * s;
+    }
+    SwiCtx c = {gd, ud, Rd, n};
+    check_fd("swiglu dgate analytic", gd, n, dgr, swi_loss, &c, 100000);
+    check_fd("swiglu dup analytic", ud, n, dur, swi_loss, &c, 100000);
+    float* dg = fnew(n), *du = fnew(n);
+    fill_nan(dg, n); fill_nan(du, n);
+    cpu_swiglu_backward(dg, du, R, g, u, n);
+    check_kernel("swiglu backward dgate", dg, dgr, n);
+    check_kernel("swiglu backward dup", du, dur, n);
+    free(g); free(u); free(gd); free(ud); free(href); free(h); free(R); free(Rd); free(dgr); free(dur); free(dg); free(du);
+}
+
+// ==== matmul ==================================================================================
+static void ref_matmul(double* Y, const double* X, const double* W, int N, int in, int outd) {  // Y = X W^T
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < outd; o++) {
+            double s = 0;
+            for (int c = 0; c < in; c++) s += X[(size_t)i * in + c] * W[(size_t)o * in + c];
+            Y[(size_t)i * outd + o] = s;
+        }
+}
+struct MmCtx { double* X; double* W; const double* R; double* Y; int N, in, outd; };
+static double mm_loss(void* p) {
+    MmCtx* c = (MmCtx*)p;
+    ref_matmul(c->Y, c->X, c->W, c->N, c->in, c->outd);
+    return dot_d(c->Y, c->R, (size_t)c->N * c->outd);
+}
+static void test_matmul_case(int N, int in, int outd) {
+    char tag[80], name[200];
+    snprintf(tag, sizeof tag, "N=%d in=%d out=%d", N, in, outd);
+    size_t nx = (size_t)N * in, nw = (size_t)outd * in, ny = (size_t)N * outd;
+    float* X = frandn(nx, 1.0f), *W = frandn(nw, 1.0f), *R = frandn(ny, 1.0f);
+    double* Xd = dfrom(X, nx), *Wd = dfrom(W, nw), *Rd = dfrom(R, ny), *Yr = dnew(ny);
+    ref_matmul(Yr, Xd, Wd, N, in, outd);
+    float* Y = fnew(ny);
+    fill_nan(Y, ny);
+    cpu_matmul_forward(Y, X, W, N, in, outd);
+    snprintf(name, sizeof name, "matmul forward %s", tag); check_kernel(name, Y, Yr, ny);
+
+    // analytic: dX = R W (N x in), dW = R^T X (out x in)
+    double* dXr = dnew(nx), *dWr = dnew(nw);
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < in; c++) {
+            double s = 0;
+            for (int o = 0; o < outd; o++) s += Rd[(size_t)i * outd + o] * Wd[(size_t)o * in + c];
+            dXr[(size_t)i * in + c] = s;
+        }
+    for (int o = 0; o < outd; o++)
+        for (int c = 0; c < in; c++) {
+            double s = 0;
+            for (int i = 0; i < N; i++) s += Rd[(size_t)i * outd + o] * Xd[(size_t)i * in + c];
+            dWr[(size_t)o * in + c] = s;
+        }
+    MmCtx c = {Xd, Wd, Rd, dnew(ny), N, in, outd};
+    snprintf(name, sizeof name, "matmul dX analytic %s", tag); check_fd(name, Xd, nx, dXr, mm_loss, &c, 300);
+    snprintf(name, sizeof name, "matmul dW analytic %s", tag); check_fd(name, Wd, nw, dWr, mm_loss, &c, 300);
+
+    float* dX = fnew(nx), *dW = fnew(nw);
+    fill_nan(dX, nx); fill_nan(dW, nw);
+    cpu_matmul_backward_input(dX, R, W, N, in, outd, 0);
+    cpu_matmul_backward_weight(dW, R, X, N, in, outd, 0);
+    snprintf(name, sizeof name, "matmul backward_input accumulate=0 (over NaN) %s", tag); check_kernel(name, dX, dXr, nx);
+    snprintf(name, sizeof name, "matmul backward_weight accumulate=0 (over NaN) %s", tag); check_kernel(name, dW, dWr, nw);
+
+    float* dX0 = frandn(nx, 1.0f), *dW0 = frandn(nw, 1.0f);
+    float* dXa = fcopy(dX0, nx), *dWa = fcopy(dW0, nw);
+    cpu_matmul_backward_input(dXa, R, W, N, in, outd, 1);
+    cpu_matmul_backward_weight(dWa, R, X, N, in, outd, 1);
+    double* wx = dnew(nx), *ww = dnew(nw);
+    for (size_t i = 0; i < nx; i++) wx[i] = dX0[i] + dXr[i];
+    for (size_t i = 0; i < nw; i++) ww[i] = dW0[i] + dWr[i];
+    snprintf(name, sizeof name, "matmul backward_input accumulate=1 %s", tag); check_kernel(name, dXa, wx, nx);
+    snprintf(name, sizeof name, "matmul backward_weight accumulate=1 %s", tag); check_kernel(name, dWa, ww, nw);
+    free(X); free(W); free(R); free(Xd); free(Wd); free(Rd); free(Yr); free(Y); free(dXr); free(dWr); free(c.Y);
+    free(dX); free(dW); free(dX0); free(dW0); free(dXa); free(dWa); free(wx); free(ww);
+}
+
+// ==== classifier ==============================================================================
+static double ref_row_lse(const double* z, int V) {
+    double mx = -INFINITY, s = 0;
+    for (int j = 0; j < V; j++) if (z[j] > mx) mx = z[j];
+    for (int j = 0; j < V; j++) s += exp(z[j] - mx);
+    return mx + log(s);
+}
+struct ClsCtx { double* z; const int* tgt; int N, V; double dloss; };
+static double cls_loss(void* p) {  // L = sum_i dloss * loss_i
+    ClsCtx* c = (ClsCtx*)p;
+    double L = 0;
+    for (int i = 0; i < c->N; i++) {
+        const double* z = c->z + (size_t)i * c->V;
+        L += c->dloss * (ref_row_lse(z, c->V) - z[c->tgt[i]]);
+    }
+    return L;
+}
+// rows 0-2 ordinary; 3 mixed +-80; 4 all +80 but the target -80 (loss ~ 160 + log(V-1));
+// 5 all -80 but the target +80 (loss ~ 0); 6 uniform in +-1000
+static void test_classifier_case(int V) {
+    const int N = 7;
+    char name[200];
+    size_t n = (size_t)N * V;
+    float* z = fnew(n);
+    int tgt[N];
+    for (int i = 0; i < N; i++) tgt[i] = rng_int(V);
+    for (int i = 0; i < 3; i++) for (int j = 0; j < V; j++) z[(size_t)i * V + j] = 2.0f * rng_normal();
+    for (int j = 0; j < V; j++) z[3 * (size_t)V + j] = rng_normal() + (rng_int(2) ? 80.0f : -80.0f);
+    for (int j = 0; j < V; j++) z[4 * (size_t)V + j] = 80.0f;
+    z[4 * (size_t)V + tgt[4]] = -80.0f;
+    for (int j = 0; j < V; j++) z[5 * (size_t)V + j] = -80.0f;
+    z[5 * (size_t)V + tgt[5]] = 80.0f;
+    for (int j = 0; j < V; j++) z[6 * (size_t)V + j] = rng_unif(-1000.0, 1000.0);
+    const float dloss = 1.0f / N;
+
+    double* zd = dfrom(z, n), *lref = dnew(N), *gref = dnew(n);
+    for (int i = 0; i < N; i++) {
+        const double* zi = zd + (size_t)i * V;
+        double L = ref_row_lse(zi, V);
+        lref[i] = L - zi[tgt[i]];
+        for (int j = 0; j < V; j++) gref[(size_t)i * V + j] = (exp(zi[j] - L) - (j == tgt[i] ? 1.0 : 0.0)) * (double)dloss;
+    }
+    ClsCtx c = {zd, tgt, N, V, (double)dloss};
+    snprintf(name, sizeof name, "classifier dlogits analytic V=%d", V);
+    check_fd(name, zd, n, gref, cls_loss, &c, 400);
+
+    // losses: up to ~2000 for the +-1000 row; 1e-4 relative + 1e-5 absolute
+    float* z0 = fcopy(z, n), *loss0 = fnew(N);
+    fill_nan(loss0, N);
+    cpu_classifier_forward_backward(z0, loss0, tgt, N, V, dloss, 0);
+    snprintf(name, sizeof name, "classifier losses (want_grad=0) V=%d", V);
+    check_kernel_abs(name, loss0, lref, N, 1e-4, 1e-5);
+    snprintf(name, sizeof name, "classifier want_grad=0 leaves the logits intact V=%d", V);
+    check_exact(name, z0, z, n);
+
+    float* z1 = fcopy(z, n), *loss1 = fnew(N);
+    fill_nan(loss1, N);
+    cpu_classifier_forward_backward(z1, loss1, tgt, N, V, dloss, 1);
+    snprintf(name, sizeof name, "classifier losses (want_grad=1) V=%d", V);
+    check_kernel_abs(name, loss1, lref, N, 1e-4, 1e-5);
+    snprintf(name, sizeof name, "classifier dlogits = (softmax - onehot) * dloss V=%d", V);
+    check_kernel(name, z1, gref, n);
+    free(z); free(zd); free(lref); free(gref); free(z0); free(loss0); free(z1); free(loss1);
+}
+
+// ==== grass gathered gradient and gradient norms ==============================================
+static double* ref_dense_grad(const float* dY, const float* X, int N, int in, int outd) {  // G = dY^T X
+    double* G = dnew((size_t)outd * in);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < outd; o++) {
+            double a = dY[(size_t)i * outd + o];
+            const float* x = X + (size_t)i * in;
+            double* g = G + (size_t)o * in;
+            for (int c = 0; c < in; c++) g[c] += a * x[c];
+        }
+    return G;
+}
+static void test_gathered_grad(void) {
+    const int N = 11, in = 19, outd = 23, r = 5;
+    char name[200];
+    float* dY = frandn((size_t)N * outd, 1.0f), *X = frandn((size_t)N * in, 1.0f);
+    double* G = ref_dense_grad(dY, X, N, in, outd);
+    for (int cols = 0; cols <= 1; cols++) {
+        int m = cols ? in : outd;
+        int* idx = rand_subset(m, r);
+        float* sc = fnew(r);
+        for (int j = 0; j < r; j++) sc[j] = rng_unif(0.5, 2.0);
+        size_t nc = cols ? (size_t)outd * r : (size_t)r * in;
+        double* Cr = dnew(nc);
+        if (!cols) { for (int j = 0; j < r; j++) for (int c = 0; c < in; c++) Cr[(size_t)j * in + c] = sc[j] * G[(size_t)idx[j] * in + c]; }
+        else { for (int o = 0; o < outd; o++) for (int j = 0; j < r; j++) Cr[(size_t)o * r + j] = G[(size_t)o * in + idx[j]] * sc[j]; }
+        float* C = fnew(nc);
+        fill_nan(C, nc);
+        cpu_grass_gathered_grad(C, dY, X, idx, sc, r, N, in, outd, cols, 0);
+        snprintf(name, sizeof name, "grass_gathered_grad %s side accumulate=0 (over NaN)", cols ? "cols" : "rows");
+        check_kernel(name, C, Cr, nc);
+        float* C0 = frandn(nc, 3.0f), *Ca = fcopy(C0, nc);
+        cpu_grass_gathered_grad(Ca, dY, X, idx, sc, r, N, in, outd, cols, 1);
+        double* want = dnew(nc);
+        for (size_t i = 0; i < nc; i++) want[i] = C0[i] + Cr[i];
+        snprintf(name, sizeof name, "grass_gathered_grad %s side accumulate=1", cols ? "cols" : "rows");
+        check_kernel(name, Ca, want, nc);
+        free(idx); free(sc); free(Cr); free(C); free(C0); free(Ca); free(want);
+    }
+    free(dY); free(X); free(G);
+}
+static void test_grad_norms_case(int N, int in, int outd, int cols) {
+    char name[200];
+    float* dY = frandn((size_t)N * outd, 1.0f), *X = frandn((size_t)N * in, 1.0f);
+    double* G = ref_dense_grad(dY, X, N, in, outd);
+    int len = cols ? in : outd;
+    double* nr = dnew(len);
+    for (int o = 0; o < outd; o++)
+        for (int c = 0; c < in; c++) nr[cols ? c : o] += G[(size_t)o * in + c] * G[(size_t)o * in + c];
+    double mean = 0;
+    for (int i = 0; i < len; i++) mean += nr[i] / len;
+    // prefill of the same size as the norms, so that a '=' in place of '+=' is visible
+    float* nk = fnew(len);
+    for (int i = 0; i < len; i++) nk[i] = rng_unif(0.5, 1.5) * (float)mean;
+    double* want = dfrom(nk, len);
+    for (int i = 0; i < len; i++) want[i] += nr[i];
+    cpu_grass_grad_norms(nk, dY, X, N, in, outd, cols);
+    snprintf(name, sizeof name, "grass_grad_norms %s side N=%d in=%d out=%d (accumulating)", cols ? "cols" : "rows", N, in, outd);
+    check_kernel(name, nk, want, len);
+    free(dY); free(X); free(G); free(nr); free(nk); free(want);
+}
+
+// ==== grass adam update =======================================================================
+static void test_grass_adam_case(int cols, float wd) {
+    const int outd = 9, in = 7, r = 4, steps = 3;
+    const float lr = 0.05f, alpha = 1.5f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, gs = 0.5f;
+    char tag[80], name[200];
+    snprintf(tag, sizeof tag, "%s side wd=%g", cols ? "cols" : "rows", wd);
+    int m = cols ? in : outd;
+    int* idx = rand_subset(m, r);
+    float* up = fnew(r);
+    for (int j = 0; j < r; j++) up[j] = rng_unif(0.5, 3.0);
+    size_t nw = (size_t)outd * in, nc = cols ? (size_t)outd * r : (size_t)r * in;
+    float* W0 = frandn(nw, 1.0f), *W = fcopy(W0, nw);
+    float* mk = fnew(nc), *vk = fnew(nc);
+    double* Wr = dfrom(W0, nw), *mr = dnew(nc), *vr = dnew(nc);
+    for (int t = 1; t <= steps; t++) {
+        float* C = frandn(nc, 2.0f);
+        float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+        cpu_grass_adam_update(W, C, mk, vk, idx, up, r, outd, in, cols, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
+        if (wd > 0) for (size_t i = 0; i < nw; i++) Wr[i] *= 1.0 - (double)lr * wd;
+        for (size_t k = 0; k < nc; k++) {
+            double g = (double)C[k] * gs;
+            mr[k] = b1 * mr[k] + (1.0 - b1) * g;
+            vr[k] = b2 * vr[k] + (1.0 - b2) * g * g;
+            double u = (mr[k] / bc1) / (sqrt(vr[k] / bc2) + eps);
+            int j = cols ? (int)(k % r) : (int)(k / in);
+            size_t wi = cols ? (k / r) * in + idx[j] : (size_t)idx[j] * in + (k % in);
+            Wr[wi] -= (double)lr * alpha * up[j] * u;
+        }
+        free(C);
+    }
+    snprintf(name, sizeof name, "grass_adam_update W %s", tag); check_kernel(name, W, Wr, nw);
+    double* dk = dnew(nw), *dr = dnew(nw);
+    for (size_t i = 0; i < nw; i++) { dk[i] = (double)W[i] - W0[i]; dr[i] = Wr[i] - W0[i]; }
+    snprintf(name, sizeof name, "grass_adam_update W - W0 %s", tag);
+    check_close_dd(name, dk, dr, nw, K_RTOL, K_AFRAC * maxabs(dr, nw) + 3e-7);  // + rounding of W ~ 1
+    snprintf(name, sizeof name, "grass_adam_update m %s", tag); check_kernel(name, mk, mr, nc);
+    snprintf(name, sizeof name, "grass_adam_update v %s", tag); check_kernel(name, vk, vr, nc);
+    if (wd == 0.0f) {  // the rows (columns) not selected are untouched, bit for bit
+        char* sel = (char*)calloc_check(m, 1);
+        for (int j = 0; j < r; j++) sel[idx[j]] = 1;
+        float* got = fnew(nw), *want = fnew(nw);
+        size_t cnt = 0;
+        for (int o = 0; o < outd; o++)
+            for (int c = 0; c < in; c++)
+                if (!sel[cols ? c : o]) { got[cnt] = W[(size_t)o * in + c]; want[cnt] = W0[(size_t)o * in + c]; cnt++; }
+        snprintf(name, sizeof name, "grass_adam_update unselected %s unchanged %s", cols ? "columns" : "rows", tag);
+        check_exact(name, got, want, cnt);
+        free(sel); free(got); free(want);
+    }
+    free(idx); free(up); free(W0); free(W); free(mk); free(vk); free(Wr); free(mr); free(vr); free(dk); free(dr);
+}
+
+// ==== adamw ===================================================================================
+static void test_adamw(void) {
+    const size_t n = 777;
+    const float lr = 0.05f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.1f, gs = 0.25f;
+    float* p0 = frandn(n, 1.0f), *p = fcopy(p0, n), *m = fnew(n), *v = fnew(n);
+    double* pr = dfrom(p0, n), *mr = dnew(n), *vr = dnew(n);
+    for (int t = 1; t <= 3; t++) {
+        float* g = frandn(n, 2.0f);
+        float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+        cpu_adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 1234 + t);
+        for (size_t i = 0; i < n; i++) {
+            double gi = (double)g[i] * gs;
+            mr[i] = b1 * mr[i] + (1.0 - b1) * gi;
+            vr[i] = b2 * vr[i] + (1.0 - b2) * gi * gi;
+            double u = (mr[i] / bc1) / (sqrt(vr[i] / bc2) + eps);
+            pr[i] -= lr * (u + wd * pr[i]);
+        }
+        free(g);
+    }
+    check_kernel("adamw param", p, pr, n);
+    double* dk = dnew(n), *dr = dnew(n);
+    for (size_t i = 0; i < n; i++) { dk[i] = (double)p[i] - p0[i]; dr[i] = pr[i] - p0[i]; }
+    check_close_dd("adamw param - param0", dk, dr, n, K_RTOL, K_AFRAC * maxabs(dr, n) + 5e-7);
+    check_kernel("adamw m", m, mr, n);
+    check_kernel("adamw v", v, vr, n);
+    free(p0); free(p); free(m); free(v); free(pr); free(mr); free(vr); free(dk); free(dr);
+}
+
+// ==== small helpers: add_inplace, scale_floats ================================================
+static void test_small(void) {
+    const size_t n = 1001;
+    float* a = frandn(n, 1.0f), *b = frandn(n, 1.0f), *a1 = fcopy(a, n);
+    double* want = dnew(n);
+    for (size_t i = 0; i < n; i++) want[i] = (double)a[i] + b[i];
+    cpu_add_inplace(a1, b, n);
+    check_kernel("add_inplace", a1, want, n);
+    float* c = fcopy(a, n);
+    for (size_t i = 0; i < n; i++) want[i] = (double)a[i] * -0.375;
+    cpu_scale_floats(c, -0.375f, n);
+    check_kernel("scale_floats", c, want, n);
+    free(a); free(b); free(a1); free(want); free(c);
+}
+
+// ==== sumsq and determinism ===================================================================
+static void test_sumsq(void) {
+    const size_t n = 200017;  // several 65536-element chunks, the last one partial
+    float* x = frandn(n, 1.0f);
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    int nt0 = omp_get_max_threads();
+    float acc[3];
+    for (int k = 0; k < 3; k++) {
+        omp_set_num_threads(k + 1);
+        acc[k] = 3.25f;
+        cpu_sumsq_float(&acc[k], x, n);
+    }
+    omp_set_num_threads(nt0);
+    double want = 3.25 + s;
+    check_kernel_abs("sumsq_float accumulates sum(x^2) (rtol 1e-6)", &acc[0], &want, 1, 1e-6, 0.0);
+    check_exact("sumsq_float 2 threads == 1 thread", &acc[1], &acc[0], 1);
+    check_exact("sumsq_float 3 threads == 1 thread", &acc[2], &acc[0], 1);
+    float a5 = -1.0f, a0 = 7.5f, seven = 7.5f;
+    double w5 = -1.0;
+    for (int i = 0; i < 5; i++) w5 += (double)x[i] * x[i];
+    cpu_sumsq_float(&a5, x, 5);
+    cpu_sumsq_float(&a0, x, 0);
+    check_kernel_abs("sumsq_float n=5 (rtol 1e-6)", &a5, &w5, 1, 1e-6, 0.0);
+    check_exact("sumsq_float n=0 leaves acc", &a0, &seven, 1);
+    free(x);
+}
+
+static void test_determinism(void) {
+    int nt0 = omp_get_max_threads();
+    const int nthreads[3] = {1, 2, 3};
+    char name[200];
+    {   // attention forward and backward: B * nkv = 4 (batch, kv head) work items
+        const int B = 2, T = 33, nh = 4, nkv = 2, hd = 16;
+        size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
+        float* q = frandn(nq, 1.5f), *k = frandn(nk, 1.0f), *v = frandn(nk, 1.0f), *g = frandn(nq, 1.0f);
+        float* res[3][5];
+        for (int r = 0; r < 3; r++) {
+            omp_set_num_threads(nthreads[r]);
+            float* out = fnew(nq), *lse = fnew(nl), *dq = fnew(nq), *dk = fnew(nk), *dv = fnew(nk);
+            cpu_attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd);
+            cpu_attention_backward(dq, dk, dv, g, out, q, k, v, lse, B, T, nh, nkv, hd);
+            res[r][0] = out; res[r][1] = lse; res[r][2] = dq; res[r][3] = dk; res[r][4] = dv;
+        }
+        const char* what[5] = {"out", "lse", "dq", "dk", "dv"};
+        size_t len[5] = {nq, nl, nq, nk, nk};
+        for (int r = 1; r < 3; r++)
+            for (int a = 0; a < 5; a++) {
+                snprintf(name, sizeof name, "attention %s: %d threads == 1 thread", what[a], nthreads[r]);
+                check_exact(name, res[r][a], res[0][a], len[a]);
+            }
+        for (int r = 0; r < 3; r++) for (int a = 0; a < 5; a++) free(res[r][a]);
+        free(q); free(k); free(v); free(g);
+    }
+    {   // rmsnorm backward (dinp and dw)
+        const int N = 64, d = 256;
+        size_t n = (size_t)N * d;
+        float* x = frandn(n, 1.0f), *w = frandn(d, 1.0f), *g = frandn(n, 1.0f), *dx0 = frandn(n, 1.0f), *dw0 = frandn(d, 1.0f);
+        float* out = fnew(n), *rstd = fnew(N);
+        cpu_rmsnorm_forward(out, rstd, x, w, N, d, 1e-5f);
+        float* rx[3], *rw[3];
+        for (int r = 0; r < 3; r++) {
+            omp_set_num_threads(nthreads[r]);
+            rx[r] = fcopy(dx0, n); rw[r] = fcopy(dw0, d);
+            cpu_rmsnorm_backward(rx[r], rw[r], g, x, w, rstd, N, d);
+        }
+        for (int r = 1; r < 3; r++) {
+            snprintf(name, sizeof name, "rmsnorm backward dinp: %d threads == 1 thread", nthreads[r]); check_exact(name, rx[r], rx[0], n);
+            snprintf(name, sizeof name, "rmsnorm backward dw: %d threads == 1 thread", nthreads[r]); check_exact(name, rw[r], rw[0], d);
+        }
+        for (int r = 0; r < 3; r++) { free(rx[r]); free(rw[r]); }
+        free(x); free(w); free(g); free(dx0); free(dw0); free(out); free(rstd);
+    }
+    {   // embedding backward with many repeated tokens
+        const int V = 50, N = 300, d = 64;
+        int* tok = (int*)malloc_check(N * sizeof(int));
+        for (int i = 0; i < N; i++) tok[i] = rng_int(V);
+        float* g = frandn((size_t)N * d, 1.0f), *dw0 = frandn((size_t)V * d, 1.0f);
+        float* rw[3];
+        for (int r = 0; r < 3; r++) {
+            omp_set_num_threads(nthreads[r]);
+            rw[r] = fcopy(dw0, (size_t)V * d);
+            cpu_embedding_backward(rw[r], g, tok, N, d);
+        }
+        for (int r = 1; r < 3; r++) {
+            snprintf(name, sizeof name, "embedding backward: %d threads == 1 thread", nthreads[r]);
+            check_exact(name, rw[r], rw[0], (size_t)V * d);
+        }
+        for (int r = 0; r < 3; r++) free(rw[r]);
+        free(tok); free(g); free(dw0);
+    }
+    omp_set_num_threads(nt0);
+}
+
+int main(void) {
+    const char* e = getenv("TEST_OPS_MUTATE");
+    g_mutate = e != NULL && atoi(e) != 0;
+    e = getenv("TEST_OPS_VERBOSE");
+    g_verbose = e != NULL && atoi(e) != 0;
+    if (g_mutate) printf("TEST_OPS_MUTATE: every reference is perturbed; every check must fail\n");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+
+    test_embedding();
+    test_rmsnorm();
+    test_rope_case(2, 6, 3, 16, 10000.0);
+    test_rope_case(1, 40, 2, 8, 500000.0);
+    test_attention_case(2, 7, 4, 2, 8);
+    test_attention_case(1, 1, 4, 2, 8);   // T = 1
+    test_attention_case(2, 5, 3, 3, 8);   // nh = nkv
+    test_attention_case(2, 6, 4, 1, 8);   // MQA
+    test_attention_case(1, 33, 4, 2, 16);
+    test_swiglu();
+    test_matmul_case(13, 37, 29);
+    test_matmul_case(70, 130, 90);
+    test_classifier_case(53);     // 16-lane blocks and a tail
+    test_classifier_case(7);      // fewer logits than one block
+    test_classifier_case(50257);  // a real vocabulary
+    test_gathered_grad();
+    test_grad_norms_case(5, 17, 13, 0);
+    test_grad_norms_case(5, 17, 13, 1);
+    test_grad_norms_case(8, 1500, 3000, 0);  // rows side, out = 3000: two blocks of ~4M floats
+    test_grad_norms_case(8, 3000, 1500, 1);  // cols side, in = 3000: two blocks
+    test_grass_adam_case(0, 0.0f);
+    test_grass_adam_case(0, 0.1f);
+    test_grass_adam_case(1, 0.0f);
+    test_grass_adam_case(1, 0.1f);
+    test_adamw();
+    test_small();
+    test_sumsq();
+    test_determinism();
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("test_ops: %.2f s with %d OpenMP threads\n", (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec),
+           omp_get_max_threads());
+    return test_summary("test_ops");
+}
