@@ -12,10 +12,10 @@ run() {  # run NAME CMD...: a test that prints "N passed, N failed" and exits no
   local start=$(date +%s)
   "$@" > "$log" 2>&1
   local rc=$?
-  local line; line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+  local line; line=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
   grep -E '^(FAIL|error)' "$log" | head -20
-  local p=$(echo "$line" | sed -nE 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\1/p')
-  local f=$(echo "$line" | sed -nE 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\2/p')
+  local p=$(echo "$line" | awk '{print $1}')
+  local f=$(echo "$line" | awk '{print $3}')
   [ -z "$p" ] && p=0
   [ -z "$f" ] && f=0
   if [ $rc -ne 0 ] && [ "$f" = 0 ]; then f=1; tail -15 "$log"; fi  # crashed or failed without a count

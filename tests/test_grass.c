@@ -43,19 +43,22 @@ static void test_selection(void) {
     for (int vi = 0; vi < 3; vi++) {
         GrassSelect v = variants[vi];
         double sum[m] = {0}, sumsq[m] = {0}, count[m] = {0};
+        int repeated = 0, short_nr = 0;
         for (int d = 0; d < draws; d++) {
             grass_select(v, q, m, r, rng_seed_for(99, d, vi), &sel);
             int seen[m] = {0};
             for (int j = 0; j < sel.r_eff; j++) {
                 int i = sel.idx[j];
-                CHECK(!seen[i], "%s: index %d listed twice in one selection", GRASS_SELECT_NAMES[v], i);
+                repeated += seen[i];
                 seen[i] = 1;
                 double pp = (double)sel.upscale[j] * sel.scale[j];
                 sum[i] += pp; sumsq[i] += pp * pp;
                 count[i] += sel.upscale[j] / sel.scale[j];  // multiplicity
             }
-            if (v == SEL_UNIFORM_NR) CHECK(sel.r_eff == r, "uniform-nr: r distinct rows");
+            short_nr += (v == SEL_UNIFORM_NR && sel.r_eff != r);
         }
+        CHECK(repeated == 0, "%s: %d selections listed an index twice (duplicates must be merged)", GRASS_SELECT_NAMES[v], repeated);
+        CHECK(short_nr == 0, "%s: %d selections had fewer than r distinct rows", GRASS_SELECT_NAMES[v], short_nr);
         for (int i = 0; i < m; i++) {
             double p = v == SEL_MULTINORM ? q[i] / total : 1.0 / m;
             if (p == 0.0) { CHECK(sum[i] == 0.0, "%s: zero-norm row %d never drawn", GRASS_SELECT_NAMES[v], i); continue; }
@@ -71,11 +74,13 @@ static void test_selection(void) {
     // multinorm-nr: r distinct rows, never a zero-norm row while enough positive rows exist;
     // inclusion frequency increases with the norm
     double inc[m] = {0};
+    int short_sel = 0;
     for (int d = 0; d < draws; d++) {
         grass_select(SEL_MULTINORM_NR, q, m, r, rng_seed_for(5, d, 0), &sel);
-        CHECK(sel.r_eff == r, "multinorm-nr: r distinct rows");
+        short_sel += sel.r_eff != r;
         for (int j = 0; j < sel.r_eff; j++) inc[sel.idx[j]] += 1.0 / draws;
     }
+    CHECK(short_sel == 0, "multinorm-nr: %d selections had fewer than r distinct rows", short_sel);
     CHECK(inc[5] == 0.0, "multinorm-nr never picks the zero-norm row (got %.4f)", inc[5]);
     CHECK(inc[3] > inc[0] && inc[0] > inc[8] && inc[8] > inc[6] && inc[6] > inc[1] && inc[1] > inc[2] && inc[2] > inc[7],
           "multinorm-nr inclusion ordered by norm");
@@ -135,17 +140,20 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
             optim_begin_norm_pass(&o);
             optim_linear_weight_grad(&o, 0, dY, X, N);
             // norms against the dense gradient
+            double worst = 0;
             for (int i = 0; i < dim; i++) {
                 double qn = 0;
                 for (int j = 0; j < other; j++) { double g = cols ? G[(size_t)j * in + i] : G[(size_t)i * in + j]; qn += g * g; }
-                CHECK_CLOSE(o.gm[0].norms[i], qn, 1e-6, 1e-4, "squared norm");
+                worst = fmax(worst, fabs(o.gm[0].norms[i] - qn) / (1e-6 + qn));
             }
+            CHECK(worst < 1e-4, "%s: squared norms vs float64 (worst rel err %.3g)", label, worst);
             optim_refresh(&o, step);
             memset(md, 0, (size_t)r * other * sizeof(double));
             memset(vd, 0, (size_t)r * other * sizeof(double));
             t_since = 0;
-            for (size_t i = 0; i < (size_t)o.gm[0].r * other; i++)
-                CHECK(o.gm[0].m[i] == 0.0f && o.gm[0].v[i] == 0.0f, "%s: moments reset at refresh", label);
+            size_t nonzero = 0;
+            for (size_t i = 0; i < (size_t)o.gm[0].r * other; i++) nonzero += o.gm[0].m[i] != 0.0f || o.gm[0].v[i] != 0.0f;
+            CHECK(nonzero == 0, "%s: moments reset at refresh (%zu nonzero)", label, nonzero);
             if (method == SEL_TOPR) {  // independent top-r in double
                 for (int j = 0; j < o.gm[0].r_eff; j++) {
                     int sel = o.gm[0].h_sel.idx[j];
