@@ -55,6 +55,20 @@ resume_case grass_topr 4 --optimizer grass --rank 8 --update-freq 3 --grass-sele
 resume_case grass_multinorm_accum 3 --optimizer grass --rank 8 --update-freq 3 -d 256 -l 1e-2
 resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
 
+# ---- a model exported to Hugging Face format and imported back starts a run --------------------
+if python3 dev/export_hf.py "$W/fall_adamw/model_00000080.bin" "$W/hf" > /dev/null 2>&1 \
+   && python3 dev/import_hf.py "$W/hf" "$W/imported.bin" > /dev/null 2>&1; then
+  cmp -s <(tail -c +257 "$W/fall_adamw/model_00000080.bin") <(tail -c +257 "$W/imported.bin") \
+    && ok "HF export + import keeps every weight bit" || bad "HF round trip changed weights"
+  if $BIN "${COMMON[@]}" -x 2 -v 1 -o "$W/from_hf" --init-from "$W/imported.bin" > "$W/from_hf.out" 2>&1 \
+     && grep -q "initialized from" "$W/from_hf.out"; then
+    v_hf=$(grep -o 'val_loss=[0-9.]*' "$W/from_hf/log.txt" | head -1 | cut -d= -f2)
+    v_end=$(grep -o 'val_loss=[0-9.]*' "$W/fall_adamw/log.txt" | tail -1 | cut -d= -f2)
+    [ "$v_hf" = "$v_end" ] \
+      && ok "a run from the imported HF model starts at the exported run's val loss ($v_hf)" || bad "imported model starts at val loss $v_hf, the exported run ended at $v_end"
+  else bad "run from the imported model failed"; tail -3 "$W/from_hf.out"; fi
+else bad "HF export/import failed"; fi
+
 # ---- bad input: non-zero exit and a message naming the problem ---------------------------------
 expect_fail() {  # expect_fail "label" "message regex" args...
   local label=$1 pattern=$2; shift 2
