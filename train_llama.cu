@@ -178,6 +178,23 @@ static void llama_init_random(Llama* m, uint64_t seed) {
     free(host);
 }
 
+// One layer's activations for a batch of B x T (layer l's slice of each per-layer buffer).
+typedef struct {
+    floatX *x, *ln1, *q, *k, *v, *att, *mid, *ln2, *gate, *up, *h;
+} LayerActs;
+
+static LayerActs layer_acts(Llama* m, int l, int B, int T) {
+    const LlamaConfig* c = &m->config;
+    size_t N = (size_t)B * T, hd = llama_head_dim(c);
+    size_t Nd = N * c->dim, Nf = N * c->ffn_dim, Nq = N * c->n_heads * hd, Nkv = N * c->n_kv_heads * hd;
+    LayerActs a;
+    a.x = m->resid + l * Nd;      a.ln1 = m->ln1 + l * Nd;
+    a.q = m->q + l * Nq;          a.k = m->k + l * Nkv;         a.v = m->v + l * Nkv;
+    a.att = m->att + l * Nq;      a.mid = m->resid_mid + l * Nd; a.ln2 = m->ln2 + l * Nd;
+    a.gate = m->gate + l * Nf;    a.up = m->up + l * Nf;        a.h = m->hmlp + l * Nf;
+    return a;
+}
+
 // Forward pass over B x T tokens (B <= m->B, T <= m->T). Fills losses for every position.
 // With want_grad, logits are turned into dlogits scaled by dloss, ready for the backward.
 // Returns the mean loss over the B*T positions of this process.
@@ -187,23 +204,15 @@ static float llama_forward(Llama* m, const int* inputs, const int* targets, int 
     if (T > c->max_seq_len) fatal("sequence length %d exceeds the model's max_seq_len %d", T, c->max_seq_len);
     int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t Nd = (size_t)N * d, Nf = (size_t)N * f, Nq = (size_t)N * qd, Nkv = (size_t)N * kvd;
+    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
     backend_upload(m->d_tokens, inputs, N * sizeof(int));
     backend_upload(m->d_targets, targets, N * sizeof(int));
     embedding_forward(m->resid, m->d_tokens, param_ptr(m, m->pt.embed), N, d);
     for (int l = 0; l < c->n_layers; l++) {
         const LayerTensors* lt = &m->pt.layer[l];
-        floatX* x = m->resid + (size_t)l * Nd;
-        floatX* ln1 = m->ln1 + (size_t)l * Nd;
-        floatX* q = m->q + (size_t)l * Nq;
-        floatX* k = m->k + (size_t)l * Nkv;
-        floatX* v = m->v + (size_t)l * Nkv;
-        floatX* att = m->att + (size_t)l * Nq;
-        floatX* mid = m->resid_mid + (size_t)l * Nd;
-        floatX* ln2 = m->ln2 + (size_t)l * Nd;
-        floatX* gate = m->gate + (size_t)l * Nf;
-        floatX* up = m->up + (size_t)l * Nf;
-        floatX* h = m->hmlp + (size_t)l * Nf;
+        LayerActs A = layer_acts(m, l, B, T);
+        floatX *x = A.x, *ln1 = A.ln1, *q = A.q, *k = A.k, *v = A.v, *att = A.att, *mid = A.mid, *ln2 = A.ln2;
+        floatX *gate = A.gate, *up = A.up, *h = A.h;
         rmsnorm_forward(ln1, m->rstd1 + (size_t)l * N, x, param_ptr(m, lt->attn_norm), N, d, c->norm_eps);
         matmul_forward(q, ln1, param_ptr(m, lt->wq), N, d, qd);
         matmul_forward(k, ln1, param_ptr(m, lt->wk), N, d, kvd);
@@ -237,7 +246,7 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
     const LlamaConfig* c = &m->config;
     int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t Nd = (size_t)N * d, Nf = (size_t)N * f, Nq = (size_t)N * qd, Nkv = (size_t)N * kvd;
+    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
     int grads = (o->mode == BWD_GRADS);
     // classifier: dlnf = dlogits W_head, dW_head += dlogits^T lnf
     matmul_backward_input(m->dln, m->logits, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size, 0);
@@ -247,17 +256,9 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
                      m->resid + (size_t)c->n_layers * Nd, param_ptr(m, m->pt.final_norm), m->rstdf, N, d);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerTensors* lt = &m->pt.layer[l];
-        floatX* x = m->resid + (size_t)l * Nd;
-        floatX* ln1 = m->ln1 + (size_t)l * Nd;
-        floatX* q = m->q + (size_t)l * Nq;
-        floatX* k = m->k + (size_t)l * Nkv;
-        floatX* v = m->v + (size_t)l * Nkv;
-        floatX* att = m->att + (size_t)l * Nq;
-        floatX* mid = m->resid_mid + (size_t)l * Nd;
-        floatX* ln2 = m->ln2 + (size_t)l * Nd;
-        floatX* gate = m->gate + (size_t)l * Nf;
-        floatX* up = m->up + (size_t)l * Nf;
-        floatX* h = m->hmlp + (size_t)l * Nf;
+        LayerActs A = layer_acts(m, l, B, T);
+        floatX *x = A.x, *ln1 = A.ln1, *q = A.q, *k = A.k, *v = A.v, *att = A.att, *mid = A.mid, *ln2 = A.ln2;
+        floatX *gate = A.gate, *up = A.up, *h = A.h;
         // MLP: out = mid + down(silu(gate(ln2)) * up(ln2))
         matmul_backward_input(m->dh, m->dresid, param_ptr(m, lt->wdown), N, f, d, 0);
         optim_linear_weight_grad(o, lt->wdown, m->dresid, h, N);
