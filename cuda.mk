@@ -1,0 +1,141 @@
+# cuda.mk: the GPU build (included by the Makefile with -include cuda.mk).
+#   make train_llama          bf16 trainer (cuBLAS/cuBLASLt; MPI and NCCL when found)
+#   make train_llama_fp32     the same with fp32 storage (-DENABLE_FP32)
+#   make test_llama           tests/test_llama.cu against the transformers fixtures, on the GPU
+#   make test_kernels_cuda    every CUDA kernel against the CPU kernels (tests/bin/test_kernels_cuda)
+#   make dev_cuda             kernel experiments in dev/cuda (binaries in build/dev_cuda/)
+#   make test_kernels_cuda_fp32  the parity test of the fp32 build (tests/bin/test_kernels_cuda_fp32)
+# Options: GPU_ARCH="sm_80 sm_90" (default; one arch compiles faster: GPU_ARCH=sm_90),
+#          NVCC=/path/to/nvcc, NO_MPI=1, NO_NCCL=1, CUDA_HOME=/usr/local/cuda.
+
+CUDA_HOME ?= /usr/local/cuda
+comma := ,
+NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc))
+GPU_ARCH ?= sm_80 sm_90
+
+CUDA_GOALS := train_llama train_llama_fp32 test_llama test_kernels_cuda tests/bin/test_kernels_cuda dev_cuda \
+              test_kernels_cuda_fp32 tests/bin/test_kernels_cuda_fp32 \
+              build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
+CUDA_GOALS_ASKED := $(filter $(CUDA_GOALS),$(MAKECMDGOALS))
+
+# -gencode for each listed architecture: sm_90 -> -gencode arch=compute_90,code=sm_90
+GENCODE := $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(subst sm_,,$(a)),code=$(a))
+
+# Not --use_fast_math: the softmax, RMSNorm and Adam kernels keep IEEE expf/sqrtf/division,
+# and denormals are not flushed, so the GPU matches the fp32 CPU reference closely.
+NVCC_FLAGS = -O3 -std=c++17 -lineinfo $(GENCODE) -I. -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas
+NVCC_LIBS = -lcublas -lcublasLt
+
+# MPI (the Makefile has already looked for mpicxx and honoured NO_MPI=1)
+ifeq ($(NO_MPI),1)
+  CUDA_MPICXX :=
+else
+  CUDA_MPICXX := $(shell command -v mpicxx 2>/dev/null)
+endif
+ifneq ($(CUDA_MPICXX),)
+  # nvcc does not take -Wl,... or -pthread directly: hand those to the host compiler
+  CUDA_MPI_CFLAGS := $(filter-out -pthread,$(shell $(CUDA_MPICXX) --showme:compile 2>/dev/null))
+  CUDA_MPI_LIBS := $(shell $(CUDA_MPICXX) --showme:link 2>/dev/null)
+  CUDA_MPI_LIBS := $(patsubst -Wl$(comma)%,-Xlinker %,$(filter -Wl$(comma)%,$(CUDA_MPI_LIBS))) \
+                   $(filter-out -Wl$(comma)% -pthread,$(CUDA_MPI_LIBS))
+  ifeq ($(strip $(CUDA_MPI_LIBS)),)
+    CUDA_MPI_NOTE := MPI: $(CUDA_MPICXX) found but it does not answer --showme (not Open MPI?); GPU build is single-process
+    CUDA_MPICXX :=
+  else
+    CUDA_MPI_FLAGS := -DUSE_MPI $(CUDA_MPI_CFLAGS) -Xcompiler -pthread
+    CUDA_MPI_NOTE := MPI: $(CUDA_MPICXX) -> -DUSE_MPI $(CUDA_MPI_CFLAGS) / $(CUDA_MPI_LIBS)
+  endif
+else
+  CUDA_MPI_NOTE := MPI: mpicxx not found (or NO_MPI=1): the GPU build is single-process (apt-get install libopenmpi-dev openmpi-bin)
+endif
+# NCCL: nccl.h under CUDA_HOME or /usr/include, unless NO_NCCL=1; multi-GPU also needs MPI
+ifneq ($(NO_NCCL),1)
+  NCCL_H := $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h))
+endif
+ifneq ($(NCCL_H),)
+  NCCL_LIBDIR := $(dir $(firstword $(wildcard $(CUDA_HOME)/lib64/libnccl.so* /usr/lib/x86_64-linux-gnu/libnccl.so* \
+                 /usr/lib/aarch64-linux-gnu/libnccl.so* /usr/local/lib/libnccl.so*)))
+  CUDA_NCCL_FLAGS := -DUSE_NCCL -I$(dir $(NCCL_H))
+  CUDA_NCCL_LIBS := $(if $(NCCL_LIBDIR),-L$(NCCL_LIBDIR)) -lnccl
+  CUDA_NCCL_NOTE := NCCL: $(NCCL_H) -> -DUSE_NCCL $(CUDA_NCCL_LIBS)$(if $(CUDA_MPICXX),, (no MPI: NCCL is unused, single GPU))
+else
+  CUDA_NCCL_NOTE := NCCL: nccl.h not found (or NO_NCCL=1): several ranks would all-reduce through MPI on the host
+endif
+
+# CBLAS for the CPU reference in the parity test and dev checks: the system's, or a tiny
+# built-in fallback (dev/cuda/cblas_fallback) where no cblas.h is installed.
+CBLAS_H := $(firstword $(wildcard /usr/include/cblas.h /usr/include/x86_64-linux-gnu/cblas.h \
+           /usr/include/aarch64-linux-gnu/cblas.h /usr/include/openblas/cblas.h))
+ifneq ($(CBLAS_H),)
+  CUDA_CBLAS_FLAGS := $(if $(findstring openblas,$(CBLAS_H)),-I$(dir $(CBLAS_H)))
+  CUDA_CBLAS_LIBS := -lopenblas
+  CUDA_CBLAS_NOTE := CBLAS: $(CBLAS_H) -lopenblas
+else
+  CUDA_CBLAS_FLAGS := -Idev/cuda/cblas_fallback
+  CUDA_CBLAS_LIBS :=
+  CUDA_CBLAS_NOTE := CBLAS: no cblas.h: the CPU references use dev/cuda/cblas_fallback (slow, naive sgemm)
+endif
+
+CUDA_TRAIN_FLAGS = $(NVCC_FLAGS) $(CUDA_MPI_FLAGS) $(CUDA_NCCL_FLAGS)
+CUDA_TRAIN_LIBS = $(NVCC_LIBS) $(CUDA_NCCL_LIBS) $(CUDA_MPI_LIBS)
+CUDA_REF_FLAGS = $(NVCC_FLAGS) -Xcompiler -fopenmp $(CUDA_CBLAS_FLAGS)
+CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp
+
+CUDA_HEADERS = utils.h llama_config.h llama_params.h backend.h backend_cuda.cuh comm.h grass_optim.cuh dataloader.h tokenizer.h
+DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
+
+.PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info
+
+ifeq ($(NVCC),)
+.PHONY: train_llama train_llama_fp32 test_llama tests/bin/test_kernels_cuda tests/bin/test_kernels_cuda_fp32 $(DEV_CUDA_BINS)
+train_llama train_llama_fp32 test_llama test_kernels_cuda tests/bin/test_kernels_cuda test_kernels_cuda_fp32 \
+tests/bin/test_kernels_cuda_fp32 dev_cuda $(DEV_CUDA_BINS):
+	@echo "error: nvcc (the CUDA compiler) was not found on PATH or in $(CUDA_HOME)/bin."
+	@echo "  install the CUDA toolkit, or set NVCC=/path/to/nvcc or CUDA_HOME=/path/to/cuda;"
+	@echo "  without a GPU toolchain, build the CPU version: make train_llama_cpu (and make test)"
+	@exit 1
+else
+ifneq ($(CUDA_GOALS_ASKED),)
+  $(info CUDA: $(NVCC), GPU_ARCH=$(GPU_ARCH))
+  $(info $(CUDA_MPI_NOTE))
+  $(info $(CUDA_NCCL_NOTE))
+endif
+
+train_llama: train_llama.cu $(CUDA_HEADERS)
+	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) train_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
+
+train_llama_fp32: train_llama.cu $(CUDA_HEADERS)
+	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) -DENABLE_FP32 train_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
+
+test_llama: tests/test_llama.cu tests/fixture.h tests/test_util.h train_llama.cu $(CUDA_HEADERS)
+	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) tests/test_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
+
+test_kernels_cuda: tests/bin/test_kernels_cuda
+
+tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh utils.h tests/test_util.h | tests/bin
+	$(info $(CUDA_CBLAS_NOTE))
+	$(NVCC) -x cu $(CUDA_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
+
+build/dev_cuda:
+	mkdir -p build/dev_cuda
+
+test_kernels_cuda_fp32: tests/bin/test_kernels_cuda_fp32
+
+tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh utils.h tests/test_util.h | tests/bin
+	$(NVCC) -x cu $(CUDA_REF_FLAGS) -DENABLE_FP32 tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
+
+dev_cuda: $(DEV_CUDA_BINS)
+
+build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h kernels_cpu.h backend.h backend_cuda.cuh utils.h | build/dev_cuda
+	$(NVCC) -x cu $(CUDA_REF_FLAGS) $< -o $@ $(CUDA_REF_LIBS)
+endif
+
+cuda_info:
+	@echo "NVCC=$(NVCC) GPU_ARCH=$(GPU_ARCH)"
+	@echo "$(CUDA_MPI_NOTE)"
+	@echo "$(CUDA_NCCL_NOTE)"
+	@echo "$(CUDA_CBLAS_NOTE)"
+	@echo "train flags: $(CUDA_TRAIN_FLAGS) ... $(CUDA_TRAIN_LIBS)"
+
+clean_cuda:
+	rm -f train_llama train_llama_fp32 test_llama tests/bin/test_kernels_cuda tests/bin/test_kernels_cuda_fp32 $(DEV_CUDA_BINS)

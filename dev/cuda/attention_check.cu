@@ -1,0 +1,79 @@
+/*
+ * dev/cuda/attention_check.cu: the fused causal GQA attention of backend_cuda.cuh.
+ * Validates forward (out, lse) and backward (dq, dk, dv) against cpu_attention_* at small
+ * sizes, then times both at the model sizes (or at one size from the command line) and prints
+ * ms and TFLOP/s. FLOPs are counted as flash-attention papers do: forward 4 B nh T^2 hd / 2
+ * (causal half), backward 2.5x forward (our backward recomputes S and dP twice, so it does
+ * 3.5x; the figure is comparable across implementations, not our arithmetic).
+ *   ./build/dev_cuda/attention_check                 validation + the default size table
+ *   ./build/dev_cuda/attention_check B T nh nkv hd   validation + one size
+ */
+#include "dev/cuda/check_common.h"
+
+static void validate(int B, int T, int nh, int nkv, int hd) {
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
+    std::vector<float> q = dc_randn(nq, 1.0f), k = dc_randn(nk, 1.0f), v = dc_randn(nk, 1.0f), dout = dc_randn(nq, 1.0f);
+    std::vector<float> ro(nq), rl(nl), rq(nq), rk(nk), rv(nk);
+    cpu_attention_forward(ro.data(), rl.data(), q.data(), k.data(), v.data(), B, T, nh, nkv, hd);
+    for (size_t i = 0; i < nq; i++) ro[i] = dc_round(ro[i]);
+    cpu_attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), ro.data(), q.data(), k.data(), v.data(), rl.data(),
+                           B, T, nh, nkv, hd);
+    floatX *dq = dc_upload_x(q), *dk = dc_upload_x(k), *dv = dc_upload_x(v), *ddo = dc_upload_x(dout);
+    floatX* out = dc_upload_x(std::vector<float>(nq, NAN));
+    float* lse = dc_upload_f(std::vector<float>(nl, NAN));
+    attention_forward(out, lse, dq, dk, dv, B, T, nh, nkv, hd);
+    char name[128];
+    snprintf(name, sizeof(name), "fwd out B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
+    dc_validate(name, dc_download_x(out, nq), ro, 1.5e-2);
+    snprintf(name, sizeof(name), "fwd lse B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
+    dc_validate(name, dc_download_f(lse, nl), rl, 2e-3);
+    floatX* o2 = dc_upload_x(ro);
+    float* l2 = dc_upload_f(rl);
+    floatX *gq = dc_upload_x(std::vector<float>(nq, NAN)), *gk = dc_upload_x(std::vector<float>(nk, NAN)),
+           *gv = dc_upload_x(std::vector<float>(nk, NAN));
+    attention_backward(gq, gk, gv, ddo, o2, dq, dk, dv, l2, B, T, nh, nkv, hd);
+    snprintf(name, sizeof(name), "bwd dq B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
+    dc_validate(name, dc_download_x(gq, nq), rq, 2e-2);
+    snprintf(name, sizeof(name), "bwd dk");
+    dc_validate(name, dc_download_x(gk, nk), rk, 2e-2);
+    snprintf(name, sizeof(name), "bwd dv");
+    dc_validate(name, dc_download_x(gv, nk), rv, 2e-2);
+    void* bufs[] = {dq, dk, dv, ddo, out, lse, o2, l2, gq, gk, gv};
+    for (void* p : bufs) backend_free(p);
+}
+
+static void bench(const char* label, int B, int T, int nh, int nkv, int hd) {
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
+    floatX *q = dc_upload_x(dc_randn(nq, 1.0f)), *k = dc_upload_x(dc_randn(nk, 1.0f)), *v = dc_upload_x(dc_randn(nk, 1.0f));
+    floatX *dout = dc_upload_x(dc_randn(nq, 1.0f)), *out = (floatX*)backend_malloc(nq * sizeof(floatX), "o");
+    floatX *gq = (floatX*)backend_malloc(nq * sizeof(floatX), "dq"), *gk = (floatX*)backend_malloc(nk * sizeof(floatX), "dk"),
+           *gv = (floatX*)backend_malloc(nk * sizeof(floatX), "dv");
+    float* lse = (float*)backend_malloc(nl * sizeof(float), "lse");
+    float tf = dc_bench_ms([&] { attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd); });
+    float tb = dc_bench_ms([&] { attention_backward(gq, gk, gv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); });
+    double ff = 4.0 * B * nh * (double)T * T * hd / 2.0, fb = 2.5 * ff;
+    printf("  %-6s B=%-3d T=%-5d nh=%-3d nkv=%-3d hd=%-4d fwd %8.3f ms %7.1f TFLOP/s | bwd %8.3f ms %7.1f TFLOP/s\n", label,
+           B, T, nh, nkv, hd, tf, ff / tf / 1e9, tb, fb / tb / 1e9);
+    void* bufs[] = {q, k, v, dout, out, gq, gk, gv, lse};
+    for (void* p : bufs) backend_free(p);
+}
+
+int main(int argc, char** argv) {
+    if (!dc_have_gpu("attention_check")) return 0;
+    printf("validation against cpu_attention_forward/backward:\n");
+    validate(1, 100, 4, 2, 64);
+    validate(2, 257, 4, 1, 128);
+    validate(1, 77, 3, 3, 16);
+    printf("benchmark (median of 20):\n");
+    if (argc == 6) {
+        bench("custom", atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    } else {
+        bench("60m", 16, 256, 8, 8, 64);
+        bench("1b", 4, 1024, 32, 32, 64);
+        bench("13b", 1, 256, 40, 40, 128);
+        bench("gqa", 4, 1024, 32, 8, 128);
+        bench("long", 1, 4096, 32, 32, 128);
+    }
+    printf("%s\n", dc_failures ? "VALIDATION FAILED" : "all validations passed");
+    return dc_failures ? 1 : 0;
+}

@@ -1,0 +1,613 @@
+/*
+ * test_kernels_cuda.cu: every CUDA kernel of backend_cuda.cuh against the fp32 CPU kernel of
+ * kernels_cpu.h, on random inputs at several sizes, odd ones included (N = 39, d = 48, V = 97,
+ * f = 72, head_dim 6/8/16/64/128, GQA groups 1/2/4, T = 1, 13, 64, 257).
+ *
+ *   make test_kernels_cuda && ./tests/bin/test_kernels_cuda      (needs a GPU; skips without one)
+ *
+ * Inputs are drawn in fp32 and rounded to floatX on the host, so that the CPU and the GPU see the
+ * same numbers; what remains is the GPU's rounding of its outputs to floatX and a different fp32
+ * summation order. Errors are max |gpu - cpu| / max |cpu| over a tensor; the tolerances (TOL)
+ * are stated per op, first for the bf16 build and then for the fp32 build (-DENABLE_FP32).
+ * Outputs that an op writes (rather than accumulates into) are poisoned with NaN first, so an
+ * element the kernel forgets to write fails the test. Deterministic ops are run twice and
+ * compared bit for bit.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <math.h>
+#include <string.h>
+#include <stdarg.h>
+#include <vector>
+#include <algorithm>
+#include "kernels_cpu.h"
+#include "backend.h"
+#include "backend_cuda.cuh"
+#include "tests/test_util.h"
+
+#ifdef ENABLE_FP32
+#define TOL(bf16, fp32) (fp32)
+#else
+#define TOL(bf16, fp32) (bf16)
+#endif
+
+// ---- host helpers ---------------------------------------------------------------------------------
+
+static uint64_t g_seed = 0x1234567ULL;
+static uint64_t t_next(void) {
+    uint64_t z = (g_seed += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static double t_unif(void) { return (t_next() >> 11) * (1.0 / 9007199254740992.0); }
+static float t_normal(void) {
+    double u1 = t_unif(), u2 = t_unif();
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+// the value the GPU stores for x (round to nearest even into floatX)
+static float t_round(float x) {
+#ifdef ENABLE_FP32
+    return x;
+#else
+    return __bfloat162float(__float2bfloat16(x));
+#endif
+}
+static std::vector<float> t_randn(size_t n, float std, bool round_x = true) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; i++) v[i] = round_x ? t_round(std * t_normal()) : std * t_normal();
+    return v;
+}
+
+// device buffers, freed at the end of each test case
+static std::vector<void*> g_bufs;
+static floatX* dx_from(const std::vector<float>& h) {
+    floatX* d = (floatX*)backend_malloc((h.size() + 8) * sizeof(floatX), "test");
+    backend_upload_floats(d, h.data(), h.size());
+    g_bufs.push_back(d);
+    return d;
+}
+static float* df_from(const std::vector<float>& h) {
+    float* d = (float*)backend_malloc((h.size() + 4) * sizeof(float), "test");
+    backend_upload(d, h.data(), h.size() * sizeof(float));
+    g_bufs.push_back(d);
+    return d;
+}
+static int* di_from(const std::vector<int>& h) {
+    int* d = (int*)backend_malloc((h.size() + 4) * sizeof(int), "test");
+    backend_upload(d, h.data(), h.size() * sizeof(int));
+    g_bufs.push_back(d);
+    return d;
+}
+static floatX* dx_nan(size_t n) { return dx_from(std::vector<float>(n, NAN)); }
+static float* df_nan(size_t n) { return df_from(std::vector<float>(n, NAN)); }
+static std::vector<float> hx(const floatX* d, size_t n) {
+    std::vector<float> h(n);
+    backend_download_floats(h.data(), d, n);
+    return h;
+}
+static std::vector<float> hf(const float* d, size_t n) {
+    std::vector<float> h(n);
+    backend_download(h.data(), d, n * sizeof(float));
+    return h;
+}
+static void free_bufs(void) {
+    for (size_t i = 0; i < g_bufs.size(); i++) backend_free(g_bufs[i]);
+    g_bufs.clear();
+}
+
+// max |got - ref| / max(max |ref|, floor); non-finite values in got always fail. The floor keeps a
+// tensor that is zero up to rounding (dq, dk at T = 1) from dividing noise by noise.
+static void expect_close(const char* what, const std::vector<float>& got, const std::vector<float>& ref, double tol,
+                         double floor = 0.0) {
+    double dmax = 0.0, rmax = 0.0;
+    size_t bad = 0, worst = 0;
+    size_t n = ref.size() < got.size() ? ref.size() : got.size();
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]) && isfinite(ref[i])) { bad++; continue; }
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (d > dmax) { dmax = d; worst = i; }
+        if (fabs(ref[i]) > rmax) rmax = fabs(ref[i]);
+    }
+    if (rmax < floor) rmax = floor;
+    double e = rmax > 0 ? dmax / rmax : dmax;
+    CHECK(bad == 0 && e <= tol && got.size() == ref.size(),
+          "%s: rel err %.3g > tol %.3g (worst at %zu: got %.6g want %.6g), %zu non-finite of %zu", what, e, tol, worst,
+          n ? got[worst] : 0.0f, n ? ref[worst] : 0.0f, bad, n);
+    printf("  %-64s rel err %.2e (tol %.0e)%s\n", what, e, tol, bad ? "  NON-FINITE" : "");
+}
+static void expect_same_bits(const char* what, const std::vector<float>& a, const std::vector<float>& b) {
+    CHECK(a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0, "%s: two runs differ", what);
+    printf("  %-64s %s\n", what, (a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0)
+                                      ? "bitwise identical over two runs" : "DIFFERS between runs");
+}
+
+static char g_name[256];
+static const char* nm(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_name, sizeof(g_name), fmt, ap);
+    va_end(ap);
+    return g_name;
+}
+
+// ---- memory, copies -------------------------------------------------------------------------------
+
+static void test_memory(void) {
+    printf("memory and copies\n");
+    size_t before = backend_memory_peak();
+    float* z = (float*)backend_malloc(1000 * sizeof(float), "test zeroed");
+    std::vector<float> h = hf(z, 1000);
+    int zero = 1;
+    for (int i = 0; i < 1000; i++) zero &= h[i] == 0.0f;
+    CHECK(zero, "backend_malloc memory is not zeroed");
+    CHECK(backend_memory_peak() >= before && backend_memory_peak() >= 4000, "peak accounting");
+    CHECK(backend_memory_free() > 0, "backend_memory_free reports 0");
+    backend_free(z);
+    std::vector<float> a = t_randn(1001, 3.0f);
+    floatX* d = dx_from(a);
+    expect_close("upload_floats / download_floats round trip", hx(d, a.size()), a, 0.0);
+    floatX* d2 = dx_nan(a.size());
+    backend_copy(d2, d, a.size() * sizeof(floatX));
+    expect_close("backend_copy", hx(d2, a.size()), a, 0.0);
+    backend_memset0(d2, a.size() * sizeof(floatX));
+    expect_close("backend_memset0", hx(d2, a.size()), std::vector<float>(a.size(), 0.0f), 0.0);
+    // with one rank the collectives are no-ops
+    std::vector<float> c = t_randn(77, 1.0f);
+    float* dc = df_from(c);
+    allreduce_sum_float(dc, c.size());
+    allreduce_sum_float_wire_floatX(dc, c.size());
+    expect_close("allreduce_sum_float (one rank: unchanged)", hf(dc, c.size()), c, 0.0);
+    allreduce_sum_floatX(d, a.size());
+    expect_close("allreduce_sum_floatX (one rank: unchanged)", hx(d, a.size()), a, 0.0);
+    printf("  peak flops %.3g, free %.2f GiB\n", backend_peak_flops(), backend_memory_free() / 1073741824.0);
+    free_bufs();
+}
+
+// ---- model ops ------------------------------------------------------------------------------------
+
+static void test_embedding(int N, int d, int V) {
+    std::vector<float> wte = t_randn((size_t)V * d, 1.0f), dout = t_randn((size_t)N * d, 1.0f);
+    std::vector<float> dw0 = t_randn((size_t)V * d, 0.5f);
+    std::vector<int> tok(N);
+    for (int i = 0; i < N; i++) tok[i] = (int)(t_next() % (uint64_t)(i % 3 == 0 ? 3 : V));  // many duplicates
+    int* dtok = di_from(tok);
+    floatX* dwte = dx_from(wte);
+    floatX* out = dx_nan((size_t)N * d);
+    embedding_forward(out, dtok, dwte, N, d);
+    std::vector<float> ref((size_t)N * d);
+    cpu_embedding_forward(ref.data(), tok.data(), wte.data(), N, d);
+    expect_close(nm("embedding_forward N=%d d=%d V=%d", N, d, V), hx(out, ref.size()), ref, 0.0);
+    floatX* dw = dx_from(dw0);
+    embedding_backward(dw, dx_from(dout), dtok, N, d);
+    std::vector<float> rdw = dw0;
+    cpu_embedding_backward(rdw.data(), dout.data(), tok.data(), N, d);
+    std::vector<float> g1 = hx(dw, rdw.size());
+    expect_close(nm("embedding_backward N=%d d=%d V=%d (accumulate)", N, d, V), g1, rdw, TOL(1e-2, 1e-5));
+    floatX* dw2 = dx_from(dw0);
+    embedding_backward(dw2, dx_from(dout), dtok, N, d);
+    expect_same_bits(nm("embedding_backward N=%d d=%d", N, d), g1, hx(dw2, rdw.size()));
+    free_bufs();
+}
+
+static void test_rmsnorm(int N, int d) {
+    std::vector<float> x = t_randn((size_t)N * d, 1.5f), w = t_randn(d, 1.0f), g = t_randn((size_t)N * d, 1.0f);
+    for (int j = 0; j < d; j++) w[j] = t_round(1.0f + 0.3f * w[j]);
+    float eps = 1e-6f;
+    floatX* dxx = dx_from(x);
+    floatX* dw = dx_from(w);
+    floatX* out = dx_nan((size_t)N * d);
+    float* rstd = df_nan(N);
+    rmsnorm_forward(out, rstd, dxx, dw, N, d, eps);
+    std::vector<float> rout((size_t)N * d), rr(N);
+    cpu_rmsnorm_forward(rout.data(), rr.data(), x.data(), w.data(), N, d, eps);
+    expect_close(nm("rmsnorm_forward out N=%d d=%d", N, d), hx(out, rout.size()), rout, TOL(1e-2, 1e-5));
+    expect_close(nm("rmsnorm_forward rstd N=%d d=%d", N, d), hf(rstd, N), rr, 1e-5);
+    // backward from the CPU's rstd, accumulating into random dinp and dw
+    std::vector<float> dinp0 = t_randn((size_t)N * d, 0.5f), dw0 = t_randn(d, 0.5f);
+    floatX* ddinp = dx_from(dinp0);
+    floatX* ddw = dx_from(dw0);
+    float* drr = df_from(rr);
+    floatX* dg = dx_from(g);
+    rmsnorm_backward(ddinp, ddw, dg, dxx, dw, drr, N, d);
+    std::vector<float> rdinp = dinp0, rdw = dw0;
+    cpu_rmsnorm_backward(rdinp.data(), rdw.data(), g.data(), x.data(), w.data(), rr.data(), N, d);
+    expect_close(nm("rmsnorm_backward dinp N=%d d=%d", N, d), hx(ddinp, rdinp.size()), rdinp, TOL(1e-2, 1e-5));
+    std::vector<float> gdw = hx(ddw, d);
+    expect_close(nm("rmsnorm_backward dw N=%d d=%d", N, d), gdw, rdw, TOL(1e-2, 1e-5));
+    floatX* ddinp2 = dx_from(dinp0);
+    floatX* ddw2 = dx_from(dw0);
+    rmsnorm_backward(ddinp2, ddw2, dg, dxx, dw, drr, N, d);
+    expect_same_bits(nm("rmsnorm_backward dw N=%d d=%d", N, d), gdw, hx(ddw2, d));
+    floatX* ddinp3 = dx_from(dinp0);
+    rmsnorm_backward(ddinp3, NULL, dg, dxx, dw, drr, N, d);  // no weight gradient wanted
+    expect_close(nm("rmsnorm_backward dinp, dw=NULL N=%d d=%d", N, d), hx(ddinp3, rdinp.size()), rdinp, TOL(1e-2, 1e-5));
+    free_bufs();
+}
+
+static void rope_tables(int maxT, int hd, std::vector<float>& c, std::vector<float>& s) {
+    int half = hd / 2;
+    c.resize((size_t)maxT * half);
+    s.resize((size_t)maxT * half);
+    for (int t = 0; t < maxT; t++)
+        for (int i = 0; i < half; i++) {
+            float inv = (float)(1.0 / pow(10000.0, (double)(2 * i) / hd));
+            c[(size_t)t * half + i] = cosf(t * inv);
+            s[(size_t)t * half + i] = sinf(t * inv);
+        }
+}
+
+static void test_rope(int B, int T, int nh, int hd) {
+    std::vector<float> c, s;
+    rope_tables(T + 3, hd, c, s);
+    float* dc = df_from(c);
+    float* ds = df_from(s);
+    std::vector<float> x = t_randn((size_t)B * T * nh * hd, 1.0f);
+    floatX* dx = dx_from(x);
+    rope_forward(dx, dc, ds, B, T, nh, hd);
+    std::vector<float> r = x;
+    cpu_rope_forward(r.data(), c.data(), s.data(), B, T, nh, hd);
+    expect_close(nm("rope_forward B=%d T=%d nh=%d hd=%d", B, T, nh, hd), hx(dx, r.size()), r, TOL(1e-2, 1e-6));
+    floatX* dx2 = dx_from(x);
+    rope_backward(dx2, dc, ds, B, T, nh, hd);
+    r = x;
+    cpu_rope_backward(r.data(), c.data(), s.data(), B, T, nh, hd);
+    expect_close(nm("rope_backward B=%d T=%d nh=%d hd=%d", B, T, nh, hd), hx(dx2, r.size()), r, TOL(1e-2, 1e-6));
+    free_bufs();
+}
+
+// off: element offset of every buffer from an aligned base (1 exercises the unaligned scalar path)
+static void test_elementwise(size_t n, int off) {
+    std::vector<float> g = t_randn(n + off, 2.0f), u = t_randn(n + off, 1.0f), dh = t_randn(n + off, 1.0f);
+    floatX* dg = dx_from(g) + off;
+    floatX* du = dx_from(u) + off;
+    floatX* ddh = dx_from(dh) + off;
+    floatX* h = dx_nan(n + off) + off;
+    swiglu_forward(h, dg, du, n);
+    std::vector<float> rh(n), rdg(n), rdu(n);
+    cpu_swiglu_forward(rh.data(), g.data() + off, u.data() + off, n);
+    expect_close(nm("swiglu_forward n=%zu offset %d", n, off), hx(h, n), rh, TOL(1e-2, 1e-6));
+    floatX* odg = dx_nan(n + off) + off;
+    floatX* odu = dx_nan(n + off) + off;
+    swiglu_backward(odg, odu, ddh, dg, du, n);
+    cpu_swiglu_backward(rdg.data(), rdu.data(), dh.data() + off, g.data() + off, u.data() + off, n);
+    expect_close(nm("swiglu_backward dgate n=%zu offset %d", n, off), hx(odg, n), rdg, TOL(1e-2, 1e-6));
+    expect_close(nm("swiglu_backward dup n=%zu offset %d", n, off), hx(odu, n), rdu, TOL(1e-2, 1e-6));
+    add_inplace(dg, du, n);
+    std::vector<float> ra(g.begin() + off, g.end());
+    cpu_add_inplace(ra.data(), u.data() + off, n);
+    expect_close(nm("add_inplace n=%zu offset %d", n, off), hx(dg, n), ra, TOL(1e-2, 1e-7));
+    free_bufs();
+}
+
+static void test_matmul(int N, int in, int outd) {
+    std::vector<float> x = t_randn((size_t)N * in, 1.0f), w = t_randn((size_t)outd * in, 0.1f),
+                       dy = t_randn((size_t)N * outd, 1.0f);
+    floatX* dX = dx_from(x);
+    floatX* dW = dx_from(w);
+    floatX* dDY = dx_from(dy);
+    floatX* y = dx_nan((size_t)N * outd);
+    matmul_forward(y, dX, dW, N, in, outd);
+    std::vector<float> ry((size_t)N * outd);
+    cpu_matmul_forward(ry.data(), x.data(), w.data(), N, in, outd);
+    expect_close(nm("matmul_forward N=%d in=%d out=%d", N, in, outd), hx(y, ry.size()), ry, TOL(1e-2, 1e-5));
+    for (int acc = 0; acc <= 1; acc++) {
+        std::vector<float> dx0 = t_randn((size_t)N * in, 0.5f), dw0 = t_randn((size_t)outd * in, 0.5f);
+        floatX* gx = acc ? dx_from(dx0) : dx_nan((size_t)N * in);
+        floatX* gw = acc ? dx_from(dw0) : dx_nan((size_t)outd * in);
+        matmul_backward_input(gx, dDY, dW, N, in, outd, acc);
+        matmul_backward_weight(gw, dDY, dX, N, in, outd, acc);
+        std::vector<float> rgx = acc ? dx0 : std::vector<float>((size_t)N * in, 0.0f);
+        std::vector<float> rgw = acc ? dw0 : std::vector<float>((size_t)outd * in, 0.0f);
+        cpu_matmul_backward_input(rgx.data(), dy.data(), w.data(), N, in, outd, acc);
+        cpu_matmul_backward_weight(rgw.data(), dy.data(), x.data(), N, in, outd, acc);
+        expect_close(nm("matmul_backward_input N=%d in=%d out=%d acc=%d", N, in, outd, acc), hx(gx, rgx.size()), rgx,
+                     TOL(1e-2, 1e-5));
+        expect_close(nm("matmul_backward_weight N=%d in=%d out=%d acc=%d", N, in, outd, acc), hx(gw, rgw.size()), rgw,
+                     TOL(1e-2, 1e-5));
+    }
+    free_bufs();
+}
+
+static void test_classifier(int N, int V, int want_grad) {
+    std::vector<float> z = t_randn((size_t)N * V, 3.0f);
+    std::vector<int> tg(N);
+    for (int i = 0; i < N; i++) tg[i] = (int)(t_next() % (uint64_t)V);
+    tg[0] = V - 1;
+    float dloss = 1.0f / N;
+    floatX* dz = dx_from(z);
+    float* losses = df_nan(N);
+    classifier_forward_backward(dz, losses, di_from(tg), N, V, dloss, want_grad);
+    std::vector<float> rz = z, rl(N);
+    cpu_classifier_forward_backward(rz.data(), rl.data(), tg.data(), N, V, dloss, want_grad);
+    expect_close(nm("classifier losses N=%d V=%d grad=%d", N, V, want_grad), hf(losses, N), rl, 1e-5);
+    expect_close(nm("classifier %s N=%d V=%d", want_grad ? "dlogits" : "logits untouched", N, V), hx(dz, rz.size()), rz,
+                 want_grad ? TOL(1e-2, 1e-5) : 0.0);
+    free_bufs();
+}
+
+static void test_sumsq(size_t n) {
+    std::vector<float> x = t_randn(n, 1.0f);
+    float acc0 = 3.25f;
+    float ref = acc0;
+    cpu_sumsq_float(&ref, x.data(), n);
+    float* acc = df_from(std::vector<float>(1, acc0));
+    floatX* dxx = dx_from(x);
+    sumsq_floatX(acc, dxx, n);
+    std::vector<float> g1 = hf(acc, 1);
+    expect_close(nm("sumsq_floatX n=%zu", n), g1, std::vector<float>(1, ref), 1e-5);
+    float* acc2 = df_from(std::vector<float>(1, acc0));
+    sumsq_floatX(acc2, dxx, n);
+    expect_same_bits(nm("sumsq_floatX n=%zu", n), g1, hf(acc2, 1));
+    float* acc3 = df_from(std::vector<float>(1, acc0));
+    sumsq_float(acc3, df_from(x), n);
+    expect_close(nm("sumsq_float n=%zu", n), hf(acc3, 1), std::vector<float>(1, ref), 1e-5);
+    float* dc = df_from(x);
+    scale_floats(dc, -0.75f, n);
+    std::vector<float> rs = x;
+    cpu_scale_floats(rs.data(), -0.75f, n);
+    expect_close(nm("scale_floats n=%zu", n), hf(dc, n), rs, 1e-7);
+    free_bufs();
+}
+
+static void test_adamw(size_t n, int off, float wd) {
+    std::vector<float> p = t_randn(n + off, 0.05f), g = t_randn(n + off, 0.01f), m = t_randn(n + off, 0.001f, false),
+                       v = t_randn(n + off, 0.0001f, false);
+    for (size_t i = 0; i < v.size(); i++) v[i] = v[i] * v[i];
+    float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, bc1 = 1.0f - powf(b1, 7.0f), bc2 = 1.0f - powf(b2, 7.0f), gs = 0.8f;
+    floatX* dp = dx_from(p) + off;
+    float* dm = df_from(m) + off;
+    float* dv = df_from(v) + off;
+    adamw_update(dp, dx_from(g) + off, dm, dv, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    std::vector<float> rp(p.begin() + off, p.end()), rm(m.begin() + off, m.end()), rv(v.begin() + off, v.end());
+    cpu_adamw_update(rp.data(), g.data() + off, rm.data(), rv.data(), n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    // bf16: stochastic rounding moves each parameter by at most one bf16 step (2^-8 relative)
+    expect_close(nm("adamw_update param n=%zu off=%d wd=%g", n, off, wd), hx(dp, n), rp, TOL(8e-3, 1e-6));
+    expect_close(nm("adamw_update m n=%zu off=%d", n, off), hf(dm, n), rm, 1e-5);
+    expect_close(nm("adamw_update v n=%zu off=%d", n, off), hf(dv, n), rv, 1e-5);
+    free_bufs();
+}
+
+// stochastic rounding: unbiased in the mean, deterministic per seed
+static void test_stochastic_rounding(void) {
+    printf("stochastic rounding\n");
+    size_t n = (size_t)1 << 20;
+    std::vector<float> p(n, 1.0f), g(n, 1.0f), z(n, 0.0f);
+    float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f;
+    floatX* dp = dx_from(p);
+    adamw_update(dp, dx_from(g), df_from(z), df_from(z), n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    std::vector<float> r1 = hx(dp, n);
+    double mean = 0.0;
+    size_t ups = 0;
+    for (size_t i = 0; i < n; i++) { mean += r1[i]; ups += r1[i] == 1.0f; }
+    mean /= n;
+    double expect = 1.0 - lr;
+#ifdef ENABLE_FP32
+    double tol = 1e-6;
+#else
+    double tol = 2e-5;  // 5 sigma of the mean of n two-point draws 2^-8 apart
+#endif
+    CHECK(fabs(mean - expect) < tol, "SR mean %.8f, want %.8f", mean, expect);
+    printf("  %-64s mean %.7f (exact %.7f), %.3f rounded up\n", "adamw_update: mean of 1M stochastically rounded params",
+           mean, expect, (double)ups / n);
+    floatX* dp2 = dx_from(p);
+    adamw_update(dp2, dx_from(g), df_from(z), df_from(z), n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    expect_same_bits("adamw_update with the same seed", r1, hx(dp2, n));
+#ifndef ENABLE_FP32
+    floatX* dp3 = dx_from(p);
+    adamw_update(dp3, dx_from(g), df_from(z), df_from(z), n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8);
+    std::vector<float> r3 = hx(dp3, n);
+    CHECK(memcmp(r1.data(), r3.data(), n * sizeof(float)) != 0, "a different seed gives the same rounding");
+#endif
+    free_bufs();
+}
+
+// ---- attention ------------------------------------------------------------------------------------
+
+static void test_attention(int B, int T, int nh, int nkv, int hd) {
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd;
+    std::vector<float> q = t_randn(nq, 1.0f), k = t_randn(nk, 1.0f), v = t_randn(nk, 1.0f), dout = t_randn(nq, 1.0f);
+    floatX* dq_ = dx_from(q);
+    floatX* dk_ = dx_from(k);
+    floatX* dv_ = dx_from(v);
+    floatX* out = dx_nan(nq);
+    float* lse = df_nan((size_t)B * nh * T);
+    attention_forward(out, lse, dq_, dk_, dv_, B, T, nh, nkv, hd);
+    std::vector<float> rout(nq), rlse((size_t)B * nh * T);
+    cpu_attention_forward(rout.data(), rlse.data(), q.data(), k.data(), v.data(), B, T, nh, nkv, hd);
+    expect_close(nm("attention_forward out B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(out, nq), rout,
+                 TOL(1.5e-2, 1e-5));
+    expect_close(nm("attention_forward lse B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hf(lse, rlse.size()), rlse,
+                 TOL(2e-3, 1e-6));
+    // backward from the CPU's out and lse (rounded as the GPU stores them)
+    for (size_t i = 0; i < nq; i++) rout[i] = t_round(rout[i]);
+    floatX* o2 = dx_from(rout);
+    float* l2 = df_from(rlse);
+    floatX* ddo = dx_from(dout);
+    floatX* gq = dx_nan(nq);
+    floatX* gk = dx_nan(nk);
+    floatX* gv = dx_nan(nk);
+    attention_backward(gq, gk, gv, ddo, o2, dq_, dk_, dv_, l2, B, T, nh, nkv, hd);
+    std::vector<float> rq(nq), rk(nk), rv(nk);
+    cpu_attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), rout.data(), q.data(), k.data(), v.data(),
+                           rlse.data(), B, T, nh, nkv, hd);
+    std::vector<float> g1 = hx(gk, nk);
+    expect_close(nm("attention_backward dq B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(gq, nq), rq, TOL(2e-2, 1e-4), 1e-2);
+    expect_close(nm("attention_backward dk B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), g1, rk, TOL(2e-2, 1e-4), 1e-2);
+    expect_close(nm("attention_backward dv B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(gv, nk), rv, TOL(2e-2, 1e-4), 1e-2);
+    floatX* gk2 = dx_nan(nk);
+    attention_backward(gq, gk2, gv, ddo, o2, dq_, dk_, dv_, l2, B, T, nh, nkv, hd);
+    expect_same_bits(nm("attention_backward dk B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), g1, hx(gk2, nk));
+    free_bufs();
+}
+
+// ---- Grass ----------------------------------------------------------------------------------------
+
+// r distinct indices out of dim (ascending when sorted, else shuffled) and positive scales
+static void make_selection(int dim, int r, bool sorted, std::vector<int>& idx, std::vector<float>& scale,
+                           std::vector<float>& upscale, bool merged) {
+    std::vector<int> all(dim);
+    for (int i = 0; i < dim; i++) all[i] = i;
+    for (int i = dim - 1; i > 0; i--) { int j = (int)(t_next() % (uint64_t)(i + 1)); int t = all[i]; all[i] = all[j]; all[j] = t; }
+    idx.assign(all.begin(), all.begin() + r);
+    if (sorted) std::sort(idx.begin(), idx.end());
+    scale.resize(r);
+    upscale.resize(r);
+    for (int j = 0; j < r; j++) {
+        scale[j] = 0.5f + (float)t_unif();
+        // merged duplicates: the up-projection scale is count * rho
+        upscale[j] = merged ? scale[j] * (float)(1 + t_next() % 3) : scale[j];
+    }
+}
+
+static void test_grass_gathered(int N, int in, int outd, int cols_side, int r, bool sorted) {
+    std::vector<float> x = t_randn((size_t)N * in, 1.0f), dy = t_randn((size_t)N * outd, 1.0f);
+    int dim = cols_side ? in : outd, other = cols_side ? outd : in;
+    std::vector<int> idx;
+    std::vector<float> sc, up;
+    make_selection(dim, r, sorted, idx, sc, up, false);
+    floatX* dX = dx_from(x);
+    floatX* dDY = dx_from(dy);
+    int* didx = di_from(idx);
+    float* dsc = df_from(sc);
+    for (int acc = 0; acc <= 1; acc++) {
+        std::vector<float> c0 = t_randn((size_t)r * other, 1.0f, false);
+        float* C = acc ? df_from(c0) : df_nan((size_t)r * other);
+        grass_gathered_grad(C, dDY, dX, didx, dsc, r, N, in, outd, cols_side, acc);
+        std::vector<float> rc = acc ? c0 : std::vector<float>((size_t)r * other, 0.0f);
+        cpu_grass_gathered_grad(rc.data(), dy.data(), x.data(), idx.data(), sc.data(), r, N, in, outd, cols_side, acc);
+        // bf16: the gathered, scaled operand is rounded to bf16 before the GEMM
+        expect_close(nm("grass_gathered_grad %s N=%d in=%d out=%d r=%d %s acc=%d", cols_side ? "cols" : "rows", N, in, outd,
+                        r, sorted ? "sorted" : "shuffled", acc),
+                     hf(C, rc.size()), rc, TOL(5e-3, 1e-5));
+    }
+    free_bufs();
+}
+
+static void test_grass_norms(int N, int in, int outd, int cols_side) {
+    std::vector<float> x = t_randn((size_t)N * in, 1.0f), dy = t_randn((size_t)N * outd, 1.0f);
+    int dim = cols_side ? in : outd;
+    std::vector<float> n0 = t_randn(dim, 1.0f, false);
+    for (int i = 0; i < dim; i++) n0[i] = fabsf(n0[i]);
+    float* dn = df_from(n0);
+    grass_grad_norms(dn, dx_from(dy), dx_from(x), N, in, outd, cols_side);
+    std::vector<float> rn = n0;
+    cpu_grass_grad_norms(rn.data(), dy.data(), x.data(), N, in, outd, cols_side);
+    expect_close(nm("grass_grad_norms %s N=%d in=%d out=%d (accumulate)", cols_side ? "cols" : "rows", N, in, outd),
+                 hf(dn, dim), rn, 1e-4);
+    free_bufs();
+}
+
+static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bool merged) {
+    int dim = cols_side ? in : outd, other = cols_side ? outd : in;
+    std::vector<int> idx;
+    std::vector<float> sc, up;
+    make_selection(dim, r, true, idx, sc, up, merged);
+    size_t sub = (size_t)r * other;
+    std::vector<float> W = t_randn((size_t)outd * in, 0.02f), C = t_randn(sub, 0.01f, false), m = t_randn(sub, 0.001f, false),
+                       v = t_randn(sub, 0.0001f, false);
+    for (size_t i = 0; i < sub; i++) v[i] = v[i] * v[i];
+    float lr = 0.01f, alpha = 0.25f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, bc1 = 1.0f - powf(b1, 3.0f),
+          bc2 = 1.0f - powf(b2, 3.0f), gs = 1.0f;
+    floatX* dW = dx_from(W);
+    float* dm = df_from(m);
+    float* dv = df_from(v);
+    grass_adam_update(dW, df_from(C), dm, dv, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha, b1, b2, eps, wd,
+                      bc1, bc2, gs);
+    std::vector<float> rW = W, rm = m, rv = v;
+    cpu_grass_adam_update(rW.data(), C.data(), rm.data(), rv.data(), idx.data(), up.data(), r, outd, in, cols_side, lr,
+                          alpha, b1, b2, eps, wd, bc1, bc2, gs);
+    std::vector<float> gW = hx(dW, W.size());
+    const char* side = cols_side ? "cols" : "rows";
+    // bf16: one stochastic rounding (< 1 ulp = 2^-7 relative); with decay the selected weights are
+    // rounded twice (decay, then update)
+    expect_close(nm("grass_adam_update W %s %dx%d r=%d wd=%g%s", side, outd, in, r, wd, merged ? " merged" : ""), gW, rW,
+                 TOL(wd > 0.0f ? 1.6e-2 : 8e-3, 1e-6));
+    expect_close(nm("grass_adam_update m %s %dx%d r=%d", side, outd, in, r), hf(dm, sub), rm, 1e-5);
+    expect_close(nm("grass_adam_update v %s %dx%d r=%d", side, outd, in, r), hf(dv, sub), rv, 1e-5);
+    if (wd == 0.0f) {  // rows/columns that were not selected stay bit for bit
+        std::vector<char> sel(dim, 0);
+        for (int j = 0; j < r; j++) sel[idx[j]] = 1;
+        size_t changed = 0;
+        for (int i = 0; i < outd; i++)
+            for (int c = 0; c < in; c++)
+                if (!sel[cols_side ? c : i] && gW[(size_t)i * in + c] != W[(size_t)i * in + c]) changed++;
+        CHECK(changed == 0, "grass_adam_update changed %zu unselected weights", changed);
+    }
+    free_bufs();
+}
+
+int main(void) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        printf("test_kernels_cuda: no CUDA device (%s): skipped\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return 0;
+    }
+    backend_init(0);
+    printf("backend: %s\n", backend_name());
+
+    test_memory();
+    printf("embedding\n");
+    test_embedding(39, 48, 97);
+    test_embedding(256, 64, 1000);
+    test_embedding(1, 16, 5);
+    printf("rmsnorm\n");
+    test_rmsnorm(39, 48);
+    test_rmsnorm(300, 512);
+    test_rmsnorm(13, 72);
+    test_rmsnorm(600, 2048);
+    printf("rope\n");
+    test_rope(2, 13, 3, 16);
+    test_rope(1, 64, 4, 64);
+    test_rope(2, 5, 2, 6);
+    printf("elementwise\n");
+    test_elementwise(39 * 72, 0);
+    test_elementwise(39 * 72, 1);
+    test_elementwise(4096 * 3 + 5, 0);
+    printf("matmul\n");
+    test_matmul(39, 48, 72);
+    test_matmul(13, 97, 48);
+    test_matmul(64, 512, 1376);
+    test_matmul(256, 64, 97);
+    printf("classifier\n");
+    test_classifier(39, 97, 1);
+    test_classifier(39, 97, 0);
+    test_classifier(16, 32000, 1);
+    test_classifier(3, 1000, 1);
+    printf("reductions\n");
+    test_sumsq(1);
+    test_sumsq(1001);
+    test_sumsq((size_t)12345677);
+    printf("adamw\n");
+    test_adamw(1001, 0, 0.0f);
+    test_adamw(4096, 0, 0.1f);
+    test_adamw(777, 1, 0.01f);
+    test_stochastic_rounding();
+    printf("attention\n");
+    test_attention(1, 1, 2, 1, 16);
+    test_attention(2, 13, 4, 4, 16);
+    test_attention(2, 13, 4, 2, 16);
+    test_attention(1, 13, 8, 2, 8);     // tiny_gqa's head_dim 8
+    test_attention(2, 40, 3, 1, 16);    // tiny_odd: 3 heads, 1 kv head
+    test_attention(1, 64, 4, 2, 64);
+    test_attention(1, 100, 2, 2, 6);    // head_dim not a multiple of 8
+    test_attention(2, 257, 4, 1, 128);  // GQA group 4
+    test_attention(1, 257, 4, 4, 64);
+    test_attention(1, 130, 2, 1, 32);
+    printf("grass\n");
+    for (int cols = 0; cols <= 1; cols++) {
+        test_grass_gathered(39, 48, 72, cols, cols ? 12 : 20, true);
+        test_grass_gathered(39, 48, 72, cols, 7, false);
+        test_grass_gathered(13, 97, 48, cols, 1, true);
+        test_grass_gathered(256, 512, 1376, cols, 128, true);
+        test_grass_norms(39, 48, 72, cols);
+        test_grass_norms(13, 97, 48, cols);
+        test_grass_norms(64, 4096, 5000, cols);  // more than one block of the bounded scratch
+        test_grass_adam(72, 48, cols, 9, 0.0f, false);
+        test_grass_adam(72, 48, cols, 9, 0.1f, true);
+        test_grass_adam(97, 130, cols, 40, 0.0f, true);
+    }
+    return test_summary("test_kernels_cuda");
+}
