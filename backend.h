@@ -90,9 +90,10 @@ void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N
 // Adam in the subspace on C (r x n rows side / m x r cols side) with moments m, v (same shape),
 // then W[idx_j,:] -= lr_scaled * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
 // W -= lr * wd * W first when wd > 0 (decoupled decay on the whole matrix).
+// seed: for the stochastic rounding of bf16 weight writes (ignored in fp32)
 void grass_adam_update(floatX* W, const float* C, float* m, float* v, const int* d_idx, const float* d_upscale,
                        int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
-                       float wd, float bc1, float bc2, float grad_scale);
+                       float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
 // C *= s
 void scale_floats(float* C, float s, size_t n);
 

@@ -1030,13 +1030,8 @@ static uint32_t cu_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u
 
 void grass_adam_update(floatX* W, const float* C, float* m, float* v, const int* d_idx, const float* d_upscale, int r,
                        int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps, float wd,
-                       float bc1, float bc2, float grad_scale) {
-    // The interface carries no seed: derive one for the stochastic rounding from what identifies this
-    // update (the tensor's offset in its allocation, the step's lr and bias corrections), all of which a
-    // resumed run reproduces. docs/CUDA.md proposes adding a seed argument instead.
-    uint64_t seed = cu_mix64((uint64_t)cu_offset_in_allocation(W) * 0x9E3779B97F4A7C15ULL ^
-                             ((uint64_t)cu_float_bits(lr) << 32 | cu_float_bits(bc1)) ^
-                             cu_mix64((uint64_t)cu_float_bits(bc2) << 1 | (uint64_t)cols_side));
+                       float bc1, float bc2, float grad_scale, uint64_t seed) {
+    seed = cu_mix64(seed);
     if (wd > 0.0f) {
         size_t n = (size_t)outd * in;
         gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, n, 1.0f - lr * wd, cu_mix64(seed ^ 0xDEC0DEULL));

@@ -436,13 +436,19 @@ static void optim_linear_weight_grad(Optimizer* o, int tensor, const floatX* dou
     }
 }
 
+// the stochastic-rounding seed of a tensor's update at a step: rank-independent, and a resumed
+// run (which restores the optimizer step) reproduces it
+static uint64_t optim_update_seed(const Optimizer* o, int tensor) {
+    return rng_seed_for(o->cfg.seed ^ 0x5EED5EEDULL, (uint64_t)o->step, (uint64_t)tensor);
+}
+
 static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad_scale) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
     float bc1 = 1.0f - powf(o->cfg.b1, (float)g->t), bc2 = 1.0f - powf(o->cfg.b2, (float)g->t);
     grass_adam_update(o->params + t->offset, g->C, g->m, g->v, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
                       g->cols_side, lr, o->cfg.alpha, o->cfg.b1, o->cfg.b2, o->cfg.eps,
-                      t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale);
+                      t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale, optim_update_seed(o, g->tensor));
 }
 
 static size_t grass_sub_numel(const GrassMatrix* g) { return (size_t)g->r_eff * g->other; }
@@ -470,7 +476,7 @@ static void optim_layer_done(Optimizer* o, int layer) {
 // After the backward passes of a step: reduce, measure, clip, update everything not yet
 // updated. Returns the global gradient norm: of the dense gradients plus the compressed
 // gradients (what Grass actually uses), before clipping.
-static float optim_step(Optimizer* o, float lr, uint64_t step_seed) {
+static float optim_step(Optimizer* o, float lr) {
     int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
     optim_allreduce_floatX(o, o->grads, o->grad_total);
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
@@ -491,7 +497,7 @@ static float optim_step(Optimizer* o, float lr, uint64_t step_seed) {
         if (off == (size_t)-1) continue;
         adamw_update(o->params + t->offset, o->grads + off, o->m + off, o->v + off, t->numel, lr, o->cfg.b1,
                      o->cfg.b2, o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
-                     step_seed ^ (uint64_t)i * 0x9E3779B97F4A7C15ULL);
+                     optim_update_seed(o, i));
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale);
     return norm;

@@ -158,20 +158,25 @@ static void llama_free(Llama* m) {
     param_table_free(&m->pt);
 }
 
-// LLaMA's initialization as in HF (normal(0, 0.02) for matrices, ones for norms), from a seed
+// LLaMA's initialization as in HF (normal(0, 0.02) for matrices, ones for norms), from a seed.
+// Counter-based (each pair of values from a hash of (seed, tensor, pair)), so the values do not
+// depend on the thread count and a 13b model initializes in seconds.
 static void llama_init_random(Llama* m, uint64_t seed) {
     float* host = (float*)malloc_check(m->pt.total * sizeof(float));
-    uint64_t s = seed;
     for (int i = 0; i < m->pt.n; i++) {
         ParamTensor* t = &m->pt.t[i];
         float* p = host + t->offset;
         if (t->kind == PT_NORM) { for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f; continue; }
-        for (size_t j = 0; j < t->numel; j += 2) {  // Box-Muller
+        uint64_t base = rng_seed_for(seed, 0x1417, (uint64_t)i);
+        size_t pairs = (t->numel + 1) / 2;
+        #pragma omp parallel for schedule(static)
+        for (size_t k = 0; k < pairs; k++) {  // Box-Muller
+            uint64_t s = base ^ (k * 0xD1B54A32D192ED03ULL);
             double u1 = rng_uniform01(&s), u2 = rng_uniform01(&s);
             if (u1 < 1e-300) u1 = 1e-300;
             double rad = sqrt(-2.0 * log(u1));
-            p[j] = (float)(0.02 * rad * cos(2.0 * M_PI * u2));
-            if (j + 1 < t->numel) p[j + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
+            p[2 * k] = (float)(0.02 * rad * cos(2.0 * M_PI * u2));
+            if (2 * k + 1 < t->numel) p[2 * k + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
         }
     }
     backend_upload_floats(m->params, host, m->pt.total);
@@ -979,7 +984,7 @@ int main(int argc, char** argv) {
             fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
                   "is kept); try a lower --lr or --grad-clip", loss, step, a.out_dir);
         }
-        float gnorm = optim_step(&opt, lr, (uint64_t)a.seed * 1000003ULL + (uint64_t)step);
+        float gnorm = optim_step(&opt, lr);
         if (!isfinite(gnorm)) fatal("the gradient norm became %f at step %d; stopping without a checkpoint", gnorm, step);
         backend_synchronize();
         double dt = now_seconds() - t0;

@@ -182,7 +182,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
             }
         CHECK(cerr <= 1e-5 * cref + 1e-6, "%s: C = rho B G (max err %.3g of %.3g)", label, cerr, cref);
         float lr = 0.01f * (step + 1);
-        optim_step(&o, lr, 0);
+        optim_step(&o, lr);
         // float64 reference of the update
         t_since++;
         double b1 = oc.b1, b2 = oc.b2, bc1 = 1 - pow(b1, (double)t_since), bc2 = 1 - pow(b2, (double)t_since);
@@ -246,7 +246,7 @@ static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int
             llama_forward(&run->m, in, tg, B, T, 1, dloss);
             llama_backward(&run->m, &run->o, B, T);
         }
-        optim_step(&run->o, lr, s);
+        optim_step(&run->o, lr);
     }
     free(in); free(tg);
 }

@@ -514,7 +514,7 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     float* dm = df_from(m);
     float* dv = df_from(v);
     grass_adam_update(dW, df_from(C), dm, dv, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha, b1, b2, eps, wd,
-                      bc1, bc2, gs);
+                      bc1, bc2, gs, 12345);
     std::vector<float> rW = W, rm = m, rv = v;
     cpu_grass_adam_update(rW.data(), C.data(), rm.data(), rv.data(), idx.data(), up.data(), r, outd, in, cols_side, lr,
                           alpha, b1, b2, eps, wd, bc1, bc2, gs);
