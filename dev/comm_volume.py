@@ -53,7 +53,7 @@ def main():
     p.add_argument("--compressed-bytes", type=int, default=2, help="bytes per Grass compressed element on the wire (bf16: 2)")
     p.add_argument("--update-freq", type=int, default=200)
     args = p.parse_args()
-    recipe_rank = {"60m": 128, "130m": 256, "350m": 256, "1b": 1024, "7b": 1024, "13b": 512}
+    recipe_rank = {"60m": 128, "130m": 256, "350m": 256, "1b": 1024, "7b": 1024, "13b": 256}
     configs = read_configs()
     N = args.ranks
     ring = 2.0 * (N - 1) / N

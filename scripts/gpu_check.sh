@@ -15,7 +15,7 @@
 #   and the dev/cuda kernel benchmarks with whatever time is left. A short table is printed last.
 # Environment: OUT, BUDGET_S, GPU_ARCH (sm_90), JOBS, STEPS_60M (20), STEPS_1B (12), B_1B (8),
 #   SKIP_13B=1 (skip the full 13b run, which needs minutes of host-side initialization),
-#   RANK_13B (512, the recipe's rank in scripts/run_llama.sh).
+#   RANK_13B (256, the rank of scripts/run_llama.sh for 13b, planned to fit 40 GB in bf16).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_report}
@@ -25,7 +25,7 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
 STEPS_60M=${STEPS_60M:-20}
 STEPS_1B=${STEPS_1B:-12}
 B_1B=${B_1B:-8}
-RANK_13B=${RANK_13B:-512}
+RANK_13B=${RANK_13B:-256}
 WORK=build/gpu_check
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/check.log"

@@ -22,7 +22,7 @@ case $SIZE in
   350m) steps=60000;  rank=256;  lr_g=0.01;  K=200; clip=0; b=64 ;;
   1b)   steps=100000; rank=1024; lr_g=0.01;  K=200; clip=0; b=32 ;;
   7b)   steps=150000; rank=1024; lr_g=0.005; K=500; clip=1.0; b=8 ;;
-  13b)  steps=150000; rank=512;  lr_g=0.005; K=500; clip=1.0; b=2 ;;
+  13b)  steps=150000; rank=256;  lr_g=0.005; K=500; clip=1.0; b=2 ;;  # rank 256: fits 40 GB in bf16 (plan)
   *) echo "unknown size $SIZE (60m 130m 350m 1b 7b 13b)"; exit 1 ;;
 esac
 DATA=${DATA:-data/c4}; OUT=${OUT:-out/${SIZE}_$OPT}; NGPU=${NGPU:-1}; BIN=${BIN:-./train_llama}
