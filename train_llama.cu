@@ -632,6 +632,13 @@ static void resolve_optim(TrainArgs* a) {
 
 static double gib(size_t b) { return b / 1073741824.0; }
 
+// "12.345 GiB" from 1 GiB up, else "123.4 MiB", so small and large models both read well
+static const char* fmt_bytes(size_t b, char* buf) {
+    if (b >= ((size_t)1 << 30)) snprintf(buf, 32, "%9.3f GiB", gib(b));
+    else snprintf(buf, 32, "%9.1f MiB", b / 1048576.0);
+    return buf;
+}
+
 // Prints what the run will allocate and refuses one that cannot fit.
 static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, float limit_gb, int rank, int refuse) {
     ParamTable pt;
@@ -642,17 +649,18 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
     size_t acts = llama_activation_bytes(c, B, T);
     size_t total = weights + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes + acts;
     if (rank == 0) {
+        char b[6][32];
         printf("memory plan (%s weights, fp32 optimizer states):\n", FLOATX_NAME);
-        printf("  parameters        %12zu  %8.3f GiB\n", pt.total, gib(weights));
-        printf("  gradients (dense) %12s  %8.3f GiB\n", "", gib(op.dense_grad_bytes));
+        printf("  parameters        %12zu  %s\n", pt.total, fmt_bytes(weights, b[0]));
+        printf("  gradients (dense) %12s  %s\n", "", fmt_bytes(op.dense_grad_bytes, b[1]));
         if (oc->type == OPT_GRASS) {
-            printf("  gradients (Grass) %12s  %8.3f GiB   (%zu projected parameters, no m x n gradient)\n", "",
-                   gib(op.compressed_bytes), op.projected_params);
+            printf("  gradients (Grass) %12s  %s   (%zu projected parameters, no m x n gradient)\n", "",
+                   fmt_bytes(op.compressed_bytes, b[2]), op.projected_params);
         }
-        printf("  optimizer states  %12s  %8.3f GiB\n", "", gib(op.state_bytes));
-        if (op.other_bytes) printf("  Grass indices     %12s  %8.3f GiB\n", "", gib(op.other_bytes));
-        printf("  activations       %12s  %8.3f GiB   (B=%d, T=%d)\n", "", gib(acts), B, T);
-        printf("  total             %12s  %8.3f GiB\n", "", gib(total));
+        printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
+        if (op.other_bytes) printf("  Grass indices     %12s  %s\n", "", fmt_bytes(op.other_bytes, b[4]));
+        printf("  activations       %12s  %s   (B=%d, T=%d)\n", "", fmt_bytes(acts, b[5]), B, T);
+        printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
         printf("communication per optimizer step with several ranks: %.3f MiB all-reduced", op.comm_step_bytes / 1048576.0);
         if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
         printf("\n");
