@@ -112,4 +112,17 @@ void allreduce_sum_float(float* x, size_t n);
 // the CPU): Grass's compressed gradients, so that they cost r/m of a full-rank all-reduce
 void allreduce_sum_float_wire_floatX(float* x, size_t n);
 
+// Asynchronous all-reduce, so that one layer's communication runs while the backward pass
+// computes the next layer. allreduce_start_float_wire_floatX begins the same sum as
+// allreduce_sum_float_wire_floatX in group `slot` (0 <= slot < ALLREDUCE_SLOTS) and returns;
+// the caller must not touch x until allreduce_wait(slot), which completes every reduction
+// started in that group since its last wait. GPU: the work queued so far is finished first,
+// the sum runs on a separate communication stream, and the wait makes the compute stream wait
+// for it (the host does not block). CPU: MPI_Iallreduce, and MPI_Waitall in the wait.
+// allreduce_async_reserve sizes the wire buffers: at most max_floats per group in flight.
+#define ALLREDUCE_SLOTS 2
+void allreduce_async_reserve(size_t max_floats);
+void allreduce_start_float_wire_floatX(float* x, size_t n, int slot);
+void allreduce_wait(int slot);
+
 #endif // GRASS_BACKEND_H

@@ -5,8 +5,11 @@
  *
  * Precision: floatX storage (bf16, or fp32 with -DENABLE_FP32), fp32 arithmetic and
  * accumulation everywhere, fp32 optimizer states, fp32 Grass compressed gradients.
- * Ordering: every kernel, copy, GEMM and collective runs on one stream (g_cu.stream), so an
- * update kernel is always ordered before the collective that ships its result.
+ * Ordering: every kernel, copy, GEMM and blocking collective runs on one stream (g_cu.stream),
+ * so an update kernel is always ordered before the collective that ships its result. The one
+ * exception is the asynchronous all-reduce of the fused Grass update (allreduce_start/wait):
+ * it runs on g_cu.comm_stream after an event from the compute stream, and the compute stream
+ * waits on its "done" event before the reduced values are used.
  * Determinism: no floating-point atomics; every reduction has a fixed order that depends on
  * the sizes only, so two runs of the same step give the same bits.
  * Names: every symbol here starts with cu_ (host) or gk_ (kernels), so that the file can be
@@ -127,6 +130,13 @@ struct CuState {
     ncclComm_t nccl;
 #endif
     int use_nccl;
+    // asynchronous all-reduce (allreduce_start/wait): a second stream for NCCL, an event that
+    // hands the compute stream's progress to it, one "done" event and one wire buffer per group
+    cudaStream_t comm_stream;
+    cudaEvent_t ev_ready, ev_done[ALLREDUCE_SLOTS];
+    floatX* async_wire[ALLREDUCE_SLOTS];
+    size_t async_cap, async_used[ALLREDUCE_SLOTS];
+    int async_pending[ALLREDUCE_SLOTS];
     // scratch buffers, one per purpose (grown on demand, accounted as allocations)
     CuScratch sc_gather, sc_norms, sc_rms, sc_sumsq, sc_att, sc_emb_keys, sc_emb_vals, sc_emb_temp, sc_wire;
     float* host_stage;   // host staging for conversions and host-side collectives
@@ -274,6 +284,7 @@ void backend_download_floats(float* dst, const floatX* src, size_t n) {
 
 void backend_synchronize(void) {
     cudaCheck(cudaStreamSynchronize(g_cu.stream));
+    if (g_cu.comm_stream) cudaCheck(cudaStreamSynchronize(g_cu.comm_stream));
     cudaCheck(cudaGetLastError());
 }
 size_t backend_memory_free(void) {
@@ -1575,6 +1586,63 @@ void allreduce_sum_float_wire_floatX(float* x, size_t n) {
     allreduce_sum_float(x, n);
 }
 
+// ---- asynchronous all-reduce ------------------------------------------------------------------
+static void cu_comm_launched(const char* kernel) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && g_cu.sync_debug) e = cudaStreamSynchronize(g_cu.comm_stream);
+    if (e != cudaSuccess)
+        fatal("kernel %s on the communication stream failed: %s (%s)", kernel, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+void allreduce_async_reserve(size_t max_floats) {
+    if (g_cu.world <= 1 || !g_cu.use_nccl || max_floats <= g_cu.async_cap) return;
+    for (int s = 0; s < ALLREDUCE_SLOTS; s++) {
+        if (g_cu.async_pending[s]) fatal("allreduce_async_reserve while group %d is in flight", s);
+        if (g_cu.async_wire[s]) backend_free(g_cu.async_wire[s]);
+        g_cu.async_wire[s] = (floatX*)backend_malloc(max_floats * sizeof(floatX), "asynchronous all-reduce wire buffer");
+    }
+    g_cu.async_cap = max_floats;
+}
+
+void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    if (g_cu.world <= 1 || n == 0) return;
+#ifdef USE_NCCL
+    if (g_cu.use_nccl) {
+        // everything queued so far on the compute stream (which wrote x) comes first
+        cudaCheck(cudaEventRecord(g_cu.ev_ready, g_cu.stream));
+        cudaCheck(cudaStreamWaitEvent(g_cu.comm_stream, g_cu.ev_ready, 0));
+#ifdef ENABLE_FP32
+        ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
+#else
+        if (g_cu.async_used[slot] + n > g_cu.async_cap)
+            fatal("allreduce_start: %zu floats in flight in group %d exceed the %zu reserved (allreduce_async_reserve)",
+                  g_cu.async_used[slot] + n, slot, g_cu.async_cap);
+        floatX* wire = g_cu.async_wire[slot] + g_cu.async_used[slot];
+        g_cu.async_used[slot] += n;
+        gk_float_to_x<<<cu_grid_for(n, 256), 256, 0, g_cu.comm_stream>>>(wire, x, n);
+        cu_comm_launched("gk_float_to_x");
+        ncclCheck(ncclAllReduce(wire, wire, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        gk_x_to_float<<<cu_grid_for(n, 256), 256, 0, g_cu.comm_stream>>>(x, wire, n);
+        cu_comm_launched("gk_x_to_float");
+#endif
+        cudaCheck(cudaEventRecord(g_cu.ev_done[slot], g_cu.comm_stream));
+        g_cu.async_pending[slot] = 1;
+        return;
+    }
+#endif
+    allreduce_sum_float_wire_floatX(x, n);  // host-staged MPI fallback: blocking
+}
+
+void allreduce_wait(int slot) {
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    if (!g_cu.async_pending[slot]) return;
+    // the compute stream (not the host) waits for the group's last reduction
+    cudaCheck(cudaStreamWaitEvent(g_cu.stream, g_cu.ev_done[slot], 0));
+    g_cu.async_pending[slot] = 0;
+    g_cu.async_used[slot] = 0;
+}
+
 // ---- lifecycle ----------------------------------------------------------------------------------
 
 void backend_init(int local_rank) {
@@ -1601,6 +1669,9 @@ void backend_init(int local_rank) {
     const char* sd = getenv("GRASS_CUDA_SYNC");
     g_cu.sync_debug = sd != NULL && atoi(sd) != 0;
     cudaCheck(cudaStreamCreate(&g_cu.stream));
+    cudaCheck(cudaStreamCreate(&g_cu.comm_stream));
+    cudaCheck(cudaEventCreateWithFlags(&g_cu.ev_ready, cudaEventDisableTiming));
+    for (int s = 0; s < ALLREDUCE_SLOTS; s++) cudaCheck(cudaEventCreateWithFlags(&g_cu.ev_done[s], cudaEventDisableTiming));
     g_cu.plans = new std::vector<CuGemmPlan>();
     g_cu.plans->reserve(256);
     g_cu.allocs = new std::map<uintptr_t, size_t>();

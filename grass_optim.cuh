@@ -35,6 +35,9 @@ typedef struct {
     int fused;           // apply projected updates during the backward pass
     int share_compressed; // fused with no accumulation: one layer's compressed gradients live at a
                           // time, so all layers share one buffer (set by the trainer)
+    int overlap_comm;     // fused: layer l's compressed gradients are all-reduced while the
+                          // backward pass computes layer l-1, and layer l is updated after that
+                          // (set by the trainer with several ranks; results are unchanged)
     int proj_mask;       // bit i set: LinearType i is projected
     uint64_t seed;       // selection seed (rank-independent)
 } OptimConfig;
@@ -204,6 +207,9 @@ typedef struct {
     double comm_bytes;      // bytes all-reduced since the last optim_comm_reset (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
     float* C_pool;          // the shared compressed-gradient buffer (share_compressed), else NULL
+    size_t C_pool_numel;    // its size: the largest layer's set, twice with overlap_comm
+    float* d_layer_sumsq;   // n_gm sums of squares of the fused compressed gradients (backend)
+    int pending_layer;      // overlap_comm: the layer whose all-reduce is in flight, or -1
 } Optimizer;
 
 static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
@@ -298,12 +304,17 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
     }
     // compressed gradients: one buffer per matrix, or (share_compressed) one pool the size of
     // the largest layer's set, reused by every layer in turn
+    // the shared compressed-gradient buffer; (overlap_comm) layer l reduces in one half while
+    // layer l-1 accumulates in the other, so the halves alternate between layers
     size_t pool = 0;
-    for (int l = 0; cfg->share_compressed && l <= optim_max_layer(pt); l++) pool = pool > optim_layer_C_numel(o, l) ? pool : optim_layer_C_numel(o, l);
+    for (int l = 0; l <= optim_max_layer(pt); l++) pool = pool > optim_layer_C_numel(o, l) ? pool : optim_layer_C_numel(o, l);
+    o->pending_layer = -1;
+    if (cfg->overlap_comm) allreduce_async_reserve(pool);
     if (cfg->share_compressed && o->n_gm > 0) {
-        o->C_pool = (float*)backend_malloc(pool * sizeof(float), "grass compressed gradients (shared)");
+        o->C_pool_numel = cfg->overlap_comm ? 2 * pool : pool;
+        o->C_pool = (float*)backend_malloc(o->C_pool_numel * sizeof(float), "grass compressed gradients (shared)");
         for (int l = 0; l <= optim_max_layer(pt); l++) {
-            size_t off = 0;
+            size_t off = cfg->overlap_comm && (l % 2) ? pool : 0;
             for (int k = 0; k < o->n_gm; k++) {
                 GrassMatrix* g = &o->gm[k];
                 if (pt->t[g->tensor].layer != l) continue;
@@ -319,6 +330,7 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
     o->m = (float*)backend_malloc(o->grad_total * sizeof(float), "adamw m");
     o->v = (float*)backend_malloc(o->grad_total * sizeof(float), "adamw v");
     o->d_sumsq = (float*)backend_malloc(sizeof(float), "norm scalar");
+    o->d_layer_sumsq = (float*)backend_malloc((o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), "norm scalars");
 }
 
 static void optim_free(Optimizer* o) {
@@ -331,6 +343,7 @@ static void optim_free(Optimizer* o) {
     }
     backend_free(o->C_pool);
     backend_free(o->grads); backend_free(o->m); backend_free(o->v); backend_free(o->d_sumsq);
+    backend_free(o->d_layer_sumsq);
     free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
 }
 
@@ -370,11 +383,12 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
         p->projected_params += t->numel;
     }
-    if (c->share_compressed) {  // one pool the size of the largest layer's compressed gradients
-        size_t pool = 0;
-        for (int l = 0; l < 1024; l++) pool = pool > p->layer_compressed_bytes[l] ? pool : p->layer_compressed_bytes[l];
-        p->compressed_bytes = pool;
-    }
+    size_t pool = 0;  // the largest layer's compressed gradients
+    for (int l = 0; l < 1024; l++) pool = pool > p->layer_compressed_bytes[l] ? pool : p->layer_compressed_bytes[l];
+    if (c->share_compressed) p->compressed_bytes = c->overlap_comm ? 2 * pool : pool;  // one pool (two halves)
+    // overlap_comm on a bf16 build: a floatX wire buffer per all-reduce group in flight
+    if (c->overlap_comm && sizeof(floatX) < sizeof(float))
+        p->other_bytes += ALLREDUCE_SLOTS * (pool / sizeof(float)) * sizeof(floatX);
 }
 
 // all-reduces through the backend, counting the payload (the communication accounting)
@@ -400,21 +414,17 @@ static floatX* optim_dense_grad(Optimizer* o, int tensor) {
     return off == (size_t)-1 ? NULL : o->grads + off;
 }
 
-static size_t optim_pool_numel(const Optimizer* o) {
-    size_t pool = 0;
-    for (int l = 0; l <= optim_max_layer(o->pt); l++) { size_t n = optim_layer_C_numel(o, l); pool = pool > n ? pool : n; }
-    return pool;
-}
-
 // zero the gradient accumulators at the start of a step
 static void optim_zero_grads(Optimizer* o) {
     backend_memset0(o->grads, o->grad_total * sizeof(floatX));
     if (o->C_pool != NULL) {
-        backend_memset0(o->C_pool, optim_pool_numel(o) * sizeof(float));
+        backend_memset0(o->C_pool, o->C_pool_numel * sizeof(float));
     } else {
         for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float));
     }
     o->fused_sumsq = 0.0;
+    backend_memset0(o->d_layer_sumsq, (o->n_gm > 0 ? o->n_gm : 1) * sizeof(float));
+    o->pending_layer = -1;
 }
 
 // The backward pass calls this for the weight gradient of every linear layer.
@@ -453,24 +463,57 @@ static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad
 
 static size_t grass_sub_numel(const GrassMatrix* g) { return (size_t)g->r_eff * g->other; }
 
-// Fused path: called by the backward pass once every weight gradient of `layer` is complete
-// (only on the last micro-step of a step). Reduces the layer's compressed gradients across
-// ranks and applies their updates right away.
-static void optim_layer_done(Optimizer* o, int layer) {
-    if (!o->apply_fused || o->mode != BWD_GRADS) return;
+// Fused path, second half: the layer's compressed gradients are summed over ranks; measure
+// them (into the layer's own norm scalars, read once per step) and apply the updates.
+static void optim_finish_layer(Optimizer* o, int layer) {
+    if (o->cfg.overlap_comm) allreduce_wait(layer % ALLREDUCE_SLOTS);
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
-        optim_allreduce_compressed(o, g->C, grass_sub_numel(g));
-        float ss = 0.0f;
-        backend_memset0(o->d_sumsq, sizeof(float));
-        sumsq_float(o->d_sumsq, g->C, grass_sub_numel(g));
-        backend_download(&ss, o->d_sumsq, sizeof(float));
-        o->fused_sumsq += ss;
+        sumsq_float(o->d_layer_sumsq + k, g->C, grass_sub_numel(g));
         optim_apply_grass(o, g, o->lr_now, 1.0f);
-        // the next layer accumulates into the same pool: leave it zeroed
+        // a later layer accumulates into the same pool: leave it zeroed
         if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
     }
+}
+
+// Fused path: called by the backward pass once every weight gradient of `layer` is complete
+// (only on the last micro-step of a step). Reduces the layer's compressed gradients across
+// ranks and applies their updates: at once, or (overlap_comm) the reduction starts now and
+// the update waits until the next layer's backward has been issued, so that the all-reduce
+// runs during that backward (on the GPU's communication stream). Layer l's weights are not
+// read again in this backward pass, so the later update gives the same result.
+static void optim_layer_done(Optimizer* o, int layer) {
+    if (!o->apply_fused || o->mode != BWD_GRADS) return;
+    if (!o->cfg.overlap_comm) {
+        for (int k = 0; k < o->n_gm; k++)
+            if (o->pt->t[o->gm[k].tensor].layer == layer) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
+        optim_finish_layer(o, layer);
+        return;
+    }
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        if (o->pt->t[g->tensor].layer != layer) continue;
+        if (o->world_size > 1) {
+            allreduce_start_float_wire_floatX(g->C, grass_sub_numel(g), layer % ALLREDUCE_SLOTS);
+            o->comm_bytes += (double)grass_sub_numel(g) * sizeof(floatX);
+        }
+    }
+    if (o->pending_layer >= 0) optim_finish_layer(o, o->pending_layer);
+    o->pending_layer = layer;
+}
+
+// fused path: the sum of squares of every compressed gradient applied during the backward
+// pass, in a fixed order (layers from the last, matrices in table order)
+static double optim_fused_sumsq(Optimizer* o) {
+    if (o->n_gm == 0) return 0.0;
+    float* ss = (float*)malloc_check(o->n_gm * sizeof(float));
+    backend_download(ss, o->d_layer_sumsq, o->n_gm * sizeof(float));
+    double total = 0.0;
+    for (int l = optim_max_layer(o->pt); l >= 0; l--)
+        for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == l) total += ss[k];
+    free(ss);
+    return total;
 }
 
 // After the backward passes of a step: reduce, measure, clip, update everything not yet
@@ -478,6 +521,8 @@ static void optim_layer_done(Optimizer* o, int layer) {
 // gradients (what Grass actually uses), before clipping.
 static float optim_step(Optimizer* o, float lr) {
     int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
+    if (o->pending_layer >= 0) { optim_finish_layer(o, o->pending_layer); o->pending_layer = -1; }
+    if (fused) o->fused_sumsq = optim_fused_sumsq(o);
     optim_allreduce_floatX(o, o->grads, o->grad_total);
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
     float ss = 0.0f;

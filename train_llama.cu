@@ -456,6 +456,7 @@ typedef struct {
     float memory_limit_gb;
     int log_every;
     int plan_only;
+    int overlap_comm;
     OptimConfig oc;
 } TrainArgs;
 
@@ -508,10 +509,11 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("-e", "--tokenizer", 's', &a->tokenizer_path, 0, 0, "tokenizer.bin for text samples");
     OPT("", "--optimizer", 's', &a->optimizer, 0, 0, "adamw | grass");
     OPT("", "--grass-select", 's', &a->grass_select, 0, 0, "topr | multinorm | multinorm-nr | uniform | uniform-nr");
-    OPT("", "--rank", 'f', &a->rank, 0, 1 << 24, "Grass rank: an integer, or a fraction of the selected dimension (< 1)");
+    OPT("", "--rank", 'f', &a->rank, 0, 1 << 24, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
+    OPT("", "--overlap-comm", 'i', &a->overlap_comm, 0, 1, "fused Grass with several ranks: all-reduce a layer while the next one's backward runs (0/1)");
     OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
     OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
@@ -534,7 +536,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
     a->optimizer = "adamw"; a->grass_select = "multinorm"; a->rank = 128; a->grass_layers = "q,k,v,o,gate,up,down";
-    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1;
+    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->overlap_comm = 1;
     optim_config_defaults(&a->oc);
 }
 
@@ -571,6 +573,8 @@ static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
         char* end = NULL;
         double x = 0.0;
         if (s->type == 's') { *(const char**)s->ptr = val; continue; }
+        // "--rank full": every projected layer keeps its whole selected dimension (stored as -1)
+        if (s->ptr == (void*)&a->rank && strcmp(val, "full") == 0) { a->rank = -1.0f; continue; }
         x = strtod(val, &end);
         if (end == val || *end != '\0' || !isfinite(x)) fatal("option %s: '%s' is not a number", s->name, val);
         if (x < s->lo || x > s->hi) fatal("option %s: %s is out of range [%g, %g]", s->name, val, s->lo, s->hi);
@@ -611,8 +615,9 @@ static void resolve_optim(TrainArgs* a) {
     int sel = grass_select_from_name(a->grass_select);
     if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
     oc->select = (GrassSelect)sel;
-    if (!(a->rank > 0)) fatal("--rank must be > 0 (an integer, or a fraction below 1)");
-    if (a->rank < 1.0f) { oc->rank = 0; oc->rank_frac = a->rank; }
+    if (a->rank == -1.0f) { oc->rank = 0; oc->rank_frac = 1.0f; }
+    else if (!(a->rank > 0)) fatal("--rank must be > 0 (an integer, a fraction below 1, or full)");
+    else if (a->rank < 1.0f) { oc->rank = 0; oc->rank_frac = a->rank; }
     else if (a->rank == floorf(a->rank)) { oc->rank = (int)a->rank; oc->rank_frac = 0; }
     else fatal("--rank %g: give an integer rank or a fraction below 1", a->rank);
     oc->proj_mask = 0;
@@ -825,6 +830,7 @@ int main(int argc, char** argv) {
         fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
     int accum = (int)(a.total_batch / micro_tokens);
     a.oc.share_compressed = a.oc.type == OPT_GRASS && a.oc.fused && accum == 1;
+    a.oc.overlap_comm = a.overlap_comm && a.oc.type == OPT_GRASS && a.oc.fused && pg.world_size > 1;
     if (a.warmup < 0) a.warmup = a.steps / 10;
     if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
     char err[512];
@@ -839,9 +845,10 @@ int main(int argc, char** argv) {
         llama_config_print(&config, stdout);
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
         if (a.oc.type == OPT_GRASS)
-            printf("optimizer: grass (select %s, rank %s%g, K=%d, alpha=%g, fused=%d, layers %s), lr %g\n",
-                   GRASS_SELECT_NAMES[a.oc.select], a.rank < 1 ? "fraction " : "", a.rank, a.oc.update_freq,
-                   a.oc.alpha, a.oc.fused, a.grass_layers, a.lr);
+            printf("optimizer: grass (select %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g\n",
+                   GRASS_SELECT_NAMES[a.oc.select], a.rank == -1.0f ? "full: fraction " : a.rank < 1 ? "fraction " : "",
+                   a.rank == -1.0f ? 1.0f : a.rank, a.oc.update_freq,
+                   a.oc.alpha, a.oc.fused, a.oc.overlap_comm, a.grass_layers, a.lr);
         else printf("optimizer: adamw, lr %g, weight decay %g, clip %g\n", a.lr, a.oc.weight_decay, a.oc.grad_clip);
     }
     memory_plan(&config, &a.oc, a.B, a.T, a.memory_limit_gb, pg.rank, !a.plan_only);

@@ -210,7 +210,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
 }
 
 // ---- whole model: fused vs unfused, and rank = m with top-r vs AdamW -----------------------------
-typedef struct { Llama m; Optimizer o; } Run;
+typedef struct { Llama m; Optimizer o; float last_norm; } Run;
 
 static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int B, int T, int accum, int steps,
                       const int* tokens /* steps*accum*B*(T+1) */) {
@@ -246,7 +246,7 @@ static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int
             llama_forward(&run->m, in, tg, B, T, 1, dloss);
             llama_backward(&run->m, &run->o, B, T);
         }
-        optim_step(&run->o, lr);
+        run->last_norm = optim_step(&run->o, lr);
     }
     free(in); free(tg);
 }
@@ -284,7 +284,25 @@ static void test_model_level(void) {
     CHECK(shared.o.C_pool != NULL && own.o.C_pool == NULL, "pool only in the shared configuration");
     d = max_param_diff(&shared, &own, &s);
     CHECK(d == 0.0, "fused with a shared compressed-gradient pool == unfused (max diff %.3g of %.3g)", d, s);
-    free_run(&shared); free_run(&own);
+    // overlap_comm (what several ranks run): each layer's update waits until the next layer's
+    // backward has been issued, and the pool has two halves; one process runs the same
+    // pipeline with the all-reduces left out. Same weights and norm as the immediate update.
+    Run ov_shared, ov_own, plain_own;
+    g.fused = 1; g.share_compressed = 1; g.overlap_comm = 1; run_steps(&ov_shared, &c, &g, B, T, 1, steps, tokens);
+    d = max_param_diff(&ov_shared, &own, &s);
+    CHECK(d == 0.0, "fused, overlapped, two-half pool == unfused (max diff %.3g of %.3g)", d, s);
+    CHECK(ov_shared.o.C_pool_numel == 2 * shared.o.C_pool_numel, "overlap doubles the pool (%zu vs %zu floats)",
+          ov_shared.o.C_pool_numel, shared.o.C_pool_numel);
+    CHECK(ov_shared.last_norm == shared.last_norm && ov_shared.last_norm > 0,
+          "overlapped fused gradient norm == fused (%.9g vs %.9g)", ov_shared.last_norm, shared.last_norm);
+    CHECK(fabs(ov_shared.last_norm - own.last_norm) <= 1e-5 * own.last_norm,
+          "fused gradient norm == unfused within rounding (%.9g vs %.9g)", ov_shared.last_norm, own.last_norm);
+    g.share_compressed = 0; run_steps(&ov_own, &c, &g, B, T, accum, steps, tokens);
+    g.overlap_comm = 0; g.fused = 0; run_steps(&plain_own, &c, &g, B, T, accum, steps, tokens);
+    d = max_param_diff(&ov_own, &plain_own, &s);
+    CHECK(d == 0.0, "fused, overlapped, with accumulation == unfused (max diff %.3g of %.3g)", d, s);
+    free_run(&shared); free_run(&own); free_run(&ov_shared); free_run(&ov_own); free_run(&plain_own);
+    g.overlap_comm = 0;
     Run init;
     OptimConfig a; optim_config_defaults(&a);
     run_steps(&init, &c, &a, B, T, accum, 0, tokens);

@@ -49,6 +49,21 @@ for opt in adamw topr multinorm multinorm-nr uniform uniform-nr; do
     grep -q 'comm_mib=' "$W/two_$opt/log.txt" && ok "$opt: communication logged" || bad "$opt: no comm_mib in log"
   fi
 done
+# the overlapped all-reduce (the default with several ranks: layer l reduces while layer l-1's
+# backward runs) gives the bits of the immediate one, with and without gradient accumulation
+GO=(--optimizer grass --rank 8 --update-freq 3)
+for d in 256 512; do
+  for ov in 0 1; do
+    timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 7 -v 3 -d $d -o "$W/ov${ov}_$d" --overlap-comm $ov "${GO[@]}" > "$W/ov${ov}_$d.out" 2>&1 \
+      || { bad "overlap $ov, total batch $d: 2-rank run failed"; tail -3 "$W/ov${ov}_$d.out"; }
+  done
+  grep -q "overlap=1" "$W/ov1_$d.out" && grep -q "overlap=0" "$W/ov0_$d.out" || bad "overlap setting not shown"
+  if msg=$(same_losses "$W/ov1_$d/log.txt" "$W/ov0_$d/log.txt" 0); then ok "2 ranks, total batch $d: overlapped == immediate all-reduce ($msg)"
+  else bad "2 ranks, total batch $d: overlapped vs immediate: $msg"; fi
+  a1=$(grep -o 'comm_mib=[0-9.]*' "$W/ov1_$d/log.txt" | tail -1); a0=$(grep -o 'comm_mib=[0-9.]*' "$W/ov0_$d/log.txt" | tail -1)
+  [ -n "$a1" ] && [ "$a1" = "$a0" ] && ok "total batch $d: same bytes counted with overlap ($a1)" || bad "comm with overlap $a1 vs $a0"
+done
+
 # Grass all-reduces far less than full rank (same model, dense 2-D tensors the same)
 ca=$(grep -o 'comm_mib=[0-9.]*' "$W/two_adamw/log.txt" | tail -1 | cut -d= -f2)
 cg=$(grep -o 'comm_mib=[0-9.]*' "$W/two_topr/log.txt" | tail -1 | cut -d= -f2)
