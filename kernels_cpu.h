@@ -131,6 +131,7 @@ static void cpu_attention_forward(float* out, float* lse, const float* q, const 
                     for (int s = 0; s <= t; s++) {
                         const float* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
                         float p = scores[s] * inv;
+                        #pragma omp simd
                         for (int i = 0; i < hd; i++) o[i] += p * vv[i];
                     }
                     lse[((size_t)b * nh + h) * T + t] = mx + (float)log(sum);
@@ -175,6 +176,7 @@ static void cpu_attention_backward(float* dq, float* dk, float* dv, const float*
                             float ds = ps * (dp - D) * scale;
                             float* gk = dk + (((size_t)b * T + s) * nkv + hk) * hd;
                             float* gv = dv + (((size_t)b * T + s) * nkv + hk) * hd;
+                            #pragma omp simd  // gk, gv, gq are distinct rows: no aliasing
                             for (int i = 0; i < hd; i++) {
                                 gv[i] += ps * go[i];
                                 gk[i] += ds * qv[i];

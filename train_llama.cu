@@ -35,21 +35,24 @@ typedef struct {
     ParamTable pt;
     floatX* params;       // all parameters, one buffer, table order
     int B, T;             // the largest batch the activations were sized for
-    // activations, per layer l at offset l*N*width
+    int recompute;        // activation recomputation: only the residual stream is kept for every
+                          // layer; the rest has one slot (S = 1) that the backward pass refills
+                          // by running each layer's forward again. Otherwise S = L.
+    // activations, per layer l at offset l*N*width (slot 0 for every layer with recompute)
     floatX* resid;        // (L+1) x N x d: the residual stream entering each layer, and the last one
-    floatX* ln1;          // L x N x d
-    floatX* q;            // L x N x (nh*hd), after RoPE
-    floatX* k;            // L x N x (nkv*hd), after RoPE
-    floatX* v;            // L x N x (nkv*hd)
-    floatX* att;          // L x N x (nh*hd): attention output before o_proj
-    floatX* resid_mid;    // L x N x d: residual after attention
-    floatX* ln2;          // L x N x d
-    floatX* gate;         // L x N x f
-    floatX* up;           // L x N x f
-    floatX* hmlp;         // L x N x f: silu(gate) * up
-    float* rstd1;         // L x N
-    float* rstd2;         // L x N
-    float* lse;           // L x B x nh x T
+    floatX* ln1;          // S x N x d
+    floatX* q;            // S x N x (nh*hd), after RoPE
+    floatX* k;            // S x N x (nkv*hd), after RoPE
+    floatX* v;            // S x N x (nkv*hd)
+    floatX* att;          // S x N x (nh*hd): attention output before o_proj
+    floatX* resid_mid;    // S x N x d: residual after attention
+    floatX* ln2;          // S x N x d
+    floatX* gate;         // S x N x f
+    floatX* up;           // S x N x f
+    floatX* hmlp;         // S x N x f: silu(gate) * up
+    float* rstd1;         // S x N
+    float* rstd2;         // S x N
+    float* lse;           // S x B x nh x T
     floatX* lnf;          // N x d
     float* rstdf;         // N
     floatX* logits;       // N x V (dlogits after the backward's classifier)
@@ -75,42 +78,43 @@ typedef struct {
 static floatX* param_ptr(Llama* m, int tensor) { return m->params + m->pt.t[tensor].offset; }
 
 // bytes of activations and scratch for a batch of B x T (the memory plan uses the same sums)
-static size_t llama_activation_bytes(const LlamaConfig* c, int B, int T) {
-    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers;
+static size_t llama_activation_bytes(const LlamaConfig* c, int B, int T, int recompute) {
+    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers, S = recompute ? 1 : L;
     size_t hd = llama_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     size_t fx = 0;
     fx += (L + 1) * N * d;                          // resid
-    fx += L * N * (d + qd + 2 * kvd + qd + d + d + 3 * f);  // ln1 q k v att resid_mid ln2 gate up hmlp
+    fx += S * N * (d + qd + 2 * kvd + qd + d + d + 3 * f);  // ln1 q k v att resid_mid ln2 gate up hmlp
     fx += N * d + N * c->vocab_size;               // lnf, logits
     fx += N * (2 * d + 2 * qd + 2 * kvd + 3 * f);  // backward scratch
-    size_t fl = 2 * L * N + L * (size_t)B * c->n_heads * T + N + N;  // rstd1 rstd2 lse rstdf losses
+    size_t fl = 2 * S * N + S * (size_t)B * c->n_heads * T + N + N;  // rstd1 rstd2 lse rstdf losses
     fl += 2 * (size_t)c->max_seq_len * (hd / 2);
     return fx * sizeof(floatX) + fl * sizeof(float) + 2 * N * sizeof(int);
 }
 
-static void llama_build(Llama* m, const LlamaConfig* c, int B, int T) {
+static void llama_build_with(Llama* m, const LlamaConfig* c, int B, int T, int recompute) {
     memset(m, 0, sizeof(*m));
     m->config = *c;
     m->B = B; m->T = T;
+    m->recompute = recompute;
     param_table_build(&m->pt, c);
     m->params = (floatX*)backend_malloc(m->pt.total * sizeof(floatX), "parameters");
-    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers;
+    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers, S = recompute ? 1 : L;
     size_t hd = llama_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
 #define ALLOC(ptr, type, n, what) ptr = (type*)backend_malloc((size_t)(n) * sizeof(type), what)
     ALLOC(m->resid, floatX, (L + 1) * N * d, "activations (residual)");
-    ALLOC(m->ln1, floatX, L * N * d, "activations (ln1)");
-    ALLOC(m->q, floatX, L * N * qd, "activations (q)");
-    ALLOC(m->k, floatX, L * N * kvd, "activations (k)");
-    ALLOC(m->v, floatX, L * N * kvd, "activations (v)");
-    ALLOC(m->att, floatX, L * N * qd, "activations (attention)");
-    ALLOC(m->resid_mid, floatX, L * N * d, "activations (residual)");
-    ALLOC(m->ln2, floatX, L * N * d, "activations (ln2)");
-    ALLOC(m->gate, floatX, L * N * f, "activations (gate)");
-    ALLOC(m->up, floatX, L * N * f, "activations (up)");
-    ALLOC(m->hmlp, floatX, L * N * f, "activations (mlp)");
-    ALLOC(m->rstd1, float, L * N, "activations (rstd)");
-    ALLOC(m->rstd2, float, L * N, "activations (rstd)");
-    ALLOC(m->lse, float, L * (size_t)B * c->n_heads * T, "activations (lse)");
+    ALLOC(m->ln1, floatX, S * N * d, "activations (ln1)");
+    ALLOC(m->q, floatX, S * N * qd, "activations (q)");
+    ALLOC(m->k, floatX, S * N * kvd, "activations (k)");
+    ALLOC(m->v, floatX, S * N * kvd, "activations (v)");
+    ALLOC(m->att, floatX, S * N * qd, "activations (attention)");
+    ALLOC(m->resid_mid, floatX, S * N * d, "activations (residual)");
+    ALLOC(m->ln2, floatX, S * N * d, "activations (ln2)");
+    ALLOC(m->gate, floatX, S * N * f, "activations (gate)");
+    ALLOC(m->up, floatX, S * N * f, "activations (up)");
+    ALLOC(m->hmlp, floatX, S * N * f, "activations (mlp)");
+    ALLOC(m->rstd1, float, S * N, "activations (rstd)");
+    ALLOC(m->rstd2, float, S * N, "activations (rstd)");
+    ALLOC(m->lse, float, S * (size_t)B * c->n_heads * T, "activations (lse)");
     ALLOC(m->lnf, floatX, N * d, "activations (final norm)");
     ALLOC(m->rstdf, float, N, "activations (rstd)");
     ALLOC(m->logits, floatX, N * c->vocab_size, "logits");
@@ -129,7 +133,7 @@ static void llama_build(Llama* m, const LlamaConfig* c, int B, int T) {
     ALLOC(m->rope_cos, float, (size_t)c->max_seq_len * (hd / 2), "rope tables");
     ALLOC(m->rope_sin, float, (size_t)c->max_seq_len * (hd / 2), "rope tables");
 #undef ALLOC
-    m->activation_bytes = llama_activation_bytes(c, B, T);
+    m->activation_bytes = llama_activation_bytes(c, B, T, recompute);
     m->h_losses = (float*)malloc_check(N * sizeof(float));
     // RoPE tables in fp32, computed in double: inv_freq_i = theta^(-2i/hd), as HF computes them
     size_t half = hd / 2;
@@ -147,6 +151,8 @@ static void llama_build(Llama* m, const LlamaConfig* c, int B, int T) {
     backend_upload(m->rope_sin, sn, (size_t)c->max_seq_len * half * sizeof(float));
     free(cs); free(sn);
 }
+
+static void llama_build(Llama* m, const LlamaConfig* c, int B, int T) { llama_build_with(m, c, B, T, 0); }
 
 static void llama_free(Llama* m) {
     void* ptrs[] = {m->params, m->resid, m->ln1, m->q, m->k, m->v, m->att, m->resid_mid, m->ln2, m->gate, m->up,
@@ -183,21 +189,54 @@ static void llama_init_random(Llama* m, uint64_t seed) {
     free(host);
 }
 
-// One layer's activations for a batch of B x T (layer l's slice of each per-layer buffer).
+// One layer's activations for a batch of B x T (layer l's slice of each per-layer buffer;
+// with recomputation every layer but the residual stream uses slot 0).
 typedef struct {
     floatX *x, *ln1, *q, *k, *v, *att, *mid, *ln2, *gate, *up, *h;
+    float *rstd1, *rstd2, *lse;
 } LayerActs;
 
 static LayerActs layer_acts(Llama* m, int l, int B, int T) {
     const LlamaConfig* c = &m->config;
     size_t N = (size_t)B * T, hd = llama_head_dim(c);
     size_t Nd = N * c->dim, Nf = N * c->ffn_dim, Nq = N * c->n_heads * hd, Nkv = N * c->n_kv_heads * hd;
+    size_t s = m->recompute ? 0 : (size_t)l;
     LayerActs a;
-    a.x = m->resid + l * Nd;      a.ln1 = m->ln1 + l * Nd;
-    a.q = m->q + l * Nq;          a.k = m->k + l * Nkv;         a.v = m->v + l * Nkv;
-    a.att = m->att + l * Nq;      a.mid = m->resid_mid + l * Nd; a.ln2 = m->ln2 + l * Nd;
-    a.gate = m->gate + l * Nf;    a.up = m->up + l * Nf;        a.h = m->hmlp + l * Nf;
+    a.x = m->resid + l * Nd;      a.ln1 = m->ln1 + s * Nd;
+    a.q = m->q + s * Nq;          a.k = m->k + s * Nkv;         a.v = m->v + s * Nkv;
+    a.att = m->att + s * Nq;      a.mid = m->resid_mid + s * Nd; a.ln2 = m->ln2 + s * Nd;
+    a.gate = m->gate + s * Nf;    a.up = m->up + s * Nf;        a.h = m->hmlp + s * Nf;
+    a.rstd1 = m->rstd1 + s * N;   a.rstd2 = m->rstd2 + s * N;
+    a.lse = m->lse + s * (size_t)B * c->n_heads * T;
     return a;
+}
+
+// Layer l's forward from its input A.x (the residual stream). With write_out, also its output
+// (the next layer's input); the backward's recomputation refills the activations only.
+static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
+    const LlamaConfig* c = &m->config;
+    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    const LayerTensors* lt = &m->pt.layer[l];
+    LayerActs A = layer_acts(m, l, B, T);
+    rmsnorm_forward(A.ln1, A.rstd1, A.x, param_ptr(m, lt->attn_norm), N, d, c->norm_eps);
+    matmul_forward(A.q, A.ln1, param_ptr(m, lt->wq), N, d, qd);
+    matmul_forward(A.k, A.ln1, param_ptr(m, lt->wk), N, d, kvd);
+    matmul_forward(A.v, A.ln1, param_ptr(m, lt->wv), N, d, kvd);
+    rope_forward(A.q, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
+    rope_forward(A.k, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
+    attention_forward(A.att, A.lse, A.q, A.k, A.v, B, T, c->n_heads, c->n_kv_heads, hd);
+    matmul_forward(A.mid, A.att, param_ptr(m, lt->wo), N, qd, d);
+    add_inplace(A.mid, A.x, Nd);
+    rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
+    matmul_forward(A.gate, A.ln2, param_ptr(m, lt->wgate), N, d, f);
+    matmul_forward(A.up, A.ln2, param_ptr(m, lt->wup), N, d, f);
+    swiglu_forward(A.h, A.gate, A.up, Nf);
+    if (!write_out) return;
+    floatX* out = m->resid + (size_t)(l + 1) * Nd;
+    matmul_forward(out, A.h, param_ptr(m, lt->wdown), N, f, d);
+    add_inplace(out, A.mid, Nd);
 }
 
 // Forward pass over B x T tokens (B <= m->B, T <= m->T). Fills losses for every position.
@@ -207,34 +246,12 @@ static float llama_forward(Llama* m, const int* inputs, const int* targets, int 
     const LlamaConfig* c = &m->config;
     if (B > m->B || T > m->T) fatal("forward with B=%d T=%d exceeds the allocated B=%d T=%d", B, T, m->B, m->T);
     if (T > c->max_seq_len) fatal("sequence length %d exceeds the model's max_seq_len %d", T, c->max_seq_len);
-    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    int N = B * T, d = c->dim;
+    size_t Nd = (size_t)N * d;
     backend_upload(m->d_tokens, inputs, N * sizeof(int));
     backend_upload(m->d_targets, targets, N * sizeof(int));
     embedding_forward(m->resid, m->d_tokens, param_ptr(m, m->pt.embed), N, d);
-    for (int l = 0; l < c->n_layers; l++) {
-        const LayerTensors* lt = &m->pt.layer[l];
-        LayerActs A = layer_acts(m, l, B, T);
-        floatX *x = A.x, *ln1 = A.ln1, *q = A.q, *k = A.k, *v = A.v, *att = A.att, *mid = A.mid, *ln2 = A.ln2;
-        floatX *gate = A.gate, *up = A.up, *h = A.h;
-        rmsnorm_forward(ln1, m->rstd1 + (size_t)l * N, x, param_ptr(m, lt->attn_norm), N, d, c->norm_eps);
-        matmul_forward(q, ln1, param_ptr(m, lt->wq), N, d, qd);
-        matmul_forward(k, ln1, param_ptr(m, lt->wk), N, d, kvd);
-        matmul_forward(v, ln1, param_ptr(m, lt->wv), N, d, kvd);
-        rope_forward(q, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
-        rope_forward(k, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
-        attention_forward(att, m->lse + (size_t)l * B * c->n_heads * T, q, k, v, B, T, c->n_heads, c->n_kv_heads, hd);
-        matmul_forward(mid, att, param_ptr(m, lt->wo), N, qd, d);
-        add_inplace(mid, x, Nd);
-        rmsnorm_forward(ln2, m->rstd2 + (size_t)l * N, mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
-        matmul_forward(gate, ln2, param_ptr(m, lt->wgate), N, d, f);
-        matmul_forward(up, ln2, param_ptr(m, lt->wup), N, d, f);
-        swiglu_forward(h, gate, up, Nf);
-        floatX* out = m->resid + (size_t)(l + 1) * Nd;
-        matmul_forward(out, h, param_ptr(m, lt->wdown), N, f, d);
-        add_inplace(out, mid, Nd);
-    }
+    for (int l = 0; l < c->n_layers; l++) layer_forward(m, l, B, T, 1);
     floatX* last = m->resid + (size_t)c->n_layers * Nd;
     rmsnorm_forward(m->lnf, m->rstdf, last, param_ptr(m, m->pt.final_norm), N, d, c->norm_eps);
     matmul_forward(m->logits, m->lnf, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size);
@@ -261,6 +278,7 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
                      m->resid + (size_t)c->n_layers * Nd, param_ptr(m, m->pt.final_norm), m->rstdf, N, d);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerTensors* lt = &m->pt.layer[l];
+        if (m->recompute) layer_forward(m, l, B, T, 0);  // refill the layer's activations
         LayerActs A = layer_acts(m, l, B, T);
         floatX *x = A.x, *ln1 = A.ln1, *q = A.q, *k = A.k, *v = A.v, *att = A.att, *mid = A.mid, *ln2 = A.ln2;
         floatX *gate = A.gate, *up = A.up, *h = A.h;
@@ -273,11 +291,11 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
         optim_linear_weight_grad(o, lt->wgate, m->dgate, ln2, N);
         optim_linear_weight_grad(o, lt->wup, m->dup, ln2, N);
         rmsnorm_backward(m->dresid, grads ? optim_dense_grad(o, lt->mlp_norm) : NULL, m->dln, mid,
-                         param_ptr(m, lt->mlp_norm), m->rstd2 + (size_t)l * N, N, d);
+                         param_ptr(m, lt->mlp_norm), A.rstd2, N, d);
         // attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1)))
         matmul_backward_input(m->datt, m->dresid, param_ptr(m, lt->wo), N, qd, d, 0);
         optim_linear_weight_grad(o, lt->wo, m->dresid, att, N);
-        attention_backward(m->dq, m->dk, m->dv, m->datt, att, q, k, v, m->lse + (size_t)l * B * c->n_heads * T,
+        attention_backward(m->dq, m->dk, m->dv, m->datt, att, q, k, v, A.lse,
                            B, T, c->n_heads, c->n_kv_heads, hd);
         rope_backward(m->dq, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
         rope_backward(m->dk, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
@@ -288,7 +306,7 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
         optim_linear_weight_grad(o, lt->wk, m->dk, ln1, N);
         optim_linear_weight_grad(o, lt->wv, m->dv, ln1, N);
         rmsnorm_backward(m->dresid, grads ? optim_dense_grad(o, lt->attn_norm) : NULL, m->dln, x,
-                         param_ptr(m, lt->attn_norm), m->rstd1 + (size_t)l * N, N, d);
+                         param_ptr(m, lt->attn_norm), A.rstd1, N, d);
         optim_layer_done(o, l);  // fused Grass: this layer's projected weights are updated now
     }
     if (grads) embedding_backward(optim_dense_grad(o, m->pt.embed), m->dresid, m->d_tokens, N, d);
@@ -457,6 +475,7 @@ typedef struct {
     int log_every;
     int plan_only;
     int overlap_comm;
+    int recompute;
     OptimConfig oc;
 } TrainArgs;
 
@@ -513,6 +532,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
+    OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
     OPT("", "--overlap-comm", 'i', &a->overlap_comm, 0, 1, "fused Grass with several ranks: all-reduce a layer while the next one's backward runs (0/1)");
     OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
@@ -645,13 +665,13 @@ static const char* fmt_bytes(size_t b, char* buf) {
 }
 
 // Prints what the run will allocate and refuses one that cannot fit.
-static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, float limit_gb, int rank, int refuse) {
+static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, int recompute, float limit_gb, int rank, int refuse) {
     ParamTable pt;
     param_table_build(&pt, c);
     OptimPlan op;
     optim_plan(oc, &pt, &op);
     size_t weights = pt.total * sizeof(floatX);
-    size_t acts = llama_activation_bytes(c, B, T);
+    size_t acts = llama_activation_bytes(c, B, T, recompute);
     size_t total = weights + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes + acts;
     if (rank == 0) {
         char b[6][32];
@@ -664,7 +684,8 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
         }
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
         if (op.other_bytes) printf("  Grass indices     %12s  %s\n", "", fmt_bytes(op.other_bytes, b[4]));
-        printf("  activations       %12s  %s   (B=%d, T=%d)\n", "", fmt_bytes(acts, b[5]), B, T);
+        printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
+               recompute ? ", recomputed per layer" : "");
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
         printf("communication per optimizer step with several ranks: %.3f MiB all-reduced", op.comm_step_bytes / 1048576.0);
         if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
@@ -851,7 +872,7 @@ int main(int argc, char** argv) {
                    a.oc.alpha, a.oc.fused, a.oc.overlap_comm, a.grass_layers, a.lr);
         else printf("optimizer: adamw, lr %g, weight decay %g, clip %g\n", a.lr, a.oc.weight_decay, a.oc.grad_clip);
     }
-    memory_plan(&config, &a.oc, a.B, a.T, a.memory_limit_gb, pg.rank, !a.plan_only);
+    memory_plan(&config, &a.oc, a.B, a.T, a.recompute, a.memory_limit_gb, pg.rank, !a.plan_only);
     if (a.plan_only) { comm_finalize(&pg); return 0; }
 
     DataLoader train, val;
@@ -872,7 +893,7 @@ int main(int argc, char** argv) {
     }
 
     Llama model;
-    llama_build(&model, &config, a.B, a.T);
+    llama_build_with(&model, &config, a.B, a.T, a.recompute);
     Optimizer opt;
     optim_init(&opt, &a.oc, &model.pt, model.params);
     opt.world_size = pg.world_size;

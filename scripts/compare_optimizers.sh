@@ -10,17 +10,19 @@
 # one AdamW run per learning rate),
 # LR_GRASS (1e-2), ALPHA (0.25), VARIANTS ("topr multinorm multinorm-nr uniform uniform-nr"),
 # OUT (out/compare), BIN (./train_llama_cpu), DATA (data/tinyshakespeare), REUSE (1: keep runs
-# that already finished in OUT and only run the missing ones), CONTROL (1: also run
-# grass-topr-fullrank, Grass with --rank full (each layer's whole selected dimension) and
-# otherwise the same settings: full-rank Adam on every projected layer with Grass's learning
-# rates, so that "Grass vs full rank" is measured apart from the learning-rate split between
-# projected layers (lr * alpha) and embeddings/head/norms (lr) that Grass runs with).
+# that already finished in OUT and only run the missing ones), CONTROL_ALPHAS ("0.25 0.125";
+# empty: none): full-rank controls grass-fullrank-a<alpha>, Grass with --rank full (each
+# layer's whole selected dimension), top-r, and otherwise Grass's settings: full-rank Adam on
+# every projected layer with Grass's learning-rate split (lr * alpha for projected layers, lr for
+# embeddings, head and norms), so that the effect of the rank is measured apart from the
+# learning rates. alpha * sqrt(RANK / width) gives the update the norm of a rank-RANK one
+# (0.125 for the defaults: 0.25 * sqrt(48 / 192)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-d6}; STEPS=${STEPS:-300}; B=${B:-8}; T=${T:-256}; RANK=${RANK:-48}; K=${K:-50}
 LR_ADAMW=${LR_ADAMW:-"1e-3 1e-2"}; LR_GRASS=${LR_GRASS:-1e-2}; ALPHA=${ALPHA:-0.25}
 VARIANTS=${VARIANTS:-"topr multinorm multinorm-nr uniform uniform-nr"}
-CONTROL=${CONTROL:-1}; OUT=${OUT:-out/compare}; BIN=${BIN:-./train_llama_cpu}; DATA=${DATA:-data/tinyshakespeare}
+CONTROL_ALPHAS=${CONTROL_ALPHAS-"0.25 0.125"}; OUT=${OUT:-out/compare}; BIN=${BIN:-./train_llama_cpu}; DATA=${DATA:-data/tinyshakespeare}
 EVAL_EVERY=${EVAL_EVERY:-25}; EVAL_TOKENS=${EVAL_TOKENS:-32768}
 [ -x "$BIN" ] || { echo "build $BIN first (make train_llama_cpu)"; exit 1; }
 if ! ls $DATA/tinyshakespeare_train_*.bin >/dev/null 2>&1; then
@@ -47,9 +49,9 @@ for lr in $LR_ADAMW; do run adamw-lr$lr --optimizer adamw -l $lr; done
 for v in $VARIANTS; do
   run grass-$v --optimizer grass --grass-select $v --rank $RANK --update-freq $K --grass-scale $ALPHA -l $LR_GRASS
 done
-if [ "$CONTROL" = 1 ]; then
-  run grass-topr-fullrank --optimizer grass --grass-select topr --rank full --update-freq $K --grass-scale $ALPHA -l $LR_GRASS
-fi
+for a in $CONTROL_ALPHAS; do
+  run grass-fullrank-a$a --optimizer grass --grass-select topr --rank full --update-freq $K --grass-scale $a -l $LR_GRASS
+done
 logs=(); for r in "${runs[@]}"; do logs+=("$OUT/$r/log.txt"); done
 python3 dev/plot_logs.py "${logs[@]}" --labels "$(IFS=,; echo "${runs[*]}")" -o "$OUT/loss.png" \
   --title "$CONFIG on TinyShakespeare: AdamW (lr $LR_ADAMW) vs Grass (rank $RANK, K $K, lr $LR_GRASS, alpha $ALPHA)" | tee "$OUT/summary.txt"

@@ -55,6 +55,25 @@ resume_case grass_topr 4 --optimizer grass --rank 8 --update-freq 3 --grass-sele
 resume_case grass_multinorm_accum 3 --optimizer grass --rank 8 --update-freq 3 -d 256 -l 1e-2
 resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
 
+# ---- activation recomputation changes memory, not results ------------------------------------
+recompute_case() {
+  local name=$1; shift
+  $BIN "${COMMON[@]}" -x 6 -v 3 -n 6 -o "$W/rc0_$name" --recompute 0 "$@" > "$W/rc0_$name.out" 2>&1 || { bad "$name: run without recompute failed"; return; }
+  $BIN "${COMMON[@]}" -x 6 -v 3 -n 6 -o "$W/rc1_$name" --recompute 1 "$@" > "$W/rc1_$name.out" 2>&1 || { bad "$name: run with recompute failed"; tail -3 "$W/rc1_$name.out"; return; }
+  if cmp -s "$W/rc0_$name/model_00000006.bin" "$W/rc1_$name/model_00000006.bin" \
+     && cmp -s "$W/rc0_$name/state_00000006.bin" "$W/rc1_$name/state_00000006.bin"; then
+    ok "$name: --recompute 1 gives bit-identical weights and optimizer state"
+  else bad "$name: --recompute 1 changed the result"; fi
+  local a0=$(grep -o 'activations *[0-9.]* [MG]iB' "$W/rc0_$name.out" | grep -o '[0-9.]* [MG]iB')
+  local a1=$(grep -o 'activations *[0-9.]* [MG]iB' "$W/rc1_$name.out" | grep -o '[0-9.]* [MG]iB')
+  python3 -c "import sys; sys.exit(0 if float('${a1% *}') < float('${a0% *}') else 1)" 2>/dev/null \
+    && grep -q "recomputed per layer" "$W/rc1_$name.out" && ok "$name: the plan shows fewer activation bytes ($a0 -> $a1)" \
+    || bad "$name: activation plan $a0 -> $a1"
+}
+recompute_case adamw -l 3e-3
+recompute_case grass_accum --optimizer grass --rank 8 --update-freq 3 -d 256 -l 1e-2
+recompute_case grass_fused --optimizer grass --rank 8 --update-freq 2 --grass-select uniform -l 1e-2
+
 # ---- a model exported to Hugging Face format and imported back starts a run --------------------
 if python3 dev/export_hf.py "$W/fall_adamw/model_00000080.bin" "$W/hf" > /dev/null 2>&1 \
    && python3 dev/import_hf.py "$W/hf" "$W/imported.bin" > /dev/null 2>&1; then
