@@ -79,6 +79,12 @@ void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, i
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V,
                                  float dloss, int want_grad);
 
+// Optimizer moments (Adam m and v) are stored as fp32, or as bf16 to halve their memory (the
+// top 16 bits of the fp32 value, rounded to nearest even on every write); the arithmetic is fp32
+// either way. Moment buffers are passed as void* with their StateDtype.
+typedef enum { STATE_FP32 = 0, STATE_BF16 = 1 } StateDtype;
+static inline size_t state_dtype_size(int dt) { return dt == STATE_BF16 ? 2 : 4; }
+
 // ---- Grass ops (grass_optim.cuh) ----------------------------------------------------------
 // rows side: C (r x in) (+)= diag(scale) dY[:, idx]^T X            (selected output features)
 // cols side: C (out x r) (+)= dY^T X[:, idx] diag(scale)           (selected input features)
@@ -87,18 +93,20 @@ void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const 
 // norms (+)= squared row norms (rows side, length out) or column norms (cols side, length in)
 // of G = dY^T X, computed in blocks so that no out x in matrix is ever held
 void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side);
-// Adam in the subspace on C (r x n rows side / m x r cols side) with moments m, v (same shape),
+// Adam in the subspace on C (r x n rows side / m x r cols side) with moments m, v (same shape,
+// stored as state_dtype),
 // then W[idx_j,:] -= lr_scaled * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
 // W -= lr * wd * W first when wd > 0 (decoupled decay on the whole matrix).
 // seed: for the stochastic rounding of bf16 weight writes (ignored in fp32)
-void grass_adam_update(floatX* W, const float* C, float* m, float* v, const int* d_idx, const float* d_upscale,
+void grass_adam_update(floatX* W, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
                        int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
                        float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
 // C *= s
 void scale_floats(float* C, float s, size_t n);
 
 // ---- full-rank AdamW and reductions ------------------------------------------------------
-void adamw_update(floatX* param, const floatX* grad, float* m, float* v, size_t n, float lr, float b1, float b2,
+// m, v stored as state_dtype
+void adamw_update(floatX* param, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2,
                   float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
 // *acc += sum(x^2) (acc is a backend float)
 void sumsq_floatX(float* acc, const floatX* x, size_t n);

@@ -926,11 +926,30 @@ __global__ void gk_adamw(floatX* param, const floatX* grad, float* m, float* v, 
     }
 }
 
-void adamw_update(floatX* param, const floatX* grad, float* m, float* v, size_t n, float lr, float b1, float b2,
-                  float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
+// bf16 moments (STATE_BF16): loaded to fp32, updated in fp32, stored rounded to nearest even
+// (as kernels_cpu.h's cpu_state_set); the update uses the fp32 moments before that rounding
+__global__ void gk_adamw_bf16_states(floatX* param, const floatX* grad, __nv_bfloat16* m, __nv_bfloat16* v, size_t n,
+                                     float lr, float b1, float b2, float eps, float wd, float bc1, float bc2,
+                                     float grad_scale, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float mi = __bfloat162float(m[i]), vi = __bfloat162float(v[i]);
+        float np = cu_adam_param(cu_tof(param[i]), cu_tof(grad[i]) * grad_scale, mi, vi, lr, b1, b2, eps, wd, bc1, bc2);
+        m[i] = __float2bfloat16_rn(mi); v[i] = __float2bfloat16_rn(vi);
+        param[i] = cu_round_sr(np, cu_rand_at(seed, i));
+    }
+}
+void adamw_update(floatX* param, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1,
+                  float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     if (n == 0) return;
-    int vec = cu_is_aligned16(param) && cu_is_aligned16(grad) && cu_is_aligned16(m) && cu_is_aligned16(v);
-    gk_adamw<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(param, grad, m, v, n, lr, b1, b2, eps,
+    if (state_dtype == STATE_BF16) {
+        gk_adamw_bf16_states<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(param, grad, (__nv_bfloat16*)m, (__nv_bfloat16*)v,
+                                                                            n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed);
+        CU_LAUNCHED("gk_adamw_bf16_states");
+        return;
+    }
+    float* mf = (float*)m, *vf = (float*)v;
+    int vec = cu_is_aligned16(param) && cu_is_aligned16(grad) && cu_is_aligned16(mf) && cu_is_aligned16(vf);
+    gk_adamw<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(param, grad, mf, vf, n, lr, b1, b2, eps,
                                                                                     wd, bc1, bc2, grad_scale, seed, vec);
     CU_LAUNCHED("gk_adamw");
 }
@@ -1015,7 +1034,9 @@ __global__ void gk_decay(floatX* W, size_t n, float keep, uint64_t seed) {
 
 // Adam on the subspace element k = (j, c) (rows side, C r x in) or (i, j) (cols side, C out x r);
 // the update lands on W[idx_j, c] or W[i, idx_j].
-__global__ void gk_grass_adam(floatX* W, const float* C, float* m, float* v, const int* idx, const float* upscale, int r,
+// S: the moments' storage, float or __nv_bfloat16 (rounded to nearest even on the store)
+template <typename S>
+__global__ void gk_grass_adam(floatX* W, const float* C, S* m, S* v, const int* idx, const float* upscale, int r,
                               int outd, int in, int cols_side, float step, float b1, float b2, float eps, float bc1,
                               float bc2, float grad_scale, uint64_t seed) {
     size_t total = (size_t)r * (cols_side ? outd : in);
@@ -1025,9 +1046,9 @@ __global__ void gk_grass_adam(floatX* W, const float* C, float* m, float* v, con
         if (!cols_side) { j = (int)(k / in); widx = (size_t)idx[j] * in + (k % in); }
         else { j = (int)(k % r); widx = (k / r) * in + idx[j]; }
         float g = C[k] * grad_scale;
-        float mk = b1 * m[k] + (1.0f - b1) * g;
-        float vk = b2 * v[k] + (1.0f - b2) * g * g;
-        m[k] = mk; v[k] = vk;
+        float mk = b1 * cu_tof(m[k]) + (1.0f - b1) * g;
+        float vk = b2 * cu_tof(v[k]) + (1.0f - b2) * g * g;
+        m[k] = cu_from<S>(mk); v[k] = cu_from<S>(vk);
         float u = (mk / bc1) / (sqrtf(vk / bc2) + eps);
         W[widx] = cu_round_sr(cu_tof(W[widx]) - step * upscale[j] * u, cu_rand_at(seed, widx));
     }
@@ -1039,9 +1060,9 @@ static uint64_t cu_mix64(uint64_t x) {
 }
 static uint32_t cu_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
-void grass_adam_update(floatX* W, const float* C, float* m, float* v, const int* d_idx, const float* d_upscale, int r,
-                       int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps, float wd,
-                       float bc1, float bc2, float grad_scale, uint64_t seed) {
+void grass_adam_update(floatX* W, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
+                       int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
+                       float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     seed = cu_mix64(seed);
     if (wd > 0.0f) {
         size_t n = (size_t)outd * in;
@@ -1050,8 +1071,14 @@ void grass_adam_update(floatX* W, const float* C, float* m, float* v, const int*
     }
     if (r <= 0) return;
     size_t total = (size_t)r * (cols_side ? outd : in);
-    gk_grass_adam<<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(W, C, m, v, d_idx, d_upscale, r, outd, in, cols_side,
-                                                                      lr * alpha, b1, b2, eps, bc1, bc2, grad_scale, seed);
+    if (state_dtype == STATE_BF16)
+        gk_grass_adam<__nv_bfloat16><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
+            W, C, (__nv_bfloat16*)m, (__nv_bfloat16*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps,
+            bc1, bc2, grad_scale, seed);
+    else
+        gk_grass_adam<float><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
+            W, C, (float*)m, (float*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps, bc1, bc2,
+            grad_scale, seed);
     CU_LAUNCHED("gk_grass_adam");
 }
 

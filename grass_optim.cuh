@@ -33,6 +33,7 @@ typedef struct {
     int update_freq;     // K: re-select every K steps
     float alpha;         // Grass scale factor
     int fused;           // apply projected updates during the backward pass
+    int state_dtype;     // StateDtype of every Adam moment, full-rank and subspace (backend.h)
     int share_compressed; // fused with no accumulation: one layer's compressed gradients live at a
                           // time, so all layers share one buffer (set by the trainer)
     int overlap_comm;     // fused: layer l's compressed gradients are all-reduced while the
@@ -179,7 +180,7 @@ typedef struct {
     Selection h_sel;   // host copy of the selection
     int* d_idx; float* d_scale; float* d_upscale;  // backend copies
     float* C;          // compressed gradient: r_eff x n (rows side) or m x r_eff (cols side)
-    float* m; float* v;
+    void* m; void* v;  // Adam moments, stored as cfg.state_dtype
     float* norms;      // dim_sel squared norms, filled by the norm pass at a refresh
     int64_t t;         // Adam steps since the last refresh
 } GrassMatrix;
@@ -194,7 +195,7 @@ typedef struct {
     size_t* grad_offset;    // per tensor; (size_t)-1 when the tensor has no dense gradient
     size_t grad_total;
     floatX* grads;
-    float* m; float* v;     // AdamW moments for the dense tensors, grad_total each
+    void* m; void* v;       // AdamW moments for the dense tensors, grad_total each (cfg.state_dtype)
     GrassMatrix* gm;
     int n_gm;
     int* gm_of_tensor;      // tensor -> index into gm, or -1
@@ -292,8 +293,8 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
             g->d_scale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
             g->d_upscale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
             g->C = NULL;  // below: own buffers, or one pool shared by the layers
-            g->m = (float*)backend_malloc(sub * sizeof(float), "grass adam m");
-            g->v = (float*)backend_malloc(sub * sizeof(float), "grass adam v");
+            g->m = backend_malloc(sub * state_dtype_size(cfg->state_dtype), "grass adam m");
+            g->v = backend_malloc(sub * state_dtype_size(cfg->state_dtype), "grass adam v");
             g->norms = (float*)backend_malloc(g->dim_sel * sizeof(float), "grass norms");
             o->gm_of_tensor[i] = o->n_gm++;
             o->grad_offset[i] = (size_t)-1;
@@ -327,8 +328,8 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
             o->gm[k].C = (float*)backend_malloc((size_t)o->gm[k].r * o->gm[k].other * sizeof(float), "grass compressed gradients");
     }
     o->grads = (floatX*)backend_malloc(o->grad_total * sizeof(floatX), "dense gradients");
-    o->m = (float*)backend_malloc(o->grad_total * sizeof(float), "adamw m");
-    o->v = (float*)backend_malloc(o->grad_total * sizeof(float), "adamw v");
+    o->m = backend_malloc(o->grad_total * state_dtype_size(cfg->state_dtype), "adamw m");
+    o->v = backend_malloc(o->grad_total * state_dtype_size(cfg->state_dtype), "adamw v");
     o->d_sumsq = (float*)backend_malloc(sizeof(float), "norm scalar");
     o->d_layer_sumsq = (float*)backend_malloc((o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), "norm scalars");
 }
@@ -367,7 +368,7 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         const ParamTensor* t = &pt->t[i];
         if (!optim_is_projected(c, t)) {
             p->dense_grad_bytes += t->numel * sizeof(floatX);
-            p->state_bytes += 2 * t->numel * sizeof(float);
+            p->state_bytes += 2 * t->numel * state_dtype_size(c->state_dtype);
             p->comm_step_bytes += t->numel * sizeof(floatX);
             continue;
         }
@@ -379,7 +380,7 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         p->layer_compressed_bytes[t->layer] += (size_t)r * other * sizeof(float);
         p->comm_step_bytes += (size_t)r * other * sizeof(floatX);  // floatX on the wire
         p->comm_refresh_bytes += (size_t)dim_sel * sizeof(float);
-        p->state_bytes += 2 * (size_t)r * other * sizeof(float);
+        p->state_bytes += 2 * (size_t)r * other * state_dtype_size(c->state_dtype);
         p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
         p->projected_params += t->numel;
     }
@@ -456,7 +457,7 @@ static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
     float bc1 = 1.0f - powf(o->cfg.b1, (float)g->t), bc2 = 1.0f - powf(o->cfg.b2, (float)g->t);
-    grass_adam_update(o->params + t->offset, g->C, g->m, g->v, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
+    grass_adam_update(o->params + t->offset, g->C, g->m, g->v, o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
                       g->cols_side, lr, o->cfg.alpha, o->cfg.b1, o->cfg.b2, o->cfg.eps,
                       t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale, optim_update_seed(o, g->tensor));
 }
@@ -540,7 +541,9 @@ static float optim_step(Optimizer* o, float lr) {
         const ParamTensor* t = &o->pt->t[i];
         size_t off = o->grad_offset[i];
         if (off == (size_t)-1) continue;
-        adamw_update(o->params + t->offset, o->grads + off, o->m + off, o->v + off, t->numel, lr, o->cfg.b1,
+        size_t soff = off * state_dtype_size(o->cfg.state_dtype);
+        adamw_update(o->params + t->offset, o->grads + off, (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype,
+                     t->numel, lr, o->cfg.b1,
                      o->cfg.b2, o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
                      optim_update_seed(o, i));
     }
@@ -572,7 +575,7 @@ static void optim_refresh(Optimizer* o, int64_t step) {
         backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
         backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
         backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
-        size_t sub = (size_t)g->r * g->other * sizeof(float);
+        size_t sub = (size_t)g->r * g->other * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
         backend_memset0(g->v, sub);
         g->t = 0;
@@ -583,23 +586,23 @@ static void optim_refresh(Optimizer* o, int64_t step) {
 
 // ---- state files -----------------------------------------------------------------------------
 // Written after the model checkpoint; see docs/FORMATS.md. Host-side copies through the backend.
-static void write_backend_floats(FILE* f, const float* d, size_t n, const char* path) {
-    const size_t chunk = (size_t)1 << 24;
-    float* buf = (float*)malloc_check((n < chunk ? n : chunk) * sizeof(float) + 1);
+static void write_backend_bytes(FILE* f, const void* d, size_t n, const char* path) {
+    const size_t chunk = (size_t)1 << 26;
+    char* buf = (char*)malloc_check((n < chunk ? n : chunk) + 1);
     for (size_t off = 0; off < n; off += chunk) {
         size_t c = n - off < chunk ? n - off : chunk;
-        backend_download(buf, d + off, c * sizeof(float));
-        fwrite_check(buf, sizeof(float), c, f, path);
+        backend_download(buf, (const char*)d + off, c);
+        fwrite_check(buf, 1, c, f, path);
     }
     free(buf);
 }
-static void read_backend_floats(FILE* f, float* d, size_t n, const char* path) {
-    const size_t chunk = (size_t)1 << 24;
-    float* buf = (float*)malloc_check((n < chunk ? n : chunk) * sizeof(float) + 1);
+static void read_backend_bytes(FILE* f, void* d, size_t n, const char* path) {
+    const size_t chunk = (size_t)1 << 26;
+    char* buf = (char*)malloc_check((n < chunk ? n : chunk) + 1);
     for (size_t off = 0; off < n; off += chunk) {
         size_t c = n - off < chunk ? n - off : chunk;
-        fread_check(buf, sizeof(float), c, f, path);
-        backend_upload(d + off, buf, c * sizeof(float));
+        fread_check(buf, 1, c, f, path);
+        backend_upload((char*)d + off, buf, c);
     }
     free(buf);
 }
@@ -614,6 +617,7 @@ static void optim_signature(const Optimizer* o, int32_t sig[16]) {
     sig[6] = o->cfg.type == OPT_GRASS ? o->cfg.fused : 0;
     for (int k = 0; k < o->n_gm; k++) sig[7] += o->gm[k].r;
     sig[8] = (int32_t)(o->cfg.seed & 0x7fffffff);
+    sig[9] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
 }
 
 static void optim_save(const Optimizer* o, FILE* f, const char* path) {
@@ -622,8 +626,9 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
     fwrite_check(sig, sizeof(int32_t), 16, f, path);
     int64_t step = o->step;
     fwrite_check(&step, sizeof(int64_t), 1, f, path);
-    write_backend_floats(f, o->m, o->grad_total, path);
-    write_backend_floats(f, o->v, o->grad_total, path);
+    size_t ssz = state_dtype_size(o->cfg.state_dtype);
+    write_backend_bytes(f, o->m, o->grad_total * ssz, path);
+    write_backend_bytes(f, o->v, o->grad_total * ssz, path);
     for (int k = 0; k < o->n_gm; k++) {
         const GrassMatrix* g = &o->gm[k];
         int32_t hdr[4] = {g->tensor, g->cols_side, g->r, g->r_eff};
@@ -632,8 +637,8 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
         fwrite_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
         fwrite_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
         fwrite_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
-        write_backend_floats(f, g->m, grass_sub_numel(g), path);
-        write_backend_floats(f, g->v, grass_sub_numel(g), path);
+        write_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
+        write_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }
 }
 
@@ -642,16 +647,18 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     fread_check(sig, sizeof(int32_t), 16, f, path);
     optim_signature(o, want);
     if (memcmp(sig, want, sizeof(sig)) != 0) {
-        fatal("'%s' holds the state of another optimizer setup (file: optimizer %s, select %d, K %d, ranks %d, seed %d; "
-              "this run: optimizer %s, select %d, K %d, ranks %d, seed %d); resume with the same optimizer flags",
-              path, sig[0] >= 0 && sig[0] <= 1 ? OPTIMIZER_NAMES[sig[0]] : "?", sig[3], sig[4], sig[7], sig[8],
-              OPTIMIZER_NAMES[want[0]], want[3], want[4], want[7], want[8]);
+        fatal("'%s' holds the state of another optimizer setup (file: optimizer %s, select %d, K %d, ranks %d, seed %d, "
+              "%s states; this run: optimizer %s, select %d, K %d, ranks %d, seed %d, %s states); resume with the same "
+              "optimizer flags", path, sig[0] >= 0 && sig[0] <= 1 ? OPTIMIZER_NAMES[sig[0]] : "?", sig[3], sig[4], sig[7],
+              sig[8], sig[9] == STATE_BF16 ? "bf16" : "fp32", OPTIMIZER_NAMES[want[0]], want[3], want[4], want[7], want[8],
+              want[9] == STATE_BF16 ? "bf16" : "fp32");
     }
     int64_t step;
     fread_check(&step, sizeof(int64_t), 1, f, path);
     o->step = step;
-    read_backend_floats(f, o->m, o->grad_total, path);
-    read_backend_floats(f, o->v, o->grad_total, path);
+    size_t ssz = state_dtype_size(o->cfg.state_dtype);
+    read_backend_bytes(f, o->m, o->grad_total * ssz, path);
+    read_backend_bytes(f, o->v, o->grad_total * ssz, path);
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         int32_t hdr[4];
@@ -668,8 +675,8 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
         backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
         backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
-        read_backend_floats(f, g->m, grass_sub_numel(g), path);
-        read_backend_floats(f, g->v, grass_sub_numel(g), path);
+        read_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
+        read_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }
 }
 #endif // GRASS_OPTIM_CUH

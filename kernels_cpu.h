@@ -305,9 +305,33 @@ static void cpu_grass_grad_norms(float* norms, const float* dout, const float* i
     }
 }
 
-static void cpu_grass_adam_update(float* W, const float* C, float* m, float* v, const int* idx, const float* upscale,
+// ---- optimizer-state storage: fp32, or bf16 (state_bf16 = 1; STATE_BF16 in backend.h) ---------
+// bf16 = the top 16 bits of an fp32; rounding to nearest even, NaN kept a (quiet) NaN
+static inline uint16_t cpu_bf16_from_float(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float cpu_float_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+static inline float cpu_state_get(const void* s, size_t k, int bf16) {
+    return bf16 ? cpu_float_from_bf16(((const uint16_t*)s)[k]) : ((const float*)s)[k];
+}
+static inline void cpu_state_set(void* s, size_t k, float x, int bf16) {
+    if (bf16) ((uint16_t*)s)[k] = cpu_bf16_from_float(x);
+    else ((float*)s)[k] = x;
+}
+
+static void cpu_grass_adam_update(float* W, const float* C, void* m, void* v, int state_bf16, const int* idx, const float* upscale,
                        int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
                        float wd, float bc1, float bc2, float grad_scale) {
+    int bf = state_bf16;
     if (wd > 0.0f) {
         float keep = 1.0f - lr * wd;
         size_t n = (size_t)outd * in;
@@ -323,9 +347,10 @@ static void cpu_grass_adam_update(float* W, const float* C, float* m, float* v, 
             for (int c = 0; c < in; c++) {
                 size_t k = (size_t)j * in + c;
                 float g = C[k] * grad_scale;
-                m[k] = b1 * m[k] + (1.0f - b1) * g;
-                v[k] = b2 * v[k] + (1.0f - b2) * g * g;
-                float u = (m[k] / bc1) / (sqrtf(v[k] / bc2) + eps);
+                float mk = b1 * cpu_state_get(m, k, bf) + (1.0f - b1) * g;
+                float vk = b2 * cpu_state_get(v, k, bf) + (1.0f - b2) * g * g;
+                cpu_state_set(m, k, mk, bf); cpu_state_set(v, k, vk, bf);
+                float u = (mk / bc1) / (sqrtf(vk / bc2) + eps);
                 w[c] -= step * up * u;
             }
         }
@@ -335,9 +360,10 @@ static void cpu_grass_adam_update(float* W, const float* C, float* m, float* v, 
             for (int j = 0; j < r; j++) {
                 size_t k = (size_t)i * r + j;
                 float g = C[k] * grad_scale;
-                m[k] = b1 * m[k] + (1.0f - b1) * g;
-                v[k] = b2 * v[k] + (1.0f - b2) * g * g;
-                float u = (m[k] / bc1) / (sqrtf(v[k] / bc2) + eps);
+                float mk = b1 * cpu_state_get(m, k, bf) + (1.0f - b1) * g;
+                float vk = b2 * cpu_state_get(v, k, bf) + (1.0f - b2) * g * g;
+                cpu_state_set(m, k, mk, bf); cpu_state_set(v, k, vk, bf);
+                float u = (mk / bc1) / (sqrtf(vk / bc2) + eps);
                 W[(size_t)i * in + idx[j]] -= step * upscale[j] * u;
             }
         }
@@ -350,15 +376,17 @@ static void cpu_scale_floats(float* C, float s, size_t n) {
 }
 
 // ---- full-rank AdamW and reductions ---------------------------------------------------------
-static void cpu_adamw_update(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
+static void cpu_adamw_update(float* p, const float* g, void* m, void* v, int state_bf16, size_t n, float lr, float b1, float b2,
                   float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     (void)seed;  // fp32 weights: no stochastic rounding on the CPU
+    int bf = state_bf16;
     #pragma omp parallel for
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * grad_scale;
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        float u = (m[i] / bc1) / (sqrtf(v[i] / bc2) + eps);
+        float mi = b1 * cpu_state_get(m, i, bf) + (1.0f - b1) * gi;
+        float vi = b2 * cpu_state_get(v, i, bf) + (1.0f - b2) * gi * gi;
+        cpu_state_set(m, i, mi, bf); cpu_state_set(v, i, vi, bf);
+        float u = (mi / bc1) / (sqrtf(vi / bc2) + eps);
         p[i] -= lr * (u + wd * p[i]);
     }
 }

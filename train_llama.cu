@@ -91,7 +91,7 @@ static size_t llama_activation_bytes(const LlamaConfig* c, int B, int T, int rec
     return fx * sizeof(floatX) + fl * sizeof(float) + 2 * N * sizeof(int);
 }
 
-static void llama_build_with(Llama* m, const LlamaConfig* c, int B, int T, int recompute) {
+static void llama_build(Llama* m, const LlamaConfig* c, int B, int T, int recompute) {
     memset(m, 0, sizeof(*m));
     m->config = *c;
     m->B = B; m->T = T;
@@ -151,8 +151,6 @@ static void llama_build_with(Llama* m, const LlamaConfig* c, int B, int T, int r
     backend_upload(m->rope_sin, sn, (size_t)c->max_seq_len * half * sizeof(float));
     free(cs); free(sn);
 }
-
-static void llama_build(Llama* m, const LlamaConfig* c, int B, int T) { llama_build_with(m, c, B, T, 0); }
 
 static void llama_free(Llama* m) {
     void* ptrs[] = {m->params, m->resid, m->ln1, m->q, m->k, m->v, m->att, m->resid_mid, m->ln2, m->gate, m->up,
@@ -476,6 +474,7 @@ typedef struct {
     int plan_only;
     int overlap_comm;
     int recompute;
+    const char* state_dtype;
     OptimConfig oc;
 } TrainArgs;
 
@@ -532,6 +531,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
+    OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
     OPT("", "--overlap-comm", 'i', &a->overlap_comm, 0, 1, "fused Grass with several ranks: all-reduce a layer while the next one's backward runs (0/1)");
     OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
@@ -556,7 +556,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
     a->optimizer = "adamw"; a->grass_select = "multinorm"; a->rank = 128; a->grass_layers = "q,k,v,o,gate,up,down";
-    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->overlap_comm = 1;
+    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->overlap_comm = 1; a->state_dtype = "fp32";
     optim_config_defaults(&a->oc);
 }
 
@@ -635,6 +635,9 @@ static void resolve_optim(TrainArgs* a) {
     int sel = grass_select_from_name(a->grass_select);
     if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
     oc->select = (GrassSelect)sel;
+    if (strcmp(a->state_dtype, "fp32") == 0) oc->state_dtype = STATE_FP32;
+    else if (strcmp(a->state_dtype, "bf16") == 0) oc->state_dtype = STATE_BF16;
+    else fatal("unknown --state-dtype '%s' (fp32 | bf16)", a->state_dtype);
     if (a->rank == -1.0f) { oc->rank = 0; oc->rank_frac = 1.0f; }
     else if (!(a->rank > 0)) fatal("--rank must be > 0 (an integer, a fraction below 1, or full)");
     else if (a->rank < 1.0f) { oc->rank = 0; oc->rank_frac = a->rank; }
@@ -675,7 +678,7 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
     size_t total = weights + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes + acts;
     if (rank == 0) {
         char b[6][32];
-        printf("memory plan (%s weights, fp32 optimizer states):\n", FLOATX_NAME);
+        printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
         printf("  parameters        %12zu  %s\n", pt.total, fmt_bytes(weights, b[0]));
         printf("  gradients (dense) %12s  %s\n", "", fmt_bytes(op.dense_grad_bytes, b[1]));
         if (oc->type == OPT_GRASS) {
@@ -866,11 +869,12 @@ int main(int argc, char** argv) {
         llama_config_print(&config, stdout);
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
         if (a.oc.type == OPT_GRASS)
-            printf("optimizer: grass (select %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g\n",
-                   GRASS_SELECT_NAMES[a.oc.select], a.rank == -1.0f ? "full: fraction " : a.rank < 1 ? "fraction " : "",
+            printf("optimizer: grass (select %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
+                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], a.rank == -1.0f ? "full: fraction " : a.rank < 1 ? "fraction " : "",
                    a.rank == -1.0f ? 1.0f : a.rank, a.oc.update_freq,
-                   a.oc.alpha, a.oc.fused, a.oc.overlap_comm, a.grass_layers, a.lr);
-        else printf("optimizer: adamw, lr %g, weight decay %g, clip %g\n", a.lr, a.oc.weight_decay, a.oc.grad_clip);
+                   a.oc.alpha, a.oc.fused, a.oc.overlap_comm, a.grass_layers, a.lr, a.state_dtype);
+        else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states\n", a.lr, a.oc.weight_decay, a.oc.grad_clip,
+                    a.state_dtype);
     }
     memory_plan(&config, &a.oc, a.B, a.T, a.recompute, a.memory_limit_gb, pg.rank, !a.plan_only);
     if (a.plan_only) { comm_finalize(&pg); return 0; }
@@ -893,7 +897,7 @@ int main(int argc, char** argv) {
     }
 
     Llama model;
-    llama_build_with(&model, &config, a.B, a.T, a.recompute);
+    llama_build(&model, &config, a.B, a.T, a.recompute);
     Optimizer opt;
     optim_init(&opt, &a.oc, &model.pt, model.params);
     opt.world_size = pg.world_size;

@@ -33,6 +33,8 @@ if [ $OPT = grass ]; then
   ARGS+=(--optimizer grass --grass-select $SELECT --rank $RANK --update-freq $K --grass-scale 0.25 -l $lr_g)
   # clipping needs the whole step's norm, which the fused per-layer update cannot wait for
   [ "$clip" != 0 ] && ARGS+=(--grad-clip $clip --grass-fused 0)
+  # 13b on one 40 GB GPU: recompute activations and keep the Adam moments in bf16 (plan ~29 GiB)
+  [ $SIZE = 13b ] && ARGS+=(--recompute 1 --state-dtype bf16)
 else
   ARGS+=(--optimizer adamw -l 1e-3)
   [ "$clip" != 0 ] && ARGS+=(--grad-clip $clip)

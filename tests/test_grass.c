@@ -152,7 +152,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
             memset(vd, 0, (size_t)r * other * sizeof(double));
             t_since = 0;
             size_t nonzero = 0;
-            for (size_t i = 0; i < (size_t)o.gm[0].r * other; i++) nonzero += o.gm[0].m[i] != 0.0f || o.gm[0].v[i] != 0.0f;
+            for (size_t i = 0; i < (size_t)o.gm[0].r * other; i++) nonzero += ((float*)o.gm[0].m)[i] != 0.0f || ((float*)o.gm[0].v)[i] != 0.0f;
             CHECK(nonzero == 0, "%s: moments reset at refresh (%zu nonzero)", label, nonzero);
             if (method == SEL_TOPR) {  // independent top-r in double
                 for (int j = 0; j < o.gm[0].r_eff; j++) {
@@ -164,7 +164,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
             }
         } else if (step > 0) {
             // no reset: moments carry over (nonzero after a step)
-            double mm = 0; for (size_t i = 0; i < (size_t)o.gm[0].r_eff * other; i++) mm += fabs(o.gm[0].m[i]);
+            double mm = 0; for (size_t i = 0; i < (size_t)o.gm[0].r_eff * other; i++) mm += fabs(((float*)o.gm[0].m)[i]);
             CHECK(mm > 0, "%s: moments kept between refreshes (step %d)", label, step);
         }
         optim_zero_grads(&o);
@@ -197,7 +197,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
                 double u = (md[mi] / bc1) / (sqrt(vd[mi] / bc2) + oc.eps);
                 size_t wi = cols ? (size_t)k * in + row : (size_t)row * in + k;
                 Wd[wi] -= (double)lr * oc.alpha * gm->h_sel.upscale[j] * u;
-                max_moment_err = fmax(max_moment_err, fabs(gm->m[mi] - md[mi]) / (fabs(md[mi]) + 1e-3));
+                max_moment_err = fmax(max_moment_err, fabs(((float*)gm->m)[mi] - md[mi]) / (fabs(md[mi]) + 1e-3));
             }
         for (size_t i = 0; i < pt.total; i++) { max_err = fmax(max_err, fabs(W[i] - Wd[i])); max_ref = fmax(max_ref, fabs(Wd[i])); }
     }
@@ -214,7 +214,7 @@ typedef struct { Llama m; Optimizer o; float last_norm; } Run;
 
 static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int B, int T, int accum, int steps,
                       const int* tokens /* steps*accum*B*(T+1) */) {
-    llama_build(&run->m, c, B, T);
+    llama_build(&run->m, c, B, T, 0);
     llama_init_random(&run->m, 5);
     optim_init(&run->o, oc, &run->m.pt, run->m.params);
     float dloss = 1.0f / (B * T * accum);

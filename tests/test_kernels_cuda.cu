@@ -92,6 +92,33 @@ static std::vector<float> hf(const float* d, size_t n) {
     backend_download(h.data(), d, n * sizeof(float));
     return h;
 }
+// bf16 optimizer states (STATE_BF16): device buffers of bf16 bits, and host views as floats
+static void* ds_bf16_from(const std::vector<float>& h) {
+    std::vector<uint16_t> b(h.size());
+    for (size_t i = 0; i < h.size(); i++) b[i] = cpu_bf16_from_float(h[i]);
+    void* d = backend_malloc((h.size() + 8) * sizeof(uint16_t), "test");
+    backend_upload(d, b.data(), b.size() * sizeof(uint16_t));
+    g_bufs.push_back(d);
+    return d;
+}
+static std::vector<float> hs_bf16(const void* d, size_t n) {
+    std::vector<uint16_t> b(n);
+    backend_download(b.data(), d, n * sizeof(uint16_t));
+    std::vector<float> h(n);
+    for (size_t i = 0; i < n; i++) h[i] = cpu_float_from_bf16(b[i]);
+    return h;
+}
+static std::vector<uint16_t> bf16_bits(const std::vector<float>& h) {
+    std::vector<uint16_t> b(h.size());
+    for (size_t i = 0; i < h.size(); i++) b[i] = cpu_bf16_from_float(h[i]);
+    return b;
+}
+static std::vector<float> bits_as_float(const std::vector<uint16_t>& b) {
+    std::vector<float> h(b.size());
+    for (size_t i = 0; i < b.size(); i++) h[i] = cpu_float_from_bf16(b[i]);
+    return h;
+}
+
 static void free_bufs(void) {
     for (size_t i = 0; i < g_bufs.size(); i++) backend_free(g_bufs[i]);
     g_bufs.clear();
@@ -359,13 +386,28 @@ static void test_adamw(size_t n, int off, float wd) {
     floatX* dp = dx_from(p) + off;
     float* dm = df_from(m) + off;
     float* dv = df_from(v) + off;
-    adamw_update(dp, dx_from(g) + off, dm, dv, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    adamw_update(dp, dx_from(g) + off, dm, dv, STATE_FP32, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
     std::vector<float> rp(p.begin() + off, p.end()), rm(m.begin() + off, m.end()), rv(v.begin() + off, v.end());
-    cpu_adamw_update(rp.data(), g.data() + off, rm.data(), rv.data(), n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    cpu_adamw_update(rp.data(), g.data() + off, rm.data(), rv.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
     // bf16: stochastic rounding moves each parameter by at most one bf16 step (2^-8 relative)
     expect_close(nm("adamw_update param n=%zu off=%d wd=%g", n, off, wd), hx(dp, n), rp, TOL(8e-3, 1e-6));
     expect_close(nm("adamw_update m n=%zu off=%d", n, off), hf(dm, n), rm, 1e-5);
     expect_close(nm("adamw_update v n=%zu off=%d", n, off), hf(dv, n), rv, 1e-5);
+
+    // bf16 moments: the same update from the same bf16 moments; stored moments may differ by
+    // one bf16 step where fp32 rounding differs at a bf16 tie (2^-8 relative)
+    std::vector<float> ms(m.begin() + off, m.end()), vs(v.begin() + off, v.end());
+    floatX* dp2 = dx_from(std::vector<float>(p.begin() + off, p.end()));
+    void* dm2 = ds_bf16_from(ms);
+    void* dv2 = ds_bf16_from(vs);
+    adamw_update(dp2, dx_from(std::vector<float>(g.begin() + off, g.end())), dm2, dv2, STATE_BF16, n, lr, b1, b2, eps, wd,
+                 bc1, bc2, gs, 42);
+    std::vector<float> rp2(p.begin() + off, p.end());
+    std::vector<uint16_t> rm2 = bf16_bits(ms), rv2 = bf16_bits(vs);
+    cpu_adamw_update(rp2.data(), g.data() + off, rm2.data(), rv2.data(), 1, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    expect_close(nm("adamw_update param bf16 states n=%zu off=%d", n, off), hx(dp2, n), rp2, TOL(8e-3, 1e-6));
+    expect_close(nm("adamw_update m bf16 states n=%zu off=%d", n, off), hs_bf16(dm2, n), bits_as_float(rm2), 4e-3);
+    expect_close(nm("adamw_update v bf16 states n=%zu off=%d", n, off), hs_bf16(dv2, n), bits_as_float(rv2), 4e-3);
     free_bufs();
 }
 
@@ -376,7 +418,7 @@ static void test_stochastic_rounding(void) {
     std::vector<float> p(n, 1.0f), g(n, 1.0f), z(n, 0.0f);
     float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f;
     floatX* dp = dx_from(p);
-    adamw_update(dp, dx_from(g), df_from(z), df_from(z), n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    adamw_update(dp, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
     std::vector<float> r1 = hx(dp, n);
     double mean = 0.0;
     size_t ups = 0;
@@ -392,11 +434,11 @@ static void test_stochastic_rounding(void) {
     printf("  %-64s mean %.7f (exact %.7f), %.3f rounded up\n", "adamw_update: mean of 1M stochastically rounded params",
            mean, expect, (double)ups / n);
     floatX* dp2 = dx_from(p);
-    adamw_update(dp2, dx_from(g), df_from(z), df_from(z), n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    adamw_update(dp2, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
     expect_same_bits("adamw_update with the same seed", r1, hx(dp2, n));
 #ifndef ENABLE_FP32
     floatX* dp3 = dx_from(p);
-    adamw_update(dp3, dx_from(g), df_from(z), df_from(z), n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8);
+    adamw_update(dp3, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8);
     std::vector<float> r3 = hx(dp3, n);
     CHECK(memcmp(r1.data(), r3.data(), n * sizeof(float)) != 0, "a different seed gives the same rounding");
 #endif
@@ -513,10 +555,10 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     floatX* dW = dx_from(W);
     float* dm = df_from(m);
     float* dv = df_from(v);
-    grass_adam_update(dW, df_from(C), dm, dv, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha, b1, b2, eps, wd,
-                      bc1, bc2, gs, 12345);
+    grass_adam_update(dW, df_from(C), dm, dv, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha, b1,
+                      b2, eps, wd, bc1, bc2, gs, 12345);
     std::vector<float> rW = W, rm = m, rv = v;
-    cpu_grass_adam_update(rW.data(), C.data(), rm.data(), rv.data(), idx.data(), up.data(), r, outd, in, cols_side, lr,
+    cpu_grass_adam_update(rW.data(), C.data(), rm.data(), rv.data(), 0, idx.data(), up.data(), r, outd, in, cols_side, lr,
                           alpha, b1, b2, eps, wd, bc1, bc2, gs);
     std::vector<float> gW = hx(dW, W.size());
     const char* side = cols_side ? "cols" : "rows";
@@ -535,6 +577,22 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
                 if (!sel[cols_side ? c : i] && gW[(size_t)i * in + c] != W[(size_t)i * in + c]) changed++;
         CHECK(changed == 0, "grass_adam_update changed %zu unselected weights", changed);
     }
+    // bf16 moments (subspace Adam state in bf16)
+    floatX* dW2 = dx_from(W);
+    void* dm2 = ds_bf16_from(m);
+    void* dv2 = ds_bf16_from(v);
+    grass_adam_update(dW2, df_from(C), dm2, dv2, STATE_BF16, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha,
+                      b1, b2, eps, wd, bc1, bc2, gs, 12345);
+    std::vector<float> rW2 = W;
+    std::vector<uint16_t> rm2 = bf16_bits(m), rv2 = bf16_bits(v);
+    cpu_grass_adam_update(rW2.data(), C.data(), rm2.data(), rv2.data(), 1, idx.data(), up.data(), r, outd, in, cols_side, lr,
+                          alpha, b1, b2, eps, wd, bc1, bc2, gs);
+    expect_close(nm("grass_adam_update W bf16 states %s %dx%d r=%d wd=%g", side, outd, in, r, wd), hx(dW2, W.size()), rW2,
+                 TOL(wd > 0.0f ? 1.6e-2 : 8e-3, 1e-6));
+    expect_close(nm("grass_adam_update m bf16 states %s %dx%d r=%d", side, outd, in, r), hs_bf16(dm2, sub),
+                 bits_as_float(rm2), 4e-3);
+    expect_close(nm("grass_adam_update v bf16 states %s %dx%d r=%d", side, outd, in, r), hs_bf16(dv2, sub),
+                 bits_as_float(rv2), 4e-3);
     free_bufs();
 }
 

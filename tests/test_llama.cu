@@ -41,7 +41,7 @@ static void check_fixture(const char* path) {
     printf("%s: V=%d d=%d f=%d L=%d heads=%d/%d tied=%d eps=%g theta=%g B=%d T=%d\n", path, V, c.dim, c.ffn_dim,
            c.n_layers, c.n_heads, c.n_kv_heads, c.tie_embeddings, c.norm_eps, c.rope_theta, B, T);
     Llama m;
-    llama_build(&m, &c, B, T);
+    llama_build(&m, &c, B, T, 0);
     // every parameter by its HF name; the fixture must hold exactly the model's tensors
     for (int i = 0; i < m.pt.n; i++) {
         int64_t n = 0;
@@ -92,7 +92,7 @@ static void check_fixture(const char* path) {
     // activation recomputation: the same gradients, bit for bit, from one layer slot
     {
         Llama mr;
-        llama_build_with(&mr, &c, B, T, 1);
+        llama_build(&mr, &c, B, T, 1);
         backend_copy(mr.params, m.params, m.pt.total * sizeof(floatX));
         CHECK(mr.activation_bytes < m.activation_bytes || c.n_layers == 1, "%s: recompute holds fewer activations (%zu vs %zu bytes)",
               path, mr.activation_bytes, m.activation_bytes);

@@ -678,43 +678,105 @@ static void test_grad_norms_case(int N, int in, int outd, int cols) {
     free(dY); free(X); free(G); free(nr); free(nk); free(want);
 }
 
+// ==== bf16 optimizer states =====================================================================
+// the float64 reference of bf16 storage: the nearest value with 8 significant bits (bf16
+// subnormals: a multiple of 2^-133), ties to even (rint), overflow to infinity
+static double ref_bf16(double x) {
+    if (isnan(x) || isinf(x) || x == 0.0) return x;
+    int e;
+    frexp(x, &e);                       // |x| = f 2^e, f in [0.5, 1)
+    double q = ldexp(1.0, e - 8);       // the spacing of 8 significant bits
+    if (q < ldexp(1.0, -133)) q = ldexp(1.0, -133);
+    double y = rint(x / q) * q;
+    return fabs(y) > FLT_MAX ? copysign(INFINITY, y) : y;
+}
+// moments stored as bf16: exactly representable, and within one bf16 step (2^-8 relative) of
+// the float64 reference, which rounds its own moments the same way
+static void check_bf16_states(const char* what, const void* s, const double* ref, size_t n) {
+    size_t bad = 0, worst_i = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        float x = cpu_state_get(s, i, 1);
+        double tol = ldexp(fabs(ref[i]), -8) + 1e-30;
+        double err = fabs((double)x - ref[i]);
+        if (err > tol || (double)x != ref_bf16(x)) bad++;
+        if (err / tol > worst) { worst = err / tol; worst_i = i; }
+    }
+    CHECK(bad == 0, "%s: %zu of %zu bf16 moments off by more than one bf16 step (worst [%zu]: %.3g steps)", what, bad, n,
+          worst_i, worst);
+}
+
+static void test_bf16_rounding(void) {
+    const size_t n = 200000;
+    size_t bad = 0, first = 0;
+    float fx = 0, fgot = 0;
+    for (size_t i = 0; i < n; i++) {
+        float x;
+        if (i < 16) {  // halfway cases: 1 + k 2^-8 for k odd lies between two bf16 values
+            x = (float)(1.0 + (double)(2 * (int)i + 1) * ldexp(1.0, -8)) * (i % 2 ? -1.0f : 1.0f);
+        } else if (i < 32) {
+            x = (float)ldexp(1.0 + rng_u01(), -126 - (int)(i % 20));  // subnormals
+        } else {
+            x = (float)(rng_normal() * ldexp(1.0, rng_int(120) - 60));
+        }
+        float got = cpu_float_from_bf16(cpu_bf16_from_float(x));
+        if ((double)got != ref_bf16(x)) { if (bad == 0) { first = i; fx = x; fgot = got; } bad++; }
+    }
+    CHECK(bad == 0, "bf16 rounding: %zu of %zu values differ from round-to-nearest-even; first [%zu] %a -> %a (want %a)",
+          bad, n, first, fx, fgot, ref_bf16(fx));
+    CHECK(cpu_bf16_from_float(1.0f) == 0x3F80 && cpu_bf16_from_float(-2.0f) == 0xC000, "bf16 bits of 1 and -2");
+    CHECK(cpu_bf16_from_float(1.0f + 0x1p-8f) == 0x3F80 && cpu_bf16_from_float(1.0f + 0x3p-8f) == 0x3F82,
+          "bf16 ties go to even (1 + 2^-8 -> 1, 1 + 3 2^-8 -> 1 + 2^-6)");
+    CHECK(isinf(cpu_float_from_bf16(cpu_bf16_from_float(FLT_MAX))) && isinf(cpu_float_from_bf16(cpu_bf16_from_float(-INFINITY))),
+          "bf16: FLT_MAX rounds to infinity, infinity stays");
+    CHECK(isnan(cpu_float_from_bf16(cpu_bf16_from_float(NAN))), "bf16: NaN stays NaN");
+}
+
 // ==== grass adam update =======================================================================
-static void test_grass_adam_case(int cols, float wd) {
+static void test_grass_adam_case(int cols, float wd, int bf16) {
     const int outd = 9, in = 7, r = 4, steps = 3;
     const float lr = 0.05f, alpha = 1.5f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, gs = 0.5f;
     char tag[80], name[200];
-    snprintf(tag, sizeof tag, "%s side wd=%g", cols ? "cols" : "rows", wd);
+    snprintf(tag, sizeof tag, "%s side wd=%g%s", cols ? "cols" : "rows", wd, bf16 ? " bf16 states" : "");
     int m = cols ? in : outd;
     int* idx = rand_subset(m, r);
     float* up = fnew(r);
     for (int j = 0; j < r; j++) up[j] = rng_unif(0.5, 3.0);
     size_t nw = (size_t)outd * in, nc = cols ? (size_t)outd * r : (size_t)r * in;
     float* W0 = frandn(nw, 1.0f), *W = fcopy(W0, nw);
-    float* mk = fnew(nc), *vk = fnew(nc);
+    void* mk = calloc_check(nc, bf16 ? 2 : 4), *vk = calloc_check(nc, bf16 ? 2 : 4);
     double* Wr = dfrom(W0, nw), *mr = dnew(nc), *vr = dnew(nc);
     for (int t = 1; t <= steps; t++) {
         float* C = frandn(nc, 2.0f);
         float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-        cpu_grass_adam_update(W, C, mk, vk, idx, up, r, outd, in, cols, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
+        cpu_grass_adam_update(W, C, mk, vk, bf16, idx, up, r, outd, in, cols, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
         if (wd > 0) for (size_t i = 0; i < nw; i++) Wr[i] *= 1.0 - (double)lr * wd;
         for (size_t k = 0; k < nc; k++) {
             double g = (double)C[k] * gs;
-            mr[k] = b1 * mr[k] + (1.0 - b1) * g;
-            vr[k] = b2 * vr[k] + (1.0 - b2) * g * g;
-            double u = (mr[k] / bc1) / (sqrt(vr[k] / bc2) + eps);
+            double mn = b1 * mr[k] + (1.0 - b1) * g, vn = b2 * vr[k] + (1.0 - b2) * g * g;
+            double u = (mn / bc1) / (sqrt(vn / bc2) + eps);  // from the moments before storage
+            mr[k] = bf16 ? ref_bf16(mn) : mn;
+            vr[k] = bf16 ? ref_bf16(vn) : vn;
             int j = cols ? (int)(k % r) : (int)(k / in);
             size_t wi = cols ? (k / r) * in + idx[j] : (size_t)idx[j] * in + (k % in);
             Wr[wi] -= (double)lr * alpha * up[j] * u;
         }
         free(C);
     }
-    snprintf(name, sizeof name, "grass_adam_update W %s", tag); check_kernel(name, W, Wr, nw);
     double* dk = dnew(nw), *dr = dnew(nw);
     for (size_t i = 0; i < nw; i++) { dk[i] = (double)W[i] - W0[i]; dr[i] = Wr[i] - W0[i]; }
     snprintf(name, sizeof name, "grass_adam_update W - W0 %s", tag);
-    check_close_dd(name, dk, dr, nw, K_RTOL, K_AFRAC * maxabs(dr, nw) + 3e-7);  // + rounding of W ~ 1
-    snprintf(name, sizeof name, "grass_adam_update m %s", tag); check_kernel(name, mk, mr, nc);
-    snprintf(name, sizeof name, "grass_adam_update v %s", tag); check_kernel(name, vk, vr, nc);
+    if (!bf16) {
+        snprintf(name, sizeof name, "grass_adam_update W %s", tag); check_kernel(name, W, Wr, nw);
+        snprintf(name, sizeof name, "grass_adam_update W - W0 %s", tag);
+        check_close_dd(name, dk, dr, nw, K_RTOL, K_AFRAC * maxabs(dr, nw) + 3e-7);  // + rounding of W ~ 1
+        snprintf(name, sizeof name, "grass_adam_update m %s", tag); check_kernel(name, (float*)mk, mr, nc);
+        snprintf(name, sizeof name, "grass_adam_update v %s", tag); check_kernel(name, (float*)vk, vr, nc);
+    } else {  // a moment a bf16 step away from the reference's moves the update by ~2^-9 relative
+        check_close_dd(name, dk, dr, nw, 1e-2, 1e-3 * maxabs(dr, nw));
+        snprintf(name, sizeof name, "grass_adam_update m %s", tag); check_bf16_states(name, mk, mr, nc);
+        snprintf(name, sizeof name, "grass_adam_update v %s", tag); check_bf16_states(name, vk, vr, nc);
+    }
     if (wd == 0.0f) {  // the rows (columns) not selected are untouched, bit for bit
         char* sel = (char*)calloc_check(m, 1);
         for (int j = 0; j < r; j++) sel[idx[j]] = 1;
@@ -731,30 +793,38 @@ static void test_grass_adam_case(int cols, float wd) {
 }
 
 // ==== adamw ===================================================================================
-static void test_adamw(void) {
+static void test_adamw(int bf16) {
     const size_t n = 777;
     const float lr = 0.05f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.1f, gs = 0.25f;
-    float* p0 = frandn(n, 1.0f), *p = fcopy(p0, n), *m = fnew(n), *v = fnew(n);
+    float* p0 = frandn(n, 1.0f), *p = fcopy(p0, n);
+    void* m = calloc_check(n, bf16 ? 2 : 4), *v = calloc_check(n, bf16 ? 2 : 4);
     double* pr = dfrom(p0, n), *mr = dnew(n), *vr = dnew(n);
     for (int t = 1; t <= 3; t++) {
         float* g = frandn(n, 2.0f);
         float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-        cpu_adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 1234 + t);
+        cpu_adamw_update(p, g, m, v, bf16, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 1234 + t);
         for (size_t i = 0; i < n; i++) {
             double gi = (double)g[i] * gs;
-            mr[i] = b1 * mr[i] + (1.0 - b1) * gi;
-            vr[i] = b2 * vr[i] + (1.0 - b2) * gi * gi;
-            double u = (mr[i] / bc1) / (sqrt(vr[i] / bc2) + eps);
+            double mn = b1 * mr[i] + (1.0 - b1) * gi, vn = b2 * vr[i] + (1.0 - b2) * gi * gi;
+            double u = (mn / bc1) / (sqrt(vn / bc2) + eps);
+            mr[i] = bf16 ? ref_bf16(mn) : mn;
+            vr[i] = bf16 ? ref_bf16(vn) : vn;
             pr[i] -= lr * (u + wd * pr[i]);
         }
         free(g);
     }
-    check_kernel("adamw param", p, pr, n);
     double* dk = dnew(n), *dr = dnew(n);
     for (size_t i = 0; i < n; i++) { dk[i] = (double)p[i] - p0[i]; dr[i] = pr[i] - p0[i]; }
-    check_close_dd("adamw param - param0", dk, dr, n, K_RTOL, K_AFRAC * maxabs(dr, n) + 5e-7);
-    check_kernel("adamw m", m, mr, n);
-    check_kernel("adamw v", v, vr, n);
+    if (!bf16) {
+        check_kernel("adamw param", p, pr, n);
+        check_close_dd("adamw param - param0", dk, dr, n, K_RTOL, K_AFRAC * maxabs(dr, n) + 5e-7);
+        check_kernel("adamw m", (float*)m, mr, n);
+        check_kernel("adamw v", (float*)v, vr, n);
+    } else {
+        check_close_dd("adamw param - param0, bf16 states", dk, dr, n, 1e-2, 1e-3 * maxabs(dr, n));
+        check_bf16_states("adamw m, bf16 states", m, mr, n);
+        check_bf16_states("adamw v, bf16 states", v, vr, n);
+    }
     free(p0); free(p); free(m); free(v); free(pr); free(mr); free(vr); free(dk); free(dr);
 }
 
@@ -896,11 +966,14 @@ int main(void) {
     test_grad_norms_case(5, 17, 13, 1);
     test_grad_norms_case(8, 1500, 3000, 0);  // rows side, out = 3000: two blocks of ~4M floats
     test_grad_norms_case(8, 3000, 1500, 1);  // cols side, in = 3000: two blocks
-    test_grass_adam_case(0, 0.0f);
-    test_grass_adam_case(0, 0.1f);
-    test_grass_adam_case(1, 0.0f);
-    test_grass_adam_case(1, 0.1f);
-    test_adamw();
+    test_bf16_rounding();
+    for (int bf16 = 0; bf16 <= 1; bf16++) {
+        test_grass_adam_case(0, 0.0f, bf16);
+        test_grass_adam_case(0, 0.1f, bf16);
+        test_grass_adam_case(1, 0.0f, bf16);
+        test_grass_adam_case(1, 0.1f, bf16);
+        test_adamw(bf16);
+    }
     test_small();
     test_sumsq();
     test_determinism();

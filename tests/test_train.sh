@@ -53,6 +53,18 @@ resume_case() {
 resume_case adamw 4 -l 3e-3 --weight-decay 0.1 --grad-clip 1.0
 resume_case grass_topr 4 --optimizer grass --rank 8 --update-freq 3 --grass-select topr -l 1e-2
 resume_case grass_multinorm_accum 3 --optimizer grass --rank 8 --update-freq 3 -d 256 -l 1e-2
+resume_case adamw_bf16_states 4 -l 3e-3 --weight-decay 0.1 --state-dtype bf16
+resume_case grass_bf16_states 4 --optimizer grass --rank 8 --update-freq 3 --grass-select topr -l 1e-2 --state-dtype bf16
+# bf16 moments: the state file holds half the bytes for them, and the run still learns
+s32=$(stat -c %s "$W/res_grass_topr_a/state_00000008.bin"); s16=$(stat -c %s "$W/res_grass_bf16_states_a/state_00000008.bin")
+python3 -c "import sys; sys.exit(0 if $s16 < 0.6 * $s32 else 1)" && ok "bf16 states: state file $s16 bytes vs $s32 with fp32 states" \
+  || bad "bf16 state file $s16 vs fp32 $s32 bytes"
+if $BIN "${COMMON[@]}" -x 80 -v 40 -l 1e-2 -o "$W/fall_bf16" --optimizer grass --rank 12 --update-freq 10 --state-dtype bf16 > "$W/fall_bf16.out" 2>&1; then
+  f32=$(val_losses "$W/fall_grass/log.txt" | tail -1); f16=$(val_losses "$W/fall_bf16/log.txt" | tail -1)
+  python3 -c "import sys; sys.exit(0 if abs($f16 - $f32) < 0.05 * $f32 else 1)" && ok "bf16 states: final val loss $f16 vs $f32 with fp32 states" \
+    || bad "bf16 states: val loss $f16 vs $f32"
+  grep -q "bf16 optimizer states" "$W/fall_bf16.out" && ok "bf16 states shown in the memory plan" || bad "plan does not show bf16 states"
+else bad "bf16 states: training run failed"; tail -3 "$W/fall_bf16.out"; fi
 resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
 
 # ---- activation recomputation changes memory, not results ------------------------------------
@@ -123,6 +135,8 @@ expect_fail "missing tokenizer for samples" "nowhere/tokenizer.bin" $BIN "${COMM
 # checkpoints: another config, not a checkpoint, truncated, NaN weights
 expect_fail "resume with another config" "another model config" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 64 --ffn 80 --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -x 8 -v 0 -y 1 -o "$W/res_adamw_a"
 expect_fail "resume with another optimizer" "another optimizer setup" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
+expect_fail "resume with another state dtype" "another optimizer setup.*fp32 states.*bf16 states" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" -l 3e-3 --state-dtype bf16
+expect_fail "unknown state dtype" "unknown --state-dtype 'fp16'" $BIN "${COMMON[@]}" "${T[@]}" --state-dtype fp16
 expect_fail "init from a non-checkpoint" "not a grass.c model checkpoint" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/data/synthetic_val_000000.bin"
 head -c 5000 "$W/res_adamw_a/model_00000008.bin" > "$W/trunc_model.bin"
 expect_fail "truncated checkpoint" "truncated or corrupt" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/trunc_model.bin"
