@@ -38,6 +38,7 @@ void backend_upload(void* dst, const void* host_src, size_t bytes);       // hos
 void backend_download(void* host_dst, const void* src, size_t bytes);     // backend -> host (raw bytes)
 void backend_upload_floats(floatX* dst, const float* host_src, size_t n); // host fp32 -> floatX
 void backend_download_floats(float* host_dst, const floatX* src, size_t n); // floatX -> host fp32
+void backend_widen(float* dst, const floatX* src, size_t n);               // floatX -> fp32, both in the backend
 void backend_synchronize(void);
 size_t backend_memory_free(void);                  // bytes the backend can still allocate (0 = unknown)
 size_t backend_memory_peak(void);                  // bytes allocated at peak by backend_malloc
@@ -94,19 +95,20 @@ void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const 
 // of G = dY^T X, computed in blocks so that no out x in matrix is ever held
 void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side);
 // Adam in the subspace on C (r x n rows side / m x r cols side) with moments m, v (same shape,
-// stored as state_dtype),
+// stored as state_dtype). Wm: the fp32 master copy of W (NULL: none): then the update and the
+// decay apply to Wm and W gets Wm rounded to nearest; without it, W is rounded stochastically.
 // then W[idx_j,:] -= lr_scaled * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
 // W -= lr * wd * W first when wd > 0 (decoupled decay on the whole matrix).
 // seed: for the stochastic rounding of bf16 weight writes (ignored in fp32)
-void grass_adam_update(floatX* W, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
+void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
                        int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
                        float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
 // C *= s
 void scale_floats(float* C, float s, size_t n);
 
 // ---- full-rank AdamW and reductions ------------------------------------------------------
-// m, v stored as state_dtype
-void adamw_update(floatX* param, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2,
+// m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass
+void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2,
                   float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
 // *acc += sum(x^2) (acc is a backend float)
 void sumsq_floatX(float* acc, const floatX* x, size_t n);

@@ -55,6 +55,7 @@ void backend_upload(void* dst, const void* src, size_t bytes) { memcpy(dst, src,
 void backend_download(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void backend_upload_floats(floatX* dst, const float* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
 void backend_download_floats(float* dst, const floatX* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
+void backend_widen(float* dst, const floatX* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
 void backend_synchronize(void) {}
 size_t backend_memory_free(void) {
     long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -81,9 +82,9 @@ void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, i
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V, float dloss, int want_grad) { cpu_classifier_forward_backward(logits, losses, d_targets, N, V, dloss, want_grad); }
 void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const int* d_idx, const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate) { cpu_grass_gathered_grad(C, dout, inp, d_idx, d_scale, r, N, in, outd, cols_side, accumulate); }
 void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side) { cpu_grass_grad_norms(norms, dout, inp, N, in, outd, cols_side); }
-void grass_adam_update(floatX* W, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale, int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) { (void)seed; cpu_grass_adam_update(W, C, m, v, state_dtype == STATE_BF16, d_idx, d_upscale, r, outd, in, cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, grad_scale); }
+void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale, int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) { (void)seed; cpu_grass_adam_update(W, Wm, C, m, v, state_dtype == STATE_BF16, d_idx, d_upscale, r, outd, in, cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, grad_scale); }
 void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
-void adamw_update(floatX* param, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) { cpu_adamw_update(param, grad, m, v, state_dtype == STATE_BF16, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed); }
+void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) { cpu_adamw_update(param, master, grad, m, v, state_dtype == STATE_BF16, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed); }
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 

@@ -926,25 +926,36 @@ __global__ void gk_adamw(floatX* param, const floatX* grad, float* m, float* v, 
     }
 }
 
-// bf16 moments (STATE_BF16): loaded to fp32, updated in fp32, stored rounded to nearest even
-// (as kernels_cpu.h's cpu_state_set); the update uses the fp32 moments before that rounding
-__global__ void gk_adamw_bf16_states(floatX* param, const floatX* grad, __nv_bfloat16* m, __nv_bfloat16* v, size_t n,
-                                     float lr, float b1, float b2, float eps, float wd, float bc1, float bc2,
-                                     float grad_scale, uint64_t seed) {
+// The general AdamW kernel: moments stored as S (float, or bf16 loaded to fp32, updated in fp32
+// and stored rounded to nearest even, as kernels_cpu.h's cpu_state_set; the update uses the fp32
+// moments before that rounding), and an optional fp32 master copy of the parameters (updated
+// in place; the floatX parameter gets it rounded to nearest). Without a master copy the new
+// parameter is rounded stochastically. gk_adamw below is the vectorized fp32-moment case.
+template <typename S>
+__global__ void gk_adamw_general(floatX* param, float* master, const floatX* grad, S* m, S* v, size_t n, float lr, float b1,
+                                 float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float mi = __bfloat162float(m[i]), vi = __bfloat162float(v[i]);
-        float np = cu_adam_param(cu_tof(param[i]), cu_tof(grad[i]) * grad_scale, mi, vi, lr, b1, b2, eps, wd, bc1, bc2);
-        m[i] = __float2bfloat16_rn(mi); v[i] = __float2bfloat16_rn(vi);
-        param[i] = cu_round_sr(np, cu_rand_at(seed, i));
+        float mi = cu_tof(m[i]), vi = cu_tof(v[i]);
+        float p = master != NULL ? master[i] : cu_tof(param[i]);
+        float np = cu_adam_param(p, cu_tof(grad[i]) * grad_scale, mi, vi, lr, b1, b2, eps, wd, bc1, bc2);
+        m[i] = cu_from<S>(mi); v[i] = cu_from<S>(vi);
+        if (master != NULL) { master[i] = np; param[i] = cu_from<floatX>(np); }
+        else param[i] = cu_round_sr(np, cu_rand_at(seed, i));
     }
 }
-void adamw_update(floatX* param, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1,
-                  float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
+void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr,
+                  float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     if (n == 0) return;
     if (state_dtype == STATE_BF16) {
-        gk_adamw_bf16_states<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(param, grad, (__nv_bfloat16*)m, (__nv_bfloat16*)v,
-                                                                            n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed);
-        CU_LAUNCHED("gk_adamw_bf16_states");
+        gk_adamw_general<__nv_bfloat16><<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(
+            param, master, grad, (__nv_bfloat16*)m, (__nv_bfloat16*)v, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed);
+        CU_LAUNCHED("gk_adamw_general<bf16>");
+        return;
+    }
+    if (master != NULL) {
+        gk_adamw_general<float><<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(
+            param, master, grad, (float*)m, (float*)v, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed);
+        CU_LAUNCHED("gk_adamw_general<float>");
         return;
     }
     float* mf = (float*)m, *vf = (float*)v;
@@ -1027,16 +1038,19 @@ void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N
     }
 }
 
-__global__ void gk_decay(floatX* W, size_t n, float keep, uint64_t seed) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        W[i] = cu_round_sr(cu_tof(W[i]) * keep, cu_rand_at(seed, i));
+// W *= keep: stochastically rounded, or (Wm, the fp32 master copy) Wm *= keep and W = Wm rounded
+__global__ void gk_decay(floatX* W, float* Wm, size_t n, float keep, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        if (Wm != NULL) { float w = Wm[i] * keep; Wm[i] = w; W[i] = cu_from<floatX>(w); }
+        else W[i] = cu_round_sr(cu_tof(W[i]) * keep, cu_rand_at(seed, i));
+    }
 }
 
 // Adam on the subspace element k = (j, c) (rows side, C r x in) or (i, j) (cols side, C out x r);
 // the update lands on W[idx_j, c] or W[i, idx_j].
 // S: the moments' storage, float or __nv_bfloat16 (rounded to nearest even on the store)
 template <typename S>
-__global__ void gk_grass_adam(floatX* W, const float* C, S* m, S* v, const int* idx, const float* upscale, int r,
+__global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, const int* idx, const float* upscale, int r,
                               int outd, int in, int cols_side, float step, float b1, float b2, float eps, float bc1,
                               float bc2, float grad_scale, uint64_t seed) {
     size_t total = (size_t)r * (cols_side ? outd : in);
@@ -1050,7 +1064,8 @@ __global__ void gk_grass_adam(floatX* W, const float* C, S* m, S* v, const int* 
         float vk = b2 * cu_tof(v[k]) + (1.0f - b2) * g * g;
         m[k] = cu_from<S>(mk); v[k] = cu_from<S>(vk);
         float u = (mk / bc1) / (sqrtf(vk / bc2) + eps);
-        W[widx] = cu_round_sr(cu_tof(W[widx]) - step * upscale[j] * u, cu_rand_at(seed, widx));
+        if (Wm != NULL) { float w = Wm[widx] - step * upscale[j] * u; Wm[widx] = w; W[widx] = cu_from<floatX>(w); }
+        else W[widx] = cu_round_sr(cu_tof(W[widx]) - step * upscale[j] * u, cu_rand_at(seed, widx));
     }
 }
 
@@ -1060,24 +1075,24 @@ static uint64_t cu_mix64(uint64_t x) {
 }
 static uint32_t cu_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
-void grass_adam_update(floatX* W, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
+void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
                        int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
                        float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     seed = cu_mix64(seed);
     if (wd > 0.0f) {
         size_t n = (size_t)outd * in;
-        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, n, 1.0f - lr * wd, cu_mix64(seed ^ 0xDEC0DEULL));
+        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, Wm, n, 1.0f - lr * wd, cu_mix64(seed ^ 0xDEC0DEULL));
         CU_LAUNCHED("gk_decay");
     }
     if (r <= 0) return;
     size_t total = (size_t)r * (cols_side ? outd : in);
     if (state_dtype == STATE_BF16)
         gk_grass_adam<__nv_bfloat16><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
-            W, C, (__nv_bfloat16*)m, (__nv_bfloat16*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps,
+            W, Wm, C, (__nv_bfloat16*)m, (__nv_bfloat16*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps,
             bc1, bc2, grad_scale, seed);
     else
         gk_grass_adam<float><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
-            W, C, (float*)m, (float*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps, bc1, bc2,
+            W, Wm, C, (float*)m, (float*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps, bc1, bc2,
             grad_scale, seed);
     CU_LAUNCHED("gk_grass_adam");
 }
@@ -1593,6 +1608,12 @@ __global__ void gk_float_to_x(floatX* dst, const float* src, size_t n) {
 __global__ void gk_x_to_float(float* dst, const floatX* src, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dst[i] = cu_tof(src[i]);
+}
+
+void backend_widen(float* dst, const floatX* src, size_t n) {
+    if (n == 0) return;
+    gk_x_to_float<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(dst, src, n);
+    CU_LAUNCHED("gk_x_to_float");
 }
 
 // fp32 values summed over ranks with floatX on the wire: round to floatX (nearest even) in a

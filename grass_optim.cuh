@@ -34,6 +34,7 @@ typedef struct {
     float alpha;         // Grass scale factor
     int fused;           // apply projected updates during the backward pass
     int state_dtype;     // StateDtype of every Adam moment, full-rank and subspace (backend.h)
+    int master_weights;  // keep an fp32 master copy of the weights (for bf16 weights on the GPU)
     int share_compressed; // fused with no accumulation: one layer's compressed gradients live at a
                           // time, so all layers share one buffer (set by the trainer)
     int overlap_comm;     // fused: layer l's compressed gradients are all-reduced while the
@@ -207,6 +208,7 @@ typedef struct {
     int world_size;         // ranks taking part in the all-reduces (set by the trainer; 1 = none)
     double comm_bytes;      // bytes all-reduced since the last optim_comm_reset (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
+    float* master;          // fp32 master weights (cfg.master_weights), the layout of params; else NULL
     float* C_pool;          // the shared compressed-gradient buffer (share_compressed), else NULL
     size_t C_pool_numel;    // its size: the largest layer's set, twice with overlap_comm
     float* d_layer_sumsq;   // n_gm sums of squares of the fused compressed gradients (backend)
@@ -332,6 +334,16 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
     o->v = backend_malloc(o->grad_total * state_dtype_size(cfg->state_dtype), "adamw v");
     o->d_sumsq = (float*)backend_malloc(sizeof(float), "norm scalar");
     o->d_layer_sumsq = (float*)backend_malloc((o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), "norm scalars");
+    if (cfg->master_weights) {
+        o->master = (float*)backend_malloc(pt->total * sizeof(float), "fp32 master weights");
+        backend_widen(o->master, params, pt->total);
+    }
+}
+
+// The weights were (re)set from outside (random init, a checkpoint): the master copy follows.
+// A resume instead restores the master weights from the state file (optim_load).
+static void optim_weights_changed(Optimizer* o) {
+    if (o->master != NULL) backend_widen(o->master, o->params, o->pt->total);
 }
 
 static void optim_free(Optimizer* o) {
@@ -345,6 +357,7 @@ static void optim_free(Optimizer* o) {
     backend_free(o->C_pool);
     backend_free(o->grads); backend_free(o->m); backend_free(o->v); backend_free(o->d_sumsq);
     backend_free(o->d_layer_sumsq);
+    backend_free(o->master);
     free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
 }
 
@@ -356,6 +369,7 @@ typedef struct {
     size_t state_bytes;        // Adam moments: full-rank and subspace
     size_t other_bytes;        // indices, scales, norm vectors
     size_t projected_params;   // parameters that live in Grass subspaces
+    size_t master_bytes;       // fp32 master weights (--master-weights 1)
     size_t comm_step_bytes;    // all-reduced per step with several ranks: dense grads + compressed grads
     size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
     size_t layer_compressed_bytes[1024];  // per layer, for the shared pool
@@ -384,6 +398,7 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
         p->projected_params += t->numel;
     }
+    p->master_bytes = c->master_weights ? pt->total * sizeof(float) : 0;
     size_t pool = 0;  // the largest layer's compressed gradients
     for (int l = 0; l < 1024; l++) pool = pool > p->layer_compressed_bytes[l] ? pool : p->layer_compressed_bytes[l];
     if (c->share_compressed) p->compressed_bytes = c->overlap_comm ? 2 * pool : pool;  // one pool (two halves)
@@ -457,7 +472,7 @@ static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
     float bc1 = 1.0f - powf(o->cfg.b1, (float)g->t), bc2 = 1.0f - powf(o->cfg.b2, (float)g->t);
-    grass_adam_update(o->params + t->offset, g->C, g->m, g->v, o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
+    grass_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v, o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
                       g->cols_side, lr, o->cfg.alpha, o->cfg.b1, o->cfg.b2, o->cfg.eps,
                       t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale, optim_update_seed(o, g->tensor));
 }
@@ -542,7 +557,7 @@ static float optim_step(Optimizer* o, float lr) {
         size_t off = o->grad_offset[i];
         if (off == (size_t)-1) continue;
         size_t soff = off * state_dtype_size(o->cfg.state_dtype);
-        adamw_update(o->params + t->offset, o->grads + off, (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype,
+        adamw_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, o->grads + off, (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype,
                      t->numel, lr, o->cfg.b1,
                      o->cfg.b2, o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
                      optim_update_seed(o, i));
@@ -618,6 +633,7 @@ static void optim_signature(const Optimizer* o, int32_t sig[16]) {
     for (int k = 0; k < o->n_gm; k++) sig[7] += o->gm[k].r;
     sig[8] = (int32_t)(o->cfg.seed & 0x7fffffff);
     sig[9] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
+    sig[10] = o->cfg.master_weights;
 }
 
 static void optim_save(const Optimizer* o, FILE* f, const char* path) {
@@ -640,12 +656,16 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
         write_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
         write_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }
+    if (o->master != NULL) write_backend_bytes(f, o->master, o->pt->total * sizeof(float), path);
 }
 
 static void optim_load(Optimizer* o, FILE* f, const char* path) {
     int32_t sig[16], want[16];
     fread_check(sig, sizeof(int32_t), 16, f, path);
     optim_signature(o, want);
+    if (sig[10] != want[10])
+        fatal("'%s' was written %s fp32 master weights and this run %s them; resume with the same --master-weights",
+              path, sig[10] ? "with" : "without", want[10] ? "keeps" : "does not keep");
     if (memcmp(sig, want, sizeof(sig)) != 0) {
         fatal("'%s' holds the state of another optimizer setup (file: optimizer %s, select %d, K %d, ranks %d, seed %d, "
               "%s states; this run: optimizer %s, select %d, K %d, ranks %d, seed %d, %s states); resume with the same "
@@ -678,5 +698,6 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         read_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
         read_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }
+    if (o->master != NULL) read_backend_bytes(f, o->master, o->pt->total * sizeof(float), path);
 }
 #endif // GRASS_OPTIM_CUH

@@ -328,21 +328,25 @@ static inline void cpu_state_set(void* s, size_t k, float x, int bf16) {
     else ((float*)s)[k] = x;
 }
 
-static void cpu_grass_adam_update(float* W, const float* C, void* m, void* v, int state_bf16, const int* idx, const float* upscale,
-                       int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
-                       float wd, float bc1, float bc2, float grad_scale) {
+// Wm: an fp32 master copy of W (may be NULL). The update goes to Wm and W takes Wm's value
+// (in fp32 the same number; a bf16 build rounds it to nearest).
+static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, void* v, int state_bf16, const int* idx,
+                       const float* upscale, int r, int outd, int in, int cols_side, float lr, float alpha, float b1,
+                       float b2, float eps, float wd, float bc1, float bc2, float grad_scale) {
     int bf = state_bf16;
+    float* Wsrc = Wm != NULL ? Wm : W;  // the weights the update applies to
     if (wd > 0.0f) {
         float keep = 1.0f - lr * wd;
         size_t n = (size_t)outd * in;
         #pragma omp parallel for
-        for (size_t i = 0; i < n; i++) W[i] *= keep;
+        for (size_t i = 0; i < n; i++) { Wsrc[i] *= keep; W[i] = Wsrc[i]; }
     }
     float step = lr * alpha;
     if (!cols_side) {
         #pragma omp parallel for
         for (int j = 0; j < r; j++) {
-            float* w = W + (size_t)idx[j] * in;
+            float* w = Wsrc + (size_t)idx[j] * in;
+            float* wout = W + (size_t)idx[j] * in;
             float up = upscale[j];
             for (int c = 0; c < in; c++) {
                 size_t k = (size_t)j * in + c;
@@ -352,6 +356,7 @@ static void cpu_grass_adam_update(float* W, const float* C, void* m, void* v, in
                 cpu_state_set(m, k, mk, bf); cpu_state_set(v, k, vk, bf);
                 float u = (mk / bc1) / (sqrtf(vk / bc2) + eps);
                 w[c] -= step * up * u;
+                wout[c] = w[c];
             }
         }
     } else {
@@ -364,7 +369,9 @@ static void cpu_grass_adam_update(float* W, const float* C, void* m, void* v, in
                 float vk = b2 * cpu_state_get(v, k, bf) + (1.0f - b2) * g * g;
                 cpu_state_set(m, k, mk, bf); cpu_state_set(v, k, vk, bf);
                 float u = (mk / bc1) / (sqrtf(vk / bc2) + eps);
-                W[(size_t)i * in + idx[j]] -= step * upscale[j] * u;
+                size_t wi = (size_t)i * in + idx[j];
+                Wsrc[wi] -= step * upscale[j] * u;
+                W[wi] = Wsrc[wi];
             }
         }
     }
@@ -376,10 +383,12 @@ static void cpu_scale_floats(float* C, float s, size_t n) {
 }
 
 // ---- full-rank AdamW and reductions ---------------------------------------------------------
-static void cpu_adamw_update(float* p, const float* g, void* m, void* v, int state_bf16, size_t n, float lr, float b1, float b2,
-                  float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
+// master: an fp32 master copy of p (may be NULL), updated in its place and copied to p
+static void cpu_adamw_update(float* p, float* master, const float* g, void* m, void* v, int state_bf16, size_t n, float lr,
+                  float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     (void)seed;  // fp32 weights: no stochastic rounding on the CPU
     int bf = state_bf16;
+    float* src = master != NULL ? master : p;
     #pragma omp parallel for
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * grad_scale;
@@ -387,7 +396,8 @@ static void cpu_adamw_update(float* p, const float* g, void* m, void* v, int sta
         float vi = b2 * cpu_state_get(v, i, bf) + (1.0f - b2) * gi * gi;
         cpu_state_set(m, i, mi, bf); cpu_state_set(v, i, vi, bf);
         float u = (mi / bc1) / (sqrtf(vi / bc2) + eps);
-        p[i] -= lr * (u + wd * p[i]);
+        src[i] -= lr * (u + wd * src[i]);
+        p[i] = src[i];
     }
 }
 

@@ -531,6 +531,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
+    OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
     OPT("", "--overlap-comm", 'i', &a->overlap_comm, 0, 1, "fused Grass with several ranks: all-reduce a layer while the next one's backward runs (0/1)");
@@ -675,7 +676,7 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
     optim_plan(oc, &pt, &op);
     size_t weights = pt.total * sizeof(floatX);
     size_t acts = llama_activation_bytes(c, B, T, recompute);
-    size_t total = weights + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes + acts;
+    size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes + acts;
     if (rank == 0) {
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
@@ -686,7 +687,9 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
                    fmt_bytes(op.compressed_bytes, b[2]), op.projected_params);
         }
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
-        if (op.other_bytes) printf("  Grass indices     %12s  %s\n", "", fmt_bytes(op.other_bytes, b[4]));
+        if (op.master_bytes) printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
+        if (op.other_bytes) printf("  Grass other       %12s  %s   (indices, scales, norms%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
+                                   oc->overlap_comm && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
                recompute ? ", recomputed per layer" : "");
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
@@ -939,6 +942,7 @@ int main(int argc, char** argv) {
         } else {
             llama_init_random(&model, (uint64_t)a.seed);
         }
+        optim_weights_changed(&opt);
     }
 
     FILE* logf = NULL;

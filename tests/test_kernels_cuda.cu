@@ -386,9 +386,9 @@ static void test_adamw(size_t n, int off, float wd) {
     floatX* dp = dx_from(p) + off;
     float* dm = df_from(m) + off;
     float* dv = df_from(v) + off;
-    adamw_update(dp, dx_from(g) + off, dm, dv, STATE_FP32, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    adamw_update(dp, NULL, dx_from(g) + off, dm, dv, STATE_FP32, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
     std::vector<float> rp(p.begin() + off, p.end()), rm(m.begin() + off, m.end()), rv(v.begin() + off, v.end());
-    cpu_adamw_update(rp.data(), g.data() + off, rm.data(), rv.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    cpu_adamw_update(rp.data(), NULL, g.data() + off, rm.data(), rv.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
     // bf16: stochastic rounding moves each parameter by at most one bf16 step (2^-8 relative)
     expect_close(nm("adamw_update param n=%zu off=%d wd=%g", n, off, wd), hx(dp, n), rp, TOL(8e-3, 1e-6));
     expect_close(nm("adamw_update m n=%zu off=%d", n, off), hf(dm, n), rm, 1e-5);
@@ -400,14 +400,29 @@ static void test_adamw(size_t n, int off, float wd) {
     floatX* dp2 = dx_from(std::vector<float>(p.begin() + off, p.end()));
     void* dm2 = ds_bf16_from(ms);
     void* dv2 = ds_bf16_from(vs);
-    adamw_update(dp2, dx_from(std::vector<float>(g.begin() + off, g.end())), dm2, dv2, STATE_BF16, n, lr, b1, b2, eps, wd,
+    adamw_update(dp2, NULL, dx_from(std::vector<float>(g.begin() + off, g.end())), dm2, dv2, STATE_BF16, n, lr, b1, b2, eps, wd,
                  bc1, bc2, gs, 42);
     std::vector<float> rp2(p.begin() + off, p.end());
     std::vector<uint16_t> rm2 = bf16_bits(ms), rv2 = bf16_bits(vs);
-    cpu_adamw_update(rp2.data(), g.data() + off, rm2.data(), rv2.data(), 1, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    cpu_adamw_update(rp2.data(), NULL, g.data() + off, rm2.data(), rv2.data(), 1, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
     expect_close(nm("adamw_update param bf16 states n=%zu off=%d", n, off), hx(dp2, n), rp2, TOL(8e-3, 1e-6));
     expect_close(nm("adamw_update m bf16 states n=%zu off=%d", n, off), hs_bf16(dm2, n), bits_as_float(rm2), 4e-3);
     expect_close(nm("adamw_update v bf16 states n=%zu off=%d", n, off), hs_bf16(dv2, n), bits_as_float(rv2), 4e-3);
+
+    // fp32 master weights: the master matches the CPU's fp32 update, and the parameter is the
+    // master rounded to nearest (no stochastic rounding)
+    std::vector<float> p3(p.begin() + off, p.end());
+    floatX* dp3 = dx_from(p3);
+    float* dmaster = df_from(p3);
+    adamw_update(dp3, dmaster, dx_from(std::vector<float>(g.begin() + off, g.end())), df_from(ms), df_from(vs), STATE_FP32,
+                 n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    std::vector<float> rp3 = p3, rmaster = p3, rm3 = ms, rv3 = vs;
+    cpu_adamw_update(rp3.data(), rmaster.data(), g.data() + off, rm3.data(), rv3.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2,
+                     gs, 42);
+    std::vector<float> gmaster = hf(dmaster, n);
+    expect_close(nm("adamw_update master weights n=%zu off=%d", n, off), gmaster, rmaster, 1e-6);
+    floatX* dround = dx_from(gmaster);  // the upload rounds to nearest
+    expect_same_bits(nm("adamw_update params = master rounded n=%zu off=%d", n, off), hx(dp3, n), hx(dround, n));
     free_bufs();
 }
 
@@ -418,7 +433,7 @@ static void test_stochastic_rounding(void) {
     std::vector<float> p(n, 1.0f), g(n, 1.0f), z(n, 0.0f);
     float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f;
     floatX* dp = dx_from(p);
-    adamw_update(dp, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    adamw_update(dp, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
     std::vector<float> r1 = hx(dp, n);
     double mean = 0.0;
     size_t ups = 0;
@@ -434,11 +449,11 @@ static void test_stochastic_rounding(void) {
     printf("  %-64s mean %.7f (exact %.7f), %.3f rounded up\n", "adamw_update: mean of 1M stochastically rounded params",
            mean, expect, (double)ups / n);
     floatX* dp2 = dx_from(p);
-    adamw_update(dp2, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    adamw_update(dp2, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
     expect_same_bits("adamw_update with the same seed", r1, hx(dp2, n));
 #ifndef ENABLE_FP32
     floatX* dp3 = dx_from(p);
-    adamw_update(dp3, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8);
+    adamw_update(dp3, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8);
     std::vector<float> r3 = hx(dp3, n);
     CHECK(memcmp(r1.data(), r3.data(), n * sizeof(float)) != 0, "a different seed gives the same rounding");
 #endif
@@ -555,10 +570,10 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     floatX* dW = dx_from(W);
     float* dm = df_from(m);
     float* dv = df_from(v);
-    grass_adam_update(dW, df_from(C), dm, dv, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha, b1,
+    grass_adam_update(dW, NULL, df_from(C), dm, dv, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha, b1,
                       b2, eps, wd, bc1, bc2, gs, 12345);
     std::vector<float> rW = W, rm = m, rv = v;
-    cpu_grass_adam_update(rW.data(), C.data(), rm.data(), rv.data(), 0, idx.data(), up.data(), r, outd, in, cols_side, lr,
+    cpu_grass_adam_update(rW.data(), NULL, C.data(), rm.data(), rv.data(), 0, idx.data(), up.data(), r, outd, in, cols_side, lr,
                           alpha, b1, b2, eps, wd, bc1, bc2, gs);
     std::vector<float> gW = hx(dW, W.size());
     const char* side = cols_side ? "cols" : "rows";
@@ -581,11 +596,11 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     floatX* dW2 = dx_from(W);
     void* dm2 = ds_bf16_from(m);
     void* dv2 = ds_bf16_from(v);
-    grass_adam_update(dW2, df_from(C), dm2, dv2, STATE_BF16, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha,
+    grass_adam_update(dW2, NULL, df_from(C), dm2, dv2, STATE_BF16, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha,
                       b1, b2, eps, wd, bc1, bc2, gs, 12345);
     std::vector<float> rW2 = W;
     std::vector<uint16_t> rm2 = bf16_bits(m), rv2 = bf16_bits(v);
-    cpu_grass_adam_update(rW2.data(), C.data(), rm2.data(), rv2.data(), 1, idx.data(), up.data(), r, outd, in, cols_side, lr,
+    cpu_grass_adam_update(rW2.data(), NULL, C.data(), rm2.data(), rv2.data(), 1, idx.data(), up.data(), r, outd, in, cols_side, lr,
                           alpha, b1, b2, eps, wd, bc1, bc2, gs);
     expect_close(nm("grass_adam_update W bf16 states %s %dx%d r=%d wd=%g", side, outd, in, r, wd), hx(dW2, W.size()), rW2,
                  TOL(wd > 0.0f ? 1.6e-2 : 8e-3, 1e-6));
@@ -593,6 +608,19 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
                  bits_as_float(rm2), 4e-3);
     expect_close(nm("grass_adam_update v bf16 states %s %dx%d r=%d", side, outd, in, r), hs_bf16(dv2, sub),
                  bits_as_float(rv2), 4e-3);
+    // fp32 master weights (decay and update applied to the master; W = master rounded to nearest)
+    floatX* dW3 = dx_from(W);
+    float* dWm = df_from(W);
+    grass_adam_update(dW3, dWm, df_from(C), df_from(m), df_from(v), STATE_FP32, di_from(idx), df_from(up), r, outd, in,
+                      cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs, 12345);
+    std::vector<float> rW3 = W, rWm = W, rm3 = m, rv3 = v;
+    cpu_grass_adam_update(rW3.data(), rWm.data(), C.data(), rm3.data(), rv3.data(), 0, idx.data(), up.data(), r, outd, in,
+                          cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
+    std::vector<float> gWm = hf(dWm, W.size());
+    expect_close(nm("grass_adam_update master weights %s %dx%d r=%d wd=%g", side, outd, in, r, wd), gWm, rWm, 1e-6);
+    floatX* dWround = dx_from(gWm);
+    expect_same_bits(nm("grass_adam_update W = master rounded %s %dx%d", side, outd, in), hx(dW3, W.size()),
+                     hx(dWround, W.size()));
     free_bufs();
 }
 

@@ -749,7 +749,7 @@ static void test_grass_adam_case(int cols, float wd, int bf16) {
     for (int t = 1; t <= steps; t++) {
         float* C = frandn(nc, 2.0f);
         float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-        cpu_grass_adam_update(W, C, mk, vk, bf16, idx, up, r, outd, in, cols, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
+        cpu_grass_adam_update(W, NULL, C, mk, vk, bf16, idx, up, r, outd, in, cols, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
         if (wd > 0) for (size_t i = 0; i < nw; i++) Wr[i] *= 1.0 - (double)lr * wd;
         for (size_t k = 0; k < nc; k++) {
             double g = (double)C[k] * gs;
@@ -792,6 +792,46 @@ static void test_grass_adam_case(int cols, float wd, int bf16) {
     free(idx); free(up); free(W0); free(W); free(mk); free(vk); free(Wr); free(mr); free(vr); free(dk); free(dr);
 }
 
+// ==== fp32 master weights ======================================================================
+// With a master copy the update lands in it and the weights take its value: in fp32 (this
+// build) the same numbers as without one, bit for bit, and the master equals the weights.
+static void test_master_weights(void) {
+    const int outd = 11, in = 6, r = 3;
+    const float lr = 0.05f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    for (int cols = 0; cols <= 1; cols++) {
+        int m = cols ? in : outd;
+        int* idx = rand_subset(m, r);
+        float up[3] = {1.0f, 2.0f, 0.5f};
+        size_t nw = (size_t)outd * in, nc = cols ? (size_t)outd * r : (size_t)r * in;
+        float* W0 = frandn(nw, 1.0f), *Wa = fcopy(W0, nw), *Wb = fcopy(W0, nw), *Wm = fcopy(W0, nw);
+        float* ma = fnew(nc), *va = fnew(nc), *mb = fnew(nc), *vb = fnew(nc);
+        for (int t = 1; t <= 3; t++) {
+            float* C = frandn(nc, 1.0f);
+            float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+            cpu_grass_adam_update(Wa, NULL, C, ma, va, 0, idx, up, r, outd, in, cols, lr, 1.0f, b1, b2, eps, wd, bc1, bc2, 1.0f);
+            cpu_grass_adam_update(Wb, Wm, C, mb, vb, 0, idx, up, r, outd, in, cols, lr, 1.0f, b1, b2, eps, wd, bc1, bc2, 1.0f);
+            free(C);
+        }
+        check_exact(cols ? "grass_adam_update with master weights == without (cols)" : "grass_adam_update with master weights == without (rows)", Wb, Wa, nw);
+        check_exact("grass_adam_update: weights == master", Wb, Wm, nw);
+        check_exact("grass_adam_update with master weights: same moments", mb, ma, nc);
+        free(idx); free(W0); free(Wa); free(Wb); free(Wm); free(ma); free(va); free(mb); free(vb);
+    }
+    const size_t n = 513;
+    float* p0 = frandn(n, 1.0f), *pa = fcopy(p0, n), *pb = fcopy(p0, n), *pm = fcopy(p0, n);
+    float* ma = fnew(n), *va = fnew(n), *mb = fnew(n), *vb = fnew(n);
+    for (int t = 1; t <= 3; t++) {
+        float* g = frandn(n, 1.0f);
+        float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+        cpu_adamw_update(pa, NULL, g, ma, va, 0, n, lr, b1, b2, eps, wd, bc1, bc2, 1.0f, 1);
+        cpu_adamw_update(pb, pm, g, mb, vb, 0, n, lr, b1, b2, eps, wd, bc1, bc2, 1.0f, 1);
+        free(g);
+    }
+    check_exact("adamw with master weights == without", pb, pa, n);
+    check_exact("adamw: params == master", pb, pm, n);
+    free(p0); free(pa); free(pb); free(pm); free(ma); free(va); free(mb); free(vb);
+}
+
 // ==== adamw ===================================================================================
 static void test_adamw(int bf16) {
     const size_t n = 777;
@@ -802,7 +842,7 @@ static void test_adamw(int bf16) {
     for (int t = 1; t <= 3; t++) {
         float* g = frandn(n, 2.0f);
         float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-        cpu_adamw_update(p, g, m, v, bf16, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 1234 + t);
+        cpu_adamw_update(p, NULL, g, m, v, bf16, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 1234 + t);
         for (size_t i = 0; i < n; i++) {
             double gi = (double)g[i] * gs;
             double mn = b1 * mr[i] + (1.0 - b1) * gi, vn = b2 * vr[i] + (1.0 - b2) * gi * gi;
@@ -967,6 +1007,7 @@ int main(void) {
     test_grad_norms_case(8, 1500, 3000, 0);  // rows side, out = 3000: two blocks of ~4M floats
     test_grad_norms_case(8, 3000, 1500, 1);  // cols side, in = 3000: two blocks
     test_bf16_rounding();
+    test_master_weights();
     for (int bf16 = 0; bf16 <= 1; bf16++) {
         test_grass_adam_case(0, 0.0f, bf16);
         test_grass_adam_case(0, 0.1f, bf16);

@@ -65,6 +65,16 @@ if $BIN "${COMMON[@]}" -x 80 -v 40 -l 1e-2 -o "$W/fall_bf16" --optimizer grass -
     || bad "bf16 states: val loss $f16 vs $f32"
   grep -q "bf16 optimizer states" "$W/fall_bf16.out" && ok "bf16 states shown in the memory plan" || bad "plan does not show bf16 states"
 else bad "bf16 states: training run failed"; tail -3 "$W/fall_bf16.out"; fi
+resume_case grass_master_weights 4 --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --master-weights 1 --weight-decay 0.1
+# fp32 master weights: in the fp32 CPU build the weights equal their master copy, so a run with
+# one must give the bits of a run without (a master left stale or unsynced would not)
+for mw in 0 1; do
+  $BIN "${COMMON[@]}" -x 6 -v 3 -n 6 -o "$W/mw$mw" --optimizer grass --rank 8 --update-freq 2 -l 1e-2 --weight-decay 0.1 \
+       --master-weights $mw > "$W/mw$mw.out" 2>&1 || bad "master weights $mw: run failed"
+done
+cmp -s "$W/mw0/model_00000006.bin" "$W/mw1/model_00000006.bin" && ok "master weights: same weights as without (fp32 build)" \
+  || bad "master weights changed the fp32 result"
+grep -q "master weights .*(fp32 copy)" "$W/mw1.out" && ok "master weights shown in the memory plan" || bad "no master weights line in the plan"
 resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
 
 # ---- activation recomputation changes memory, not results ------------------------------------
@@ -136,6 +146,7 @@ expect_fail "missing tokenizer for samples" "nowhere/tokenizer.bin" $BIN "${COMM
 expect_fail "resume with another config" "another model config" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 64 --ffn 80 --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -x 8 -v 0 -y 1 -o "$W/res_adamw_a"
 expect_fail "resume with another optimizer" "another optimizer setup" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
 expect_fail "resume with another state dtype" "another optimizer setup.*fp32 states.*bf16 states" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" -l 3e-3 --state-dtype bf16
+expect_fail "resume without the master weights" "written with fp32 master weights" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_grass_master_weights_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
 expect_fail "unknown state dtype" "unknown --state-dtype 'fp16'" $BIN "${COMMON[@]}" "${T[@]}" --state-dtype fp16
 expect_fail "init from a non-checkpoint" "not a grass.c model checkpoint" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/data/synthetic_val_000000.bin"
 head -c 5000 "$W/res_adamw_a/model_00000008.bin" > "$W/trunc_model.bin"
