@@ -122,6 +122,13 @@ void allreduce_sum_float(float* x, size_t n);
 // the CPU): Grass's compressed gradients, so that they cost r/m of a full-rank all-reduce
 void allreduce_sum_float_wire_floatX(float* x, size_t n);
 
+// ZeRO-1 (sharded AdamW moments) over a buffer of world x shard elements, rank r's block at
+// x + r*shard: reduce-scatter leaves in rank r's block the sum over ranks of every rank's
+// block r (the other blocks are then undefined); all-gather copies every rank's own block to
+// all ranks. In place; no-ops in one process.
+void reducescatter_sum_floatX(floatX* x, size_t shard);
+void allgather_floatX(floatX* x, size_t shard);
+
 // Asynchronous all-reduce, so that one layer's communication runs while the backward pass
 // computes the next layer. allreduce_start_float_wire_floatX begins the same sum as
 // allreduce_sum_float_wire_floatX in group `slot` (0 <= slot < ALLREDUCE_SLOTS) and returns;

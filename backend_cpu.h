@@ -108,6 +108,54 @@ void allreduce_sum_float(float* x, size_t n) {
 }
 void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }
 
+#ifdef USE_MPI
+static int cpu_mpi_world(int* rank) {
+    int initialized = 0, world = 1;
+    *rank = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) return 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    return world;
+}
+#endif
+void reducescatter_sum_floatX(floatX* x, size_t shard) {
+#ifdef USE_MPI
+    int rank, world = cpu_mpi_world(&rank);
+    if (world == 1 || shard == 0) return;
+    if (shard > (size_t)1 << 30) {  // MPI counts are int: sum everything (correct, more traffic)
+        allreduce_sum_float(x, shard * world);
+        return;
+    }
+    // in place: the input is all of x, the result lands at the start of x
+    int rc = MPI_Reduce_scatter_block(MPI_IN_PLACE, x, (int)shard, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) fatal("MPI_Reduce_scatter_block of %zu floats per rank failed (code %d)", shard, rc);
+    if (rank > 0) memmove(x + (size_t)rank * shard, x, shard * sizeof(float));
+#else
+    (void)x; (void)shard;
+#endif
+}
+void allgather_floatX(floatX* x, size_t shard) {
+#ifdef USE_MPI
+    int rank, world = cpu_mpi_world(&rank);
+    if (world == 1 || shard == 0) return;
+    const size_t maxc = (size_t)1 << 30;
+    if (shard > maxc) {  // MPI counts are int: one broadcast per block
+        for (int r = 0; r < world; r++)
+            for (size_t off = 0; off < shard; off += maxc) {
+                int cnt = (int)(shard - off < maxc ? shard - off : maxc);
+                int rc = MPI_Bcast(x + (size_t)r * shard + off, cnt, MPI_FLOAT, r, MPI_COMM_WORLD);
+                if (rc != MPI_SUCCESS) fatal("MPI_Bcast of %d floats failed (code %d)", cnt, rc);
+            }
+        return;
+    }
+    int rc = MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)shard, MPI_FLOAT, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) fatal("MPI_Allgather of %zu floats per rank failed (code %d)", shard, rc);
+#else
+    (void)x; (void)shard;
+#endif
+}
+
 // asynchronous all-reduce: MPI_Iallreduce per buffer, the requests kept per group.
 // (OpenMPI moves the data mostly inside MPI calls, so on the CPU this orders the work as the
 // GPU does rather than hiding much time; the results are the same as the blocking sum.)

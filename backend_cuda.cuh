@@ -1601,6 +1601,50 @@ void allreduce_sum_floatX(floatX* x, size_t n) {
 #endif
 }
 
+#ifdef ENABLE_FP32
+#define CU_NCCL_FLOATX ncclFloat
+#else
+#define CU_NCCL_FLOATX ncclBfloat16
+#endif
+
+// ZeRO-1: in place over world x shard elements (see backend.h)
+void reducescatter_sum_floatX(floatX* x, size_t shard) {
+    if (g_cu.world <= 1 || shard == 0) return;
+#ifdef USE_NCCL
+    if (g_cu.use_nccl) {  // in-place form: recvbuff = sendbuff + rank * recvcount
+        ncclCheck(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.stream));
+        return;
+    }
+#endif
+    allreduce_sum_floatX(x, shard * g_cu.world);  // host-staged fallback: sum everything (correct)
+}
+void allgather_floatX(floatX* x, size_t shard) {
+    if (g_cu.world <= 1 || shard == 0) return;
+#ifdef USE_NCCL
+    if (g_cu.use_nccl) {  // in-place form: sendbuff = recvbuff + rank * sendcount
+        ncclCheck(ncclAllGather(x + (size_t)g_cu.rank * shard, x, shard, CU_NCCL_FLOATX, g_cu.nccl, g_cu.stream));
+        return;
+    }
+#endif
+#ifdef USE_MPI
+    // host-staged fallback: each block broadcast from its owner (bytes, so floatX passes unchanged)
+    size_t bytes = shard * sizeof(floatX);
+    char* h = (char*)malloc_check(bytes);
+    for (int r = 0; r < g_cu.world; r++) {
+        if (r == g_cu.rank) backend_download(h, x + (size_t)r * shard, bytes);
+        for (size_t off = 0; off < bytes; off += (size_t)1 << 30) {
+            int cnt = (int)(bytes - off < ((size_t)1 << 30) ? bytes - off : ((size_t)1 << 30));
+            int rc = MPI_Bcast(h + off, cnt, MPI_BYTE, r, MPI_COMM_WORLD);
+            if (rc != MPI_SUCCESS) fatal("MPI_Bcast of %d bytes failed (code %d)", cnt, rc);
+        }
+        if (r != g_cu.rank) backend_upload(x + (size_t)r * shard, h, bytes);
+    }
+    free(h);
+#else
+    (void)x;
+#endif
+}
+
 __global__ void gk_float_to_x(floatX* dst, const float* src, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dst[i] = cu_from<floatX>(src[i]);

@@ -35,6 +35,8 @@ typedef struct {
     int fused;           // apply projected updates during the backward pass
     int state_dtype;     // StateDtype of every Adam moment, full-rank and subspace (backend.h)
     int master_weights;  // keep an fp32 master copy of the weights (for bf16 weights on the GPU)
+    int zero;            // ZeRO-1: shard the full-rank AdamW moments over the ranks
+    int zero_rank, zero_world;  // this rank and the number of ranks (set by the trainer)
     int share_compressed; // fused with no accumulation: one layer's compressed gradients live at a
                           // time, so all layers share one buffer (set by the trainer)
     int overlap_comm;     // fused: layer l's compressed gradients are all-reduced while the
@@ -209,6 +211,10 @@ typedef struct {
     double comm_bytes;      // bytes all-reduced since the last optim_comm_reset (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
     float* master;          // fp32 master weights (cfg.master_weights), the layout of params; else NULL
+    // ZeRO-1 (cfg.zero with several ranks): the dense gradients are padded to zero_world blocks
+    // of `shard`; this rank keeps AdamW moments for [shard_lo, shard_hi) of them only
+    int sharded;
+    size_t shard, shard_lo, shard_hi, grad_alloc;
     float* C_pool;          // the shared compressed-gradient buffer (share_compressed), else NULL
     size_t C_pool_numel;    // its size: the largest layer's set, twice with overlap_comm
     float* d_layer_sumsq;   // n_gm sums of squares of the fused compressed gradients (backend)
@@ -329,9 +335,21 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
         for (int k = 0; k < o->n_gm; k++)
             o->gm[k].C = (float*)backend_malloc((size_t)o->gm[k].r * o->gm[k].other * sizeof(float), "grass compressed gradients");
     }
-    o->grads = (floatX*)backend_malloc(o->grad_total * sizeof(floatX), "dense gradients");
-    o->m = backend_malloc(o->grad_total * state_dtype_size(cfg->state_dtype), "adamw m");
-    o->v = backend_malloc(o->grad_total * state_dtype_size(cfg->state_dtype), "adamw v");
+    o->sharded = cfg->zero && cfg->zero_world > 1;
+    if (o->sharded && cfg->master_weights) fatal("--zero 1 with --master-weights 1 is not supported (the master copy is not sharded)");
+    size_t moments = o->grad_total;
+    o->shard = o->grad_total; o->shard_lo = 0; o->shard_hi = o->grad_total; o->grad_alloc = o->grad_total;
+    if (o->sharded) {
+        o->shard = (o->grad_total + cfg->zero_world - 1) / cfg->zero_world;
+        o->grad_alloc = o->shard * cfg->zero_world;
+        o->shard_lo = o->shard * cfg->zero_rank;
+        o->shard_hi = o->shard_lo + o->shard < o->grad_total ? o->shard_lo + o->shard : o->grad_total;
+        if (o->shard_hi < o->shard_lo) o->shard_hi = o->shard_lo;
+        moments = o->shard;
+    }
+    o->grads = (floatX*)backend_malloc(o->grad_alloc * sizeof(floatX), "dense gradients");
+    o->m = backend_malloc(moments * state_dtype_size(cfg->state_dtype), "adamw m");
+    o->v = backend_malloc(moments * state_dtype_size(cfg->state_dtype), "adamw v");
     o->d_sumsq = (float*)backend_malloc(sizeof(float), "norm scalar");
     o->d_layer_sumsq = (float*)backend_malloc((o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), "norm scalars");
     if (cfg->master_weights) {
@@ -378,11 +396,11 @@ typedef struct {
 static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p) {
     memset(p, 0, sizeof(*p));
     char err[512];
+    size_t dense = 0;
     for (int i = 0; i < pt->n; i++) {
         const ParamTensor* t = &pt->t[i];
         if (!optim_is_projected(c, t)) {
-            p->dense_grad_bytes += t->numel * sizeof(floatX);
-            p->state_bytes += 2 * t->numel * state_dtype_size(c->state_dtype);
+            dense += t->numel;
             p->comm_step_bytes += t->numel * sizeof(floatX);
             continue;
         }
@@ -399,6 +417,11 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         p->projected_params += t->numel;
     }
     p->master_bytes = c->master_weights ? pt->total * sizeof(float) : 0;
+    // dense gradients (padded to whole blocks with ZeRO-1) and their AdamW moments (one block)
+    int zw = c->zero && c->zero_world > 1 ? c->zero_world : 1;
+    size_t block = (dense + zw - 1) / zw;
+    p->dense_grad_bytes = block * zw * sizeof(floatX);
+    p->state_bytes += 2 * block * state_dtype_size(c->state_dtype);
     size_t pool = 0;  // the largest layer's compressed gradients
     for (int l = 0; l < 1024; l++) pool = pool > p->layer_compressed_bytes[l] ? pool : p->layer_compressed_bytes[l];
     if (c->share_compressed) p->compressed_bytes = c->overlap_comm ? 2 * pool : pool;  // one pool (two halves)
@@ -432,7 +455,7 @@ static floatX* optim_dense_grad(Optimizer* o, int tensor) {
 
 // zero the gradient accumulators at the start of a step
 static void optim_zero_grads(Optimizer* o) {
-    backend_memset0(o->grads, o->grad_total * sizeof(floatX));
+    backend_memset0(o->grads, o->grad_alloc * sizeof(floatX));
     if (o->C_pool != NULL) {
         backend_memset0(o->C_pool, o->C_pool_numel * sizeof(float));
     } else {
@@ -539,11 +562,23 @@ static float optim_step(Optimizer* o, float lr) {
     int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
     if (o->pending_layer >= 0) { optim_finish_layer(o, o->pending_layer); o->pending_layer = -1; }
     if (fused) o->fused_sumsq = optim_fused_sumsq(o);
-    optim_allreduce_floatX(o, o->grads, o->grad_total);
+    if (o->sharded) {
+        // ZeRO-1: each rank receives the summed gradients of its block only; the reduce-scatter
+        // and the all-gather below move what one all-reduce of the dense gradients does, and are
+        // counted as that
+        reducescatter_sum_floatX(o->grads, o->shard);
+        o->comm_bytes += (double)o->grad_total * sizeof(floatX);
+    } else {
+        optim_allreduce_floatX(o, o->grads, o->grad_total);
+    }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
     float ss = 0.0f;
     backend_memset0(o->d_sumsq, sizeof(float));
-    sumsq_floatX(o->d_sumsq, o->grads, o->grad_total);
+    sumsq_floatX(o->d_sumsq, o->grads + o->shard_lo, o->shard_hi - o->shard_lo);
+    if (o->sharded) {  // the dense part of the norm, summed over the blocks
+        allreduce_sum_float(o->d_sumsq, 1);
+        o->comm_bytes += sizeof(float);
+    }
     if (!fused) for (int k = 0; k < o->n_gm; k++) sumsq_float(o->d_sumsq, o->gm[k].C, grass_sub_numel(&o->gm[k]));
     backend_download(&ss, o->d_sumsq, sizeof(float));
     double total = (double)ss + (fused ? o->fused_sumsq : 0.0);
@@ -552,15 +587,34 @@ static float optim_step(Optimizer* o, float lr) {
     if (o->cfg.grad_clip > 0.0f && norm > o->cfg.grad_clip) grad_scale = o->cfg.grad_clip / norm;
     o->step++;
     float bc1 = 1.0f - powf(o->cfg.b1, (float)o->step), bc2 = 1.0f - powf(o->cfg.b2, (float)o->step);
+    // AdamW on the part of each dense tensor that lies in this rank's block (all of it unsharded)
+    size_t ssz = state_dtype_size(o->cfg.state_dtype);
     for (int i = 0; i < o->pt->n; i++) {
         const ParamTensor* t = &o->pt->t[i];
         size_t off = o->grad_offset[i];
         if (off == (size_t)-1) continue;
-        size_t soff = off * state_dtype_size(o->cfg.state_dtype);
-        adamw_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, o->grads + off, (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype,
-                     t->numel, lr, o->cfg.b1,
-                     o->cfg.b2, o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
-                     optim_update_seed(o, i));
+        size_t a = off > o->shard_lo ? off : o->shard_lo, b = off + t->numel < o->shard_hi ? off + t->numel : o->shard_hi;
+        if (a >= b) continue;
+        size_t in_t = a - off, soff = (a - o->shard_lo) * ssz;
+        adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, o->grads + a,
+                     (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, lr, o->cfg.b1, o->cfg.b2,
+                     o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
+                     optim_update_seed(o, i) ^ (uint64_t)in_t);
+    }
+    if (o->sharded) {
+        // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks
+        for (int i = 0; i < o->pt->n; i++) {
+            const ParamTensor* t = &o->pt->t[i];
+            size_t off = o->grad_offset[i];
+            if (off == (size_t)-1) continue;
+            size_t a = off > o->shard_lo ? off : o->shard_lo, b = off + t->numel < o->shard_hi ? off + t->numel : o->shard_hi;
+            if (a < b) backend_copy(o->grads + a, o->params + t->offset + (a - off), (b - a) * sizeof(floatX));
+        }
+        allgather_floatX(o->grads, o->shard);
+        for (int i = 0; i < o->pt->n; i++) {
+            size_t off = o->grad_offset[i];
+            if (off != (size_t)-1) backend_copy(o->params + o->pt->t[i].offset, o->grads + off, o->pt->t[i].numel * sizeof(floatX));
+        }
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale);
     return norm;
@@ -634,6 +688,7 @@ static void optim_signature(const Optimizer* o, int32_t sig[16]) {
     sig[8] = (int32_t)(o->cfg.seed & 0x7fffffff);
     sig[9] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
     sig[10] = o->cfg.master_weights;
+    sig[11] = o->sharded ? o->cfg.zero_world : 0;
 }
 
 static void optim_save(const Optimizer* o, FILE* f, const char* path) {
@@ -643,8 +698,10 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
     int64_t step = o->step;
     fwrite_check(&step, sizeof(int64_t), 1, f, path);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
-    write_backend_bytes(f, o->m, o->grad_total * ssz, path);
-    write_backend_bytes(f, o->v, o->grad_total * ssz, path);
+    if (!o->sharded) {  // sharded moments go to one file per rank (optim_save_shard)
+        write_backend_bytes(f, o->m, o->grad_total * ssz, path);
+        write_backend_bytes(f, o->v, o->grad_total * ssz, path);
+    }
     for (int k = 0; k < o->n_gm; k++) {
         const GrassMatrix* g = &o->gm[k];
         int32_t hdr[4] = {g->tensor, g->cols_side, g->r, g->r_eff};
@@ -663,6 +720,9 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     int32_t sig[16], want[16];
     fread_check(sig, sizeof(int32_t), 16, f, path);
     optim_signature(o, want);
+    if (sig[11] != want[11])
+        fatal("'%s' was written %s ZeRO-1 (%d ranks) and this run %s; resume with the same --zero and number of ranks",
+              path, sig[11] ? "with" : "without", sig[11], want[11] ? "shards" : "does not shard");
     if (sig[10] != want[10])
         fatal("'%s' was written %s fp32 master weights and this run %s them; resume with the same --master-weights",
               path, sig[10] ? "with" : "without", want[10] ? "keeps" : "does not keep");
@@ -677,8 +737,10 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     fread_check(&step, sizeof(int64_t), 1, f, path);
     o->step = step;
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
-    read_backend_bytes(f, o->m, o->grad_total * ssz, path);
-    read_backend_bytes(f, o->v, o->grad_total * ssz, path);
+    if (!o->sharded) {
+        read_backend_bytes(f, o->m, o->grad_total * ssz, path);
+        read_backend_bytes(f, o->v, o->grad_total * ssz, path);
+    }
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         int32_t hdr[4];
@@ -699,5 +761,42 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         read_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }
     if (o->master != NULL) read_backend_bytes(f, o->master, o->pt->total * sizeof(float), path);
+}
+// ZeRO-1 shard files: this rank's block of the AdamW moments. int64 header {magic 20261106,
+// rank, ranks, block length, moment dtype, dense gradient count}, m, v (block length values
+// each, in the moment dtype), int64 magic again. Written to a temporary file and renamed.
+#define ZERO_SHARD_MAGIC 20261106
+static void optim_save_shard(const Optimizer* o, const char* path) {
+    char tmp[1200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE* f = fopen_check(tmp, "wb");
+    int64_t h[6] = {ZERO_SHARD_MAGIC, o->cfg.zero_rank, o->cfg.zero_world, (int64_t)o->shard, o->cfg.state_dtype,
+                    (int64_t)o->grad_total};
+    fwrite_check(h, sizeof(int64_t), 6, f, tmp);
+    size_t ssz = state_dtype_size(o->cfg.state_dtype);
+    write_backend_bytes(f, o->m, o->shard * ssz, tmp);
+    write_backend_bytes(f, o->v, o->shard * ssz, tmp);
+    int64_t end = ZERO_SHARD_MAGIC;
+    fwrite_check(&end, sizeof(int64_t), 1, f, tmp);
+    fclose_check(f, tmp);
+    rename_check(tmp, path);
+}
+static void optim_load_shard(Optimizer* o, const char* path) {
+    FILE* f = fopen_check(path, "rb");
+    int64_t h[6];
+    fread_check(h, sizeof(int64_t), 6, f, path);
+    if (h[0] != ZERO_SHARD_MAGIC) fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
+    if (h[1] != o->cfg.zero_rank || h[2] != o->cfg.zero_world || h[3] != (int64_t)o->shard || h[4] != o->cfg.state_dtype ||
+        h[5] != (int64_t)o->grad_total)
+        fatal("'%s' holds block %lld of %lld (length %lld, dtype %lld, %lld dense values); this rank needs block %d of %d "
+              "(length %zu, dtype %d, %zu)", path, (long long)h[1], (long long)h[2], (long long)h[3], (long long)h[4],
+              (long long)h[5], o->cfg.zero_rank, o->cfg.zero_world, o->shard, o->cfg.state_dtype, o->grad_total);
+    size_t ssz = state_dtype_size(o->cfg.state_dtype);
+    read_backend_bytes(f, o->m, o->shard * ssz, path);
+    read_backend_bytes(f, o->v, o->shard * ssz, path);
+    int64_t end = 0;
+    fread_check(&end, sizeof(int64_t), 1, f, path);
+    if (end != ZERO_SHARD_MAGIC) fatal("'%s' is corrupt (bad end marker)", path);
+    fclose_check(f, path);
 }
 #endif // GRASS_OPTIM_CUH

@@ -531,6 +531,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
+    OPT("", "--zero", 'i', &a->oc.zero, 0, 1, "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
     OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
@@ -858,6 +859,8 @@ int main(int argc, char** argv) {
     int accum = (int)(a.total_batch / micro_tokens);
     a.oc.share_compressed = a.oc.type == OPT_GRASS && a.oc.fused && accum == 1;
     a.oc.overlap_comm = a.overlap_comm && a.oc.type == OPT_GRASS && a.oc.fused && pg.world_size > 1;
+    a.oc.zero_rank = pg.rank; a.oc.zero_world = pg.world_size;
+    if (a.oc.zero && a.oc.master_weights) fatal("--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
     if (a.warmup < 0) a.warmup = a.steps / 10;
     if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
     char err[512];
@@ -878,6 +881,8 @@ int main(int argc, char** argv) {
                    a.oc.alpha, a.oc.fused, a.oc.overlap_comm, a.grass_layers, a.lr, a.state_dtype);
         else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states\n", a.lr, a.oc.weight_decay, a.oc.grad_clip,
                     a.state_dtype);
+        if (a.oc.zero && pg.world_size > 1)
+            printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
     }
     memory_plan(&config, &a.oc, a.B, a.T, a.recompute, a.memory_limit_gb, pg.rank, !a.plan_only);
     if (a.plan_only) { comm_finalize(&pg); return 0; }
@@ -925,6 +930,11 @@ int main(int argc, char** argv) {
             snprintf(sp, sizeof(sp), "%s/state_%08lld.bin", a.out_dir, st);
             checkpoint_load_model(&model, mp);
             state_load(sp, &model, &opt, &ts);
+            if (opt.sharded) {
+                char zp[1100];
+                snprintf(zp, sizeof(zp), "%s/state_%08lld.zero%d.bin", a.out_dir, st, pg.rank);
+                optim_load_shard(&opt, zp);
+            }
             if (ts.world_size != pg.world_size)
                 fatal("'%s' was written by %d ranks; resume it with %d ranks (mpirun -np %d) to continue bit for bit",
                       sp, ts.world_size, ts.world_size, ts.world_size);
@@ -989,6 +999,12 @@ int main(int argc, char** argv) {
             if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0)) {
                 check_ranks_in_sync(&pg, &model, &opt);
                 ts.data = dataloader_get_state(&train);
+                if (opt.sharded) {  // every rank's block first: checkpoint_latest.txt comes last
+                    char zp[1100];
+                    snprintf(zp, sizeof(zp), "%s/state_%08lld.zero%d.bin", a.out_dir, (long long)ts.step, pg.rank);
+                    optim_save_shard(&opt, zp);
+                    comm_barrier(&pg);
+                }
                 if (master) save_checkpoint(&a, &model, &opt, &ts);
                 comm_barrier(&pg);
             }

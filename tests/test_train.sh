@@ -147,6 +147,7 @@ expect_fail "resume with another config" "another model config" $BIN "${DATA[@]}
 expect_fail "resume with another optimizer" "another optimizer setup" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
 expect_fail "resume with another state dtype" "another optimizer setup.*fp32 states.*bf16 states" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" -l 3e-3 --state-dtype bf16
 expect_fail "resume without the master weights" "written with fp32 master weights" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_grass_master_weights_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
+expect_fail "ZeRO-1 with master weights" "not supported yet" $BIN "${COMMON[@]}" "${T[@]}" --zero 1 --master-weights 1
 expect_fail "unknown state dtype" "unknown --state-dtype 'fp16'" $BIN "${COMMON[@]}" "${T[@]}" --state-dtype fp16
 expect_fail "init from a non-checkpoint" "not a grass.c model checkpoint" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/data/synthetic_val_000000.bin"
 head -c 5000 "$W/res_adamw_a/model_00000008.bin" > "$W/trunc_model.bin"
