@@ -69,11 +69,19 @@ static void cpu_rmsnorm_backward(float* dinp, float* dw, const float* dout, cons
         for (int j = 0; j < d; j++) dx[j] += r * (w[j] * g[j] - x[j] * r * mean);
     }
     if (dw != NULL) {
+        // columns in chunks of 64, rows in order inside each: contiguous reads, and every dw_j
+        // is summed over i in the same order whatever the thread count
+        int nchunks = (d + 63) / 64;
         #pragma omp parallel for
-        for (int j = 0; j < d; j++) {
-            double acc = 0.0;
-            for (int i = 0; i < N; i++) acc += (double)dout[(size_t)i * d + j] * (inp[(size_t)i * d + j] * rstd[i]);
-            dw[j] += (float)acc;
+        for (int c = 0; c < nchunks; c++) {
+            int j0 = c * 64, j1 = j0 + 64 < d ? j0 + 64 : d;
+            double acc[64] = {0};
+            for (int i = 0; i < N; i++) {
+                const float* g = dout + (size_t)i * d, *x = inp + (size_t)i * d;
+                float r = rstd[i];
+                for (int j = j0; j < j1; j++) acc[j - j0] += (double)g[j] * (x[j] * r);
+            }
+            for (int j = j0; j < j1; j++) dw[j] += (float)acc[j - j0];
         }
     }
 }
@@ -101,92 +109,106 @@ static void cpu_rope_forward(float* x, const float* c, const float* s, int B, in
 // the backward of a rotation is the rotation by the opposite angle
 static void cpu_rope_backward(float* dx, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(dx, c, s, B, T, nh, hd, -1.0f); }
 
+// Causal attention through BLAS: for each (batch, head) and block of query rows, the scores of
+// the block against the keys it may see (S = Q K^T), a softmax per row, then O = P V. The block
+// bounds the scratch to cpu_att_block x T floats per thread (no T x T matrix). One thread owns a
+// (batch, head) [forward] or a (batch, kv head) and its query heads [backward], and calls
+// single-threaded BLAS inside the parallel region, so results do not depend on the thread count.
+static int cpu_att_block = 128;  // query rows per block (tests set it small to cover many blocks)
+
 static void cpu_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        int B, int T, int nh, int nkv, int hd) {
-    int group = nh / nkv;
+    int group = nh / nkv, QB = cpu_att_block < T ? cpu_att_block : T;
     float scale = 1.0f / sqrtf((float)hd);
+    int ldq = nh * hd, ldk = nkv * hd;
     #pragma omp parallel
     {
-        float* scores = (float*)malloc_check((size_t)T * sizeof(float));
-        #pragma omp for collapse(3)
+        float* S = (float*)malloc_check((size_t)QB * T * sizeof(float));
+        #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < nh; h++) {
-                for (int t = 0; t < T; t++) {
-                    int hk = h / group;
-                    const float* qv = q + (((size_t)b * T + t) * nh + h) * hd;
-                    float mx = -FLT_MAX;
-                    for (int s = 0; s <= t; s++) {
-                        const float* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
-                        float dot = 0.0f;
-                        #pragma omp simd reduction(+:dot)
-                        for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
-                        scores[s] = dot * scale;
-                        if (scores[s] > mx) mx = scores[s];
+                int hk = h / group;
+                const float* kb = k + (size_t)b * T * ldk + (size_t)hk * hd;
+                const float* vb = v + (size_t)b * T * ldk + (size_t)hk * hd;
+                for (int t0 = 0; t0 < T; t0 += QB) {
+                    int nq = T - t0 < QB ? T - t0 : QB, nk = t0 + nq;  // rows t0.., keys 0..nk-1
+                    const float* qb = q + ((size_t)b * T + t0) * ldq + (size_t)h * hd;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldk, 0.0f, S, nk);
+                    for (int i = 0; i < nq; i++) {
+                        int t = t0 + i;
+                        float* row = S + (size_t)i * nk;
+                        float mx = -FLT_MAX;
+                        for (int s = 0; s <= t; s++) if (row[s] > mx) mx = row[s];
+                        double sum = 0.0;
+                        for (int s = 0; s <= t; s++) { row[s] = expf(row[s] - mx); sum += row[s]; }
+                        float inv = (float)(1.0 / sum);
+                        for (int s = 0; s <= t; s++) row[s] *= inv;
+                        for (int s = t + 1; s < nk; s++) row[s] = 0.0f;  // causal mask
+                        lse[((size_t)b * nh + h) * T + t] = mx + (float)log(sum);
                     }
-                    double sum = 0.0;
-                    for (int s = 0; s <= t; s++) { scores[s] = expf(scores[s] - mx); sum += scores[s]; }
-                    float inv = (float)(1.0 / sum);
-                    float* o = out + (((size_t)b * T + t) * nh + h) * hd;
-                    for (int i = 0; i < hd; i++) o[i] = 0.0f;
-                    for (int s = 0; s <= t; s++) {
-                        const float* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
-                        float p = scores[s] * inv;
-                        #pragma omp simd
-                        for (int i = 0; i < hd; i++) o[i] += p * vv[i];
-                    }
-                    lse[((size_t)b * nh + h) * T + t] = mx + (float)log(sum);
+                    float* ob = out + ((size_t)b * T + t0) * ldq + (size_t)h * hd;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldk, 0.0f, ob, ldq);
                 }
             }
         }
-        free(scores);
+        free(S);
     }
 }
 
+// dS = P * (dP - D) * scale with P recomputed from lse, D_t = sum_i dout_ti out_ti; then
+// dQ = dS K, dK += dS^T Q, dV += P^T dout (dK, dV summed over the group's query heads in order).
 static void cpu_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
                         const float* q, const float* k, const float* v, const float* lse,
                         int B, int T, int nh, int nkv, int hd) {
-    int group = nh / nkv;
+    int group = nh / nkv, QB = cpu_att_block < T ? cpu_att_block : T;
     float scale = 1.0f / sqrtf((float)hd);
-    // one thread owns a (batch, kv head): it writes that head's dk/dv and its group's dq
-    #pragma omp parallel for collapse(2)
+    int ldq = nh * hd, ldk = nkv * hd;
+    #pragma omp parallel
+    {
+        float* P = (float*)malloc_check((size_t)QB * T * sizeof(float));
+        float* dP = (float*)malloc_check((size_t)QB * T * sizeof(float));
+        #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int hk = 0; hk < nkv; hk++) {
+                const float* kb = k + (size_t)b * T * ldk + (size_t)hk * hd;
+                const float* vb = v + (size_t)b * T * ldk + (size_t)hk * hd;
+                float* dkb = dk + (size_t)b * T * ldk + (size_t)hk * hd;
+                float* dvb = dv + (size_t)b * T * ldk + (size_t)hk * hd;
                 for (int s = 0; s < T; s++) {
-                    memset(dk + (((size_t)b * T + s) * nkv + hk) * hd, 0, hd * sizeof(float));
-                    memset(dv + (((size_t)b * T + s) * nkv + hk) * hd, 0, hd * sizeof(float));
+                    memset(dkb + (size_t)s * ldk, 0, hd * sizeof(float));
+                    memset(dvb + (size_t)s * ldk, 0, hd * sizeof(float));
                 }
                 for (int h = hk * group; h < (hk + 1) * group; h++) {
-                    for (int t = 0; t < T; t++) {
-                        size_t row = ((size_t)b * T + t) * nh + h;
-                        const float* qv = q + row * hd;
-                        const float* go = dout + row * hd;
-                        const float* o = out + row * hd;
-                        float* gq = dq + row * hd;
-                        float L = lse[((size_t)b * nh + h) * T + t];
-                        float D = 0.0f;  // sum_i dout_i out_i = sum_s p_s dp_s
-                        for (int i = 0; i < hd; i++) D += go[i] * o[i];
-                        for (int i = 0; i < hd; i++) gq[i] = 0.0f;
-                        for (int s = 0; s <= t; s++) {
-                            const float* kv = k + (((size_t)b * T + s) * nkv + hk) * hd;
-                            const float* vv = v + (((size_t)b * T + s) * nkv + hk) * hd;
-                            float dot = 0.0f, dp = 0.0f;
-                            #pragma omp simd reduction(+:dot, dp)
-                            for (int i = 0; i < hd; i++) { dot += qv[i] * kv[i]; dp += go[i] * vv[i]; }
-                            float ps = expf(dot * scale - L);
-                            float ds = ps * (dp - D) * scale;
-                            float* gk = dk + (((size_t)b * T + s) * nkv + hk) * hd;
-                            float* gv = dv + (((size_t)b * T + s) * nkv + hk) * hd;
-                            #pragma omp simd  // gk, gv, gq are distinct rows: no aliasing
-                            for (int i = 0; i < hd; i++) {
-                                gv[i] += ps * go[i];
-                                gk[i] += ds * qv[i];
-                                gq[i] += ds * kv[i];
+                    for (int t0 = 0; t0 < T; t0 += QB) {
+                        int nq = T - t0 < QB ? T - t0 : QB, nk = t0 + nq;
+                        size_t rowoff = ((size_t)b * T + t0) * ldq + (size_t)h * hd;
+                        const float* qb = q + rowoff, *gob = dout + rowoff, *ob = out + rowoff;
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldk, 0.0f, P, nk);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, gob, ldq, vb, ldk, 0.0f, dP, nk);
+                        for (int i = 0; i < nq; i++) {
+                            int t = t0 + i;
+                            const float* go = gob + (size_t)i * ldq, *o = ob + (size_t)i * ldq;
+                            float D = 0.0f;
+                            for (int c = 0; c < hd; c++) D += go[c] * o[c];
+                            float L = lse[((size_t)b * nh + h) * T + t];
+                            float* prow = P + (size_t)i * nk, *dprow = dP + (size_t)i * nk;
+                            for (int s = 0; s <= t; s++) {
+                                float ps = expf(prow[s] - L);
+                                prow[s] = ps;
+                                dprow[s] = ps * (dprow[s] - D) * scale;  // dS
                             }
+                            for (int s = t + 1; s < nk; s++) { prow[s] = 0.0f; dprow[s] = 0.0f; }
                         }
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, dP, nk, kb, ldk, 0.0f,
+                                    dq + rowoff, ldq);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, dP, nk, qb, ldq, 1.0f, dkb, ldk);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, gob, ldq, 1.0f, dvb, ldk);
                     }
                 }
             }
         }
+        free(P); free(dP);
+    }
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -387,14 +409,27 @@ static void cpu_scale_floats(float* C, float s, size_t n) {
 static void cpu_adamw_update(float* p, float* master, const float* g, void* m, void* v, int state_bf16, size_t n, float lr,
                   float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
     (void)seed;  // fp32 weights: no stochastic rounding on the CPU
-    int bf = state_bf16;
     float* src = master != NULL ? master : p;
+    if (!state_bf16) {  // the common case, as one vectorizable loop
+        float* mf = (float*)m, *vf = (float*)v;
+        #pragma omp parallel for simd
+        for (size_t i = 0; i < n; i++) {
+            float gi = g[i] * grad_scale;
+            float mi = b1 * mf[i] + (1.0f - b1) * gi;
+            float vi = b2 * vf[i] + (1.0f - b2) * gi * gi;
+            mf[i] = mi; vf[i] = vi;
+            float u = (mi / bc1) / (sqrtf(vi / bc2) + eps);
+            src[i] -= lr * (u + wd * src[i]);
+            p[i] = src[i];
+        }
+        return;
+    }
     #pragma omp parallel for
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * grad_scale;
-        float mi = b1 * cpu_state_get(m, i, bf) + (1.0f - b1) * gi;
-        float vi = b2 * cpu_state_get(v, i, bf) + (1.0f - b2) * gi * gi;
-        cpu_state_set(m, i, mi, bf); cpu_state_set(v, i, vi, bf);
+        float mi = b1 * cpu_state_get(m, i, 1) + (1.0f - b1) * gi;
+        float vi = b2 * cpu_state_get(v, i, 1) + (1.0f - b2) * gi * gi;
+        cpu_state_set(m, i, mi, 1); cpu_state_set(v, i, vi, 1);
         float u = (mi / bc1) / (sqrtf(vi / bc2) + eps);
         src[i] -= lr * (u + wd * src[i]);
         p[i] = src[i];

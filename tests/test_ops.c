@@ -995,6 +995,11 @@ int main(void) {
     test_attention_case(2, 5, 3, 3, 8);   // nh = nkv
     test_attention_case(2, 6, 4, 1, 8);   // MQA
     test_attention_case(1, 33, 4, 2, 16);
+    cpu_att_block = 4;  // many query blocks: partial last block, keys growing block by block
+    test_attention_case(2, 7, 4, 2, 8);
+    test_attention_case(1, 33, 4, 2, 16);
+    test_attention_case(2, 6, 4, 1, 8);
+    cpu_att_block = 128;
     test_swiglu();
     test_matmul_case(13, 37, 29);
     test_matmul_case(70, 130, 90);
