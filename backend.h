@@ -105,6 +105,13 @@ void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, i
                        float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
 // C *= s
 void scale_floats(float* C, float s, size_t n);
+// Grass selection where the norms live (--select-on-device 1): the same result as
+// grass_optim.cuh's host grass_select, from d_norms (dim squared norms), method (a GrassSelect
+// value), r draws and the selection's RNG state. Writes r_eff unique indices (ascending) and
+// their scales to d_idx, d_scale, d_upscale and returns r_eff; returns -1 where the backend has
+// no such path (the CPU, whose host function is the reference).
+int grass_select_device(int method, const float* d_norms, int dim, int r, uint64_t rng, int* d_idx, float* d_scale,
+                        float* d_upscale);
 
 // ---- full-rank AdamW and reductions ------------------------------------------------------
 // m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass

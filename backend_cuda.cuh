@@ -138,7 +138,7 @@ struct CuState {
     size_t async_cap, async_used[ALLREDUCE_SLOTS];
     int async_pending[ALLREDUCE_SLOTS];
     // scratch buffers, one per purpose (grown on demand, accounted as allocations)
-    CuScratch sc_gather, sc_norms, sc_rms, sc_sumsq, sc_att, sc_emb_keys, sc_emb_vals, sc_emb_temp, sc_wire;
+    CuScratch sc_gather, sc_norms, sc_rms, sc_sumsq, sc_att, sc_emb_keys, sc_emb_vals, sc_emb_temp, sc_wire, sc_select;
     float* host_stage;   // host staging for conversions and host-side collectives
     size_t host_stage_floats;
 };
@@ -881,6 +881,134 @@ void scale_floats(float* C, float s, size_t n) {
     if (n == 0) return;
     gk_scale_floats<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(C, s, n);
     CU_LAUNCHED("gk_scale_floats");
+}
+
+// ---- Grass selection on the device --------------------------------------------------------------
+// Mirrors grass_select in grass_optim.cuh step for step, so that both give the same indices and
+// scales: the sums and the CDF are formed in double by one thread in the host's order, draw k
+// uses the k-th value of the same splitmix64 stream, sorts are stable radix sorts (ties keep the
+// lower index first, as the host's comparator does), and duplicates merge by index with the
+// first draw's scale. The one place the two may part is log() in the without-replacement keys
+// (CUDA's and the C library's double log may differ in the last bit).
+// Method values: 0 topr, 1 multinorm, 2 multinorm-nr, 3 uniform, 4 uniform-nr (GrassSelect).
+__device__ __forceinline__ double cu_sel_uniform_at(uint64_t rng, uint64_t k) {  // the (k+1)-th rng_uniform01
+    uint64_t z = rng + (k + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (z >> 11) * (1.0 / 9007199254740992.0);
+}
+__global__ void gk_sel_prepare(const float* q, int dim, int norm_based, double* p, double* cdf) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;  // sequential on purpose: the host's order
+    double total = 0.0;
+    for (int i = 0; i < dim; i++) total += q[i];
+    for (int i = 0; i < dim; i++) p[i] = (norm_based && total > 0.0) ? q[i] / total : 1.0 / dim;
+    double acc = 0.0;
+    for (int i = 0; i < dim; i++) { acc += p[i]; cdf[i] = acc; }
+}
+__global__ void gk_sel_draw_replace(const double* p, const double* cdf, int dim, int r, uint64_t rng, int* draws, float* rho) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= r) return;
+    double u = cu_sel_uniform_at(rng, (uint64_t)k) * cdf[dim - 1];
+    int lo = 0, hi = dim - 1;
+    while (lo < hi) { int mid = (lo + hi) / 2; if (cdf[mid] > u) hi = mid; else lo = mid + 1; }
+    while (p[lo] <= 0.0 && lo < dim - 1) lo++;
+    draws[k] = lo;
+    rho[k] = (float)(1.0 / sqrt((double)r * p[lo]));
+}
+__global__ void gk_sel_es_keys(const double* p, int dim, uint64_t rng, double* keys, int* iota) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= dim) return;
+    double u = cu_sel_uniform_at(rng, (uint64_t)i);
+    if (u <= 0.0) u = 1e-300;
+    keys[i] = p[i] > 0.0 ? log(u) / p[i] : -INFINITY;
+    iota[i] = i;
+}
+__global__ void gk_sel_iota(int* iota, int dim) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < dim) iota[i] = i;
+}
+// the first r of the sorted order; rho by method
+__global__ void gk_sel_take(const int* order, const double* p, int dim, int r, int method, int* draws, float* rho) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= r) return;
+    int pick = order[k];
+    draws[k] = pick;
+    if (method == 0) rho[k] = 1.0f;
+    else if (method == 2) rho[k] = (float)(p[pick] > 0.0 ? 1.0 / sqrt((double)r * p[pick]) : 1.0);
+    else rho[k] = (float)sqrt((double)dim / r);
+}
+// merge duplicate draws: ascending index, the first draw's rho, upscale = count * rho
+__global__ void gk_sel_merge(const int* draws, const float* rho, int r, int dim, int* count, float* first_rho, int* idx,
+                             float* scale, float* upscale, int* r_eff) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    for (int i = 0; i < dim; i++) count[i] = 0;
+    for (int k = 0; k < r; k++) {
+        int i = draws[k];
+        if (count[i] == 0) first_rho[i] = rho[k];
+        count[i]++;
+    }
+    int n = 0;
+    for (int i = 0; i < dim; i++) {
+        if (count[i] == 0) continue;
+        idx[n] = i; scale[n] = first_rho[i]; upscale[n] = first_rho[i] * (float)count[i];
+        n++;
+    }
+    *r_eff = n;
+}
+
+int grass_select_device(int method, const float* d_norms, int dim, int r, uint64_t rng, int* d_idx, float* d_scale,
+                        float* d_upscale) {
+    if (method < 0 || method > 4) fatal("grass_select_device: unknown method %d", method);
+    if (dim <= 0 || r <= 0 || r > dim) fatal("grass_select_device: rank %d of dimension %d", r, dim);
+    // scratch: p, cdf, keys in/out (double); iota, order, draws, count, r_eff (int); rho, first_rho (float)
+    size_t nd = (size_t)dim, off = 0;
+    size_t sort_bytes = 0, sort_bytes_f = 0;
+    cudaCheck(cub::DeviceRadixSort::SortPairsDescending(NULL, sort_bytes, (const double*)NULL, (double*)NULL,
+                                                        (const int*)NULL, (int*)NULL, dim, 0, 64, g_cu.stream));
+    cudaCheck(cub::DeviceRadixSort::SortPairsDescending(NULL, sort_bytes_f, (const float*)NULL, (float*)NULL,
+                                                        (const int*)NULL, (int*)NULL, dim, 0, 32, g_cu.stream));
+    if (sort_bytes_f > sort_bytes) sort_bytes = sort_bytes_f;
+    size_t total = 4 * nd * sizeof(double) + (3 * nd + (size_t)r + 1) * sizeof(int) + ((size_t)r + nd) * sizeof(float) +
+                   sort_bytes + 8 * 256;
+    char* base = (char*)cu_scratch(&g_cu.sc_select, total, "Grass selection scratch");
+#define CU_SEL_CARVE(ptr, type, count) do { off = (off + 255) & ~(size_t)255; ptr = (type*)(base + off); \
+                                           off += (size_t)(count) * sizeof(type); } while (0)
+    double *p, *cdf, *keys, *keys_out;
+    int *iota, *order, *draws, *count, *d_reff;
+    float *rho, *first_rho;
+    void* sort_temp;
+    CU_SEL_CARVE(p, double, nd); CU_SEL_CARVE(cdf, double, nd); CU_SEL_CARVE(keys, double, nd); CU_SEL_CARVE(keys_out, double, nd);
+    CU_SEL_CARVE(iota, int, nd); CU_SEL_CARVE(order, int, nd); CU_SEL_CARVE(count, int, nd); CU_SEL_CARVE(draws, int, r);
+    CU_SEL_CARVE(d_reff, int, 1); CU_SEL_CARVE(rho, float, r); CU_SEL_CARVE(first_rho, float, nd);
+    CU_SEL_CARVE(sort_temp, char, sort_bytes);
+#undef CU_SEL_CARVE
+    int norm_based = method == 1 || method == 2;
+    gk_sel_prepare<<<1, 1, 0, g_cu.stream>>>(d_norms, dim, norm_based, p, cdf);
+    CU_LAUNCHED("gk_sel_prepare");
+    if (method == 0) {  // top-r: the norms themselves, sorted descending (stable: lower index first)
+        gk_sel_iota<<<cu_ceil_div(dim, 256), 256, 0, g_cu.stream>>>(iota, dim);
+        CU_LAUNCHED("gk_sel_iota");
+        cudaCheck(cub::DeviceRadixSort::SortPairsDescending(sort_temp, sort_bytes, d_norms, (float*)keys_out, iota, order,
+                                                            dim, 0, 32, g_cu.stream));
+        gk_sel_take<<<cu_ceil_div(r, 256), 256, 0, g_cu.stream>>>(order, p, dim, r, method, draws, rho);
+        CU_LAUNCHED("gk_sel_take");
+    } else if (method == 1 || method == 3) {  // with replacement
+        gk_sel_draw_replace<<<cu_ceil_div(r, 256), 256, 0, g_cu.stream>>>(p, cdf, dim, r, rng, draws, rho);
+        CU_LAUNCHED("gk_sel_draw_replace");
+    } else {  // without replacement: Efraimidis-Spirakis keys, the r largest
+        gk_sel_es_keys<<<cu_ceil_div(dim, 256), 256, 0, g_cu.stream>>>(p, dim, rng, keys, iota);
+        CU_LAUNCHED("gk_sel_es_keys");
+        cudaCheck(cub::DeviceRadixSort::SortPairsDescending(sort_temp, sort_bytes, keys, keys_out, iota, order, dim, 0, 64,
+                                                            g_cu.stream));
+        gk_sel_take<<<cu_ceil_div(r, 256), 256, 0, g_cu.stream>>>(order, p, dim, r, method, draws, rho);
+        CU_LAUNCHED("gk_sel_take");
+    }
+    gk_sel_merge<<<1, 1, 0, g_cu.stream>>>(draws, rho, r, dim, count, first_rho, d_idx, d_scale, d_upscale, d_reff);
+    CU_LAUNCHED("gk_sel_merge");
+    int r_eff = 0;
+    backend_download(&r_eff, d_reff, sizeof(int));
+    return r_eff;
 }
 
 // ---- full-rank AdamW (fp32 moments, stochastic rounding of floatX parameters) -----------------

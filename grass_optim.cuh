@@ -35,6 +35,7 @@ typedef struct {
     int fused;           // apply projected updates during the backward pass
     int state_dtype;     // StateDtype of every Adam moment, full-rank and subspace (backend.h)
     int master_weights;  // keep an fp32 master copy of the weights (for bf16 weights on the GPU)
+    int select_on_device; // run the selection in the backend (GPU) instead of on the host
     int zero;            // ZeRO-1: shard the full-rank AdamW moments over the ranks
     int zero_rank, zero_world;  // this rank and the number of ranks (set by the trainer)
     int share_compressed; // fused with no accumulation: one layer's compressed gradients live at a
@@ -638,12 +639,23 @@ static void optim_refresh(Optimizer* o, int64_t step) {
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         optim_allreduce_float(o, g->norms, g->dim_sel);
-        backend_download(q, g->norms, g->dim_sel * sizeof(float));
-        grass_select(o->cfg.select, q, g->dim_sel, g->r, rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor), &g->h_sel);
-        g->r_eff = g->h_sel.r_eff;
-        backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
-        backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
-        backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+        uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
+        int r_eff = o->cfg.select_on_device
+                  ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale, g->d_upscale)
+                  : -1;
+        if (r_eff >= 0) {  // selected in the backend: keep the host copy for checkpoints and checks
+            g->h_sel.r_eff = g->r_eff = r_eff;
+            backend_download(g->h_sel.idx, g->d_idx, r_eff * sizeof(int));
+            backend_download(g->h_sel.scale, g->d_scale, r_eff * sizeof(float));
+            backend_download(g->h_sel.upscale, g->d_upscale, r_eff * sizeof(float));
+        } else {
+            backend_download(q, g->norms, g->dim_sel * sizeof(float));
+            grass_select(o->cfg.select, q, g->dim_sel, g->r, rng, &g->h_sel);
+            g->r_eff = g->h_sel.r_eff;
+            backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
+            backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
+            backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+        }
         size_t sub = (size_t)g->r * g->other * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
         backend_memset0(g->v, sub);

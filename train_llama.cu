@@ -531,6 +531,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
+    OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1, "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
     OPT("", "--zero", 'i', &a->oc.zero, 0, 1, "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
     OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");

@@ -9,8 +9,8 @@
 #   build (make train_llama test_llama test_kernels_cuda dev_cuda, GPU_ARCH=sm_90 by default),
 #   ./tests/bin/test_kernels_cuda (every kernel vs the CPU kernels), ./test_llama (transformers
 #   fixtures), data (tinyshakespeare from ../shared if present, else a synthetic 32000-token
-#   shard), 60m AdamW and Grass (B=16 T=256; Grass again with bf16 moments, fp32 master weights
-#   and recomputation), compute-sanitizer memcheck on a tiny run (with those options), the
+#   shard), 60m AdamW and Grass (B=16 T=256; Grass again with bf16 moments, fp32 master weights,
+#   recomputation and the selection on the device), compute-sanitizer memcheck on a tiny run (with those options), the
 #   13b Grass memory plan and the full 13b Grass run (B=1 T=256, 3 steps, --recompute 1 and
 #   --state-dtype bf16 unless SMALL13B_OPTS says otherwise; peak under 40 GB? under 32 GB?; a
 #   2-layer 13b run as a fallback when the full one cannot finish), 1b AdamW and Grass (T=1024),
@@ -86,7 +86,7 @@ if [ -x ./train_llama ]; then
     HELP=$(./train_llama -h 2>&1)
     missing=""
     for f in -i -j -c -b -t -x -v --eval-tokens -o --optimizer --rank --log-every --plan-only --layers --memory-limit-gb \
-             --recompute --state-dtype --master-weights; do
+             --recompute --state-dtype --master-weights --select-on-device; do
         grep -q -- " $f " <<< "$HELP" || missing+=" $f"
     done
     if [ -z "$missing" ]; then record flags PASS 0 "every flag this script uses is in ./train_llama -h"
@@ -175,7 +175,7 @@ if [ -x ./train_llama ] && [ -n "$TRAIN" ]; then
     # the memory options in a real run: bf16 moments, fp32 master weights, recomputation (loss
     # should track 60m_grass closely; peak memory lower)
     train 60m_grass_lowmem 90 -c 60m -b 16 -t 256 -x "$STEPS_60M" -j "$VAL" -v 0 --eval-tokens 32768 --optimizer grass \
-        --rank 128 -l 1e-2 --state-dtype bf16 --master-weights 1 --recompute 1
+        --rank 128 -l 1e-2 --state-dtype bf16 --master-weights 1 --recompute 1 --select-on-device 1
 
     SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
     if [ -n "$SAN" ]; then  # Grass run: covers every kernel (dense AdamW too, for embeddings and head)

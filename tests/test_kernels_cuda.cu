@@ -23,6 +23,7 @@
 #include "kernels_cpu.h"
 #include "backend.h"
 #include "backend_cuda.cuh"
+#include "grass_optim.cuh"  // the host selection, the reference of grass_select_device
 #include "tests/test_util.h"
 
 #ifdef ENABLE_FP32
@@ -624,6 +625,41 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     free_bufs();
 }
 
+// device selection == host selection (grass_select): same indices, bit-identical scales
+static void test_select_device(int dim, int r) {
+    std::vector<float> q(dim);
+    for (int i = 0; i < dim; i++) {  // squared norms with exact zeros and ties
+        float x = t_normal();
+        q[i] = (i % 11 == 0) ? 0.0f : (i % 7 == 0) ? 4.0f : x * x;
+    }
+    float* dq = df_from(q);
+    for (int method = 0; method < SEL_COUNT; method++) {
+        uint64_t rng = rng_seed_for(1234, 7, (uint64_t)method);
+        Selection hs;
+        hs.idx = (int*)calloc_check(r, sizeof(int));
+        hs.scale = (float*)calloc_check(r, sizeof(float));
+        hs.upscale = (float*)calloc_check(r, sizeof(float));
+        grass_select((GrassSelect)method, q.data(), dim, r, rng, &hs);
+        int* di = di_from(std::vector<int>(r, -1));
+        float* ds = df_from(std::vector<float>(r, NAN));
+        float* du = df_from(std::vector<float>(r, NAN));
+        int re = grass_select_device(method, dq, dim, r, rng, di, ds, du);
+        std::vector<int> gi(r > 0 ? r : 1);
+        backend_download(gi.data(), di, r * sizeof(int));
+        std::vector<float> gs = hf(ds, r), gu = hf(du, r);
+        int same = re == hs.r_eff;
+        for (int j = 0; same && j < re; j++)
+            same = gi[j] == hs.idx[j] && memcmp(&gs[j], &hs.scale[j], 4) == 0 && memcmp(&gu[j], &hs.upscale[j], 4) == 0;
+        // (a mismatch in multinorm-nr / uniform-nr only could come from CUDA's and libm's log differing in the last bit)
+        CHECK(same, "grass_select_device %s dim=%d r=%d: r_eff %d vs host %d, or indices/scales differ",
+              GRASS_SELECT_NAMES[method], dim, r, re, hs.r_eff);
+        printf("  %-64s %s\n", nm("grass_select_device %s dim=%d r=%d (r_eff %d)", GRASS_SELECT_NAMES[method], dim, r, re),
+               same ? "== host selection" : "DIFFERS from the host selection");
+        free(hs.idx); free(hs.scale); free(hs.upscale);
+    }
+    free_bufs();
+}
+
 int main(void) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
@@ -695,5 +731,9 @@ int main(void) {
         test_grass_adam(72, 48, cols, 9, 0.1f, true);
         test_grass_adam(97, 130, cols, 40, 0.0f, true);
     }
+    test_select_device(48, 12);
+    test_select_device(1376, 128);
+    test_select_device(5120, 256);
+    test_select_device(13824, 256);
     return test_summary("test_kernels_cuda");
 }

@@ -74,6 +74,11 @@ for mw in 0 1; do
 done
 cmp -s "$W/mw0/model_00000006.bin" "$W/mw1/model_00000006.bin" && ok "master weights: same weights as without (fp32 build)" \
   || bad "master weights changed the fp32 result"
+# --select-on-device 1: the CPU backend has no device path and must fall back to the host selection
+$BIN "${COMMON[@]}" -x 6 -v 3 -n 6 -o "$W/sod" --optimizer grass --rank 8 --update-freq 2 -l 1e-2 --weight-decay 0.1 \
+     --select-on-device 1 > "$W/sod.out" 2>&1 || bad "select-on-device: run failed"
+cmp -s "$W/mw0/model_00000006.bin" "$W/sod/model_00000006.bin" && ok "--select-on-device 1 on the CPU: the host selection, same weights" \
+  || bad "--select-on-device 1 changed the CPU result"
 grep -q "master weights .*(fp32 copy)" "$W/mw1.out" && ok "master weights shown in the memory plan" || bad "no master weights line in the plan"
 resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
 
