@@ -43,6 +43,13 @@ void backend_synchronize(void);
 size_t backend_memory_free(void);                  // bytes the backend can still allocate (0 = unknown)
 size_t backend_memory_peak(void);                  // bytes allocated at peak by backend_malloc
 double backend_peak_flops(void);                   // dense peak of the floatX matmul path, 0 = unknown
+// The backend's own scratch for a training step, for the memory plan: an estimate from the
+// sizes that drive it. N = B*T rows; att_rows = B*heads*T; d the width; T the sequence; gather
+// the largest Grass gathered operand (N x r elements); norm_block the largest projected matrix
+// (elements, the norm pass's block is at most that); wire the largest compressed gradient
+// all-reduced at once (elements); select_dim the largest dimension Grass selects from.
+typedef struct { size_t N, att_rows, d, T, gather, norm_block, wire, select_dim; } WorkspaceSizes;
+size_t backend_workspace_bytes(const WorkspaceSizes* w);
 
 // ---- model ops ---------------------------------------------------------------------------
 // out[i,:] = wte[tokens[i],:]

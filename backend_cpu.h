@@ -63,6 +63,15 @@ size_t backend_memory_free(void) {
 }
 size_t backend_memory_peak(void) { return g_cpu_bytes_peak; }
 double backend_peak_flops(void) { return 0.0; }  // unknown on a CPU; --peak-tflops sets it
+// the attention's per-thread score blocks (two of cpu_att_block x T floats); the rest is small
+size_t backend_workspace_bytes(const WorkspaceSizes* w) {
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    size_t qb = w->T < (size_t)cpu_att_block ? w->T : (size_t)cpu_att_block;
+    return (size_t)threads * 2 * qb * w->T * sizeof(float);
+}
 
 // ---- the interface: each op forwards to its cpu_ kernel (kernels_cpu.h) ----------------------
 void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d) { cpu_embedding_forward(out, d_tokens, wte, N, d); }

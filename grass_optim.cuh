@@ -389,6 +389,7 @@ typedef struct {
     size_t other_bytes;        // indices, scales, norm vectors
     size_t projected_params;   // parameters that live in Grass subspaces
     size_t master_bytes;       // fp32 master weights (--master-weights 1)
+    size_t max_rank, max_matrix, max_sub, max_dim_sel;  // largest Grass r, m x n, r x other, selection dim
     size_t comm_step_bytes;    // all-reduced per step with several ranks: dense grads + compressed grads
     size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
     size_t layer_compressed_bytes[1024];  // per layer, for the shared pool
@@ -413,6 +414,10 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
         p->layer_compressed_bytes[t->layer] += (size_t)r * other * sizeof(float);
         p->comm_step_bytes += (size_t)r * other * sizeof(floatX);  // floatX on the wire
         p->comm_refresh_bytes += (size_t)dim_sel * sizeof(float);
+        if ((size_t)r > p->max_rank) p->max_rank = r;
+        if (t->numel > p->max_matrix) p->max_matrix = t->numel;
+        if ((size_t)r * other > p->max_sub) p->max_sub = (size_t)r * other;
+        if ((size_t)dim_sel > p->max_dim_sel) p->max_dim_sel = dim_sel;
         p->state_bytes += 2 * (size_t)r * other * state_dtype_size(c->state_dtype);
         p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
         p->projected_params += t->numel;

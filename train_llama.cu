@@ -678,7 +678,13 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
     optim_plan(oc, &pt, &op);
     size_t weights = pt.total * sizeof(floatX);
     size_t acts = llama_activation_bytes(c, B, T, recompute);
-    size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes + acts;
+    WorkspaceSizes ws;
+    ws.N = (size_t)B * T; ws.att_rows = (size_t)B * c->n_heads * T; ws.d = c->dim; ws.T = T;
+    ws.gather = ws.N * op.max_rank; ws.norm_block = op.max_matrix; ws.wire = op.max_sub;
+    ws.select_dim = oc->select_on_device ? op.max_dim_sel : 0;
+    size_t work = backend_workspace_bytes(&ws);
+    size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes +
+                   acts + work;
     if (rank == 0) {
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
@@ -694,6 +700,7 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
                                    oc->overlap_comm && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
                recompute ? ", recomputed per layer" : "");
+        printf("  backend workspace %12s  %s   (GEMM workspace, scratch; estimate)\n", "", fmt_bytes(work, b[5]));
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
         printf("communication per optimizer step with several ranks: %.3f MiB all-reduced", op.comm_step_bytes / 1048576.0);
         if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
