@@ -150,10 +150,14 @@ void allgather_floatX(floatX* x, size_t shard);
 // started in that group since its last wait. GPU: the work queued so far is finished first,
 // the sum runs on a separate communication stream, and the wait makes the compute stream wait
 // for it (the host does not block). CPU: MPI_Iallreduce, and MPI_Waitall in the wait.
-// allreduce_async_reserve sizes the wire buffers: at most max_floats per group in flight.
-#define ALLREDUCE_SLOTS 2
+// allreduce_async_reserve sizes the wire buffers of groups 0 and 1: at most max_floats each in
+// flight. allreduce_start_floatX is the same for floatX values (no wire buffer needed).
+#define ALLREDUCE_LAYER_SLOTS 2   // groups 0 and 1: the fused Grass layers, alternating
+#define ALLREDUCE_SLOT_DENSE 2    // group 2: the dense gradients, layer by layer
+#define ALLREDUCE_SLOTS 3
 void allreduce_async_reserve(size_t max_floats);
 void allreduce_start_float_wire_floatX(float* x, size_t n, int slot);
+void allreduce_start_floatX(floatX* x, size_t n, int slot);
 void allreduce_wait(int slot);
 
 #endif // GRASS_BACKEND_H

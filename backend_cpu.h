@@ -199,6 +199,7 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     (void)x; (void)n;
 #endif
 }
+void allreduce_start_floatX(floatX* x, size_t n, int slot) { allreduce_start_float_wire_floatX(x, n, slot); }  // floatX is float
 void allreduce_wait(int slot) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
 #ifdef USE_MPI

@@ -1816,7 +1816,7 @@ static void cu_comm_launched(const char* kernel) {
 
 void allreduce_async_reserve(size_t max_floats) {
     if (g_cu.world <= 1 || !g_cu.use_nccl || max_floats <= g_cu.async_cap) return;
-    for (int s = 0; s < ALLREDUCE_SLOTS; s++) {
+    for (int s = 0; s < ALLREDUCE_LAYER_SLOTS; s++) {
         if (g_cu.async_pending[s]) fatal("allreduce_async_reserve while group %d is in flight", s);
         if (g_cu.async_wire[s]) backend_free(g_cu.async_wire[s]);
         g_cu.async_wire[s] = (floatX*)backend_malloc(max_floats * sizeof(floatX), "asynchronous all-reduce wire buffer");
@@ -1852,6 +1852,22 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     }
 #endif
     allreduce_sum_float_wire_floatX(x, n);  // host-staged MPI fallback: blocking
+}
+
+void allreduce_start_floatX(floatX* x, size_t n, int slot) {
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    if (g_cu.world <= 1 || n == 0) return;
+#ifdef USE_NCCL
+    if (g_cu.use_nccl) {
+        cudaCheck(cudaEventRecord(g_cu.ev_ready, g_cu.stream));
+        cudaCheck(cudaStreamWaitEvent(g_cu.comm_stream, g_cu.ev_ready, 0));
+        ncclCheck(ncclAllReduce(x, x, n, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        cudaCheck(cudaEventRecord(g_cu.ev_done[slot], g_cu.comm_stream));
+        g_cu.async_pending[slot] = 1;
+        return;
+    }
+#endif
+    allreduce_sum_floatX(x, n);  // host-staged MPI fallback: blocking
 }
 
 void allreduce_wait(int slot) {

@@ -220,6 +220,14 @@ typedef struct {
     size_t C_pool_numel;    // its size: the largest layer's set, twice with overlap_comm
     float* d_layer_sumsq;   // n_gm sums of squares of the fused compressed gradients (backend)
     int pending_layer;      // overlap_comm: the layer whose all-reduce is in flight, or -1
+    // overlap_comm, dense gradients: each layer's dense tensors sit together in grads at
+    // [dense_lo[l], dense_hi[l]); on the last micro-step their all-reduce starts when the layer's
+    // backward is done (group ALLREDUCE_SLOT_DENSE), and optim_step waits for all of them
+    int dense_overlap;      // on (several ranks, overlap_comm, not sharded, ranges contiguous)
+    int last_micro;         // set by the trainer: this backward pass is the step's last micro-step
+    int dense_started;      // some layer's dense all-reduce is in flight
+    int n_layers;
+    size_t* dense_lo; size_t* dense_hi;
 } Optimizer;
 
 static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
@@ -319,7 +327,7 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
     size_t pool = 0;
     for (int l = 0; l <= optim_max_layer(pt); l++) pool = pool > optim_layer_C_numel(o, l) ? pool : optim_layer_C_numel(o, l);
     o->pending_layer = -1;
-    if (cfg->overlap_comm) allreduce_async_reserve(pool);
+    if (cfg->overlap_comm && cfg->fused) allreduce_async_reserve(pool);
     if (cfg->share_compressed && o->n_gm > 0) {
         o->C_pool_numel = cfg->overlap_comm ? 2 * pool : pool;
         o->C_pool = (float*)backend_malloc(o->C_pool_numel * sizeof(float), "grass compressed gradients (shared)");
@@ -353,6 +361,23 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
     o->v = backend_malloc(moments * state_dtype_size(cfg->state_dtype), "adamw v");
     o->d_sumsq = (float*)backend_malloc(sizeof(float), "norm scalar");
     o->d_layer_sumsq = (float*)backend_malloc((o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), "norm scalars");
+    // each layer's dense gradients: one contiguous range (the compact buffer follows table order)
+    o->n_layers = optim_max_layer(pt) + 1;
+    o->dense_lo = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
+    o->dense_hi = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
+    o->dense_overlap = cfg->overlap_comm && !o->sharded && o->n_layers > 0;
+    for (int l = 0; l < o->n_layers; l++) {
+        size_t lo = (size_t)-1, hi = 0, count = 0;
+        for (int i = 0; i < pt->n; i++) {
+            if (pt->t[i].layer != l || o->grad_offset[i] == (size_t)-1) continue;
+            if (o->grad_offset[i] < lo) lo = o->grad_offset[i];
+            if (o->grad_offset[i] + pt->t[i].numel > hi) hi = o->grad_offset[i] + pt->t[i].numel;
+            count += pt->t[i].numel;
+        }
+        if (count == 0) { lo = hi = l > 0 ? o->dense_hi[l - 1] : 0; }
+        if (hi - lo != count || (l > 0 && lo != o->dense_hi[l - 1])) o->dense_overlap = 0;  // not one run: no overlap
+        o->dense_lo[l] = lo; o->dense_hi[l] = hi;
+    }
     if (cfg->master_weights) {
         o->master = (float*)backend_malloc(pt->total * sizeof(float), "fp32 master weights");
         backend_widen(o->master, params, pt->total);
@@ -377,6 +402,7 @@ static void optim_free(Optimizer* o) {
     backend_free(o->grads); backend_free(o->m); backend_free(o->v); backend_free(o->d_sumsq);
     backend_free(o->d_layer_sumsq);
     backend_free(o->master);
+    free(o->dense_lo); free(o->dense_hi);
     free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
 }
 
@@ -432,8 +458,8 @@ static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p)
     for (int l = 0; l < 1024; l++) pool = pool > p->layer_compressed_bytes[l] ? pool : p->layer_compressed_bytes[l];
     if (c->share_compressed) p->compressed_bytes = c->overlap_comm ? 2 * pool : pool;  // one pool (two halves)
     // overlap_comm on a bf16 build: a floatX wire buffer per all-reduce group in flight
-    if (c->overlap_comm && sizeof(floatX) < sizeof(float))
-        p->other_bytes += ALLREDUCE_SLOTS * (pool / sizeof(float)) * sizeof(floatX);
+    if (c->overlap_comm && c->fused && sizeof(floatX) < sizeof(float))
+        p->other_bytes += ALLREDUCE_LAYER_SLOTS * (pool / sizeof(float)) * sizeof(floatX);
 }
 
 // all-reduces through the backend, counting the payload (the communication accounting)
@@ -470,6 +496,7 @@ static void optim_zero_grads(Optimizer* o) {
     o->fused_sumsq = 0.0;
     backend_memset0(o->d_layer_sumsq, (o->n_gm > 0 ? o->n_gm : 1) * sizeof(float));
     o->pending_layer = -1;
+    o->dense_started = 0;
 }
 
 // The backward pass calls this for the weight gradient of every linear layer.
@@ -511,7 +538,7 @@ static size_t grass_sub_numel(const GrassMatrix* g) { return (size_t)g->r_eff * 
 // Fused path, second half: the layer's compressed gradients are summed over ranks; measure
 // them (into the layer's own norm scalars, read once per step) and apply the updates.
 static void optim_finish_layer(Optimizer* o, int layer) {
-    if (o->cfg.overlap_comm) allreduce_wait(layer % ALLREDUCE_SLOTS);
+    if (o->cfg.overlap_comm) allreduce_wait(layer % ALLREDUCE_LAYER_SLOTS);
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
@@ -529,6 +556,14 @@ static void optim_finish_layer(Optimizer* o, int layer) {
 // runs during that backward (on the GPU's communication stream). Layer l's weights are not
 // read again in this backward pass, so the later update gives the same result.
 static void optim_layer_done(Optimizer* o, int layer) {
+    if (o->dense_overlap && o->last_micro && o->mode == BWD_GRADS && o->world_size > 1) {
+        size_t lo = o->dense_lo[layer], hi = o->dense_hi[layer];
+        if (hi > lo) {
+            allreduce_start_floatX(o->grads + lo, hi - lo, ALLREDUCE_SLOT_DENSE);
+            o->comm_bytes += (double)(hi - lo) * sizeof(floatX);
+            o->dense_started = 1;
+        }
+    }
     if (!o->apply_fused || o->mode != BWD_GRADS) return;
     if (!o->cfg.overlap_comm) {
         for (int k = 0; k < o->n_gm; k++)
@@ -540,7 +575,7 @@ static void optim_layer_done(Optimizer* o, int layer) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
         if (o->world_size > 1) {
-            allreduce_start_float_wire_floatX(g->C, grass_sub_numel(g), layer % ALLREDUCE_SLOTS);
+            allreduce_start_float_wire_floatX(g->C, grass_sub_numel(g), layer % ALLREDUCE_LAYER_SLOTS);
             o->comm_bytes += (double)grass_sub_numel(g) * sizeof(floatX);
         }
     }
@@ -574,6 +609,14 @@ static float optim_step(Optimizer* o, float lr) {
         // counted as that
         reducescatter_sum_floatX(o->grads, o->shard);
         o->comm_bytes += (double)o->grad_total * sizeof(floatX);
+    } else if (o->dense_started) {
+        // the layers' dense gradients were reduced during the backward pass; what is left are
+        // the embeddings (before layer 0) and the final norm and head (after the last layer)
+        allreduce_wait(ALLREDUCE_SLOT_DENSE);
+        size_t first = o->dense_lo[0], last = o->dense_hi[o->n_layers - 1];
+        optim_allreduce_floatX(o, o->grads, first);
+        optim_allreduce_floatX(o, o->grads + last, o->grad_total - last);
+        o->dense_started = 0;
     } else {
         optim_allreduce_floatX(o, o->grads, o->grad_total);
     }

@@ -536,7 +536,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
-    OPT("", "--overlap-comm", 'i', &a->overlap_comm, 0, 1, "fused Grass with several ranks: all-reduce a layer while the next one's backward runs (0/1)");
+    OPT("", "--overlap-comm", 'i', &a->overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
     OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
     OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
@@ -866,7 +866,7 @@ int main(int argc, char** argv) {
         fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
     int accum = (int)(a.total_batch / micro_tokens);
     a.oc.share_compressed = a.oc.type == OPT_GRASS && a.oc.fused && accum == 1;
-    a.oc.overlap_comm = a.overlap_comm && a.oc.type == OPT_GRASS && a.oc.fused && pg.world_size > 1;
+    a.oc.overlap_comm = a.overlap_comm && pg.world_size > 1;
     a.oc.zero_rank = pg.rank; a.oc.zero_world = pg.world_size;
     if (a.oc.zero && a.oc.master_weights) fatal("--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
     if (a.warmup < 0) a.warmup = a.steps / 10;
@@ -887,8 +887,8 @@ int main(int argc, char** argv) {
                    "%s states\n", GRASS_SELECT_NAMES[a.oc.select], a.rank == -1.0f ? "full: fraction " : a.rank < 1 ? "fraction " : "",
                    a.rank == -1.0f ? 1.0f : a.rank, a.oc.update_freq,
                    a.oc.alpha, a.oc.fused, a.oc.overlap_comm, a.grass_layers, a.lr, a.state_dtype);
-        else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states\n", a.lr, a.oc.weight_decay, a.oc.grad_clip,
-                    a.state_dtype);
+        else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states, overlap=%d\n", a.lr, a.oc.weight_decay,
+                    a.oc.grad_clip, a.state_dtype, a.oc.overlap_comm);
         if (a.oc.zero && pg.world_size > 1)
             printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
     }
@@ -1040,6 +1040,7 @@ int main(int argc, char** argv) {
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train);
             opt.apply_fused = (a.oc.type == OPT_GRASS && a.oc.fused && micro == accum - 1);
+            opt.last_micro = (micro == accum - 1);
             opt.lr_now = lr;
             loss += llama_forward(&model, train.inputs, train.targets, a.B, a.T, 1, dloss);
             llama_backward(&model, &opt, a.B, a.T);

@@ -293,6 +293,23 @@ static void test_model_level(void) {
     CHECK(d == 0.0, "fused, overlapped, two-half pool == unfused (max diff %.3g of %.3g)", d, s);
     CHECK(ov_shared.o.C_pool_numel == 2 * shared.o.C_pool_numel, "overlap doubles the pool (%zu vs %zu floats)",
           ov_shared.o.C_pool_numel, shared.o.C_pool_numel);
+    // the dense gradients of each layer form one run in the compact buffer, the runs abut and
+    // lie between the embeddings and the final norm/head: the dense overlap is on
+    CHECK(ov_shared.o.dense_overlap == 1, "dense-gradient overlap enabled with overlap_comm");
+    {
+        size_t emb = ov_shared.m.pt.t[ov_shared.m.pt.embed].numel;
+        CHECK(ov_shared.o.dense_lo[0] == emb && ov_shared.o.dense_hi[c.n_layers - 1] < ov_shared.o.grad_total,
+              "layer dense ranges start after the embeddings (%zu vs %zu) and end before the head",
+              ov_shared.o.dense_lo[0], emb);
+        OptimConfig ad; optim_config_defaults(&ad); ad.overlap_comm = 1;
+        Optimizer oa;
+        optim_init(&oa, &ad, &ov_shared.m.pt, ov_shared.m.params);
+        size_t per_layer = 0;
+        for (int i = 0; i < ov_shared.m.pt.n; i++) if (ov_shared.m.pt.t[i].layer == 0) per_layer += ov_shared.m.pt.t[i].numel;
+        CHECK(oa.dense_overlap == 1 && oa.dense_hi[0] - oa.dense_lo[0] == per_layer,
+              "AdamW: every tensor of layer 0 in its dense range (%zu of %zu values)", oa.dense_hi[0] - oa.dense_lo[0], per_layer);
+        optim_free(&oa);
+    }
     CHECK(ov_shared.last_norm == shared.last_norm && ov_shared.last_norm > 0,
           "overlapped fused gradient norm == fused (%.9g vs %.9g)", ov_shared.last_norm, shared.last_norm);
     CHECK(fabs(ov_shared.last_norm - own.last_norm) <= 1e-5 * own.last_norm,

@@ -51,17 +51,22 @@ for opt in adamw topr multinorm multinorm-nr uniform uniform-nr; do
 done
 # the overlapped all-reduce (the default with several ranks: layer l reduces while layer l-1's
 # backward runs) gives the bits of the immediate one, with and without gradient accumulation
-GO=(--optimizer grass --rank 8 --update-freq 3)
-for d in 256 512; do
-  for ov in 0 1; do
-    timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 7 -v 3 -d $d -o "$W/ov${ov}_$d" --overlap-comm $ov "${GO[@]}" > "$W/ov${ov}_$d.out" 2>&1 \
-      || { bad "overlap $ov, total batch $d: 2-rank run failed"; tail -3 "$W/ov${ov}_$d.out"; }
+# (dense gradients of every layer overlap too, for AdamW and for Grass's norms)
+for opt in grass adamw; do
+  if [ $opt = grass ]; then GO=(--optimizer grass --rank 8 --update-freq 3); else GO=(--optimizer adamw); fi
+  for d in 256 512; do
+    for ov in 0 1; do
+      timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 7 -v 3 -d $d -o "$W/ov${ov}_${opt}_$d" --overlap-comm $ov "${GO[@]}" \
+        > "$W/ov${ov}_${opt}_$d.out" 2>&1 || { bad "$opt overlap $ov, total batch $d: 2-rank run failed"; tail -3 "$W/ov${ov}_${opt}_$d.out"; }
+    done
+    grep -q "overlap=1" "$W/ov1_${opt}_$d.out" && grep -q "overlap=0" "$W/ov0_${opt}_$d.out" || bad "$opt: overlap setting not shown"
+    if msg=$(same_losses "$W/ov1_${opt}_$d/log.txt" "$W/ov0_${opt}_$d/log.txt" 0); then
+      ok "$opt, 2 ranks, total batch $d: overlapped == immediate all-reduce ($msg)"
+    else bad "$opt, 2 ranks, total batch $d: overlapped vs immediate: $msg"; fi
+    cmp -s "$W/ov1_${opt}_$d/model_00000007.bin" "$W/ov0_${opt}_$d/model_00000007.bin" || bad "$opt, total batch $d: overlap changed the weights"
+    a1=$(grep -o 'comm_mib=[0-9.]*' "$W/ov1_${opt}_$d/log.txt" | tail -1); a0=$(grep -o 'comm_mib=[0-9.]*' "$W/ov0_${opt}_$d/log.txt" | tail -1)
+    [ -n "$a1" ] && [ "$a1" = "$a0" ] && ok "$opt, total batch $d: same bytes counted with overlap ($a1)" || bad "$opt: comm with overlap $a1 vs $a0"
   done
-  grep -q "overlap=1" "$W/ov1_$d.out" && grep -q "overlap=0" "$W/ov0_$d.out" || bad "overlap setting not shown"
-  if msg=$(same_losses "$W/ov1_$d/log.txt" "$W/ov0_$d/log.txt" 0); then ok "2 ranks, total batch $d: overlapped == immediate all-reduce ($msg)"
-  else bad "2 ranks, total batch $d: overlapped vs immediate: $msg"; fi
-  a1=$(grep -o 'comm_mib=[0-9.]*' "$W/ov1_$d/log.txt" | tail -1); a0=$(grep -o 'comm_mib=[0-9.]*' "$W/ov0_$d/log.txt" | tail -1)
-  [ -n "$a1" ] && [ "$a1" = "$a0" ] && ok "total batch $d: same bytes counted with overlap ($a1)" || bad "comm with overlap $a1 vs $a0"
 done
 
 # ZeRO-1: sharded AdamW moments give the bits of replicated ones (2 ranks: a reduce-scatter
