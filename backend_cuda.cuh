@@ -1824,14 +1824,24 @@ void allreduce_async_reserve(size_t max_floats) {
     g_cu.async_cap = max_floats;
 }
 
+// the communication stream's part of an asynchronous all-reduce: it first waits for everything
+// queued so far on the compute stream (which wrote the values), and afterwards marks the group
+static void cu_comm_begin(int slot) {
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    cudaCheck(cudaEventRecord(g_cu.ev_ready, g_cu.stream));
+    cudaCheck(cudaStreamWaitEvent(g_cu.comm_stream, g_cu.ev_ready, 0));
+}
+static void cu_comm_end(int slot) {
+    cudaCheck(cudaEventRecord(g_cu.ev_done[slot], g_cu.comm_stream));
+    g_cu.async_pending[slot] = 1;
+}
+
 void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
     if (g_cu.world <= 1 || n == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
-        // everything queued so far on the compute stream (which wrote x) comes first
-        cudaCheck(cudaEventRecord(g_cu.ev_ready, g_cu.stream));
-        cudaCheck(cudaStreamWaitEvent(g_cu.comm_stream, g_cu.ev_ready, 0));
+        cu_comm_begin(slot);
 #ifdef ENABLE_FP32
         ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
 #else
@@ -1846,8 +1856,7 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
         gk_x_to_float<<<cu_grid_for(n, 256), 256, 0, g_cu.comm_stream>>>(x, wire, n);
         cu_comm_launched("gk_x_to_float");
 #endif
-        cudaCheck(cudaEventRecord(g_cu.ev_done[slot], g_cu.comm_stream));
-        g_cu.async_pending[slot] = 1;
+        cu_comm_end(slot);
         return;
     }
 #endif
@@ -1859,11 +1868,9 @@ void allreduce_start_floatX(floatX* x, size_t n, int slot) {
     if (g_cu.world <= 1 || n == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
-        cudaCheck(cudaEventRecord(g_cu.ev_ready, g_cu.stream));
-        cudaCheck(cudaStreamWaitEvent(g_cu.comm_stream, g_cu.ev_ready, 0));
+        cu_comm_begin(slot);
         ncclCheck(ncclAllReduce(x, x, n, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.comm_stream));
-        cudaCheck(cudaEventRecord(g_cu.ev_done[slot], g_cu.comm_stream));
-        g_cu.async_pending[slot] = 1;
+        cu_comm_end(slot);
         return;
     }
 #endif
