@@ -16,6 +16,7 @@
 #include <mpi.h>
 #endif
 #include "utils.h"
+#include "comm.h"
 #include "backend.h"
 #include "kernels_cpu.h"
 
@@ -102,26 +103,9 @@ void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, 
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 
 // ---- collectives ----------------------------------------------------------------------------
-void allreduce_sum_float(float* x, size_t n) {
 #ifdef USE_MPI
-    int initialized = 0, world = 1;
-    MPI_Initialized(&initialized);
-    if (!initialized) return;  // a single-process caller (tests) that never started MPI
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (world == 1) return;
-    const size_t maxc = (size_t)1 << 30;  // MPI counts are int
-    for (size_t off = 0; off < n; off += maxc) {
-        int cnt = (int)((n - off) < maxc ? (n - off) : maxc);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) fatal("MPI_Allreduce of %d floats failed (code %d)", cnt, rc);
-    }
-#else
-    (void)x; (void)n;
-#endif
-}
-void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }
-
-#ifdef USE_MPI
+// ranks in MPI_COMM_WORLD and this one's; 1 for a single-process caller (tests) that never
+// started MPI
 static int cpu_mpi_world(int* rank) {
     int initialized = 0, world = 1;
     *rank = 0;
@@ -132,6 +116,16 @@ static int cpu_mpi_world(int* rank) {
     return world;
 }
 #endif
+void allreduce_sum_float(float* x, size_t n) {
+#ifdef USE_MPI
+    int rank;
+    if (cpu_mpi_world(&rank) == 1) return;
+    mpi_allreduce_floats(x, n);
+#else
+    (void)x; (void)n;
+#endif
+}
+void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }
 void reducescatter_sum_floatX(floatX* x, size_t shard) {
 #ifdef USE_MPI
     int rank, world = cpu_mpi_world(&rank);
@@ -181,11 +175,8 @@ void allreduce_async_reserve(size_t max_floats) { (void)max_floats; }
 void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
 #ifdef USE_MPI
-    int initialized = 0, world = 1;
-    MPI_Initialized(&initialized);
-    if (!initialized || n == 0) return;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    if (world == 1) return;
+    int rank;
+    if (n == 0 || cpu_mpi_world(&rank) == 1) return;
     const size_t maxc = (size_t)1 << 30;  // MPI counts are int
     for (size_t off = 0; off < n; off += maxc) {
         if (cpu_async_count[slot] == CPU_ASYNC_MAX)

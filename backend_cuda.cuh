@@ -40,6 +40,7 @@
 #include <nccl.h>
 #endif
 #include "utils.h"
+#include "comm.h"
 #include "backend.h"
 
 // ---- checked calls ------------------------------------------------------------------------------
@@ -1676,16 +1677,6 @@ void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, 
 
 // ---- collectives --------------------------------------------------------------------------------
 
-#ifdef USE_MPI
-static void cu_mpi_allreduce_host(float* h, size_t n) {
-    const size_t maxc = (size_t)1 << 30;  // MPI counts are int
-    for (size_t off = 0; off < n; off += maxc) {
-        int cnt = (int)((n - off) < maxc ? (n - off) : maxc);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, h + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) fatal("MPI_Allreduce of %d floats failed (code %d)", cnt, rc);
-    }
-}
-#endif
 
 void allreduce_sum_float(float* x, size_t n) {
     if (g_cu.world <= 1 || n == 0) return;
@@ -1698,7 +1689,7 @@ void allreduce_sum_float(float* x, size_t n) {
 #ifdef USE_MPI
     float* h = cu_host_stage(n);  // host-staged fallback: slow but correct
     backend_download(h, x, n * sizeof(float));
-    cu_mpi_allreduce_host(h, n);
+    mpi_allreduce_floats(h, n);
     backend_upload(x, h, n * sizeof(float));
 #else
     (void)x;
@@ -1721,7 +1712,7 @@ void allreduce_sum_floatX(floatX* x, size_t n) {
     // host-staged fallback: floatX -> fp32 on the host, sum, round back
     float* h = (float*)malloc_check(n * sizeof(float));
     backend_download_floats(h, x, n);
-    cu_mpi_allreduce_host(h, n);
+    mpi_allreduce_floats(h, n);
     backend_upload_floats(x, h, n);
     free(h);
 #else

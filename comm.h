@@ -64,6 +64,19 @@ static void comm_finalize(ProcessGroup* pg) {
 #endif
 }
 
+#ifdef USE_MPI
+// in-place MPI sum of n floats over MPI_COMM_WORLD, in chunks (MPI counts are int); the
+// backends' host-side all-reduce (the CPU's, and the CUDA build's fallback without NCCL)
+static void mpi_allreduce_floats(float* x, size_t n) {
+    const size_t maxc = (size_t)1 << 30;
+    for (size_t off = 0; off < n; off += maxc) {
+        int cnt = (int)((n - off) < maxc ? (n - off) : maxc);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS) fatal("MPI_Allreduce of %d floats failed (code %d)", cnt, rc);
+    }
+}
+#endif
+
 // sum doubles over ranks, in place
 static void comm_allreduce_sum_double(ProcessGroup* pg, double* x, int n) {
     (void)pg; (void)x; (void)n;

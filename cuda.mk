@@ -112,7 +112,7 @@ test_llama: tests/test_llama.cu tests/fixture.h tests/test_util.h train_llama.cu
 
 test_kernels_cuda: tests/bin/test_kernels_cuda
 
-tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
 	$(info $(CUDA_CBLAS_NOTE))
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
@@ -121,12 +121,12 @@ build/dev_cuda:
 
 test_kernels_cuda_fp32: tests/bin/test_kernels_cuda_fp32
 
-tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) -DENABLE_FP32 tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
 dev_cuda: $(DEV_CUDA_BINS)
 
-build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h kernels_cpu.h backend.h backend_cuda.cuh utils.h | build/dev_cuda
+build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h kernels_cpu.h backend.h backend_cuda.cuh comm.h utils.h | build/dev_cuda
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) $< -o $@ $(CUDA_REF_LIBS)
 endif
 
