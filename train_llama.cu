@@ -804,6 +804,11 @@ static void write_latest(const char* out_dir, int64_t step) {
     rename_check(tmp, path);
 }
 
+// ZeRO-1: this rank's block of the AdamW moments, next to the step's state file
+static void zero_shard_path(char* buf, size_t len, const char* out_dir, long long step, int rank) {
+    snprintf(buf, len, "%s/state_%08lld.zero%d.bin", out_dir, step, rank);
+}
+
 static void save_checkpoint(const TrainArgs* a, Llama* m, Optimizer* o, const TrainState* ts) {
     char mp[1024], sp[1024];
     snprintf(mp, sizeof(mp), "%s/model_%08lld.bin", a->out_dir, (long long)ts->step);
@@ -940,7 +945,7 @@ int main(int argc, char** argv) {
             state_load(sp, &model, &opt, &ts);
             if (opt.sharded) {
                 char zp[1100];
-                snprintf(zp, sizeof(zp), "%s/state_%08lld.zero%d.bin", a.out_dir, st, pg.rank);
+                zero_shard_path(zp, sizeof(zp), a.out_dir, st, pg.rank);
                 optim_load_shard(&opt, zp);
             }
             if (ts.world_size != pg.world_size)
@@ -1009,7 +1014,7 @@ int main(int argc, char** argv) {
                 ts.data = dataloader_get_state(&train);
                 if (opt.sharded) {  // every rank's block first: checkpoint_latest.txt comes last
                     char zp[1100];
-                    snprintf(zp, sizeof(zp), "%s/state_%08lld.zero%d.bin", a.out_dir, (long long)ts.step, pg.rank);
+                    zero_shard_path(zp, sizeof(zp), a.out_dir, (long long)ts.step, pg.rank);
                     optim_save_shard(&opt, zp);
                     comm_barrier(&pg);
                 }
