@@ -121,9 +121,12 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
                         float* d_upscale);
 
 // ---- full-rank AdamW and reductions ------------------------------------------------------
-// m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass
+// m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass.
+// Stochastic rounding (bf16 weights without a master copy) draws number first + i of the
+// stream `seed` for param[i]: a tensor updated in pieces (ZeRO-1 shards) gets the draws of one
+// whole-tensor update, so the result does not depend on where the pieces are cut.
 void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2,
-                  float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
+                  float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed, size_t first);
 // *acc += sum(x^2) (acc is a backend float)
 void sumsq_floatX(float* acc, const floatX* x, size_t n);
 void sumsq_float(float* acc, const float* x, size_t n);

@@ -648,7 +648,7 @@ static float optim_step(Optimizer* o, float lr) {
         adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, o->grads + a,
                      (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, lr, o->cfg.b1, o->cfg.b2,
                      o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
-                     optim_update_seed(o, i) ^ (uint64_t)in_t);
+                     optim_update_seed(o, i), in_t);
     }
     if (o->sharded) {
         // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks

@@ -387,7 +387,7 @@ static void test_adamw(size_t n, int off, float wd) {
     floatX* dp = dx_from(p) + off;
     float* dm = df_from(m) + off;
     float* dv = df_from(v) + off;
-    adamw_update(dp, NULL, dx_from(g) + off, dm, dv, STATE_FP32, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    adamw_update(dp, NULL, dx_from(g) + off, dm, dv, STATE_FP32, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42, 0);
     std::vector<float> rp(p.begin() + off, p.end()), rm(m.begin() + off, m.end()), rv(v.begin() + off, v.end());
     cpu_adamw_update(rp.data(), NULL, g.data() + off, rm.data(), rv.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
     // bf16: stochastic rounding moves each parameter by at most one bf16 step (2^-8 relative)
@@ -402,7 +402,7 @@ static void test_adamw(size_t n, int off, float wd) {
     void* dm2 = ds_bf16_from(ms);
     void* dv2 = ds_bf16_from(vs);
     adamw_update(dp2, NULL, dx_from(std::vector<float>(g.begin() + off, g.end())), dm2, dv2, STATE_BF16, n, lr, b1, b2, eps, wd,
-                 bc1, bc2, gs, 42);
+                 bc1, bc2, gs, 42, 0);
     std::vector<float> rp2(p.begin() + off, p.end());
     std::vector<uint16_t> rm2 = bf16_bits(ms), rv2 = bf16_bits(vs);
     cpu_adamw_update(rp2.data(), NULL, g.data() + off, rm2.data(), rv2.data(), 1, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
@@ -416,7 +416,7 @@ static void test_adamw(size_t n, int off, float wd) {
     floatX* dp3 = dx_from(p3);
     float* dmaster = df_from(p3);
     adamw_update(dp3, dmaster, dx_from(std::vector<float>(g.begin() + off, g.end())), df_from(ms), df_from(vs), STATE_FP32,
-                 n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+                 n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42, 0);
     std::vector<float> rp3 = p3, rmaster = p3, rm3 = ms, rv3 = vs;
     cpu_adamw_update(rp3.data(), rmaster.data(), g.data() + off, rm3.data(), rv3.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2,
                      gs, 42);
@@ -434,7 +434,7 @@ static void test_stochastic_rounding(void) {
     std::vector<float> p(n, 1.0f), g(n, 1.0f), z(n, 0.0f);
     float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f;
     floatX* dp = dx_from(p);
-    adamw_update(dp, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    adamw_update(dp, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
     std::vector<float> r1 = hx(dp, n);
     double mean = 0.0;
     size_t ups = 0;
@@ -450,11 +450,30 @@ static void test_stochastic_rounding(void) {
     printf("  %-64s mean %.7f (exact %.7f), %.3f rounded up\n", "adamw_update: mean of 1M stochastically rounded params",
            mean, expect, (double)ups / n);
     floatX* dp2 = dx_from(p);
-    adamw_update(dp2, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7);
+    adamw_update(dp2, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
     expect_same_bits("adamw_update with the same seed", r1, hx(dp2, n));
+    // a tensor updated in two pieces (ZeRO-1 cuts tensors at shard ends) gets the bits of one
+    // update: piece two passes first = its offset. Cuts at an odd offset (scalar path) and at a
+    // multiple of 16 bytes (vectorized path); fp32 moments, bf16 moments.
+    for (int sd = 0; sd <= 1; sd++)
+        for (size_t cut : {(size_t)333333, (size_t)524288}) {
+            floatX* dq = dx_from(p);
+            floatX* dg = dx_from(g);
+            void *dm = sd ? ds_bf16_from(z) : (void*)df_from(z), *dv = sd ? ds_bf16_from(z) : (void*)df_from(z);
+            size_t es = sd ? 2 : 4;
+            int st = sd ? STATE_BF16 : STATE_FP32;
+            adamw_update(dq, NULL, dg, dm, dv, st, cut, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
+            adamw_update(dq + cut, NULL, dg + cut, (char*)dm + cut * es, (char*)dv + cut * es, st, n - cut, lr, b1, b2, 1e-12f,
+                         0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, cut);
+            floatX* dw = dx_from(p);
+            adamw_update(dw, NULL, dg, sd ? ds_bf16_from(z) : (void*)df_from(z), sd ? ds_bf16_from(z) : (void*)df_from(z), st, n,
+                         lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
+            expect_same_bits(nm("adamw_update in two pieces (cut %zu, %s moments) == one update", cut, sd ? "bf16" : "fp32"),
+                             hx(dw, n), hx(dq, n));
+        }
 #ifndef ENABLE_FP32
     floatX* dp3 = dx_from(p);
-    adamw_update(dp3, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8);
+    adamw_update(dp3, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8, 0);
     std::vector<float> r3 = hx(dp3, n);
     CHECK(memcmp(r1.data(), r3.data(), n * sizeof(float)) != 0, "a different seed gives the same rounding");
 #endif
