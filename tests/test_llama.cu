@@ -2,7 +2,8 @@
  * test_llama.cu: the model against an independent reference, Hugging Face transformers'
  * LlamaForCausalLM (fixtures made by dev/make_reference.py: weights, a batch, logits, loss
  * and every gradient). The same file builds for the CPU (fp32 tolerances) and for the GPU
- * (bf16 tolerances):  make test (CPU)  /  make test_llama && ./test_llama (GPU).
+ * (bf16 tolerances; fp32 ones with -DENABLE_FP32):  make test (CPU)  /  make test_llama && ./test_llama
+ * (GPU)  /  make test_cuda_emu (the GPU build on the CPU, through tests/cuda_emu).
  * Also checks, through the whole model, that Grass's compressed gradients are rho * the
  * selected rows (or columns) of the reference gradients, and that the norm pass's row norms
  * are those of the reference gradients.
@@ -12,11 +13,15 @@
 #include "tests/test_util.h"
 #include "tests/fixture.h"
 
-#ifdef __CUDACC__
-#define LOGIT_TOL 3e-2   // bf16 weights and activations
-#define GRAD_TOL 6e-2    // relative to the tensor's largest entry
+#if defined(__CUDACC__) && !defined(ENABLE_FP32)
+// bf16 weights and activations. A correct bf16 LLaMA is this far from the fp32 fixtures
+// (dev/bf16_baseline.py: PyTorch in pure bf16 and under bf16 autocast, worst over the three
+// fixtures: logits 4.2e-2, loss 1.4e-3, gradients 8.4e-2, relative to each tensor's largest
+// entry); the tolerances are 1.5x that, so a wrong kernel (errors of order 1) still fails.
+#define LOGIT_TOL 6e-2
+#define GRAD_TOL 1.25e-1
 #define LOSS_TOL 1e-2
-#else
+#else  // fp32: the CPU build, and the GPU build with -DENABLE_FP32 (fp32 GEMMs, no TF32)
 #define LOGIT_TOL 1e-4
 #define GRAD_TOL 2e-4
 #define LOSS_TOL 1e-5
