@@ -73,12 +73,19 @@ static double dc_rel_err(const std::vector<float>& a, const std::vector<float>& 
     }
     return s > 0 ? d / s : d;
 }
-static int dc_failures = 0;
+static int dc_failures = 0, dc_passes = 0;
 static void dc_validate(const char* what, const std::vector<float>& got, const std::vector<float>& ref, double tol) {
     double e = dc_rel_err(got, ref);
     int ok = e <= tol;
     if (!ok) dc_failures++;
+    else dc_passes++;
     printf("  validate %-48s rel err %.2e (tol %.0e) %s\n", what, e, tol, ok ? "ok" : "FAIL");
+}
+// the last lines of a check: "N passed, N failed" (what tests/run_all.sh counts); exit status
+static int dc_summary(const char* prog) {
+    printf("%s\n", dc_failures ? "VALIDATION FAILED" : "all validations passed");
+    printf("%s: %d passed, %d failed\n", prog, dc_passes, dc_failures);
+    return dc_failures ? 1 : 0;
 }
 // median time in ms of f() over reps runs after warmup runs, timed with events on the backend's stream
 template <class F>
