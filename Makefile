@@ -1,7 +1,8 @@
 # grass.c: LLaMA pretraining with Grass. See README.md.
 #   make train_llama_cpu   CPU build (fp32, OpenMP, OpenBLAS; MPI when found)
 #   make train_llama       GPU build (nvcc; bf16, cuBLAS/cuBLASLt; NCCL + MPI when found)
-#   make test              the CPU test suite (what CI runs)
+#   make test              the test suite (what CI runs): CPU tests, then the CUDA build on the CPU
+#                          through the emulator in tests/cuda_emu (when the CUDA headers are installed)
 #   make test_llama        the GPU parity test
 
 CXX ?= g++
@@ -73,7 +74,9 @@ test: train_llama_cpu train_llama_cpu_nompi $(TEST_BINS)
 	bash tests/run_all.sh
 
 clean:
-	rm -rf train_llama train_llama_cpu train_llama_cpu_nompi test_llama tests/bin
+	rm -rf train_llama train_llama_cpu train_llama_cpu_nompi test_llama tests/bin build/emu
 
 # GPU build rules (nvcc, cuBLAS/cuBLASLt, NCCL/MPI detection) live in cuda.mk
 -include cuda.mk
+# the CUDA build run on the CPU through the emulator in tests/cuda_emu
+-include tests/cuda_emu/emu.mk

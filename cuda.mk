@@ -5,6 +5,7 @@
 #   make test_kernels_cuda    every CUDA kernel against the CPU kernels (tests/bin/test_kernels_cuda)
 #   make dev_cuda             kernel experiments in dev/cuda (binaries in build/dev_cuda/)
 #   make test_kernels_cuda_fp32  the parity test of the fp32 build (tests/bin/test_kernels_cuda_fp32)
+#   make test_emu_gpu         the CUDA emulator's own checks, on the GPU (tests/bin/test_emu_gpu)
 # Options: GPU_ARCH="sm_80 sm_90" (default; one arch compiles faster: GPU_ARCH=sm_90),
 #          NVCC=/path/to/nvcc, NO_MPI=1, NO_NCCL=1, CUDA_HOME=/usr/local/cuda.
 
@@ -14,6 +15,7 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x $(CUDA_HOME)/bin/nvcc &&
 GPU_ARCH ?= sm_80 sm_90
 
 CUDA_GOALS := train_llama train_llama_fp32 test_llama test_kernels_cuda tests/bin/test_kernels_cuda dev_cuda \
+              test_emu_gpu tests/bin/test_emu_gpu \
               test_kernels_cuda_fp32 tests/bin/test_kernels_cuda_fp32 \
               build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
 CUDA_GOALS_ASKED := $(filter $(CUDA_GOALS),$(MAKECMDGOALS))
@@ -84,12 +86,12 @@ CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp
 CUDA_HEADERS = utils.h llama_config.h llama_params.h backend.h backend_cuda.cuh comm.h grass_optim.cuh dataloader.h tokenizer.h
 DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
 
-.PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info
+.PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info test_emu_gpu
 
 ifeq ($(NVCC),)
-.PHONY: train_llama train_llama_fp32 test_llama tests/bin/test_kernels_cuda tests/bin/test_kernels_cuda_fp32 $(DEV_CUDA_BINS)
+.PHONY: train_llama train_llama_fp32 test_llama tests/bin/test_kernels_cuda tests/bin/test_kernels_cuda_fp32 $(DEV_CUDA_BINS) tests/bin/test_emu_gpu
 train_llama train_llama_fp32 test_llama test_kernels_cuda tests/bin/test_kernels_cuda test_kernels_cuda_fp32 \
-tests/bin/test_kernels_cuda_fp32 dev_cuda $(DEV_CUDA_BINS):
+tests/bin/test_kernels_cuda_fp32 dev_cuda $(DEV_CUDA_BINS) test_emu_gpu tests/bin/test_emu_gpu:
 	@echo "error: nvcc (the CUDA compiler) was not found on PATH or in $(CUDA_HOME)/bin."
 	@echo "  install the CUDA toolkit, or set NVCC=/path/to/nvcc or CUDA_HOME=/path/to/cuda;"
 	@echo "  without a GPU toolchain, build the CPU version: make train_llama_cpu (and make test)"
@@ -125,6 +127,12 @@ tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backe
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) -DENABLE_FP32 tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
 dev_cuda: $(DEV_CUDA_BINS)
+
+# the CUDA emulator's checks (tests/cuda_emu/test_emu.cu) on a real GPU: the same kernels and
+# expectations, so the emulator's idea of CUDA is checked against the hardware's
+test_emu_gpu: tests/bin/test_emu_gpu
+tests/bin/test_emu_gpu: tests/cuda_emu/test_emu.cu tests/test_util.h | tests/bin
+	$(NVCC) -x cu $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 
 build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h kernels_cpu.h backend.h backend_cuda.cuh comm.h utils.h | build/dev_cuda
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) $< -o $@ $(CUDA_REF_LIBS)

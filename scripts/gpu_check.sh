@@ -74,6 +74,7 @@ echo "gpu_check: $DATE | $SMI | git $(git rev-parse --short HEAD 2>/dev/null || 
 
 # ---- build ------------------------------------------------------------------------------------------
 targets=(train_llama test_kernels_cuda dev_cuda)
+[ -f tests/cuda_emu/test_emu.cu ] && targets+=(test_emu_gpu)
 [ -f tests/test_llama.cu ] && targets+=(test_llama)
 step build 300 make -j"$JOBS" GPU_ARCH="$GPU_ARCH" "${targets[@]}"
 record build "$STEP_STATUS" "$STEP_TIME" "make ${targets[*]} GPU_ARCH=$GPU_ARCH"
@@ -98,6 +99,11 @@ if [ -x tests/bin/test_kernels_cuda ]; then
     step test_kernels_cuda 150 ./tests/bin/test_kernels_cuda
     record test_kernels_cuda "$STEP_STATUS" "$STEP_TIME" "$(grep -E 'passed, .* failed|skipped' "$WORK/test_kernels_cuda.log" | tail -n 1)"
 else record test_kernels_cuda "NOT BUILT" 0 ""; fi
+# the emulator's own checks on real hardware: what CI asserts of the emulator holds on the GPU
+if [ -x tests/bin/test_emu_gpu ]; then
+    step test_emu_gpu 60 ./tests/bin/test_emu_gpu
+    record test_emu_gpu "$STEP_STATUS" "$STEP_TIME" "$(grep -E 'passed, .* failed' "$WORK/test_emu_gpu.log" | tail -n 1)"
+fi
 if [ -x ./test_llama ]; then
     step test_llama 120 ./test_llama
     record test_llama "$STEP_STATUS" "$STEP_TIME" "$(grep -E 'passed, .* failed' "$WORK/test_llama.log" | tail -n 1) ${STEP_ERR}"

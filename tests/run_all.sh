@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The CPU test suite (make test). Runs every test program and script, prints each one's
-# summary, and ends with the total as "N passed, N failed"; exits non-zero on any failure.
+# The test suite (make test): the CPU tests, then the CUDA build's tests on the CPU through the
+# emulator in tests/cuda_emu (when it was built). Runs every test program and script, prints each
+# one's summary, and ends with the total as "N passed, N failed"; exits non-zero on any failure.
+#   bash tests/run_all.sh [all|cpu|cuda_emu]
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -24,6 +26,7 @@ run() {  # run NAME CMD...: a test that prints "N passed, N failed" and exits no
   [ "$f" != 0 ] && broken+=("$name")
   rm -f "$log"
 }
+cpu_suite() {
 run test_fixture_reader ./tests/bin/test_fixture_reader
 run test_dataloader ./tests/bin/test_dataloader
 run test_tokenizer bash tests/test_tokenizer.sh
@@ -38,6 +41,31 @@ if command -v mpirun >/dev/null 2>&1; then
 else
   echo "==== test_mpi: mpirun not found; the data-parallel tests need openmpi-bin"; total_fail=$((total_fail + 1)); broken+=("test_mpi (no mpirun)")
 fi
+}
+# the CUDA build on the CPU through the emulator (tests/cuda_emu; built by make cuda_emu)
+emu_suite() {
+E=build/emu
+run emu_test_emu $E/test_emu
+run emu_test_kernels_cuda $E/test_kernels_cuda
+run emu_test_kernels_cuda_fp32 $E/test_kernels_cuda_fp32
+run emu_test_llama $E/test_llama
+run emu_test_llama_fp32 $E/test_llama_fp32
+# the dev/cuda checks validate at their small sizes; the benchmark part runs at a tiny size here
+run emu_attention_check $E/attention_check 1 64 2 1 32
+run emu_classifier_check $E/classifier_check 16 97
+run emu_gathered_gemm_check $E/gathered_gemm_check 64 48 72 16
+run emu_test_train bash tests/cuda_emu/test_train_emu.sh
+run emu_mutation_check bash tests/cuda_emu/mutation_check.sh
+}
+case "${1:-all}" in
+  cpu) cpu_suite ;;
+  cuda_emu) emu_suite ;;
+  all)
+    cpu_suite
+    if [ -x build/emu/test_emu ]; then emu_suite
+    else echo "==== the CUDA emulator suite was not built (no CUDA headers in /usr/local/cuda/include; see tests/cuda_emu/README.md): skipped"; fi ;;
+  *) echo "usage: tests/run_all.sh [all|cpu|cuda_emu]"; exit 2 ;;
+esac
 echo
 [ ${#broken[@]} -gt 0 ] && echo "failing: ${broken[*]}"
 echo "all tests: $total_pass passed, $total_fail failed"
