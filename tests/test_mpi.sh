@@ -9,11 +9,7 @@ cd "$(dirname "$0")/.."
 BIN=./train_llama_cpu
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2)
 export OMP_NUM_THREADS=1
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source tests/harness.sh
 python3 dev/data/make_synthetic.py --out-dir "$W/data" --vocab 256 --train-tokens 40000 --val-tokens 6000 >/dev/null
 C=(-i "$W/data/synthetic_train_*.bin" -j "$W/data/synthetic_val_*.bin" -c tiny --vocab 256 --dim 48 --ffn 80
    --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -d 256 --eval-tokens 1024 --log-every 1000 -l 5e-3)
@@ -136,5 +132,4 @@ if [ -x ./train_llama_cpu_nompi ]; then
   [ $rc -ne 0 ] && echo "$out" | grep -q "built without MPI" && ok "no-MPI build refuses a 2-rank launch" || bad "no-MPI build under mpirun: rc=$rc"
 else bad "train_llama_cpu_nompi missing (make train_llama_cpu_nompi)"; fi
 
-echo "test_mpi: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_mpi

@@ -8,11 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=./train_llama_cpu
 [ -x $BIN ] || { echo "build $BIN first (make train_llama_cpu)"; exit 1; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source tests/harness.sh
 
 python3 dev/data/make_synthetic.py --out-dir "$W/data" --vocab 256 --train-tokens 60000 --val-tokens 8000 >/dev/null || { echo "FAIL synthetic data"; exit 1; }
 DATA=(-i "$W/data/synthetic_train_*.bin" -j "$W/data/synthetic_val_*.bin")
@@ -167,5 +163,4 @@ rm -rf "$W/nanrun"
 expect_fail "NaN loss" "loss became nan" $BIN "${COMMON[@]}" -x 4 -v 0 -n 1 -o "$W/nanrun" --init-from "$W/nan_model.bin"
 if ls "$W/nanrun"/model_*.bin >/dev/null 2>&1; then bad "NaN run wrote a checkpoint"; else ok "NaN run wrote no checkpoint"; fi
 
-echo "test_train: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_train

@@ -4,18 +4,14 @@
 # the device gives the weights of the host selection bit for bit, for every variant; activation
 # recomputation changes no bit; the cublasGemmEx fallback trains like cuBLASLt; a model that does
 # not fit the (emulated) GPU memory is refused with the size it needs; the fp32 build follows the
-# CPU build's losses; with two MPI ranks (NCCL emulated over MPI) the losses are those of one
+# CPU build's losses (also at the 60m config's sizes); with two MPI ranks (NCCL emulated over MPI) the losses are those of one
 # rank, overlapped and ZeRO-1 all-reduces included. Prints "N passed, N failed".
 set -u
 cd "$(dirname "$0")/../.."
 E=build/emu
 for b in train_llama train_llama_fp32; do [ -x $E/$b ] || { echo "build $E/$b first (make cuda_emu)"; exit 1; }; done
 export OMP_NUM_THREADS=1
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-pass=0; fail=0
-ok()  { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source tests/harness.sh
 python3 dev/data/make_synthetic.py --out-dir "$W/data" --vocab 256 --train-tokens 40000 --val-tokens 6000 >/dev/null \
   || { echo "FAIL synthetic data"; exit 1; }
 C=(-i "$W/data/synthetic_train_*.bin" -j "$W/data/synthetic_val_*.bin" -c tiny --vocab 256 --dim 48 --ffn 80
@@ -93,6 +89,16 @@ if [ -x ./train_llama_cpu ]; then
     d=$(rel_losses f32_$opt cpu_$opt)
     lt "$d" 1e-4 && ok "fp32 GPU build vs CPU build, $opt, 10 steps: losses within $d" || bad "fp32 GPU build vs CPU build, $opt: $d"
   done
+  # the 60m config's real shapes (vocab 32000, dim 512, head_dim 64), two Grass steps
+  python3 dev/data/make_synthetic.py --out-dir "$W/data32k" --vocab 32000 --train-tokens 20000 --val-tokens 4000 >/dev/null
+  M60=(-i "$W/data32k/synthetic_train_*.bin" -j "$W/data32k/synthetic_val_*.bin" -c 60m -b 1 -t 64 -x 2 -v 2 --eval-tokens 256
+       --log-every 1 --optimizer grass --rank 64 --update-freq 1)
+  for b in f32:$E/train_llama_fp32 cpu:./train_llama_cpu; do
+    "${b#*:}" "${M60[@]}" -o "$W/m60_${b%%:*}" > "$W/m60_${b%%:*}.out" 2>&1 || { bad "60m ${b%%:*}: run failed"; tail -3 "$W/m60_${b%%:*}.out"; }
+  done
+  d=$(rel_losses m60_f32 m60_cpu)
+  lt "$d" 1e-5 && ok "60m config (V=32000, d=512, hd=64), fp32 GPU build vs CPU build, 2 Grass steps: losses within $d" \
+    || bad "60m fp32 GPU build vs CPU build: $d"
 else echo "(./train_llama_cpu not built: the fp32 GPU vs CPU comparison is skipped)"; fi
 
 # ---- two ranks, NCCL emulated over MPI ----------------------------------------------------------
@@ -112,5 +118,4 @@ if [ -x $E/train_llama_mpi ] && command -v mpirun >/dev/null 2>&1; then
   cmp -s "$W/two_zero/model_00000006.bin" "$W/two_nozero/model_00000006.bin" && ok "ZeRO-1 == replicated AdamW moments (bit-identical weights)" || bad "ZeRO-1 changes the weights"
 else echo "(no $E/train_llama_mpi or mpirun: the two-rank checks are skipped)"; fi
 
-echo "test_train_emu: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_train_emu
