@@ -670,8 +670,8 @@ static const char* fmt_bytes(size_t b, char* buf) {
     return buf;
 }
 
-// Prints what the run will allocate and refuses one that cannot fit.
-static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, int recompute, float limit_gb, int rank, int refuse) {
+// Prints what the run will allocate and refuses one that cannot fit; returns the planned total.
+static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, int recompute, float limit_gb, int rank, int refuse) {
     ParamTable pt;
     param_table_build(&pt, c);
     OptimPlan op;
@@ -713,6 +713,7 @@ static void memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int 
               limit_gb > 0 ? "--memory-limit-gb" : "free memory reported by the backend");
     }
     param_table_free(&pt);
+    return total;
 }
 
 // linear warmup to the peak, then cosine down to min_ratio * peak at the last step
@@ -897,7 +898,7 @@ int main(int argc, char** argv) {
         if (a.oc.zero && pg.world_size > 1)
             printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
     }
-    memory_plan(&config, &a.oc, a.B, a.T, a.recompute, a.memory_limit_gb, pg.rank, !a.plan_only);
+    size_t planned_bytes = memory_plan(&config, &a.oc, a.B, a.T, a.recompute, a.memory_limit_gb, pg.rank, !a.plan_only);
     if (a.plan_only) { comm_finalize(&pg); return 0; }
 
     DataLoader train, val;
@@ -1087,6 +1088,8 @@ int main(int argc, char** argv) {
     if (master) {
         if (pg.world_size > 1) printf("ranks in sync: %d ranks hold identical weights and Grass selections\n", pg.world_size);
         printf("done: %d steps, best val loss %.4f\n", a.steps, ts.best_val_loss);
+        // what the program allocated at its peak (backend_malloc's accounting) against the plan
+        printf("peak memory held: %.3f GiB (plan %.3f GiB)\n", gib(backend_memory_peak()), gib(planned_bytes));
         fclose_check(logf, "log.txt");
     }
     if (have_tok) tokenizer_free(&tok);

@@ -96,6 +96,13 @@ if [ -x ./train_llama_cpu ]; then
   for b in f32:$E/train_llama_fp32 cpu:./train_llama_cpu; do
     "${b#*:}" "${M60[@]}" -o "$W/m60_${b%%:*}" > "$W/m60_${b%%:*}.out" 2>&1 || { bad "60m ${b%%:*}: run failed"; tail -3 "$W/m60_${b%%:*}.out"; }
   done
+  # the memory plan against what the GPU program allocates (the 13b recipe's options, at 60m)
+  $E/train_llama "${M60[@]}" -x 1 -v 0 -b 2 --recompute 1 --state-dtype bf16 -o "$W/m60_mem" > "$W/m60_mem.out" 2>&1 \
+    || { bad "60m bf16 memory run failed"; tail -3 "$W/m60_mem.out"; }
+  pk=$(grep -o 'peak memory held: [0-9.]* GiB (plan [0-9.]* GiB)' "$W/m60_mem.out")
+  held=$(echo "$pk" | awk '{print $4}'); plan=$(echo "$pk" | awk '{print $7}')
+  [ -n "$held" ] && lt "abs($held - $plan)" "0.05 * $plan" && ok "60m bf16 Grass, recompute, bf16 moments: $pk" \
+    || bad "memory plan vs peak held: '$pk'"
   d=$(rel_losses m60_f32 m60_cpu)
   lt "$d" 1e-5 && ok "60m config (V=32000, d=512, hd=64), fp32 GPU build vs CPU build, 2 Grass steps: losses within $d" \
     || bad "60m fp32 GPU build vs CPU build: $d"
