@@ -50,6 +50,9 @@ run emu_test_kernels_cuda $E/test_kernels_cuda
 run emu_test_kernels_cuda_fp32 $E/test_kernels_cuda_fp32
 run emu_test_llama $E/test_llama
 run emu_test_llama_fp32 $E/test_llama_fp32
+# the same under UBSan: misaligned vector loads (a fault on the GPU) and undefined behaviour stop them
+run emu_test_kernels_cuda_ubsan $E/test_kernels_cuda_ubsan
+run emu_test_llama_ubsan $E/test_llama_ubsan
 # the dev/cuda checks validate at their small sizes; the benchmark part runs at a tiny size here
 run emu_attention_check $E/attention_check 1 64 2 1 32
 run emu_classifier_check $E/classifier_check 16 97

@@ -19,7 +19,11 @@ EMU_FLAGS = -std=c++17 -O2 -g -fno-strict-aliasing -fopenmp -Wall -Wno-unused-fu
             $(filter-out -I.,$(filter -I%,$(CPU_FLAGS))) -I$(EMU_SRC) -x c++
 EMU_LIBS = $(CPU_LIBS)
 
+# UBSan builds: -fsanitize=alignment reports a vector load (int4, float4) from an address that is
+# not a multiple of 16 bytes, which faults on a GPU and passes silently on x86
+EMU_UBSAN = -fsanitize=alignment,undefined -fno-sanitize-recover=all
 EMU_BINS = $(EMU_DIR)/test_emu $(EMU_DIR)/test_kernels_cuda $(EMU_DIR)/test_kernels_cuda_fp32 $(EMU_DIR)/test_llama \
+           $(EMU_DIR)/test_kernels_cuda_ubsan $(EMU_DIR)/test_llama_ubsan \
            $(EMU_DIR)/test_llama_fp32 $(EMU_DIR)/train_llama $(EMU_DIR)/train_llama_fp32 $(EMU_DIR)/attention_check $(EMU_DIR)/classifier_check \
            $(EMU_DIR)/gathered_gemm_check
 ifneq ($(EMU_MPICXX),)
@@ -49,6 +53,10 @@ $(EMU_DIR)/test_kernels_cuda: $(EMU_SRC)/.stamp $(EMU_LIB)
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_SRC)/tests/test_kernels_cuda.cu -o $@ $(EMU_LIBS)
 $(EMU_DIR)/test_kernels_cuda_fp32: $(EMU_SRC)/.stamp $(EMU_LIB)
 	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $(EMU_SRC)/tests/test_kernels_cuda.cu -o $@ $(EMU_LIBS)
+$(EMU_DIR)/test_kernels_cuda_ubsan: $(EMU_SRC)/.stamp $(EMU_LIB)
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_UBSAN) $(EMU_SRC)/tests/test_kernels_cuda.cu -o $@ $(EMU_LIBS)
+$(EMU_DIR)/test_llama_ubsan: $(EMU_SRC)/.stamp $(EMU_LIB)
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_UBSAN) $(EMU_SRC)/tests/test_llama.cu -o $@ $(EMU_LIBS)
 $(EMU_DIR)/test_llama: $(EMU_SRC)/.stamp $(EMU_LIB)
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_SRC)/tests/test_llama.cu -o $@ $(EMU_LIBS)
 $(EMU_DIR)/test_llama_fp32: $(EMU_SRC)/.stamp $(EMU_LIB)

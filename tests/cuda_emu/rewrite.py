@@ -42,6 +42,8 @@ def main():
     out_dir = sys.argv[1]
     total = 0
     for path in sys.argv[2:]:
+        if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+            sys.exit("rewrite.py: %s: give paths relative to the repository root, inside it" % path)
         with open(path, "r", encoding="utf-8") as f:
             text = f.read()
         try:
