@@ -147,6 +147,15 @@ inline bool touches_device(const void* p) { return in_device(p, 1); }
 
 static const size_t EMU_SMEM_DEFAULT = 48 << 10, EMU_SMEM_OPTIN = 232448;
 
+inline int block_order_reversed() {
+    static int r = -1;
+    if (r < 0) {
+        const char* e = getenv("GRASS_EMU_BLOCK_ORDER");
+        r = e != NULL && strcmp(e, "reverse") == 0;
+    }
+    return r;
+}
+
 template <typename K>
 struct Launch {
     K* kernel;
@@ -179,12 +188,16 @@ struct Launch {
         gridDim = grid;
         blockDim = block;
         g_sched.body = [=]() { kernel(args...); };
-        for (unsigned z = 0; z < grid.z; z++)
-            for (unsigned y = 0; y < grid.y; y++)
-                for (unsigned x = 0; x < grid.x; x++) {
-                    blockIdx = dim3(x, y, z);
-                    run_block((int)threads, block.x, block.y, name);
-                }
+        // blocks in index order, or the reverse (GRASS_EMU_BLOCK_ORDER=reverse): a kernel whose
+        // result depends on the order of its blocks (two blocks writing one place, a block
+        // reading what another writes) gives other bits the other way round
+        size_t nblocks = (size_t)grid.x * grid.y * grid.z;
+        int reverse = block_order_reversed();
+        for (size_t q = 0; q < nblocks; q++) {
+            size_t id = reverse ? nblocks - 1 - q : q;
+            blockIdx = dim3((unsigned)(id % grid.x), (unsigned)(id / grid.x % grid.y), (unsigned)(id / ((size_t)grid.x * grid.y)));
+            run_block((int)threads, block.x, block.y, name);
+        }
         g_sched.body = nullptr;
         g_sched.in_kernel = 0;
     }

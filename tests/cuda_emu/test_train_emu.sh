@@ -2,7 +2,7 @@
 # The GPU program (train_llama.cu + backend_cuda.cuh), built against the CUDA emulator and run on
 # the CPU, end to end on synthetic data: the loss falls; resume is bit-exact; Grass selection on
 # the device gives the weights of the host selection bit for bit, for every variant; activation
-# recomputation changes no bit; the cublasGemmEx fallback trains like cuBLASLt; a model that does
+# recomputation changes no bit; running the blocks in reverse order changes no bit; the cublasGemmEx fallback trains like cuBLASLt; a model that does
 # not fit the (emulated) GPU memory is refused with the size it needs; the fp32 build follows the
 # CPU build's losses (also at the 60m config's sizes); with two MPI ranks (NCCL emulated over MPI) the losses are those of one
 # rank, overlapped and ZeRO-1 all-reduces included. Prints "N passed, N failed".
@@ -64,6 +64,12 @@ for sel in topr multinorm multinorm-nr uniform uniform-nr; do
   same_model host_$sel dev_$sel 00000007 && ok "$sel: device selection == host selection (identical weights after 7 steps, 3 refreshes)" \
     || bad "$sel: device selection gives other weights than the host selection"
 done
+
+# ---- no kernel depends on the order of its blocks: the emulator run backwards gives the same bits
+GRASS_EMU_BLOCK_ORDER=reverse run rev $E/train_llama -x 5 -v 0 -l 1e-2 "${G[@]}" --grass-select multinorm --select-on-device 1 \
+  && run fwd $E/train_llama -x 5 -v 0 -l 1e-2 "${G[@]}" --grass-select multinorm --select-on-device 1 \
+  && { same_model rev fwd 00000005 && ok "blocks run in reverse order: bit-identical weights (no kernel depends on block order)" \
+       || bad "reversing the block order changes the weights"; }
 
 # ---- recomputation, the cublasGemmEx fallback ---------------------------------------------------
 run rec0 $E/train_llama -x 5 -v 0 -l 1e-2 "${G[@]}" && run rec1 $E/train_llama -x 5 -v 0 -l 1e-2 "${G[@]}" --recompute 1 \
