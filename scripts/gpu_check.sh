@@ -172,7 +172,9 @@ train() {
     R_NAME+=("$name"); R_STATUS+=("$st"); R_TOKS+=("$toks"); R_MFU+=("$mfu"); R_MEM+=("$mem"); R_LOSS+=("$loss")
     local err=""
     [ "$st" != PASS ] && err=" | $STEP_ERR"
-    record "$name" "$st" "$STEP_TIME" "tok/s $toks | MFU $mfu | peak $mem GiB | loss $loss$err"
+    # the trainer's last line, "peak memory held: X GiB (plan Y GiB)": the plan next to the peak
+    local plan=$(grep -m1 -o 'peak memory held: .*(plan [0-9.]* GiB)' "$WORK/$name.log" | grep -o 'plan [0-9.]* GiB')
+    record "$name" "$st" "$STEP_TIME" "tok/s $toks | MFU $mfu | peak $mem GiB${plan:+ ($plan)} | loss $loss$err"
 }
 
 if [ -x ./train_llama ] && [ -n "$TRAIN" ]; then
