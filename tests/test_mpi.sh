@@ -4,9 +4,10 @@
 # variant; the ranks end with identical weights and selections; resuming under 2 ranks is
 # bit-exact; a rank that dies brings the job down instead of hanging; a build without MPI
 # refuses a multi-rank launch. Prints "N passed, N failed".
+# TRAIN_BIN=build/emu/train_llama_mpi runs the same checks on the GPU build (NCCL emulated over MPI).
 set -u
 cd "$(dirname "$0")/.."
-BIN=./train_llama_cpu
+BIN=${TRAIN_BIN:-./train_llama_cpu}  # TRAIN_BIN=build/emu/train_llama_mpi: the GPU build on the emulator
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2)
 export OMP_NUM_THREADS=1
 source tests/harness.sh
