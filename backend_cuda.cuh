@@ -1829,9 +1829,14 @@ static void cu_comm_end(int slot) {
     g_cu.async_pending[slot] = 1;
 }
 
-void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
+// the checks every asynchronous all-reduce starts with; 0: nothing to send (one rank, or n = 0)
+static int cu_async_needed(int slot, size_t n) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
-    if (g_cu.world <= 1 || n == 0) return;
+    return g_cu.world > 1 && n > 0;
+}
+
+void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
+    if (!cu_async_needed(slot, n)) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
         cu_comm_begin(slot);
@@ -1857,8 +1862,7 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
 }
 
 void allreduce_start_floatX(floatX* x, size_t n, int slot) {
-    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
-    if (g_cu.world <= 1 || n == 0) return;
+    if (!cu_async_needed(slot, n)) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
         cu_comm_begin(slot);
