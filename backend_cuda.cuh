@@ -1791,8 +1791,7 @@ void allreduce_sum_float_wire_floatX(float* x, size_t n) {
         gk_float_to_x<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(wire, x, n);
         CU_LAUNCHED("gk_float_to_x");
         ncclCheck(ncclAllReduce(wire, wire, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.stream));
-        gk_x_to_float<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(x, wire, n);
-        CU_LAUNCHED("gk_x_to_float");
+        backend_widen(x, wire, n);
         return;
     }
 #endif
@@ -1819,8 +1818,7 @@ void allreduce_async_reserve(size_t max_floats) {
 
 // the communication stream's part of an asynchronous all-reduce: it first waits for everything
 // queued so far on the compute stream (which wrote the values), and afterwards marks the group
-static void cu_comm_begin(int slot) {
-    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+static void cu_comm_begin(void) {
     cudaCheck(cudaEventRecord(g_cu.ev_ready, g_cu.stream));
     cudaCheck(cudaStreamWaitEvent(g_cu.comm_stream, g_cu.ev_ready, 0));
 }
@@ -1839,7 +1837,7 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     if (!cu_async_needed(slot, n)) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
-        cu_comm_begin(slot);
+        cu_comm_begin();
 #ifdef ENABLE_FP32
         ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
 #else
@@ -1865,7 +1863,7 @@ void allreduce_start_floatX(floatX* x, size_t n, int slot) {
     if (!cu_async_needed(slot, n)) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
-        cu_comm_begin(slot);
+        cu_comm_begin();
         ncclCheck(ncclAllReduce(x, x, n, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.comm_stream));
         cu_comm_end(slot);
         return;
