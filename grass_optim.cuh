@@ -534,6 +534,12 @@ static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad
 }
 
 static size_t grass_sub_numel(const GrassMatrix* g) { return (size_t)g->r_eff * g->other; }
+// the host selection's indices and scales to the backend copies the kernels read
+static void grass_upload_selection(GrassMatrix* g) {
+    backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
+    backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
+    backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+}
 
 // Fused path, second half: the layer's compressed gradients are summed over ranks; measure
 // them (into the layer's own norm scalars, read once per step) and apply the updates.
@@ -596,6 +602,17 @@ static double optim_fused_sumsq(Optimizer* o) {
     return total;
 }
 
+// The part [a, b) of dense tensor i's range in the gradient buffer that lies in this rank's
+// ZeRO-1 block (all of it unsharded); 0 when none does (or the tensor has no dense gradient).
+static int optim_shard_part(const Optimizer* o, int i, size_t* a, size_t* b) {
+    size_t off = o->grad_offset[i];
+    if (off == (size_t)-1) return 0;
+    size_t end = off + o->pt->t[i].numel;
+    *a = off > o->shard_lo ? off : o->shard_lo;
+    *b = end < o->shard_hi ? end : o->shard_hi;
+    return *a < *b;
+}
+
 // After the backward passes of a step: reduce, measure, clip, update everything not yet
 // updated. Returns the global gradient norm: of the dense gradients plus the compressed
 // gradients (what Grass actually uses), before clipping.
@@ -640,11 +657,9 @@ static float optim_step(Optimizer* o, float lr) {
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     for (int i = 0; i < o->pt->n; i++) {
         const ParamTensor* t = &o->pt->t[i];
-        size_t off = o->grad_offset[i];
-        if (off == (size_t)-1) continue;
-        size_t a = off > o->shard_lo ? off : o->shard_lo, b = off + t->numel < o->shard_hi ? off + t->numel : o->shard_hi;
-        if (a >= b) continue;
-        size_t in_t = a - off, soff = (a - o->shard_lo) * ssz;
+        size_t a, b;
+        if (!optim_shard_part(o, i, &a, &b)) continue;
+        size_t in_t = a - o->grad_offset[i], soff = (a - o->shard_lo) * ssz;
         adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, o->grads + a,
                      (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, lr, o->cfg.b1, o->cfg.b2,
                      o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
@@ -653,11 +668,9 @@ static float optim_step(Optimizer* o, float lr) {
     if (o->sharded) {
         // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks
         for (int i = 0; i < o->pt->n; i++) {
-            const ParamTensor* t = &o->pt->t[i];
-            size_t off = o->grad_offset[i];
-            if (off == (size_t)-1) continue;
-            size_t a = off > o->shard_lo ? off : o->shard_lo, b = off + t->numel < o->shard_hi ? off + t->numel : o->shard_hi;
-            if (a < b) backend_copy(o->grads + a, o->params + t->offset + (a - off), (b - a) * sizeof(floatX));
+            size_t a, b;
+            if (optim_shard_part(o, i, &a, &b))
+                backend_copy(o->grads + a, o->params + o->pt->t[i].offset + (a - o->grad_offset[i]), (b - a) * sizeof(floatX));
         }
         allgather_floatX(o->grads, o->shard);
         for (int i = 0; i < o->pt->n; i++) {
@@ -700,9 +713,7 @@ static void optim_refresh(Optimizer* o, int64_t step) {
             backend_download(q, g->norms, g->dim_sel * sizeof(float));
             grass_select(o->cfg.select, q, g->dim_sel, g->r, rng, &g->h_sel);
             g->r_eff = g->h_sel.r_eff;
-            backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
-            backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
-            backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+            grass_upload_selection(g);
         }
         size_t sub = (size_t)g->r * g->other * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
@@ -814,9 +825,7 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         fread_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
         for (int j = 0; j < g->r_eff; j++)
             if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel) fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
-        backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
-        backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
-        backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+        grass_upload_selection(g);
         read_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
         read_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }
