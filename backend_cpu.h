@@ -1,6 +1,7 @@
 /*
  * backend_cpu.h: the CPU implementation of backend.h: host memory with accounting, the ops
- * as thin forwards to the fp32 kernels of kernels_cpu.h, and MPI for the collectives.
+ * as thin forwards to the fp32 kernels of kernels_cpu.h, and the collectives as calls to
+ * comm.h's MPI loops.
  * This is the numerical reference the CUDA kernels are checked against, and what CI runs.
  */
 #ifndef GRASS_BACKEND_CPU_H
@@ -8,15 +9,13 @@
 
 #include <math.h>
 #include <float.h>
+#include <unistd.h>   // sysconf
 #include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef USE_MPI
-#include <mpi.h>
-#endif
 #include "utils.h"
-#include "comm.h"
+#include "comm.h"      // the MPI loops of the collectives (mpi_*)
 #include "backend.h"
 #include "kernels_cpu.h"
 
@@ -102,62 +101,25 @@ void adamw_update(floatX* param, float* master, const floatX* grad, void* m, voi
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 
-// ---- collectives ----------------------------------------------------------------------------
-#ifdef USE_MPI
-// ranks in MPI_COMM_WORLD and this one's; 1 for a single-process caller (tests) that never
-// started MPI
-static int cpu_mpi_world(int* rank) {
-    int initialized = 0, world = 1;
-    *rank = 0;
-    MPI_Initialized(&initialized);
-    if (!initialized) return 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    MPI_Comm_rank(MPI_COMM_WORLD, rank);
-    return world;
-}
-#endif
+// ---- collectives: comm.h's MPI loops (each a no-op on one rank) -----------------------------
 void allreduce_sum_float(float* x, size_t n) {
 #ifdef USE_MPI
-    int rank;
-    if (cpu_mpi_world(&rank) == 1) return;
     mpi_allreduce_floats(x, n);
 #else
     (void)x; (void)n;
 #endif
 }
-void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }
+void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }  // floatX is float here
 void reducescatter_sum_floatX(floatX* x, size_t shard) {
 #ifdef USE_MPI
-    int rank, world = cpu_mpi_world(&rank);
-    if (world == 1 || shard == 0) return;
-    if (shard > (size_t)1 << 30) {  // MPI counts are int: sum everything (correct, more traffic)
-        allreduce_sum_float(x, shard * world);
-        return;
-    }
-    // in place: the input is all of x, the result lands at the start of x
-    int rc = MPI_Reduce_scatter_block(MPI_IN_PLACE, x, (int)shard, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) fatal("MPI_Reduce_scatter_block of %zu floats per rank failed (code %d)", shard, rc);
-    if (rank > 0) memmove(x + (size_t)rank * shard, x, shard * sizeof(float));
+    mpi_reducescatter_floats(x, shard);
 #else
     (void)x; (void)shard;
 #endif
 }
 void allgather_floatX(floatX* x, size_t shard) {
 #ifdef USE_MPI
-    int rank, world = cpu_mpi_world(&rank);
-    if (world == 1 || shard == 0) return;
-    const size_t maxc = (size_t)1 << 30;
-    if (shard > maxc) {  // MPI counts are int: one broadcast per block
-        for (int r = 0; r < world; r++)
-            for (size_t off = 0; off < shard; off += maxc) {
-                int cnt = (int)(shard - off < maxc ? shard - off : maxc);
-                int rc = MPI_Bcast(x + (size_t)r * shard + off, cnt, MPI_FLOAT, r, MPI_COMM_WORLD);
-                if (rc != MPI_SUCCESS) fatal("MPI_Bcast of %d floats failed (code %d)", cnt, rc);
-            }
-        return;
-    }
-    int rc = MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)shard, MPI_FLOAT, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) fatal("MPI_Allgather of %zu floats per rank failed (code %d)", shard, rc);
+    mpi_allgather_floats(x, shard);
 #else
     (void)x; (void)shard;
 #endif
@@ -175,17 +137,7 @@ void allreduce_async_reserve(size_t max_floats) { (void)max_floats; }
 void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
 #ifdef USE_MPI
-    int rank;
-    if (n == 0 || cpu_mpi_world(&rank) == 1) return;
-    const size_t maxc = (size_t)1 << 30;  // MPI counts are int
-    for (size_t off = 0; off < n; off += maxc) {
-        if (cpu_async_count[slot] == CPU_ASYNC_MAX)
-            fatal("allreduce_start: more than %d reductions in flight in group %d", CPU_ASYNC_MAX, slot);
-        int cnt = (int)((n - off) < maxc ? (n - off) : maxc);
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
-                                &cpu_async_req[slot][cpu_async_count[slot]++]);
-        if (rc != MPI_SUCCESS) fatal("MPI_Iallreduce of %d floats failed (code %d)", cnt, rc);
-    }
+    mpi_iallreduce_floats(x, n, cpu_async_req[slot], &cpu_async_count[slot], CPU_ASYNC_MAX);
 #else
     (void)x; (void)n;
 #endif
@@ -194,10 +146,7 @@ void allreduce_start_floatX(floatX* x, size_t n, int slot) { allreduce_start_flo
 void allreduce_wait(int slot) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
 #ifdef USE_MPI
-    if (cpu_async_count[slot] == 0) return;
-    int rc = MPI_Waitall(cpu_async_count[slot], cpu_async_req[slot], MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS) fatal("MPI_Waitall of %d all-reduces failed (code %d)", cpu_async_count[slot], rc);
-    cpu_async_count[slot] = 0;
+    mpi_waitall(cpu_async_req[slot], &cpu_async_count[slot]);
 #endif
 }
 void allreduce_sum_float_wire_floatX(float* x, size_t n) { allreduce_sum_float(x, n); }  // floatX is float here

@@ -1,8 +1,21 @@
 /*
- * comm.h: the process group. With USE_MPI (the Makefile sets it when mpicc/mpi.h is found),
+ * comm.h: the process group, and every host-side MPI loop of the program.
+ * With USE_MPI (the Makefile sets it when mpicxx is found, cuda.mk likewise for the GPU build),
  * ranks come from MPI; without it, the program is one process and refuses to run when a
- * launcher (mpirun, srun) started several copies of it. Buffer collectives live in the
- * backends (MPI on the CPU, NCCL on the GPU); this header has the host-side ones.
+ * launcher (mpirun, srun) started several copies of it.
+ * The buffer collectives of backend.h live in the backends (MPI on the CPU, NCCL on the GPU);
+ * the MPI ones are the mpi_* functions below, on plain host buffers over MPI_COMM_WORLD:
+ *   mpi_world(&rank)                          ranks (1 when MPI was never started: tests)
+ *   mpi_allreduce_floats(x, n)                in-place sum
+ *   mpi_reducescatter_floats(x, shard)        in-place sum of world x shard floats, this
+ *                                             rank's block of the sum left in place (ZeRO-1)
+ *   mpi_allgather_floats(x, shard)            in place: every rank's block to every rank
+ *   mpi_bcast(x, n, type, root)               n elements of an MPI datatype from root
+ *   mpi_iallreduce_floats(x, n, reqs, &count, max) / mpi_waitall(reqs, &count)
+ *                                             asynchronous in-place sum and its completion
+ * Each is a no-op on one rank. MPI counts are int, so each splits its buffer into pieces of at
+ * most COMM_MPI_MAX_COUNT elements (mpi_chunk), and each MPI call's result is checked
+ * (mpi_check names the call on failure).
  */
 #ifndef GRASS_COMM_H
 #define GRASS_COMM_H
@@ -65,15 +78,111 @@ static void comm_finalize(ProcessGroup* pg) {
 }
 
 #ifdef USE_MPI
-// in-place MPI sum of n floats over MPI_COMM_WORLD, in chunks (MPI counts are int); the
-// backends' host-side all-reduce (the CPU's, and the CUDA build's fallback without NCCL)
+// ---- host MPI loops -------------------------------------------------------------------------
+// MPI counts are int: a buffer of n elements goes in pieces of COMM_MPI_MAX_COUNT elements at
+// offsets 0, COMM_MPI_MAX_COUNT, ...; the piece at offset off has mpi_chunk(n, off) elements.
+#ifndef COMM_MPI_MAX_COUNT  // (a test may set it small to exercise the pieces)
+#define COMM_MPI_MAX_COUNT ((size_t)1 << 30)
+#endif
+static int mpi_chunk(size_t n, size_t off) { return (int)(n - off < COMM_MPI_MAX_COUNT ? n - off : COMM_MPI_MAX_COUNT); }
+
+// stops the program when an MPI call failed, naming the call, its size and MPI's reason
+static void mpi_check(int rc, const char* call, size_t count, const char* unit) {
+    if (rc == MPI_SUCCESS) return;
+    char msg[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof(msg), "unknown error");
+    fatal("%s of %zu %s failed (code %d: %s)", call, count, unit, rc, msg);
+}
+
+// ranks in MPI_COMM_WORLD, and this one's in *rank; 1 (rank 0) for a single-process caller
+// (a test) that never started MPI
+static int mpi_world(int* rank) {
+    int initialized = 0, world = 1;
+    *rank = 0;
+    mpi_check(MPI_Initialized(&initialized), "MPI_Initialized", 1, "flag");
+    if (!initialized) return 1;
+    mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &world), "MPI_Comm_size", 1, "int");
+    mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, rank), "MPI_Comm_rank", 1, "int");
+    return world;
+}
+
+// in-place sum of n floats over the ranks; the backends' host-side all-reduce (the CPU's, and
+// the CUDA build's fallback without NCCL)
 static void mpi_allreduce_floats(float* x, size_t n) {
-    const size_t maxc = (size_t)1 << 30;
-    for (size_t off = 0; off < n; off += maxc) {
-        int cnt = (int)((n - off) < maxc ? (n - off) : maxc);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        if (rc != MPI_SUCCESS) fatal("MPI_Allreduce of %d floats failed (code %d)", cnt, rc);
+    int rank;
+    if (n == 0 || mpi_world(&rank) == 1) return;
+    for (size_t off = 0; off < n; off += COMM_MPI_MAX_COUNT) {
+        int cnt = mpi_chunk(n, off);
+        mpi_check(MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+                  "MPI_Allreduce", (size_t)cnt, "floats");
     }
+}
+
+// broadcast of n elements of `type` at x from rank root to every rank (as MPI_BYTE with n in
+// bytes, any element type, such as bf16, passes unchanged)
+static void mpi_bcast(void* x, size_t n, MPI_Datatype type, int root) {
+    int rank, size = 0;
+    if (n == 0 || mpi_world(&rank) == 1) return;
+    mpi_check(MPI_Type_size(type, &size), "MPI_Type_size", 1, "datatype");
+    for (size_t off = 0; off < n; off += COMM_MPI_MAX_COUNT) {
+        int cnt = mpi_chunk(n, off);
+        mpi_check(MPI_Bcast((char*)x + off * (size_t)size, cnt, type, root, MPI_COMM_WORLD),
+                  "MPI_Bcast", (size_t)cnt, "elements");
+    }
+}
+
+// ZeRO-1's reduce-scatter, in place: x holds world x shard floats on every rank; afterwards
+// this rank's block x[rank * shard, (rank + 1) * shard) holds that block's sum over the ranks
+// (the other blocks are scratch). A shard over COMM_MPI_MAX_COUNT sums everything instead
+// (the same result in this rank's block, more traffic).
+static void mpi_reducescatter_floats(float* x, size_t shard) {
+    int rank, world = mpi_world(&rank);
+    if (world == 1 || shard == 0) return;
+    if (shard > COMM_MPI_MAX_COUNT) {
+        mpi_allreduce_floats(x, shard * world);
+        return;
+    }
+    // the in-place form leaves this rank's block of the sum at the start of x
+    mpi_check(MPI_Reduce_scatter_block(MPI_IN_PLACE, x, (int)shard, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+              "MPI_Reduce_scatter_block", shard, "floats per rank");
+    if (rank > 0) memmove(x + (size_t)rank * shard, x, shard * sizeof(float));
+}
+
+// ZeRO-1's all-gather, in place: x holds world x shard floats, this rank's block
+// x[rank * shard, (rank + 1) * shard) is sent to every rank, and every other block is
+// received from its owner. A shard over COMM_MPI_MAX_COUNT goes as one broadcast per block.
+static void mpi_allgather_floats(float* x, size_t shard) {
+    int rank, world = mpi_world(&rank);
+    if (world == 1 || shard == 0) return;
+    if (shard > COMM_MPI_MAX_COUNT) {
+        for (int r = 0; r < world; r++) mpi_bcast(x + (size_t)r * shard, shard, MPI_FLOAT, r);
+        return;
+    }
+    mpi_check(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)shard, MPI_FLOAT, MPI_COMM_WORLD),
+              "MPI_Allgather", shard, "floats per rank");
+}
+
+// starts an in-place sum of n floats over the ranks (MPI_Iallreduce, one per piece) and
+// appends its requests to reqs[*count .. max), advancing *count; x must stay untouched until
+// mpi_waitall(reqs, count). Stops the program when more than max requests would be pending.
+static void mpi_iallreduce_floats(float* x, size_t n, MPI_Request* reqs, int* count, int max) {
+    int rank;
+    if (n == 0 || mpi_world(&rank) == 1) return;
+    for (size_t off = 0; off < n; off += COMM_MPI_MAX_COUNT) {
+        if (*count >= max) fatal("mpi_iallreduce_floats: more than %d reductions in flight", max);
+        int cnt = mpi_chunk(n, off);
+        mpi_check(MPI_Iallreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &reqs[*count]),
+                  "MPI_Iallreduce", (size_t)cnt, "floats");
+        (*count)++;
+    }
+}
+
+// completes the *count requests of reqs (from mpi_iallreduce_floats) and sets *count to 0
+static void mpi_waitall(MPI_Request* reqs, int* count) {
+    if (*count == 0) return;
+    mpi_check(MPI_Waitall(*count, reqs, MPI_STATUSES_IGNORE), "MPI_Waitall", (size_t)*count, "requests");
+    *count = 0;
 }
 #endif
 
@@ -83,15 +192,6 @@ static void comm_allreduce_sum_double(ProcessGroup* pg, double* x, int n) {
 #ifdef USE_MPI
     if (pg->world_size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
 #endif
-}
-
-// max of an int over ranks (used to agree on "stop now" decisions)
-static int comm_allreduce_max_int(ProcessGroup* pg, int x) {
-    (void)pg;
-#ifdef USE_MPI
-    if (pg->world_size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-#endif
-    return x;
 }
 
 // Checks that every rank holds the same 64-bit value (a hash of weights or selections);
@@ -115,12 +215,4 @@ static void comm_barrier(ProcessGroup* pg) {
 #endif
 }
 
-// on a fatal error in one rank, bring the whole job down instead of leaving the others hanging
-static void comm_abort(ProcessGroup* pg, int code) {
-    (void)pg;
-#ifdef USE_MPI
-    if (pg->world_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
-#endif
-    exit(code);
-}
 #endif // GRASS_COMM_H

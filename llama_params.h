@@ -84,11 +84,6 @@ static void param_table_free(ParamTable* pt) {
     pt->t = NULL; pt->layer = NULL; pt->n = 0;
 }
 
-static int param_table_find(const ParamTable* pt, const char* name) {
-    for (int i = 0; i < pt->n; i++) if (strcmp(pt->t[i].name, name) == 0) return i;
-    return -1;
-}
-
 // parameters outside the embedding (and the untied head): the N of "6N" FLOPs per token
 static size_t param_table_matmul_params(const ParamTable* pt) {
     size_t n = 0;

@@ -24,17 +24,13 @@
 #include <time.h>
 #include <stdlib.h>
 #include "kernels_cpu.h"
+#include "rng.h"
 #include "tests/test_util.h"
 
-// ---- fixed-seed RNG (splitmix64) -----------------------------------------------------------
+// ---- fixed-seed RNG: one stream of rng.h's splitmix64 --------------------------------------
 static uint64_t g_seed = 0x243F6A8885A308D3ull;
-static uint64_t rng_u64(void) {
-    uint64_t z = (g_seed += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double rng_u01(void) { return (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static uint64_t rng_u64(void) { return splitmix64(&g_seed); }
+static double rng_u01(void) { return rng_uniform01(&g_seed); }  // 53 bits, [0, 1)
 static float rng_unif(double lo, double hi) { return (float)(lo + (hi - lo) * rng_u01()); }
 static float rng_normal(void) {
     double u1 = rng_u01(), u2 = rng_u01();
