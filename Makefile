@@ -35,7 +35,8 @@ else
   $(info MPI: mpicxx not found (or NO_MPI=1); the CPU build is single-process. apt-get install libopenmpi-dev openmpi-bin for data parallel)
 endif
 
-HEADERS = utils.h llama_config.h llama_params.h backend.h backend_cpu.h kernels_cpu.h comm.h grass_optim.cuh dataloader.h tokenizer.h
+HEADERS = utils.h rng.h bf16.h llama_config.h llama_params.h backend.h backend_cpu.h kernels_cpu.h comm.h llama_model.h grad_sink.h \
+          grass_optim.cuh dataloader.h tokenizer.h
 
 train_llama_cpu: train_llama.cu $(HEADERS)
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) train_llama.cu -o $@ $(CPU_LIBS)
@@ -53,20 +54,20 @@ tests/bin:
 tests/bin/test_fixture_reader: tests/test_fixture_reader.c tests/fixture.h llama_config.h tests/test_util.h | tests/bin
 	$(CXX) -x c++ -O2 -Wall -I. $< -o $@ -lm
 
-tests/bin/test_dataloader: tests/test_dataloader.c dataloader.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_dataloader: tests/test_dataloader.c dataloader.h utils.h rng.h tests/test_util.h | tests/bin
 	$(CXX) -x c++ -O2 -Wall -I. $< -o $@
 
 tests/bin/test_tokenizer: tests/test_tokenizer.c tokenizer.h utils.h tests/test_util.h | tests/bin
 	$(CXX) -x c++ -O2 -Wall -I. $< -o $@
 
-tests/bin/test_ops: tests/test_ops.c kernels_cpu.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_ops: tests/test_ops.c kernels_cpu.h utils.h bf16.h rng.h tests/test_util.h | tests/bin
 	$(CXX) -x c++ -O2 -fopenmp -Wall -I. $< -o $@ $(CPU_LIBS)
 
-tests/bin/test_grass: tests/test_grass.c train_llama.cu $(HEADERS) tests/test_util.h | tests/bin
+tests/bin/test_grass: tests/test_grass.c $(HEADERS) tests/test_util.h | tests/bin
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
 
 # the transformers-fixture test, CPU build (test_llama is the GPU build of the same file)
-tests/bin/test_llama_cpu: tests/test_llama.cu tests/fixture.h train_llama.cu $(HEADERS) tests/test_util.h | tests/bin
+tests/bin/test_llama_cpu: tests/test_llama.cu tests/fixture.h $(HEADERS) tests/test_util.h | tests/bin
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
 
 .PHONY: test clean

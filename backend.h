@@ -93,6 +93,11 @@ void classifier_forward_backward(floatX* logits, float* losses, const int* d_tar
 typedef enum { STATE_FP32 = 0, STATE_BF16 = 1 } StateDtype;
 static inline size_t state_dtype_size(int dt) { return dt == STATE_BF16 ? 2 : 4; }
 
+// One Adam update's hyperparameters (adamw_update, grass_adam_update): step size, moment
+// decays, epsilon, decoupled weight decay (0: none), the bias corrections 1 - b^t, and the
+// factor on the gradient (global-norm clipping; 1: none).
+typedef struct { float lr, b1, b2, eps, wd, bc1, bc2, grad_scale; } AdamParams;
+
 // ---- Grass ops (grass_optim.cuh) ----------------------------------------------------------
 // rows side: C (r x in) (+)= diag(scale) dY[:, idx]^T X            (selected output features)
 // cols side: C (out x r) (+)= dY^T X[:, idx] diag(scale)           (selected input features)

@@ -20,6 +20,7 @@
 #define GRASS_DATALOADER_H
 
 #include "utils.h"   // first: defines _FILE_OFFSET_BITS before any system header
+#include "rng.h"
 #include <glob.h>
 
 #define SHARD_MAGIC 20261101
@@ -70,37 +71,24 @@ typedef struct {
 } DataLoader;
 
 // ----------------------------------------------------------------------------
-// random numbers: splitmix64, self-contained so that every rank and every build agrees
-
-static inline uint64_t dl_splitmix64(uint64_t* state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-// uniform integer in [0, n), n >= 1, by rejection (no modulo bias)
-static inline uint64_t dl_rand_below(uint64_t* state, uint64_t n) {
-    uint64_t threshold = (0 - n) % n;   // 2^64 mod n
-    uint64_t x;
-    do { x = dl_splitmix64(state); } while (x < threshold);
-    return x % n;
-}
+// random numbers: rng.h (splitmix64), so that every rank and every build agrees
 
 // the sample order of epoch `epoch`: Fisher-Yates over 0..n-1 driven by splitmix64 seeded
 // from (seed, epoch). Depends on nothing else (not on rank, B or world size).
 static inline void dl_make_permutation(int64_t* perm, int64_t n, uint64_t seed, int64_t epoch) {
     uint64_t e = (uint64_t)epoch;
-    uint64_t state = seed ^ dl_splitmix64(&e);
+    uint64_t state = seed ^ splitmix64(&e);
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)dl_rand_below(&state, (uint64_t)(i + 1));
+        int64_t j = (int64_t)rng_below(&state, (uint64_t)(i + 1));
         int64_t tmp = perm[i]; perm[i] = perm[j]; perm[j] = tmp;
     }
 }
 
 // ----------------------------------------------------------------------------
-// writing shards (data preparation from C, tests, fixtures)
+// writing shards: test-only (tests/test_dataloader.c writes its shards with it; the trainer only
+// reads, and dev/data/prepare.py writes the real ones). Kept here, beside the reader, as the one
+// C statement of the format.
 
 // tokens: n values of uint16_t (bytes_per_token 2) or uint32_t (4). Written to path.tmp,
 // then renamed over path.

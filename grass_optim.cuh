@@ -17,6 +17,8 @@
 #include "utils.h"
 #include "backend.h"
 #include "llama_params.h"
+#include "rng.h"
+#include "grad_sink.h"
 
 typedef enum { OPT_ADAMW = 0, OPT_GRASS = 1 } OptimizerType;
 typedef enum { SEL_TOPR = 0, SEL_MULTINORM, SEL_MULTINORM_NR, SEL_UNIFORM, SEL_UNIFORM_NR, SEL_COUNT } GrassSelect;
@@ -28,30 +30,56 @@ typedef struct {
     float b1, b2, eps, weight_decay, grad_clip;
     // Grass
     GrassSelect select;
-    int rank;            // absolute rank (> 0), or 0 when rank_frac is used
-    float rank_frac;     // rank as a fraction of the selected dimension (0 < f <= 1)
+    int grass_rank;      // Grass rank r (> 0), or 0 when grass_rank_frac is used (optim_set_grass_rank)
+    float grass_rank_frac; // r as a fraction of the selected dimension (0 < f <= 1)
     int update_freq;     // K: re-select every K steps
     float alpha;         // Grass scale factor
     int fused;           // apply projected updates during the backward pass
     int state_dtype;     // StateDtype of every Adam moment, full-rank and subspace (backend.h)
     int master_weights;  // keep an fp32 master copy of the weights (for bf16 weights on the GPU)
     int select_on_device; // run the selection in the backend (GPU) instead of on the host
-    int zero;            // ZeRO-1: shard the full-rank AdamW moments over the ranks
-    int zero_rank, zero_world;  // this rank and the number of ranks (set by the trainer)
-    int share_compressed; // fused with no accumulation: one layer's compressed gradients live at a
-                          // time, so all layers share one buffer (set by the trainer)
-    int overlap_comm;     // fused: layer l's compressed gradients are all-reduced while the
-                          // backward pass computes layer l-1, and layer l is updated after that
-                          // (set by the trainer with several ranks; results are unchanged)
+    int zero;            // ZeRO-1: shard the full-rank AdamW moments over the ranks (with several)
+    int overlap_comm;    // with several ranks: all-reduce each layer's gradients while the backward
+                         // pass computes the next layer (results are unchanged)
     int proj_mask;       // bit i set: LinearType i is projected
     uint64_t seed;       // selection seed (rank-independent)
 } OptimConfig;
+
+// Facts of the run that are not user flags, and the settings derived from them together with
+// the flags. optim_runtime() is the one place that derives them; the trainer calls it once.
+typedef struct {
+    int rank, world_size;   // this process and the number of data-parallel ranks (comm.h's ProcessGroup)
+    int accum;              // micro-steps per optimizer step (gradient accumulation)
+    int overlap;            // overlap_comm in effect: asked for, and several ranks
+    int sharded;            // ZeRO-1 in effect: asked for, and several ranks
+    int share_compressed;   // fused Grass without accumulation: one layer's compressed gradients
+                            // live at a time, so all layers share one buffer
+} OptimRuntime;
+
+static OptimRuntime optim_runtime(const OptimConfig* c, int rank, int world_size, int accum) {
+    OptimRuntime rt;
+    rt.rank = rank; rt.world_size = world_size; rt.accum = accum;
+    rt.overlap = c->overlap_comm && world_size > 1;
+    rt.sharded = c->zero && world_size > 1;
+    rt.share_compressed = c->type == OPT_GRASS && c->fused && accum == 1;
+    return rt;
+}
+
+// Adam's hyperparameters for one update: the step size, the moment decays and epsilon, the
+// decoupled weight decay, the bias corrections 1 - beta^t, and the clipping factor on the gradient
+static AdamParams adam_params(const OptimConfig* c, float lr, float wd, int64_t t, float grad_scale) {
+    AdamParams a;
+    a.lr = lr; a.b1 = c->b1; a.b2 = c->b2; a.eps = c->eps; a.wd = wd;
+    a.bc1 = 1.0f - powf(c->b1, (float)t); a.bc2 = 1.0f - powf(c->b2, (float)t);
+    a.grad_scale = grad_scale;
+    return a;
+}
 
 static void optim_config_defaults(OptimConfig* c) {
     memset(c, 0, sizeof(*c));
     c->type = OPT_ADAMW;
     c->b1 = 0.9f; c->b2 = 0.999f; c->eps = 1e-8f; c->weight_decay = 0.0f; c->grad_clip = 0.0f;
-    c->select = SEL_MULTINORM; c->rank = 128; c->rank_frac = 0.0f; c->update_freq = 200; c->alpha = 0.25f;
+    c->select = SEL_MULTINORM; c->grass_rank = 128; c->grass_rank_frac = 0.0f; c->update_freq = 200; c->alpha = 0.25f;
     c->fused = 1; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
     c->seed = 1234;
 }
@@ -61,19 +89,20 @@ static int grass_select_from_name(const char* s) {
     return -1;
 }
 
-// ---- a small counter-based RNG, identical on every rank -------------------------------------
-static inline uint64_t splitmix64(uint64_t* s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static inline double rng_uniform01(uint64_t* s) { return (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0); }
-static inline uint64_t rng_seed_for(uint64_t seed, uint64_t step, uint64_t tensor) {
-    uint64_t s = seed ^ 0x6A09E667F3BCC909ULL;
-    uint64_t a = splitmix64(&s) ^ (step * 0x9E3779B97F4A7C15ULL);
-    uint64_t b = splitmix64(&a) ^ (tensor * 0xC2B2AE3D27D4EB4FULL);
-    return splitmix64(&b);
+// --rank: "full" (every projected matrix keeps its whole selected dimension), a fraction below
+// 1 of that dimension, or an integer rank. Returns 0 and a message when it is none of these.
+static int optim_set_grass_rank(OptimConfig* c, const char* text, char* err, size_t errlen) {
+    if (strcmp(text, "full") == 0) { c->grass_rank = 0; c->grass_rank_frac = 1.0f; return 1; }
+    char* end = NULL;
+    double x = strtod(text, &end);
+    if (end == text || *end != '\0' || !isfinite(x) || !(x > 0) || x > (1 << 24)) {
+        snprintf(err, errlen, "--rank '%s': give an integer rank, a fraction below 1, or full", text);
+        return 0;
+    }
+    if (x < 1.0) { c->grass_rank = 0; c->grass_rank_frac = (float)x; return 1; }
+    if (x != floor(x)) { snprintf(err, errlen, "--rank %s: give an integer rank or a fraction below 1", text); return 0; }
+    c->grass_rank = (int)x; c->grass_rank_frac = 0.0f;
+    return 1;
 }
 
 // ---- selection (host) ------------------------------------------------------------------------
@@ -191,8 +220,9 @@ typedef struct {
 
 typedef enum { BWD_GRADS = 0, BWD_NORMS = 1 } BackwardMode;
 
-typedef struct {
+typedef struct Optimizer {
     OptimConfig cfg;
+    OptimRuntime rt;        // ranks, accumulation and what follows from them (optim_runtime)
     const ParamTable* pt;
     floatX* params;         // the model's parameter buffer
     // dense gradients (full-rank tensors), in their own compact buffer
@@ -205,26 +235,24 @@ typedef struct {
     int* gm_of_tensor;      // tensor -> index into gm, or -1
     int64_t step;           // optimizer steps done
     BackwardMode mode;      // what the backward pass computes for projected weights
-    int apply_fused;        // set by the trainer for the last micro-step of a fused step
-    float lr_now;           // learning rate of the step in progress (fused updates)
+    int apply_fused;        // this micro-step applies the fused Grass updates (optim_begin_micro)
+    float lr;               // learning rate of the step in progress (optim_begin_step)
     float* d_sumsq;         // backend scalar for gradient norms
-    int world_size;         // ranks taking part in the all-reduces (set by the trainer; 1 = none)
-    double comm_bytes;      // bytes all-reduced since the last optim_comm_reset (0 in one process)
+    double comm_bytes;      // bytes all-reduced since the step began (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
     float* master;          // fp32 master weights (cfg.master_weights), the layout of params; else NULL
-    // ZeRO-1 (cfg.zero with several ranks): the dense gradients are padded to zero_world blocks
-    // of `shard`; this rank keeps AdamW moments for [shard_lo, shard_hi) of them only
-    int sharded;
+    // ZeRO-1 (rt.sharded): the dense gradients are padded to rt.world_size blocks of `shard`;
+    // this rank keeps AdamW moments for [shard_lo, shard_hi) of them only
     size_t shard, shard_lo, shard_hi, grad_alloc;
-    float* C_pool;          // the shared compressed-gradient buffer (share_compressed), else NULL
-    size_t C_pool_numel;    // its size: the largest layer's set, twice with overlap_comm
+    float* C_pool;          // the shared compressed-gradient buffer (rt.share_compressed), else NULL
+    size_t C_pool_numel;    // its size: the largest layer's set, twice with rt.overlap
     float* d_layer_sumsq;   // n_gm sums of squares of the fused compressed gradients (backend)
-    int pending_layer;      // overlap_comm: the layer whose all-reduce is in flight, or -1
-    // overlap_comm, dense gradients: each layer's dense tensors sit together in grads at
+    int pending_layer;      // rt.overlap: the layer whose all-reduce is in flight, or -1
+    // rt.overlap, dense gradients: each layer's dense tensors sit together in grads at
     // [dense_lo[l], dense_hi[l]); on the last micro-step their all-reduce starts when the layer's
     // backward is done (group ALLREDUCE_SLOT_DENSE), and optim_step waits for all of them
-    int dense_overlap;      // on (several ranks, overlap_comm, not sharded, ranges contiguous)
-    int last_micro;         // set by the trainer: this backward pass is the step's last micro-step
+    int dense_overlap;      // on (rt.overlap, not sharded, ranges contiguous)
+    int last_micro;         // this backward pass is the step's last micro-step (optim_begin_micro)
     int dense_started;      // some layer's dense all-reduce is in flight
     int n_layers;
     size_t* dense_lo; size_t* dense_hi;
@@ -235,8 +263,8 @@ static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
 }
 
 // rank for a matrix, with a clear error when it cannot be used
-static int optim_rank_for(const OptimConfig* c, const ParamTensor* t, int dim_sel, char* err, size_t errlen) {
-    int r = c->rank > 0 ? c->rank : (int)floor(c->rank_frac * dim_sel + 0.5);
+static int grass_rank_for(const OptimConfig* c, const ParamTensor* t, int dim_sel, char* err, size_t errlen) {
+    int r = c->grass_rank > 0 ? c->grass_rank : (int)floor(c->grass_rank_frac * dim_sel + 0.5);
     if (r < 1) { snprintf(err, errlen, "rank for %s rounds to %d (dimension %d); use a larger --rank", t->name, r, dim_sel); return -1; }
     if (r > dim_sel) {
         snprintf(err, errlen, "--rank %d is larger than the dimension Grass selects from in %s (%d x %d: %d); "
@@ -255,7 +283,7 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
     if (c->type != OPT_GRASS) return 1;
     if (c->update_freq < 1) { snprintf(err, errlen, "--update-freq %d must be >= 1", c->update_freq); return 0; }
     if (!(c->alpha > 0.0f)) { snprintf(err, errlen, "--grass-scale %g must be > 0", c->alpha); return 0; }
-    if (c->rank <= 0 && !(c->rank_frac > 0.0f && c->rank_frac <= 1.0f)) { snprintf(err, errlen, "--rank must be a positive integer or a fraction in (0, 1]"); return 0; }
+    if (c->grass_rank <= 0 && !(c->grass_rank_frac > 0.0f && c->grass_rank_frac <= 1.0f)) { snprintf(err, errlen, "--rank must be a positive integer or a fraction in (0, 1]"); return 0; }
     if (c->fused && c->grad_clip > 0.0f) {
         snprintf(err, errlen, "--grad-clip needs the whole step's gradient norm before any update, but the fused "
                  "Grass update applies each layer during the backward pass; use --grass-fused 0 with clipping");
@@ -265,7 +293,7 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
         const ParamTensor* t = &pt->t[i];
         if (!optim_is_projected(c, t)) continue;
         int dim_sel = t->rows <= t->cols ? t->rows : t->cols;
-        if (optim_rank_for(c, t, dim_sel, err, errlen) < 0) return 0;
+        if (grass_rank_for(c, t, dim_sel, err, errlen) < 0) return 0;
     }
     return 1;
 }
@@ -281,11 +309,19 @@ static size_t optim_layer_C_numel(const Optimizer* o, int layer) {
     for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += (size_t)o->gm[k].r * o->gm[k].other;
     return n;
 }
+// the largest layer's compressed-gradient elements: the size of the shared pool (of each half)
+static size_t optim_largest_layer_C(const Optimizer* o) {
+    size_t pool = 0;
+    for (int l = 0; l <= optim_max_layer(o->pt); l++) pool = pool > optim_layer_C_numel(o, l) ? pool : optim_layer_C_numel(o, l);
+    return pool;
+}
 
-static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* pt, floatX* params) {
+// The optimizer's layout, on the host only: which tensors are projected and how (side, rank),
+// the compact dense-gradient offsets, the ZeRO-1 block, the layers' dense ranges, the shared
+// pool. optim_init allocates from it; optim_plan measures it before anything is allocated.
+static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt) {
     memset(o, 0, sizeof(*o));
-    o->cfg = *cfg; o->pt = pt; o->params = params;
-    o->world_size = 1;
+    o->cfg = *cfg; o->rt = *rt; o->pt = pt;
     o->grad_offset = (size_t*)malloc_check(pt->n * sizeof(size_t));
     o->gm_of_tensor = (int*)malloc_check(pt->n * sizeof(int));
     o->gm = (GrassMatrix*)calloc_check(pt->n, sizeof(GrassMatrix));
@@ -299,20 +335,11 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
             g->cols_side = t->rows > t->cols;  // select along the smaller dimension
             g->dim_sel = g->cols_side ? t->cols : t->rows;
             g->other = g->cols_side ? t->rows : t->cols;
-            g->r = optim_rank_for(cfg, t, g->dim_sel, err, sizeof(err));
+            g->r = grass_rank_for(cfg, t, g->dim_sel, err, sizeof(err));
             if (g->r < 0) fatal("%s", err);
-            g->r_eff = 0;
             g->h_sel.idx = (int*)calloc_check(g->r, sizeof(int));
             g->h_sel.scale = (float*)calloc_check(g->r, sizeof(float));
             g->h_sel.upscale = (float*)calloc_check(g->r, sizeof(float));
-            size_t sub = (size_t)g->r * g->other;
-            g->d_idx = (int*)backend_malloc(g->r * sizeof(int), "grass indices");
-            g->d_scale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
-            g->d_upscale = (float*)backend_malloc(g->r * sizeof(float), "grass scales");
-            g->C = NULL;  // below: own buffers, or one pool shared by the layers
-            g->m = backend_malloc(sub * state_dtype_size(cfg->state_dtype), "grass adam m");
-            g->v = backend_malloc(sub * state_dtype_size(cfg->state_dtype), "grass adam v");
-            g->norms = (float*)backend_malloc(g->dim_sel * sizeof(float), "grass norms");
             o->gm_of_tensor[i] = o->n_gm++;
             o->grad_offset[i] = (size_t)-1;
         } else {
@@ -320,52 +347,24 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
             o->grad_total += t->numel;
         }
     }
-    // compressed gradients: one buffer per matrix, or (share_compressed) one pool the size of
-    // the largest layer's set, reused by every layer in turn
-    // the shared compressed-gradient buffer; (overlap_comm) layer l reduces in one half while
-    // layer l-1 accumulates in the other, so the halves alternate between layers
-    size_t pool = 0;
-    for (int l = 0; l <= optim_max_layer(pt); l++) pool = pool > optim_layer_C_numel(o, l) ? pool : optim_layer_C_numel(o, l);
+    // the shared compressed-gradient pool: the largest layer's set, reused by every layer in
+    // turn; with rt.overlap layer l reduces in one half while layer l-1 accumulates in the other
+    if (rt->share_compressed && o->n_gm > 0) o->C_pool_numel = (rt->overlap ? 2 : 1) * optim_largest_layer_C(o);
     o->pending_layer = -1;
-    if (cfg->overlap_comm && cfg->fused) allreduce_async_reserve(pool);
-    if (cfg->share_compressed && o->n_gm > 0) {
-        o->C_pool_numel = cfg->overlap_comm ? 2 * pool : pool;
-        o->C_pool = (float*)backend_malloc(o->C_pool_numel * sizeof(float), "grass compressed gradients (shared)");
-        for (int l = 0; l <= optim_max_layer(pt); l++) {
-            size_t off = cfg->overlap_comm && (l % 2) ? pool : 0;
-            for (int k = 0; k < o->n_gm; k++) {
-                GrassMatrix* g = &o->gm[k];
-                if (pt->t[g->tensor].layer != l) continue;
-                g->C = o->C_pool + off;
-                off += (size_t)g->r * g->other;
-            }
-        }
-    } else {
-        for (int k = 0; k < o->n_gm; k++)
-            o->gm[k].C = (float*)backend_malloc((size_t)o->gm[k].r * o->gm[k].other * sizeof(float), "grass compressed gradients");
-    }
-    o->sharded = cfg->zero && cfg->zero_world > 1;
-    if (o->sharded && cfg->master_weights) fatal("--zero 1 with --master-weights 1 is not supported (the master copy is not sharded)");
-    size_t moments = o->grad_total;
+    if (rt->sharded && cfg->master_weights) fatal("--zero 1 with --master-weights 1 is not supported (the master copy is not sharded)");
     o->shard = o->grad_total; o->shard_lo = 0; o->shard_hi = o->grad_total; o->grad_alloc = o->grad_total;
-    if (o->sharded) {
-        o->shard = (o->grad_total + cfg->zero_world - 1) / cfg->zero_world;
-        o->grad_alloc = o->shard * cfg->zero_world;
-        o->shard_lo = o->shard * cfg->zero_rank;
+    if (rt->sharded) {
+        o->shard = (o->grad_total + rt->world_size - 1) / rt->world_size;
+        o->grad_alloc = o->shard * rt->world_size;
+        o->shard_lo = o->shard * rt->rank;
         o->shard_hi = o->shard_lo + o->shard < o->grad_total ? o->shard_lo + o->shard : o->grad_total;
         if (o->shard_hi < o->shard_lo) o->shard_hi = o->shard_lo;
-        moments = o->shard;
     }
-    o->grads = (floatX*)backend_malloc(o->grad_alloc * sizeof(floatX), "dense gradients");
-    o->m = backend_malloc(moments * state_dtype_size(cfg->state_dtype), "adamw m");
-    o->v = backend_malloc(moments * state_dtype_size(cfg->state_dtype), "adamw v");
-    o->d_sumsq = (float*)backend_malloc(sizeof(float), "norm scalar");
-    o->d_layer_sumsq = (float*)backend_malloc((o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), "norm scalars");
     // each layer's dense gradients: one contiguous range (the compact buffer follows table order)
     o->n_layers = optim_max_layer(pt) + 1;
     o->dense_lo = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
     o->dense_hi = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
-    o->dense_overlap = cfg->overlap_comm && !o->sharded && o->n_layers > 0;
+    o->dense_overlap = rt->overlap && !rt->sharded && o->n_layers > 0;
     for (int l = 0; l < o->n_layers; l++) {
         size_t lo = (size_t)-1, hi = 0, count = 0;
         for (int i = 0; i < pt->n; i++) {
@@ -378,10 +377,67 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const ParamTable* p
         if (hi - lo != count || (l > 0 && lo != o->dense_hi[l - 1])) o->dense_overlap = 0;  // not one run: no overlap
         o->dense_lo[l] = lo; o->dense_hi[l] = hi;
     }
-    if (cfg->master_weights) {
-        o->master = (float*)backend_malloc(pt->total * sizeof(float), "fp32 master weights");
-        backend_widen(o->master, params, pt->total);
+}
+
+// Every backend buffer the optimizer holds, in allocation order: where its pointer lives, its
+// bytes, what it is for the memory plan, and the label an allocation failure names. optim_init
+// allocates from this table, optim_free frees from it, optim_plan sums it.
+typedef enum { OB_DENSE_GRAD = 0, OB_COMPRESSED, OB_STATE, OB_OTHER, OB_MASTER } OptimBufferKind;
+typedef struct { void** ptr; size_t bytes; int kind; const char* label; } OptimBuffer;
+
+static int optim_buffers(Optimizer* o, OptimBuffer* b) {
+    size_t ssz = state_dtype_size(o->cfg.state_dtype);
+    int n = 0;
+#define OBUF(p, bytes, kind, label) b[n++] = (OptimBuffer){(void**)&(p), (size_t)(bytes), kind, label}
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        size_t sub = (size_t)g->r * g->other;
+        OBUF(g->d_idx, g->r * sizeof(int), OB_OTHER, "grass indices");
+        OBUF(g->d_scale, g->r * sizeof(float), OB_OTHER, "grass scales");
+        OBUF(g->d_upscale, g->r * sizeof(float), OB_OTHER, "grass scales");
+        OBUF(g->m, sub * ssz, OB_STATE, "grass adam m");
+        OBUF(g->v, sub * ssz, OB_STATE, "grass adam v");
+        OBUF(g->norms, g->dim_sel * sizeof(float), OB_OTHER, "grass norms");
     }
+    if (o->C_pool_numel > 0) {
+        OBUF(o->C_pool, o->C_pool_numel * sizeof(float), OB_COMPRESSED, "grass compressed gradients (shared)");
+    } else {
+        for (int k = 0; k < o->n_gm; k++)
+            OBUF(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
+    }
+    size_t moments = o->rt.sharded ? o->shard : o->grad_total;
+    OBUF(o->grads, o->grad_alloc * sizeof(floatX), OB_DENSE_GRAD, "dense gradients");
+    OBUF(o->m, moments * ssz, OB_STATE, "adamw m");
+    OBUF(o->v, moments * ssz, OB_STATE, "adamw v");
+    OBUF(o->d_sumsq, sizeof(float), OB_OTHER, "norm scalar");
+    OBUF(o->d_layer_sumsq, (o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), OB_OTHER, "norm scalars");
+    if (o->cfg.master_weights) OBUF(o->master, o->pt->total * sizeof(float), OB_MASTER, "fp32 master weights");
+#undef OBUF
+    return n;
+}
+static int optim_max_buffers(const Optimizer* o) { return 7 * o->n_gm + 7; }
+
+static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt, floatX* params) {
+    optim_layout(o, cfg, rt, pt);
+    o->params = params;
+    OptimBuffer* b = (OptimBuffer*)malloc_check(optim_max_buffers(o) * sizeof(OptimBuffer));
+    int n = optim_buffers(o, b);
+    for (int i = 0; i < n; i++) *b[i].ptr = backend_malloc(b[i].bytes, b[i].label);
+    free(b);
+    if (rt->overlap && cfg->fused) allreduce_async_reserve(optim_largest_layer_C(o));
+    if (o->C_pool != NULL) {  // each layer's matrices take consecutive pieces of its half of the pool
+        size_t half = optim_largest_layer_C(o);
+        for (int l = 0; l <= optim_max_layer(pt); l++) {
+            size_t off = rt->overlap && (l % 2) ? half : 0;
+            for (int k = 0; k < o->n_gm; k++) {
+                GrassMatrix* g = &o->gm[k];
+                if (pt->t[g->tensor].layer != l) continue;
+                g->C = o->C_pool + off;
+                off += (size_t)g->r * g->other;
+            }
+        }
+    }
+    if (o->master != NULL) backend_widen(o->master, params, pt->total);
 }
 
 // The weights were (re)set from outside (random init, a checkpoint): the master copy follows.
@@ -390,97 +446,88 @@ static void optim_weights_changed(Optimizer* o) {
     if (o->master != NULL) backend_widen(o->master, o->params, o->pt->total);
 }
 
-static void optim_free(Optimizer* o) {
+// the host-side arrays of optim_layout
+static void optim_free_layout(Optimizer* o) {
     for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
-        free(g->h_sel.idx); free(g->h_sel.scale); free(g->h_sel.upscale);
-        backend_free(g->d_idx); backend_free(g->d_scale); backend_free(g->d_upscale);
-        if (o->C_pool == NULL) backend_free(g->C);
-        backend_free(g->m); backend_free(g->v); backend_free(g->norms);
+        Selection* s = &o->gm[k].h_sel;
+        free(s->idx); free(s->scale); free(s->upscale);
     }
-    backend_free(o->C_pool);
-    backend_free(o->grads); backend_free(o->m); backend_free(o->v); backend_free(o->d_sumsq);
-    backend_free(o->d_layer_sumsq);
-    backend_free(o->master);
     free(o->dense_lo); free(o->dense_hi);
     free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
 }
 
-// Byte counts for the memory plan, computed from the config alone (before anything is
-// allocated) with the same rules optim_init uses.
+static void optim_free(Optimizer* o) {
+    OptimBuffer* b = (OptimBuffer*)malloc_check(optim_max_buffers(o) * sizeof(OptimBuffer));
+    int n = optim_buffers(o, b);
+    for (int i = 0; i < n; i++) backend_free(*b[i].ptr);
+    free(b);
+    optim_free_layout(o);
+}
+
+// Byte counts for the memory plan, from the config alone, before anything is allocated: the
+// same layout and buffer table optim_init allocates from.
 typedef struct {
     size_t dense_grad_bytes;   // gradients of the full-rank tensors
     size_t compressed_bytes;   // Grass's r x n compressed gradients
     size_t state_bytes;        // Adam moments: full-rank and subspace
-    size_t other_bytes;        // indices, scales, norm vectors
+    size_t other_bytes;        // indices, scales, norm vectors, norm scalars, all-reduce wire buffers
     size_t projected_params;   // parameters that live in Grass subspaces
     size_t master_bytes;       // fp32 master weights (--master-weights 1)
     size_t max_rank, max_matrix, max_sub, max_dim_sel;  // largest Grass r, m x n, r x other, selection dim
     size_t comm_step_bytes;    // all-reduced per step with several ranks: dense grads + compressed grads
     size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
-    size_t layer_compressed_bytes[1024];  // per layer, for the shared pool
 } OptimPlan;
 
-static void optim_plan(const OptimConfig* c, const ParamTable* pt, OptimPlan* p) {
+static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const ParamTable* pt, OptimPlan* p) {
     memset(p, 0, sizeof(*p));
-    char err[512];
-    size_t dense = 0;
-    for (int i = 0; i < pt->n; i++) {
-        const ParamTensor* t = &pt->t[i];
-        if (!optim_is_projected(c, t)) {
-            dense += t->numel;
-            p->comm_step_bytes += t->numel * sizeof(floatX);
-            continue;
-        }
-        int cols_side = t->rows > t->cols;
-        int dim_sel = cols_side ? t->cols : t->rows, other = cols_side ? t->rows : t->cols;
-        int r = optim_rank_for(c, t, dim_sel, err, sizeof(err));
-        if (r < 0) fatal("%s", err);
-        p->compressed_bytes += (size_t)r * other * sizeof(float);
-        p->layer_compressed_bytes[t->layer] += (size_t)r * other * sizeof(float);
-        p->comm_step_bytes += (size_t)r * other * sizeof(floatX);  // floatX on the wire
-        p->comm_refresh_bytes += (size_t)dim_sel * sizeof(float);
-        if ((size_t)r > p->max_rank) p->max_rank = r;
+    Optimizer o;
+    optim_layout(&o, c, rt, pt);
+    OptimBuffer* b = (OptimBuffer*)malloc_check(optim_max_buffers(&o) * sizeof(OptimBuffer));
+    int n = optim_buffers(&o, b);
+    for (int i = 0; i < n; i++) {
+        size_t* sum[] = {&p->dense_grad_bytes, &p->compressed_bytes, &p->state_bytes, &p->other_bytes, &p->master_bytes};
+        *sum[b[i].kind] += b[i].bytes;
+    }
+    free(b);
+    // overlap on a bf16 build: the backend's floatX wire buffer per all-reduce group in flight
+    if (rt->overlap && c->fused && sizeof(floatX) < sizeof(float))
+        p->other_bytes += ALLREDUCE_LAYER_SLOTS * optim_largest_layer_C(&o) * sizeof(floatX);
+    p->comm_step_bytes = o.grad_total * sizeof(floatX);
+    for (int k = 0; k < o.n_gm; k++) {
+        const GrassMatrix* g = &o.gm[k];
+        const ParamTensor* t = &pt->t[g->tensor];
+        size_t sub = (size_t)g->r * g->other;
+        p->comm_step_bytes += sub * sizeof(floatX);  // floatX on the wire
+        p->comm_refresh_bytes += (size_t)g->dim_sel * sizeof(float);
+        if ((size_t)g->r > p->max_rank) p->max_rank = g->r;
         if (t->numel > p->max_matrix) p->max_matrix = t->numel;
-        if ((size_t)r * other > p->max_sub) p->max_sub = (size_t)r * other;
-        if ((size_t)dim_sel > p->max_dim_sel) p->max_dim_sel = dim_sel;
-        p->state_bytes += 2 * (size_t)r * other * state_dtype_size(c->state_dtype);
-        p->other_bytes += (size_t)r * (sizeof(int) + 2 * sizeof(float)) + dim_sel * sizeof(float);
+        if (sub > p->max_sub) p->max_sub = sub;
+        if ((size_t)g->dim_sel > p->max_dim_sel) p->max_dim_sel = g->dim_sel;
         p->projected_params += t->numel;
     }
-    p->master_bytes = c->master_weights ? pt->total * sizeof(float) : 0;
-    // dense gradients (padded to whole blocks with ZeRO-1) and their AdamW moments (one block)
-    int zw = c->zero && c->zero_world > 1 ? c->zero_world : 1;
-    size_t block = (dense + zw - 1) / zw;
-    p->dense_grad_bytes = block * zw * sizeof(floatX);
-    p->state_bytes += 2 * block * state_dtype_size(c->state_dtype);
-    size_t pool = 0;  // the largest layer's compressed gradients
-    for (int l = 0; l < 1024; l++) pool = pool > p->layer_compressed_bytes[l] ? pool : p->layer_compressed_bytes[l];
-    if (c->share_compressed) p->compressed_bytes = c->overlap_comm ? 2 * pool : pool;  // one pool (two halves)
-    // overlap_comm on a bf16 build: a floatX wire buffer per all-reduce group in flight
-    if (c->overlap_comm && c->fused && sizeof(floatX) < sizeof(float))
-        p->other_bytes += ALLREDUCE_LAYER_SLOTS * (pool / sizeof(float)) * sizeof(floatX);
+    optim_free_layout(&o);
 }
 
 // all-reduces through the backend, counting the payload (the communication accounting)
 static void optim_allreduce_float(Optimizer* o, float* x, size_t n) {
-    if (o->world_size <= 1) return;
+    if (o->rt.world_size <= 1) return;
     allreduce_sum_float(x, n);
     o->comm_bytes += (double)n * sizeof(float);
 }
 // compressed gradients: fp32 buffers, floatX on the wire (as the dense gradients travel)
 static void optim_allreduce_compressed(Optimizer* o, float* x, size_t n) {
-    if (o->world_size <= 1) return;
+    if (o->rt.world_size <= 1) return;
     allreduce_sum_float_wire_floatX(x, n);
     o->comm_bytes += (double)n * sizeof(floatX);
 }
 static void optim_allreduce_floatX(Optimizer* o, floatX* x, size_t n) {
-    if (o->world_size <= 1) return;
+    if (o->rt.world_size <= 1) return;
     allreduce_sum_floatX(x, n);
     o->comm_bytes += (double)n * sizeof(floatX);
 }
 
-static floatX* optim_dense_grad(Optimizer* o, int tensor) {
+// tensor's piece of the dense-gradient buffer; NULL for a projected tensor
+static floatX* optim_grad_of(Optimizer* o, int tensor) {
     size_t off = o->grad_offset[tensor];
     return off == (size_t)-1 ? NULL : o->grads + off;
 }
@@ -499,15 +546,15 @@ static void optim_zero_grads(Optimizer* o) {
     o->dense_started = 0;
 }
 
-// The backward pass calls this for the weight gradient of every linear layer.
-// dout: N x out, inp: N x in. Dense tensors accumulate dW; projected ones accumulate C, or
-// the squared row/column norms during the norm pass of a refresh.
-static void optim_linear_weight_grad(Optimizer* o, int tensor, const floatX* dout, const floatX* inp, int N) {
+// ---- the gradient hand-off (grad_sink.h): what the model's backward pass calls ------------------
+// A linear layer's weight gradient, dout: N x out, inp: N x in. Dense tensors accumulate dW;
+// projected ones accumulate C, or the squared row/column norms during the norm pass of a refresh.
+static void grad_linear(Optimizer* o, int tensor, const floatX* dout, const floatX* inp, int N) {
     const ParamTensor* t = &o->pt->t[tensor];
     int k = o->gm_of_tensor[tensor];
     if (k < 0) {
         if (o->mode == BWD_NORMS) return;  // the norm pass computes nothing for dense tensors
-        matmul_backward_weight(optim_dense_grad(o, tensor), dout, inp, N, t->cols, t->rows, 1);
+        matmul_backward_weight(optim_grad_of(o, tensor), dout, inp, N, t->cols, t->rows, 1);
         return;
     }
     GrassMatrix* g = &o->gm[k];
@@ -516,6 +563,11 @@ static void optim_linear_weight_grad(Optimizer* o, int tensor, const floatX* dou
     } else {
         grass_gathered_grad(g->C, dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows, g->cols_side, 1);
     }
+}
+
+// A norm's or the embedding's gradient buffer; NULL in the norm pass, which wants none.
+static floatX* grad_dense(Optimizer* o, int tensor) {
+    return o->mode == BWD_GRADS ? optim_grad_of(o, tensor) : NULL;
 }
 
 // the stochastic-rounding seed of a tensor's update at a step: rank-independent, and a resumed
@@ -544,12 +596,12 @@ static void grass_upload_selection(GrassMatrix* g) {
 // Fused path, second half: the layer's compressed gradients are summed over ranks; measure
 // them (into the layer's own norm scalars, read once per step) and apply the updates.
 static void optim_finish_layer(Optimizer* o, int layer) {
-    if (o->cfg.overlap_comm) allreduce_wait(layer % ALLREDUCE_LAYER_SLOTS);
+    if (o->rt.overlap) allreduce_wait(layer % ALLREDUCE_LAYER_SLOTS);
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
         sumsq_float(o->d_layer_sumsq + k, g->C, grass_sub_numel(g));
-        optim_apply_grass(o, g, o->lr_now, 1.0f);
+        optim_apply_grass(o, g, o->lr, 1.0f);
         // a later layer accumulates into the same pool: leave it zeroed
         if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
     }
@@ -561,8 +613,8 @@ static void optim_finish_layer(Optimizer* o, int layer) {
 // the update waits until the next layer's backward has been issued, so that the all-reduce
 // runs during that backward (on the GPU's communication stream). Layer l's weights are not
 // read again in this backward pass, so the later update gives the same result.
-static void optim_layer_done(Optimizer* o, int layer) {
-    if (o->dense_overlap && o->last_micro && o->mode == BWD_GRADS && o->world_size > 1) {
+static void grad_layer_done(Optimizer* o, int layer) {
+    if (o->dense_overlap && o->last_micro && o->mode == BWD_GRADS && o->rt.world_size > 1) {
         size_t lo = o->dense_lo[layer], hi = o->dense_hi[layer];
         if (hi > lo) {
             allreduce_start_floatX(o->grads + lo, hi - lo, ALLREDUCE_SLOT_DENSE);
@@ -571,7 +623,7 @@ static void optim_layer_done(Optimizer* o, int layer) {
         }
     }
     if (!o->apply_fused || o->mode != BWD_GRADS) return;
-    if (!o->cfg.overlap_comm) {
+    if (!o->rt.overlap) {
         for (int k = 0; k < o->n_gm; k++)
             if (o->pt->t[o->gm[k].tensor].layer == layer) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
         optim_finish_layer(o, layer);
@@ -580,7 +632,7 @@ static void optim_layer_done(Optimizer* o, int layer) {
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
-        if (o->world_size > 1) {
+        if (o->rt.world_size > 1) {
             allreduce_start_float_wire_floatX(g->C, grass_sub_numel(g), layer % ALLREDUCE_LAYER_SLOTS);
             o->comm_bytes += (double)grass_sub_numel(g) * sizeof(floatX);
         }
@@ -616,11 +668,12 @@ static int optim_shard_part(const Optimizer* o, int i, size_t* a, size_t* b) {
 // After the backward passes of a step: reduce, measure, clip, update everything not yet
 // updated. Returns the global gradient norm: of the dense gradients plus the compressed
 // gradients (what Grass actually uses), before clipping.
-static float optim_step(Optimizer* o, float lr) {
+static float optim_step(Optimizer* o) {
+    float lr = o->lr;
     int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
     if (o->pending_layer >= 0) { optim_finish_layer(o, o->pending_layer); o->pending_layer = -1; }
     if (fused) o->fused_sumsq = optim_fused_sumsq(o);
-    if (o->sharded) {
+    if (o->rt.sharded) {
         // ZeRO-1: each rank receives the summed gradients of its block only; the reduce-scatter
         // and the all-gather below move what one all-reduce of the dense gradients does, and are
         // counted as that
@@ -641,7 +694,7 @@ static float optim_step(Optimizer* o, float lr) {
     float ss = 0.0f;
     backend_memset0(o->d_sumsq, sizeof(float));
     sumsq_floatX(o->d_sumsq, o->grads + o->shard_lo, o->shard_hi - o->shard_lo);
-    if (o->sharded) {  // the dense part of the norm, summed over the blocks
+    if (o->rt.sharded) {  // the dense part of the norm, summed over the blocks
         allreduce_sum_float(o->d_sumsq, 1);
         o->comm_bytes += sizeof(float);
     }
@@ -665,7 +718,7 @@ static float optim_step(Optimizer* o, float lr) {
                      o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
                      optim_update_seed(o, i), in_t);
     }
-    if (o->sharded) {
+    if (o->rt.sharded) {
         // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks
         for (int i = 0; i < o->pt->n; i++) {
             size_t a, b;
@@ -682,9 +735,30 @@ static float optim_step(Optimizer* o, float lr) {
     return norm;
 }
 
+// ---- the step protocol: what the trainer calls, in this order --------------------------------
+//   optim_begin_step(o, step, lr)   once per optimizer step: its lr, the comm counter, zeroed
+//                                   gradient accumulators
+//   if (optim_needs_refresh(o)) {   Grass, every K steps: the norm pass, then new rows
+//       optim_begin_norm_pass(o);
+//       for each micro-step: optim_begin_micro(o, micro); forward; backward
+//       optim_refresh(o); }
+//   for each micro-step: optim_begin_micro(o, micro); forward; backward (grad_sink.h)
+//   gnorm = optim_step(o)           reduce, measure, clip and update what is not updated yet
+static void optim_begin_step(Optimizer* o, int64_t step, float lr) {
+    if (step != o->step) fatal("optim_begin_step: step %lld, but the optimizer has done %lld steps", (long long)step, (long long)o->step);
+    o->lr = lr;
+    o->comm_bytes = 0;
+    optim_zero_grads(o);
+}
+// micro-step `micro` of rt.accum is about to run its backward pass
+static void optim_begin_micro(Optimizer* o, int micro) {
+    o->last_micro = micro == o->rt.accum - 1;
+    o->apply_fused = o->cfg.type == OPT_GRASS && o->cfg.fused && o->last_micro;
+}
+
 // Does the step about to run re-select the rows?
-static int optim_needs_refresh(const Optimizer* o, int64_t step) {
-    return o->cfg.type == OPT_GRASS && o->n_gm > 0 && (step % o->cfg.update_freq == 0 || o->gm[0].r_eff == 0);
+static int optim_needs_refresh(const Optimizer* o) {
+    return o->cfg.type == OPT_GRASS && o->n_gm > 0 && (o->step % o->cfg.update_freq == 0 || o->gm[0].r_eff == 0);
 }
 
 static void optim_begin_norm_pass(Optimizer* o) {
@@ -693,7 +767,8 @@ static void optim_begin_norm_pass(Optimizer* o) {
 }
 
 // After the norm pass: sum the norms over ranks, select with the shared seed, reset moments.
-static void optim_refresh(Optimizer* o, int64_t step) {
+static void optim_refresh(Optimizer* o) {
+    int64_t step = o->step;
     int max_dim = 0;
     for (int k = 0; k < o->n_gm; k++) if (o->gm[k].dim_sel > max_dim) max_dim = o->gm[k].dim_sel;
     float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
@@ -759,7 +834,7 @@ static void optim_signature(const Optimizer* o, int32_t sig[16]) {
     sig[8] = (int32_t)(o->cfg.seed & 0x7fffffff);
     sig[9] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
     sig[10] = o->cfg.master_weights;
-    sig[11] = o->sharded ? o->cfg.zero_world : 0;
+    sig[11] = o->rt.sharded ? o->rt.world_size : 0;
 }
 
 static void optim_save(const Optimizer* o, FILE* f, const char* path) {
@@ -769,7 +844,7 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
     int64_t step = o->step;
     fwrite_check(&step, sizeof(int64_t), 1, f, path);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
-    if (!o->sharded) {  // sharded moments go to one file per rank (optim_save_shard)
+    if (!o->rt.sharded) {  // sharded moments go to one file per rank (optim_save_shard)
         write_backend_bytes(f, o->m, o->grad_total * ssz, path);
         write_backend_bytes(f, o->v, o->grad_total * ssz, path);
     }
@@ -808,7 +883,7 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     fread_check(&step, sizeof(int64_t), 1, f, path);
     o->step = step;
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
-    if (!o->sharded) {
+    if (!o->rt.sharded) {
         read_backend_bytes(f, o->m, o->grad_total * ssz, path);
         read_backend_bytes(f, o->v, o->grad_total * ssz, path);
     }
@@ -839,7 +914,7 @@ static void optim_save_shard(const Optimizer* o, const char* path) {
     char tmp[1200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE* f = fopen_check(tmp, "wb");
-    int64_t h[6] = {ZERO_SHARD_MAGIC, o->cfg.zero_rank, o->cfg.zero_world, (int64_t)o->shard, o->cfg.state_dtype,
+    int64_t h[6] = {ZERO_SHARD_MAGIC, o->rt.rank, o->rt.world_size, (int64_t)o->shard, o->cfg.state_dtype,
                     (int64_t)o->grad_total};
     fwrite_check(h, sizeof(int64_t), 6, f, tmp);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
@@ -855,11 +930,11 @@ static void optim_load_shard(Optimizer* o, const char* path) {
     int64_t h[6];
     fread_check(h, sizeof(int64_t), 6, f, path);
     if (h[0] != ZERO_SHARD_MAGIC) fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
-    if (h[1] != o->cfg.zero_rank || h[2] != o->cfg.zero_world || h[3] != (int64_t)o->shard || h[4] != o->cfg.state_dtype ||
+    if (h[1] != o->rt.rank || h[2] != o->rt.world_size || h[3] != (int64_t)o->shard || h[4] != o->cfg.state_dtype ||
         h[5] != (int64_t)o->grad_total)
         fatal("'%s' holds block %lld of %lld (length %lld, dtype %lld, %lld dense values); this rank needs block %d of %d "
               "(length %zu, dtype %d, %zu)", path, (long long)h[1], (long long)h[2], (long long)h[3], (long long)h[4],
-              (long long)h[5], o->cfg.zero_rank, o->cfg.zero_world, o->shard, o->cfg.state_dtype, o->grad_total);
+              (long long)h[5], o->rt.rank, o->rt.world_size, o->shard, o->cfg.state_dtype, o->grad_total);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     read_backend_bytes(f, o->m, o->shard * ssz, path);
     read_backend_bytes(f, o->v, o->shard * ssz, path);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <cblas.h>
 #include "utils.h"
+#include "bf16.h"
 
 // scratch for gathers and blockwise norms; grows on demand, never shrinks
 static float* g_cpu_scratch = NULL;
@@ -328,25 +329,12 @@ static void cpu_grass_grad_norms(float* norms, const float* dout, const float* i
 }
 
 // ---- optimizer-state storage: fp32, or bf16 (state_bf16 = 1; STATE_BF16 in backend.h) ---------
-// bf16 = the top 16 bits of an fp32; rounding to nearest even, NaN kept a (quiet) NaN
-static inline uint16_t cpu_bf16_from_float(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static inline float cpu_float_from_bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
+// bf16 storage through bf16.h (round to nearest even)
 static inline float cpu_state_get(const void* s, size_t k, int bf16) {
-    return bf16 ? cpu_float_from_bf16(((const uint16_t*)s)[k]) : ((const float*)s)[k];
+    return bf16 ? bf16_to_float(((const uint16_t*)s)[k]) : ((const float*)s)[k];
 }
 static inline void cpu_state_set(void* s, size_t k, float x, int bf16) {
-    if (bf16) ((uint16_t*)s)[k] = cpu_bf16_from_float(x);
+    if (bf16) ((uint16_t*)s)[k] = bf16_from_float(x);
     else ((float*)s)[k] = x;
 }
 

@@ -1,405 +1,23 @@
 /*
  * train_llama.cu: LLaMA pretraining with full-rank AdamW or Grass, for the CPU and the GPU.
  *
- * The model (parameters, activations, forward, backward), the training loop, checkpoints and
- * data-parallel logic are written once, here. The kernels come from a backend:
+ * This file is the trainer: the command line, the memory plan, checkpoints and resume, and the
+ * training loop. The model is llama_model.h, the optimizers grass_optim.cuh; both are written
+ * once and built two ways, with the kernels of a backend:
  *   nvcc  -> backend_cuda.cuh  (bf16, cuBLASLt, NCCL)      make train_llama
  *   g++   -> backend_cpu.h     (fp32, OpenMP, OpenBLAS, MPI) make train_llama_cpu
- * Tests include this file with TESTING defined, so main() drops out.
+ * docs/ARCHITECTURE.md shows who calls whom.
  */
 #include <time.h>
 #include <unistd.h>
 #include "utils.h"
-#include "llama_config.h"
-#include "llama_params.h"
-#include "backend.h"
-#ifdef __CUDACC__
-#include "backend_cuda.cuh"
-#else
-#include "backend_cpu.h"
-#endif
+#include "llama_model.h"    // the model; it brings the backend (CPU or CUDA) and backend.h
 #include "comm.h"
 #include "grass_optim.cuh"
 #include "dataloader.h"
 #include "tokenizer.h"
 
-#define MODEL_MAGIC 20261102
 #define STATE_MAGIC 20261103
-#define CHECKPOINT_VERSION 1
-
-// ----------------------------------------------------------------------------------------------
-// the model
-
-typedef struct {
-    LlamaConfig config;
-    ParamTable pt;
-    floatX* params;       // all parameters, one buffer, table order
-    int B, T;             // the largest batch the activations were sized for
-    int recompute;        // activation recomputation: only the residual stream is kept for every
-                          // layer; the rest has one slot (S = 1) that the backward pass refills
-                          // by running each layer's forward again. Otherwise S = L.
-    // activations, per layer l at offset l*N*width (slot 0 for every layer with recompute)
-    floatX* resid;        // (L+1) x N x d: the residual stream entering each layer, and the last one
-    floatX* ln1;          // S x N x d
-    floatX* q;            // S x N x (nh*hd), after RoPE
-    floatX* k;            // S x N x (nkv*hd), after RoPE
-    floatX* v;            // S x N x (nkv*hd)
-    floatX* att;          // S x N x (nh*hd): attention output before o_proj
-    floatX* resid_mid;    // S x N x d: residual after attention
-    floatX* ln2;          // S x N x d
-    floatX* gate;         // S x N x f
-    floatX* up;           // S x N x f
-    floatX* hmlp;         // S x N x f: silu(gate) * up
-    float* rstd1;         // S x N
-    float* rstd2;         // S x N
-    float* lse;           // S x B x nh x T
-    floatX* lnf;          // N x d
-    float* rstdf;         // N
-    floatX* logits;       // N x V (dlogits after the backward's classifier)
-    float* losses;        // N
-    // backward scratch
-    floatX* dresid;       // N x d
-    floatX* dln;          // N x d
-    floatX* dq;           // N x (nh*hd)
-    floatX* dk;           // N x (nkv*hd)
-    floatX* dv;           // N x (nkv*hd)
-    floatX* datt;         // N x (nh*hd)
-    floatX* dgate;        // N x f
-    floatX* dup;          // N x f
-    floatX* dh;           // N x f
-    int* d_tokens;        // N
-    int* d_targets;       // N
-    float* rope_cos;      // max_seq x hd/2
-    float* rope_sin;
-    float* h_losses;      // host copy of losses
-    size_t activation_bytes;
-} Llama;
-
-static floatX* param_ptr(Llama* m, int tensor) { return m->params + m->pt.t[tensor].offset; }
-
-// bytes of activations and scratch for a batch of B x T (the memory plan uses the same sums)
-static size_t llama_activation_bytes(const LlamaConfig* c, int B, int T, int recompute) {
-    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers, S = recompute ? 1 : L;
-    size_t hd = llama_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t fx = 0;
-    fx += (L + 1) * N * d;                          // resid
-    fx += S * N * (d + qd + 2 * kvd + qd + d + d + 3 * f);  // ln1 q k v att resid_mid ln2 gate up hmlp
-    fx += N * d + N * c->vocab_size;               // lnf, logits
-    fx += N * (2 * d + 2 * qd + 2 * kvd + 3 * f);  // backward scratch
-    size_t fl = 2 * S * N + S * (size_t)B * c->n_heads * T + N + N;  // rstd1 rstd2 lse rstdf losses
-    fl += 2 * (size_t)c->max_seq_len * (hd / 2);
-    return fx * sizeof(floatX) + fl * sizeof(float) + 2 * N * sizeof(int);
-}
-
-static void llama_build(Llama* m, const LlamaConfig* c, int B, int T, int recompute) {
-    memset(m, 0, sizeof(*m));
-    m->config = *c;
-    m->B = B; m->T = T;
-    m->recompute = recompute;
-    param_table_build(&m->pt, c);
-    m->params = (floatX*)backend_malloc(m->pt.total * sizeof(floatX), "parameters");
-    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers, S = recompute ? 1 : L;
-    size_t hd = llama_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-#define ALLOC(ptr, type, n, what) ptr = (type*)backend_malloc((size_t)(n) * sizeof(type), what)
-    ALLOC(m->resid, floatX, (L + 1) * N * d, "activations (residual)");
-    ALLOC(m->ln1, floatX, S * N * d, "activations (ln1)");
-    ALLOC(m->q, floatX, S * N * qd, "activations (q)");
-    ALLOC(m->k, floatX, S * N * kvd, "activations (k)");
-    ALLOC(m->v, floatX, S * N * kvd, "activations (v)");
-    ALLOC(m->att, floatX, S * N * qd, "activations (attention)");
-    ALLOC(m->resid_mid, floatX, S * N * d, "activations (residual)");
-    ALLOC(m->ln2, floatX, S * N * d, "activations (ln2)");
-    ALLOC(m->gate, floatX, S * N * f, "activations (gate)");
-    ALLOC(m->up, floatX, S * N * f, "activations (up)");
-    ALLOC(m->hmlp, floatX, S * N * f, "activations (mlp)");
-    ALLOC(m->rstd1, float, S * N, "activations (rstd)");
-    ALLOC(m->rstd2, float, S * N, "activations (rstd)");
-    ALLOC(m->lse, float, S * (size_t)B * c->n_heads * T, "activations (lse)");
-    ALLOC(m->lnf, floatX, N * d, "activations (final norm)");
-    ALLOC(m->rstdf, float, N, "activations (rstd)");
-    ALLOC(m->logits, floatX, N * c->vocab_size, "logits");
-    ALLOC(m->losses, float, N, "losses");
-    ALLOC(m->dresid, floatX, N * d, "backward scratch");
-    ALLOC(m->dln, floatX, N * d, "backward scratch");
-    ALLOC(m->dq, floatX, N * qd, "backward scratch");
-    ALLOC(m->dk, floatX, N * kvd, "backward scratch");
-    ALLOC(m->dv, floatX, N * kvd, "backward scratch");
-    ALLOC(m->datt, floatX, N * qd, "backward scratch");
-    ALLOC(m->dgate, floatX, N * f, "backward scratch");
-    ALLOC(m->dup, floatX, N * f, "backward scratch");
-    ALLOC(m->dh, floatX, N * f, "backward scratch");
-    ALLOC(m->d_tokens, int, N, "tokens");
-    ALLOC(m->d_targets, int, N, "targets");
-    ALLOC(m->rope_cos, float, (size_t)c->max_seq_len * (hd / 2), "rope tables");
-    ALLOC(m->rope_sin, float, (size_t)c->max_seq_len * (hd / 2), "rope tables");
-#undef ALLOC
-    m->activation_bytes = llama_activation_bytes(c, B, T, recompute);
-    m->h_losses = (float*)malloc_check(N * sizeof(float));
-    // RoPE tables in fp32, computed in double: inv_freq_i = theta^(-2i/hd), as HF computes them
-    size_t half = hd / 2;
-    float* cs = (float*)malloc_check((size_t)c->max_seq_len * half * sizeof(float));
-    float* sn = (float*)malloc_check((size_t)c->max_seq_len * half * sizeof(float));
-    for (int t = 0; t < c->max_seq_len; t++) {
-        for (size_t i = 0; i < half; i++) {
-            float inv_freq = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / (double)hd));
-            float ang = (float)t * inv_freq;  // fp32 product, as HF forms freqs
-            cs[t * half + i] = cosf(ang);
-            sn[t * half + i] = sinf(ang);
-        }
-    }
-    backend_upload(m->rope_cos, cs, (size_t)c->max_seq_len * half * sizeof(float));
-    backend_upload(m->rope_sin, sn, (size_t)c->max_seq_len * half * sizeof(float));
-    free(cs); free(sn);
-}
-
-static void llama_free(Llama* m) {
-    void* ptrs[] = {m->params, m->resid, m->ln1, m->q, m->k, m->v, m->att, m->resid_mid, m->ln2, m->gate, m->up,
-                    m->hmlp, m->rstd1, m->rstd2, m->lse, m->lnf, m->rstdf, m->logits, m->losses, m->dresid, m->dln,
-                    m->dq, m->dk, m->dv, m->datt, m->dgate, m->dup, m->dh, m->d_tokens, m->d_targets,
-                    m->rope_cos, m->rope_sin};
-    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) backend_free(ptrs[i]);
-    free(m->h_losses);
-    param_table_free(&m->pt);
-}
-
-// LLaMA's initialization as in HF (normal(0, 0.02) for matrices, ones for norms), from a seed.
-// Counter-based (each pair of values from a hash of (seed, tensor, pair)), so the values do not
-// depend on the thread count and a 13b model initializes in seconds.
-static void llama_init_random(Llama* m, uint64_t seed) {
-    float* host = (float*)malloc_check(m->pt.total * sizeof(float));
-    for (int i = 0; i < m->pt.n; i++) {
-        ParamTensor* t = &m->pt.t[i];
-        float* p = host + t->offset;
-        if (t->kind == PT_NORM) { for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f; continue; }
-        uint64_t base = rng_seed_for(seed, 0x1417, (uint64_t)i);
-        size_t pairs = (t->numel + 1) / 2;
-        #pragma omp parallel for schedule(static)
-        for (size_t k = 0; k < pairs; k++) {  // Box-Muller
-            uint64_t s = base ^ (k * 0xD1B54A32D192ED03ULL);
-            double u1 = rng_uniform01(&s), u2 = rng_uniform01(&s);
-            if (u1 < 1e-300) u1 = 1e-300;
-            double rad = sqrt(-2.0 * log(u1));
-            p[2 * k] = (float)(0.02 * rad * cos(2.0 * M_PI * u2));
-            if (2 * k + 1 < t->numel) p[2 * k + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
-        }
-    }
-    backend_upload_floats(m->params, host, m->pt.total);
-    free(host);
-}
-
-// One layer's activations for a batch of B x T (layer l's slice of each per-layer buffer;
-// with recomputation every layer but the residual stream uses slot 0).
-typedef struct {
-    floatX *x, *ln1, *q, *k, *v, *att, *mid, *ln2, *gate, *up, *h;
-    float *rstd1, *rstd2, *lse;
-} LayerActs;
-
-static LayerActs layer_acts(Llama* m, int l, int B, int T) {
-    const LlamaConfig* c = &m->config;
-    size_t N = (size_t)B * T, hd = llama_head_dim(c);
-    size_t Nd = N * c->dim, Nf = N * c->ffn_dim, Nq = N * c->n_heads * hd, Nkv = N * c->n_kv_heads * hd;
-    size_t s = m->recompute ? 0 : (size_t)l;
-    LayerActs a;
-    a.x = m->resid + l * Nd;      a.ln1 = m->ln1 + s * Nd;
-    a.q = m->q + s * Nq;          a.k = m->k + s * Nkv;         a.v = m->v + s * Nkv;
-    a.att = m->att + s * Nq;      a.mid = m->resid_mid + s * Nd; a.ln2 = m->ln2 + s * Nd;
-    a.gate = m->gate + s * Nf;    a.up = m->up + s * Nf;        a.h = m->hmlp + s * Nf;
-    a.rstd1 = m->rstd1 + s * N;   a.rstd2 = m->rstd2 + s * N;
-    a.lse = m->lse + s * (size_t)B * c->n_heads * T;
-    return a;
-}
-
-// Layer l's forward from its input A.x (the residual stream). With write_out, also its output
-// (the next layer's input); the backward's recomputation refills the activations only.
-static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
-    const LlamaConfig* c = &m->config;
-    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
-    const LayerTensors* lt = &m->pt.layer[l];
-    LayerActs A = layer_acts(m, l, B, T);
-    rmsnorm_forward(A.ln1, A.rstd1, A.x, param_ptr(m, lt->attn_norm), N, d, c->norm_eps);
-    matmul_forward(A.q, A.ln1, param_ptr(m, lt->wq), N, d, qd);
-    matmul_forward(A.k, A.ln1, param_ptr(m, lt->wk), N, d, kvd);
-    matmul_forward(A.v, A.ln1, param_ptr(m, lt->wv), N, d, kvd);
-    rope_forward(A.q, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
-    rope_forward(A.k, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
-    attention_forward(A.att, A.lse, A.q, A.k, A.v, B, T, c->n_heads, c->n_kv_heads, hd);
-    matmul_forward(A.mid, A.att, param_ptr(m, lt->wo), N, qd, d);
-    add_inplace(A.mid, A.x, Nd);
-    rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
-    matmul_forward(A.gate, A.ln2, param_ptr(m, lt->wgate), N, d, f);
-    matmul_forward(A.up, A.ln2, param_ptr(m, lt->wup), N, d, f);
-    swiglu_forward(A.h, A.gate, A.up, Nf);
-    if (!write_out) return;
-    floatX* out = m->resid + (size_t)(l + 1) * Nd;
-    matmul_forward(out, A.h, param_ptr(m, lt->wdown), N, f, d);
-    add_inplace(out, A.mid, Nd);
-}
-
-// Forward pass over B x T tokens (B <= m->B, T <= m->T). Fills losses for every position.
-// With want_grad, logits are turned into dlogits scaled by dloss, ready for the backward.
-// Returns the mean loss over the B*T positions of this process.
-static float llama_forward(Llama* m, const int* inputs, const int* targets, int B, int T, int want_grad, float dloss) {
-    const LlamaConfig* c = &m->config;
-    if (B > m->B || T > m->T) fatal("forward with B=%d T=%d exceeds the allocated B=%d T=%d", B, T, m->B, m->T);
-    if (T > c->max_seq_len) fatal("sequence length %d exceeds the model's max_seq_len %d", T, c->max_seq_len);
-    int N = B * T, d = c->dim;
-    size_t Nd = (size_t)N * d;
-    backend_upload(m->d_tokens, inputs, N * sizeof(int));
-    backend_upload(m->d_targets, targets, N * sizeof(int));
-    embedding_forward(m->resid, m->d_tokens, param_ptr(m, m->pt.embed), N, d);
-    for (int l = 0; l < c->n_layers; l++) layer_forward(m, l, B, T, 1);
-    floatX* last = m->resid + (size_t)c->n_layers * Nd;
-    rmsnorm_forward(m->lnf, m->rstdf, last, param_ptr(m, m->pt.final_norm), N, d, c->norm_eps);
-    matmul_forward(m->logits, m->lnf, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size);
-    classifier_forward_backward(m->logits, m->losses, m->d_targets, N, c->vocab_size, dloss, want_grad);
-    backend_download(m->h_losses, m->losses, N * sizeof(float));
-    double sum = 0.0;
-    for (int i = 0; i < N; i++) sum += m->h_losses[i];
-    return (float)(sum / N);
-}
-
-// Backward pass after llama_forward(..., want_grad=1). Weight gradients go through the
-// optimizer (dense dW, Grass's compressed C, or row norms during a refresh's norm pass).
-static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
-    const LlamaConfig* c = &m->config;
-    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
-    int grads = (o->mode == BWD_GRADS);
-    // classifier: dlnf = dlogits W_head, dW_head += dlogits^T lnf
-    matmul_backward_input(m->dln, m->logits, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size, 0);
-    optim_linear_weight_grad(o, m->pt.lm_head, m->logits, m->lnf, N);
-    backend_memset0(m->dresid, Nd * sizeof(floatX));
-    rmsnorm_backward(m->dresid, grads ? optim_dense_grad(o, m->pt.final_norm) : NULL, m->dln,
-                     m->resid + (size_t)c->n_layers * Nd, param_ptr(m, m->pt.final_norm), m->rstdf, N, d);
-    for (int l = c->n_layers - 1; l >= 0; l--) {
-        const LayerTensors* lt = &m->pt.layer[l];
-        if (m->recompute) layer_forward(m, l, B, T, 0);  // refill the layer's activations
-        LayerActs A = layer_acts(m, l, B, T);
-        floatX *x = A.x, *ln1 = A.ln1, *q = A.q, *k = A.k, *v = A.v, *att = A.att, *mid = A.mid, *ln2 = A.ln2;
-        floatX *gate = A.gate, *up = A.up, *h = A.h;
-        // MLP: out = mid + down(silu(gate(ln2)) * up(ln2))
-        matmul_backward_input(m->dh, m->dresid, param_ptr(m, lt->wdown), N, f, d, 0);
-        optim_linear_weight_grad(o, lt->wdown, m->dresid, h, N);
-        swiglu_backward(m->dgate, m->dup, m->dh, gate, up, Nf);
-        matmul_backward_input(m->dln, m->dgate, param_ptr(m, lt->wgate), N, d, f, 0);
-        matmul_backward_input(m->dln, m->dup, param_ptr(m, lt->wup), N, d, f, 1);
-        optim_linear_weight_grad(o, lt->wgate, m->dgate, ln2, N);
-        optim_linear_weight_grad(o, lt->wup, m->dup, ln2, N);
-        rmsnorm_backward(m->dresid, grads ? optim_dense_grad(o, lt->mlp_norm) : NULL, m->dln, mid,
-                         param_ptr(m, lt->mlp_norm), A.rstd2, N, d);
-        // attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1)))
-        matmul_backward_input(m->datt, m->dresid, param_ptr(m, lt->wo), N, qd, d, 0);
-        optim_linear_weight_grad(o, lt->wo, m->dresid, att, N);
-        attention_backward(m->dq, m->dk, m->dv, m->datt, att, q, k, v, A.lse,
-                           B, T, c->n_heads, c->n_kv_heads, hd);
-        rope_backward(m->dq, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
-        rope_backward(m->dk, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
-        matmul_backward_input(m->dln, m->dq, param_ptr(m, lt->wq), N, d, qd, 0);
-        matmul_backward_input(m->dln, m->dk, param_ptr(m, lt->wk), N, d, kvd, 1);
-        matmul_backward_input(m->dln, m->dv, param_ptr(m, lt->wv), N, d, kvd, 1);
-        optim_linear_weight_grad(o, lt->wq, m->dq, ln1, N);
-        optim_linear_weight_grad(o, lt->wk, m->dk, ln1, N);
-        optim_linear_weight_grad(o, lt->wv, m->dv, ln1, N);
-        rmsnorm_backward(m->dresid, grads ? optim_dense_grad(o, lt->attn_norm) : NULL, m->dln, x,
-                         param_ptr(m, lt->attn_norm), A.rstd1, N, d);
-        optim_layer_done(o, l);  // fused Grass: this layer's projected weights are updated now
-    }
-    if (grads) embedding_backward(optim_dense_grad(o, m->pt.embed), m->dresid, m->d_tokens, N, d);
-}
-
-// ----------------------------------------------------------------------------------------------
-// checkpoints: model file (docs/FORMATS.md) and training-state file
-
-static void checkpoint_header(const LlamaConfig* c, int32_t h[64], int dtype, int64_t step) {
-    memset(h, 0, 64 * sizeof(int32_t));
-    h[0] = MODEL_MAGIC; h[1] = CHECKPOINT_VERSION; h[2] = c->vocab_size; h[3] = c->dim; h[4] = c->ffn_dim;
-    h[5] = c->n_layers; h[6] = c->n_heads; h[7] = c->n_kv_heads; h[8] = c->max_seq_len; h[9] = c->tie_embeddings;
-    h[10] = dtype;
-    memcpy(&h[11], &c->norm_eps, sizeof(float));
-    memcpy(&h[12], &c->rope_theta, sizeof(float));
-    h[13] = (int32_t)step;
-}
-
-// reads a model file's header; exits with a clear message if it is not one of ours
-static void checkpoint_read_header(const char* path, LlamaConfig* c, int* dtype, int64_t* step) {
-    FILE* f = fopen_check(path, "rb");
-    int32_t h[64];
-    fread_check(h, sizeof(int32_t), 64, f, path);
-    fclose_check(f, path);
-    if (h[0] != MODEL_MAGIC) fatal("'%s' is not a grass.c model checkpoint (magic %d, expected %d)", path, h[0], MODEL_MAGIC);
-    if (h[1] != CHECKPOINT_VERSION) fatal("'%s' has checkpoint version %d; this build reads version %d", path, h[1], CHECKPOINT_VERSION);
-    if (h[10] != 0 && h[10] != 1) fatal("'%s' has unknown parameter dtype %d", path, h[10]);
-    c->vocab_size = h[2]; c->dim = h[3]; c->ffn_dim = h[4]; c->n_layers = h[5]; c->n_heads = h[6];
-    c->n_kv_heads = h[7]; c->max_seq_len = h[8]; c->tie_embeddings = h[9];
-    memcpy(&c->norm_eps, &h[11], sizeof(float));
-    memcpy(&c->rope_theta, &h[12], sizeof(float));
-    *dtype = h[10];
-    *step = h[13];
-    char err[256];
-    if (!llama_config_validate(c, err, sizeof(err))) fatal("'%s' holds an invalid config: %s", path, err);
-}
-
-static inline uint16_t f32_to_bf16_bits(float x) {  // round to nearest even
-    uint32_t u; memcpy(&u, &x, 4);
-    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);  // NaN stays NaN
-    u += 0x7fff + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-static inline float bf16_bits_to_f32(uint16_t b) { uint32_t u = (uint32_t)b << 16; float x; memcpy(&x, &u, 4); return x; }
-
-// Writes the parameters in the backend's precision (fp32 on the CPU, bf16 on a bf16 GPU build),
-// to path.tmp first, renamed over path only once complete.
-static void checkpoint_save_model(Llama* m, const char* path, int64_t step) {
-    char tmp[1100];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int dtype = sizeof(floatX) == 2 ? 1 : 0;
-    int32_t h[64];
-    checkpoint_header(&m->config, h, dtype, step);
-    FILE* f = fopen_check(tmp, "wb");
-    fwrite_check(h, sizeof(int32_t), 64, f, tmp);
-    const size_t chunk = (size_t)1 << 24;
-    float* buf = (float*)malloc_check(chunk * sizeof(float));
-    uint16_t* b16 = (uint16_t*)malloc_check(chunk * sizeof(uint16_t));
-    for (size_t off = 0; off < m->pt.total; off += chunk) {
-        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
-        backend_download_floats(buf, m->params + off, n);
-        if (dtype == 0) fwrite_check(buf, sizeof(float), n, f, tmp);
-        else { for (size_t i = 0; i < n; i++) b16[i] = f32_to_bf16_bits(buf[i]); fwrite_check(b16, 2, n, f, tmp); }
-    }
-    free(buf); free(b16);
-    fclose_check(f, tmp);
-    rename_check(tmp, path);
-}
-
-// Loads parameters from a model file whose config must equal the model's.
-static void checkpoint_load_model(Llama* m, const char* path) {
-    LlamaConfig c; int dtype; int64_t step;
-    checkpoint_read_header(path, &c, &dtype, &step);
-    if (!llama_config_equal(&c, &m->config)) {
-        fprintf(stderr, "checkpoint:  "); llama_config_print(&c, stderr);
-        fprintf(stderr, "this run:    "); llama_config_print(&m->config, stderr);
-        fatal("'%s' was written for another model config (above); use the same -c/model flags", path);
-    }
-    size_t bytes = dtype == 0 ? 4 : 2;
-    int64_t want = 256 + (int64_t)m->pt.total * bytes, have = file_size_check(path);
-    if (have != want) fatal("'%s' is %lld bytes, but its config needs %lld: truncated or corrupt", path, (long long)have, (long long)want);
-    FILE* f = fopen_check(path, "rb");
-    fseek_check(f, 256, SEEK_SET, path);
-    const size_t chunk = (size_t)1 << 24;
-    float* buf = (float*)malloc_check(chunk * sizeof(float));
-    uint16_t* b16 = (uint16_t*)malloc_check(chunk * sizeof(uint16_t));
-    for (size_t off = 0; off < m->pt.total; off += chunk) {
-        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
-        if (dtype == 0) fread_check(buf, sizeof(float), n, f, path);
-        else { fread_check(b16, 2, n, f, path); for (size_t i = 0; i < n; i++) buf[i] = bf16_bits_to_f32(b16[i]); }
-        backend_upload_floats(m->params + off, buf, n);
-    }
-    free(buf); free(b16);
-    fclose_check(f, path);
-}
 
 // Training state: everything besides the weights that resuming needs to continue bit for bit.
 typedef struct {
@@ -466,13 +84,12 @@ typedef struct {
     const char* tokenizer_path;
     const char* optimizer;
     const char* grass_select;
-    float rank;
+    const char* grass_rank;  // --rank as given: an integer, a fraction, or "full" (optim_set_grass_rank)
     const char* grass_layers;
     float peak_tflops;
     float memory_limit_gb;
     int log_every;
     int plan_only;
-    int overlap_comm;
     int recompute;
     const char* state_dtype;
     OptimConfig oc;
@@ -527,7 +144,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("-e", "--tokenizer", 's', &a->tokenizer_path, 0, 0, "tokenizer.bin for text samples");
     OPT("", "--optimizer", 's', &a->optimizer, 0, 0, "adamw | grass");
     OPT("", "--grass-select", 's', &a->grass_select, 0, 0, "topr | multinorm | multinorm-nr | uniform | uniform-nr");
-    OPT("", "--rank", 'f', &a->rank, 0, 1 << 24, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
+    OPT("", "--rank", 's', &a->grass_rank, 0, 0, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
@@ -536,7 +153,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
-    OPT("", "--overlap-comm", 'i', &a->overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
+    OPT("", "--overlap-comm", 'i', &a->oc.overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
     OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
     OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
@@ -558,9 +175,10 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->rank = 128; a->grass_layers = "q,k,v,o,gate,up,down";
-    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->overlap_comm = 1; a->state_dtype = "fp32";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32";
     optim_config_defaults(&a->oc);
+    a->oc.overlap_comm = 1;
 }
 
 static void print_usage(OptionSpec* s, int n) {
@@ -596,8 +214,6 @@ static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
         char* end = NULL;
         double x = 0.0;
         if (s->type == 's') { *(const char**)s->ptr = val; continue; }
-        // "--rank full": every projected layer keeps its whole selected dimension (stored as -1)
-        if (s->ptr == (void*)&a->rank && strcmp(val, "full") == 0) { a->rank = -1.0f; continue; }
         x = strtod(val, &end);
         if (end == val || *end != '\0' || !isfinite(x)) fatal("option %s: '%s' is not a number", s->name, val);
         if (x < s->lo || x > s->hi) fatal("option %s: %s is out of range [%g, %g]", s->name, val, s->lo, s->hi);
@@ -641,11 +257,8 @@ static void resolve_optim(TrainArgs* a) {
     if (strcmp(a->state_dtype, "fp32") == 0) oc->state_dtype = STATE_FP32;
     else if (strcmp(a->state_dtype, "bf16") == 0) oc->state_dtype = STATE_BF16;
     else fatal("unknown --state-dtype '%s' (fp32 | bf16)", a->state_dtype);
-    if (a->rank == -1.0f) { oc->rank = 0; oc->rank_frac = 1.0f; }
-    else if (!(a->rank > 0)) fatal("--rank must be > 0 (an integer, a fraction below 1, or full)");
-    else if (a->rank < 1.0f) { oc->rank = 0; oc->rank_frac = a->rank; }
-    else if (a->rank == floorf(a->rank)) { oc->rank = (int)a->rank; oc->rank_frac = 0; }
-    else fatal("--rank %g: give an integer rank or a fraction below 1", a->rank);
+    char err[256];
+    if (!optim_set_grass_rank(oc, a->grass_rank, err, sizeof(err))) fatal("%s", err);
     oc->proj_mask = 0;
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", a->grass_layers);
@@ -671,11 +284,13 @@ static const char* fmt_bytes(size_t b, char* buf) {
 }
 
 // Prints what the run will allocate and refuses one that cannot fit; returns the planned total.
-static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, int T, int recompute, float limit_gb, int rank, int refuse) {
+static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const OptimRuntime* rt, int B, int T, int recompute,
+                          float limit_gb, int refuse) {
+    int rank = rt->rank;
     ParamTable pt;
     param_table_build(&pt, c);
     OptimPlan op;
-    optim_plan(oc, &pt, &op);
+    optim_plan(oc, rt, &pt, &op);
     size_t weights = pt.total * sizeof(floatX);
     size_t acts = llama_activation_bytes(c, B, T, recompute);
     WorkspaceSizes ws;
@@ -697,7 +312,7 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, int B, in
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
         if (op.master_bytes) printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
         if (op.other_bytes) printf("  Grass other       %12s  %s   (indices, scales, norms%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
-                                   oc->overlap_comm && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
+                                   rt->overlap && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
                recompute ? ", recomputed per layer" : "");
         printf("  backend workspace %12s  %s   (GEMM workspace, scratch; estimate)\n", "", fmt_bytes(work, b[5]));
@@ -852,7 +467,6 @@ static void fault_injection(ProcessGroup* pg, int step) {
     _exit(3);
 }
 
-#ifndef TESTING
 int main(int argc, char** argv) {
     ProcessGroup pg;
     comm_init(&pg, &argc, &argv);
@@ -871,9 +485,7 @@ int main(int argc, char** argv) {
     if (a.total_batch % micro_tokens != 0)
         fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
     int accum = (int)(a.total_batch / micro_tokens);
-    a.oc.share_compressed = a.oc.type == OPT_GRASS && a.oc.fused && accum == 1;
-    a.oc.overlap_comm = a.overlap_comm && pg.world_size > 1;
-    a.oc.zero_rank = pg.rank; a.oc.zero_world = pg.world_size;
+    const OptimRuntime rt = optim_runtime(&a.oc, pg.rank, pg.world_size, accum);
     if (a.oc.zero && a.oc.master_weights) fatal("--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
     if (a.warmup < 0) a.warmup = a.steps / 10;
     if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
@@ -890,15 +502,15 @@ int main(int argc, char** argv) {
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
         if (a.oc.type == OPT_GRASS)
             printf("optimizer: grass (select %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
-                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], a.rank == -1.0f ? "full: fraction " : a.rank < 1 ? "fraction " : "",
-                   a.rank == -1.0f ? 1.0f : a.rank, a.oc.update_freq,
-                   a.oc.alpha, a.oc.fused, a.oc.overlap_comm, a.grass_layers, a.lr, a.state_dtype);
+                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], a.oc.grass_rank > 0 ? "" : "fraction ",
+                   a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac, a.oc.update_freq,
+                   a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
         else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states, overlap=%d\n", a.lr, a.oc.weight_decay,
-                    a.oc.grad_clip, a.state_dtype, a.oc.overlap_comm);
-        if (a.oc.zero && pg.world_size > 1)
+                    a.oc.grad_clip, a.state_dtype, rt.overlap);
+        if (rt.sharded)
             printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
     }
-    size_t planned_bytes = memory_plan(&config, &a.oc, a.B, a.T, a.recompute, a.memory_limit_gb, pg.rank, !a.plan_only);
+    size_t planned_bytes = memory_plan(&config, &a.oc, &rt, a.B, a.T, a.recompute, a.memory_limit_gb, !a.plan_only);
     if (a.plan_only) { comm_finalize(&pg); return 0; }
 
     DataLoader train, val;
@@ -921,8 +533,7 @@ int main(int argc, char** argv) {
     Llama model;
     llama_build(&model, &config, a.B, a.T, a.recompute);
     Optimizer opt;
-    optim_init(&opt, &a.oc, &model.pt, model.params);
-    opt.world_size = pg.world_size;
+    optim_init(&opt, &a.oc, &rt, &model.pt, model.params);
     TrainState ts;
     memset(&ts, 0, sizeof(ts));
     ts.sample_rng = (uint64_t)a.seed ^ 0x5A5A5A5AULL;
@@ -944,7 +555,7 @@ int main(int argc, char** argv) {
             snprintf(sp, sizeof(sp), "%s/state_%08lld.bin", a.out_dir, st);
             checkpoint_load_model(&model, mp);
             state_load(sp, &model, &opt, &ts);
-            if (opt.sharded) {
+            if (opt.rt.sharded) {
                 char zp[1100];
                 zero_shard_path(zp, sizeof(zp), a.out_dir, st, pg.rank);
                 optim_load_shard(&opt, zp);
@@ -977,8 +588,8 @@ int main(int argc, char** argv) {
         if (!resumed) {
             fprintf(logf, "# grass.c config=%s dim=%d layers=%d optimizer=%s", a.config_name, config.dim, config.n_layers, a.optimizer);
             if (a.oc.type == OPT_GRASS)
-                fprintf(logf, " select=%s rank=%g update_freq=%d alpha=%g fused=%d", GRASS_SELECT_NAMES[a.oc.select],
-                        a.rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
+                fprintf(logf, " select=%s rank=%s update_freq=%d alpha=%g fused=%d", GRASS_SELECT_NAMES[a.oc.select],
+                        a.grass_rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
             fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d\n", a.lr, a.B, a.T, a.total_batch, pg.world_size, a.steps);
         } else {
             fprintf(logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)ts.step, pg.world_size);
@@ -1013,7 +624,7 @@ int main(int argc, char** argv) {
             if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0)) {
                 check_ranks_in_sync(&pg, &model, &opt);
                 ts.data = dataloader_get_state(&train);
-                if (opt.sharded) {  // every rank's block first: checkpoint_latest.txt comes last
+                if (opt.rt.sharded) {  // every rank's block first: checkpoint_latest.txt comes last
                     char zp[1100];
                     zero_shard_path(zp, sizeof(zp), a.out_dir, (long long)ts.step, pg.rank);
                     optim_save_shard(&opt, zp);
@@ -1027,27 +638,25 @@ int main(int argc, char** argv) {
 
         double t0 = now_seconds();
         float lr = lr_at(&a, step);
-        opt.comm_bytes = 0;
+        optim_begin_step(&opt, step, lr);
         fault_injection(&pg, step);
-        if (optim_needs_refresh(&opt, step)) {
+        if (optim_needs_refresh(&opt)) {
             // norm pass: the squared row norms of this step's gradient, summed over micro-batches and ranks
             DataLoaderState before = dataloader_get_state(&train);
             optim_begin_norm_pass(&opt);
             for (int micro = 0; micro < accum; micro++) {
                 dataloader_next_batch(&train);
+                optim_begin_micro(&opt, micro);
                 llama_forward(&model, train.inputs, train.targets, a.B, a.T, 1, dloss);
                 llama_backward(&model, &opt, a.B, a.T);
             }
             dataloader_set_state(&train, &before);
-            optim_refresh(&opt, step);
+            optim_refresh(&opt);
         }
-        optim_zero_grads(&opt);
         double loss = 0.0;
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train);
-            opt.apply_fused = (a.oc.type == OPT_GRASS && a.oc.fused && micro == accum - 1);
-            opt.last_micro = (micro == accum - 1);
-            opt.lr_now = lr;
+            optim_begin_micro(&opt, micro);
             loss += llama_forward(&model, train.inputs, train.targets, a.B, a.T, 1, dloss);
             llama_backward(&model, &opt, a.B, a.T);
         }
@@ -1059,7 +668,7 @@ int main(int argc, char** argv) {
             fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
                   "is kept); try a lower --lr or --grad-clip", loss, step, a.out_dir);
         }
-        float gnorm = optim_step(&opt, lr);
+        float gnorm = optim_step(&opt);
         if (!isfinite(gnorm)) fatal("the gradient norm became %f at step %d; stopping without a checkpoint", gnorm, step);
         backend_synchronize();
         double dt = now_seconds() - t0;
@@ -1100,4 +709,3 @@ int main(int argc, char** argv) {
     comm_finalize(&pg);
     return 0;
 }
-#endif

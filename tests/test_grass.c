@@ -5,8 +5,8 @@
  * rank r = m with top-r reproducing full-rank AdamW.
  * Build: make test (tests/run_all.sh builds it with the trainer's flags).
  */
-#define TESTING
-#include "train_llama.cu"
+#include "llama_model.h"
+#include "grass_optim.cuh"
 #include "tests/test_util.h"
 
 static uint64_t g_rng = 42;
@@ -110,13 +110,14 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
     const int N = 6, steps = 5;
     OptimConfig oc;
     optim_config_defaults(&oc);
-    oc.type = OPT_GRASS; oc.select = method; oc.rank = r; oc.update_freq = K; oc.alpha = 0.25f;
+    oc.type = OPT_GRASS; oc.select = method; oc.grass_rank = r; oc.update_freq = K; oc.alpha = 0.25f;
     oc.weight_decay = wd; oc.fused = 0; oc.seed = 77;
     float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
     double* Wd = (double*)malloc_check(pt.total * sizeof(double));
     for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = W[i]; }
     Optimizer o;
-    optim_init(&o, &oc, &pt, W);
+    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1);
+    optim_init(&o, &oc, &rt, &pt, W);
     int cols = out > in, dim = cols ? in : out, other = cols ? out : in;
     CHECK(o.gm[0].cols_side == cols, "%s: selects along the smaller dimension", label);
     double* md = (double*)calloc_check((size_t)r * other, sizeof(double));
@@ -134,11 +135,14 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
                 double s = 0; for (int n = 0; n < N; n++) s += (double)dY[n * out + a] * X[n * in + b];
                 G[(size_t)a * in + b] = s;
             }
-        int refresh = optim_needs_refresh(&o, step);
+        float lr = 0.01f * (step + 1);
+        optim_begin_step(&o, step, lr);
+        int refresh = optim_needs_refresh(&o);
         CHECK(refresh == (step % K == 0), "%s: refresh at step %d iff step %% K == 0", label, step);
         if (refresh) {
             optim_begin_norm_pass(&o);
-            optim_linear_weight_grad(&o, 0, dY, X, N);
+            optim_begin_micro(&o, 0);
+            grad_linear(&o, 0, dY, X, N);
             // norms against the dense gradient
             double worst = 0;
             for (int i = 0; i < dim; i++) {
@@ -147,7 +151,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
                 worst = fmax(worst, fabs(o.gm[0].norms[i] - qn) / (1e-6 + qn));
             }
             CHECK(worst < 1e-4, "%s: squared norms vs float64 (worst rel err %.3g)", label, worst);
-            optim_refresh(&o, step);
+            optim_refresh(&o);
             memset(md, 0, (size_t)r * other * sizeof(double));
             memset(vd, 0, (size_t)r * other * sizeof(double));
             t_since = 0;
@@ -167,8 +171,8 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
             double mm = 0; for (size_t i = 0; i < (size_t)o.gm[0].r_eff * other; i++) mm += fabs(((float*)o.gm[0].m)[i]);
             CHECK(mm > 0, "%s: moments kept between refreshes (step %d)", label, step);
         }
-        optim_zero_grads(&o);
-        optim_linear_weight_grad(&o, 0, dY, X, N);
+        optim_begin_micro(&o, 0);
+        grad_linear(&o, 0, dY, X, N);
         // compressed gradient against rho B G (rows) / G B^T rho (cols)
         const GrassMatrix* gm = &o.gm[0];
         int re = gm->r_eff;
@@ -181,8 +185,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
                 cerr = fmax(cerr, fabs(got - ref)); cref = fmax(cref, fabs(ref));
             }
         CHECK(cerr <= 1e-5 * cref + 1e-6, "%s: C = rho B G (max err %.3g of %.3g)", label, cerr, cref);
-        float lr = 0.01f * (step + 1);
-        optim_step(&o, lr);
+        optim_step(&o);
         // float64 reference of the update
         t_since++;
         double b1 = oc.b1, b2 = oc.b2, bc1 = 1 - pow(b1, (double)t_since), bc2 = 1 - pow(b2, (double)t_since);
@@ -212,20 +215,26 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
 // ---- whole model: fused vs unfused, and rank = m with top-r vs AdamW -----------------------------
 typedef struct { Llama m; Optimizer o; float last_norm; } Run;
 
+// overlap: run the overlapped all-reduce pipeline in one process (the runtime a rank of several
+// would derive; the all-reduces themselves are no-ops here)
 static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int B, int T, int accum, int steps,
-                      const int* tokens /* steps*accum*B*(T+1) */) {
+                      const int* tokens /* steps*accum*B*(T+1) */, int overlap = 0) {
     llama_build(&run->m, c, B, T, 0);
     llama_init_random(&run->m, 5);
-    optim_init(&run->o, oc, &run->m.pt, run->m.params);
+    OptimRuntime rt = optim_runtime(oc, 0, 1, accum);
+    rt.overlap = overlap;
+    optim_init(&run->o, oc, &rt, &run->m.pt, run->m.params);
     float dloss = 1.0f / (B * T * accum);
     int* in = (int*)malloc_check(B * T * sizeof(int));
     int* tg = (int*)malloc_check(B * T * sizeof(int));
     for (int s = 0; s < steps; s++) {
         float lr = 0.003f;
         const int* batch0 = tokens + (size_t)s * accum * B * (T + 1);
-        if (optim_needs_refresh(&run->o, s)) {
+        optim_begin_step(&run->o, s, lr);
+        if (optim_needs_refresh(&run->o)) {
             optim_begin_norm_pass(&run->o);
             for (int a = 0; a < accum; a++) {
+                optim_begin_micro(&run->o, a);
                 for (int b = 0; b < B; b++) for (int t = 0; t < T; t++) {
                     in[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t];
                     tg[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t + 1];
@@ -233,20 +242,18 @@ static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int
                 llama_forward(&run->m, in, tg, B, T, 1, dloss);
                 llama_backward(&run->m, &run->o, B, T);
             }
-            optim_refresh(&run->o, s);
+            optim_refresh(&run->o);
         }
-        optim_zero_grads(&run->o);
         for (int a = 0; a < accum; a++) {
             for (int b = 0; b < B; b++) for (int t = 0; t < T; t++) {
                 in[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t];
                 tg[b * T + t] = batch0[((size_t)a * B + b) * (T + 1) + t + 1];
             }
-            run->o.apply_fused = oc->type == OPT_GRASS && oc->fused && a == accum - 1;
-            run->o.lr_now = lr;
+            optim_begin_micro(&run->o, a);
             llama_forward(&run->m, in, tg, B, T, 1, dloss);
             llama_backward(&run->m, &run->o, B, T);
         }
-        run->last_norm = optim_step(&run->o, lr);
+        run->last_norm = optim_step(&run->o);
     }
     free(in); free(tg);
 }
@@ -271,16 +278,17 @@ static void test_model_level(void) {
 
     OptimConfig g;
     optim_config_defaults(&g);
-    g.type = OPT_GRASS; g.rank = 8; g.update_freq = 2; g.select = SEL_MULTINORM;
+    g.type = OPT_GRASS; g.grass_rank = 8; g.update_freq = 2; g.select = SEL_MULTINORM;
     Run fused, unfused;
     g.fused = 1; run_steps(&fused, &c, &g, B, T, accum, steps, tokens);
     g.fused = 0; run_steps(&unfused, &c, &g, B, T, accum, steps, tokens);
     double s, d = max_param_diff(&fused, &unfused, &s);
     CHECK(d == 0.0, "fused == unfused Grass through the model, with accumulation and refreshes (max diff %.3g of %.3g)", d, s);
-    // no accumulation: fused with one compressed-gradient pool shared by the layers
+    // no accumulation: fused with one compressed-gradient pool shared by the layers (what
+    // optim_runtime derives for fused Grass with accum 1)
     Run shared, own;
-    g.fused = 1; g.share_compressed = 1; run_steps(&shared, &c, &g, B, T, 1, steps, tokens);
-    g.fused = 0; g.share_compressed = 0; run_steps(&own, &c, &g, B, T, 1, steps, tokens);
+    g.fused = 1; run_steps(&shared, &c, &g, B, T, 1, steps, tokens);
+    g.fused = 0; run_steps(&own, &c, &g, B, T, 1, steps, tokens);
     CHECK(shared.o.C_pool != NULL && own.o.C_pool == NULL, "pool only in the shared configuration");
     d = max_param_diff(&shared, &own, &s);
     CHECK(d == 0.0, "fused with a shared compressed-gradient pool == unfused (max diff %.3g of %.3g)", d, s);
@@ -288,7 +296,7 @@ static void test_model_level(void) {
     // backward has been issued, and the pool has two halves; one process runs the same
     // pipeline with the all-reduces left out. Same weights and norm as the immediate update.
     Run ov_shared, ov_own, plain_own;
-    g.fused = 1; g.share_compressed = 1; g.overlap_comm = 1; run_steps(&ov_shared, &c, &g, B, T, 1, steps, tokens);
+    g.fused = 1; run_steps(&ov_shared, &c, &g, B, T, 1, steps, tokens, 1);
     d = max_param_diff(&ov_shared, &own, &s);
     CHECK(d == 0.0, "fused, overlapped, two-half pool == unfused (max diff %.3g of %.3g)", d, s);
     CHECK(ov_shared.o.C_pool_numel == 2 * shared.o.C_pool_numel, "overlap doubles the pool (%zu vs %zu floats)",
@@ -301,9 +309,11 @@ static void test_model_level(void) {
         CHECK(ov_shared.o.dense_lo[0] == emb && ov_shared.o.dense_hi[c.n_layers - 1] < ov_shared.o.grad_total,
               "layer dense ranges start after the embeddings (%zu vs %zu) and end before the head",
               ov_shared.o.dense_lo[0], emb);
-        OptimConfig ad; optim_config_defaults(&ad); ad.overlap_comm = 1;
+        OptimConfig ad; optim_config_defaults(&ad);
         Optimizer oa;
-        optim_init(&oa, &ad, &ov_shared.m.pt, ov_shared.m.params);
+        OptimRuntime ort = optim_runtime(&ad, 0, 1, 1);
+        ort.overlap = 1;
+        optim_init(&oa, &ad, &ort, &ov_shared.m.pt, ov_shared.m.params);
         size_t per_layer = 0;
         for (int i = 0; i < ov_shared.m.pt.n; i++) if (ov_shared.m.pt.t[i].layer == 0) per_layer += ov_shared.m.pt.t[i].numel;
         CHECK(oa.dense_overlap == 1 && oa.dense_hi[0] - oa.dense_lo[0] == per_layer,
@@ -314,12 +324,11 @@ static void test_model_level(void) {
           "overlapped fused gradient norm == fused (%.9g vs %.9g)", ov_shared.last_norm, shared.last_norm);
     CHECK(fabs(ov_shared.last_norm - own.last_norm) <= 1e-5 * own.last_norm,
           "fused gradient norm == unfused within rounding (%.9g vs %.9g)", ov_shared.last_norm, own.last_norm);
-    g.share_compressed = 0; run_steps(&ov_own, &c, &g, B, T, accum, steps, tokens);
-    g.overlap_comm = 0; g.fused = 0; run_steps(&plain_own, &c, &g, B, T, accum, steps, tokens);
+    run_steps(&ov_own, &c, &g, B, T, accum, steps, tokens, 1);
+    g.fused = 0; run_steps(&plain_own, &c, &g, B, T, accum, steps, tokens);
     d = max_param_diff(&ov_own, &plain_own, &s);
     CHECK(d == 0.0, "fused, overlapped, with accumulation == unfused (max diff %.3g of %.3g)", d, s);
     free_run(&shared); free_run(&own); free_run(&ov_shared); free_run(&ov_own); free_run(&plain_own);
-    g.overlap_comm = 0;
     Run init;
     OptimConfig a; optim_config_defaults(&a);
     run_steps(&init, &c, &a, B, T, accum, 0, tokens);
@@ -329,7 +338,7 @@ static void test_model_level(void) {
 
     // rank = the selected dimension with top-r (rho = 1), alpha = 1, no refresh after step 0:
     // the Grass update is AdamW's on every projected matrix
-    g.select = SEL_TOPR; g.rank = 0; g.rank_frac = 1.0f; g.alpha = 1.0f; g.update_freq = 1000; g.fused = 1;
+    g.select = SEL_TOPR; g.grass_rank = 0; g.grass_rank_frac = 1.0f; g.alpha = 1.0f; g.update_freq = 1000; g.fused = 1;
     Run gr, ad;
     run_steps(&gr, &c, &g, B, T, accum, steps, tokens);
     run_steps(&ad, &c, &a, B, T, accum, steps, tokens);

@@ -8,8 +8,8 @@
  * selected rows (or columns) of the reference gradients, and that the norm pass's row norms
  * are those of the reference gradients.
  */
-#define TESTING
-#include "train_llama.cu"
+#include "llama_model.h"
+#include "grass_optim.cuh"
 #include "tests/test_util.h"
 #include "tests/fixture.h"
 
@@ -76,8 +76,9 @@ static void check_fixture(const char* path) {
     OptimConfig oc;
     optim_config_defaults(&oc);
     Optimizer o;
-    optim_init(&o, &oc, &m.pt, m.params);
-    optim_zero_grads(&o);
+    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1);
+    optim_init(&o, &oc, &rt, &m.pt, m.params);
+    optim_begin_step(&o, 0, 0.0f);
     llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
     llama_backward(&m, &o, B, T);
     double worst = 0;
@@ -86,7 +87,7 @@ static void check_fixture(const char* path) {
         snprintf(gname, sizeof(gname), "grad.%s", m.pt.t[i].name);
         size_t numel = m.pt.t[i].numel;
         float* g = (float*)malloc_check(numel * sizeof(float));
-        backend_download_floats(g, optim_dense_grad(&o, i), numel);
+        backend_download_floats(g, grad_dense(&o, i), numel);
         double ge = rel_err(g, fixture_get(&fx, gname, &n), numel, &s);
         CHECK(ge < GRAD_TOL, "%s: %s rel err %.3g (max |g| %.3g)", path, gname, ge, s);
         worst = fmax(worst, ge);
@@ -102,8 +103,8 @@ static void check_fixture(const char* path) {
         CHECK(mr.activation_bytes < m.activation_bytes || c.n_layers == 1, "%s: recompute holds fewer activations (%zu vs %zu bytes)",
               path, mr.activation_bytes, m.activation_bytes);
         Optimizer orc;
-        optim_init(&orc, &oc, &mr.pt, mr.params);
-        optim_zero_grads(&orc);
+        optim_init(&orc, &oc, &rt, &mr.pt, mr.params);
+        optim_begin_step(&orc, 0, 0.0f);
         float lr_loss = llama_forward(&mr, inputs, targets, B, T, 1, 1.0f / N);
         llama_backward(&mr, &orc, B, T);
         size_t gn = o.grad_total;
@@ -122,8 +123,10 @@ static void check_fixture(const char* path) {
     // Grass through the model: the norm pass gives ||G_i||^2 and the gathered GEMMs give
     // rho * rows (or columns) of the reference gradients G
     optim_config_defaults(&oc);
-    oc.type = OPT_GRASS; oc.rank = 0; oc.rank_frac = 0.5f; oc.select = SEL_MULTINORM; oc.fused = 0; oc.seed = 3;
-    optim_init(&o, &oc, &m.pt, m.params);
+    oc.type = OPT_GRASS; oc.grass_rank = 0; oc.grass_rank_frac = 0.5f; oc.select = SEL_MULTINORM; oc.fused = 0; oc.seed = 3;
+    rt = optim_runtime(&oc, 0, 1, 1);
+    optim_init(&o, &oc, &rt, &m.pt, m.params);
+    optim_begin_step(&o, 0, 0.0f);
     optim_begin_norm_pass(&o);
     llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
     llama_backward(&m, &o, B, T);
@@ -144,8 +147,7 @@ static void check_fixture(const char* path) {
         worst_norm = fmax(worst_norm, ne);
         free(q); free(qref);
     }
-    optim_refresh(&o, 0);
-    optim_zero_grads(&o);
+    optim_refresh(&o);
     llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
     llama_backward(&m, &o, B, T);
     for (int k = 0; k < o.n_gm; k++) {

@@ -715,17 +715,17 @@ static void test_bf16_rounding(void) {
         } else {
             x = (float)(rng_normal() * ldexp(1.0, rng_int(120) - 60));
         }
-        float got = cpu_float_from_bf16(cpu_bf16_from_float(x));
+        float got = bf16_to_float(bf16_from_float(x));
         if ((double)got != ref_bf16(x)) { if (bad == 0) { first = i; fx = x; fgot = got; } bad++; }
     }
     CHECK(bad == 0, "bf16 rounding: %zu of %zu values differ from round-to-nearest-even; first [%zu] %a -> %a (want %a)",
           bad, n, first, fx, fgot, ref_bf16(fx));
-    CHECK(cpu_bf16_from_float(1.0f) == 0x3F80 && cpu_bf16_from_float(-2.0f) == 0xC000, "bf16 bits of 1 and -2");
-    CHECK(cpu_bf16_from_float(1.0f + 0x1p-8f) == 0x3F80 && cpu_bf16_from_float(1.0f + 0x3p-8f) == 0x3F82,
+    CHECK(bf16_from_float(1.0f) == 0x3F80 && bf16_from_float(-2.0f) == 0xC000, "bf16 bits of 1 and -2");
+    CHECK(bf16_from_float(1.0f + 0x1p-8f) == 0x3F80 && bf16_from_float(1.0f + 0x3p-8f) == 0x3F82,
           "bf16 ties go to even (1 + 2^-8 -> 1, 1 + 3 2^-8 -> 1 + 2^-6)");
-    CHECK(isinf(cpu_float_from_bf16(cpu_bf16_from_float(FLT_MAX))) && isinf(cpu_float_from_bf16(cpu_bf16_from_float(-INFINITY))),
+    CHECK(isinf(bf16_to_float(bf16_from_float(FLT_MAX))) && isinf(bf16_to_float(bf16_from_float(-INFINITY))),
           "bf16: FLT_MAX rounds to infinity, infinity stays");
-    CHECK(isnan(cpu_float_from_bf16(cpu_bf16_from_float(NAN))), "bf16: NaN stays NaN");
+    CHECK(isnan(bf16_to_float(bf16_from_float(NAN))), "bf16: NaN stays NaN");
 }
 
 // ==== grass adam update =======================================================================

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# dev/check_bit_identical.sh: does a change keep the program's results bit for bit?
+#
+# Builds a base revision (in a git worktree) and the working tree, trains the d6 model on
+# TinyShakespeare with each, and compares what they wrote: every loss, lr, gradient norm and
+# validation loss in log.txt (timings dropped) and every checkpoint file, byte for byte.
+# Made for refactors such as the layout of issue 11, which must not change a single bit.
+#
+#   dev/check_bit_identical.sh [BASE_REV]          # default BASE_REV: HEAD (the uncommitted change)
+#   GPU=1 dev/check_bit_identical.sh 4f7a394       # also the bf16 CUDA build, run on the CPU emulator
+#   QUICK=1 ...                                    # fewer runs (AdamW and one Grass run)
+#
+# Runs (CPU build; each writes a checkpoint at the end and one mid-run):
+#   adamw        AdamW, 12 steps, B=4 T=128, validation every 6 steps
+#   grass_mn     Grass multinorm, rank 48, K=4, fused, 2 accumulation steps (a refresh at 0, 4, 8)
+#   grass_topr   Grass top-r, unfused, --grad-clip 1, bf16 moments, recomputation, weight decay
+#   grass_resume grass_topr stopped at step 6 and resumed with -y 1 (must equal the straight run)
+#   mpi2         Grass multinorm on 2 ranks with ZeRO-1 (when mpirun is present)
+# GPU=1 adds the bf16 GPU build (tests/cuda_emu) at B=1 T=32 for 3 steps, AdamW and Grass.
+# Data: ../shared/data/tinyshakespeare.txt with the LLaMA-2 tokenizer when present, else
+# synthetic shards from dev/data/make_synthetic.py (vocab 32000, so the d6 shapes stay).
+# Exit 0 and "bit-identical: N of N runs" when everything matches; 1 and the first difference otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BASE=${1:-HEAD}
+BASE_SHA=$(git rev-parse --verify "$BASE^{commit}") || { echo "error: '$BASE' is not a revision"; exit 2; }
+WORK=${WORK:-/tmp/grass_bit_identical}
+mkdir -p "$WORK"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+GPU=${GPU:-0}; QUICK=${QUICK:-0}
+
+# ---- builds ---------------------------------------------------------------------------------------
+BASE_DIR=$WORK/base_${BASE_SHA:0:12}
+if [ ! -d "$BASE_DIR" ]; then
+  git worktree add --detach "$BASE_DIR" "$BASE_SHA" >/dev/null 2>&1 \
+    || { echo "error: git worktree add $BASE_DIR $BASE_SHA failed"; exit 2; }
+fi
+build() {  # build DIR TARGET...
+  local dir=$1; shift
+  echo "== building $* in $dir"
+  make -C "$dir" -s -j2 "$@" > "$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; echo "error: build failed in $dir"; exit 2; }
+}
+# the binaries are copied to $WORK/bin_base and $WORK/bin_new, so that a build in the tree
+# while the runs go on cannot change what they run
+stage() {  # stage DIR WHICH BINARY...
+  local dir=$1 which=$2; shift 2
+  mkdir -p "$WORK/bin_$which"
+  for b in "$@"; do cp "$dir/$b" "$WORK/bin_$which/$(basename "$b")"; done
+}
+BINS=(train_llama_cpu)
+[ "$GPU" = 1 ] && BINS+=(build/emu/train_llama)
+build "$BASE_DIR" "${BINS[@]}"; stage "$BASE_DIR" base "${BINS[@]}"
+build "$ROOT" "${BINS[@]}"; stage "$ROOT" new "${BINS[@]}"
+
+# ---- data ---------------------------------------------------------------------------------------
+DATA=$WORK/data
+if [ ! -f "$DATA/ready" ]; then
+  rm -rf "$DATA"; mkdir -p "$DATA"
+  if [ -f ../shared/data/tinyshakespeare.txt ] && [ -f ../shared/data/llama2_tokenizer.model ]; then
+    python3 dev/data/prepare.py --input ../shared/data/tinyshakespeare.txt --tokenizer ../shared/data/llama2_tokenizer.model \
+      --out-dir "$DATA" --name ts > "$WORK/data.log" 2>&1 || { cat "$WORK/data.log"; exit 2; }
+    echo tinyshakespeare > "$DATA/ready"
+  else
+    python3 dev/data/make_synthetic.py --out-dir "$DATA" --name ts --vocab 32000 --train-tokens 300000 --val-tokens 40000 \
+      > "$WORK/data.log" 2>&1 || { cat "$WORK/data.log"; exit 2; }
+    echo synthetic > "$DATA/ready"
+  fi
+fi
+echo "== data: $(cat "$DATA/ready") ($DATA)"
+D=(-i "$DATA/ts_train_*.bin" -j "$DATA/ts_val_*.bin")
+
+# ---- runs ---------------------------------------------------------------------------------------
+# run NAME WHICH(base|new) LAUNCH... : one training run into $WORK/runs/NAME/WHICH
+run() {
+  local name=$1 which=$2; shift 2
+  local out=$WORK/runs/$name/$which
+  rm -rf "$out"; mkdir -p "$out"
+  local dir=$ROOT; [ "$which" = base ] && dir=$BASE_DIR
+  local cmd=("${@//@BIN@/$WORK/bin_$which}")
+  (cd "$dir" && "${cmd[@]}" -o "$out") > "$out.stdout" 2>&1 \
+    || { tail -20 "$out.stdout"; echo "error: run $name ($which) failed: ${cmd[*]}"; exit 2; }
+}
+CPU=(@BIN@/train_llama_cpu "${D[@]}" -c d6 -b 4 -t 128 -x 12 -v 6 --eval-tokens 4096 -n 6 --seed 7)
+NAMES=()
+both() {  # both NAME ARGS...: the run with the base and with the new build
+  local name=$1; shift
+  NAMES+=("$name")
+  echo "== $name"
+  run "$name" base "$@"
+  run "$name" new "$@"
+}
+both adamw "${CPU[@]}" --optimizer adamw -l 3e-3
+both grass_mn "${CPU[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 4 -l 1e-2 -d 1024
+if [ "$QUICK" != 1 ]; then
+  TOPR=(--optimizer grass --grass-select topr --rank 0.25 --update-freq 5 -l 1e-2 --grass-fused 0 --grad-clip 1
+        --state-dtype bf16 --recompute 1 --weight-decay 0.1)
+  both grass_topr "${CPU[@]}" "${TOPR[@]}"
+  # the same run stopped at step 6 (a checkpoint) and resumed: its final files must equal the straight run's
+  NAMES+=(grass_resume)
+  echo "== grass_resume"
+  for which in base new; do
+    out=$WORK/runs/grass_resume/$which; rm -rf "$out"; mkdir -p "$out"
+    dir=$ROOT; [ "$which" = base ] && dir=$BASE_DIR
+    cmd=("${CPU[@]//@BIN@/$WORK/bin_$which}" "${TOPR[@]}")
+    (cd "$dir" && "${cmd[@]}" -o "$out" > "$out.stdout" 2>&1) || { tail -20 "$out.stdout"; exit 2; }
+    # keep the step-6 checkpoint only, then resume from it
+    rm -f "$out"/model_00000012.bin "$out"/state_00000012.bin
+    echo 6 > "$out/checkpoint_latest.txt"
+    (cd "$dir" && "${cmd[@]}" -o "$out" -y 1 >> "$out.stdout" 2>&1) || { tail -20 "$out.stdout"; exit 2; }
+  done
+  if command -v mpirun >/dev/null 2>&1; then
+    both mpi2 mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "${CPU[@]}" -b 2 \
+      --optimizer grass --grass-select multinorm --rank 48 --update-freq 4 -l 1e-2 --zero 1
+  fi
+fi
+if [ "$GPU" = 1 ]; then
+  EMU=(@BIN@/train_llama "${D[@]}" -c d6 -b 1 -t 32 -x 3 -v 3 --eval-tokens 32 -n 3 --seed 7)
+  both gpu_adamw "${EMU[@]}" --optimizer adamw -l 3e-3
+  both gpu_grass "${EMU[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 2 -l 1e-2
+fi
+
+# ---- compare ------------------------------------------------------------------------------------
+# the numbers of each log line, without the timing fields (tok_per_s, mfu, mem_gib, dt_ms)
+numbers() { grep -v '^#' "$1" | sed -E 's/ (tok_per_s|mfu|mem_gib|dt_ms)=[^ ]*//g'; }
+same=0
+for name in "${NAMES[@]}"; do
+  b=$WORK/runs/$name/base n=$WORK/runs/$name/new
+  if ! diff <(numbers "$b/log.txt") <(numbers "$n/log.txt") > "$WORK/diff.txt"; then
+    echo "DIFFERENT $name: log.txt"; head -10 "$WORK/diff.txt"; exit 1
+  fi
+  files=$(cd "$b" && ls model_*.bin state_*.bin 2>/dev/null || true)
+  [ -n "$files" ] || { echo "DIFFERENT $name: no checkpoint written by the base run"; exit 1; }
+  for f in $files; do
+    cmp -s "$b/$f" "$n/$f" || { echo "DIFFERENT $name: $f ($(cmp "$b/$f" "$n/$f" 2>&1 | head -1))"; exit 1; }
+  done
+  echo "same $name: $(numbers "$n/log.txt" | wc -l) log lines, checkpoints $(echo $files | wc -w) files ($(tail -1 "$n/log.txt" | cut -c1-60))"
+  same=$((same + 1))
+done
+if [ "$QUICK" != 1 ]; then  # the resumed run must end where the straight run ended
+  for which in base new; do
+    for f in model_00000012.bin state_00000012.bin; do
+      cmp -s "$WORK/runs/grass_topr/$which/$f" "$WORK/runs/grass_resume/$which/$f" \
+        || { echo "DIFFERENT: grass_resume ($which) does not end with grass_topr's $f"; exit 1; }
+    done
+  done
+  echo "same: the resumed Grass run ends with the straight run's weights (base and new)"
+fi
+echo "bit-identical: $same of ${#NAMES[@]} runs (base $BASE_SHA, data $(cat "$DATA/ready"))"

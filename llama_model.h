@@ -1,0 +1,417 @@
+/*
+ * llama_model.h: the LLaMA model, written once for both backends. Read it top to bottom:
+ *   Llama            the struct: config, parameters (one buffer, llama_params.h's table order),
+ *                    activations and backward scratch, every field with its shape
+ *   llama_buffers    THE table of activation buffers (pointer, dtype, count, label): allocation,
+ *                    free and the memory plan's activation bytes all come from it
+ *   llama_build / llama_free / llama_init_random
+ *   layer_forward, llama_forward, llama_backward
+ *   checkpoint_*     the model file (docs/FORMATS.md): header, save, load
+ * The kernels come from backend.h (backend_cpu.h or backend_cuda.cuh, chosen by the compiler);
+ * the weight gradients go to the optimizer through grad_sink.h. Shapes: B sequences of T
+ * tokens, N = B*T rows; d = dim, f = ffn_dim, L = layers, V = vocab, nh/nkv heads of hd.
+ * HF's LlamaForCausalLM is the reference (tests/fixtures, test_llama.cu).
+ */
+#ifndef GRASS_LLAMA_MODEL_H
+#define GRASS_LLAMA_MODEL_H
+
+#include <math.h>
+#include "utils.h"
+#include "bf16.h"
+#include "rng.h"
+#include "llama_config.h"
+#include "llama_params.h"
+#include "backend.h"
+#ifdef __CUDACC__
+#include "backend_cuda.cuh"   // nvcc: bf16 storage, cuBLASLt, NCCL
+#else
+#include "backend_cpu.h"      // g++: fp32, OpenMP, OpenBLAS, MPI
+#endif
+#include "grad_sink.h"
+
+#define MODEL_MAGIC 20261102
+#define CHECKPOINT_VERSION 1
+
+// ----------------------------------------------------------------------------------------------
+// the model
+
+typedef struct {
+    LlamaConfig config;
+    ParamTable pt;
+    floatX* params;       // all parameters, one buffer, in the order of pt (HF names and shapes there;
+                          // a linear weight is out x in, row-major)
+    int B, T;             // the largest batch the activations were sized for
+    int recompute;        // activation recomputation: only the residual stream is kept for every
+                          // layer; the rest has one slot (S = 1) that the backward pass refills
+                          // by running each layer's forward again. Otherwise S = L.
+    // Activations (allocated from llama_buffers below), per layer l at offset l*N*width (slot 0 for
+    // every layer with recompute). Shapes in elements; N = B*T rows.
+    floatX* resid;        // (L+1) x N x d: the residual stream entering each layer, and the last one
+    floatX* ln1;          // S x N x d
+    floatX* q;            // S x N x (nh*hd), after RoPE
+    floatX* k;            // S x N x (nkv*hd), after RoPE
+    floatX* v;            // S x N x (nkv*hd)
+    floatX* att;          // S x N x (nh*hd): attention output before o_proj
+    floatX* resid_mid;    // S x N x d: residual after attention
+    floatX* ln2;          // S x N x d
+    floatX* gate;         // S x N x f
+    floatX* up;           // S x N x f
+    floatX* hmlp;         // S x N x f: silu(gate) * up
+    float* rstd1;         // S x N
+    float* rstd2;         // S x N
+    float* lse;           // S x B x nh x T
+    floatX* lnf;          // N x d
+    float* rstdf;         // N
+    floatX* logits;       // N x V (dlogits after the backward's classifier)
+    float* losses;        // N
+    // backward scratch
+    floatX* dresid;       // N x d
+    floatX* dln;          // N x d
+    floatX* dq;           // N x (nh*hd)
+    floatX* dk;           // N x (nkv*hd)
+    floatX* dv;           // N x (nkv*hd)
+    floatX* datt;         // N x (nh*hd)
+    floatX* dgate;        // N x f
+    floatX* dup;          // N x f
+    floatX* dh;           // N x f
+    int* d_tokens;        // N
+    int* d_targets;       // N
+    float* rope_cos;      // max_seq x hd/2
+    float* rope_sin;      // max_seq x hd/2
+    float* h_losses;      // N, host copy of losses
+    size_t activation_bytes;  // the sum of llama_buffers (what the memory plan counts)
+} Llama;
+
+static floatX* param_ptr(Llama* m, int tensor) { return m->params + m->pt.t[tensor].offset; }
+
+// Every activation buffer, in allocation order: where its pointer lives, its element type,
+// its element count for a batch of B x T, and the label an allocation failure names. One line
+// per buffer; llama_build allocates from it, llama_free frees from it, and the memory plan sums
+// it (llama_activation_bytes), so the plan is what the model allocates by construction.
+typedef enum { DT_FLOATX = 0, DT_FLOAT = 1, DT_INT = 2 } BufferDtype;
+static size_t buffer_dtype_size(int dt) { return dt == DT_FLOATX ? sizeof(floatX) : dt == DT_FLOAT ? sizeof(float) : sizeof(int); }
+typedef struct { void** ptr; int dtype; size_t count; const char* label; } BufferSpec;
+#define LLAMA_MAX_BUFFERS 40
+
+static int llama_buffers(Llama* m, const LlamaConfig* c, int B, int T, int recompute, BufferSpec* s) {
+    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers, S = recompute ? 1 : L;
+    size_t hd = llama_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, V = c->vocab_size;
+    size_t rope = (size_t)c->max_seq_len * (hd / 2), lse = S * (size_t)B * c->n_heads * T;
+    int n = 0;
+#define BUF(field, dt, count, label) s[n++] = (BufferSpec){(void**)&m->field, dt, (size_t)(count), label}
+    BUF(resid,     DT_FLOATX, (L + 1) * N * d, "activations (residual)");
+    BUF(ln1,       DT_FLOATX, S * N * d,   "activations (ln1)");
+    BUF(q,         DT_FLOATX, S * N * qd,  "activations (q)");
+    BUF(k,         DT_FLOATX, S * N * kvd, "activations (k)");
+    BUF(v,         DT_FLOATX, S * N * kvd, "activations (v)");
+    BUF(att,       DT_FLOATX, S * N * qd,  "activations (attention)");
+    BUF(resid_mid, DT_FLOATX, S * N * d,   "activations (residual)");
+    BUF(ln2,       DT_FLOATX, S * N * d,   "activations (ln2)");
+    BUF(gate,      DT_FLOATX, S * N * f,   "activations (gate)");
+    BUF(up,        DT_FLOATX, S * N * f,   "activations (up)");
+    BUF(hmlp,      DT_FLOATX, S * N * f,   "activations (mlp)");
+    BUF(rstd1,     DT_FLOAT,  S * N,       "activations (rstd)");
+    BUF(rstd2,     DT_FLOAT,  S * N,       "activations (rstd)");
+    BUF(lse,       DT_FLOAT,  lse,         "activations (lse)");
+    BUF(lnf,       DT_FLOATX, N * d,       "activations (final norm)");
+    BUF(rstdf,     DT_FLOAT,  N,           "activations (rstd)");
+    BUF(logits,    DT_FLOATX, N * V,       "logits");
+    BUF(losses,    DT_FLOAT,  N,           "losses");
+    BUF(dresid,    DT_FLOATX, N * d,       "backward scratch");
+    BUF(dln,       DT_FLOATX, N * d,       "backward scratch");
+    BUF(dq,        DT_FLOATX, N * qd,      "backward scratch");
+    BUF(dk,        DT_FLOATX, N * kvd,     "backward scratch");
+    BUF(dv,        DT_FLOATX, N * kvd,     "backward scratch");
+    BUF(datt,      DT_FLOATX, N * qd,      "backward scratch");
+    BUF(dgate,     DT_FLOATX, N * f,       "backward scratch");
+    BUF(dup,       DT_FLOATX, N * f,       "backward scratch");
+    BUF(dh,        DT_FLOATX, N * f,       "backward scratch");
+    BUF(d_tokens,  DT_INT,    N,           "tokens");
+    BUF(d_targets, DT_INT,    N,           "targets");
+    BUF(rope_cos,  DT_FLOAT,  rope,        "rope tables");
+    BUF(rope_sin,  DT_FLOAT,  rope,        "rope tables");
+#undef BUF
+    return n;
+}
+
+// bytes of activations and scratch for a batch of B x T: the sum of the table (the memory plan)
+static size_t llama_activation_bytes(const LlamaConfig* c, int B, int T, int recompute) {
+    Llama shape;  // only the table's counts are read; no buffer is touched
+    BufferSpec s[LLAMA_MAX_BUFFERS];
+    int n = llama_buffers(&shape, c, B, T, recompute, s);
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) bytes += s[i].count * buffer_dtype_size(s[i].dtype);
+    return bytes;
+}
+
+static void llama_build(Llama* m, const LlamaConfig* c, int B, int T, int recompute) {
+    memset(m, 0, sizeof(*m));
+    m->config = *c;
+    m->B = B; m->T = T;
+    m->recompute = recompute;
+    param_table_build(&m->pt, c);
+    m->params = (floatX*)backend_malloc(m->pt.total * sizeof(floatX), "parameters");
+    BufferSpec s[LLAMA_MAX_BUFFERS];
+    int n = llama_buffers(m, c, B, T, recompute, s);
+    for (int i = 0; i < n; i++) *s[i].ptr = backend_malloc(s[i].count * buffer_dtype_size(s[i].dtype), s[i].label);
+    size_t N = (size_t)B * T, hd = llama_head_dim(c);
+    m->activation_bytes = llama_activation_bytes(c, B, T, recompute);
+    m->h_losses = (float*)malloc_check(N * sizeof(float));
+    // RoPE tables in fp32, computed in double: inv_freq_i = theta^(-2i/hd), as HF computes them
+    size_t half = hd / 2;
+    float* cs = (float*)malloc_check((size_t)c->max_seq_len * half * sizeof(float));
+    float* sn = (float*)malloc_check((size_t)c->max_seq_len * half * sizeof(float));
+    for (int t = 0; t < c->max_seq_len; t++) {
+        for (size_t i = 0; i < half; i++) {
+            float inv_freq = (float)(1.0 / pow((double)c->rope_theta, (double)(2 * i) / (double)hd));
+            float ang = (float)t * inv_freq;  // fp32 product, as HF forms freqs
+            cs[t * half + i] = cosf(ang);
+            sn[t * half + i] = sinf(ang);
+        }
+    }
+    backend_upload(m->rope_cos, cs, (size_t)c->max_seq_len * half * sizeof(float));
+    backend_upload(m->rope_sin, sn, (size_t)c->max_seq_len * half * sizeof(float));
+    free(cs); free(sn);
+}
+
+static void llama_free(Llama* m) {
+    BufferSpec s[LLAMA_MAX_BUFFERS];
+    int n = llama_buffers(m, &m->config, m->B, m->T, m->recompute, s);
+    backend_free(m->params);
+    for (int i = 0; i < n; i++) backend_free(*s[i].ptr);
+    free(m->h_losses);
+    param_table_free(&m->pt);
+}
+
+// LLaMA's initialization as in HF (normal(0, 0.02) for matrices, ones for norms), from a seed.
+// Counter-based (each pair of values from a hash of (seed, tensor, pair)), so the values do not
+// depend on the thread count and a 13b model initializes in seconds.
+static void llama_init_random(Llama* m, uint64_t seed) {
+    float* host = (float*)malloc_check(m->pt.total * sizeof(float));
+    for (int i = 0; i < m->pt.n; i++) {
+        ParamTensor* t = &m->pt.t[i];
+        float* p = host + t->offset;
+        if (t->kind == PT_NORM) { for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f; continue; }
+        uint64_t base = rng_seed_for(seed, 0x1417, (uint64_t)i);
+        size_t pairs = (t->numel + 1) / 2;
+        #pragma omp parallel for schedule(static)
+        for (size_t k = 0; k < pairs; k++) {  // Box-Muller
+            uint64_t s = base ^ (k * 0xD1B54A32D192ED03ULL);
+            double u1 = rng_uniform01(&s), u2 = rng_uniform01(&s);
+            if (u1 < 1e-300) u1 = 1e-300;
+            double rad = sqrt(-2.0 * log(u1));
+            p[2 * k] = (float)(0.02 * rad * cos(2.0 * M_PI * u2));
+            if (2 * k + 1 < t->numel) p[2 * k + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
+        }
+    }
+    backend_upload_floats(m->params, host, m->pt.total);
+    free(host);
+}
+
+// One layer's activations for a batch of B x T (layer l's slice of each per-layer buffer;
+// with recomputation every layer but the residual stream uses slot 0).
+typedef struct {
+    floatX *x, *ln1, *q, *k, *v, *att, *mid, *ln2, *gate, *up, *h;
+    float *rstd1, *rstd2, *lse;
+} LayerActs;
+
+static LayerActs layer_acts(Llama* m, int l, int B, int T) {
+    const LlamaConfig* c = &m->config;
+    size_t N = (size_t)B * T, hd = llama_head_dim(c);
+    size_t Nd = N * c->dim, Nf = N * c->ffn_dim, Nq = N * c->n_heads * hd, Nkv = N * c->n_kv_heads * hd;
+    size_t s = m->recompute ? 0 : (size_t)l;
+    LayerActs a;
+    a.x = m->resid + l * Nd;      a.ln1 = m->ln1 + s * Nd;
+    a.q = m->q + s * Nq;          a.k = m->k + s * Nkv;         a.v = m->v + s * Nkv;
+    a.att = m->att + s * Nq;      a.mid = m->resid_mid + s * Nd; a.ln2 = m->ln2 + s * Nd;
+    a.gate = m->gate + s * Nf;    a.up = m->up + s * Nf;        a.h = m->hmlp + s * Nf;
+    a.rstd1 = m->rstd1 + s * N;   a.rstd2 = m->rstd2 + s * N;
+    a.lse = m->lse + s * (size_t)B * c->n_heads * T;
+    return a;
+}
+
+// Layer l's forward from its input A.x (the residual stream). With write_out, also its output
+// (the next layer's input); the backward's recomputation refills the activations only.
+static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
+    const LlamaConfig* c = &m->config;
+    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    const LayerTensors* lt = &m->pt.layer[l];
+    LayerActs A = layer_acts(m, l, B, T);
+    rmsnorm_forward(A.ln1, A.rstd1, A.x, param_ptr(m, lt->attn_norm), N, d, c->norm_eps);
+    matmul_forward(A.q, A.ln1, param_ptr(m, lt->wq), N, d, qd);
+    matmul_forward(A.k, A.ln1, param_ptr(m, lt->wk), N, d, kvd);
+    matmul_forward(A.v, A.ln1, param_ptr(m, lt->wv), N, d, kvd);
+    rope_forward(A.q, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
+    rope_forward(A.k, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
+    attention_forward(A.att, A.lse, A.q, A.k, A.v, B, T, c->n_heads, c->n_kv_heads, hd);
+    matmul_forward(A.mid, A.att, param_ptr(m, lt->wo), N, qd, d);
+    add_inplace(A.mid, A.x, Nd);
+    rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
+    matmul_forward(A.gate, A.ln2, param_ptr(m, lt->wgate), N, d, f);
+    matmul_forward(A.up, A.ln2, param_ptr(m, lt->wup), N, d, f);
+    swiglu_forward(A.h, A.gate, A.up, Nf);
+    if (!write_out) return;
+    floatX* out = m->resid + (size_t)(l + 1) * Nd;
+    matmul_forward(out, A.h, param_ptr(m, lt->wdown), N, f, d);
+    add_inplace(out, A.mid, Nd);
+}
+
+// Forward pass over B x T tokens (B <= m->B, T <= m->T). Fills losses for every position.
+// With want_grad, logits are turned into dlogits scaled by dloss, ready for the backward.
+// Returns the mean loss over the B*T positions of this process.
+static float llama_forward(Llama* m, const int* inputs, const int* targets, int B, int T, int want_grad, float dloss) {
+    const LlamaConfig* c = &m->config;
+    if (B > m->B || T > m->T) fatal("forward with B=%d T=%d exceeds the allocated B=%d T=%d", B, T, m->B, m->T);
+    if (T > c->max_seq_len) fatal("sequence length %d exceeds the model's max_seq_len %d", T, c->max_seq_len);
+    int N = B * T, d = c->dim;
+    size_t Nd = (size_t)N * d;
+    backend_upload(m->d_tokens, inputs, N * sizeof(int));
+    backend_upload(m->d_targets, targets, N * sizeof(int));
+    embedding_forward(m->resid, m->d_tokens, param_ptr(m, m->pt.embed), N, d);
+    for (int l = 0; l < c->n_layers; l++) layer_forward(m, l, B, T, 1);
+    floatX* last = m->resid + (size_t)c->n_layers * Nd;
+    rmsnorm_forward(m->lnf, m->rstdf, last, param_ptr(m, m->pt.final_norm), N, d, c->norm_eps);
+    matmul_forward(m->logits, m->lnf, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size);
+    classifier_forward_backward(m->logits, m->losses, m->d_targets, N, c->vocab_size, dloss, want_grad);
+    backend_download(m->h_losses, m->losses, N * sizeof(float));
+    double sum = 0.0;
+    for (int i = 0; i < N; i++) sum += m->h_losses[i];
+    return (float)(sum / N);
+}
+
+// Backward pass after llama_forward(..., want_grad=1). Weight gradients go to the optimizer
+// through grad_sink.h (dense dW, Grass's compressed C, or row norms during a refresh's norm pass).
+static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
+    const LlamaConfig* c = &m->config;
+    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    // classifier: dlnf = dlogits W_head, dW_head += dlogits^T lnf
+    matmul_backward_input(m->dln, m->logits, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size, 0);
+    grad_linear(o, m->pt.lm_head, m->logits, m->lnf, N);
+    backend_memset0(m->dresid, Nd * sizeof(floatX));
+    rmsnorm_backward(m->dresid, grad_dense(o, m->pt.final_norm), m->dln,
+                     m->resid + (size_t)c->n_layers * Nd, param_ptr(m, m->pt.final_norm), m->rstdf, N, d);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const LayerTensors* lt = &m->pt.layer[l];
+        if (m->recompute) layer_forward(m, l, B, T, 0);  // refill the layer's activations
+        LayerActs A = layer_acts(m, l, B, T);
+        floatX *x = A.x, *ln1 = A.ln1, *q = A.q, *k = A.k, *v = A.v, *att = A.att, *mid = A.mid, *ln2 = A.ln2;
+        floatX *gate = A.gate, *up = A.up, *h = A.h;
+        // MLP: out = mid + down(silu(gate(ln2)) * up(ln2))
+        matmul_backward_input(m->dh, m->dresid, param_ptr(m, lt->wdown), N, f, d, 0);
+        grad_linear(o, lt->wdown, m->dresid, h, N);
+        swiglu_backward(m->dgate, m->dup, m->dh, gate, up, Nf);
+        matmul_backward_input(m->dln, m->dgate, param_ptr(m, lt->wgate), N, d, f, 0);
+        matmul_backward_input(m->dln, m->dup, param_ptr(m, lt->wup), N, d, f, 1);
+        grad_linear(o, lt->wgate, m->dgate, ln2, N);
+        grad_linear(o, lt->wup, m->dup, ln2, N);
+        rmsnorm_backward(m->dresid, grad_dense(o, lt->mlp_norm), m->dln, mid,
+                         param_ptr(m, lt->mlp_norm), A.rstd2, N, d);
+        // attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1)))
+        matmul_backward_input(m->datt, m->dresid, param_ptr(m, lt->wo), N, qd, d, 0);
+        grad_linear(o, lt->wo, m->dresid, att, N);
+        attention_backward(m->dq, m->dk, m->dv, m->datt, att, q, k, v, A.lse,
+                           B, T, c->n_heads, c->n_kv_heads, hd);
+        rope_backward(m->dq, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
+        rope_backward(m->dk, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
+        matmul_backward_input(m->dln, m->dq, param_ptr(m, lt->wq), N, d, qd, 0);
+        matmul_backward_input(m->dln, m->dk, param_ptr(m, lt->wk), N, d, kvd, 1);
+        matmul_backward_input(m->dln, m->dv, param_ptr(m, lt->wv), N, d, kvd, 1);
+        grad_linear(o, lt->wq, m->dq, ln1, N);
+        grad_linear(o, lt->wk, m->dk, ln1, N);
+        grad_linear(o, lt->wv, m->dv, ln1, N);
+        rmsnorm_backward(m->dresid, grad_dense(o, lt->attn_norm), m->dln, x,
+                         param_ptr(m, lt->attn_norm), A.rstd1, N, d);
+        grad_layer_done(o, l);  // fused Grass: this layer's projected weights are updated now
+    }
+    floatX* dwte = grad_dense(o, m->pt.embed);
+    if (dwte != NULL) embedding_backward(dwte, m->dresid, m->d_tokens, N, d);
+}
+
+// ----------------------------------------------------------------------------------------------
+// checkpoints: model file (docs/FORMATS.md) and training-state file
+
+static void checkpoint_header(const LlamaConfig* c, int32_t h[64], int dtype, int64_t step) {
+    memset(h, 0, 64 * sizeof(int32_t));
+    h[0] = MODEL_MAGIC; h[1] = CHECKPOINT_VERSION; h[2] = c->vocab_size; h[3] = c->dim; h[4] = c->ffn_dim;
+    h[5] = c->n_layers; h[6] = c->n_heads; h[7] = c->n_kv_heads; h[8] = c->max_seq_len; h[9] = c->tie_embeddings;
+    h[10] = dtype;
+    memcpy(&h[11], &c->norm_eps, sizeof(float));
+    memcpy(&h[12], &c->rope_theta, sizeof(float));
+    h[13] = (int32_t)step;
+}
+
+// reads a model file's header; exits with a clear message if it is not one of ours
+static void checkpoint_read_header(const char* path, LlamaConfig* c, int* dtype, int64_t* step) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[64];
+    fread_check(h, sizeof(int32_t), 64, f, path);
+    fclose_check(f, path);
+    if (h[0] != MODEL_MAGIC) fatal("'%s' is not a grass.c model checkpoint (magic %d, expected %d)", path, h[0], MODEL_MAGIC);
+    if (h[1] != CHECKPOINT_VERSION) fatal("'%s' has checkpoint version %d; this build reads version %d", path, h[1], CHECKPOINT_VERSION);
+    if (h[10] != 0 && h[10] != 1) fatal("'%s' has unknown parameter dtype %d", path, h[10]);
+    c->vocab_size = h[2]; c->dim = h[3]; c->ffn_dim = h[4]; c->n_layers = h[5]; c->n_heads = h[6];
+    c->n_kv_heads = h[7]; c->max_seq_len = h[8]; c->tie_embeddings = h[9];
+    memcpy(&c->norm_eps, &h[11], sizeof(float));
+    memcpy(&c->rope_theta, &h[12], sizeof(float));
+    *dtype = h[10];
+    *step = h[13];
+    char err[256];
+    if (!llama_config_validate(c, err, sizeof(err))) fatal("'%s' holds an invalid config: %s", path, err);
+}
+
+// Writes the parameters in the backend's precision (fp32 on the CPU, bf16 on a bf16 GPU build),
+// to path.tmp first, renamed over path only once complete.
+static void checkpoint_save_model(Llama* m, const char* path, int64_t step) {
+    char tmp[1100];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int dtype = sizeof(floatX) == 2 ? 1 : 0;
+    int32_t h[64];
+    checkpoint_header(&m->config, h, dtype, step);
+    FILE* f = fopen_check(tmp, "wb");
+    fwrite_check(h, sizeof(int32_t), 64, f, tmp);
+    const size_t chunk = (size_t)1 << 24;
+    float* buf = (float*)malloc_check(chunk * sizeof(float));
+    uint16_t* b16 = (uint16_t*)malloc_check(chunk * sizeof(uint16_t));
+    for (size_t off = 0; off < m->pt.total; off += chunk) {
+        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
+        backend_download_floats(buf, m->params + off, n);
+        if (dtype == 0) fwrite_check(buf, sizeof(float), n, f, tmp);
+        else { for (size_t i = 0; i < n; i++) b16[i] = bf16_from_float(buf[i]); fwrite_check(b16, 2, n, f, tmp); }
+    }
+    free(buf); free(b16);
+    fclose_check(f, tmp);
+    rename_check(tmp, path);
+}
+
+// Loads parameters from a model file whose config must equal the model's.
+static void checkpoint_load_model(Llama* m, const char* path) {
+    LlamaConfig c; int dtype; int64_t step;
+    checkpoint_read_header(path, &c, &dtype, &step);
+    if (!llama_config_equal(&c, &m->config)) {
+        fprintf(stderr, "checkpoint:  "); llama_config_print(&c, stderr);
+        fprintf(stderr, "this run:    "); llama_config_print(&m->config, stderr);
+        fatal("'%s' was written for another model config (above); use the same -c/model flags", path);
+    }
+    size_t bytes = dtype == 0 ? 4 : 2;
+    int64_t want = 256 + (int64_t)m->pt.total * bytes, have = file_size_check(path);
+    if (have != want) fatal("'%s' is %lld bytes, but its config needs %lld: truncated or corrupt", path, (long long)have, (long long)want);
+    FILE* f = fopen_check(path, "rb");
+    fseek_check(f, 256, SEEK_SET, path);
+    const size_t chunk = (size_t)1 << 24;
+    float* buf = (float*)malloc_check(chunk * sizeof(float));
+    uint16_t* b16 = (uint16_t*)malloc_check(chunk * sizeof(uint16_t));
+    for (size_t off = 0; off < m->pt.total; off += chunk) {
+        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
+        if (dtype == 0) fread_check(buf, sizeof(float), n, f, path);
+        else { fread_check(b16, 2, n, f, path); for (size_t i = 0; i < n; i++) buf[i] = bf16_to_float(b16[i]); }
+        backend_upload_floats(m->params + off, buf, n);
+    }
+    free(buf); free(b16);
+    fclose_check(f, path);
+}
+
+#endif // GRASS_LLAMA_MODEL_H
