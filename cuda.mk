@@ -83,7 +83,9 @@ CUDA_TRAIN_LIBS = $(NVCC_LIBS) $(CUDA_NCCL_LIBS) $(CUDA_MPI_LIBS)
 CUDA_REF_FLAGS = $(NVCC_FLAGS) -Xcompiler -fopenmp $(CUDA_CBLAS_FLAGS)
 CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp
 
-CUDA_HEADERS = utils.h llama_config.h llama_params.h backend.h backend_cuda.cuh comm.h grass_optim.cuh dataloader.h tokenizer.h
+# backend_cuda.cuh is a list of includes: the CUDA backend itself is cuda/*.cuh
+CUDA_BACKEND = backend_cuda.cuh $(wildcard cuda/*.cuh)
+CUDA_HEADERS = utils.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh dataloader.h tokenizer.h
 DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
 
 .PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info test_emu_gpu
@@ -114,7 +116,7 @@ test_llama: tests/test_llama.cu tests/fixture.h tests/test_util.h train_llama.cu
 
 test_kernels_cuda: tests/bin/test_kernels_cuda
 
-tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
 	$(info $(CUDA_CBLAS_NOTE))
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
@@ -123,7 +125,7 @@ build/dev_cuda:
 
 test_kernels_cuda_fp32: tests/bin/test_kernels_cuda_fp32
 
-tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h backend_cuda.cuh comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) -DENABLE_FP32 tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
 dev_cuda: $(DEV_CUDA_BINS)
@@ -134,7 +136,7 @@ test_emu_gpu: tests/bin/test_emu_gpu
 tests/bin/test_emu_gpu: tests/cuda_emu/test_emu.cu tests/test_util.h | tests/bin
 	$(NVCC) -x cu $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 
-build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h kernels_cpu.h backend.h backend_cuda.cuh comm.h utils.h | build/dev_cuda
+build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h utils.h | build/dev_cuda
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) $< -o $@ $(CUDA_REF_LIBS)
 endif
 

@@ -1,5 +1,5 @@
 /*
- * dev/cuda/attention_check.cu: the fused causal GQA attention of backend_cuda.cuh.
+ * dev/cuda/attention_check.cu: the fused causal GQA attention of cuda/attention.cuh.
  * Validates forward (out, lse) and backward (dq, dk, dv) against cpu_attention_* at small
  * sizes, then times both at the model sizes (or at one size from the command line) and prints
  * ms and TFLOP/s. FLOPs are counted as flash-attention papers do: forward 4 B nh T^2 hd / 2
@@ -9,6 +9,8 @@
  *   ./build/dev_cuda/attention_check B T nh nkv hd   validation + one size
  */
 #include "dev/cuda/check_common.h"
+#include "cuda/attention.cuh"  // under test
+#include "cuda/lifecycle.cuh"  // backend_init
 
 static void validate(int B, int T, int nh, int nkv, int hd) {
     size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;

@@ -1,8 +1,9 @@
 /*
  * dev/cuda/check_common.h: shared pieces of the standalone kernel experiments in dev/cuda
- * (attention_check, classifier_check, gathered_gemm_check): the kernels under test come from
- * backend_cuda.cuh, the references from kernels_cpu.h; random inputs rounded to floatX, an
- * error metric, and a timer (CUDA events on the backend's stream, median of repeats).
+ * (attention_check, classifier_check, gathered_gemm_check): the references come from
+ * kernels_cpu.h, the backend's memory and stream from cuda/common.cuh; random inputs rounded to
+ * floatX, an error metric, and a timer (CUDA events on the backend's stream, median of repeats).
+ * Each check includes the cuda/ header it tests and cuda/lifecycle.cuh (backend_init).
  *   make dev_cuda && ./build/dev_cuda/attention_check
  */
 #ifndef GRASS_DEV_CUDA_CHECK_COMMON_H
@@ -14,7 +15,7 @@
 #include <algorithm>
 #include "kernels_cpu.h"
 #include "backend.h"
-#include "backend_cuda.cuh"
+#include "cuda/common.cuh"
 
 static uint64_t dc_seed = 0xC0FFEEULL;
 static double dc_unif(void) {

@@ -6,6 +6,8 @@
  *   ./build/dev_cuda/classifier_check [N V]
  */
 #include "dev/cuda/check_common.h"
+#include "cuda/classifier.cuh"  // under test
+#include "cuda/lifecycle.cuh"   // backend_init
 
 static void validate(int N, int V) {
     std::vector<float> z = dc_randn((size_t)N * V, 3.0f), rz = z, rl(N);

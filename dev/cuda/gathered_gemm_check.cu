@@ -7,6 +7,9 @@
  *   ./build/dev_cuda/gathered_gemm_check [N out in r]
  */
 #include "dev/cuda/check_common.h"
+#include "cuda/grass.cuh"      // under test
+#include "cuda/gemm.cuh"       // matmul_backward_weight, the dense baseline
+#include "cuda/lifecycle.cuh"  // backend_init
 
 static void validate(int N, int in, int outd, int cols_side, int r) {
     std::vector<float> x = dc_randn((size_t)N * in, 1.0f), dy = dc_randn((size_t)N * outd, 1.0f);

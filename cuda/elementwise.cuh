@@ -1,0 +1,279 @@
+/*
+ * cuda/elementwise.cuh: the row-wise and elementwise model ops, forward and backward:
+ * embedding_forward/backward (a stable radix sort of the tokens, one block per run of equal
+ * tokens: no atomics), rmsnorm_forward/backward (dw through fixed-order partial sums),
+ * rope_forward/backward (rotate-half), swiglu_forward/backward and add_inplace.
+ * Needs cuda/common.cuh.
+ */
+#ifndef GRASS_CUDA_ELEMENTWISE_CUH
+#define GRASS_CUDA_ELEMENTWISE_CUH
+
+#include "common.cuh"
+
+// ---- embedding ----------------------------------------------------------------------------------
+
+__global__ void gk_embedding_forward(floatX* out, const int* tokens, const floatX* wte, int N, int d, int vec) {
+    int i = blockIdx.x;
+    const floatX* src = wte + (size_t)tokens[i] * d;
+    floatX* dst = out + (size_t)i * d;
+    if (vec) {
+        for (int j = threadIdx.x * CU_VEC; j < d; j += blockDim.x * CU_VEC) cu_store_pack(dst + j, cu_load_pack(src + j));
+    } else {
+        for (int j = threadIdx.x; j < d; j += blockDim.x) dst[j] = src[j];
+    }
+}
+
+void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d) {
+    if (N <= 0) return;
+    int vec = (d % CU_VEC == 0) && cu_is_aligned16(out) && cu_is_aligned16(wte);
+    gk_embedding_forward<<<N, 128, 0, g_cu.stream>>>(out, d_tokens, wte, N, d, vec);
+    CU_LAUNCHED("gk_embedding_forward");
+}
+
+__global__ void gk_iota(int* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = i;
+}
+
+// One block per run of equal tokens in the sorted order; the run's rows are summed in fp32 in
+// position order (radix sort is stable), then added to the row of dwte once.
+__global__ void gk_embedding_backward(floatX* dwte, const floatX* dout, const int* sorted_tok, const int* sorted_pos,
+                                      int N, int d) {
+    int p = blockIdx.x;
+    int tok = sorted_tok[p];
+    if (p > 0 && sorted_tok[p - 1] == tok) return;  // not the start of a run
+    int end = p + 1;
+    while (end < N && sorted_tok[end] == tok) end++;
+    floatX* row = dwte + (size_t)tok * d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float acc = 0.0f;
+        for (int q = p; q < end; q++) acc += cu_tof(dout[(size_t)sorted_pos[q] * d + j]);
+        row[j] = cu_from<floatX>(cu_tof(row[j]) + acc);
+    }
+}
+
+void embedding_backward(floatX* dwte, const floatX* dout, const int* d_tokens, int N, int d) {
+    if (N <= 0) return;
+    int* keys = (int*)cu_scratch(&g_cu.sc_emb_keys, (size_t)2 * N * sizeof(int), "embedding backward scratch");
+    int* vals = (int*)cu_scratch(&g_cu.sc_emb_vals, (size_t)2 * N * sizeof(int), "embedding backward scratch");
+    int* keys_out = keys + N;
+    int* vals_in = vals;
+    int* vals_out = vals + N;
+    gk_iota<<<cu_ceil_div(N, 256), 256, 0, g_cu.stream>>>(vals_in, N);
+    CU_LAUNCHED("gk_iota");
+    size_t temp_bytes = 0;
+    cudaCheck(cub::DeviceRadixSort::SortPairs(NULL, temp_bytes, d_tokens, keys_out, vals_in, vals_out, N, 0,
+                                              (int)(sizeof(int) * 8), g_cu.stream));
+    void* temp = cu_scratch(&g_cu.sc_emb_temp, temp_bytes + 16, "embedding backward scratch");
+    cudaCheck(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, d_tokens, keys_out, vals_in, vals_out, N, 0,
+                                              (int)(sizeof(int) * 8), g_cu.stream));
+    gk_embedding_backward<<<N, 128, 0, g_cu.stream>>>(dwte, dout, keys_out, vals_out, N, d);
+    CU_LAUNCHED("gk_embedding_backward");
+}
+
+// ---- RMSNorm ------------------------------------------------------------------------------------
+
+__global__ void gk_rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps,
+                                   int vec) {
+    int i = blockIdx.x;
+    const floatX* x = inp + (size_t)i * d;
+    floatX* o = out + (size_t)i * d;
+    float ss = 0.0f;
+    if (vec) {
+        for (int j = threadIdx.x * CU_VEC; j < d; j += blockDim.x * CU_VEC) {
+            CuPack p = cu_load_pack(x + j);
+            for (int k = 0; k < CU_VEC; k++) { float v = cu_tof(p.v[k]); ss += v * v; }
+        }
+    } else {
+        for (int j = threadIdx.x; j < d; j += blockDim.x) { float v = cu_tof(x[j]); ss += v * v; }
+    }
+    ss = cu_block_sum(ss);
+    float r = 1.0f / sqrtf(ss / (float)d + eps);
+    if (vec) {
+        for (int j = threadIdx.x * CU_VEC; j < d; j += blockDim.x * CU_VEC) {
+            CuPack p = cu_load_pack(x + j), wp = cu_load_pack(w + j), q;
+            for (int k = 0; k < CU_VEC; k++) q.v[k] = cu_from<floatX>(cu_tof(wp.v[k]) * (cu_tof(p.v[k]) * r));
+            cu_store_pack(o + j, q);
+        }
+    } else {
+        for (int j = threadIdx.x; j < d; j += blockDim.x) o[j] = cu_from<floatX>(cu_tof(w[j]) * (cu_tof(x[j]) * r));
+    }
+    if (threadIdx.x == 0) rstd[i] = r;
+}
+
+static int cu_row_threads(int d) { return d >= 2048 ? 256 : 128; }
+
+void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps) {
+    if (N <= 0) return;
+    int vec = (d % CU_VEC == 0) && cu_is_aligned16(out) && cu_is_aligned16(inp) && cu_is_aligned16(w);
+    gk_rmsnorm_forward<<<N, cu_row_threads(d), 0, g_cu.stream>>>(out, rstd, inp, w, N, d, eps, vec);
+    CU_LAUNCHED("gk_rmsnorm_forward");
+}
+
+// dinp += r (w g - x r mean), mean = sum_j (w_j g_j)(x_j r) / d
+__global__ void gk_rmsnorm_backward_dx(floatX* dinp, const floatX* dout, const floatX* inp, const floatX* w,
+                                       const float* rstd, int N, int d) {
+    int i = blockIdx.x;
+    const floatX* x = inp + (size_t)i * d;
+    const floatX* g = dout + (size_t)i * d;
+    floatX* dx = dinp + (size_t)i * d;
+    float r = rstd[i];
+    float dot = 0.0f;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) dot += (cu_tof(w[j]) * cu_tof(g[j])) * (cu_tof(x[j]) * r);
+    dot = cu_block_sum(dot);
+    float mean = dot / (float)d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float v = r * (cu_tof(w[j]) * cu_tof(g[j]) - cu_tof(x[j]) * r * mean);
+        dx[j] = cu_from<floatX>(cu_tof(dx[j]) + v);
+    }
+}
+
+#define CU_RMS_ROWS 256  // rows per dw partial sum
+// partial[c, j] = sum over rows of chunk c of dout[i, j] * x[i, j] * rstd[i]; block (32, 8)
+__global__ void gk_rmsnorm_backward_dw_partial(float* partial, const floatX* dout, const floatX* inp, const float* rstd,
+                                               int N, int d) {
+    __shared__ float sh[8][33];
+    int col = blockIdx.x * 32 + threadIdx.x;
+    int chunk = blockIdx.y;
+    int r0 = chunk * CU_RMS_ROWS, r1 = min(N, r0 + CU_RMS_ROWS);
+    float acc = 0.0f;
+    if (col < d) {
+        for (int i = r0 + threadIdx.y; i < r1; i += 8)
+            acc += cu_tof(dout[(size_t)i * d + col]) * (cu_tof(inp[(size_t)i * d + col]) * rstd[i]);
+    }
+    sh[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < d) {
+        float s = 0.0f;
+        for (int k = 0; k < 8; k++) s += sh[k][threadIdx.x];
+        partial[(size_t)chunk * d + col] = s;
+    }
+}
+__global__ void gk_rmsnorm_backward_dw_final(floatX* dw, const float* partial, int nchunks, int d) {
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= d) return;
+    float s = 0.0f;
+    for (int c = 0; c < nchunks; c++) s += partial[(size_t)c * d + col];
+    dw[col] = cu_from<floatX>(cu_tof(dw[col]) + s);
+}
+
+void rmsnorm_backward(floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp, const floatX* w,
+                      const float* rstd, int N, int d) {
+    if (N <= 0) return;
+    gk_rmsnorm_backward_dx<<<N, cu_row_threads(d), 0, g_cu.stream>>>(dinp, dout, inp, w, rstd, N, d);
+    CU_LAUNCHED("gk_rmsnorm_backward_dx");
+    if (dw == NULL) return;
+    int nchunks = (N + CU_RMS_ROWS - 1) / CU_RMS_ROWS;
+    float* partial = (float*)cu_scratch(&g_cu.sc_rms, (size_t)nchunks * d * sizeof(float), "rmsnorm dw scratch");
+    dim3 grid(cu_ceil_div(d, 32), nchunks), block(32, 8);
+    gk_rmsnorm_backward_dw_partial<<<grid, block, 0, g_cu.stream>>>(partial, dout, inp, rstd, N, d);
+    CU_LAUNCHED("gk_rmsnorm_backward_dw_partial");
+    gk_rmsnorm_backward_dw_final<<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>(dw, partial, nchunks, d);
+    CU_LAUNCHED("gk_rmsnorm_backward_dw_final");
+}
+
+// ---- RoPE (rotate-half) -------------------------------------------------------------------------
+
+__global__ void gk_rope(floatX* x, const float* cosT, const float* sinT, int B, int T, int nh, int hd, float sign) {
+    int half = hd / 2;
+    size_t total = (size_t)B * T * nh * half;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        int i = (int)(idx % half);
+        size_t rest = idx / half;         // (b, t, h)
+        int t = (int)((rest / nh) % T);
+        floatX* v = x + rest * hd;
+        float c = cosT[(size_t)t * half + i], s = sign * sinT[(size_t)t * half + i];
+        float x1 = cu_tof(v[i]), x2 = cu_tof(v[i + half]);
+        v[i] = cu_from<floatX>(x1 * c - x2 * s);
+        v[i + half] = cu_from<floatX>(x2 * c + x1 * s);
+    }
+}
+
+void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) {
+    size_t work = (size_t)B * T * n_heads * (head_dim / 2);
+    if (work == 0) return;
+    gk_rope<<<cu_grid_for(work, 256), 256, 0, g_cu.stream>>>(x, d_cos, d_sin, B, T, n_heads, head_dim, 1.0f);
+    CU_LAUNCHED("gk_rope");
+}
+void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) {
+    size_t work = (size_t)B * T * n_heads * (head_dim / 2);
+    if (work == 0) return;
+    gk_rope<<<cu_grid_for(work, 256), 256, 0, g_cu.stream>>>(dx, d_cos, d_sin, B, T, n_heads, head_dim, -1.0f);
+    CU_LAUNCHED("gk_rope");
+}
+
+// ---- SwiGLU, add ----------------------------------------------------------------------------------
+
+__device__ __forceinline__ float cu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Elementwise kernels process packs of CU_VEC when every pointer is 16-byte aligned, plus a
+// scalar tail; otherwise scalars throughout.
+__global__ void gk_swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n, int vec) {
+    size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t nv = vec ? n / CU_VEC : 0;
+    for (size_t p = tid; p < nv; p += stride) {
+        CuPack g = cu_load_pack(gate + p * CU_VEC), u = cu_load_pack(up + p * CU_VEC), o;
+        for (int k = 0; k < CU_VEC; k++) {
+            float gv = cu_tof(g.v[k]);
+            o.v[k] = cu_from<floatX>(gv * cu_sigmoid(gv) * cu_tof(u.v[k]));
+        }
+        cu_store_pack(h + p * CU_VEC, o);
+    }
+    for (size_t i = nv * CU_VEC + tid; i < n; i += stride) {
+        float gv = cu_tof(gate[i]);
+        h[i] = cu_from<floatX>(gv * cu_sigmoid(gv) * cu_tof(up[i]));
+    }
+}
+__global__ void gk_swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up,
+                                   size_t n, int vec) {
+    size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t nv = vec ? n / CU_VEC : 0;
+    for (size_t p = tid; p < nv; p += stride) {
+        CuPack g = cu_load_pack(gate + p * CU_VEC), u = cu_load_pack(up + p * CU_VEC), d = cu_load_pack(dh + p * CU_VEC);
+        CuPack og, ou;
+        for (int k = 0; k < CU_VEC; k++) {
+            float gv = cu_tof(g.v[k]), sg = cu_sigmoid(gv), dv = cu_tof(d.v[k]);
+            og.v[k] = cu_from<floatX>(dv * cu_tof(u.v[k]) * sg * (1.0f + gv * (1.0f - sg)));
+            ou.v[k] = cu_from<floatX>(dv * gv * sg);
+        }
+        cu_store_pack(dgate + p * CU_VEC, og);
+        cu_store_pack(dup + p * CU_VEC, ou);
+    }
+    for (size_t i = nv * CU_VEC + tid; i < n; i += stride) {
+        float gv = cu_tof(gate[i]), sg = cu_sigmoid(gv), dv = cu_tof(dh[i]);
+        dgate[i] = cu_from<floatX>(dv * cu_tof(up[i]) * sg * (1.0f + gv * (1.0f - sg)));
+        dup[i] = cu_from<floatX>(dv * gv * sg);
+    }
+}
+__global__ void gk_add_inplace(floatX* a, const floatX* b, size_t n, int vec) {
+    size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t nv = vec ? n / CU_VEC : 0;
+    for (size_t p = tid; p < nv; p += stride) {
+        CuPack x = cu_load_pack(a + p * CU_VEC), y = cu_load_pack(b + p * CU_VEC);
+        for (int k = 0; k < CU_VEC; k++) x.v[k] = cu_from<floatX>(cu_tof(x.v[k]) + cu_tof(y.v[k]));
+        cu_store_pack(a + p * CU_VEC, x);
+    }
+    for (size_t i = nv * CU_VEC + tid; i < n; i += stride) a[i] = cu_from<floatX>(cu_tof(a[i]) + cu_tof(b[i]));
+}
+
+void swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n) {
+    if (n == 0) return;
+    int vec = cu_is_aligned16(h) && cu_is_aligned16(gate) && cu_is_aligned16(up);
+    gk_swiglu_forward<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(h, gate, up, n, vec);
+    CU_LAUNCHED("gk_swiglu_forward");
+}
+void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up, size_t n) {
+    if (n == 0) return;
+    int vec = cu_is_aligned16(dgate) && cu_is_aligned16(dup) && cu_is_aligned16(dh) && cu_is_aligned16(gate) &&
+              cu_is_aligned16(up);
+    gk_swiglu_backward<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(dgate, dup, dh, gate, up, n, vec);
+    CU_LAUNCHED("gk_swiglu_backward");
+}
+void add_inplace(floatX* a, const floatX* b, size_t n) {
+    if (n == 0) return;
+    int vec = cu_is_aligned16(a) && cu_is_aligned16(b);
+    gk_add_inplace<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(a, b, n, vec);
+    CU_LAUNCHED("gk_add_inplace");
+}
+
+#endif // GRASS_CUDA_ELEMENTWISE_CUH

@@ -1,0 +1,67 @@
+/*
+ * cuda/reduce.cuh: the deterministic reductions: sumsq_floatX and sumsq_float (two passes,
+ * block partial sums, then one block in a fixed tree; the order depends on n only) and
+ * scale_floats.
+ * Needs cuda/common.cuh.
+ */
+#ifndef GRASS_CUDA_REDUCE_CUH
+#define GRASS_CUDA_REDUCE_CUH
+
+#include "common.cuh"
+
+// ---- reductions (deterministic two-pass) -------------------------------------------------------
+
+#define CU_SUMSQ_THREADS 256
+#define CU_SUMSQ_MAXBLOCKS 1024
+static int cu_sumsq_blocks(size_t n) {  // a function of n only, so the summation order is too
+    size_t b = (n + (size_t)CU_SUMSQ_THREADS * 16 - 1) / ((size_t)CU_SUMSQ_THREADS * 16);
+    if (b < 1) b = 1;
+    if (b > CU_SUMSQ_MAXBLOCKS) b = CU_SUMSQ_MAXBLOCKS;
+    return (int)b;
+}
+template <typename T>
+__global__ void gk_sumsq_partial(float* partial, const T* x, size_t n) {
+    float s = 0.0f;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = cu_tof(x[i]);
+        s += v * v;
+    }
+    s = cu_block_sum(s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+__global__ void gk_sumsq_final(float* acc, const float* partial, int nparts) {
+    // one block of 1024 threads: fixed strided order, then a fixed tree
+    __shared__ double sh[1024];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < nparts; i += blockDim.x) s += (double)partial[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *acc = (float)((double)*acc + sh[0]);
+}
+template <typename T>
+static void cu_sumsq(float* acc, const T* x, size_t n) {
+    if (n == 0) return;
+    int nb = cu_sumsq_blocks(n);
+    float* partial = (float*)cu_scratch(&g_cu.sc_sumsq, CU_SUMSQ_MAXBLOCKS * sizeof(float), "reduction scratch");
+    gk_sumsq_partial<T><<<nb, CU_SUMSQ_THREADS, 0, g_cu.stream>>>(partial, x, n);
+    CU_LAUNCHED("gk_sumsq_partial");
+    gk_sumsq_final<<<1, 1024, 0, g_cu.stream>>>(acc, partial, nb);
+    CU_LAUNCHED("gk_sumsq_final");
+}
+void sumsq_floatX(float* acc, const floatX* x, size_t n) { cu_sumsq<floatX>(acc, x, n); }
+void sumsq_float(float* acc, const float* x, size_t n) { cu_sumsq<float>(acc, x, n); }
+
+__global__ void gk_scale_floats(float* C, float s, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) C[i] *= s;
+}
+void scale_floats(float* C, float s, size_t n) {
+    if (n == 0) return;
+    gk_scale_floats<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(C, s, n);
+    CU_LAUNCHED("gk_scale_floats");
+}
+
+#endif // GRASS_CUDA_REDUCE_CUH
