@@ -1,7 +1,7 @@
 /*
  * cuda/attention.cuh: the fused causal GQA attention (attention_forward, attention_backward):
  * flash-attention style tiles in shared memory, WMMA products in the bf16 build, the tile
- * layouts of the three kernels, and the dynamic shared memory opt-in.
+ * layouts of the three kernels (carved with cu_carve), and the dynamic shared memory opt-in.
  * Needs cuda/common.cuh.
  */
 #ifndef GRASS_CUDA_ATTENTION_CUH
@@ -102,19 +102,27 @@ __device__ void cu_att_load_tile(floatX* dst, int ld, const floatX* src, size_t 
 
 __host__ __device__ inline size_t cu_align128(size_t x) { return (x + 127) & ~(size_t)127; }
 
+// Carves the next tile out of a block's shared memory: returns the tile's byte offset (*off) and
+// moves *off past its bytes, rounded up to 128 so that every tile starts 128-byte aligned.
+__host__ __device__ inline size_t cu_carve(size_t* off, size_t bytes) {
+    size_t at = *off;
+    *off = cu_align128(at + bytes);
+    return at;
+}
+
 struct CuAttFwdLayout { size_t q, k, v, s, p, o, m, l, c, total; };
 __host__ __device__ inline CuAttFwdLayout cu_att_fwd_layout(int hdp) {
     CuAttFwdLayout L;
     size_t ldh = hdp + CU_ATT_PAD, off = 0;
-    L.q = off; off = cu_align128(off + CU_ATT_FWD_BQ * ldh * sizeof(floatX));
-    L.k = off; off = cu_align128(off + CU_ATT_FWD_BK * ldh * sizeof(floatX));
-    L.v = off; off = cu_align128(off + CU_ATT_FWD_BK * ldh * sizeof(floatX));
-    L.s = off; off = cu_align128(off + CU_ATT_FWD_BQ * (CU_ATT_FWD_BK + 4) * sizeof(float));
-    L.p = off; off = cu_align128(off + CU_ATT_FWD_BQ * (CU_ATT_FWD_BK + CU_ATT_PAD) * sizeof(floatX));
-    L.o = off; off = cu_align128(off + CU_ATT_FWD_BQ * (hdp + 4) * sizeof(float));
-    L.m = off; off = cu_align128(off + CU_ATT_FWD_BQ * sizeof(float));
-    L.l = off; off = cu_align128(off + CU_ATT_FWD_BQ * sizeof(float));
-    L.c = off; off = cu_align128(off + CU_ATT_FWD_BQ * sizeof(float));
+    L.q = cu_carve(&off, CU_ATT_FWD_BQ * ldh * sizeof(floatX));
+    L.k = cu_carve(&off, CU_ATT_FWD_BK * ldh * sizeof(floatX));
+    L.v = cu_carve(&off, CU_ATT_FWD_BK * ldh * sizeof(floatX));
+    L.s = cu_carve(&off, CU_ATT_FWD_BQ * (CU_ATT_FWD_BK + 4) * sizeof(float));
+    L.p = cu_carve(&off, CU_ATT_FWD_BQ * (CU_ATT_FWD_BK + CU_ATT_PAD) * sizeof(floatX));
+    L.o = cu_carve(&off, CU_ATT_FWD_BQ * (hdp + 4) * sizeof(float));
+    L.m = cu_carve(&off, CU_ATT_FWD_BQ * sizeof(float));
+    L.l = cu_carve(&off, CU_ATT_FWD_BQ * sizeof(float));
+    L.c = cu_carve(&off, CU_ATT_FWD_BQ * sizeof(float));
     L.total = off;
     return L;
 }
@@ -221,18 +229,18 @@ __host__ __device__ inline CuAttKVLayout cu_att_kv_layout(int hdp) {
     CuAttKVLayout L;
     size_t ldh = hdp + CU_ATT_PAD, off = 0;
     const int BK = CU_ATT_KV_BK, BQ = CU_ATT_KV_BQ;
-    L.k = off; off = cu_align128(off + BK * ldh * sizeof(floatX));
-    L.v = off; off = cu_align128(off + BK * ldh * sizeof(floatX));
-    L.q = off; off = cu_align128(off + BQ * ldh * sizeof(floatX));
-    L.dO = off; off = cu_align128(off + BQ * ldh * sizeof(floatX));
-    L.s = off; off = cu_align128(off + BQ * (BK + 4) * sizeof(float));
-    L.dp = off; off = cu_align128(off + BQ * (BK + 4) * sizeof(float));
-    L.p = off; off = cu_align128(off + BQ * (BK + CU_ATT_PAD) * sizeof(floatX));
-    L.ds = off; off = cu_align128(off + BQ * (BK + CU_ATT_PAD) * sizeof(floatX));
-    L.dk = off; off = cu_align128(off + BK * (hdp + 4) * sizeof(float));
-    L.dv = off; off = cu_align128(off + BK * (hdp + 4) * sizeof(float));
-    L.l = off; off = cu_align128(off + BQ * sizeof(float));
-    L.d = off; off = cu_align128(off + BQ * sizeof(float));
+    L.k = cu_carve(&off, BK * ldh * sizeof(floatX));
+    L.v = cu_carve(&off, BK * ldh * sizeof(floatX));
+    L.q = cu_carve(&off, BQ * ldh * sizeof(floatX));
+    L.dO = cu_carve(&off, BQ * ldh * sizeof(floatX));
+    L.s = cu_carve(&off, BQ * (BK + 4) * sizeof(float));
+    L.dp = cu_carve(&off, BQ * (BK + 4) * sizeof(float));
+    L.p = cu_carve(&off, BQ * (BK + CU_ATT_PAD) * sizeof(floatX));
+    L.ds = cu_carve(&off, BQ * (BK + CU_ATT_PAD) * sizeof(floatX));
+    L.dk = cu_carve(&off, BK * (hdp + 4) * sizeof(float));
+    L.dv = cu_carve(&off, BK * (hdp + 4) * sizeof(float));
+    L.l = cu_carve(&off, BQ * sizeof(float));
+    L.d = cu_carve(&off, BQ * sizeof(float));
     L.total = off;
     return L;
 }
@@ -321,16 +329,16 @@ __host__ __device__ inline CuAttQLayout cu_att_q_layout(int hdp) {
     CuAttQLayout L;
     size_t ldh = hdp + CU_ATT_PAD, off = 0;
     const int BQ = CU_ATT_Q_BQ, BK = CU_ATT_Q_BK;
-    L.q = off; off = cu_align128(off + BQ * ldh * sizeof(floatX));
-    L.dO = off; off = cu_align128(off + BQ * ldh * sizeof(floatX));
-    L.k = off; off = cu_align128(off + BK * ldh * sizeof(floatX));
-    L.v = off; off = cu_align128(off + BK * ldh * sizeof(floatX));
-    L.s = off; off = cu_align128(off + BQ * (BK + 4) * sizeof(float));
-    L.dp = off; off = cu_align128(off + BQ * (BK + 4) * sizeof(float));
-    L.ds = off; off = cu_align128(off + BQ * (BK + CU_ATT_PAD) * sizeof(floatX));
-    L.dq = off; off = cu_align128(off + BQ * (hdp + 4) * sizeof(float));
-    L.l = off; off = cu_align128(off + BQ * sizeof(float));
-    L.d = off; off = cu_align128(off + BQ * sizeof(float));
+    L.q = cu_carve(&off, BQ * ldh * sizeof(floatX));
+    L.dO = cu_carve(&off, BQ * ldh * sizeof(floatX));
+    L.k = cu_carve(&off, BK * ldh * sizeof(floatX));
+    L.v = cu_carve(&off, BK * ldh * sizeof(floatX));
+    L.s = cu_carve(&off, BQ * (BK + 4) * sizeof(float));
+    L.dp = cu_carve(&off, BQ * (BK + 4) * sizeof(float));
+    L.ds = cu_carve(&off, BQ * (BK + CU_ATT_PAD) * sizeof(floatX));
+    L.dq = cu_carve(&off, BQ * (hdp + 4) * sizeof(float));
+    L.l = cu_carve(&off, BQ * sizeof(float));
+    L.d = cu_carve(&off, BQ * sizeof(float));
     L.total = off;
     return L;
 }

@@ -519,6 +519,59 @@ static void test_attention(int B, int T, int nh, int nkv, int hd) {
     free_bufs();
 }
 
+// The shared-memory tile layouts of the three attention kernels (cu_att_*_layout, carved with
+// cu_carve) against the offsets written out by hand: each tile starts where the previous one
+// ends, rounded up to 128 bytes; the total is the last end, rounded. got: the offsets, then the
+// total; bytes: each tile's size. Returns 1 on any difference.
+static int t_layout_differs(const size_t* got, const size_t* bytes, int ntiles) {
+    size_t off = 0;
+    for (int i = 0; i < ntiles; i++) {
+        if (got[i] != off) return 1;
+        off = (off + bytes[i] + 127) / 128 * 128;
+    }
+    return got[ntiles] != off;
+}
+static void test_attention_layouts(void) {
+    const size_t x = sizeof(floatX), f = sizeof(float);
+    int bad_fwd = 0, bad_kv = 0, bad_q = 0;
+    for (int hdp = 16; hdp <= 256; hdp += 16) {
+        const size_t ldh = hdp + CU_ATT_PAD;
+        {
+            const size_t BQ = CU_ATT_FWD_BQ, BK = CU_ATT_FWD_BK;
+            CuAttFwdLayout L = cu_att_fwd_layout(hdp);
+            const size_t got[] = {L.q, L.k, L.v, L.s, L.p, L.o, L.m, L.l, L.c, L.total};
+            const size_t bytes[] = {BQ * ldh * x, BK * ldh * x, BK * ldh * x, BQ * (BK + 4) * f, BQ * (BK + CU_ATT_PAD) * x,
+                                    BQ * (hdp + 4) * f, BQ * f, BQ * f, BQ * f};
+            bad_fwd += t_layout_differs(got, bytes, 9);
+        }
+        {
+            const size_t BK = CU_ATT_KV_BK, BQ = CU_ATT_KV_BQ;
+            CuAttKVLayout L = cu_att_kv_layout(hdp);
+            const size_t got[] = {L.k, L.v, L.q, L.dO, L.s, L.dp, L.p, L.ds, L.dk, L.dv, L.l, L.d, L.total};
+            const size_t bytes[] = {BK * ldh * x, BK * ldh * x, BQ * ldh * x, BQ * ldh * x, BQ * (BK + 4) * f,
+                                    BQ * (BK + 4) * f, BQ * (BK + CU_ATT_PAD) * x, BQ * (BK + CU_ATT_PAD) * x,
+                                    BK * (hdp + 4) * f, BK * (hdp + 4) * f, BQ * f, BQ * f};
+            bad_kv += t_layout_differs(got, bytes, 12);
+        }
+        {
+            const size_t BQ = CU_ATT_Q_BQ, BK = CU_ATT_Q_BK;
+            CuAttQLayout L = cu_att_q_layout(hdp);
+            const size_t got[] = {L.q, L.dO, L.k, L.v, L.s, L.dp, L.ds, L.dq, L.l, L.d, L.total};
+            const size_t bytes[] = {BQ * ldh * x, BQ * ldh * x, BK * ldh * x, BK * ldh * x, BQ * (BK + 4) * f,
+                                    BQ * (BK + 4) * f, BQ * (BK + CU_ATT_PAD) * x, BQ * (hdp + 4) * f, BQ * f, BQ * f};
+            bad_q += t_layout_differs(got, bytes, 10);
+        }
+    }
+    CHECK(bad_fwd == 0, "cu_att_fwd_layout differs from the hand-written offsets for %d head_dim paddings", bad_fwd);
+    CHECK(bad_kv == 0, "cu_att_kv_layout differs from the hand-written offsets for %d head_dim paddings", bad_kv);
+    CHECK(bad_q == 0, "cu_att_q_layout differs from the hand-written offsets for %d head_dim paddings", bad_q);
+    printf("  %-64s %s\n", "tile layouts (cu_carve) == hand-written offsets, hdp 16..256",
+           bad_fwd + bad_kv + bad_q ? "DIFFER" : "identical");
+    printf("  shared memory at hdp 64 / 128: forward %zu / %zu, dK/dV %zu / %zu, dQ %zu / %zu bytes\n",
+           cu_att_fwd_layout(64).total, cu_att_fwd_layout(128).total, cu_att_kv_layout(64).total,
+           cu_att_kv_layout(128).total, cu_att_q_layout(64).total, cu_att_q_layout(128).total);
+}
+
 // ---- Grass ----------------------------------------------------------------------------------------
 
 // r distinct indices out of dim (ascending when sorted, else shuffled) and positive scales
@@ -727,6 +780,7 @@ int main(void) {
     test_adamw(777, 1, 0.01f);
     test_stochastic_rounding();
     printf("attention\n");
+    test_attention_layouts();
     test_attention(1, 1, 2, 1, 16);
     test_attention(2, 13, 4, 4, 16);
     test_attention(2, 13, 4, 2, 16);
