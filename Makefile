@@ -67,7 +67,7 @@ tests/bin/test_grass: tests/test_grass.c $(HEADERS) tests/test_util.h | tests/bi
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
 
 # the transformers-fixture test, CPU build (test_llama is the GPU build of the same file)
-tests/bin/test_llama_cpu: tests/test_llama.cu tests/fixture.h $(HEADERS) tests/test_util.h | tests/bin
+tests/bin/test_llama_cpu: test_llama.cu tests/fixture.h $(HEADERS) tests/test_util.h | tests/bin
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
 
 .PHONY: test clean

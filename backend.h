@@ -117,6 +117,9 @@ void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, i
                        float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
 // C *= s
 void scale_floats(float* C, float s, size_t n);
+// norms (+)= the squared norms of M's rows (by_cols 0; length rows) or columns (by_cols 1; length
+// cols), M rows x cols fp32 row-major: Grass's exact and sketched norm pass
+void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols);
 // Grass selection where the norms live (--select-on-device 1): the same result as
 // grass_optim.cuh's host grass_select, from d_norms (dim squared norms), method (a GrassSelect
 // value), r draws and the selection's RNG state. Writes r_eff unique indices (ascending) and

@@ -97,6 +97,7 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
     return -1;  // the host selection (grass_optim.cuh) runs instead
 }
 void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
+void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) { cpu_rows_sumsq(norms, M, rows, cols, by_cols); }
 void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, grad, m, v, state_dtype == STATE_BF16, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed); }
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }

@@ -1,7 +1,7 @@
 # cuda.mk: the GPU build (included by the Makefile with -include cuda.mk).
 #   make train_llama          bf16 trainer (cuBLAS/cuBLASLt; MPI and NCCL when found)
 #   make train_llama_fp32     the same with fp32 storage (-DENABLE_FP32)
-#   make test_llama           tests/test_llama.cu against the transformers fixtures, on the GPU
+#   make test_llama           test_llama.cu against the transformers fixtures, on the GPU
 #   make test_kernels_cuda    every CUDA kernel against the CPU kernels (tests/bin/test_kernels_cuda)
 #   make dev_cuda             kernel experiments in dev/cuda (binaries in build/dev_cuda/)
 #   make test_kernels_cuda_fp32  the parity test of the fp32 build (tests/bin/test_kernels_cuda_fp32)
@@ -85,7 +85,8 @@ CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp
 
 # backend_cuda.cuh is a list of includes: the CUDA backend itself is cuda/*.cuh
 CUDA_BACKEND = backend_cuda.cuh $(wildcard cuda/*.cuh)
-CUDA_HEADERS = utils.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh dataloader.h tokenizer.h
+CUDA_HEADERS = utils.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h llama_model.h grad_sink.h \
+               grass_optim.cuh dataloader.h tokenizer.h
 DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
 
 .PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info test_emu_gpu
@@ -111,8 +112,8 @@ train_llama: train_llama.cu $(CUDA_HEADERS)
 train_llama_fp32: train_llama.cu $(CUDA_HEADERS)
 	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) -DENABLE_FP32 train_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
 
-test_llama: tests/test_llama.cu tests/fixture.h tests/test_util.h train_llama.cu $(CUDA_HEADERS)
-	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) tests/test_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
+test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS)
+	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) test_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
 
 test_kernels_cuda: tests/bin/test_kernels_cuda
 

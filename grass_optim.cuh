@@ -24,6 +24,16 @@ typedef enum { OPT_ADAMW = 0, OPT_GRASS = 1 } OptimizerType;
 typedef enum { SEL_TOPR = 0, SEL_MULTINORM, SEL_MULTINORM_NR, SEL_UNIFORM, SEL_UNIFORM_NR, SEL_COUNT } GrassSelect;
 static const char* GRASS_SELECT_NAMES[] = {"topr", "multinorm", "multinorm-nr", "uniform", "uniform-nr"};
 static const char* OPTIMIZER_NAMES[] = {"adamw", "grass"};
+// Where a refresh's row scores come from (--grass-norms; docs/GRASS_IMPL.md):
+//   exact   the squared row norms of the step's gradient, summed over micro-batches and ranks
+//           (each projected matrix's fp32 gradient is held during the norm pass when needed)
+//   sketch  an unbiased estimate linear in the gradient: ||row_i(G S)||^2 / k with a k-column
+//           Rademacher S shared by the ranks, so it sums exactly over micro-batches and ranks
+//   micro   the sum over micro-batches and ranks of each micro-batch's squared row norms (the
+//           scores before 2026-11-30; they depend on how the global batch is split)
+//   auto    exact where its memory fits, else sketch (the trainer decides, optim_fit_norms)
+typedef enum { NORMS_AUTO = 0, NORMS_EXACT, NORMS_SKETCH, NORMS_MICRO, NORMS_COUNT } GrassNorms;
+static const char* GRASS_NORMS_NAMES[] = {"auto", "exact", "sketch", "micro"};
 
 typedef struct {
     OptimizerType type;
@@ -38,6 +48,8 @@ typedef struct {
     int state_dtype;     // StateDtype of every Adam moment, full-rank and subspace (backend.h)
     int master_weights;  // keep an fp32 master copy of the weights (for bf16 weights on the GPU)
     int select_on_device; // run the selection in the backend (GPU) instead of on the host
+    int norms;           // GrassNorms: where the row scores of a refresh come from
+    int sketch_dim;      // k, the columns of the sketch (norms == NORMS_SKETCH)
     int zero;            // ZeRO-1: shard the full-rank AdamW moments over the ranks (with several)
     int overlap_comm;    // with several ranks: all-reduce each layer's gradients while the backward
                          // pass computes the next layer (results are unchanged)
@@ -54,14 +66,35 @@ typedef struct {
     int sharded;            // ZeRO-1 in effect: asked for, and several ranks
     int share_compressed;   // fused Grass without accumulation: one layer's compressed gradients
                             // live at a time, so all layers share one buffer
+    int micro_rows;         // N = B*T, the rows of one micro-batch (the sketch's scratch)
+    int norms;              // the norm pass in effect: NORMS_EXACT, NORMS_SKETCH or NORMS_MICRO
+    int norm_path;          // how it is computed (NormPath below)
 } OptimRuntime;
 
-static OptimRuntime optim_runtime(const OptimConfig* c, int rank, int world_size, int accum) {
+// How the norm pass computes its scores:
+//   NP_DIRECT  per micro-batch norms from blockwise GEMMs, summed (micro; and exact when one
+//              micro-batch on one rank, where that sum is the step's norm)
+//   NP_LAYER_G exact, one micro-batch on several ranks: each layer's fp32 gradients in one shared
+//              buffer, all-reduced when the layer is done, then measured
+//   NP_FULL_G  exact with accumulation: every projected matrix's fp32 gradient, summed over the
+//              micro-batches, all-reduced and measured at the refresh
+//   NP_SKETCH  sketch: Y = G S (dim_sel x k) per matrix, summed, all-reduced, measured
+typedef enum { NP_DIRECT = 0, NP_LAYER_G, NP_FULL_G, NP_SKETCH } NormPath;
+
+static void optim_runtime_norms(OptimRuntime* rt, int norms) {
+    rt->norms = norms;
+    if (norms == NORMS_MICRO) rt->norm_path = NP_DIRECT;
+    else if (norms == NORMS_SKETCH) rt->norm_path = NP_SKETCH;
+    else rt->norm_path = rt->accum == 1 ? (rt->world_size == 1 ? NP_DIRECT : NP_LAYER_G) : NP_FULL_G;
+}
+
+static OptimRuntime optim_runtime(const OptimConfig* c, int rank, int world_size, int accum, int micro_rows) {
     OptimRuntime rt;
-    rt.rank = rank; rt.world_size = world_size; rt.accum = accum;
+    rt.rank = rank; rt.world_size = world_size; rt.accum = accum; rt.micro_rows = micro_rows;
     rt.overlap = c->overlap_comm && world_size > 1;
     rt.sharded = c->zero && world_size > 1;
     rt.share_compressed = c->type == OPT_GRASS && c->fused && accum == 1;
+    optim_runtime_norms(&rt, c->norms == NORMS_AUTO ? NORMS_EXACT : c->norms);  // optim_fit_norms may switch auto to sketch
     return rt;
 }
 
@@ -80,7 +113,7 @@ static void optim_config_defaults(OptimConfig* c) {
     c->type = OPT_ADAMW;
     c->b1 = 0.9f; c->b2 = 0.999f; c->eps = 1e-8f; c->weight_decay = 0.0f; c->grad_clip = 0.0f;
     c->select = SEL_MULTINORM; c->grass_rank = 128; c->grass_rank_frac = 0.0f; c->update_freq = 200; c->alpha = 0.25f;
-    c->fused = 1; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
+    c->fused = 1; c->norms = NORMS_AUTO; c->sketch_dim = 64; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
     c->seed = 1234;
 }
 
@@ -215,6 +248,8 @@ typedef struct {
     float* C;          // compressed gradient: r_eff x n (rows side) or m x r_eff (cols side)
     void* m; void* v;  // Adam moments, stored as cfg.state_dtype
     float* norms;      // dim_sel squared norms, filled by the norm pass at a refresh
+    float* nacc;       // the norm pass's accumulator: the fp32 gradient (out x in; NP_LAYER_G and
+                       // NP_FULL_G) or the sketch Y = G S (dim_sel x k; NP_SKETCH); else NULL
     int64_t t;         // Adam steps since the last refresh
 } GrassMatrix;
 
@@ -256,6 +291,14 @@ typedef struct Optimizer {
     int dense_started;      // some layer's dense all-reduce is in flight
     int n_layers;
     size_t* dense_lo; size_t* dense_hi;
+    // the norm pass (rt.norm_path): identity indices and unit scales, so that the gathered GEMM
+    // gives whole gradients; the shared per-layer gradient buffer (NP_LAYER_G); the sketches, one
+    // Rademacher S^T (k x dim) per distinct dimension, and their N x k product's scratch
+    int* d_iota; float* d_ones; int iota_len;
+    float* nacc_pool; size_t nacc_pool_numel;
+    int n_sketch; int* sketch_dim_of; floatX** sketch_S; floatX* sketch_tmp;
+    // what the last refresh chose (logged by the trainer)
+    struct { int distinct, draws; double mult_mean, mult_max; uint64_t hash; } refreshed;
 } Optimizer;
 
 static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
@@ -360,6 +403,32 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
         o->shard_hi = o->shard_lo + o->shard < o->grad_total ? o->shard_lo + o->shard : o->grad_total;
         if (o->shard_hi < o->shard_lo) o->shard_hi = o->shard_lo;
     }
+    // the norm pass: identity selections as long as the largest selected dimension; the shared
+    // per-layer gradient buffer; one sketch per distinct dimension the sketch multiplies
+    if (o->n_gm > 0 && rt->norm_path != NP_DIRECT) {
+        for (int k = 0; k < o->n_gm; k++) {
+            const GrassMatrix* g = &o->gm[k];
+            const ParamTensor* t = &pt->t[g->tensor];
+            int len = rt->norm_path == NP_SKETCH ? (g->cols_side ? t->cols : t->rows) : g->dim_sel;
+            if (len > o->iota_len) o->iota_len = len;
+        }
+        if (rt->norm_path == NP_LAYER_G) {
+            for (int l = 0; l <= optim_max_layer(pt); l++) {
+                size_t n = 0;
+                for (int k = 0; k < o->n_gm; k++) if (pt->t[o->gm[k].tensor].layer == l) n += pt->t[o->gm[k].tensor].numel;
+                if (n > o->nacc_pool_numel) o->nacc_pool_numel = n;
+            }
+        }
+        if (rt->norm_path == NP_SKETCH) {
+            o->sketch_dim_of = (int*)calloc_check(o->n_gm, sizeof(int));
+            o->sketch_S = (floatX**)calloc_check(o->n_gm, sizeof(floatX*));
+            for (int k = 0; k < o->n_gm; k++) {  // S multiplies X (rows side: in) or dY (cols side: out)
+                int dim = o->gm[k].other, found = 0;
+                for (int j = 0; j < o->n_sketch; j++) found |= o->sketch_dim_of[j] == dim;
+                if (!found) o->sketch_dim_of[o->n_sketch++] = dim;
+            }
+        }
+    }
     // each layer's dense gradients: one contiguous range (the compact buffer follows table order)
     o->n_layers = optim_max_layer(pt) + 1;
     o->dense_lo = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
@@ -382,7 +451,7 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
 // Every backend buffer the optimizer holds, in allocation order: where its pointer lives, its
 // bytes, what it is for the memory plan, and the label an allocation failure names. optim_init
 // allocates from this table, optim_free frees from it, optim_plan sums it.
-typedef enum { OB_DENSE_GRAD = 0, OB_COMPRESSED, OB_STATE, OB_OTHER, OB_MASTER } OptimBufferKind;
+typedef enum { OB_DENSE_GRAD = 0, OB_COMPRESSED, OB_STATE, OB_OTHER, OB_MASTER, OB_NORMPASS } OptimBufferKind;
 typedef struct { void** ptr; size_t bytes; int kind; const char* label; } OptimBuffer;
 
 static int optim_buffers(Optimizer* o, OptimBuffer* b) {
@@ -412,10 +481,23 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     OBUF(o->d_sumsq, sizeof(float), OB_OTHER, "norm scalar");
     OBUF(o->d_layer_sumsq, (o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), OB_OTHER, "norm scalars");
     if (o->cfg.master_weights) OBUF(o->master, o->pt->total * sizeof(float), OB_MASTER, "fp32 master weights");
+    if (o->iota_len > 0) {
+        OBUF(o->d_iota, o->iota_len * sizeof(int), OB_NORMPASS, "grass norm pass (identity indices)");
+        OBUF(o->d_ones, o->iota_len * sizeof(float), OB_NORMPASS, "grass norm pass (unit scales)");
+    }
+    if (o->nacc_pool_numel > 0) OBUF(o->nacc_pool, o->nacc_pool_numel * sizeof(float), OB_NORMPASS, "grass norm pass (one layer's gradients)");
+    for (int k = 0; k < o->n_gm && (o->rt.norm_path == NP_FULL_G || o->rt.norm_path == NP_SKETCH); k++) {
+        const GrassMatrix* g = &o->gm[k];
+        size_t numel = o->rt.norm_path == NP_FULL_G ? o->pt->t[g->tensor].numel : (size_t)g->dim_sel * o->cfg.sketch_dim;
+        OBUF(o->gm[k].nacc, numel * sizeof(float), OB_NORMPASS, o->rt.norm_path == NP_FULL_G ? "grass norm pass (gradients)" : "grass norm pass (sketches)");
+    }
+    for (int j = 0; j < o->n_sketch; j++)
+        OBUF(o->sketch_S[j], (size_t)o->cfg.sketch_dim * o->sketch_dim_of[j] * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch matrices)");
+    if (o->n_sketch > 0) OBUF(o->sketch_tmp, (size_t)o->rt.micro_rows * o->cfg.sketch_dim * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch scratch)");
 #undef OBUF
     return n;
 }
-static int optim_max_buffers(const Optimizer* o) { return 7 * o->n_gm + 7; }
+static int optim_max_buffers(const Optimizer* o) { return 9 * o->n_gm + 12; }
 
 static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt, floatX* params) {
     optim_layout(o, cfg, rt, pt);
@@ -438,6 +520,25 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
         }
     }
     if (o->master != NULL) backend_widen(o->master, params, pt->total);
+    if (o->iota_len > 0) {  // the identity selection: every index, scale 1
+        int* iota = (int*)malloc_check(o->iota_len * sizeof(int));
+        float* ones = (float*)malloc_check(o->iota_len * sizeof(float));
+        for (int i = 0; i < o->iota_len; i++) { iota[i] = i; ones[i] = 1.0f; }
+        backend_upload(o->d_iota, iota, o->iota_len * sizeof(int));
+        backend_upload(o->d_ones, ones, o->iota_len * sizeof(float));
+        free(iota); free(ones);
+    }
+    if (o->nacc_pool != NULL) {  // each layer's matrices take consecutive pieces of the buffer
+        for (int l = 0; l <= optim_max_layer(pt); l++) {
+            size_t off = 0;
+            for (int k = 0; k < o->n_gm; k++) {
+                GrassMatrix* g = &o->gm[k];
+                if (pt->t[g->tensor].layer != l) continue;
+                g->nacc = o->nacc_pool + off;
+                off += pt->t[g->tensor].numel;
+            }
+        }
+    }
 }
 
 // The weights were (re)set from outside (random init, a checkpoint): the master copy follows.
@@ -453,6 +554,7 @@ static void optim_free_layout(Optimizer* o) {
         free(s->idx); free(s->scale); free(s->upscale);
     }
     free(o->dense_lo); free(o->dense_hi);
+    free(o->sketch_dim_of); free(o->sketch_S);
     free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
 }
 
@@ -473,6 +575,9 @@ typedef struct {
     size_t other_bytes;        // indices, scales, norm vectors, norm scalars, all-reduce wire buffers
     size_t projected_params;   // parameters that live in Grass subspaces
     size_t master_bytes;       // fp32 master weights (--master-weights 1)
+    size_t normpass_bytes;     // the norm pass's gradients or sketches (--grass-norms)
+    size_t max_gather;         // the widest gathered operand in columns: the largest r, or the
+                               // largest dimension when the norm pass gathers whole gradients
     size_t max_rank, max_matrix, max_sub, max_dim_sel;  // largest Grass r, m x n, r x other, selection dim
     size_t comm_step_bytes;    // all-reduced per step with several ranks: dense grads + compressed grads
     size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
@@ -485,7 +590,8 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
     OptimBuffer* b = (OptimBuffer*)malloc_check(optim_max_buffers(&o) * sizeof(OptimBuffer));
     int n = optim_buffers(&o, b);
     for (int i = 0; i < n; i++) {
-        size_t* sum[] = {&p->dense_grad_bytes, &p->compressed_bytes, &p->state_bytes, &p->other_bytes, &p->master_bytes};
+        size_t* sum[] = {&p->dense_grad_bytes, &p->compressed_bytes, &p->state_bytes, &p->other_bytes, &p->master_bytes,
+                         &p->normpass_bytes};
         *sum[b[i].kind] += b[i].bytes;
     }
     free(b);
@@ -498,14 +604,30 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
         const ParamTensor* t = &pt->t[g->tensor];
         size_t sub = (size_t)g->r * g->other;
         p->comm_step_bytes += sub * sizeof(floatX);  // floatX on the wire
-        p->comm_refresh_bytes += (size_t)g->dim_sel * sizeof(float);
+        size_t nacc = rt->norm_path == NP_SKETCH ? (size_t)g->dim_sel * c->sketch_dim
+                    : rt->norm_path == NP_DIRECT ? (size_t)g->dim_sel : t->numel;
+        p->comm_refresh_bytes += nacc * sizeof(float);
         if ((size_t)g->r > p->max_rank) p->max_rank = g->r;
         if (t->numel > p->max_matrix) p->max_matrix = t->numel;
         if (sub > p->max_sub) p->max_sub = sub;
         if ((size_t)g->dim_sel > p->max_dim_sel) p->max_dim_sel = g->dim_sel;
         p->projected_params += t->numel;
     }
+    p->max_gather = o.iota_len > (int)p->max_rank ? (size_t)o.iota_len : p->max_rank;
     optim_free_layout(&o);
+}
+
+// --grass-norms auto: exact unless its norm-pass buffers push the plan over `avail` bytes
+// (plan_total: the plan's total with exact norms), then the sketch. The one place auto resolves.
+static void optim_fit_norms(const OptimConfig* c, OptimRuntime* rt, const ParamTable* pt, size_t plan_total, size_t avail) {
+    if (c->norms != NORMS_AUTO || c->type != OPT_GRASS || avail == 0 || plan_total <= avail) return;
+    OptimPlan exact;
+    optim_plan(c, rt, pt, &exact);
+    OptimRuntime sk = *rt;
+    optim_runtime_norms(&sk, NORMS_SKETCH);
+    OptimPlan sketch;
+    optim_plan(c, &sk, pt, &sketch);
+    if (sketch.normpass_bytes < exact.normpass_bytes) *rt = sk;
 }
 
 // all-reduces through the backend, counting the payload (the communication accounting)
@@ -546,6 +668,43 @@ static void optim_zero_grads(Optimizer* o) {
     o->dense_started = 0;
 }
 
+// The norm pass's share of one micro-batch for matrix g (dout: N x out, inp: N x in).
+static void optim_norm_pass_grad(Optimizer* o, GrassMatrix* g, const floatX* dout, const floatX* inp, int N) {
+    const ParamTensor* t = &o->pt->t[g->tensor];
+    int in = t->cols, out = t->rows, k = o->cfg.sketch_dim;
+    switch (o->rt.norm_path) {
+    case NP_DIRECT:  // this micro-batch's squared norms, from blockwise GEMMs
+        grass_grad_norms(g->norms, dout, inp, N, in, out, g->cols_side);
+        break;
+    case NP_LAYER_G:
+    case NP_FULL_G:  // the whole fp32 gradient out x in: the gathered GEMM with every index, scale 1
+        grass_gathered_grad(g->nacc, dout, inp, o->d_iota, o->d_ones, g->dim_sel, N, in, out, g->cols_side, 1);
+        break;
+    case NP_SKETCH: {  // Y += G S, G = dY^T X: rows side dY^T (X S), cols side X^T (dY S) (= G^T S)
+        const floatX* S = NULL;
+        for (int j = 0; j < o->n_sketch; j++) if (o->sketch_dim_of[j] == g->other) S = o->sketch_S[j];
+        const floatX* left = g->cols_side ? inp : dout;    // N x dim_sel
+        const floatX* right = g->cols_side ? dout : inp;   // N x other
+        matmul_forward(o->sketch_tmp, right, S, N, g->other, k);            // N x k = right S
+        grass_gathered_grad(g->nacc, left, o->sketch_tmp, o->d_iota, o->d_ones, g->dim_sel, N, k, g->dim_sel, 0, 1);
+        break;
+    }
+    }
+}
+
+// NP_LAYER_G: a layer's gradients are complete on this rank: sum them over the ranks, measure
+// them, and leave the shared buffer zeroed for the next layer
+static void optim_norm_pass_layer(Optimizer* o, int layer) {
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        const ParamTensor* t = &o->pt->t[g->tensor];
+        if (t->layer != layer) continue;
+        optim_allreduce_float(o, g->nacc, t->numel);
+        rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
+        backend_memset0(g->nacc, t->numel * sizeof(float));
+    }
+}
+
 // ---- the gradient hand-off (grad_sink.h): what the model's backward pass calls ------------------
 // A linear layer's weight gradient, dout: N x out, inp: N x in. Dense tensors accumulate dW;
 // projected ones accumulate C, or the squared row/column norms during the norm pass of a refresh.
@@ -559,7 +718,7 @@ static void grad_linear(Optimizer* o, int tensor, const floatX* dout, const floa
     }
     GrassMatrix* g = &o->gm[k];
     if (o->mode == BWD_NORMS) {
-        grass_grad_norms(g->norms, dout, inp, N, t->cols, t->rows, g->cols_side);
+        optim_norm_pass_grad(o, g, dout, inp, N);
     } else {
         grass_gathered_grad(g->C, dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows, g->cols_side, 1);
     }
@@ -614,6 +773,7 @@ static void optim_finish_layer(Optimizer* o, int layer) {
 // runs during that backward (on the GPU's communication stream). Layer l's weights are not
 // read again in this backward pass, so the later update gives the same result.
 static void grad_layer_done(Optimizer* o, int layer) {
+    if (o->mode == BWD_NORMS && o->rt.norm_path == NP_LAYER_G) optim_norm_pass_layer(o, layer);
     if (o->dense_overlap && o->last_micro && o->mode == BWD_GRADS && o->rt.world_size > 1) {
         size_t lo = o->dense_lo[layer], hi = o->dense_hi[layer];
         if (hi > lo) {
@@ -762,8 +922,63 @@ static int optim_needs_refresh(const Optimizer* o) {
 }
 
 static void optim_begin_norm_pass(Optimizer* o) {
-    for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].norms, o->gm[k].dim_sel * sizeof(float));
+    for (int k = 0; k < o->n_gm; k++) {
+        GrassMatrix* g = &o->gm[k];
+        backend_memset0(g->norms, g->dim_sel * sizeof(float));
+        if (o->rt.norm_path == NP_FULL_G) backend_memset0(g->nacc, o->pt->t[g->tensor].numel * sizeof(float));
+        if (o->rt.norm_path == NP_SKETCH) backend_memset0(g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim * sizeof(float));
+    }
+    if (o->nacc_pool != NULL) backend_memset0(o->nacc_pool, o->nacc_pool_numel * sizeof(float));
+    // a fresh sketch per refresh, the same on every rank: S^T (k x dim), entries +-1 with equal
+    // probability (exact in bf16, E[S S^T] = k I), drawn from (seed, step, dim)
+    for (int j = 0; j < o->n_sketch; j++) {
+        size_t n = (size_t)o->cfg.sketch_dim * o->sketch_dim_of[j];
+        float* h = (float*)malloc_check(n * sizeof(float));
+        uint64_t rng = rng_seed_for(o->cfg.seed ^ 0x5E7C11ULL, (uint64_t)o->step, (uint64_t)o->sketch_dim_of[j]);
+        for (size_t i = 0; i < n; i += 64) {
+            uint64_t bits = splitmix64(&rng);
+            for (size_t b = 0; b < 64 && i + b < n; b++) h[i + b] = (bits >> b) & 1 ? 1.0f : -1.0f;
+        }
+        backend_upload_floats(o->sketch_S[j], h, n);
+        free(h);
+    }
     o->mode = BWD_NORMS;
+}
+
+// After the norm pass: each matrix's scores of the whole step, summed over the ranks
+static void optim_finish_norms(Optimizer* o, GrassMatrix* g) {
+    const ParamTensor* t = &o->pt->t[g->tensor];
+    switch (o->rt.norm_path) {
+    case NP_DIRECT: optim_allreduce_float(o, g->norms, g->dim_sel); break;  // a no-op for exact (one rank)
+    case NP_LAYER_G: break;  // measured layer by layer (optim_norm_pass_layer)
+    case NP_FULL_G:
+        optim_allreduce_float(o, g->nacc, t->numel);
+        rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
+        break;
+    case NP_SKETCH:
+        optim_allreduce_float(o, g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim);
+        rows_sumsq(g->norms, g->nacc, g->dim_sel, o->cfg.sketch_dim, 0);
+        scale_floats(g->norms, 1.0f / (float)o->cfg.sketch_dim, g->dim_sel);  // E = the squared norm
+        break;
+    }
+}
+
+// FNV-1a over every matrix's selection. with_scales 0: the rows and how often each was drawn
+// (the same for the same step's gradient however the batch was split; the scales then agree to
+// rounding); 1: the scales' bits too (equal on every rank, or the ranks have drifted apart).
+static uint64_t optim_selection_hash(const Optimizer* o, int with_scales) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int k = 0; k < o->n_gm; k++) {
+        const Selection* s = &o->gm[k].h_sel;
+        for (int j = 0; j < o->gm[k].r_eff; j++) {
+            uint32_t count = (uint32_t)lrintf(s->upscale[j] / s->scale[j]), sb, ub;
+            memcpy(&sb, &s->scale[j], 4); memcpy(&ub, &s->upscale[j], 4);
+            uint64_t v = (uint64_t)s->idx[j] * 1000003ULL + count;
+            if (with_scales) v ^= ((uint64_t)sb << 32) ^ ub;
+            h ^= v; h *= 1099511628211ULL;
+        }
+    }
+    return h;
 }
 
 // After the norm pass: sum the norms over ranks, select with the shared seed, reset moments.
@@ -774,7 +989,7 @@ static void optim_refresh(Optimizer* o) {
     float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
-        optim_allreduce_float(o, g->norms, g->dim_sel);
+        optim_finish_norms(o, g);
         uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
         int r_eff = o->cfg.select_on_device
                   ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale, g->d_upscale)
@@ -797,6 +1012,20 @@ static void optim_refresh(Optimizer* o) {
     }
     free(q);
     o->mode = BWD_GRADS;
+    // what was chosen: distinct rows of the r draws, and the per-row step multiplier (count * rho,
+    // the factor on alpha * lr * the Adam direction; 1 for top-r)
+    o->refreshed.distinct = 0; o->refreshed.draws = 0; o->refreshed.mult_mean = 0; o->refreshed.mult_max = 0;
+    for (int k = 0; k < o->n_gm; k++) {
+        const GrassMatrix* g = &o->gm[k];
+        o->refreshed.draws += g->r;
+        o->refreshed.distinct += g->r_eff;
+        for (int j = 0; j < g->r_eff; j++) {
+            o->refreshed.mult_mean += g->h_sel.upscale[j];
+            if (g->h_sel.upscale[j] > o->refreshed.mult_max) o->refreshed.mult_max = g->h_sel.upscale[j];
+        }
+    }
+    if (o->refreshed.distinct > 0) o->refreshed.mult_mean /= o->refreshed.distinct;
+    o->refreshed.hash = optim_selection_hash(o, 0);
 }
 
 // ---- state files -----------------------------------------------------------------------------

@@ -443,4 +443,24 @@ static double cpu_sumsq_double(const float* x, size_t n) {
 }
 static void cpu_sumsq_float(float* acc, const float* x, size_t n) { *acc += (float)cpu_sumsq_double(x, n); }
 
+// norms (+)= the squared norms of M's rows (by_cols 0: length rows) or of its columns (by_cols 1:
+// length cols); M is rows x cols, row-major, fp32. Each norm is summed in double, in index order.
+static void cpu_rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) {
+    if (!by_cols) {
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < rows; i++) {
+            double s = 0.0;
+            for (int j = 0; j < cols; j++) s += (double)M[(size_t)i * cols + j] * M[(size_t)i * cols + j];
+            norms[i] += (float)s;
+        }
+    } else {
+        #pragma omp parallel for schedule(static)
+        for (int j = 0; j < cols; j++) {
+            double s = 0.0;
+            for (int i = 0; i < rows; i++) s += (double)M[(size_t)i * cols + j] * M[(size_t)i * cols + j];
+            norms[j] += (float)s;
+        }
+    }
+}
+
 #endif // GRASS_KERNELS_CPU_H

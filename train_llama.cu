@@ -84,6 +84,7 @@ typedef struct {
     const char* tokenizer_path;
     const char* optimizer;
     const char* grass_select;
+    const char* grass_norms; // --grass-norms: auto | exact | sketch | micro
     const char* grass_rank;  // --rank as given: an integer, a fraction, or "full" (optim_set_grass_rank)
     const char* grass_layers;
     float peak_tflops;
@@ -146,6 +147,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--grass-select", 's', &a->grass_select, 0, 0, "topr | multinorm | multinorm-nr | uniform | uniform-nr");
     OPT("", "--rank", 's', &a->grass_rank, 0, 0, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
+    OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0, "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per micro-batch sum), auto (exact where it fits)");
+    OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
     OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1, "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
@@ -175,7 +178,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_layers = "q,k,v,o,gate,up,down";
     a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
@@ -251,6 +254,9 @@ static void resolve_optim(TrainArgs* a) {
     if (strcmp(a->optimizer, "adamw") == 0) oc->type = OPT_ADAMW;
     else if (strcmp(a->optimizer, "grass") == 0) oc->type = OPT_GRASS;
     else fatal("unknown --optimizer '%s' (adamw | grass)", a->optimizer);
+    oc->norms = -1;
+    for (int i = 0; i < NORMS_COUNT; i++) if (strcmp(a->grass_norms, GRASS_NORMS_NAMES[i]) == 0) oc->norms = i;
+    if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
     int sel = grass_select_from_name(a->grass_select);
     if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
     oc->select = (GrassSelect)sel;
@@ -295,11 +301,11 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
     size_t acts = llama_activation_bytes(c, B, T, recompute);
     WorkspaceSizes ws;
     ws.N = (size_t)B * T; ws.att_rows = (size_t)B * c->n_heads * T; ws.d = c->dim; ws.T = T;
-    ws.gather = ws.N * op.max_rank; ws.norm_block = op.max_matrix; ws.wire = op.max_sub;
+    ws.gather = ws.N * op.max_gather; ws.norm_block = op.max_matrix; ws.wire = op.max_sub;
     ws.select_dim = oc->select_on_device ? op.max_dim_sel : 0;
     size_t work = backend_workspace_bytes(&ws);
     size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes +
-                   acts + work;
+                   op.normpass_bytes + acts + work;
     if (rank == 0) {
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
@@ -311,6 +317,14 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         }
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
         if (op.master_bytes) printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
+        if (oc->type == OPT_GRASS) {
+            const char* how[] = {"per micro-batch norms: exact here, one micro-batch on one rank", "exact: one layer's fp32 gradients at a time",
+                                 "exact: every projected matrix's fp32 gradient", "sketch"};
+            char sk[64] = "";
+            if (rt->norm_path == NP_SKETCH) snprintf(sk, sizeof(sk), ", k=%d", oc->sketch_dim);
+            if (rt->norms == NORMS_MICRO) how[0] = "micro: the sum of per micro-batch norms";
+            printf("  Grass norm pass   %12s  %s   (%s%s)\n", "", fmt_bytes(op.normpass_bytes, b[4]), how[rt->norm_path], sk);
+        }
         if (op.other_bytes) printf("  Grass other       %12s  %s   (indices, scales, norms%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
                                    rt->overlap && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
@@ -449,12 +463,7 @@ static void check_ranks_in_sync(ProcessGroup* pg, Llama* m, Optimizer* o) {
     }
     free(buf);
     comm_check_same_u64(pg, h, "the model weights");
-    uint64_t hs = 1469598103934665603ULL;
-    for (int k = 0; k < o->n_gm; k++) {
-        const GrassMatrix* g = &o->gm[k];
-        for (int j = 0; j < g->r_eff; j++) { hs ^= (uint64_t)g->h_sel.idx[j] * 31 + (uint64_t)(g->h_sel.scale[j] * 1e6f); hs *= 1099511628211ULL; }
-    }
-    comm_check_same_u64(pg, hs, "the Grass row selections");
+    comm_check_same_u64(pg, optim_selection_hash(o, 1), "the Grass row selections");
 }
 
 // Fault injection for the data-parallel tests: GRASS_FAULT_RANK=r GRASS_FAULT_STEP=s makes
@@ -485,7 +494,7 @@ int main(int argc, char** argv) {
     if (a.total_batch % micro_tokens != 0)
         fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
     int accum = (int)(a.total_batch / micro_tokens);
-    const OptimRuntime rt = optim_runtime(&a.oc, pg.rank, pg.world_size, accum);
+    OptimRuntime rt = optim_runtime(&a.oc, pg.rank, pg.world_size, accum, a.B * a.T);
     if (a.oc.zero && a.oc.master_weights) fatal("--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
     if (a.warmup < 0) a.warmup = a.steps / 10;
     if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
@@ -501,14 +510,23 @@ int main(int argc, char** argv) {
         llama_config_print(&config, stdout);
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
         if (a.oc.type == OPT_GRASS)
-            printf("optimizer: grass (select %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
-                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], a.oc.grass_rank > 0 ? "" : "fraction ",
+            printf("optimizer: grass (select %s, norms %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
+                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], a.oc.grass_rank > 0 ? "" : "fraction ",
                    a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac, a.oc.update_freq,
                    a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
         else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states, overlap=%d\n", a.lr, a.oc.weight_decay,
                     a.oc.grad_clip, a.state_dtype, rt.overlap);
         if (rt.sharded)
             printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
+    }
+    if (a.oc.norms == NORMS_AUTO && a.oc.type == OPT_GRASS) {  // exact norms where they fit, else the sketch
+        ParamTable pt;
+        param_table_build(&pt, &config);
+        size_t avail = a.memory_limit_gb > 0 ? (size_t)(a.memory_limit_gb * 1073741824.0) : backend_memory_free();
+        OptimRuntime quiet = rt;
+        quiet.rank = -1;  // plan without printing
+        optim_fit_norms(&a.oc, &rt, &pt, memory_plan(&config, &a.oc, &quiet, a.B, a.T, a.recompute, 0, 0), avail);
+        param_table_free(&pt);
     }
     size_t planned_bytes = memory_plan(&config, &a.oc, &rt, a.B, a.T, a.recompute, a.memory_limit_gb, !a.plan_only);
     if (a.plan_only) { comm_finalize(&pg); return 0; }
@@ -652,6 +670,14 @@ int main(int argc, char** argv) {
             }
             dataloader_set_state(&train, &before);
             optim_refresh(&opt);
+            if (master) {
+                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f sel_hash=%016llx\n", step,
+                        opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max,
+                        (unsigned long long)opt.refreshed.hash);
+                if (step % a.log_every == 0)
+                    printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f\n", step,
+                           opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max);
+            }
         }
         double loss = 0.0;
         for (int micro = 0; micro < accum; micro++) {

@@ -64,4 +64,31 @@ void scale_floats(float* C, float s, size_t n) {
     CU_LAUNCHED("gk_scale_floats");
 }
 
+// rows_sumsq: one block per row (a block sum in a fixed order), or one thread per column (the
+// rows in order); deterministic, accumulated into norms
+__global__ void gk_rows_sumsq(float* norms, const float* M, int cols) {
+    const float* row = M + (size_t)blockIdx.x * cols;
+    float s = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) s += row[j] * row[j];
+    s = cu_block_sum(s);
+    if (threadIdx.x == 0) norms[blockIdx.x] += s;
+}
+__global__ void gk_cols_sumsq(float* norms, const float* M, int rows, int cols) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    float s = 0.0f;
+    for (int i = 0; i < rows; i++) { float v = M[(size_t)i * cols + j]; s += v * v; }
+    norms[j] += s;
+}
+void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) {
+    if (rows <= 0 || cols <= 0) return;
+    if (!by_cols) {
+        gk_rows_sumsq<<<rows, 256, 0, g_cu.stream>>>(norms, M, cols);
+        CU_LAUNCHED("gk_rows_sumsq");
+    } else {
+        gk_cols_sumsq<<<cu_ceil_div(cols, 256), 256, 0, g_cu.stream>>>(norms, M, rows, cols);
+        CU_LAUNCHED("gk_cols_sumsq");
+    }
+}
+
 #endif // GRASS_CUDA_REDUCE_CUH

@@ -75,7 +75,7 @@ echo "gpu_check: $DATE | $SMI | git $(git rev-parse --short HEAD 2>/dev/null || 
 # ---- build ------------------------------------------------------------------------------------------
 targets=(train_llama test_kernels_cuda dev_cuda)
 [ -f tests/cuda_emu/test_emu.cu ] && targets+=(test_emu_gpu)
-[ -f tests/test_llama.cu ] && targets+=(test_llama)
+[ -f test_llama.cu ] && targets+=(test_llama)
 step build 300 make -j"$JOBS" GPU_ARCH="$GPU_ARCH" "${targets[@]}"
 record build "$STEP_STATUS" "$STEP_TIME" "make ${targets[*]} GPU_ARCH=$GPU_ARCH"
 if [ ! -x ./train_llama ]; then
@@ -107,7 +107,7 @@ fi
 if [ -x ./test_llama ]; then
     step test_llama 120 ./test_llama
     record test_llama "$STEP_STATUS" "$STEP_TIME" "$(grep -E 'passed, .* failed' "$WORK/test_llama.log" | tail -n 1) ${STEP_ERR}"
-else record test_llama "NOT BUILT" 0 "tests/test_llama.cu missing or build failed"; fi
+else record test_llama "NOT BUILT" 0 "test_llama.cu missing or build failed"; fi
 
 # ---- data -------------------------------------------------------------------------------------------
 TRAIN=""; VAL=""

@@ -116,7 +116,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
     double* Wd = (double*)malloc_check(pt.total * sizeof(double));
     for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = W[i]; }
     Optimizer o;
-    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1);
+    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
     optim_init(&o, &oc, &rt, &pt, W);
     int cols = out > in, dim = cols ? in : out, other = cols ? out : in;
     CHECK(o.gm[0].cols_side == cols, "%s: selects along the smaller dimension", label);
@@ -221,7 +221,7 @@ static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int
                       const int* tokens /* steps*accum*B*(T+1) */, int overlap = 0) {
     llama_build(&run->m, c, B, T, 0);
     llama_init_random(&run->m, 5);
-    OptimRuntime rt = optim_runtime(oc, 0, 1, accum);
+    OptimRuntime rt = optim_runtime(oc, 0, 1, accum, B * T);
     rt.overlap = overlap;
     optim_init(&run->o, oc, &rt, &run->m.pt, run->m.params);
     float dloss = 1.0f / (B * T * accum);
@@ -311,7 +311,7 @@ static void test_model_level(void) {
               ov_shared.o.dense_lo[0], emb);
         OptimConfig ad; optim_config_defaults(&ad);
         Optimizer oa;
-        OptimRuntime ort = optim_runtime(&ad, 0, 1, 1);
+        OptimRuntime ort = optim_runtime(&ad, 0, 1, 1, 0);
         ort.overlap = 1;
         optim_init(&oa, &ad, &ort, &ov_shared.m.pt, ov_shared.m.params);
         size_t per_layer = 0;
@@ -348,8 +348,90 @@ static void test_model_level(void) {
     free(tokens);
 }
 
+// ---- the norm pass: scores of the step's gradient, over micro-batches -------------------------
+// One matrix, a step of `micro` micro-batches, G = sum_b dY_b^T X_b in float64. exact gives G's
+// squared row (or column) norms; micro gives the sum of the micro-batches' norms instead (not
+// G's unless micro == 1); sketch gives ||row_i(G S)||^2 / k, unbiased: its mean over many
+// refreshes (a fresh S each) approaches G's norms and its relative variance is at most 2/k.
+static void norm_pass_case(int out, int in, int micro, const char* label) {
+    ParamTable pt;
+    memset(&pt, 0, sizeof(pt));
+    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
+    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    const int N = 5, refreshes = 300;
+    int cols = out > in, dim = cols ? in : out;
+    float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
+    float* X = (float*)malloc_check((size_t)micro * N * in * sizeof(float));
+    float* dY = (float*)malloc_check((size_t)micro * N * out * sizeof(float));
+    for (int i = 0; i < micro * N * in; i++) X[i] = randn();
+    for (int i = 0; i < micro * N * out; i++) dY[i] = randn() * (1.0f + (i % out) * 0.3f);  // rows of unequal size
+    double* q = (double*)calloc_check(dim, sizeof(double));       // G's squared norms
+    double* qmicro = (double*)calloc_check(dim, sizeof(double));  // the sum of each micro-batch's
+    for (int a = 0; a < out; a++)
+        for (int b = 0; b < in; b++) {
+            double g = 0;
+            for (int m = 0; m < micro; m++) {
+                double gm = 0;
+                for (int n = 0; n < N; n++) gm += (double)dY[((size_t)m * N + n) * out + a] * X[((size_t)m * N + n) * in + b];
+                g += gm;
+                qmicro[cols ? b : a] += gm * gm;
+            }
+            q[cols ? b : a] += g * g;
+        }
+    const char* names[] = {"exact", "micro", "sketch"};
+    int modes[] = {NORMS_EXACT, NORMS_MICRO, NORMS_SKETCH};
+    for (int mi = 0; mi < 3; mi++) {
+        OptimConfig oc;
+        optim_config_defaults(&oc);
+        oc.type = OPT_GRASS; oc.select = SEL_TOPR; oc.grass_rank = 2; oc.update_freq = 1; oc.fused = 0;
+        oc.norms = modes[mi]; oc.sketch_dim = 16;
+        OptimRuntime rt = optim_runtime(&oc, 0, 1, micro, N);
+        Optimizer o;
+        optim_init(&o, &oc, &rt, &pt, W);
+        double* mean = (double*)calloc_check(dim, sizeof(double));
+        double* sq = (double*)calloc_check(dim, sizeof(double));
+        int reps = modes[mi] == NORMS_SKETCH ? refreshes : 1;
+        for (int rep = 0; rep < reps; rep++) {
+            o.step = rep;  // a fresh sketch per refresh (drawn from the step)
+            optim_begin_norm_pass(&o);
+            for (int m = 0; m < micro; m++) {
+                optim_begin_micro(&o, m);
+                grad_linear(&o, 0, dY + (size_t)m * N * out, X + (size_t)m * N * in, N);
+            }
+            optim_refresh(&o);
+            for (int i = 0; i < dim; i++) { mean[i] += o.gm[0].norms[i] / reps; sq[i] += (double)o.gm[0].norms[i] * o.gm[0].norms[i] / reps; }
+        }
+        double err = 0, err_micro = 0, var_ratio = 0;
+        for (int i = 0; i < dim; i++) {
+            err = fmax(err, fabs(mean[i] - q[i]) / q[i]);
+            err_micro = fmax(err_micro, fabs(mean[i] - qmicro[i]) / qmicro[i]);
+            var_ratio = fmax(var_ratio, (sq[i] - mean[i] * mean[i]) / (q[i] * q[i]) / (2.0 / oc.sketch_dim));
+        }
+        if (modes[mi] == NORMS_EXACT) {
+            CHECK(err < 1e-5, "%s: exact norm pass == float64 norms of the step's gradient over %d micro-batches (rel err %.2g)", label, micro, err);
+        } else if (modes[mi] == NORMS_MICRO) {
+            CHECK(err_micro < 1e-5, "%s: micro norm pass == the sum of the micro-batches' norms (rel err %.2g)", label, err_micro);
+            if (micro > 1) CHECK(err > 1e-2, "%s: ... which is not the step's norm with %d micro-batches (rel diff %.2g)", label, micro, err);
+        } else {
+            // the mean of 300 estimates: std of the mean <= sqrt(2/16/300) = 2% of the norm
+            CHECK(err < 0.08, "%s: sketch (k=16) unbiased: mean of %d refreshes within 8%% of the step's norms (worst %.3g)", label, reps, err);
+            CHECK(var_ratio < 1.5, "%s: sketch relative variance <= 2/k (worst ratio to 2/k %.2f)", label, var_ratio);
+        }
+        printf("  norm pass %-6s %-28s rel err vs step %.2e, vs micro sum %.2e, variance / (2/k) %.2f\n", names[mi], label, err,
+               err_micro, modes[mi] == NORMS_SKETCH ? var_ratio : 0.0);
+        free(mean); free(sq);
+        optim_free(&o);
+    }
+    free(q); free(qmicro); free(X); free(dY);
+    backend_free(W);
+    param_table_free(&pt);
+}
+
 int main(void) {
     backend_init(0);
+    norm_pass_case(6, 9, 3, "rows side, 3 micro-batches");
+    norm_pass_case(9, 6, 2, "cols side, 2 micro-batches");
+    norm_pass_case(6, 9, 1, "rows side, 1 micro-batch");
     test_selection();
     grass_matrix_case(12, 20, 5, SEL_TOPR, 2, 0.0f, "rows topr");
     grass_matrix_case(24, 10, 4, SEL_TOPR, 3, 0.0f, "cols topr");

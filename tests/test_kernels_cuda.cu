@@ -35,13 +35,8 @@
 // ---- host helpers ---------------------------------------------------------------------------------
 
 static uint64_t g_seed = 0x1234567ULL;
-static uint64_t t_next(void) {
-    uint64_t z = (g_seed += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static double t_unif(void) { return (t_next() >> 11) * (1.0 / 9007199254740992.0); }
+static uint64_t t_next(void) { return splitmix64(&g_seed); }
+static double t_unif(void) { return rng_uniform01(&g_seed); }
 static float t_normal(void) {
     double u1 = t_unif(), u2 = t_unif();
     if (u1 < 1e-300) u1 = 1e-300;
@@ -96,7 +91,7 @@ static std::vector<float> hf(const float* d, size_t n) {
 // bf16 optimizer states (STATE_BF16): device buffers of bf16 bits, and host views as floats
 static void* ds_bf16_from(const std::vector<float>& h) {
     std::vector<uint16_t> b(h.size());
-    for (size_t i = 0; i < h.size(); i++) b[i] = cpu_bf16_from_float(h[i]);
+    for (size_t i = 0; i < h.size(); i++) b[i] = bf16_from_float(h[i]);
     void* d = backend_malloc((h.size() + 8) * sizeof(uint16_t), "test");
     backend_upload(d, b.data(), b.size() * sizeof(uint16_t));
     g_bufs.push_back(d);
@@ -106,17 +101,17 @@ static std::vector<float> hs_bf16(const void* d, size_t n) {
     std::vector<uint16_t> b(n);
     backend_download(b.data(), d, n * sizeof(uint16_t));
     std::vector<float> h(n);
-    for (size_t i = 0; i < n; i++) h[i] = cpu_float_from_bf16(b[i]);
+    for (size_t i = 0; i < n; i++) h[i] = bf16_to_float(b[i]);
     return h;
 }
 static std::vector<uint16_t> bf16_bits(const std::vector<float>& h) {
     std::vector<uint16_t> b(h.size());
-    for (size_t i = 0; i < h.size(); i++) b[i] = cpu_bf16_from_float(h[i]);
+    for (size_t i = 0; i < h.size(); i++) b[i] = bf16_from_float(h[i]);
     return b;
 }
 static std::vector<float> bits_as_float(const std::vector<uint16_t>& b) {
     std::vector<float> h(b.size());
-    for (size_t i = 0; i < b.size(); i++) h[i] = cpu_float_from_bf16(b[i]);
+    for (size_t i = 0; i < b.size(); i++) h[i] = bf16_to_float(b[i]);
     return h;
 }
 
@@ -376,6 +371,20 @@ static void test_sumsq(size_t n) {
     std::vector<float> rs = x;
     cpu_scale_floats(rs.data(), -0.75f, n);
     expect_close(nm("scale_floats n=%zu", n), hf(dc, n), rs, 1e-7);
+    free_bufs();
+}
+
+// the squared norms of an fp32 matrix's rows or columns (Grass's exact and sketched norm pass)
+static void test_rows_sumsq(int rows, int cols) {
+    std::vector<float> M = t_randn((size_t)rows * cols, 1.0f);
+    for (int by_cols = 0; by_cols <= 1; by_cols++) {
+        int n = by_cols ? cols : rows;
+        std::vector<float> init = t_randn(n, 1.0f), ref = init;
+        cpu_rows_sumsq(ref.data(), M.data(), rows, cols, by_cols);
+        float* d = df_from(init);
+        rows_sumsq(d, df_from(M), rows, cols, by_cols);
+        expect_close(nm("rows_sumsq %dx%d by_cols=%d", rows, cols, by_cols), hf(d, n), ref, 1e-5);
+    }
     free_bufs();
 }
 
@@ -774,6 +783,9 @@ int main(void) {
     test_sumsq(1);
     test_sumsq(1001);
     test_sumsq((size_t)12345677);
+    test_rows_sumsq(37, 53);
+    test_rows_sumsq(3, 1100);  // a row longer than a block: strided sums
+    test_rows_sumsq(300, 2);
     printf("adamw\n");
     test_adamw(1001, 0, 0.0f);
     test_adamw(4096, 0, 0.1f);

@@ -103,9 +103,59 @@ out=$(timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/zb" -
 [ $rc -ne 0 ] && echo "$out" | grep -q "written with ZeRO-1" && ok "a ZeRO-1 checkpoint is refused without --zero 1" || bad "ZeRO-1 checkpoint resumed without --zero (rc=$rc)"
 
 # Grass all-reduces far less than full rank (same model, dense 2-D tensors the same)
-ca=$(grep -o 'comm_mib=[0-9.]*' "$W/two_adamw/log.txt" | tail -1 | cut -d= -f2)
-cg=$(grep -o 'comm_mib=[0-9.]*' "$W/two_topr/log.txt" | tail -1 | cut -d= -f2)
+# step 6 of the log (step index 5): not a refresh step (K = 3 refreshes at 0, 3, 6, and with
+# exact norms on several ranks a refresh all-reduces the projected matrices' whole gradients)
+ca=$(grep '^step=6 loss' "$W/two_adamw/log.txt" | grep -o 'comm_mib=[0-9.]*' | cut -d= -f2)
+cg=$(grep '^step=6 loss' "$W/two_topr/log.txt" | grep -o 'comm_mib=[0-9.]*' | cut -d= -f2)
 python3 -c "import sys; sys.exit(0 if 0 < $cg < $ca else 1)" && ok "Grass all-reduces less than AdamW per step ($cg vs $ca MiB)" || bad "comm volume: grass $cg vs adamw $ca"
+
+# Grass's row scores come from the step's gradient, whatever the split of the global batch
+# (--grass-norms exact and sketch): 1 rank with -b 8, 1 rank with -b 4 and 2 micro-steps, 2 ranks
+# with -b 4 and 4 ranks with -b 2 select the same rows at every refresh (the log's sel_hash: rows
+# and draw counts) and agree in loss to reduction-order rounding, as AdamW does on these splits.
+# micro (the sum of per micro-batch norms) is shown to depend on the split.
+SPLITS=("1 8" "1 4" "2 4" "4 2")
+split_run() {  # split_run NAME RANKS B ARGS...
+  local name=$1 np=$2 b=$3; shift 3
+  local launch=()
+  [ "$np" -gt 1 ] && launch=(timeout 180 mpirun --allow-run-as-root --oversubscribe -np "$np")
+  "${launch[@]}" $BIN "${C[@]}" -x 7 -v 3 -b "$b" -d 256 -o "$W/$name" "$@" > "$W/$name.out" 2>&1 \
+    || { bad "$name: run failed"; tail -3 "$W/$name.out"; }
+}
+hashes() { grep -o 'sel_hash=[0-9a-f]*' "$1" | tr '\n' ' '; }
+for s in "${SPLITS[@]}"; do split_run "split_adamw_${s/ /x}" $s; done
+for s in "${SPLITS[@]:1}"; do
+  if msg=$(same_losses "$W/split_adamw_1x8/log.txt" "$W/split_adamw_${s/ /x}/log.txt" 1e-5); then
+    ok "AdamW, split ${s/ /x} vs 1x8: losses within 1e-5 ($msg; the level of reduction-order rounding)"
+  else bad "AdamW, split ${s/ /x}: $msg"; fi
+done
+for norms in exact sketch; do
+  for sel in topr multinorm multinorm-nr uniform uniform-nr; do
+    G=(--optimizer grass --grass-select $sel --rank 8 --update-freq 3 --grass-norms $norms)
+    for s in "${SPLITS[@]}"; do split_run "split_${norms}_${sel}_${s/ /x}" $s "${G[@]}"; done
+    ref="$W/split_${norms}_${sel}_1x8/log.txt"
+    h=$(hashes "$ref")
+    [ $(echo $h | wc -w) -eq 3 ] || bad "$norms $sel: expected 3 refreshes in the log, got '$h'"
+    same=1; worst=""
+    for s in "${SPLITS[@]:1}"; do
+      lg="$W/split_${norms}_${sel}_${s/ /x}/log.txt"
+      [ "$(hashes "$lg")" = "$h" ] || { same=0; bad "$norms $sel: split ${s/ /x} selects other rows ($(hashes "$lg") vs $h)"; }
+      msg=$(same_losses "$ref" "$lg" 1e-5) || bad "$norms $sel, split ${s/ /x}: losses $msg"
+      worst="$worst ${s/ /x}: ${msg##*difference }"
+    done
+    [ $same = 1 ] && ok "$norms $sel: 1x8, 1x4 (2 micro-steps), 2x4, 4x2 select the same rows at 3 refreshes; losses within 1e-5 ($worst)"
+  done
+done
+G=(--optimizer grass --grass-select multinorm --rank 8 --update-freq 3 --grass-norms micro)
+split_run split_micro_1x8 1 8 "${G[@]}"; split_run split_micro_4x2 4 2 "${G[@]}"
+[ "$(hashes "$W/split_micro_1x8/log.txt")" != "$(hashes "$W/split_micro_4x2/log.txt")" ] \
+  && ok "micro norms: 4 ranks of -b 2 select other rows than 1 rank of -b 8 (why exact and sketch exist)" \
+  || bad "micro norms: the split did not change the selection (the check above would not see a split dependence)"
+grep -q "Grass norm pass .*exact: every projected matrix's fp32 gradient" "$W/split_exact_topr_1x4.out" \
+  && grep -q "Grass norm pass .*exact: one layer's fp32 gradients at a time" "$W/split_exact_topr_2x4.out" \
+  && grep -q "Grass norm pass .*sketch, k=64" "$W/split_sketch_topr_2x4.out" \
+  && ok "the memory plan names the norm pass (full gradients with accumulation, one layer without, the sketch)" \
+  || bad "memory plan lines of the norm pass missing"
 
 # resume under 2 ranks is bit-exact (Grass, crossing a refresh)
 G=(--optimizer grass --rank 8 --update-freq 3)

@@ -907,6 +907,24 @@ static void test_sumsq(void) {
     free(x);
 }
 
+// rows_sumsq: the squared norms of a matrix's rows or columns, accumulated, against float64
+static void test_rows_sumsq(void) {
+    const int rows = 37, cols = 53;
+    float* M = frandn((size_t)rows * cols, 1.0f);
+    for (int by_cols = 0; by_cols <= 1; by_cols++) {
+        int n = by_cols ? cols : rows;
+        float* got = frandn(n, 1.0f);
+        double* want = dnew(n);
+        for (int k = 0; k < n; k++) want[k] = got[k];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) want[by_cols ? j : i] += (double)M[(size_t)i * cols + j] * M[(size_t)i * cols + j];
+        cpu_rows_sumsq(got, M, rows, cols, by_cols);
+        check_kernel_abs(by_cols ? "rows_sumsq, column norms (rtol 1e-6)" : "rows_sumsq, row norms (rtol 1e-6)", got, want, n, 1e-6, 1e-6);
+        free(got); free(want);
+    }
+    free(M);
+}
+
 static void test_determinism(void) {
     int nt0 = omp_get_max_threads();
     const int nthreads[3] = {1, 2, 3};
@@ -1003,6 +1021,7 @@ int main(void) {
     test_classifier_case(7);      // fewer logits than one block
     test_classifier_case(50257);  // a real vocabulary
     test_gathered_grad();
+    test_rows_sumsq();
     test_grad_norms_case(5, 17, 13, 0);
     test_grad_norms_case(5, 17, 13, 1);
     test_grad_norms_case(8, 1500, 3000, 0);  // rows side, out = 3000: two blocks of ~4M floats

@@ -76,7 +76,7 @@ static void check_fixture(const char* path) {
     OptimConfig oc;
     optim_config_defaults(&oc);
     Optimizer o;
-    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1);
+    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
     optim_init(&o, &oc, &rt, &m.pt, m.params);
     optim_begin_step(&o, 0, 0.0f);
     llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
@@ -124,7 +124,7 @@ static void check_fixture(const char* path) {
     // rho * rows (or columns) of the reference gradients G
     optim_config_defaults(&oc);
     oc.type = OPT_GRASS; oc.grass_rank = 0; oc.grass_rank_frac = 0.5f; oc.select = SEL_MULTINORM; oc.fused = 0; oc.seed = 3;
-    rt = optim_runtime(&oc, 0, 1, 1);
+    rt = optim_runtime(&oc, 0, 1, 1, 0);
     optim_init(&o, &oc, &rt, &m.pt, m.params);
     optim_begin_step(&o, 0, 0.0f);
     optim_begin_norm_pass(&o);
