@@ -7,7 +7,8 @@
  *   splitmix64_mix(z)     the mix alone: value k of the stream that starts at s is
  *                         splitmix64_mix(s + (k + 1) * SPLITMIX64_GOLDEN), so a GPU thread can
  *                         jump straight to its draw
- *   rng_uniform01(&s)     uniform double in [0, 1) (53 bits)
+ *   rng_uniform01(&s)     uniform double in [0, 1) (53 bits); rng_uniform01_at(s, k): its (k+1)-th
+ *                         value from state s (the GPU selection's draws)
  *   rng_below(&s, n)      uniform integer in [0, n), by rejection (no modulo bias)
  *   rng_seed_for(seed, step, tensor)  a stream per (seed, step, tensor), independent of rank
  */
@@ -31,6 +32,10 @@ RNG_HD uint64_t splitmix64_mix(uint64_t z) {
 }
 RNG_HD uint64_t splitmix64(uint64_t* s) { return splitmix64_mix(*s += SPLITMIX64_GOLDEN); }
 RNG_HD double rng_uniform01(uint64_t* s) { return (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0); }
+// the (k+1)-th rng_uniform01 of the stream whose state is s, without stepping through the first k
+RNG_HD double rng_uniform01_at(uint64_t s, uint64_t k) {
+    return (splitmix64_mix(s + (k + 1) * SPLITMIX64_GOLDEN) >> 11) * (1.0 / 9007199254740992.0);
+}
 RNG_HD uint64_t rng_below(uint64_t* s, uint64_t n) {
     uint64_t threshold = (0 - n) % n;  // 2^64 mod n
     uint64_t x;

@@ -38,6 +38,7 @@
 #include <nccl.h>
 #endif
 #include "utils.h"
+#include "rng.h"        // splitmix64: the selection's draws and the update seeds, as on the host
 #include "comm.h"
 #include "backend.h"
 

@@ -116,19 +116,15 @@ __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, 
     }
 }
 
-static uint64_t cu_mix64(uint64_t x) {
-    x ^= x >> 30; x *= 0xBF58476D1CE4E5B9ULL; x ^= x >> 27; x *= 0x94D049BB133111EBULL; x ^= x >> 31;
-    return x;
-}
 static uint32_t cu_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
                        int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
                        float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
-    seed = cu_mix64(seed);
+    seed = splitmix64_mix(seed);
     if (wd > 0.0f) {
         size_t n = (size_t)outd * in;
-        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, Wm, n, 1.0f - lr * wd, cu_mix64(seed ^ 0xDEC0DEULL));
+        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, Wm, n, 1.0f - lr * wd, splitmix64_mix(seed ^ 0xDEC0DEULL));
         CU_LAUNCHED("gk_decay");
     }
     if (r <= 0) return;
@@ -152,13 +148,6 @@ void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, i
 // first draw's scale. The one place the two may part is log() in the without-replacement keys
 // (CUDA's and the C library's double log may differ in the last bit).
 // Method values: 0 topr, 1 multinorm, 2 multinorm-nr, 3 uniform, 4 uniform-nr (GrassSelect).
-__device__ __forceinline__ double cu_sel_uniform_at(uint64_t rng, uint64_t k) {  // the (k+1)-th rng_uniform01
-    uint64_t z = rng + (k + 1) * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (z >> 11) * (1.0 / 9007199254740992.0);
-}
 __global__ void gk_sel_prepare(const float* q, int dim, int norm_based, double* p, double* cdf) {
     if (threadIdx.x != 0 || blockIdx.x != 0) return;  // sequential on purpose: the host's order
     double total = 0.0;
@@ -170,7 +159,7 @@ __global__ void gk_sel_prepare(const float* q, int dim, int norm_based, double* 
 __global__ void gk_sel_draw_replace(const double* p, const double* cdf, int dim, int r, uint64_t rng, int* draws, float* rho) {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= r) return;
-    double u = cu_sel_uniform_at(rng, (uint64_t)k) * cdf[dim - 1];
+    double u = rng_uniform01_at(rng, (uint64_t)k) * cdf[dim - 1];
     int lo = 0, hi = dim - 1;
     while (lo < hi) { int mid = (lo + hi) / 2; if (cdf[mid] > u) hi = mid; else lo = mid + 1; }
     while (p[lo] <= 0.0 && lo < dim - 1) lo++;
@@ -180,7 +169,7 @@ __global__ void gk_sel_draw_replace(const double* p, const double* cdf, int dim,
 __global__ void gk_sel_es_keys(const double* p, int dim, uint64_t rng, double* keys, int* iota) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= dim) return;
-    double u = cu_sel_uniform_at(rng, (uint64_t)i);
+    double u = rng_uniform01_at(rng, (uint64_t)i);
     if (u <= 0.0) u = 1e-300;
     keys[i] = p[i] > 0.0 ? log(u) / p[i] : -INFINITY;
     iota[i] = i;

@@ -13,18 +13,13 @@
 #include <math.h>
 #include <vector>
 #include <algorithm>
+#include "rng.h"
 #include "kernels_cpu.h"
 #include "backend.h"
 #include "cuda/common.cuh"
 
 static uint64_t dc_seed = 0xC0FFEEULL;
-static double dc_unif(void) {
-    uint64_t z = (dc_seed += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (z >> 11) * (1.0 / 9007199254740992.0);
-}
+static double dc_unif(void) { return rng_uniform01(&dc_seed); }
 static float dc_round(float x) {
 #ifdef ENABLE_FP32
     return x;
