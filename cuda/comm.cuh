@@ -87,11 +87,7 @@ void allgather_floatX(floatX* x, size_t shard) {
     char* h = (char*)malloc_check(bytes);
     for (int r = 0; r < g_cu.world; r++) {
         if (r == g_cu.rank) backend_download(h, x + (size_t)r * shard, bytes);
-        for (size_t off = 0; off < bytes; off += (size_t)1 << 30) {
-            int cnt = (int)(bytes - off < ((size_t)1 << 30) ? bytes - off : ((size_t)1 << 30));
-            int rc = MPI_Bcast(h + off, cnt, MPI_BYTE, r, MPI_COMM_WORLD);
-            if (rc != MPI_SUCCESS) fatal("MPI_Bcast of %d bytes failed (code %d)", cnt, rc);
-        }
+        mpi_bcast(h, bytes, MPI_BYTE, r);  // comm.h: chunked, checked
         if (r != g_cu.rank) backend_upload(x + (size_t)r * shard, h, bytes);
     }
     free(h);

@@ -51,20 +51,14 @@ void backend_init(int local_rank) {
 
     g_cu.world = 1; g_cu.rank = 0; g_cu.use_nccl = 0;
 #ifdef USE_MPI
-    int mpi_on = 0;
-    MPI_Initialized(&mpi_on);
-    if (mpi_on) {
-        MPI_Comm_size(MPI_COMM_WORLD, &g_cu.world);
-        MPI_Comm_rank(MPI_COMM_WORLD, &g_cu.rank);
-    }
+    g_cu.world = mpi_world(&g_cu.rank);  // comm.h: 1 when MPI was never started (tests)
     if (g_cu.world > 1) {
         const char* no = getenv("GRASS_NO_NCCL");
 #ifdef USE_NCCL
         if (no == NULL || atoi(no) == 0) {
             ncclUniqueId id;
             if (g_cu.rank == 0) ncclCheck(ncclGetUniqueId(&id));
-            int rc = MPI_Bcast(&id, (int)sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
-            if (rc != MPI_SUCCESS) fatal("MPI_Bcast of the NCCL id failed (code %d)", rc);
+            mpi_bcast(&id, sizeof(id), MPI_BYTE, 0);  // the NCCL id, from rank 0
             ncclCheck(ncclCommInitRank(&g_cu.nccl, g_cu.world, id, g_cu.rank));
             g_cu.use_nccl = 1;
         }
