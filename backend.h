@@ -106,15 +106,15 @@ void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const 
 // norms (+)= squared row norms (rows side, length out) or column norms (cols side, length in)
 // of G = dY^T X, computed in blocks so that no out x in matrix is ever held
 void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side);
-// Adam in the subspace on C (r x n rows side / m x r cols side) with moments m, v (same shape,
-// stored as state_dtype). Wm: the fp32 master copy of W (NULL: none): then the update and the
+// Adam (hyperparameters a) in the subspace on C (r x n rows side / m x r cols side) with
+// moments m, v (same shape, stored as state_dtype), giving U; then
+// W[idx_j,:] -= a.lr * alpha * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
+// alpha is Grass's scale, not Adam's. W -= a.lr * a.wd * W first when a.wd > 0 (decoupled decay
+// on the whole matrix). Wm: the fp32 master copy of W (NULL: none): then the update and the
 // decay apply to Wm and W gets Wm rounded to nearest; without it, W is rounded stochastically.
-// then W[idx_j,:] -= lr_scaled * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
-// W -= lr * wd * W first when wd > 0 (decoupled decay on the whole matrix).
 // seed: for the stochastic rounding of bf16 weight writes (ignored in fp32)
 void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
-                       int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
-                       float wd, float bc1, float bc2, float grad_scale, uint64_t seed);
+                       int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed);
 // C *= s
 void scale_floats(float* C, float s, size_t n);
 // norms (+)= the squared norms of M's rows (by_cols 0; length rows) or columns (by_cols 1; length
@@ -129,12 +129,13 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
                         float* d_upscale);
 
 // ---- full-rank AdamW and reductions ------------------------------------------------------
+// AdamW (hyperparameters a) on n elements: param -= a.lr * (U + a.wd * param).
 // m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass.
 // Stochastic rounding (bf16 weights without a master copy) draws number first + i of the
 // stream `seed` for param[i]: a tensor updated in pieces (ZeRO-1 shards) gets the draws of one
 // whole-tensor update, so the result does not depend on where the pieces are cut.
-void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2,
-                  float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed, size_t first);
+void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, AdamParams a,
+                  uint64_t seed, size_t first);
 // *acc += sum(x^2) (acc is a backend float)
 void sumsq_floatX(float* acc, const floatX* x, size_t n);
 void sumsq_float(float* acc, const float* x, size_t n);

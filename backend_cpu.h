@@ -91,14 +91,14 @@ void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, i
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V, float dloss, int want_grad) { cpu_classifier_forward_backward(logits, losses, d_targets, N, V, dloss, want_grad); }
 void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const int* d_idx, const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate) { cpu_grass_gathered_grad(C, dout, inp, d_idx, d_scale, r, N, in, outd, cols_side, accumulate); }
 void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side) { cpu_grass_grad_norms(norms, dout, inp, N, in, outd, cols_side); }
-void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale, int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) { (void)seed; cpu_grass_adam_update(W, Wm, C, m, v, state_dtype == STATE_BF16, d_idx, d_upscale, r, outd, in, cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, grad_scale); }
+void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed) { (void)seed; cpu_grass_adam_update(W, Wm, C, m, v, state_dtype == STATE_BF16, d_idx, d_upscale, r, outd, in, cols_side, a, alpha); }
 int grass_select_device(int method, const float* d_norms, int dim, int r, uint64_t rng, int* d_idx, float* d_scale, float* d_upscale) {
     (void)method; (void)d_norms; (void)dim; (void)r; (void)rng; (void)d_idx; (void)d_scale; (void)d_upscale;
     return -1;  // the host selection (grass_optim.cuh) runs instead
 }
 void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
 void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) { cpu_rows_sumsq(norms, M, rows, cols, by_cols); }
-void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, grad, m, v, state_dtype == STATE_BF16, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed); }
+void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, AdamParams a, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, grad, m, v, state_dtype == STATE_BF16, n, a, seed); }
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 

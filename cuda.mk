@@ -117,7 +117,8 @@ test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS)
 
 test_kernels_cuda: tests/bin/test_kernels_cuda
 
-tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h utils.h \
+                             rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
 	$(info $(CUDA_CBLAS_NOTE))
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
@@ -126,7 +127,8 @@ build/dev_cuda:
 
 test_kernels_cuda_fp32: tests/bin/test_kernels_cuda_fp32
 
-tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h utils.h tests/test_util.h | tests/bin
+tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h \
+                                  utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) -DENABLE_FP32 tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
 dev_cuda: $(DEV_CUDA_BINS)
@@ -137,7 +139,8 @@ test_emu_gpu: tests/bin/test_emu_gpu
 tests/bin/test_emu_gpu: tests/cuda_emu/test_emu.cu tests/test_util.h | tests/bin
 	$(NVCC) -x cu $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
 
-build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h utils.h | build/dev_cuda
+build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h tests/gpu_test_util.h kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h utils.h \
+                  rng.h bf16.h | build/dev_cuda
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) $< -o $@ $(CUDA_REF_LIBS)
 endif
 

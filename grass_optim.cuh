@@ -738,10 +738,9 @@ static uint64_t optim_update_seed(const Optimizer* o, int tensor) {
 static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad_scale) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
-    float bc1 = 1.0f - powf(o->cfg.b1, (float)g->t), bc2 = 1.0f - powf(o->cfg.b2, (float)g->t);
+    AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, g->t, grad_scale);
     grass_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v, o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
-                      g->cols_side, lr, o->cfg.alpha, o->cfg.b1, o->cfg.b2, o->cfg.eps,
-                      t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale, optim_update_seed(o, g->tensor));
+                      g->cols_side, ap, o->cfg.alpha, optim_update_seed(o, g->tensor));
 }
 
 static size_t grass_sub_numel(const GrassMatrix* g) { return (size_t)g->r_eff * g->other; }
@@ -865,7 +864,6 @@ static float optim_step(Optimizer* o) {
     float grad_scale = 1.0f;
     if (o->cfg.grad_clip > 0.0f && norm > o->cfg.grad_clip) grad_scale = o->cfg.grad_clip / norm;
     o->step++;
-    float bc1 = 1.0f - powf(o->cfg.b1, (float)o->step), bc2 = 1.0f - powf(o->cfg.b2, (float)o->step);
     // AdamW on the part of each dense tensor that lies in this rank's block (all of it unsharded)
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     for (int i = 0; i < o->pt->n; i++) {
@@ -873,10 +871,9 @@ static float optim_step(Optimizer* o) {
         size_t a, b;
         if (!optim_shard_part(o, i, &a, &b)) continue;
         size_t in_t = a - o->grad_offset[i], soff = (a - o->shard_lo) * ssz;
+        AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, o->step, grad_scale);
         adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, o->grads + a,
-                     (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, lr, o->cfg.b1, o->cfg.b2,
-                     o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f, bc1, bc2, grad_scale,
-                     optim_update_seed(o, i), in_t);
+                     (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, ap, optim_update_seed(o, i), in_t);
     }
     if (o->rt.sharded) {
         // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks

@@ -15,6 +15,7 @@
 #include <cblas.h>
 #include "utils.h"
 #include "bf16.h"
+#include "backend.h"  // AdamParams
 
 // scratch for gathers and blockwise norms; grows on demand, never shrinks
 static float* g_cpu_scratch = NULL;
@@ -338,12 +339,13 @@ static inline void cpu_state_set(void* s, size_t k, float x, int bf16) {
     else ((float*)s)[k] = x;
 }
 
+// a: Adam's hyperparameters (backend.h); alpha: Grass's scale on the step.
 // Wm: an fp32 master copy of W (may be NULL). The update goes to Wm and W takes Wm's value
 // (in fp32 the same number; a bf16 build rounds it to nearest).
 static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, void* v, int state_bf16, const int* idx,
-                       const float* upscale, int r, int outd, int in, int cols_side, float lr, float alpha, float b1,
-                       float b2, float eps, float wd, float bc1, float bc2, float grad_scale) {
+                       const float* upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha) {
     int bf = state_bf16;
+    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = a.grad_scale;
     float* Wsrc = Wm != NULL ? Wm : W;  // the weights the update applies to
     if (wd > 0.0f) {
         float keep = 1.0f - lr * wd;
@@ -393,10 +395,12 @@ static void cpu_scale_floats(float* C, float s, size_t n) {
 }
 
 // ---- full-rank AdamW and reductions ---------------------------------------------------------
-// master: an fp32 master copy of p (may be NULL), updated in its place and copied to p
-static void cpu_adamw_update(float* p, float* master, const float* g, void* m, void* v, int state_bf16, size_t n, float lr,
-                  float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
+// a: Adam's hyperparameters (backend.h); master: an fp32 master copy of p (may be NULL),
+// updated in its place and copied to p
+static void cpu_adamw_update(float* p, float* master, const float* g, void* m, void* v, int state_bf16, size_t n,
+                  AdamParams a, uint64_t seed) {
     (void)seed;  // fp32 weights: no stochastic rounding on the CPU
+    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = a.grad_scale;
     float* src = master != NULL ? master : p;
     if (!state_bf16) {  // the common case, as one vectorizable loop
         float* mf = (float*)m, *vf = (float*)v;

@@ -11,16 +11,17 @@
 
 // ---- full-rank AdamW (fp32 moments, stochastic rounding of floatX parameters) -----------------
 
-__device__ __forceinline__ float cu_adam_param(float p, float g, float& m, float& v, float lr, float b1, float b2, float eps,
-                                               float wd, float bc1, float bc2) {
-    m = b1 * m + (1.0f - b1) * g;
-    v = b2 * v + (1.0f - b2) * g * g;
-    float u = (m / bc1) / (sqrtf(v / bc2) + eps);
-    return p - lr * (u + wd * p);
+// one parameter's AdamW step (a: backend.h's AdamParams; g already scaled by a.grad_scale)
+__device__ __forceinline__ float cu_adam_param(float p, float g, float& m, float& v, const AdamParams& a) {
+    m = a.b1 * m + (1.0f - a.b1) * g;
+    v = a.b2 * v + (1.0f - a.b2) * g * g;
+    float u = (m / a.bc1) / (sqrtf(v / a.bc2) + a.eps);
+    return p - a.lr * (u + a.wd * p);
 }
 
-__global__ void gk_adamw(floatX* param, const floatX* grad, float* m, float* v, size_t n, float lr, float b1, float b2,
-                         float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed, size_t first, int vec) {
+// a: the hyperparameters, passed by value as a kernel argument
+__global__ void gk_adamw(floatX* param, const floatX* grad, float* m, float* v, size_t n, AdamParams a, uint64_t seed,
+                         size_t first, int vec) {
     size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t nv = vec ? n / CU_VEC : 0;
     for (size_t pk = tid; pk < nv; pk += stride) {
@@ -35,7 +36,7 @@ __global__ void gk_adamw(floatX* param, const floatX* grad, float* m, float* v, 
         float* vf = reinterpret_cast<float*>(vv);
 #pragma unroll
         for (int k = 0; k < CU_VEC; k++) {
-            float np = cu_adam_param(cu_tof(p.v[k]), cu_tof(g.v[k]) * grad_scale, mf[k], vf[k], lr, b1, b2, eps, wd, bc1, bc2);
+            float np = cu_adam_param(cu_tof(p.v[k]), cu_tof(g.v[k]) * a.grad_scale, mf[k], vf[k], a);
             p.v[k] = cu_round_sr(np, cu_rand_at(seed, first + base + k));
         }
         cu_store_pack(param + base, p);
@@ -46,7 +47,7 @@ __global__ void gk_adamw(floatX* param, const floatX* grad, float* m, float* v, 
     }
     for (size_t i = nv * CU_VEC + tid; i < n; i += stride) {
         float mi = m[i], vi = v[i];
-        float np = cu_adam_param(cu_tof(param[i]), cu_tof(grad[i]) * grad_scale, mi, vi, lr, b1, b2, eps, wd, bc1, bc2);
+        float np = cu_adam_param(cu_tof(param[i]), cu_tof(grad[i]) * a.grad_scale, mi, vi, a);
         m[i] = mi; v[i] = vi;
         param[i] = cu_round_sr(np, cu_rand_at(seed, first + i));
     }
@@ -58,38 +59,36 @@ __global__ void gk_adamw(floatX* param, const floatX* grad, float* m, float* v, 
 // in place; the floatX parameter gets it rounded to nearest). Without a master copy the new
 // parameter is rounded stochastically. gk_adamw below is the vectorized fp32-moment case.
 template <typename S>
-__global__ void gk_adamw_general(floatX* param, float* master, const floatX* grad, S* m, S* v, size_t n, float lr, float b1,
-                                 float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed,
-                                 size_t first) {
+__global__ void gk_adamw_general(floatX* param, float* master, const floatX* grad, S* m, S* v, size_t n, AdamParams a,
+                                 uint64_t seed, size_t first) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float mi = cu_tof(m[i]), vi = cu_tof(v[i]);
         float p = master != NULL ? master[i] : cu_tof(param[i]);
-        float np = cu_adam_param(p, cu_tof(grad[i]) * grad_scale, mi, vi, lr, b1, b2, eps, wd, bc1, bc2);
+        float np = cu_adam_param(p, cu_tof(grad[i]) * a.grad_scale, mi, vi, a);
         m[i] = cu_from<S>(mi); v[i] = cu_from<S>(vi);
         if (master != NULL) { master[i] = np; param[i] = cu_from<floatX>(np); }
         else param[i] = cu_round_sr(np, cu_rand_at(seed, first + i));
     }
 }
-void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, float lr,
-                  float b1, float b2, float eps, float wd, float bc1, float bc2, float grad_scale, uint64_t seed,
-                  size_t first) {
+void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, AdamParams a,
+                  uint64_t seed, size_t first) {
     if (n == 0) return;
     if (state_dtype == STATE_BF16) {
         gk_adamw_general<__nv_bfloat16><<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(
-            param, master, grad, (__nv_bfloat16*)m, (__nv_bfloat16*)v, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed, first);
+            param, master, grad, (__nv_bfloat16*)m, (__nv_bfloat16*)v, n, a, seed, first);
         CU_LAUNCHED("gk_adamw_general<bf16>");
         return;
     }
     if (master != NULL) {
         gk_adamw_general<float><<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(
-            param, master, grad, (float*)m, (float*)v, n, lr, b1, b2, eps, wd, bc1, bc2, grad_scale, seed, first);
+            param, master, grad, (float*)m, (float*)v, n, a, seed, first);
         CU_LAUNCHED("gk_adamw_general<float>");
         return;
     }
     float* mf = (float*)m, *vf = (float*)v;
     int vec = cu_is_aligned16(param) && cu_is_aligned16(grad) && cu_is_aligned16(mf) && cu_is_aligned16(vf);
-    gk_adamw<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(param, grad, mf, vf, n, lr, b1, b2, eps,
-                                                                                    wd, bc1, bc2, grad_scale, seed, first, vec);
+    gk_adamw<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(param, grad, mf, vf, n, a, seed, first,
+                                                                                    vec);
     CU_LAUNCHED("gk_adamw");
 }
 

@@ -96,21 +96,22 @@ __global__ void gk_decay(floatX* W, float* Wm, size_t n, float keep, uint64_t se
 // Adam on the subspace element k = (j, c) (rows side, C r x in) or (i, j) (cols side, C out x r);
 // the update lands on W[idx_j, c] or W[i, idx_j].
 // S: the moments' storage, float or __nv_bfloat16 (rounded to nearest even on the store)
+// a: the hyperparameters, by value as a kernel argument (a.lr and a.wd unused here: the step is
+// step = a.lr * alpha, formed on the host, and the decay is gk_decay's)
 template <typename S>
 __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, const int* idx, const float* upscale, int r,
-                              int outd, int in, int cols_side, float step, float b1, float b2, float eps, float bc1,
-                              float bc2, float grad_scale, uint64_t seed) {
+                              int outd, int in, int cols_side, float step, AdamParams a, uint64_t seed) {
     size_t total = (size_t)r * (cols_side ? outd : in);
     for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (size_t)gridDim.x * blockDim.x) {
         int j;
         size_t widx;
         if (!cols_side) { j = (int)(k / in); widx = (size_t)idx[j] * in + (k % in); }
         else { j = (int)(k % r); widx = (k / r) * in + idx[j]; }
-        float g = C[k] * grad_scale;
-        float mk = b1 * cu_tof(m[k]) + (1.0f - b1) * g;
-        float vk = b2 * cu_tof(v[k]) + (1.0f - b2) * g * g;
+        float g = C[k] * a.grad_scale;
+        float mk = a.b1 * cu_tof(m[k]) + (1.0f - a.b1) * g;
+        float vk = a.b2 * cu_tof(v[k]) + (1.0f - a.b2) * g * g;
         m[k] = cu_from<S>(mk); v[k] = cu_from<S>(vk);
-        float u = (mk / bc1) / (sqrtf(vk / bc2) + eps);
+        float u = (mk / a.bc1) / (sqrtf(vk / a.bc2) + a.eps);
         if (Wm != NULL) { float w = Wm[widx] - step * upscale[j] * u; Wm[widx] = w; W[widx] = cu_from<floatX>(w); }
         else W[widx] = cu_round_sr(cu_tof(W[widx]) - step * upscale[j] * u, cu_rand_at(seed, widx));
     }
@@ -119,24 +120,21 @@ __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, 
 static uint32_t cu_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
-                       int r, int outd, int in, int cols_side, float lr, float alpha, float b1, float b2, float eps,
-                       float wd, float bc1, float bc2, float grad_scale, uint64_t seed) {
+                       int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed) {
     seed = splitmix64_mix(seed);
-    if (wd > 0.0f) {
+    if (a.wd > 0.0f) {
         size_t n = (size_t)outd * in;
-        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, Wm, n, 1.0f - lr * wd, splitmix64_mix(seed ^ 0xDEC0DEULL));
+        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, Wm, n, 1.0f - a.lr * a.wd, splitmix64_mix(seed ^ 0xDEC0DEULL));
         CU_LAUNCHED("gk_decay");
     }
     if (r <= 0) return;
     size_t total = (size_t)r * (cols_side ? outd : in);
     if (state_dtype == STATE_BF16)
         gk_grass_adam<__nv_bfloat16><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
-            W, Wm, C, (__nv_bfloat16*)m, (__nv_bfloat16*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps,
-            bc1, bc2, grad_scale, seed);
+            W, Wm, C, (__nv_bfloat16*)m, (__nv_bfloat16*)v, d_idx, d_upscale, r, outd, in, cols_side, a.lr * alpha, a, seed);
     else
         gk_grass_adam<float><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
-            W, Wm, C, (float*)m, (float*)v, d_idx, d_upscale, r, outd, in, cols_side, lr * alpha, b1, b2, eps, bc1, bc2,
-            grad_scale, seed);
+            W, Wm, C, (float*)m, (float*)v, d_idx, d_upscale, r, outd, in, cols_side, a.lr * alpha, a, seed);
     CU_LAUNCHED("gk_grass_adam");
 }
 

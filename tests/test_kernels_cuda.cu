@@ -25,6 +25,7 @@
 #include "backend_cuda.cuh"
 #include "grass_optim.cuh"  // the host selection, the reference of grass_select_device
 #include "tests/test_util.h"
+#include "tests/gpu_test_util.h"
 
 #ifdef ENABLE_FP32
 #define TOL(bf16, fp32) (fp32)
@@ -32,93 +33,7 @@
 #define TOL(bf16, fp32) (bf16)
 #endif
 
-// ---- host helpers ---------------------------------------------------------------------------------
-
-static uint64_t g_seed = 0x1234567ULL;
-static uint64_t t_next(void) { return splitmix64(&g_seed); }
-static double t_unif(void) { return rng_uniform01(&g_seed); }
-static float t_normal(void) {
-    double u1 = t_unif(), u2 = t_unif();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-// the value the GPU stores for x (round to nearest even into floatX)
-static float t_round(float x) {
-#ifdef ENABLE_FP32
-    return x;
-#else
-    return __bfloat162float(__float2bfloat16(x));
-#endif
-}
-static std::vector<float> t_randn(size_t n, float std, bool round_x = true) {
-    std::vector<float> v(n);
-    for (size_t i = 0; i < n; i++) v[i] = round_x ? t_round(std * t_normal()) : std * t_normal();
-    return v;
-}
-
-// device buffers, freed at the end of each test case
-static std::vector<void*> g_bufs;
-static floatX* dx_from(const std::vector<float>& h) {
-    floatX* d = (floatX*)backend_malloc((h.size() + 8) * sizeof(floatX), "test");
-    backend_upload_floats(d, h.data(), h.size());
-    g_bufs.push_back(d);
-    return d;
-}
-static float* df_from(const std::vector<float>& h) {
-    float* d = (float*)backend_malloc((h.size() + 4) * sizeof(float), "test");
-    backend_upload(d, h.data(), h.size() * sizeof(float));
-    g_bufs.push_back(d);
-    return d;
-}
-static int* di_from(const std::vector<int>& h) {
-    int* d = (int*)backend_malloc((h.size() + 4) * sizeof(int), "test");
-    backend_upload(d, h.data(), h.size() * sizeof(int));
-    g_bufs.push_back(d);
-    return d;
-}
-static floatX* dx_nan(size_t n) { return dx_from(std::vector<float>(n, NAN)); }
-static float* df_nan(size_t n) { return df_from(std::vector<float>(n, NAN)); }
-static std::vector<float> hx(const floatX* d, size_t n) {
-    std::vector<float> h(n);
-    backend_download_floats(h.data(), d, n);
-    return h;
-}
-static std::vector<float> hf(const float* d, size_t n) {
-    std::vector<float> h(n);
-    backend_download(h.data(), d, n * sizeof(float));
-    return h;
-}
-// bf16 optimizer states (STATE_BF16): device buffers of bf16 bits, and host views as floats
-static void* ds_bf16_from(const std::vector<float>& h) {
-    std::vector<uint16_t> b(h.size());
-    for (size_t i = 0; i < h.size(); i++) b[i] = bf16_from_float(h[i]);
-    void* d = backend_malloc((h.size() + 8) * sizeof(uint16_t), "test");
-    backend_upload(d, b.data(), b.size() * sizeof(uint16_t));
-    g_bufs.push_back(d);
-    return d;
-}
-static std::vector<float> hs_bf16(const void* d, size_t n) {
-    std::vector<uint16_t> b(n);
-    backend_download(b.data(), d, n * sizeof(uint16_t));
-    std::vector<float> h(n);
-    for (size_t i = 0; i < n; i++) h[i] = bf16_to_float(b[i]);
-    return h;
-}
-static std::vector<uint16_t> bf16_bits(const std::vector<float>& h) {
-    std::vector<uint16_t> b(h.size());
-    for (size_t i = 0; i < h.size(); i++) b[i] = bf16_from_float(h[i]);
-    return b;
-}
-static std::vector<float> bits_as_float(const std::vector<uint16_t>& b) {
-    std::vector<float> h(b.size());
-    for (size_t i = 0; i < b.size(); i++) h[i] = bf16_to_float(b[i]);
-    return h;
-}
-
-static void free_bufs(void) {
-    for (size_t i = 0; i < g_bufs.size(); i++) backend_free(g_bufs[i]);
-    g_bufs.clear();
-}
+// ---- host helpers (random inputs, buffers: tests/gpu_test_util.h) ---------------------------------
 
 // max |got - ref| / max(max |ref|, floor); non-finite values in got always fail. The floor keeps a
 // tensor that is zero up to rounding (dq, dk at T = 1) from dividing noise by noise.
@@ -393,12 +308,13 @@ static void test_adamw(size_t n, int off, float wd) {
                        v = t_randn(n + off, 0.0001f, false);
     for (size_t i = 0; i < v.size(); i++) v[i] = v[i] * v[i];
     float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, bc1 = 1.0f - powf(b1, 7.0f), bc2 = 1.0f - powf(b2, 7.0f), gs = 0.8f;
+    AdamParams ap = {lr, b1, b2, eps, wd, bc1, bc2, gs};
     floatX* dp = dx_from(p) + off;
     float* dm = df_from(m) + off;
     float* dv = df_from(v) + off;
-    adamw_update(dp, NULL, dx_from(g) + off, dm, dv, STATE_FP32, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42, 0);
+    adamw_update(dp, NULL, dx_from(g) + off, dm, dv, STATE_FP32, n, ap, 42, 0);
     std::vector<float> rp(p.begin() + off, p.end()), rm(m.begin() + off, m.end()), rv(v.begin() + off, v.end());
-    cpu_adamw_update(rp.data(), NULL, g.data() + off, rm.data(), rv.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    cpu_adamw_update(rp.data(), NULL, g.data() + off, rm.data(), rv.data(), 0, n, ap, 42);
     // bf16: stochastic rounding moves each parameter by at most one bf16 step (2^-8 relative)
     expect_close(nm("adamw_update param n=%zu off=%d wd=%g", n, off, wd), hx(dp, n), rp, TOL(8e-3, 1e-6));
     expect_close(nm("adamw_update m n=%zu off=%d", n, off), hf(dm, n), rm, 1e-5);
@@ -410,11 +326,10 @@ static void test_adamw(size_t n, int off, float wd) {
     floatX* dp2 = dx_from(std::vector<float>(p.begin() + off, p.end()));
     void* dm2 = ds_bf16_from(ms);
     void* dv2 = ds_bf16_from(vs);
-    adamw_update(dp2, NULL, dx_from(std::vector<float>(g.begin() + off, g.end())), dm2, dv2, STATE_BF16, n, lr, b1, b2, eps, wd,
-                 bc1, bc2, gs, 42, 0);
+    adamw_update(dp2, NULL, dx_from(std::vector<float>(g.begin() + off, g.end())), dm2, dv2, STATE_BF16, n, ap, 42, 0);
     std::vector<float> rp2(p.begin() + off, p.end());
     std::vector<uint16_t> rm2 = bf16_bits(ms), rv2 = bf16_bits(vs);
-    cpu_adamw_update(rp2.data(), NULL, g.data() + off, rm2.data(), rv2.data(), 1, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42);
+    cpu_adamw_update(rp2.data(), NULL, g.data() + off, rm2.data(), rv2.data(), 1, n, ap, 42);
     expect_close(nm("adamw_update param bf16 states n=%zu off=%d", n, off), hx(dp2, n), rp2, TOL(8e-3, 1e-6));
     expect_close(nm("adamw_update m bf16 states n=%zu off=%d", n, off), hs_bf16(dm2, n), bits_as_float(rm2), 4e-3);
     expect_close(nm("adamw_update v bf16 states n=%zu off=%d", n, off), hs_bf16(dv2, n), bits_as_float(rv2), 4e-3);
@@ -425,10 +340,9 @@ static void test_adamw(size_t n, int off, float wd) {
     floatX* dp3 = dx_from(p3);
     float* dmaster = df_from(p3);
     adamw_update(dp3, dmaster, dx_from(std::vector<float>(g.begin() + off, g.end())), df_from(ms), df_from(vs), STATE_FP32,
-                 n, lr, b1, b2, eps, wd, bc1, bc2, gs, 42, 0);
+                 n, ap, 42, 0);
     std::vector<float> rp3 = p3, rmaster = p3, rm3 = ms, rv3 = vs;
-    cpu_adamw_update(rp3.data(), rmaster.data(), g.data() + off, rm3.data(), rv3.data(), 0, n, lr, b1, b2, eps, wd, bc1, bc2,
-                     gs, 42);
+    cpu_adamw_update(rp3.data(), rmaster.data(), g.data() + off, rm3.data(), rv3.data(), 0, n, ap, 42);
     std::vector<float> gmaster = hf(dmaster, n);
     expect_close(nm("adamw_update master weights n=%zu off=%d", n, off), gmaster, rmaster, 1e-6);
     floatX* dround = dx_from(gmaster);  // the upload rounds to nearest
@@ -442,8 +356,9 @@ static void test_stochastic_rounding(void) {
     size_t n = (size_t)1 << 20;
     std::vector<float> p(n, 1.0f), g(n, 1.0f), z(n, 0.0f);
     float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f;
+    AdamParams ap = {lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f};  // step 1, no decay
     floatX* dp = dx_from(p);
-    adamw_update(dp, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
+    adamw_update(dp, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, ap, 7, 0);
     std::vector<float> r1 = hx(dp, n);
     double mean = 0.0;
     size_t ups = 0;
@@ -459,7 +374,7 @@ static void test_stochastic_rounding(void) {
     printf("  %-64s mean %.7f (exact %.7f), %.3f rounded up\n", "adamw_update: mean of 1M stochastically rounded params",
            mean, expect, (double)ups / n);
     floatX* dp2 = dx_from(p);
-    adamw_update(dp2, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
+    adamw_update(dp2, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, ap, 7, 0);
     expect_same_bits("adamw_update with the same seed", r1, hx(dp2, n));
     // a tensor updated in two pieces (ZeRO-1 cuts tensors at shard ends) gets the bits of one
     // update: piece two passes first = its offset. Cuts at an odd offset (scalar path) and at a
@@ -471,18 +386,17 @@ static void test_stochastic_rounding(void) {
             void *dm = sd ? ds_bf16_from(z) : (void*)df_from(z), *dv = sd ? ds_bf16_from(z) : (void*)df_from(z);
             size_t es = sd ? 2 : 4;
             int st = sd ? STATE_BF16 : STATE_FP32;
-            adamw_update(dq, NULL, dg, dm, dv, st, cut, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
-            adamw_update(dq + cut, NULL, dg + cut, (char*)dm + cut * es, (char*)dv + cut * es, st, n - cut, lr, b1, b2, 1e-12f,
-                         0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, cut);
+            adamw_update(dq, NULL, dg, dm, dv, st, cut, ap, 7, 0);
+            adamw_update(dq + cut, NULL, dg + cut, (char*)dm + cut * es, (char*)dv + cut * es, st, n - cut, ap, 7, cut);
             floatX* dw = dx_from(p);
             adamw_update(dw, NULL, dg, sd ? ds_bf16_from(z) : (void*)df_from(z), sd ? ds_bf16_from(z) : (void*)df_from(z), st, n,
-                         lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 7, 0);
+                         ap, 7, 0);
             expect_same_bits(nm("adamw_update in two pieces (cut %zu, %s moments) == one update", cut, sd ? "bf16" : "fp32"),
                              hx(dw, n), hx(dq, n));
         }
 #ifndef ENABLE_FP32
     floatX* dp3 = dx_from(p);
-    adamw_update(dp3, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, lr, b1, b2, 1e-12f, 0.0f, 1.0f - b1, 1.0f - b2, 1.0f, 8, 0);
+    adamw_update(dp3, NULL, dx_from(g), df_from(z), df_from(z), STATE_FP32, n, ap, 8, 0);
     std::vector<float> r3 = hx(dp3, n);
     CHECK(memcmp(r1.data(), r3.data(), n * sizeof(float)) != 0, "a different seed gives the same rounding");
 #endif
@@ -649,14 +563,15 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     for (size_t i = 0; i < sub; i++) v[i] = v[i] * v[i];
     float lr = 0.01f, alpha = 0.25f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, bc1 = 1.0f - powf(b1, 3.0f),
           bc2 = 1.0f - powf(b2, 3.0f), gs = 1.0f;
+    AdamParams ap = {lr, b1, b2, eps, wd, bc1, bc2, gs};
     floatX* dW = dx_from(W);
     float* dm = df_from(m);
     float* dv = df_from(v);
-    grass_adam_update(dW, NULL, df_from(C), dm, dv, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha, b1,
-                      b2, eps, wd, bc1, bc2, gs, 12345);
+    grass_adam_update(dW, NULL, df_from(C), dm, dv, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, ap, alpha,
+                      12345);
     std::vector<float> rW = W, rm = m, rv = v;
-    cpu_grass_adam_update(rW.data(), NULL, C.data(), rm.data(), rv.data(), 0, idx.data(), up.data(), r, outd, in, cols_side, lr,
-                          alpha, b1, b2, eps, wd, bc1, bc2, gs);
+    cpu_grass_adam_update(rW.data(), NULL, C.data(), rm.data(), rv.data(), 0, idx.data(), up.data(), r, outd, in, cols_side, ap,
+                          alpha);
     std::vector<float> gW = hx(dW, W.size());
     const char* side = cols_side ? "cols" : "rows";
     // bf16: one stochastic rounding (< 1 ulp = 2^-7 relative); with decay the selected weights are
@@ -678,12 +593,12 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     floatX* dW2 = dx_from(W);
     void* dm2 = ds_bf16_from(m);
     void* dv2 = ds_bf16_from(v);
-    grass_adam_update(dW2, NULL, df_from(C), dm2, dv2, STATE_BF16, di_from(idx), df_from(up), r, outd, in, cols_side, lr, alpha,
-                      b1, b2, eps, wd, bc1, bc2, gs, 12345);
+    grass_adam_update(dW2, NULL, df_from(C), dm2, dv2, STATE_BF16, di_from(idx), df_from(up), r, outd, in, cols_side, ap, alpha,
+                      12345);
     std::vector<float> rW2 = W;
     std::vector<uint16_t> rm2 = bf16_bits(m), rv2 = bf16_bits(v);
-    cpu_grass_adam_update(rW2.data(), NULL, C.data(), rm2.data(), rv2.data(), 1, idx.data(), up.data(), r, outd, in, cols_side, lr,
-                          alpha, b1, b2, eps, wd, bc1, bc2, gs);
+    cpu_grass_adam_update(rW2.data(), NULL, C.data(), rm2.data(), rv2.data(), 1, idx.data(), up.data(), r, outd, in, cols_side,
+                          ap, alpha);
     expect_close(nm("grass_adam_update W bf16 states %s %dx%d r=%d wd=%g", side, outd, in, r, wd), hx(dW2, W.size()), rW2,
                  TOL(wd > 0.0f ? 1.6e-2 : 8e-3, 1e-6));
     expect_close(nm("grass_adam_update m bf16 states %s %dx%d r=%d", side, outd, in, r), hs_bf16(dm2, sub),
@@ -694,10 +609,10 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     floatX* dW3 = dx_from(W);
     float* dWm = df_from(W);
     grass_adam_update(dW3, dWm, df_from(C), df_from(m), df_from(v), STATE_FP32, di_from(idx), df_from(up), r, outd, in,
-                      cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs, 12345);
+                      cols_side, ap, alpha, 12345);
     std::vector<float> rW3 = W, rWm = W, rm3 = m, rv3 = v;
     cpu_grass_adam_update(rW3.data(), rWm.data(), C.data(), rm3.data(), rv3.data(), 0, idx.data(), up.data(), r, outd, in,
-                          cols_side, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
+                          cols_side, ap, alpha);
     std::vector<float> gWm = hf(dWm, W.size());
     expect_close(nm("grass_adam_update master weights %s %dx%d r=%d wd=%g", side, outd, in, r, wd), gWm, rWm, 1e-6);
     floatX* dWround = dx_from(gWm);
@@ -742,14 +657,9 @@ static void test_select_device(int dim, int r) {
 }
 
 int main(void) {
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        printf("test_kernels_cuda: no CUDA device (%s): skipped\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        return 0;
-    }
-    backend_init(0);
+    if (!t_init_gpu("test_kernels_cuda")) return 0;
     printf("backend: %s\n", backend_name());
+    t_seed(0x1234567ULL);  // the inputs' random stream
 
     test_memory();
     printf("embedding\n");

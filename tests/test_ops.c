@@ -745,7 +745,8 @@ static void test_grass_adam_case(int cols, float wd, int bf16) {
     for (int t = 1; t <= steps; t++) {
         float* C = frandn(nc, 2.0f);
         float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-        cpu_grass_adam_update(W, NULL, C, mk, vk, bf16, idx, up, r, outd, in, cols, lr, alpha, b1, b2, eps, wd, bc1, bc2, gs);
+        AdamParams ap = {lr, b1, b2, eps, wd, bc1, bc2, gs};
+        cpu_grass_adam_update(W, NULL, C, mk, vk, bf16, idx, up, r, outd, in, cols, ap, alpha);
         if (wd > 0) for (size_t i = 0; i < nw; i++) Wr[i] *= 1.0 - (double)lr * wd;
         for (size_t k = 0; k < nc; k++) {
             double g = (double)C[k] * gs;
@@ -804,8 +805,9 @@ static void test_master_weights(void) {
         for (int t = 1; t <= 3; t++) {
             float* C = frandn(nc, 1.0f);
             float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-            cpu_grass_adam_update(Wa, NULL, C, ma, va, 0, idx, up, r, outd, in, cols, lr, 1.0f, b1, b2, eps, wd, bc1, bc2, 1.0f);
-            cpu_grass_adam_update(Wb, Wm, C, mb, vb, 0, idx, up, r, outd, in, cols, lr, 1.0f, b1, b2, eps, wd, bc1, bc2, 1.0f);
+            AdamParams ap = {lr, b1, b2, eps, wd, bc1, bc2, 1.0f};
+            cpu_grass_adam_update(Wa, NULL, C, ma, va, 0, idx, up, r, outd, in, cols, ap, 1.0f);
+            cpu_grass_adam_update(Wb, Wm, C, mb, vb, 0, idx, up, r, outd, in, cols, ap, 1.0f);
             free(C);
         }
         check_exact(cols ? "grass_adam_update with master weights == without (cols)" : "grass_adam_update with master weights == without (rows)", Wb, Wa, nw);
@@ -819,8 +821,9 @@ static void test_master_weights(void) {
     for (int t = 1; t <= 3; t++) {
         float* g = frandn(n, 1.0f);
         float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-        cpu_adamw_update(pa, NULL, g, ma, va, 0, n, lr, b1, b2, eps, wd, bc1, bc2, 1.0f, 1);
-        cpu_adamw_update(pb, pm, g, mb, vb, 0, n, lr, b1, b2, eps, wd, bc1, bc2, 1.0f, 1);
+        AdamParams ap = {lr, b1, b2, eps, wd, bc1, bc2, 1.0f};
+        cpu_adamw_update(pa, NULL, g, ma, va, 0, n, ap, 1);
+        cpu_adamw_update(pb, pm, g, mb, vb, 0, n, ap, 1);
         free(g);
     }
     check_exact("adamw with master weights == without", pb, pa, n);
@@ -838,7 +841,8 @@ static void test_adamw(int bf16) {
     for (int t = 1; t <= 3; t++) {
         float* g = frandn(n, 2.0f);
         float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-        cpu_adamw_update(p, NULL, g, m, v, bf16, n, lr, b1, b2, eps, wd, bc1, bc2, gs, 1234 + t);
+        AdamParams ap = {lr, b1, b2, eps, wd, bc1, bc2, gs};
+        cpu_adamw_update(p, NULL, g, m, v, bf16, n, ap, 1234 + t);
         for (size_t i = 0; i < n; i++) {
             double gi = (double)g[i] * gs;
             double mn = b1 * mr[i] + (1.0 - b1) * gi, vn = b2 * vr[i] + (1.0 - b2) * gi * gi;

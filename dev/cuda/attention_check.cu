@@ -14,40 +14,39 @@
 
 static void validate(int B, int T, int nh, int nkv, int hd) {
     size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
-    std::vector<float> q = dc_randn(nq, 1.0f), k = dc_randn(nk, 1.0f), v = dc_randn(nk, 1.0f), dout = dc_randn(nq, 1.0f);
+    std::vector<float> q = t_randn_pairs(nq, 1.0f), k = t_randn_pairs(nk, 1.0f), v = t_randn_pairs(nk, 1.0f),
+                       dout = t_randn_pairs(nq, 1.0f);
     std::vector<float> ro(nq), rl(nl), rq(nq), rk(nk), rv(nk);
     cpu_attention_forward(ro.data(), rl.data(), q.data(), k.data(), v.data(), B, T, nh, nkv, hd);
-    for (size_t i = 0; i < nq; i++) ro[i] = dc_round(ro[i]);
+    for (size_t i = 0; i < nq; i++) ro[i] = t_round(ro[i]);
     cpu_attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), ro.data(), q.data(), k.data(), v.data(), rl.data(),
                            B, T, nh, nkv, hd);
-    floatX *dq = dc_upload_x(q), *dk = dc_upload_x(k), *dv = dc_upload_x(v), *ddo = dc_upload_x(dout);
-    floatX* out = dc_upload_x(std::vector<float>(nq, NAN));
-    float* lse = dc_upload_f(std::vector<float>(nl, NAN));
+    floatX *dq = dx_from(q), *dk = dx_from(k), *dv = dx_from(v), *ddo = dx_from(dout);
+    floatX* out = dx_nan(nq);
+    float* lse = df_nan(nl);
     attention_forward(out, lse, dq, dk, dv, B, T, nh, nkv, hd);
     char name[128];
     snprintf(name, sizeof(name), "fwd out B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
-    dc_validate(name, dc_download_x(out, nq), ro, 1.5e-2);
+    dc_validate(name, hx(out, nq), ro, 1.5e-2);
     snprintf(name, sizeof(name), "fwd lse B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
-    dc_validate(name, dc_download_f(lse, nl), rl, 2e-3);
-    floatX* o2 = dc_upload_x(ro);
-    float* l2 = dc_upload_f(rl);
-    floatX *gq = dc_upload_x(std::vector<float>(nq, NAN)), *gk = dc_upload_x(std::vector<float>(nk, NAN)),
-           *gv = dc_upload_x(std::vector<float>(nk, NAN));
+    dc_validate(name, hf(lse, nl), rl, 2e-3);
+    floatX* o2 = dx_from(ro);
+    float* l2 = df_from(rl);
+    floatX *gq = dx_nan(nq), *gk = dx_nan(nk), *gv = dx_nan(nk);
     attention_backward(gq, gk, gv, ddo, o2, dq, dk, dv, l2, B, T, nh, nkv, hd);
     snprintf(name, sizeof(name), "bwd dq B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
-    dc_validate(name, dc_download_x(gq, nq), rq, 2e-2);
+    dc_validate(name, hx(gq, nq), rq, 2e-2);
     snprintf(name, sizeof(name), "bwd dk");
-    dc_validate(name, dc_download_x(gk, nk), rk, 2e-2);
+    dc_validate(name, hx(gk, nk), rk, 2e-2);
     snprintf(name, sizeof(name), "bwd dv");
-    dc_validate(name, dc_download_x(gv, nk), rv, 2e-2);
-    void* bufs[] = {dq, dk, dv, ddo, out, lse, o2, l2, gq, gk, gv};
-    for (void* p : bufs) backend_free(p);
+    dc_validate(name, hx(gv, nk), rv, 2e-2);
+    free_bufs();
 }
 
 static void bench(const char* label, int B, int T, int nh, int nkv, int hd) {
     size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
-    floatX *q = dc_upload_x(dc_randn(nq, 1.0f)), *k = dc_upload_x(dc_randn(nk, 1.0f)), *v = dc_upload_x(dc_randn(nk, 1.0f));
-    floatX *dout = dc_upload_x(dc_randn(nq, 1.0f)), *out = (floatX*)backend_malloc(nq * sizeof(floatX), "o");
+    floatX *q = dx_from(t_randn_pairs(nq, 1.0f)), *k = dx_from(t_randn_pairs(nk, 1.0f)), *v = dx_from(t_randn_pairs(nk, 1.0f));
+    floatX *dout = dx_from(t_randn_pairs(nq, 1.0f)), *out = (floatX*)backend_malloc(nq * sizeof(floatX), "o");
     floatX *gq = (floatX*)backend_malloc(nq * sizeof(floatX), "dq"), *gk = (floatX*)backend_malloc(nk * sizeof(floatX), "dk"),
            *gv = (floatX*)backend_malloc(nk * sizeof(floatX), "dv");
     float* lse = (float*)backend_malloc(nl * sizeof(float), "lse");
@@ -56,8 +55,9 @@ static void bench(const char* label, int B, int T, int nh, int nkv, int hd) {
     double ff = 4.0 * B * nh * (double)T * T * hd / 2.0, fb = 2.5 * ff;
     printf("  %-6s B=%-3d T=%-5d nh=%-3d nkv=%-3d hd=%-4d fwd %8.3f ms %7.1f TFLOP/s | bwd %8.3f ms %7.1f TFLOP/s\n", label,
            B, T, nh, nkv, hd, tf, ff / tf / 1e9, tb, fb / tb / 1e9);
-    void* bufs[] = {q, k, v, dout, out, gq, gk, gv, lse};
+    void* bufs[] = {out, gq, gk, gv, lse};
     for (void* p : bufs) backend_free(p);
+    free_bufs();  // q, k, v, dout
 }
 
 int main(int argc, char** argv) {

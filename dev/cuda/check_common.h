@@ -2,7 +2,9 @@
  * dev/cuda/check_common.h: shared pieces of the standalone kernel experiments in dev/cuda
  * (attention_check, classifier_check, gathered_gemm_check): the references come from
  * kernels_cpu.h, the backend's memory and stream from cuda/common.cuh; random inputs rounded to
- * floatX, an error metric, and a timer (CUDA events on the backend's stream, median of repeats).
+ * floatX and the backend buffers made from them come from tests/gpu_test_util.h (shared with
+ * the parity test); here: an error metric with its pass/fail counts, and a timer (CUDA events
+ * on the backend's stream, median of repeats).
  * Each check includes the cuda/ header it tests and cuda/lifecycle.cuh (backend_init).
  *   make dev_cuda && ./build/dev_cuda/attention_check
  */
@@ -17,48 +19,11 @@
 #include "kernels_cpu.h"
 #include "backend.h"
 #include "cuda/common.cuh"
+#include "tests/gpu_test_util.h"
 
-static uint64_t dc_seed = 0xC0FFEEULL;
-static double dc_unif(void) { return rng_uniform01(&dc_seed); }
-static float dc_round(float x) {
-#ifdef ENABLE_FP32
-    return x;
-#else
-    return __bfloat162float(__float2bfloat16(x));
-#endif
-}
-// n normal(0, std) values, rounded to floatX so that the CPU reference sees what the GPU sees
-static std::vector<float> dc_randn(size_t n, float std) {
-    std::vector<float> v(n);
-    for (size_t i = 0; i < n; i += 2) {
-        double u1 = dc_unif(), u2 = dc_unif();
-        if (u1 < 1e-300) u1 = 1e-300;
-        double r = sqrt(-2.0 * log(u1));
-        v[i] = dc_round((float)(std * r * cos(6.283185307179586 * u2)));
-        if (i + 1 < n) v[i + 1] = dc_round((float)(std * r * sin(6.283185307179586 * u2)));
-    }
-    return v;
-}
-static floatX* dc_upload_x(const std::vector<float>& h) {
-    floatX* d = (floatX*)backend_malloc(h.size() * sizeof(floatX), "dev check");
-    backend_upload_floats(d, h.data(), h.size());
-    return d;
-}
-static float* dc_upload_f(const std::vector<float>& h) {
-    float* d = (float*)backend_malloc(h.size() * sizeof(float), "dev check");
-    backend_upload(d, h.data(), h.size() * sizeof(float));
-    return d;
-}
-static std::vector<float> dc_download_x(const floatX* d, size_t n) {
-    std::vector<float> h(n);
-    backend_download_floats(h.data(), d, n);
-    return h;
-}
-static std::vector<float> dc_download_f(const float* d, size_t n) {
-    std::vector<float> h(n);
-    backend_download(h.data(), d, n * sizeof(float));
-    return h;
-}
+// the seed of the checks' inputs (t_seed, tests/gpu_test_util.h)
+static const uint64_t DC_SEED = 0xC0FFEEULL;
+
 // max |a - b| / max |b|; NaN counts as failure
 static double dc_rel_err(const std::vector<float>& a, const std::vector<float>& b) {
     double d = 0, s = 0;
@@ -105,15 +70,12 @@ static float dc_bench_ms(F f, int warmup = 3, int reps = 20) {
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
 }
+// the start of a check: 0 without a device (skipped); else the backend is up, the input stream
+// seeded (DC_SEED), 1
 static int dc_have_gpu(const char* prog) {
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0) {
-        printf("%s: no CUDA device (%s): skipped\n", prog, e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        return 0;
-    }
-    backend_init(0);
+    if (!t_init_gpu(prog)) return 0;
     printf("%s on %s\n", prog, backend_name());
+    t_seed(DC_SEED);
     return 1;
 }
 #endif

@@ -10,32 +10,32 @@
 #include "cuda/lifecycle.cuh"   // backend_init
 
 static void validate(int N, int V) {
-    std::vector<float> z = dc_randn((size_t)N * V, 3.0f), rz = z, rl(N);
+    std::vector<float> z = t_randn_pairs((size_t)N * V, 3.0f), rz = z, rl(N);
     std::vector<int> tg(N);
-    for (int i = 0; i < N; i++) tg[i] = (int)(dc_unif() * V) % V;
+    for (int i = 0; i < N; i++) tg[i] = (int)(t_unif() * V) % V;
     float dloss = 1.0f / N;
     cpu_classifier_forward_backward(rz.data(), rl.data(), tg.data(), N, V, dloss, 1);
-    floatX* dz = dc_upload_x(z);
-    float* losses = dc_upload_f(std::vector<float>(N, NAN));
-    int* dt = (int*)backend_malloc(N * sizeof(int), "targets");
-    backend_upload(dt, tg.data(), N * sizeof(int));
+    floatX* dz = dx_from(z);
+    float* losses = df_nan(N);
+    int* dt = di_from(tg);
     classifier_forward_backward(dz, losses, dt, N, V, dloss, 1);
     char name[96];
     snprintf(name, sizeof(name), "losses N=%d V=%d", N, V);
-    dc_validate(name, dc_download_f(losses, N), rl, 1e-5);
+    dc_validate(name, hf(losses, N), rl, 1e-5);
     snprintf(name, sizeof(name), "dlogits N=%d V=%d", N, V);
-    dc_validate(name, dc_download_x(dz, (size_t)N * V), rz, 1e-2);
-    backend_free(dz); backend_free(losses); backend_free(dt);
+    dc_validate(name, hx(dz, (size_t)N * V), rz, 1e-2);
+    free_bufs();
 }
 
 static void bench(int N, int V) {
-    floatX* z = dc_upload_x(dc_randn((size_t)N * V, 3.0f));
+    floatX* z = dx_from(t_randn_pairs((size_t)N * V, 3.0f));
     float* losses = (float*)backend_malloc(N * sizeof(float), "losses");
     int* dt = (int*)backend_malloc(N * sizeof(int), "targets");  // zeros: target 0
     float t = dc_bench_ms([&] { classifier_forward_backward(z, losses, dt, N, V, 1.0f / N, 1); });
     double bytes = 3.0 * N * (double)V * sizeof(floatX);
     printf("  N=%-6d V=%-6d %8.3f ms  %7.1f GB/s (3 passes of N V floatX)\n", N, V, t, bytes / t / 1e6);
-    backend_free(z); backend_free(losses); backend_free(dt);
+    backend_free(losses); backend_free(dt);
+    free_bufs();  // z
 }
 
 int main(int argc, char** argv) {

@@ -12,42 +12,39 @@
 #include "cuda/lifecycle.cuh"  // backend_init
 
 static void validate(int N, int in, int outd, int cols_side, int r) {
-    std::vector<float> x = dc_randn((size_t)N * in, 1.0f), dy = dc_randn((size_t)N * outd, 1.0f);
+    std::vector<float> x = t_randn_pairs((size_t)N * in, 1.0f), dy = t_randn_pairs((size_t)N * outd, 1.0f);
     int dim = cols_side ? in : outd, other = cols_side ? outd : in;
     std::vector<int> idx;
-    for (int i = 0; i < dim && (int)idx.size() < r; i++) if (dc_unif() < (double)(r - idx.size()) / (dim - i)) idx.push_back(i);
+    for (int i = 0; i < dim && (int)idx.size() < r; i++) if (t_unif() < (double)(r - idx.size()) / (dim - i)) idx.push_back(i);
     r = (int)idx.size();
     std::vector<float> sc(r);
-    for (int j = 0; j < r; j++) sc[j] = 0.5f + (float)dc_unif();
+    for (int j = 0; j < r; j++) sc[j] = 0.5f + (float)t_unif();
     std::vector<float> rc((size_t)r * other, 0.0f), rn(dim, 0.0f);
     cpu_grass_gathered_grad(rc.data(), dy.data(), x.data(), idx.data(), sc.data(), r, N, in, outd, cols_side, 0);
     cpu_grass_grad_norms(rn.data(), dy.data(), x.data(), N, in, outd, cols_side);
-    floatX *dX = dc_upload_x(x), *dDY = dc_upload_x(dy);
-    int* didx = (int*)backend_malloc(r * sizeof(int), "idx");
-    backend_upload(didx, idx.data(), r * sizeof(int));
-    float* dsc = dc_upload_f(sc);
-    float* C = dc_upload_f(std::vector<float>((size_t)r * other, NAN));
-    float* nrm = (float*)backend_malloc(dim * sizeof(float), "norms");
+    floatX *dX = dx_from(x), *dDY = dx_from(dy);
+    int* didx = di_from(idx);
+    float* dsc = df_from(sc);
+    float* C = df_nan((size_t)r * other);
+    float* nrm = df_from(std::vector<float>(dim, 0.0f));  // accumulated into
     grass_gathered_grad(C, dDY, dX, didx, dsc, r, N, in, outd, cols_side, 0);
     grass_grad_norms(nrm, dDY, dX, N, in, outd, cols_side);
     char name[128];
     snprintf(name, sizeof(name), "gathered %s N=%d in=%d out=%d r=%d", cols_side ? "cols" : "rows", N, in, outd, r);
-    dc_validate(name, dc_download_f(C, (size_t)r * other), rc, 5e-3);
+    dc_validate(name, hf(C, (size_t)r * other), rc, 5e-3);
     snprintf(name, sizeof(name), "norms %s N=%d in=%d out=%d", cols_side ? "cols" : "rows", N, in, outd);
-    dc_validate(name, dc_download_f(nrm, dim), rn, 1e-4);
-    void* bufs[] = {dX, dDY, didx, dsc, C, nrm};
-    for (void* p : bufs) backend_free(p);
+    dc_validate(name, hf(nrm, dim), rn, 1e-4);
+    free_bufs();
 }
 
 static void bench(const char* label, int N, int outd, int in, int r) {
     int cols_side = outd > in;  // as grass_optim.cuh chooses: select along the smaller dimension
     int dim = cols_side ? in : outd, other = cols_side ? outd : in;
-    floatX *x = dc_upload_x(dc_randn((size_t)N * in, 1.0f)), *dy = dc_upload_x(dc_randn((size_t)N * outd, 1.0f));
+    floatX *x = dx_from(t_randn_pairs((size_t)N * in, 1.0f)), *dy = dx_from(t_randn_pairs((size_t)N * outd, 1.0f));
     std::vector<int> idx(r);
     for (int j = 0; j < r; j++) idx[j] = (int)((long long)j * dim / r);
-    int* didx = (int*)backend_malloc(r * sizeof(int), "idx");
-    backend_upload(didx, idx.data(), r * sizeof(int));
-    float* dsc = dc_upload_f(std::vector<float>(r, 1.0f));
+    int* didx = di_from(idx);
+    float* dsc = df_from(std::vector<float>(r, 1.0f));
     float* C = (float*)backend_malloc((size_t)r * other * sizeof(float), "C");
     float* nrm = (float*)backend_malloc(dim * sizeof(float), "norms");
     floatX* dW = (floatX*)backend_malloc((size_t)outd * in * sizeof(floatX), "dW");
@@ -58,8 +55,9 @@ static void bench(const char* label, int N, int outd, int in, int r) {
     printf("  %-10s N=%-5d %5dx%-5d r=%-5d %s | gathered %7.3f ms %6.1f TF/s | dense dW %7.3f ms %6.1f TF/s | "
            "norm pass %7.3f ms %6.1f TF/s | gathered/dense time %.3f\n",
            label, N, outd, in, r, cols_side ? "cols" : "rows", tg, fg / tg / 1e9, td, fd / td / 1e9, tn, fd / tn / 1e9, tg / td);
-    void* bufs[] = {x, dy, didx, dsc, C, nrm, dW};
+    void* bufs[] = {C, nrm, dW};
     for (void* p : bufs) backend_free(p);
+    free_bufs();  // x, dy, didx, dsc
 }
 
 int main(int argc, char** argv) {
