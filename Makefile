@@ -60,7 +60,7 @@ tests/bin/test_dataloader: tests/test_dataloader.c dataloader.h utils.h rng.h te
 tests/bin/test_tokenizer: tests/test_tokenizer.c tokenizer.h utils.h tests/test_util.h | tests/bin
 	$(CXX) -x c++ -O2 -Wall -I. $< -o $@
 
-tests/bin/test_ops: tests/test_ops.c kernels_cpu.h utils.h bf16.h rng.h tests/test_util.h | tests/bin
+tests/bin/test_ops: tests/test_ops.c kernels_cpu.h backend.h utils.h bf16.h rng.h tests/test_util.h | tests/bin
 	$(CXX) -x c++ -O2 -fopenmp -Wall -I. $< -o $@ $(CPU_LIBS)
 
 tests/bin/test_grass: tests/test_grass.c $(HEADERS) tests/test_util.h | tests/bin

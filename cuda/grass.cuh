@@ -4,13 +4,14 @@
  * (grass_grad_norms), weight decay and the subspace Adam update (grass_adam_update), and the
  * device selection (grass_select_device and its kernels; it mirrors grass_select in
  * grass_optim.cuh).
- * Needs cuda/common.cuh and cuda/gemm.cuh (cu_gemm, CU_XTYPE).
+ * Needs cuda/common.cuh, cuda/gemm.cuh (cu_gemm, CU_XTYPE) and cuda/reduce.cuh (gk_sumsq_rows).
  */
 #ifndef GRASS_CUDA_GRASS_CUH
 #define GRASS_CUDA_GRASS_CUH
 
 #include "common.cuh"
 #include "gemm.cuh"
+#include "reduce.cuh"   // gk_sumsq_rows
 
 // ---- Grass --------------------------------------------------------------------------------------
 
@@ -42,14 +43,6 @@ void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const 
     }
 }
 
-// norms[u] += sum of squares of the contiguous vector G[u*L .. u*L+L), one block per u
-__global__ void gk_sumsq_rows(float* norms, const float* G, int L) {
-    const float* g = G + (size_t)blockIdx.x * L;
-    float s = 0.0f;
-    for (int j = threadIdx.x; j < L; j += blockDim.x) s += g[j] * g[j];
-    s = cu_block_sum(s);
-    if (threadIdx.x == 0) norms[blockIdx.x] += s;
-}
 
 #define CU_NORM_BUDGET_FLOATS ((size_t)16 << 20)  // 64 MiB of G at a time
 

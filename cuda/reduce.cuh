@@ -1,7 +1,8 @@
 /*
  * cuda/reduce.cuh: the deterministic reductions: sumsq_floatX and sumsq_float (two passes,
  * block partial sums, then one block in a fixed tree; the order depends on n only) and
- * scale_floats.
+ * scale_floats; the squared norms of a matrix's rows or columns (gk_sumsq_rows, rows_sumsq: Grass's
+ * norm pass).
  * Needs cuda/common.cuh.
  */
 #ifndef GRASS_CUDA_REDUCE_CUH
@@ -64,15 +65,16 @@ void scale_floats(float* C, float s, size_t n) {
     CU_LAUNCHED("gk_scale_floats");
 }
 
-// rows_sumsq: one block per row (a block sum in a fixed order), or one thread per column (the
-// rows in order); deterministic, accumulated into norms
-__global__ void gk_rows_sumsq(float* norms, const float* M, int cols) {
-    const float* row = M + (size_t)blockIdx.x * cols;
+// norms[u] += sum of squares of the contiguous vector G[u*L .. u*L+L), one block per u
+__global__ void gk_sumsq_rows(float* norms, const float* G, int L) {
+    const float* g = G + (size_t)blockIdx.x * L;
     float s = 0.0f;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) s += row[j] * row[j];
+    for (int j = threadIdx.x; j < L; j += blockDim.x) s += g[j] * g[j];
     s = cu_block_sum(s);
     if (threadIdx.x == 0) norms[blockIdx.x] += s;
 }
+// rows_sumsq: one block per row (gk_sumsq_rows: a block sum in a fixed order), or one thread
+// per column (the rows in order); deterministic, accumulated into norms
 __global__ void gk_cols_sumsq(float* norms, const float* M, int rows, int cols) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= cols) return;
@@ -83,8 +85,8 @@ __global__ void gk_cols_sumsq(float* norms, const float* M, int rows, int cols) 
 void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) {
     if (rows <= 0 || cols <= 0) return;
     if (!by_cols) {
-        gk_rows_sumsq<<<rows, 256, 0, g_cu.stream>>>(norms, M, cols);
-        CU_LAUNCHED("gk_rows_sumsq");
+        gk_sumsq_rows<<<rows, 256, 0, g_cu.stream>>>(norms, M, cols);
+        CU_LAUNCHED("gk_sumsq_rows");
     } else {
         gk_cols_sumsq<<<cu_ceil_div(cols, 256), 256, 0, g_cu.stream>>>(norms, M, rows, cols);
         CU_LAUNCHED("gk_cols_sumsq");

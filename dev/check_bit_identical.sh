@@ -80,7 +80,7 @@ run() {
   rm -rf "$out"; mkdir -p "$out"
   local dir=$ROOT; [ "$which" = base ] && dir=$BASE_DIR
   local cmd=("${@//@BIN@/$WORK/bin_$which}")
-  [ "$which" = new ] && cmd+=($NEW_FLAGS)
+  [ "$which" = new ] && cmd+=(${NEW_FLAGS:-})
   (cd "$dir" && "${cmd[@]}" -o "$out") > "$out.stdout" 2>&1 \
     || { tail -20 "$out.stdout"; echo "error: run $name ($which) failed: ${cmd[*]}"; exit 2; }
 }
@@ -106,7 +106,7 @@ if [ "$QUICK" != 1 ]; then
     out=$WORK/runs/grass_resume/$which; rm -rf "$out"; mkdir -p "$out"
     dir=$ROOT; [ "$which" = base ] && dir=$BASE_DIR
     cmd=("${CPU[@]//@BIN@/$WORK/bin_$which}" "${TOPR[@]}")
-    [ "$which" = new ] && cmd+=($NEW_FLAGS)
+    [ "$which" = new ] && cmd+=(${NEW_FLAGS:-})
     (cd "$dir" && "${cmd[@]}" -o "$out" > "$out.stdout" 2>&1) || { tail -20 "$out.stdout"; exit 2; }
     # keep the step-6 checkpoint only, then resume from it
     rm -f "$out"/model_00000012.bin "$out"/state_00000012.bin
@@ -127,7 +127,7 @@ fi
 # ---- compare ------------------------------------------------------------------------------------
 # the numbers of each log line, without the timing fields (tok_per_s, mfu, mem_gib, dt_ms) and
 # without the refresh lines (a base from before 2026-11-30 does not write them)
-numbers() { grep -v '^#' "$1" | grep -v ' refresh=1 ' | sed -E 's/ (tok_per_s|mfu|mem_gib|dt_ms)=[^ ]*//g'; }
+numbers() { grep -v '^#' "$1" | grep -v ' refresh=1 ' | sed -E 's/ (tok_per_s|mfu|mfu_exec|mem_gib|dt_ms)=[^ ]*//g'; }
 same=0
 for name in "${NAMES[@]}"; do
   b=$WORK/runs/$name/base n=$WORK/runs/$name/new
