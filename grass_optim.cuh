@@ -34,6 +34,15 @@ static const char* OPTIMIZER_NAMES[] = {"adamw", "grass"};
 //   auto    exact where its memory fits, else sketch (the trainer decides, optim_fit_norms)
 typedef enum { NORMS_AUTO = 0, NORMS_EXACT, NORMS_SKETCH, NORMS_MICRO, NORMS_COUNT } GrassNorms;
 static const char* GRASS_NORMS_NAMES[] = {"auto", "exact", "sketch", "micro"};
+// The up-projection's per-row factor (--grass-upscale; docs/GRASS_IMPL.md). Adam is invariant to
+// the scale of each row of C, so rho cancels in the compressed gradient and survives only here:
+// row j moves by lr * alpha * upscale_j * U_j.
+//   paper  upscale_j = count_j * rho_j, the paper's P (count: draws of row j among the r)
+//   one    upscale_j = 1: every selected row takes the step top-r takes
+//   mean   upscale_j = count_j * rho_j / mean over the matrix's selected rows: the paper's
+//          relative weights, with mean 1
+typedef enum { UPSCALE_PAPER = 0, UPSCALE_ONE, UPSCALE_MEAN, UPSCALE_COUNT } GrassUpscale;
+static const char* GRASS_UPSCALE_NAMES[] = {"paper", "one", "mean"};
 
 typedef struct {
     OptimizerType type;
@@ -50,6 +59,7 @@ typedef struct {
     int select_on_device; // run the selection in the backend (GPU) instead of on the host
     int norms;           // GrassNorms: where the row scores of a refresh come from
     int sketch_dim;      // k, the columns of the sketch (norms == NORMS_SKETCH)
+    int upscale;         // GrassUpscale: the up-projection's per-row factor
     int zero;            // ZeRO-1: shard the full-rank AdamW moments over the ranks (with several)
     int overlap_comm;    // with several ranks: all-reduce each layer's gradients while the backward
                          // pass computes the next layer (results are unchanged)
@@ -233,6 +243,16 @@ static void grass_select(GrassSelect method, const float* q, int dim, int r, uin
         k = j;
     }
     free(by_idx); free(draws); free(p); free(rho_of_draw);
+}
+
+// The up-projection's factors of one selection, from count * rho (grass_select's upscale) to the
+// chosen rule; the same on every rank (a function of the selection)
+static void grass_apply_upscale(int rule, Selection* sel) {
+    if (rule == UPSCALE_PAPER || sel->r_eff == 0) return;
+    double mean = 0.0;
+    for (int j = 0; j < sel->r_eff; j++) mean += sel->upscale[j];
+    mean /= sel->r_eff;
+    for (int j = 0; j < sel->r_eff; j++) sel->upscale[j] = rule == UPSCALE_ONE ? 1.0f : (float)(sel->upscale[j] / mean);
 }
 
 // ---- optimizer state -------------------------------------------------------------------------
@@ -960,21 +980,23 @@ static void optim_finish_norms(Optimizer* o, GrassMatrix* g) {
     }
 }
 
-// FNV-1a over every matrix's selection. with_scales 0: the rows and how often each was drawn
-// (the same for the same step's gradient however the batch was split; the scales then agree to
-// rounding); 1: the scales' bits too (equal on every rank, or the ranks have drifted apart).
-static uint64_t optim_selection_hash(const Optimizer* o, int with_scales) {
-    uint64_t h = 1469598103934665603ULL;
-    for (int k = 0; k < o->n_gm; k++) {
-        const Selection* s = &o->gm[k].h_sel;
-        for (int j = 0; j < o->gm[k].r_eff; j++) {
-            uint32_t count = (uint32_t)lrintf(s->upscale[j] / s->scale[j]), sb, ub;
-            memcpy(&sb, &s->scale[j], 4); memcpy(&ub, &s->upscale[j], 4);
-            uint64_t v = (uint64_t)s->idx[j] * 1000003ULL + count;
-            if (with_scales) v ^= ((uint64_t)sb << 32) ^ ub;
-            h ^= v; h *= 1099511628211ULL;
-        }
+// FNV-1a over a selection, continuing h. with_scales 0: the rows and how often each was drawn
+// (call it before grass_apply_upscale; the same for the same step's gradient however the batch
+// was split, where the scales agree only to rounding); 1: the scales' bits (equal on every rank,
+// or the ranks have drifted apart).
+static uint64_t selection_hash(uint64_t h, const Selection* s, int with_scales) {
+    for (int j = 0; j < s->r_eff; j++) {
+        uint32_t sb, ub;
+        memcpy(&sb, &s->scale[j], 4); memcpy(&ub, &s->upscale[j], 4);
+        uint64_t v = (uint64_t)s->idx[j] * 1000003ULL;
+        v += with_scales ? (((uint64_t)sb << 32) ^ ub) : (uint64_t)lrintf(s->upscale[j] / s->scale[j]);
+        h ^= v; h *= 1099511628211ULL;
     }
+    return h;
+}
+static uint64_t optim_selection_hash(const Optimizer* o) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int k = 0; k < o->n_gm; k++) h = selection_hash(h, &o->gm[k].h_sel, 1);
     return h;
 }
 
@@ -984,6 +1006,7 @@ static void optim_refresh(Optimizer* o) {
     int max_dim = 0;
     for (int k = 0; k < o->n_gm; k++) if (o->gm[k].dim_sel > max_dim) max_dim = o->gm[k].dim_sel;
     float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
+    o->refreshed.hash = 1469598103934665603ULL;
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         optim_finish_norms(o, g);
@@ -1000,8 +1023,10 @@ static void optim_refresh(Optimizer* o) {
             backend_download(q, g->norms, g->dim_sel * sizeof(float));
             grass_select(o->cfg.select, q, g->dim_sel, g->r, rng, &g->h_sel);
             g->r_eff = g->h_sel.r_eff;
-            grass_upload_selection(g);
         }
+        o->refreshed.hash = selection_hash(o->refreshed.hash, &g->h_sel, 0);  // rows and counts
+        grass_apply_upscale(o->cfg.upscale, &g->h_sel);
+        if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER) grass_upload_selection(g);
         size_t sub = (size_t)g->r * g->other * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
         backend_memset0(g->v, sub);
@@ -1022,7 +1047,6 @@ static void optim_refresh(Optimizer* o) {
         }
     }
     if (o->refreshed.distinct > 0) o->refreshed.mult_mean /= o->refreshed.distinct;
-    o->refreshed.hash = optim_selection_hash(o, 0);
 }
 
 // ---- state files -----------------------------------------------------------------------------
@@ -1061,6 +1085,7 @@ static void optim_signature(const Optimizer* o, int32_t sig[16]) {
     sig[9] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
     sig[10] = o->cfg.master_weights;
     sig[11] = o->rt.sharded ? o->rt.world_size : 0;
+    sig[12] = o->cfg.type == OPT_GRASS ? o->cfg.upscale : 0;  // 0 (paper) in files written before the rule existed
 }
 
 static void optim_save(const Optimizer* o, FILE* f, const char* path) {
@@ -1095,6 +1120,9 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     if (sig[11] != want[11])
         fatal("'%s' was written %s ZeRO-1 (%d ranks) and this run %s; resume with the same --zero and number of ranks",
               path, sig[11] ? "with" : "without", sig[11], want[11] ? "shards" : "does not shard");
+    if (sig[12] != want[12])
+        fatal("'%s' was written with --grass-upscale %s and this run uses %s; resume with the same rule", path,
+              sig[12] >= 0 && sig[12] < UPSCALE_COUNT ? GRASS_UPSCALE_NAMES[sig[12]] : "?", GRASS_UPSCALE_NAMES[want[12]]);
     if (sig[10] != want[10])
         fatal("'%s' was written %s fp32 master weights and this run %s them; resume with the same --master-weights",
               path, sig[10] ? "with" : "without", want[10] ? "keeps" : "does not keep");

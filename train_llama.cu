@@ -85,6 +85,7 @@ typedef struct {
     const char* optimizer;
     const char* grass_select;
     const char* grass_norms; // --grass-norms: auto | exact | sketch | micro
+    const char* grass_upscale; // --grass-upscale: paper | one | mean
     const char* grass_rank;  // --rank as given: an integer, a fraction, or "full" (optim_set_grass_rank)
     const char* grass_layers;
     float peak_tflops;
@@ -148,6 +149,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--rank", 's', &a->grass_rank, 0, 0, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0, "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per micro-batch sum), auto (exact where it fits)");
+    OPT("", "--grass-upscale", 's', &a->grass_upscale, 0, 0, "Grass up-projection factor per selected row: paper (count*rho), one (1, as top-r), mean (count*rho over its mean)");
     OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
@@ -178,7 +180,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "paper"; a->grass_layers = "q,k,v,o,gate,up,down";
     a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
@@ -257,6 +259,9 @@ static void resolve_optim(TrainArgs* a) {
     oc->norms = -1;
     for (int i = 0; i < NORMS_COUNT; i++) if (strcmp(a->grass_norms, GRASS_NORMS_NAMES[i]) == 0) oc->norms = i;
     if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
+    oc->upscale = -1;
+    for (int i = 0; i < UPSCALE_COUNT; i++) if (strcmp(a->grass_upscale, GRASS_UPSCALE_NAMES[i]) == 0) oc->upscale = i;
+    if (oc->upscale < 0) fatal("unknown --grass-upscale '%s' (paper | one | mean)", a->grass_upscale);
     int sel = grass_select_from_name(a->grass_select);
     if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
     oc->select = (GrassSelect)sel;
@@ -354,6 +359,30 @@ static float lr_at(const TrainArgs* a, int step) {
     if (progress > 1.0) progress = 1.0;
     double cosine = 0.5 * (1.0 + cos(M_PI * progress));
     return (float)(a->lr * (a->min_lr_ratio + (1.0 - a->min_lr_ratio) * cosine));
+}
+
+// Executed FLOPs per token of one optimizer step: what the GEMMs and attention of this step do,
+// where the model-FLOPs formula (6 N + 12 L d T) counts a full-rank step. Per linear weight
+// (m x n): forward 2mn, input gradient 2mn, weight gradient 2mn (dense) or 2 r_eff n' (Grass's
+// gathered GEMM, n' the other dimension). A refresh step adds its norm pass: a forward and an
+// input-gradient pass over every matrix, plus per projected matrix 2mn (norms or whole
+// gradients) or 2k(m + n) (the sketch). Attention: 12 L d T, as in the model formula.
+static double executed_flops_per_token(const Llama* m, const Optimizer* o, int T, int refresh) {
+    const ParamTable* pt = &m->pt;
+    double f = 12.0 * m->config.n_layers * m->config.dim * (double)T;
+    for (int i = 0; i < pt->n; i++) {
+        const ParamTensor* t = &pt->t[i];
+        int head_tied = i == pt->embed && pt->lm_head == pt->embed;
+        if (t->kind != PT_LINEAR && t->kind != PT_HEAD && !head_tied) continue;
+        double mn = (double)t->numel;
+        int k = o->gm_of_tensor[i];
+        double wgrad = k < 0 ? 2.0 * mn : 2.0 * o->gm[k].r_eff * o->gm[k].other;
+        f += 4.0 * mn + wgrad;
+        if (!refresh) continue;
+        f += 4.0 * mn;
+        if (k >= 0) f += o->rt.norm_path == NP_SKETCH ? 2.0 * o->cfg.sketch_dim * (o->gm[k].dim_sel + o->gm[k].other) : 2.0 * mn;
+    }
+    return f;
 }
 
 // Mean validation loss over eval_batches micro-batches of every rank.
@@ -463,7 +492,7 @@ static void check_ranks_in_sync(ProcessGroup* pg, Llama* m, Optimizer* o) {
     }
     free(buf);
     comm_check_same_u64(pg, h, "the model weights");
-    comm_check_same_u64(pg, optim_selection_hash(o, 1), "the Grass row selections");
+    comm_check_same_u64(pg, optim_selection_hash(o), "the Grass row selections");
 }
 
 // Fault injection for the data-parallel tests: GRASS_FAULT_RANK=r GRASS_FAULT_STEP=s makes
@@ -510,8 +539,8 @@ int main(int argc, char** argv) {
         llama_config_print(&config, stdout);
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
         if (a.oc.type == OPT_GRASS)
-            printf("optimizer: grass (select %s, norms %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
-                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], a.oc.grass_rank > 0 ? "" : "fraction ",
+            printf("optimizer: grass (select %s, norms %s, upscale %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
+                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], GRASS_UPSCALE_NAMES[a.oc.upscale], a.oc.grass_rank > 0 ? "" : "fraction ",
                    a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac, a.oc.update_freq,
                    a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
         else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states, overlap=%d\n", a.lr, a.oc.weight_decay,
@@ -615,8 +644,9 @@ int main(int argc, char** argv) {
         fflush(logf);
     }
 
-    // MFU: model FLOPs per token = 6 N (matmul parameters) + 12 L d T (attention), PaLM's formula;
-    // counted the same for Grass, whose cheaper weight-gradient GEMMs show up as higher MFU.
+    // MFU: model FLOPs per token = 6 N (matmul parameters) + 12 L d T (attention), PaLM's formula,
+    // counted the same for every optimizer (Grass's cheaper weight-gradient GEMMs show up as higher
+    // model-FLOPs MFU); the executed-FLOPs MFU counts what the step ran (executed_flops_per_token).
     double flops_per_token = 6.0 * (double)param_table_matmul_params(&model.pt) + 12.0 * config.n_layers * config.dim * (double)a.T;
     double peak = a.peak_tflops > 0 ? a.peak_tflops * 1e12 : backend_peak_flops();
     float dloss = 1.0f / (float)((double)a.B * a.T * accum * pg.world_size);
@@ -658,7 +688,8 @@ int main(int argc, char** argv) {
         float lr = lr_at(&a, step);
         optim_begin_step(&opt, step, lr);
         fault_injection(&pg, step);
-        if (optim_needs_refresh(&opt)) {
+        int refreshed = optim_needs_refresh(&opt);
+        if (refreshed) {
             // norm pass: the squared row norms of this step's gradient, summed over micro-batches and ranks
             DataLoaderState before = dataloader_get_state(&train);
             optim_begin_norm_pass(&opt);
@@ -671,11 +702,12 @@ int main(int argc, char** argv) {
             dataloader_set_state(&train, &before);
             optim_refresh(&opt);
             if (master) {
-                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f sel_hash=%016llx\n", step,
+                // numbered as the step's own line (step + 1), which follows
+                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f sel_hash=%016llx\n", step + 1,
                         opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max,
                         (unsigned long long)opt.refreshed.hash);
                 if (step % a.log_every == 0)
-                    printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f\n", step,
+                    printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f\n", step + 1,
                            opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max);
             }
         }
@@ -702,21 +734,23 @@ int main(int argc, char** argv) {
         if (step > start_step) { time_sum += dt; timed_steps++; }  // the first step warms caches
         double tok_s = a.total_batch / dt;
         double mfu = peak > 0 ? flops_per_token * tok_s / peak : -1.0;
+        double mfu_exec = peak > 0 ? executed_flops_per_token(&model, &opt, a.T, refreshed) * tok_s / peak : -1.0;
         double mem = gib(backend_memory_peak());
         if (master) {
             char eta[32];
             format_eta((a.steps - step - 1) * (timed_steps ? time_sum / timed_steps : dt), eta, sizeof(eta));
             if (step % a.log_every == 0 || step == a.steps - 1) {
-                char mfus[32];
-                if (mfu >= 0) snprintf(mfus, sizeof(mfus), "%.1f%%", 100 * mfu); else snprintf(mfus, sizeof(mfus), "n/a");
+                char mfus[48];
+                if (mfu >= 0) snprintf(mfus, sizeof(mfus), "%.1f%% (executed %.1f%%)", 100 * mfu, 100 * mfu_exec);
+                else snprintf(mfus, sizeof(mfus), "n/a");
                 char comms[48] = "";
                 if (pg.world_size > 1) snprintf(comms, sizeof(comms), " | comm %.2f MiB", opt.comm_bytes / 1048576.0);
                 printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms | ETA %s\n",
                        step + 1, a.steps, loss, lr, gnorm, tok_s, mfus, mem, comms, dt * 1000, eta);
                 fflush(stdout);
             }
-            fprintf(logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.4f mem_gib=%.4f dt_ms=%.2f comm_mib=%.4f\n",
-                    step + 1, loss, lr, gnorm, tok_s, mfu, mem, dt * 1000, opt.comm_bytes / 1048576.0);
+            fprintf(logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.6g mfu_exec=%.6g mem_gib=%.4f dt_ms=%.2f comm_mib=%.4f\n",
+                    step + 1, loss, lr, gnorm, tok_s, mfu, mfu_exec, mem, dt * 1000, opt.comm_bytes / 1048576.0);
             fflush(logf);
         }
     }

@@ -102,6 +102,7 @@ static void test_selection(void) {
 // ---- one projected matrix against float64 -----------------------------------------------------
 // A parameter table holding one linear weight (out x in), driven through the Optimizer API as
 // the trainer drives it; the reference is the GRASS.md update written in double.
+static int g_upscale = UPSCALE_PAPER;  // the up-projection rule of grass_matrix_case
 static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K, float wd, const char* label) {
     ParamTable pt;
     memset(&pt, 0, sizeof(pt));
@@ -111,7 +112,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.type = OPT_GRASS; oc.select = method; oc.grass_rank = r; oc.update_freq = K; oc.alpha = 0.25f;
-    oc.weight_decay = wd; oc.fused = 0; oc.seed = 77;
+    oc.weight_decay = wd; oc.fused = 0; oc.seed = 77; oc.upscale = g_upscale;
     float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
     double* Wd = (double*)malloc_check(pt.total * sizeof(double));
     for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = W[i]; }
@@ -427,8 +428,43 @@ static void norm_pass_case(int out, int in, int micro, const char* label) {
     param_table_free(&pt);
 }
 
+// ---- the up-projection rule (--grass-upscale) ----------------------------------------------------
+static void test_upscale_rules(void) {
+    const int dim = 40, r = 24;
+    float q[dim];
+    for (int i = 0; i < dim; i++) q[i] = (float)(1 + (i * 7) % 13) * (i % 5 == 0 ? 0.01f : 1.0f);
+    Selection sel[UPSCALE_COUNT];
+    for (int rule = 0; rule < UPSCALE_COUNT; rule++) {
+        sel[rule].idx = (int*)calloc_check(r, sizeof(int));
+        sel[rule].scale = (float*)calloc_check(r, sizeof(float));
+        sel[rule].upscale = (float*)calloc_check(r, sizeof(float));
+        grass_select(SEL_MULTINORM, q, dim, r, rng_seed_for(3, 1, 2), &sel[rule]);
+        grass_apply_upscale(rule, &sel[rule]);
+    }
+    const Selection* p = &sel[UPSCALE_PAPER];
+    int counted = 0, dup = 0;
+    double mean_paper = 0, mean_mean = 0, worst_ratio = 0, worst_paper = 0;
+    for (int j = 0; j < p->r_eff; j++) {
+        double count = p->upscale[j] / p->scale[j];
+        counted += (int)lrint(count);
+        dup += count > 1.5;
+        worst_paper = fmax(worst_paper, fabs(count - lrint(count)));
+        mean_paper += p->upscale[j] / p->r_eff;
+        mean_mean += sel[UPSCALE_MEAN].upscale[j] / p->r_eff;
+        CHECK(sel[UPSCALE_ONE].upscale[j] == 1.0f, "upscale one: row %d has factor %g", p->idx[j], sel[UPSCALE_ONE].upscale[j]);
+    }
+    for (int j = 0; j < p->r_eff; j++)
+        worst_ratio = fmax(worst_ratio, fabs(sel[UPSCALE_MEAN].upscale[j] * mean_paper / p->upscale[j] - 1.0));
+    CHECK(counted == r && worst_paper < 1e-5, "upscale paper: count * rho, the counts sum to the r = %d draws (%d)", r, counted);
+    CHECK(dup > 0, "the case has rows drawn more than once (%d), so the rules differ", dup);
+    CHECK(fabs(mean_mean - 1.0) < 1e-6 && worst_ratio < 1e-6, "upscale mean: the paper's factors over their mean %.4f "
+          "(mean now %.7f, worst relative deviation %.2g)", mean_paper, mean_mean, worst_ratio);
+    for (int rule = 0; rule < UPSCALE_COUNT; rule++) { free(sel[rule].idx); free(sel[rule].scale); free(sel[rule].upscale); }
+}
+
 int main(void) {
     backend_init(0);
+    test_upscale_rules();
     norm_pass_case(6, 9, 3, "rows side, 3 micro-batches");
     norm_pass_case(9, 6, 2, "cols side, 2 micro-batches");
     norm_pass_case(6, 9, 1, "rows side, 1 micro-batch");
@@ -439,6 +475,11 @@ int main(void) {
     grass_matrix_case(24, 10, 7, SEL_UNIFORM, 2, 0.0f, "cols uniform");
     grass_matrix_case(16, 16, 5, SEL_MULTINORM_NR, 4, 0.0f, "square multinorm-nr");
     grass_matrix_case(16, 16, 5, SEL_UNIFORM_NR, 1, 0.0f, "square uniform-nr K=1");
+    g_upscale = UPSCALE_ONE;   // the float64 reference applies whatever factors the selection holds
+    grass_matrix_case(12, 20, 6, SEL_MULTINORM, 2, 0.0f, "rows multinorm upscale one");
+    g_upscale = UPSCALE_MEAN;
+    grass_matrix_case(24, 10, 7, SEL_UNIFORM, 2, 0.1f, "cols uniform upscale mean");
+    g_upscale = UPSCALE_PAPER;
     test_model_level();
     return test_summary("test_grass");
 }

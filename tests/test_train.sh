@@ -28,6 +28,36 @@ for opt in adamw grass; do
   else bad "$opt: training run failed"; tail -5 "$W/fall_$opt.out"; fi
 done
 
+# ---- model-FLOPs and executed-FLOPs MFU ----------------------------------------------------------
+# AdamW executes the model formula (6 N + 12 L d T); Grass runs its weight-gradient GEMMs on r of
+# the rows, so less on a plain step and more on a refresh step (the norm pass); and the
+# refresh lines of the log carry the selection's statistics
+mfu_check() {  # mfu_check LOG: prints "equal below above" counts of mfu_exec vs mfu over train lines
+  python3 - "$1" <<'PY'
+import sys
+rows = [dict(kv.split("=", 1) for kv in l.split()) for l in open(sys.argv[1]) if l.startswith("step=") and " loss=" in l]
+refresh = {l.split()[0] for l in open(sys.argv[1]) if " refresh=1 " in l}
+eq = sum(abs(float(r["mfu_exec"]) / float(r["mfu"]) - 1) < 1e-3 for r in rows)
+below = sum(float(r["mfu_exec"]) < float(r["mfu"]) * 0.999 and "step=" + r["step"] not in refresh for r in rows)
+above = sum(float(r["mfu_exec"]) > float(r["mfu"]) * 1.001 and "step=" + r["step"] in refresh for r in rows)
+print(len(rows), eq, below, above, len(refresh))
+PY
+}
+for opt in adamw grass; do
+  extra=(); [ $opt = grass ] && extra=(--optimizer grass --rank 12 --update-freq 3)
+  $BIN "${COMMON[@]}" -x 6 -v 0 --peak-tflops 1 -o "$W/mfu_$opt" "${extra[@]}" > "$W/mfu_$opt.out" 2>&1 || { bad "$opt: MFU run failed"; continue; }
+  read -r n eq below above nref <<< "$(mfu_check "$W/mfu_$opt/log.txt")"
+  if [ $opt = adamw ]; then
+    [ "$n" = 6 ] && [ "$eq" = 6 ] && ok "adamw: executed-FLOPs MFU == model-FLOPs MFU on all 6 steps" || bad "adamw: mfu_exec vs mfu: $n $eq"
+  else
+    [ "$nref" = 2 ] && [ "$below" = 4 ] && [ "$above" = 2 ] \
+      && ok "grass: executed MFU below model MFU on 4 plain steps, above on the 2 refresh steps (the norm pass)" \
+      || bad "grass: mfu_exec vs mfu: rows $n, below $below, above $above, refreshes $nref"
+    grep -qE '^step=1 refresh=1 distinct=[0-9]+ draws=[0-9]+ mult_mean=[0-9.]+ mult_max=[0-9.]+ sel_hash=[0-9a-f]{16}$' "$W/mfu_$opt/log.txt" \
+      && ok "grass: refresh lines in the log (distinct rows, draws, step multipliers, selection hash)" || bad "grass: refresh line missing"
+  fi
+done
+
 # ---- resume is bit-exact ----------------------------------------------------------------------
 # run A: 8 steps straight, checkpoints every 4 (or 3). Run B: starts from A's first checkpoint
 # with -y 1 and must write the same final model and state, and log the same losses.
