@@ -1088,6 +1088,26 @@ static void optim_signature(const Optimizer* o, int32_t sig[16]) {
     sig[12] = o->cfg.type == OPT_GRASS ? o->cfg.upscale : 0;  // 0 (paper) in files written before the rule existed
 }
 
+// what each signature field is, by name, and its value as a reader would write it
+static const char* OPTIM_SIGNATURE_NAMES[16] = {"--optimizer", "projected matrices", "full-rank values", "--grass-select",
+    "--update-freq", "--grass-layers", "--grass-fused", "sum of Grass ranks (--rank)", "--seed (low 31 bits)", "--state-dtype",
+    "--master-weights", "--zero ranks", "--grass-upscale", "(unused)", "(unused)", "(unused)"};
+static void optim_signature_value(int field, int32_t v, char* buf, size_t n) {
+    if (field == 0 && v >= 0 && v <= 1) snprintf(buf, n, "%s", OPTIMIZER_NAMES[v]);
+    else if (field == 3 && v >= 0 && v < SEL_COUNT) snprintf(buf, n, "%s", GRASS_SELECT_NAMES[v]);
+    else if (field == 3 && v < 0) snprintf(buf, n, "none (adamw)");
+    else if (field == 5) {
+        size_t len = 0;
+        buf[0] = '\0';
+        for (int t = 0; t < LIN_NONE; t++)
+            if ((v >> t) & 1) len += snprintf(buf + len, len < n ? n - len : 0, "%s%s", len ? "," : "", LINEAR_TYPE_NAMES[t]);
+        if (len == 0) snprintf(buf, n, "none");
+    }
+    else if (field == 9) snprintf(buf, n, "%s", v == STATE_BF16 ? "bf16" : "fp32");
+    else if (field == 12 && v >= 0 && v < UPSCALE_COUNT) snprintf(buf, n, "%s", GRASS_UPSCALE_NAMES[v]);
+    else snprintf(buf, n, "%d", (int)v);
+}
+
 static void optim_save(const Optimizer* o, FILE* f, const char* path) {
     int32_t sig[16];
     optim_signature(o, sig);
@@ -1127,11 +1147,19 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         fatal("'%s' was written %s fp32 master weights and this run %s them; resume with the same --master-weights",
               path, sig[10] ? "with" : "without", want[10] ? "keeps" : "does not keep");
     if (memcmp(sig, want, sizeof(sig)) != 0) {
-        fatal("'%s' holds the state of another optimizer setup (file: optimizer %s, select %d, K %d, ranks %d, seed %d, "
-              "%s states; this run: optimizer %s, select %d, K %d, ranks %d, seed %d, %s states); resume with the same "
-              "optimizer flags", path, sig[0] >= 0 && sig[0] <= 1 ? OPTIMIZER_NAMES[sig[0]] : "?", sig[3], sig[4], sig[7],
-              sig[8], sig[9] == STATE_BF16 ? "bf16" : "fp32", OPTIMIZER_NAMES[want[0]], want[3], want[4], want[7], want[8],
-              want[9] == STATE_BF16 ? "bf16" : "fp32");
+        // name every field that differs, with the file's value and this run's
+        char diff[1024] = "";
+        size_t len = 0;
+        for (int i = 0; i < 16; i++) {
+            if (sig[i] == want[i]) continue;
+            char a[48], b[48];
+            optim_signature_value(i, sig[i], a, sizeof(a));
+            optim_signature_value(i, want[i], b, sizeof(b));
+            len += snprintf(diff + len, len < sizeof(diff) ? sizeof(diff) - len : 0, "%s%s: file %s, this run %s",
+                            len ? "; " : "", OPTIM_SIGNATURE_NAMES[i], a, b);
+            if (len >= sizeof(diff)) break;
+        }
+        fatal("'%s' holds the state of another optimizer setup (%s); resume with the same optimizer flags", path, diff);
     }
     int64_t step;
     fread_check(&step, sizeof(int64_t), 1, f, path);

@@ -186,7 +186,8 @@ expect_fail "missing tokenizer for samples" "nowhere/tokenizer.bin" $BIN "${COMM
 # checkpoints: another config, not a checkpoint, truncated, NaN weights
 expect_fail "resume with another config" "another model config" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 64 --ffn 80 --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -x 8 -v 0 -y 1 -o "$W/res_adamw_a"
 expect_fail "resume with another optimizer" "another optimizer setup" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
-expect_fail "resume with another state dtype" "another optimizer setup.*fp32 states.*bf16 states" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" -l 3e-3 --state-dtype bf16
+expect_fail "resume with another optimizer, named" "another optimizer setup.*--optimizer: file adamw, this run grass" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
+expect_fail "resume with another state dtype" "another optimizer setup.*--state-dtype: file fp32, this run bf16" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" -l 3e-3 --state-dtype bf16
 expect_fail "resume without the master weights" "written with fp32 master weights" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_grass_master_weights_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
 expect_fail "ZeRO-1 with master weights" "not supported yet" $BIN "${COMMON[@]}" "${T[@]}" --zero 1 --master-weights 1
 expect_fail "unknown state dtype" "unknown --state-dtype 'fp16'" $BIN "${COMMON[@]}" "${T[@]}" --state-dtype fp16
