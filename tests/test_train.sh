@@ -58,6 +58,25 @@ for opt in adamw grass; do
   fi
 done
 
+# ---- --grass-norms auto: exact where it fits, else the sketch ----------------------------------------
+# with 2 micro-steps exact holds every projected matrix's fp32 gradient (4.5 MiB for this model;
+# the k=4 sketch 0.1 MiB): under a limit between the two plans' totals auto takes the sketch, under
+# a limit above both it stays exact, and exact itself is refused over the limit
+NP=(-c tiny --vocab 256 --dim 256 --ffn 512 --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -d 256
+    --optimizer grass --rank 8 --sketch-dim 4)
+plan_mib() { $BIN "${NP[@]}" --plan-only 1 "$@" 2>&1 | grep -E '^  total' | awk '{print ($3 == "GiB") ? $2 * 1024 : $2}'; }
+te=$(plan_mib --grass-norms exact); ts=$(plan_mib --grass-norms sketch)
+mid=$(python3 -c "print(($te + $ts) / 2 / 1024)"); high=$(python3 -c "print(($te + 8) / 1024)")
+out=$($BIN "${NP[@]}" --plan-only 1 --memory-limit-gb $mid 2>&1)
+echo "$out" | grep -q "Grass norm pass .*(sketch, k=4)" && echo "$out" | grep -q "norms auto" \
+  && ok "norms auto under a limit between the plans ($ts < limit < $te MiB): the sketch" || bad "norms auto, limit $mid: $(echo "$out" | grep 'norm pass')"
+out=$($BIN "${NP[@]}" --plan-only 1 --memory-limit-gb $high 2>&1)
+echo "$out" | grep -q "Grass norm pass .*exact: every projected matrix's fp32 gradient" \
+  && ok "norms auto under a limit above both: exact (the whole gradients with accumulation)" || bad "norms auto, limit $high: $(echo "$out" | grep 'norm pass')"
+out=$($BIN "${NP[@]}" --grass-norms exact --memory-limit-gb $mid -x 2 "${DATA[@]}" 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q "needs .* GiB but .* GiB is available" \
+  && ok "norms exact over the limit: refused with the sizes" || bad "norms exact over the limit: rc=$rc $(echo "$out" | tail -1)"
+
 # ---- resume is bit-exact ----------------------------------------------------------------------
 # run A: 8 steps straight, checkpoints every 4 (or 3). Run B: starts from A's first checkpoint
 # with -y 1 and must write the same final model and state, and log the same losses.
