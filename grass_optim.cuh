@@ -127,10 +127,12 @@ static void optim_config_defaults(OptimConfig* c) {
     c->seed = 1234;
 }
 
-static int grass_select_from_name(const char* s) {
-    for (int i = 0; i < SEL_COUNT; i++) if (strcmp(GRASS_SELECT_NAMES[i], s) == 0) return i;
+// the index of s in names[0..n), or -1: the flags' names to their enum values
+static int name_index(const char* const* names, int n, const char* s) {
+    for (int i = 0; i < n; i++) if (strcmp(names[i], s) == 0) return i;
     return -1;
 }
+static int grass_select_from_name(const char* s) { return name_index(GRASS_SELECT_NAMES, SEL_COUNT, s); }
 
 // --rank: "full" (every projected matrix keeps its whole selected dimension), a fraction below
 // 1 of that dimension, or an integer rank. Returns 0 and a message when it is none of these.

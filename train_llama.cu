@@ -256,11 +256,9 @@ static void resolve_optim(TrainArgs* a) {
     if (strcmp(a->optimizer, "adamw") == 0) oc->type = OPT_ADAMW;
     else if (strcmp(a->optimizer, "grass") == 0) oc->type = OPT_GRASS;
     else fatal("unknown --optimizer '%s' (adamw | grass)", a->optimizer);
-    oc->norms = -1;
-    for (int i = 0; i < NORMS_COUNT; i++) if (strcmp(a->grass_norms, GRASS_NORMS_NAMES[i]) == 0) oc->norms = i;
+    oc->norms = name_index(GRASS_NORMS_NAMES, NORMS_COUNT, a->grass_norms);
     if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
-    oc->upscale = -1;
-    for (int i = 0; i < UPSCALE_COUNT; i++) if (strcmp(a->grass_upscale, GRASS_UPSCALE_NAMES[i]) == 0) oc->upscale = i;
+    oc->upscale = name_index(GRASS_UPSCALE_NAMES, UPSCALE_COUNT, a->grass_upscale);
     if (oc->upscale < 0) fatal("unknown --grass-upscale '%s' (paper | one | mean)", a->grass_upscale);
     int sel = grass_select_from_name(a->grass_select);
     if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
@@ -292,6 +290,11 @@ static const char* fmt_bytes(size_t b, char* buf) {
     if (b >= ((size_t)1 << 30)) snprintf(buf, 32, "%9.3f GiB", gib(b));
     else snprintf(buf, 32, "%9.1f MiB", b / 1048576.0);
     return buf;
+}
+
+// bytes a run may plan for: --memory-limit-gb when given, else what the backend reports free (0: unknown)
+static size_t memory_available(float limit_gb) {
+    return limit_gb > 0 ? (size_t)(limit_gb * 1073741824.0) : backend_memory_free();
 }
 
 // Prints what the run will allocate and refuses one that cannot fit; returns the planned total.
@@ -340,7 +343,7 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
         printf("\n");
     }
-    size_t avail = limit_gb > 0 ? (size_t)(limit_gb * 1073741824.0) : backend_memory_free();
+    size_t avail = memory_available(limit_gb);
     if (refuse && avail > 0 && total > avail) {
         fatal("this run needs %.2f GiB but %.2f GiB is available (%s); reduce -b/--batch, -t/--seq or the model, "
               "or use --optimizer grass with a smaller --rank", gib(total), gib(avail),
@@ -551,10 +554,10 @@ int main(int argc, char** argv) {
     if (a.oc.norms == NORMS_AUTO && a.oc.type == OPT_GRASS) {  // exact norms where they fit, else the sketch
         ParamTable pt;
         param_table_build(&pt, &config);
-        size_t avail = a.memory_limit_gb > 0 ? (size_t)(a.memory_limit_gb * 1073741824.0) : backend_memory_free();
         OptimRuntime quiet = rt;
         quiet.rank = -1;  // plan without printing
-        optim_fit_norms(&a.oc, &rt, &pt, memory_plan(&config, &a.oc, &quiet, a.B, a.T, a.recompute, 0, 0), avail);
+        optim_fit_norms(&a.oc, &rt, &pt, memory_plan(&config, &a.oc, &quiet, a.B, a.T, a.recompute, 0, 0),
+                        memory_available(a.memory_limit_gb));
         param_table_free(&pt);
     }
     size_t planned_bytes = memory_plan(&config, &a.oc, &rt, a.B, a.T, a.recompute, a.memory_limit_gb, !a.plan_only);
