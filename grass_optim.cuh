@@ -64,6 +64,9 @@ typedef struct {
     int overlap_comm;    // with several ranks: all-reduce each layer's gradients while the backward
                          // pass computes the next layer (results are unchanged)
     int proj_mask;       // bit i set: LinearType i is projected
+    float matrix_lr_scale; // AdamW: the matrices of the proj_mask types take lr * this (1: one lr for
+                         // everything), so that a full-rank baseline can give its matrices the
+                         // step that alpha gives Grass's, with the same lr for everything else
     uint64_t seed;       // selection seed (rank-independent)
 } OptimConfig;
 
@@ -124,6 +127,7 @@ static void optim_config_defaults(OptimConfig* c) {
     c->b1 = 0.9f; c->b2 = 0.999f; c->eps = 1e-8f; c->weight_decay = 0.0f; c->grad_clip = 0.0f;
     c->select = SEL_MULTINORM; c->grass_rank = 128; c->grass_rank_frac = 0.0f; c->update_freq = 200; c->alpha = 0.25f;
     c->fused = 1; c->norms = NORMS_AUTO; c->sketch_dim = 64; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
+    c->matrix_lr_scale = 1.0f;
     c->seed = 1234;
 }
 
@@ -345,6 +349,12 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
     if (!(c->eps > 0.0f)) { snprintf(err, errlen, "adam eps %g must be > 0", c->eps); return 0; }
     if (!(c->weight_decay >= 0.0f)) { snprintf(err, errlen, "weight decay %g must be >= 0", c->weight_decay); return 0; }
     if (!(c->grad_clip >= 0.0f)) { snprintf(err, errlen, "gradient clip %g must be >= 0 (0 = off)", c->grad_clip); return 0; }
+    if (!(c->matrix_lr_scale > 0.0f)) { snprintf(err, errlen, "--matrix-lr-scale %g must be > 0", c->matrix_lr_scale); return 0; }
+    if (c->type != OPT_ADAMW && c->matrix_lr_scale != 1.0f) {
+        snprintf(err, errlen, "--matrix-lr-scale is for full-rank AdamW; the projected matrices of %s take lr * alpha "
+                 "(--grass-scale)", OPTIMIZER_NAMES[c->type]);
+        return 0;
+    }
     if (c->type != OPT_GRASS) return 1;
     if (c->update_freq < 1) { snprintf(err, errlen, "--update-freq %d must be >= 1", c->update_freq); return 0; }
     if (!(c->alpha > 0.0f)) { snprintf(err, errlen, "--grass-scale %g must be > 0", c->alpha); return 0; }
@@ -893,7 +903,8 @@ static float optim_step(Optimizer* o) {
         size_t a, b;
         if (!optim_shard_part(o, i, &a, &b)) continue;
         size_t in_t = a - o->grad_offset[i], soff = (a - o->shard_lo) * ssz;
-        AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, o->step, grad_scale);
+        float lr_t = t->kind == PT_LINEAR && ((o->cfg.proj_mask >> t->lin) & 1) ? lr * o->cfg.matrix_lr_scale : lr;
+        AdamParams ap = adam_params(&o->cfg, lr_t, t->decay ? o->cfg.weight_decay : 0.0f, o->step, grad_scale);
         adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, o->grads + a,
                      (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, ap, optim_update_seed(o, i), in_t);
     }

@@ -159,6 +159,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
     OPT("", "--overlap-comm", 'i', &a->oc.overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
+    OPT("", "--matrix-lr-scale", 'f', &a->oc.matrix_lr_scale, 1e-6, 1e6, "AdamW: the matrices of the --grass-layers types take lr * this; embeddings, head and norms keep lr (Grass's split of lr * alpha)");
     OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
     OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
@@ -546,8 +547,8 @@ int main(int argc, char** argv) {
                    "%s states\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], GRASS_UPSCALE_NAMES[a.oc.upscale], a.oc.grass_rank > 0 ? "" : "fraction ",
                    a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac, a.oc.update_freq,
                    a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
-        else printf("optimizer: adamw, lr %g, weight decay %g, clip %g, %s states, overlap=%d\n", a.lr, a.oc.weight_decay,
-                    a.oc.grad_clip, a.state_dtype, rt.overlap);
+        else printf("optimizer: adamw, lr %g (matrices x %g), weight decay %g, clip %g, %s states, overlap=%d\n", a.lr,
+                    a.oc.matrix_lr_scale, a.oc.weight_decay, a.oc.grad_clip, a.state_dtype, rt.overlap);
         if (rt.sharded)
             printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
     }
@@ -640,6 +641,7 @@ int main(int argc, char** argv) {
             if (a.oc.type == OPT_GRASS)
                 fprintf(logf, " select=%s rank=%s update_freq=%d alpha=%g fused=%d", GRASS_SELECT_NAMES[a.oc.select],
                         a.grass_rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
+            else fprintf(logf, " matrix_lr_scale=%g", a.oc.matrix_lr_scale);
             fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d\n", a.lr, a.B, a.T, a.total_batch, pg.world_size, a.steps);
         } else {
             fprintf(logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)ts.step, pg.world_size);

@@ -346,6 +346,28 @@ static void test_model_level(void) {
     d = max_param_diff(&gr, &ad, &s);
     CHECK(d < 1e-5 * s, "Grass with r = m, top-r, alpha 1 equals full-rank AdamW (max diff %.3g of %.3g)", d, s);
     free_run(&gr); free_run(&ad);
+    // the learning-rate split: Grass at alpha 0.25 (projected matrices at lr/4, the rest at lr)
+    // equals AdamW with --matrix-lr-scale 0.25, and not AdamW with one lr for everything
+    g.alpha = 0.25f;
+    OptimConfig a4 = a; a4.matrix_lr_scale = 0.25f;
+    Run gr4, ad4, ad1;
+    run_steps(&gr4, &c, &g, B, T, accum, steps, tokens);
+    run_steps(&ad4, &c, &a4, B, T, accum, steps, tokens);
+    run_steps(&ad1, &c, &a, B, T, accum, steps, tokens);
+    d = max_param_diff(&gr4, &ad4, &s);
+    CHECK(d < 1e-5 * s, "Grass with r = m, top-r, alpha 0.25 equals AdamW with matrix lr scale 0.25 (max diff %.3g of %.3g)", d, s);
+    double d1 = max_param_diff(&gr4, &ad1, &s);
+    CHECK(d1 > 100 * d && d1 > 1e-4, "and differs from AdamW with one lr (max diff %.3g)", d1);
+    free_run(&gr4); free_run(&ad4); free_run(&ad1);
+    {
+        char err[256];
+        ParamTable vpt; param_table_build(&vpt, &c);
+        OptimConfig bad = a; bad.matrix_lr_scale = 0.0f;
+        CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--matrix-lr-scale"), "matrix lr scale 0 refused: %s", err);
+        bad = g; bad.matrix_lr_scale = 0.5f;
+        CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--grass-scale"), "matrix lr scale with Grass refused: %s", err);
+        param_table_free(&vpt);
+    }
     free(tokens);
 }
 
