@@ -12,8 +12,11 @@ Examples (from the repository root):
     python dev/data/prepare.py --dataset c4 --hf-tokenizer t5-base --max-tokens 1000000000
     # only tokenizer.bin
     python dev/data/prepare.py --tokenizer-only --out-dir data/tinyshakespeare
+    # the King James Bible (Debian package bible-kjv) with a 4096-token BPE tokenizer trained
+    # on its training split: the study corpora of scripts/compare_optimizers.sh
+    python dev/data/prepare.py --dataset kjv --out-dir data/study/kjv --train-tokenizer 4096
 
-Documents. A local file (--input, --dataset tinyshakespeare) is cut into documents at every
+Documents. A local file (--input, --dataset tinyshakespeare or kjv) is cut into documents at every
 --doc-sep (default a blank line, "\\n\\n"); the separator stays at the end of the document it
 ends, so that the documents concatenated are the file again. A dataset (tinystories, c4,
 fineweb) gives one document per record (its "text" field). Every document is encoded without
@@ -26,18 +29,35 @@ Validation split (deterministic, no randomness):
     floor((i + 1) * f) > floor(i * f), i.e. every (1/f)-th document (i = 9, 19, 29, ... for f = 0.1).
 --max-tokens caps the tokens written (val + train); the document that reaches it is cut.
 
+--dataset kjv runs the `bible` program (Debian package bible-kjv) and turns its output into
+one document per chapter: the heading line ("Genesis 1"), then one line per verse, verse
+numbers removed, wrapped lines joined, runs of spaces made one; chapters end with a blank line.
+The text is cached as <out-dir>/kjv.txt (which --input reads back into the same documents).
+
+--train-tokenizer V trains a SentencePiece BPE model of exactly V pieces (LLaMA-2's settings:
+byte fallback, identity normalizer, dummy prefix, split digits; one thread, fixed seed) on the
+TRAINING documents only, saves it as <out-dir>/tokenizer.model and tokenizes with it. The
+documents and the split are made from the text before any tokenizer is involved, so val is the
+same text whichever tokenizer is used.
+
 Output, in --out-dir (default data/<name> under the repository root):
   <name>_val_000000.bin, ...    val shards, at most --shard-tokens tokens each
   <name>_train_000000.bin, ...  train shards
   tokenizer.bin                 the vocabulary, for decoding samples in C
+  tokenizer.model               with --train-tokenizer: the trained SentencePiece model
+  tinyshakespeare.txt, kjv.txt  with --dataset tinyshakespeare / kjv: the cached text
 Tokens are uint16 when the vocabulary has <= 65535 entries, else uint32. A document may
 continue from one shard into the next. Shards are full except the last two of a split, which
 share their tokens evenly when the tail would be under half a shard (so no shard of a split
 with several shards is smaller than --shard-tokens / 2).
 """
 import argparse
+import io
 import math
 import os
+import re
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,6 +81,11 @@ HF_DATASETS = {
     "c4": ("allenai/c4", "en", "train", "text"),
     "fineweb": ("HuggingFaceFW/fineweb", "sample-10BT", "train", "text"),
 }
+# the King James Bible: the `bible` program of the Debian package bible-kjv (public domain text)
+KJV_PACKAGE = "bible-kjv"
+KJV_RANGE = "gen1:1-rev22:21"
+KJV_CHAPTERS, KJV_VERSES = 1189, 31102
+LOCAL_DATASETS = ["tinyshakespeare", "kjv"]
 DEFAULT_TOKENIZER_CANDIDATES = [
     REPO.parent / "shared" / "data" / "llama2_tokenizer.model",
     REPO / "data" / "llama2_tokenizer.model",
@@ -247,6 +272,47 @@ def find_default_tokenizer():
           "  --tokenizer PATH.model (any SentencePiece model) or --hf-tokenizer NAME.")
 
 
+# SentencePiece's trainer settings for --train-tokenizer: LLaMA-2's (so that tokenizer.h
+# reproduces the model exactly, docs/DATA.md), one thread and a fixed seed (same text, same model)
+TRAIN_TOKENIZER_SEED = 1
+TRAIN_TOKENIZER_SETTINGS = dict(
+    model_type="bpe", byte_fallback=True, split_digits=True, normalization_rule_name="identity",
+    add_dummy_prefix=True, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+    character_coverage=0.99995, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+    input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=1 << 16,
+    num_threads=1, minloglevel=2)
+MIN_TRAINED_VOCAB = 3 + 256 + 1  # <unk> <s> </s>, the 256 byte pieces, at least one merge
+
+
+def train_tokenizer(docs, vocab_size, model_path):
+    """Trains a SentencePiece BPE model of exactly vocab_size pieces on the lines of docs (the
+    training documents) and writes it to model_path (atomically). Returns the seconds taken."""
+    import sentencepiece as spm
+    if vocab_size < MIN_TRAINED_VOCAB:
+        die(f"--train-tokenizer {vocab_size}: a byte-fallback vocabulary needs at least "
+            f"{MIN_TRAINED_VOCAB} pieces (3 special, 256 bytes, 1 merge)")
+    # SentencePiece trains on sentences; a line of text is one (newlines become the byte
+    # piece <0x0A> when encoding, as with LLaMA-2's model)
+    lines = [line for d in docs for line in d.split("\n") if line]
+    if not lines:
+        die("--train-tokenizer: the training split has no text")
+    if hasattr(spm, "set_random_generator_seed"):
+        spm.set_random_generator_seed(TRAIN_TOKENIZER_SEED)
+    t0 = time.time()
+    buf = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf,
+                                       vocab_size=vocab_size, **TRAIN_TOKENIZER_SETTINGS)
+    except RuntimeError as e:
+        die(f"--train-tokenizer {vocab_size}: SentencePiece could not train on the training split "
+            f"({len(lines):,} lines): {e}\n  A small text cannot fill a large vocabulary: try a smaller V.")
+    tmp = str(model_path) + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, model_path)
+    return time.time() - t0
+
+
 # ----------------------------------------------------------------------------------------
 # sources
 
@@ -277,6 +343,82 @@ def download_tinyshakespeare(out_dir):
     tmp = str(path) + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def kjv_documents(raw):
+    """The pretty-printed output of `bible` ("Genesis 1" heading lines between blank lines,
+    verses as "  N text" with wrapped lines unindented) -> one document per chapter:
+    "Genesis 1\n" + one line per verse (number removed, wrapped lines joined, runs of
+    whitespace made one space) + "\n" (so chapters are separated by a blank line).
+    Returns (documents, verse count); dies on output it does not recognise."""
+    heading = re.compile(r"^((?:[1-3] )?[A-Z][A-Za-z ]*[a-z]) ([0-9]+)$")
+    verse = re.compile(r"^\s+([0-9]+) (.*)$")
+    lines = raw.split("\n")
+    chapters = []  # [heading, [verse texts]]
+    n_verses = 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        before = lines[i - 1].strip() if i > 0 else ""
+        after = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        m = verse.match(line)
+        if not before and not after and heading.match(line):
+            chapters.append([line.strip(), []])
+        elif m and chapters:
+            want = len(chapters[-1][1]) + 1
+            if int(m.group(1)) != want:
+                die(f"bible output line {i + 1}: verse {m.group(1)} of {chapters[-1][0]}, expected {want}: {line!r}")
+            chapters[-1][1].append(m.group(2))
+            n_verses += 1
+        elif chapters and chapters[-1][1] and not line[0].isspace():
+            chapters[-1][1][-1] += " " + line  # a wrapped line continues the verse
+        else:
+            die(f"bible output line {i + 1} is neither a chapter heading, a verse nor a wrapped line: {line!r}")
+    docs = []
+    for head, verses in chapters:
+        if not verses:
+            die(f"bible output: chapter '{head}' has no verses")
+        docs.append(head + "\n" + "".join(" ".join(v.split()) + "\n" for v in verses) + "\n")
+    return docs, n_verses
+
+
+def fetch_kjv(out_dir):
+    """<out-dir>/kjv.txt: cached, else made from the `bible` program's output."""
+    path = Path(out_dir) / "kjv.txt"
+    if path.is_file() and path.stat().st_size > 0:
+        print(f"using the cached {path}")
+        return path
+    exe = shutil.which("bible")
+    if exe is None:
+        die(f"--dataset kjv runs the `bible` program of the Debian package {KJV_PACKAGE}, which is not "
+            f"installed here:\n  sudo apt-get install {KJV_PACKAGE}\n"
+            "  Or pass the text as a local file with --input FILE (e.g. a kjv.txt written by this "
+            "script on another machine).")
+    print(f"running {exe} {KJV_RANGE}")
+    try:
+        # COLUMNS only sets where `bible` wraps lines, which kjv_documents joins again
+        r = subprocess.run([exe, KJV_RANGE], stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+                           env={**os.environ, "COLUMNS": "80"})
+    except (OSError, subprocess.SubprocessError) as e:
+        die(f"running '{exe} {KJV_RANGE}' failed ({type(e).__name__}: {e})")
+    if r.returncode != 0 or not r.stdout.strip():
+        die(f"'{exe} {KJV_RANGE}' exited with {r.returncode} and {len(r.stdout)} bytes of output: "
+            f"{r.stderr.decode('utf-8', 'replace').strip()[:500]}")
+    try:
+        raw = r.stdout.decode("utf-8")
+    except UnicodeDecodeError as e:
+        die(f"the output of '{exe} {KJV_RANGE}' is not UTF-8 ({e})")
+    docs, n_verses = kjv_documents(raw)
+    if (len(docs), n_verses) != (KJV_CHAPTERS, KJV_VERSES):
+        print(f"warning: {len(docs)} chapters and {n_verses} verses; the King James Bible has "
+              f"{KJV_CHAPTERS} and {KJV_VERSES}", file=sys.stderr)
+    print(f"bible: {len(raw.encode()):,} bytes of output -> {len(docs):,} chapters, {n_verses:,} verses")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tmp = str(path) + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write("".join(docs))
     os.replace(tmp, path)
     return path
 
@@ -325,14 +467,19 @@ def main(argv=None):
                "every (1/f)-th document. See docs/DATA.md.")
     src = ap.add_argument_group("source (one of)")
     src.add_argument("--input", "-i", metavar="FILE", help="a local UTF-8 text file")
-    src.add_argument("--dataset", "-d", metavar="NAME", choices=["tinyshakespeare"] + sorted(HF_DATASETS),
-                     help="tinyshakespeare | tinystories | c4 | fineweb. tinyshakespeare (raw text, cached in the output directory); "
+    src.add_argument("--dataset", "-d", metavar="NAME", choices=LOCAL_DATASETS + sorted(HF_DATASETS),
+                     help="tinyshakespeare | kjv | tinystories | c4 | fineweb. tinyshakespeare (raw text, downloaded), "
+                          "kjv (the King James Bible from the `bible` program, Debian package bible-kjv; one document "
+                          "per chapter): cached in the output directory; "
                           "tinystories, c4, fineweb (streamed with the 'datasets' library)")
     tk = ap.add_argument_group("tokenizer")
     tk.add_argument("--tokenizer", "-t", metavar="PATH.model", help="SentencePiece .model (default: ../shared/data/llama2_tokenizer.model "
                                              "next to the repository, else data/llama2_tokenizer.model)")
     tk.add_argument("--hf-tokenizer", metavar="NAME", help="a Hugging Face tokenizer name instead, e.g. t5-base (needs transformers)")
     tk.add_argument("--tokenizer-only", action="store_true", help="only write <out-dir>/tokenizer.bin and exit")
+    tk.add_argument("--train-tokenizer", metavar="V", type=int, default=None,
+                    help="train a SentencePiece BPE model of V pieces (byte fallback, deterministic) on the training "
+                         "split only, save it as <out-dir>/tokenizer.model and tokenize with it (local text only)")
     out = ap.add_argument_group("output")
     out.add_argument("--out-dir", "-o", metavar="DIR", help="output directory (default: data/<name> under the repository root)")
     out.add_argument("--name", "-n", metavar="NAME", help="shard name prefix (default: the dataset name or the input file's stem)")
@@ -355,6 +502,15 @@ def main(argv=None):
         die("--shard-tokens must be positive")
     if args.max_tokens is not None and args.max_tokens <= 0:
         die("--max-tokens must be positive")
+    local = args.input is not None or args.dataset in LOCAL_DATASETS
+    if args.train_tokenizer is not None:
+        if args.tokenizer or args.hf_tokenizer:
+            die("--train-tokenizer makes the tokenizer: give it without --tokenizer / --hf-tokenizer")
+        if args.tokenizer_only:
+            die("--train-tokenizer trains on the text: it cannot be used with --tokenizer-only")
+        if not local:
+            die(f"--train-tokenizer needs the whole text first: use it with --input FILE or --dataset "
+                f"{' or '.join(LOCAL_DATASETS)}, not with the streamed --dataset {args.dataset}")
 
     name = args.name or (args.dataset if args.dataset else (Path(args.input).stem if args.input else None))
     if args.out_dir:
@@ -365,9 +521,44 @@ def main(argv=None):
         out_dir = REPO / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    # a local text: its documents and split come first, from the text alone (the same whichever
+    # tokenizer is used; --train-tokenizer trains on the train documents)
+    if local and not args.tokenizer_only:
+        if args.input:
+            path = Path(args.input)
+        elif args.dataset == "kjv":
+            path = fetch_kjv(out_dir)
+        else:
+            path = download_tinyshakespeare(out_dir)
+        if not path.is_file():
+            die(f"input file '{path}' not found")
+        try:
+            text = path.read_bytes().decode("utf-8")  # bytes as they are: no newline translation
+        except UnicodeDecodeError as e:
+            die(f"input file '{path}' is not valid UTF-8 ({e})")
+        docs = split_documents(text, parse_sep(args.doc_sep))
+        if not docs:
+            die(f"input file '{path}' is empty")
+        n_val = math.ceil(args.val_fraction * len(docs)) if args.val_fraction > 0 else 0
+        if len(docs) >= 2 and args.val_fraction > 0:
+            n_val = min(max(n_val, 1), len(docs) - 1)
+        elif len(docs) == 1 and n_val:
+            print("warning: the input is a single document; it all goes to train and val is empty "
+                  "(use --doc-sep to cut it into documents)", file=sys.stderr)
+            n_val = 0
+        print(f"{path}: {len(text):,} characters, {len(text.encode('utf-8')):,} bytes, "
+              f"{len(docs):,} documents ({n_val:,} val)")
+
     # tokenizer
     if args.hf_tokenizer:
         tok = HFTokenizer(args.hf_tokenizer)
+    elif args.train_tokenizer is not None:
+        model = out_dir / "tokenizer.model"
+        train_docs = docs[n_val:]
+        dt = train_tokenizer(train_docs, args.train_tokenizer, model)
+        print(f"trained a {args.train_tokenizer}-piece SentencePiece BPE model on the {len(train_docs):,} train "
+              f"documents ({sum(len(d.encode('utf-8')) for d in train_docs):,} bytes) in {dt:.1f} s: {model}")
+        tok = SPTokenizer(model)
     else:
         model = Path(args.tokenizer) if args.tokenizer else find_default_tokenizer()
         if not model.is_file():
@@ -397,25 +588,7 @@ def main(argv=None):
             total += len(doc)
         return total < cap
 
-    if args.input or args.dataset == "tinyshakespeare":
-        path = Path(args.input) if args.input else download_tinyshakespeare(out_dir)
-        if not path.is_file():
-            die(f"input file '{path}' not found")
-        try:
-            text = path.read_bytes().decode("utf-8")  # bytes as they are: no newline translation
-        except UnicodeDecodeError as e:
-            die(f"input file '{path}' is not valid UTF-8 ({e})")
-        docs = split_documents(text, parse_sep(args.doc_sep))
-        if not docs:
-            die(f"input file '{path}' is empty")
-        n_val = math.ceil(args.val_fraction * len(docs)) if args.val_fraction > 0 else 0
-        if len(docs) >= 2 and args.val_fraction > 0:
-            n_val = min(max(n_val, 1), len(docs) - 1)
-        elif len(docs) == 1 and n_val:
-            print("warning: the input is a single document; it all goes to train and val is empty "
-                  "(use --doc-sep to cut it into documents)", file=sys.stderr)
-            n_val = 0
-        print(f"{path}: {len(text):,} characters, {len(docs):,} documents ({n_val:,} val)")
+    if local:
         bar = progress(total=len(docs), unit="doc", desc="tokenizing")
         going = True
         for b in range(0, len(docs), args.batch_docs):
@@ -464,6 +637,11 @@ def main(argv=None):
             print(f"         {p}")
         if not files[s]:
             print(f"         (no {s} tokens: no {s} file written)")
+    if local:
+        vb = sum(len(d.encode("utf-8")) for d in docs[:n_val])
+        tb = sum(len(d.encode("utf-8")) for d in docs[n_val:])
+        print(f"  text : val {vb:,} bytes, train {tb:,} bytes "
+              f"({tb / max(writers['train'].tokens, 1):.2f} bytes per train token, BOS included)")
     if wrote_tok:
         print(f"  tokenizer: {tok_bin}")
     if args.max_tokens is not None and total >= args.max_tokens:

@@ -11,6 +11,13 @@
 # the input text exactly. Also: uint32 shards for vocabularies > 65535, --max-tokens,
 # --val-fraction 0, --tokenizer-only, clear errors for bad arguments and for downloads when
 # offline, and, when ../shared/data has them, the LLaMA-2 tokenizer on all of TinyShakespeare.
+# --train-tokenizer: the model has exactly V pieces (tokenizer.bin's header too) and all 256
+# byte pieces, saw only the train documents (letters used only in val have no piece), the
+# train and val shards decode to their documents, two runs give identical files, val is the
+# same text as with a given tokenizer, and bad uses fail clearly. --dataset kjv (when the
+# `bible` program of the Debian package bible-kjv is installed; skipped otherwise): 1189
+# chapter documents whose verses equal `bible -f`'s, the shards, the cached text; without
+# `bible`, a clear error naming the package and --input.
 # Ends with "test_prepare.sh: N passed, N failed"; exits non-zero on any failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -275,6 +282,123 @@ if [ -f "$SHARED/llama2_tokenizer.model" ] || [ -f data/llama2_tokenizer.model ]
     must "default tokenizer found" $PREP --tokenizer-only --out-dir "$TMP/e6"
 else
     must_fail "no default tokenizer" "no SentencePiece tokenizer model given" $PREP --tokenizer-only --out-dir "$TMP/e6"
+fi
+
+echo "== --train-tokenizer: a BPE model trained on the train split only"
+# 40 documents; the first 4 are val (f = 0.1) and alone use the letters j, q, x, z (in words
+# repeated many times, which BPE would merge if it saw them); the train documents never do
+python3 - "$TMP" <<'PY' || fail "could not write tt.txt"
+import random, sys
+rng = random.Random(5)
+train_words = ("the king is dead long live the king my lord shall we go now to bed good night sweet "
+               "prince and flights of angels sing thee to thy rest café über 東京 😀 12 345").split()
+val_words = "jazz quiz xylophone jinx zephyr quixotic".split()
+docs = []
+for d in range(40):
+    words = val_words if d < 4 else train_words
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) for _ in range(rng.randint(2, 6))]
+    docs.append("\n".join(lines) + "\n\n")
+open(f"{sys.argv[1]}/tt.txt", "w", encoding="utf-8", newline="").write("".join(docs))
+PY
+must "prepare.py --train-tokenizer 320" $PREP --input "$TMP/tt.txt" --train-tokenizer 320 --out-dir "$TMP/tt1" --name tt
+grep -E "trained|val  :|train:" "$TMP/last.log" | sed 's/^/  /'
+must "check --train-tokenizer shards (BOS + encoding, val+train decode to the text)" \
+    python3 "$TMP/check.py" "$TMP/tt1" tt "$TMP/tt.txt" "$TMP/tt1/tokenizer.model" 100000000 0.1
+tail -n 1 "$TMP/last.log"
+must "trained tokenizer: vocab, bytes, train-only, train shard decodes to the train text" python3 - "$TMP" <<'PY'
+import glob, re, struct, sys
+import numpy as np
+import sentencepiece as spm
+tmp = sys.argv[1]
+sp = spm.SentencePieceProcessor(model_file=f"{tmp}/tt1/tokenizer.model")
+assert sp.vocab_size() == 320, sp.vocab_size()
+hdr = struct.unpack("<8i", open(f"{tmp}/tt1/tokenizer.bin", "rb").read(32))
+assert hdr[:6] == (20261104, 1, 320, 1, 2, 0), f"tokenizer.bin header {hdr}"
+pieces = [sp.id_to_piece(i) for i in range(sp.vocab_size())]
+assert all(f"<0x{b:02X}>" in pieces for b in range(256)), "byte fallback pieces missing"
+leak = [p for p in pieces if not p.startswith("<") and re.search("[jqxz]", p)]
+assert not leak, f"pieces from the val text: {leak}"
+enc = sp.encode("jazz quiz", out_type=str)
+assert [p for p in enc if re.search("[jqxz]", p) and not p.startswith("<0x")] == [] \
+    and enc.count("<0x7A>") == 3 and enc.count("<0x6A>") == 1, enc  # j, q, z only as bytes
+docs = re.findall(r".*?\n\n|.+", open(f"{tmp}/tt.txt", encoding="utf-8").read(), re.S)
+def docs_of(split):
+    toks = np.concatenate([np.frombuffer(open(f, "rb").read()[64:], "<u2")
+                           for f in sorted(glob.glob(f"{tmp}/tt1/tt_{split}_*.bin"))]).tolist()
+    cut = [i for i, t in enumerate(toks) if t == 1] + [len(toks)]
+    return [sp.decode(toks[cut[i] + 1:cut[i + 1]]) for i in range(len(cut) - 1)]
+assert "".join(docs_of("train")) == "".join(docs[4:]), "train shard does not decode to the train documents"
+assert "".join(docs_of("val")) == "".join(docs[:4]), "val shard does not decode to the val documents"
+assert any(pieces[i] == "▁king" for i in range(len(pieces))), "no '▁king' piece: was it trained?"
+print("trained tokenizer checks OK")
+PY
+must "prepare.py --train-tokenizer again" $PREP --input "$TMP/tt.txt" --train-tokenizer 320 --out-dir "$TMP/tt2" --name tt
+if cmp -s "$TMP/tt1/tokenizer.model" "$TMP/tt2/tokenizer.model" && cmp -s "$TMP/tt1/tt_train_000000.bin" "$TMP/tt2/tt_train_000000.bin" \
+    && cmp -s "$TMP/tt1/tokenizer.bin" "$TMP/tt2/tokenizer.bin"; then pass
+else fail "--train-tokenizer is not deterministic: two runs wrote different models or shards"; fi
+if [ -x tests/bin/test_tokenizer ]; then
+    must "C tokenizer_init on the trained tokenizer.bin" tests/bin/test_tokenizer --load-only "$TMP/tt1/tokenizer.bin"
+fi
+must "prepare.py tt.txt with a given tokenizer" $PREP --input "$TMP/tt.txt" --tokenizer "$TMP/tiny.model" --out-dir "$TMP/tt3" --name tt
+must "val is the same text with the trained and the given tokenizer" python3 - "$TMP" <<'PY'
+import glob, sys
+import numpy as np
+import sentencepiece as spm
+tmp = sys.argv[1]
+def val_text(d, model):
+    sp = spm.SentencePieceProcessor(model_file=model)
+    toks = np.concatenate([np.frombuffer(open(f, "rb").read()[64:], "<u2") for f in sorted(glob.glob(f"{d}/tt_val_*.bin"))])
+    return sp.decode([t for t in toks.tolist() if t != sp.bos_id()])
+a, b = val_text(f"{tmp}/tt1", f"{tmp}/tt1/tokenizer.model"), val_text(f"{tmp}/tt3", f"{tmp}/tiny.model")
+assert a == b and "jazz" in a and "king" not in a, (a[:80], b[:80])
+PY
+must_fail "--train-tokenizer with --tokenizer" "without --tokenizer" \
+    $PREP --input "$TMP/tt.txt" --train-tokenizer 320 --tokenizer "$TMP/tiny.model" --out-dir "$TMP/e7"
+must_fail "--train-tokenizer with a streamed dataset" "needs the whole text" \
+    $PREP --dataset tinystories --train-tokenizer 320 --out-dir "$TMP/e8"
+must_fail "--train-tokenizer too small" "at least 260" $PREP --input "$TMP/tt.txt" --train-tokenizer 100 --out-dir "$TMP/e9"
+must_fail "--train-tokenizer too large for the text" "smaller V" \
+    $PREP --input "$TMP/tt.txt" --train-tokenizer 20000 --out-dir "$TMP/e10"
+
+echo "== --dataset kjv"
+# without the bible program: a clear error naming the package and --input
+mkdir -p "$TMP/nobin"
+must_fail "--dataset kjv without bible" "apt-get install bible-kjv.*|--input FILE" \
+    env PATH="$TMP/nobin" "$(python3 -c 'import os, sys; print(os.path.realpath(sys.executable))')" \
+    dev/data/prepare.py --dataset kjv --out-dir "$TMP/nokjv"
+grep -q "apt-get install bible-kjv" "$TMP/last.log" && grep -q -- "--input FILE" "$TMP/last.log" && pass \
+    || fail "the no-bible error should name 'apt-get install bible-kjv' and --input FILE: $(cat "$TMP/last.log")"
+if command -v bible > /dev/null 2>&1; then
+    must "prepare.py --dataset kjv --train-tokenizer 4096" $PREP --dataset kjv --out-dir "$TMP/kjv" --train-tokenizer 4096
+    grep -E "^bible:|trained|val  :|train:" "$TMP/last.log" | sed 's/^/  /'
+    must "check kjv shards" python3 "$TMP/check.py" "$TMP/kjv" kjv "$TMP/kjv/kjv.txt" "$TMP/kjv/tokenizer.model" 100000000 0.1
+    tail -n 1 "$TMP/last.log"
+    # the chapters against bible's other output format (-f: one line per verse, "Gen1:1 text")
+    bible -f "gen1:1-rev22:21" > "$TMP/kjv_f.txt" 2>/dev/null
+    must "kjv.txt: 1189 chapters, headings, verses equal to 'bible -f'" python3 - "$TMP" <<'PY'
+import re, sys
+tmp = sys.argv[1]
+text = open(f"{tmp}/kjv/kjv.txt", encoding="utf-8").read()
+chapters = text.split("\n\n")
+assert chapters[-1] == "" and text.endswith("Amen.\n\n"), repr(text[-40:])
+chapters = chapters[:-1]
+assert len(chapters) == 1189, len(chapters)
+heads = [c.split("\n", 1)[0] for c in chapters]
+assert heads[0] == "Genesis 1" and heads[-1] == "Revelation 22" and "Song of Solomon 8" in heads, heads[:3]
+assert all(re.fullmatch(r"(?:[1-3] )?[A-Z][A-Za-z ]+ [0-9]+", h) for h in heads)
+verses = [v for c in chapters for v in c.split("\n")[1:]]
+ref = [" ".join(line.split(" ", 1)[1].split()) for line in open(f"{tmp}/kjv_f.txt", encoding="utf-8") if line.strip()]
+assert len(verses) == len(ref) == 31102, (len(verses), len(ref))
+bad = [(a, b) for a, b in zip(verses, ref) if a != b]
+assert not bad, bad[:2]
+assert verses[0] == "In the beginning God created the heaven and the earth."
+print(f"kjv.txt: {len(chapters)} chapters, {len(verses)} verses, equal to bible -f")
+PY
+    tail -n 1 "$TMP/last.log"
+    must "prepare.py --dataset kjv again (cached text)" $PREP --dataset kjv --out-dir "$TMP/kjv" --train-tokenizer 4096
+    grep -q "using the cached" "$TMP/last.log" && pass || fail "the second --dataset kjv did not use the cached kjv.txt"
+else
+    echo "== (skipped --dataset kjv: no 'bible' program; sudo apt-get install bible-kjv)"
 fi
 
 # ---------------------------------------------------------------------------------------
