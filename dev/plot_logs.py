@@ -7,6 +7,9 @@ train_llama writes) into one PNG, and print a summary table.
 
 Each log line is "step=N key=value ..."; train lines carry loss=, eval lines val_loss=.
 The header line "# grass.c config=... optimizer=... select=..." names the run.
+
+As a module (dev/study_table.py uses it): read_log(path) -> (train, val, meta), raising
+LogError for a file without step lines; final_val(val), mean_curve([val, ...]), smooth().
 """
 import argparse
 import math
@@ -15,7 +18,14 @@ import re
 import sys
 
 
+class LogError(ValueError):
+    """a file that is not a train_llama log (no step lines)"""
+
+
 def read_log(path):
+    """Parses a log.txt: returns (train, val, meta). train: {step: {"loss": ..., "tok_per_s": ...,
+    ...}}; val: {step: val_loss}; meta: the header's key=value pairs. A resumed run repeats
+    the steps after its checkpoint: the last line of a step wins."""
     train, val, meta = {}, {}, {}
     for line in open(path):
         line = line.strip()
@@ -31,8 +41,40 @@ def read_log(path):
         elif "loss" in fields:
             train[step] = {k: float(v) for k, v in fields.items() if k != "step"}
     if not train and not val:
-        sys.exit(f"{path}: no step lines; is it a train_llama log?")
+        raise LogError(f"{path}: no step lines; is it a train_llama log?")
     return train, val, meta
+
+
+def final_val(val):
+    """(step, loss) of the last validation, or (None, nan) when there is none"""
+    if not val:
+        return None, float("nan")
+    s = max(val)
+    return s, val[s]
+
+
+def mean_curve(vals):
+    """Mean and sample standard deviation over several runs' {step: val_loss}, at the steps
+    every run has: (steps, means, sds); sd is 0 for a single run."""
+    if not vals:
+        return [], [], []
+    steps = sorted(set.intersection(*(set(v) for v in vals)))
+    means, sds = [], []
+    for s in steps:
+        xs = [v[s] for v in vals]
+        m = sum(xs) / len(xs)
+        means.append(m)
+        sds.append(math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
+    return steps, means, sds
+
+
+def median_tok_per_s(train):
+    """median tokens/s over the train steps after the first (which warms caches); nan if none"""
+    xs = sorted(train[s]["tok_per_s"] for s in train if s > 1 and "tok_per_s" in train[s])
+    if not xs:
+        return float("nan")
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
 def default_label(meta, path):
@@ -71,7 +113,10 @@ def main():
     fig, (ax_t, ax_v) = plt.subplots(1, 2, figsize=(13, 5))
     rows = []
     for i, path in enumerate(args.logs):
-        train, val, meta = read_log(path)
+        try:
+            train, val, meta = read_log(path)
+        except LogError as e:
+            sys.exit(str(e))
         label = labels[i] if labels else default_label(meta, path)
         if train:
             steps = sorted(train)
@@ -82,10 +127,10 @@ def main():
         if val:
             vs = sorted(val)
             ax_v.plot(vs, [val[s] for s in vs], "o-", label=label, color=color, ms=3)
-        final_val = val[max(val)] if val else float("nan")
+        fv = final_val(val)[1]
         best_val = min(val.values()) if val else float("nan")
         tok_s = [train[s].get("tok_per_s", 0) for s in sorted(train)[1:]] if train else []
-        rows.append((label, max(train) if train else 0, final_val, best_val,
+        rows.append((label, max(train) if train else 0, fv, best_val,
                      sum(tok_s) / len(tok_s) if tok_s else float("nan")))
     for ax, name in ((ax_t, f"train loss (moving average of {args.smooth})"), (ax_v, "validation loss")):
         ax.set_xlabel("step")
