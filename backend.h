@@ -128,6 +128,29 @@ void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols);
 int grass_select_device(int method, const float* d_norms, int dim, int r, uint64_t rng, int* d_idx, float* d_scale,
                         float* d_upscale);
 
+// ---- GaLore ops (grass_optim.cuh, --optimizer galore) -------------------------------------------
+// GaLore (arXiv 2403.03507) projects the gradient G (out x in) of a matrix onto r singular
+// vectors of its smaller side s = min(out, in): P (s x r), stored transposed as Pt (r x s),
+// rows side (out <= in): R = P^T G (r x in); cols side (out > in): R = G P (out x r).
+// The floats of `work` that galore_projector and galore_adam_update need for this matrix shape.
+size_t galore_work_floats(int outd, int in);
+// Pt (r x s, fp32) and Ptx (the same in floatX, for the GEMMs with activations; may equal Pt in
+// an fp32 build) = the first r right singular vectors of the column-major (other x s) view of G
+// (= the left singular vectors of G for the rows side, the right ones for the cols side), each
+// signed so that its entry of largest magnitude (the lowest index among equals) is positive.
+// G: out x in fp32 row-major (not modified); work: galore_work_floats(outd, in) floats.
+void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, int cols_side, int r, float* work);
+// R (+)= the projected gradient of one micro-batch, never forming G: rows side R (r x in) +=
+// (dY Pt^T)^T X; cols side R (out x r) += dY^T (X Pt^T). Ptx: the projector in floatX (r x s).
+void galore_project_grad(float* R, const floatX* dout, const floatX* inp, const floatX* Ptx, int r, int N, int in, int outd,
+                         int cols_side);
+// Adam (hyperparameters a) on R in place (R becomes Adam's direction D; m, v the same shape, stored
+// as state_dtype), then W -= a.lr * (alpha * P D + a.wd * W) (rows side; cols side D P^T). Wm: the
+// fp32 master copy of W (NULL: none), as for grass_adam_update; seed: stochastic rounding of bf16
+// weights; work: galore_work_floats(outd, in) floats.
+void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r, int outd,
+                        int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work);
+
 // ---- full-rank AdamW and reductions ------------------------------------------------------
 // AdamW (hyperparameters a) on n elements: param -= a.lr * (U + a.wd * param).
 // m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass.
@@ -139,6 +162,10 @@ void adamw_update(floatX* param, float* master, const floatX* grad, void* m, voi
 // *acc += sum(x^2) (acc is a backend float)
 void sumsq_floatX(float* acc, const floatX* x, size_t n);
 void sumsq_float(float* acc, const float* x, size_t n);
+// *acc += the sum of squares of C with its j-th row (rows side; C r x other) or j-th column (cols
+// side; C other x r) divided by d_scale[j]: the norm^2 of Grass's B G from C = rho B G. With every
+// scale 1 the result is sumsq_float's, bit for bit.
+void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side);
 
 // ---- collectives (the CPU backend uses MPI, the CUDA backend NCCL; no-ops in one process) --
 // sum in place over ranks

@@ -96,11 +96,19 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
     (void)method; (void)d_norms; (void)dim; (void)r; (void)rng; (void)d_idx; (void)d_scale; (void)d_upscale;
     return -1;  // the host selection (grass_optim.cuh) runs instead
 }
+size_t galore_work_floats(int outd, int in) { return cpu_galore_work_floats(outd, in); }
+void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, int cols_side, int r, float* work) {
+    cpu_galore_projector(Pt, G, outd, in, cols_side, r, work);
+    if (Ptx != Pt) memcpy(Ptx, Pt, (size_t)r * (cols_side ? in : outd) * sizeof(float));  // floatX is float here
+}
+void galore_project_grad(float* R, const floatX* dout, const floatX* inp, const floatX* Ptx, int r, int N, int in, int outd, int cols_side) { cpu_galore_project_grad(R, dout, inp, Ptx, r, N, in, outd, cols_side); }
+void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work) { (void)seed; cpu_galore_adam_update(W, Wm, R, m, v, state_dtype == STATE_BF16, Pt, r, outd, in, cols_side, a, alpha, work); }
 void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
 void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) { cpu_rows_sumsq(norms, M, rows, cols, by_cols); }
 void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, AdamParams a, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, grad, m, v, state_dtype == STATE_BF16, n, a, seed); }
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
+void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side) { cpu_sumsq_unscaled(acc, C, d_scale, r, other, cols_side); }
 
 // ---- collectives: comm.h's MPI loops (each a no-op on one rank) -----------------------------
 void allreduce_sum_float(float* x, size_t n) {

@@ -29,6 +29,7 @@
 #include "cuda/reduce.cuh"       // deterministic sums of squares, scale_floats
 #include "cuda/adamw.cuh"        // full-rank AdamW
 #include "cuda/grass.cuh"        // Grass: gathered GEMM, norms, decay, subspace Adam, device selection
+#include "cuda/galore.cuh"       // GaLore: projector (cuSOLVER SVD), projected gradient, subspace Adam + dense update
 #include "cuda/attention.cuh"    // fused causal GQA attention, forward and backward
 #include "cuda/comm.cuh"         // collectives (NCCL, MPI fallback), widening, asynchronous all-reduce
 #include "cuda/lifecycle.cuh"    // backend_init: device, streams, cuBLAS(Lt) handles, ranks, NCCL

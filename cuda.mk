@@ -26,7 +26,7 @@ GENCODE := $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(subst sm_,,$(a)),code
 # Not --use_fast_math: the softmax, RMSNorm and Adam kernels keep IEEE expf/sqrtf/division,
 # and denormals are not flushed, so the GPU matches the fp32 CPU reference closely.
 NVCC_FLAGS = -O3 -std=c++17 -lineinfo $(GENCODE) -I. -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas
-NVCC_LIBS = -lcublas -lcublasLt
+NVCC_LIBS = -lcublas -lcublasLt -lcusolver
 
 # MPI (the Makefile has already looked for mpicxx and honoured NO_MPI=1)
 ifeq ($(NO_MPI),1)
@@ -73,7 +73,7 @@ ifneq ($(CBLAS_H),)
   CUDA_CBLAS_LIBS := -lopenblas
   CUDA_CBLAS_NOTE := CBLAS: $(CBLAS_H) -lopenblas
 else
-  CUDA_CBLAS_FLAGS := -Idev/cuda/cblas_fallback
+  CUDA_CBLAS_FLAGS := -Idev/cuda/cblas_fallback -DGRASS_NO_LAPACK
   CUDA_CBLAS_LIBS :=
   CUDA_CBLAS_NOTE := CBLAS: no cblas.h: the CPU references use dev/cuda/cblas_fallback (slow, naive sgemm)
 endif

@@ -9,6 +9,11 @@
  * them; C comes straight from one gathered GEMM of dY and X. Adam runs on C in the r x n
  * subspace; the update rho U is scattered back into the selected rows of W. Every K steps the
  * rows are re-chosen from the squared row norms of the gradient, and the moments restart.
+ *
+ * GaLore (arXiv 2403.03507, --optimizer galore), the low-rank baseline, shares that machinery:
+ * its R = P^T G (or G P) takes C's place and shape, P being r singular vectors of the smaller
+ * side of the step's whole gradient, recomputed every K steps from the norm pass's gradients
+ * (an SVD); its moments carry over a projector change, as GaLore's do; the update P D is dense.
  */
 #ifndef GRASS_OPTIM_CUH
 #define GRASS_OPTIM_CUH
@@ -20,10 +25,11 @@
 #include "rng.h"
 #include "grad_sink.h"
 
-typedef enum { OPT_ADAMW = 0, OPT_GRASS = 1 } OptimizerType;
+typedef enum { OPT_ADAMW = 0, OPT_GRASS = 1, OPT_GALORE = 2 } OptimizerType;
 typedef enum { SEL_TOPR = 0, SEL_MULTINORM, SEL_MULTINORM_NR, SEL_UNIFORM, SEL_UNIFORM_NR, SEL_COUNT } GrassSelect;
 static const char* GRASS_SELECT_NAMES[] = {"topr", "multinorm", "multinorm-nr", "uniform", "uniform-nr"};
-static const char* OPTIMIZER_NAMES[] = {"adamw", "grass"};
+static const char* OPTIMIZER_NAMES[] = {"adamw", "grass", "galore"};
+#define OPTIMIZER_COUNT 3
 // Where a refresh's row scores come from (--grass-norms; docs/GRASS_IMPL.md):
 //   exact   the squared row norms of the step's gradient, summed over micro-batches and ranks
 //           (each projected matrix's fp32 gradient is held during the norm pass when needed)
@@ -106,8 +112,11 @@ static OptimRuntime optim_runtime(const OptimConfig* c, int rank, int world_size
     rt.rank = rank; rt.world_size = world_size; rt.accum = accum; rt.micro_rows = micro_rows;
     rt.overlap = c->overlap_comm && world_size > 1;
     rt.sharded = c->zero && world_size > 1;
-    rt.share_compressed = c->type == OPT_GRASS && c->fused && accum == 1;
+    rt.share_compressed = c->type != OPT_ADAMW && c->fused && accum == 1;
     optim_runtime_norms(&rt, c->norms == NORMS_AUTO ? NORMS_EXACT : c->norms);  // optim_fit_norms may switch auto to sketch
+    // GaLore's SVD needs the step's whole gradient of each matrix: one layer's at a time without
+    // accumulation (summed over the ranks when the layer is done), else every matrix's
+    if (c->type == OPT_GALORE) { rt.norms = NORMS_EXACT; rt.norm_path = accum == 1 ? NP_LAYER_G : NP_FULL_G; }
     return rt;
 }
 
@@ -273,10 +282,12 @@ typedef struct {
     int* d_idx; float* d_scale; float* d_upscale;  // backend copies
     float* C;          // compressed gradient: r_eff x n (rows side) or m x r_eff (cols side)
     void* m; void* v;  // Adam moments, stored as cfg.state_dtype
-    float* norms;      // dim_sel squared norms, filled by the norm pass at a refresh
+    float* norms;      // dim_sel squared norms, filled by the norm pass at a refresh (Grass)
+    float* Pt;         // GaLore: the projector P^T (r x dim_sel, fp32); NULL for Grass
+    floatX* Ptx;       // GaLore: the same in floatX for the GEMMs with activations (= Pt in an fp32 build)
     float* nacc;       // the norm pass's accumulator: the fp32 gradient (out x in; NP_LAYER_G and
                        // NP_FULL_G) or the sketch Y = G S (dim_sel x k; NP_SKETCH); else NULL
-    int64_t t;         // Adam steps since the last refresh
+    int64_t t;         // Adam steps since the last refresh (Grass) or since the start (GaLore)
 } GrassMatrix;
 
 typedef enum { BWD_GRADS = 0, BWD_NORMS = 1 } BackwardMode;
@@ -298,6 +309,11 @@ typedef struct Optimizer {
     BackwardMode mode;      // what the backward pass computes for projected weights
     int apply_fused;        // this micro-step applies the fused Grass updates (optim_begin_micro)
     float lr;               // learning rate of the step in progress (optim_begin_step)
+    // --grad-clip with the fused update (Grass, GaLore): a layer is updated before the step's norm
+    // is known, so the whole step is scaled by min(1, clip / the previous step's norm)
+    // (optim_begin_step); without the fused update the step's own norm decides (optim_step)
+    float prev_norm;        // the last step's gradient norm (0: none yet); saved in the state file
+    float clip_scale;       // the factor of the step in progress under the fused rule
     float* d_sumsq;         // backend scalar for gradient norms
     double comm_bytes;      // bytes all-reduced since the step began (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
@@ -323,12 +339,14 @@ typedef struct Optimizer {
     int* d_iota; float* d_ones; int iota_len;
     float* nacc_pool; size_t nacc_pool_numel;
     int n_sketch; int* sketch_dim_of; floatX** sketch_S; floatX* sketch_tmp;
+    float* galore_work;     // GaLore: SVD and dense-update scratch, the largest matrix's galore_work_floats
+    size_t galore_work_numel;
     // what the last refresh chose (logged by the trainer)
     struct { int distinct, draws; double mult_mean, mult_max; uint64_t hash; } refreshed;
 } Optimizer;
 
 static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
-    return c->type == OPT_GRASS && t->kind == PT_LINEAR && ((c->proj_mask >> t->lin) & 1);
+    return c->type != OPT_ADAMW && t->kind == PT_LINEAR && ((c->proj_mask >> t->lin) & 1);
 }
 
 // rank for a matrix, with a clear error when it cannot be used
@@ -355,15 +373,15 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
                  "(--grass-scale)", OPTIMIZER_NAMES[c->type]);
         return 0;
     }
-    if (c->type != OPT_GRASS) return 1;
+    if (c->type == OPT_ADAMW) return 1;
+    if (c->type == OPT_GALORE && c->norms != NORMS_AUTO && c->norms != NORMS_EXACT) {
+        snprintf(err, errlen, "--grass-norms %s: GaLore's projector is the SVD of the step's whole gradient (exact); "
+                 "the sketch and micro scores are Grass's", GRASS_NORMS_NAMES[c->norms]);
+        return 0;
+    }
     if (c->update_freq < 1) { snprintf(err, errlen, "--update-freq %d must be >= 1", c->update_freq); return 0; }
     if (!(c->alpha > 0.0f)) { snprintf(err, errlen, "--grass-scale %g must be > 0", c->alpha); return 0; }
     if (c->grass_rank <= 0 && !(c->grass_rank_frac > 0.0f && c->grass_rank_frac <= 1.0f)) { snprintf(err, errlen, "--rank must be a positive integer or a fraction in (0, 1]"); return 0; }
-    if (c->fused && c->grad_clip > 0.0f) {
-        snprintf(err, errlen, "--grad-clip needs the whole step's gradient norm before any update, but the fused "
-                 "Grass update applies each layer during the backward pass; use --grass-fused 0 with clipping");
-        return 0;
-    }
     for (int i = 0; i < pt->n; i++) {
         const ParamTensor* t = &pt->t[i];
         if (!optim_is_projected(c, t)) continue;
@@ -461,6 +479,12 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
             }
         }
     }
+    if (cfg->type == OPT_GALORE)
+        for (int k = 0; k < o->n_gm; k++) {
+            const ParamTensor* t = &pt->t[o->gm[k].tensor];
+            size_t w = galore_work_floats(t->rows, t->cols);
+            if (w > o->galore_work_numel) o->galore_work_numel = w;
+        }
     // each layer's dense gradients: one contiguous range (the compact buffer follows table order)
     o->n_layers = optim_max_layer(pt) + 1;
     o->dense_lo = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
@@ -483,22 +507,29 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
 // Every backend buffer the optimizer holds, in allocation order: where its pointer lives, its
 // bytes, what it is for the memory plan, and the label an allocation failure names. optim_init
 // allocates from this table, optim_free frees from it, optim_plan sums it.
-typedef enum { OB_DENSE_GRAD = 0, OB_COMPRESSED, OB_STATE, OB_OTHER, OB_MASTER, OB_NORMPASS } OptimBufferKind;
+typedef enum { OB_DENSE_GRAD = 0, OB_COMPRESSED, OB_STATE, OB_OTHER, OB_MASTER, OB_NORMPASS, OB_WORK } OptimBufferKind;
 typedef struct { void** ptr; size_t bytes; int kind; const char* label; } OptimBuffer;
 
 static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     int n = 0;
 #define OBUF(p, bytes, kind, label) b[n++] = (OptimBuffer){(void**)&(p), (size_t)(bytes), kind, label}
+    int galore = o->cfg.type == OPT_GALORE;
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         size_t sub = (size_t)g->r * g->other;
-        OBUF(g->d_idx, g->r * sizeof(int), OB_OTHER, "grass indices");
-        OBUF(g->d_scale, g->r * sizeof(float), OB_OTHER, "grass scales");
-        OBUF(g->d_upscale, g->r * sizeof(float), OB_OTHER, "grass scales");
-        OBUF(g->m, sub * ssz, OB_STATE, "grass adam m");
-        OBUF(g->v, sub * ssz, OB_STATE, "grass adam v");
-        OBUF(g->norms, g->dim_sel * sizeof(float), OB_OTHER, "grass norms");
+        if (galore) {
+            OBUF(g->Pt, (size_t)g->r * g->dim_sel * sizeof(float), OB_STATE, "galore projector");
+            if (sizeof(floatX) != sizeof(float))  // else Ptx is Pt (optim_init)
+                OBUF(g->Ptx, (size_t)g->r * g->dim_sel * sizeof(floatX), OB_STATE, "galore projector (floatX)");
+        } else {
+            OBUF(g->d_idx, g->r * sizeof(int), OB_OTHER, "grass indices");
+            OBUF(g->d_scale, g->r * sizeof(float), OB_OTHER, "grass scales");
+            OBUF(g->d_upscale, g->r * sizeof(float), OB_OTHER, "grass scales");
+            OBUF(g->norms, g->dim_sel * sizeof(float), OB_OTHER, "grass norms");
+        }
+        OBUF(g->m, sub * ssz, OB_STATE, galore ? "galore adam m" : "grass adam m");
+        OBUF(g->v, sub * ssz, OB_STATE, galore ? "galore adam v" : "grass adam v");
     }
     if (o->C_pool_numel > 0) {
         OBUF(o->C_pool, o->C_pool_numel * sizeof(float), OB_COMPRESSED, "grass compressed gradients (shared)");
@@ -526,10 +557,11 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     for (int j = 0; j < o->n_sketch; j++)
         OBUF(o->sketch_S[j], (size_t)o->cfg.sketch_dim * o->sketch_dim_of[j] * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch matrices)");
     if (o->n_sketch > 0) OBUF(o->sketch_tmp, (size_t)o->rt.micro_rows * o->cfg.sketch_dim * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch scratch)");
+    if (o->galore_work_numel > 0) OBUF(o->galore_work, o->galore_work_numel * sizeof(float), OB_WORK, "galore SVD and update scratch");
 #undef OBUF
     return n;
 }
-static int optim_max_buffers(const Optimizer* o) { return 9 * o->n_gm + 12; }
+static int optim_max_buffers(const Optimizer* o) { return 9 * o->n_gm + 13; }
 
 static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt, floatX* params) {
     optim_layout(o, cfg, rt, pt);
@@ -538,6 +570,8 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
     int n = optim_buffers(o, b);
     for (int i = 0; i < n; i++) *b[i].ptr = backend_malloc(b[i].bytes, b[i].label);
     free(b);
+    if (cfg->type == OPT_GALORE && sizeof(floatX) == sizeof(float))
+        for (int k = 0; k < o->n_gm; k++) o->gm[k].Ptx = (floatX*)o->gm[k].Pt;  // one buffer in an fp32 build
     if (rt->overlap && cfg->fused) allreduce_async_reserve(optim_largest_layer_C(o));
     if (o->C_pool != NULL) {  // each layer's matrices take consecutive pieces of its half of the pool
         size_t half = optim_largest_layer_C(o);
@@ -607,7 +641,8 @@ typedef struct {
     size_t other_bytes;        // indices, scales, norm vectors, norm scalars, all-reduce wire buffers
     size_t projected_params;   // parameters that live in Grass subspaces
     size_t master_bytes;       // fp32 master weights (--master-weights 1)
-    size_t normpass_bytes;     // the norm pass's gradients or sketches (--grass-norms)
+    size_t normpass_bytes;     // the norm pass's gradients or sketches (--grass-norms; GaLore's gradients for the SVD)
+    size_t work_bytes;         // GaLore's SVD and dense-update scratch
     size_t max_gather;         // the widest gathered operand in columns: the largest r, or the
                                // largest dimension when the norm pass gathers whole gradients
     size_t max_rank, max_matrix, max_sub, max_dim_sel;  // largest Grass r, m x n, r x other, selection dim
@@ -623,7 +658,7 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
     int n = optim_buffers(&o, b);
     for (int i = 0; i < n; i++) {
         size_t* sum[] = {&p->dense_grad_bytes, &p->compressed_bytes, &p->state_bytes, &p->other_bytes, &p->master_bytes,
-                         &p->normpass_bytes};
+                         &p->normpass_bytes, &p->work_bytes};
         *sum[b[i].kind] += b[i].bytes;
     }
     free(b);
@@ -732,7 +767,8 @@ static void optim_norm_pass_layer(Optimizer* o, int layer) {
         const ParamTensor* t = &o->pt->t[g->tensor];
         if (t->layer != layer) continue;
         optim_allreduce_float(o, g->nacc, t->numel);
-        rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
+        if (o->cfg.type == OPT_GALORE) galore_projector(g->Pt, g->Ptx, g->nacc, t->rows, t->cols, g->cols_side, g->r, o->galore_work);
+        else rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
         backend_memset0(g->nacc, t->numel * sizeof(float));
     }
 }
@@ -751,6 +787,8 @@ static void grad_linear(Optimizer* o, int tensor, const floatX* dout, const floa
     GrassMatrix* g = &o->gm[k];
     if (o->mode == BWD_NORMS) {
         optim_norm_pass_grad(o, g, dout, inp, N);
+    } else if (o->cfg.type == OPT_GALORE) {
+        galore_project_grad(g->C, dout, inp, g->Ptx, g->r, N, t->cols, t->rows, g->cols_side);
     } else {
         grass_gathered_grad(g->C, dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows, g->cols_side, 1);
     }
@@ -771,11 +809,23 @@ static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
     AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, g->t, grad_scale);
+    if (o->cfg.type == OPT_GALORE) {
+        galore_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v,
+                           o->cfg.state_dtype, g->Pt, g->r, t->rows, t->cols, g->cols_side, ap, o->cfg.alpha,
+                           optim_update_seed(o, g->tensor), o->galore_work);
+        return;
+    }
     grass_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v, o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
                       g->cols_side, ap, o->cfg.alpha, optim_update_seed(o, g->tensor));
 }
 
 static size_t grass_sub_numel(const GrassMatrix* g) { return (size_t)g->r_eff * g->other; }
+// acc += the squared norm of matrix g's part of the gradient the optimizer uses, unscaled: Grass's
+// B G (C = rho B G with each row's rho divided out), GaLore's R = P^T G (P orthonormal: no scale)
+static void optim_sumsq_projected(Optimizer* o, float* acc, GrassMatrix* g) {
+    if (o->cfg.type == OPT_GRASS) sumsq_unscaled(acc, g->C, g->d_scale, g->r_eff, g->other, g->cols_side);
+    else sumsq_float(acc, g->C, grass_sub_numel(g));
+}
 // the host selection's indices and scales to the backend copies the kernels read
 static void grass_upload_selection(GrassMatrix* g) {
     backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
@@ -790,8 +840,8 @@ static void optim_finish_layer(Optimizer* o, int layer) {
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
-        sumsq_float(o->d_layer_sumsq + k, g->C, grass_sub_numel(g));
-        optim_apply_grass(o, g, o->lr, 1.0f);
+        optim_sumsq_projected(o, o->d_layer_sumsq + k, g);
+        optim_apply_grass(o, g, o->lr, o->clip_scale);
         // a later layer accumulates into the same pool: leave it zeroed
         if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
     }
@@ -857,11 +907,13 @@ static int optim_shard_part(const Optimizer* o, int i, size_t* a, size_t* b) {
 }
 
 // After the backward passes of a step: reduce, measure, clip, update everything not yet
-// updated. Returns the global gradient norm: of the dense gradients plus the compressed
-// gradients (what Grass actually uses), before clipping.
+// updated. Returns the global gradient norm before clipping, of the gradient the optimizer uses,
+// unscaled: AdamW's whole gradient; the dense tensors plus Grass's selected rows B G (rho divided
+// out) or GaLore's projection P^T G. All three are norms of the same step's gradient (of its
+// whole or of an orthogonal projection of it); at full rank they are the whole gradient's norm.
 static float optim_step(Optimizer* o) {
     float lr = o->lr;
-    int fused = o->cfg.type == OPT_GRASS && o->cfg.fused;
+    int fused = o->cfg.type != OPT_ADAMW && o->cfg.fused;
     if (o->pending_layer >= 0) { optim_finish_layer(o, o->pending_layer); o->pending_layer = -1; }
     if (fused) o->fused_sumsq = optim_fused_sumsq(o);
     if (o->rt.sharded) {
@@ -889,12 +941,14 @@ static float optim_step(Optimizer* o) {
         allreduce_sum_float(o->d_sumsq, 1);
         o->comm_bytes += sizeof(float);
     }
-    if (!fused) for (int k = 0; k < o->n_gm; k++) sumsq_float(o->d_sumsq, o->gm[k].C, grass_sub_numel(&o->gm[k]));
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_sumsq_projected(o, o->d_sumsq, &o->gm[k]);
     backend_download(&ss, o->d_sumsq, sizeof(float));
     double total = (double)ss + (fused ? o->fused_sumsq : 0.0);
     float norm = (float)sqrt(total);
-    float grad_scale = 1.0f;
-    if (o->cfg.grad_clip > 0.0f && norm > o->cfg.grad_clip) grad_scale = o->cfg.grad_clip / norm;
+    float grad_scale = 1.0f;  // clipping: this step's norm, or under the fused rule the factor set at its start
+    if (fused) grad_scale = o->clip_scale;
+    else if (o->cfg.grad_clip > 0.0f && norm > o->cfg.grad_clip) grad_scale = o->cfg.grad_clip / norm;
+    o->prev_norm = norm;
     o->step++;
     // AdamW on the part of each dense tensor that lies in this rank's block (all of it unsharded)
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
@@ -938,23 +992,26 @@ static void optim_begin_step(Optimizer* o, int64_t step, float lr) {
     if (step != o->step) fatal("optim_begin_step: step %lld, but the optimizer has done %lld steps", (long long)step, (long long)o->step);
     o->lr = lr;
     o->comm_bytes = 0;
+    o->clip_scale = 1.0f;
+    if (o->cfg.type != OPT_ADAMW && o->cfg.fused && o->cfg.grad_clip > 0.0f && o->prev_norm > o->cfg.grad_clip)
+        o->clip_scale = o->cfg.grad_clip / o->prev_norm;
     optim_zero_grads(o);
 }
 // micro-step `micro` of rt.accum is about to run its backward pass
 static void optim_begin_micro(Optimizer* o, int micro) {
     o->last_micro = micro == o->rt.accum - 1;
-    o->apply_fused = o->cfg.type == OPT_GRASS && o->cfg.fused && o->last_micro;
+    o->apply_fused = o->cfg.type != OPT_ADAMW && o->cfg.fused && o->last_micro;
 }
 
 // Does the step about to run re-select the rows?
 static int optim_needs_refresh(const Optimizer* o) {
-    return o->cfg.type == OPT_GRASS && o->n_gm > 0 && (o->step % o->cfg.update_freq == 0 || o->gm[0].r_eff == 0);
+    return o->cfg.type != OPT_ADAMW && o->n_gm > 0 && (o->step % o->cfg.update_freq == 0 || o->gm[0].r_eff == 0);
 }
 
 static void optim_begin_norm_pass(Optimizer* o) {
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
-        backend_memset0(g->norms, g->dim_sel * sizeof(float));
+        if (g->norms != NULL) backend_memset0(g->norms, g->dim_sel * sizeof(float));
         if (o->rt.norm_path == NP_FULL_G) backend_memset0(g->nacc, o->pt->t[g->tensor].numel * sizeof(float));
         if (o->rt.norm_path == NP_SKETCH) backend_memset0(g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim * sizeof(float));
     }
@@ -983,7 +1040,8 @@ static void optim_finish_norms(Optimizer* o, GrassMatrix* g) {
     case NP_LAYER_G: break;  // measured layer by layer (optim_norm_pass_layer)
     case NP_FULL_G:
         optim_allreduce_float(o, g->nacc, t->numel);
-        rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
+        if (o->cfg.type == OPT_GALORE) galore_projector(g->Pt, g->Ptx, g->nacc, t->rows, t->cols, g->cols_side, g->r, o->galore_work);
+        else rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
         break;
     case NP_SKETCH:
         optim_allreduce_float(o, g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim);
@@ -1020,7 +1078,13 @@ static void optim_refresh(Optimizer* o) {
     for (int k = 0; k < o->n_gm; k++) if (o->gm[k].dim_sel > max_dim) max_dim = o->gm[k].dim_sel;
     float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
     o->refreshed.hash = 1469598103934665603ULL;
-    for (int k = 0; k < o->n_gm; k++) {
+    for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GALORE; k++) {
+        // GaLore: the new projectors came from the SVDs (optim_norm_pass_layer, optim_finish_norms);
+        // the moments carry over, as in GaLore
+        optim_finish_norms(o, &o->gm[k]);
+        o->gm[k].r_eff = o->gm[k].r;
+    }
+    for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GRASS; k++) {
         GrassMatrix* g = &o->gm[k];
         optim_finish_norms(o, g);
         uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
@@ -1055,8 +1119,9 @@ static void optim_refresh(Optimizer* o) {
         o->refreshed.draws += g->r;
         o->refreshed.distinct += g->r_eff;
         for (int j = 0; j < g->r_eff; j++) {
-            o->refreshed.mult_mean += g->h_sel.upscale[j];
-            if (g->h_sel.upscale[j] > o->refreshed.mult_max) o->refreshed.mult_max = g->h_sel.upscale[j];
+            float up = o->cfg.type == OPT_GALORE ? 1.0f : g->h_sel.upscale[j];
+            o->refreshed.mult_mean += up;
+            if (up > o->refreshed.mult_max) o->refreshed.mult_max = up;
         }
     }
     if (o->refreshed.distinct > 0) o->refreshed.mult_mean /= o->refreshed.distinct;
@@ -1090,25 +1155,26 @@ static void optim_signature(const Optimizer* o, int32_t sig[16]) {
     memset(sig, 0, 16 * sizeof(int32_t));
     sig[0] = o->cfg.type; sig[1] = o->n_gm; sig[2] = (int32_t)(o->grad_total & 0x7fffffff);
     sig[3] = o->cfg.type == OPT_GRASS ? o->cfg.select : -1;
-    sig[4] = o->cfg.type == OPT_GRASS ? o->cfg.update_freq : 0;
-    sig[5] = o->cfg.type == OPT_GRASS ? o->cfg.proj_mask : 0;
-    sig[6] = o->cfg.type == OPT_GRASS ? o->cfg.fused : 0;
+    sig[4] = o->cfg.type != OPT_ADAMW ? o->cfg.update_freq : 0;
+    sig[5] = o->cfg.type != OPT_ADAMW ? o->cfg.proj_mask : 0;
+    sig[6] = o->cfg.type != OPT_ADAMW ? o->cfg.fused : 0;
     for (int k = 0; k < o->n_gm; k++) sig[7] += o->gm[k].r;
     sig[8] = (int32_t)(o->cfg.seed & 0x7fffffff);
     sig[9] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
     sig[10] = o->cfg.master_weights;
     sig[11] = o->rt.sharded ? o->rt.world_size : 0;
     sig[12] = o->cfg.type == OPT_GRASS ? o->cfg.upscale : 0;  // 0 (paper) in files written before the rule existed
+    sig[13] = 1;  // the layout: 1 = the previous step's gradient norm follows the step count (0 in older files)
 }
 
 // what each signature field is, by name, and its value as a reader would write it
 static const char* OPTIM_SIGNATURE_NAMES[16] = {"--optimizer", "projected matrices", "full-rank values", "--grass-select",
     "--update-freq", "--grass-layers", "--grass-fused", "sum of Grass ranks (--rank)", "--seed (low 31 bits)", "--state-dtype",
-    "--master-weights", "--zero ranks", "--grass-upscale", "(unused)", "(unused)", "(unused)"};
+    "--master-weights", "--zero ranks", "--grass-upscale", "state layout", "(unused)", "(unused)"};
 static void optim_signature_value(int field, int32_t v, char* buf, size_t n) {
-    if (field == 0 && v >= 0 && v <= 1) snprintf(buf, n, "%s", OPTIMIZER_NAMES[v]);
+    if (field == 0 && v >= 0 && v < OPTIMIZER_COUNT) snprintf(buf, n, "%s", OPTIMIZER_NAMES[v]);
     else if (field == 3 && v >= 0 && v < SEL_COUNT) snprintf(buf, n, "%s", GRASS_SELECT_NAMES[v]);
-    else if (field == 3 && v < 0) snprintf(buf, n, "none (adamw)");
+    else if (field == 3 && v < 0) snprintf(buf, n, "none (not grass)");
     else if (field == 5) {
         size_t len = 0;
         buf[0] = '\0';
@@ -1127,6 +1193,7 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
     fwrite_check(sig, sizeof(int32_t), 16, f, path);
     int64_t step = o->step;
     fwrite_check(&step, sizeof(int64_t), 1, f, path);
+    fwrite_check(&o->prev_norm, sizeof(float), 1, f, path);  // sig[13] = 1
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     if (!o->rt.sharded) {  // sharded moments go to one file per rank (optim_save_shard)
         write_backend_bytes(f, o->m, o->grad_total * ssz, path);
@@ -1137,9 +1204,13 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
         int32_t hdr[4] = {g->tensor, g->cols_side, g->r, g->r_eff};
         fwrite_check(hdr, sizeof(int32_t), 4, f, path);
         fwrite_check(&g->t, sizeof(int64_t), 1, f, path);
-        fwrite_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
-        fwrite_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
-        fwrite_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
+        if (o->cfg.type == OPT_GALORE) {  // the projector in place of the selection
+            if (g->r_eff > 0) write_backend_bytes(f, g->Pt, (size_t)g->r * g->dim_sel * sizeof(float), path);
+        } else {
+            fwrite_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
+            fwrite_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
+            fwrite_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
+        }
         write_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
         write_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }
@@ -1150,6 +1221,8 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     int32_t sig[16], want[16];
     fread_check(sig, sizeof(int32_t), 16, f, path);
     optim_signature(o, want);
+    int has_prev_norm = sig[13] == 1;
+    want[13] = sig[13];  // either layout loads
     if (sig[11] != want[11])
         fatal("'%s' was written %s ZeRO-1 (%d ranks) and this run %s; resume with the same --zero and number of ranks",
               path, sig[11] ? "with" : "without", sig[11], want[11] ? "shards" : "does not shard");
@@ -1177,6 +1250,8 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     int64_t step;
     fread_check(&step, sizeof(int64_t), 1, f, path);
     o->step = step;
+    o->prev_norm = 0.0f;  // older files: the first resumed step is not clipped under the fused rule
+    if (has_prev_norm) fread_check(&o->prev_norm, sizeof(float), 1, f, path);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     if (!o->rt.sharded) {
         read_backend_bytes(f, o->m, o->grad_total * ssz, path);
@@ -1190,12 +1265,24 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
             fatal("'%s': Grass matrix %d does not match this model (tensor %d side %d rank %d)", path, k, hdr[0], hdr[1], hdr[2]);
         g->r_eff = hdr[3];
         fread_check(&g->t, sizeof(int64_t), 1, f, path);
-        fread_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
-        fread_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
-        fread_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
-        for (int j = 0; j < g->r_eff; j++)
-            if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel) fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
-        grass_upload_selection(g);
+        if (o->cfg.type == OPT_GALORE) {
+            if (g->r_eff != 0 && g->r_eff != g->r) fatal("'%s': GaLore matrix %d holds %d of %d projector rows", path, k, g->r_eff, g->r);
+            if (g->r_eff > 0) {
+                size_t np = (size_t)g->r * g->dim_sel;
+                float* h = (float*)malloc_check(np * sizeof(float));
+                fread_check(h, sizeof(float), np, f, path);
+                backend_upload(g->Pt, h, np * sizeof(float));
+                if ((void*)g->Ptx != (void*)g->Pt) backend_upload_floats(g->Ptx, h, np);
+                free(h);
+            }
+        } else {
+            fread_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
+            fread_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
+            fread_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
+            for (int j = 0; j < g->r_eff; j++)
+                if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel) fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
+            grass_upload_selection(g);
+        }
         read_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
         read_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
     }

@@ -389,6 +389,117 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
     }
 }
 
+// ---- GaLore ops ------------------------------------------------------------------------------
+// LAPACK's single-precision SVD (OpenBLAS carries LAPACK), through its Fortran interface.
+// GRASS_NO_LAPACK: the GPU checks built with dev/cuda/cblas_fallback (no OpenBLAS) have none.
+#ifndef GRASS_NO_LAPACK
+#ifdef __cplusplus
+extern "C" {
+#endif
+void sgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
+             const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* info);
+#ifdef __cplusplus
+}
+#endif
+#else
+static void sgesvd_(const char*, const char*, const int*, const int*, float*, const int*, float*, float*, const int*, float*,
+                    const int*, float*, const int*, int*) {
+    fatal("this binary was built without LAPACK (no OpenBLAS found): GaLore's CPU SVD is unavailable");
+}
+#endif
+
+// the LAPACK workspace (floats) of the SVD of an m x n matrix with jobu 'N', jobvt 'S'
+static int cpu_gesvd_lwork(int m, int n) {
+    float q = 0.0f, dummy = 0.0f;
+    int lwork = -1, info = 0, one = 1;
+    sgesvd_("N", "S", &m, &n, &dummy, &m, &dummy, &dummy, &one, &dummy, &n, &q, &lwork, &info);
+    if (info != 0) fatal("LAPACK sgesvd workspace query for %d x %d failed (info %d)", m, n, info);
+    return (int)q + 1;
+}
+// GaLore's scratch for one matrix: the column-major copy (other x s), s singular values, VT
+// (s x s) and LAPACK's workspace for the projector; the out x in update for galore_adam_update
+static size_t cpu_galore_work_floats(int outd, int in) {
+    int s = outd <= in ? outd : in, other = outd <= in ? in : outd;
+    size_t svd = (size_t)other * s + s + (size_t)s * s + (size_t)cpu_gesvd_lwork(other, s);
+    size_t upd = (size_t)outd * in;
+    return svd > upd ? svd : upd;
+}
+
+// The first r rows of VT (the right singular vectors of the column-major other x s matrix A),
+// row k signed so that its entry of largest magnitude (lowest index among equals) is positive.
+static void galore_signed_rows(float* Pt, const float* VT, int s, int r) {
+    for (int k = 0; k < r; k++) {
+        int best = 0;
+        for (int j = 1; j < s; j++) if (fabsf(VT[k + (size_t)j * s]) > fabsf(VT[k + (size_t)best * s])) best = j;
+        float sign = VT[k + (size_t)best * s] < 0.0f ? -1.0f : 1.0f;
+        for (int j = 0; j < s; j++) Pt[(size_t)k * s + j] = sign * VT[k + (size_t)j * s];
+    }
+}
+
+// backend.h's galore_projector: A = the column-major (other x s) view of G, whose right singular
+// vectors are G's singular vectors on its smaller side: rows side (out <= in) the row-major G is
+// already the column-major in x out matrix; cols side it is transposed into out x in.
+static void cpu_galore_projector(float* Pt, const float* G, int outd, int in, int cols_side, int r, float* work) {
+    int s = cols_side ? in : outd, other = cols_side ? outd : in;
+    float* A = work;
+    float* sv = A + (size_t)other * s;
+    float* VT = sv + s;
+    float* lw = VT + (size_t)s * s;
+    if (!cols_side) {
+        memcpy(A, G, (size_t)outd * in * sizeof(float));
+    } else {
+        #pragma omp parallel for
+        for (int j = 0; j < in; j++)
+            for (int i = 0; i < outd; i++) A[i + (size_t)j * outd] = G[(size_t)i * in + j];
+    }
+    int lwork = cpu_gesvd_lwork(other, s), info = 0, one = 1;
+    float dummy = 0.0f;
+    sgesvd_("N", "S", &other, &s, A, &other, sv, &dummy, &one, VT, &s, lw, &lwork, &info);
+    if (info != 0) fatal("LAPACK sgesvd of a %d x %d GaLore gradient failed (info %d)", other, s, info);
+    galore_signed_rows(Pt, VT, s, r);
+}
+
+// backend.h's galore_project_grad: T = (rows side) dY Pt^T or (cols side) X Pt^T, N x r; then
+// R (r x in) += T^T X, or R (out x r) += dY^T T
+static void cpu_galore_project_grad(float* R, const float* dout, const float* inp, const float* Pt, int r, int N, int in,
+                                    int outd, int cols_side) {
+    float* T = cpu_scratch((size_t)N * r);
+    if (!cols_side) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, outd, 1.0f, dout, outd, Pt, outd, 0.0f, T, r);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, T, r, inp, in, 1.0f, R, in);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, in, 1.0f, inp, in, Pt, in, 0.0f, T, r);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, r, N, 1.0f, dout, outd, T, r, 1.0f, R, r);
+    }
+}
+
+// backend.h's galore_adam_update: Adam on R in place, then the dense update P D (or D P^T)
+// through `work` (out x in), applied with decoupled weight decay
+static void cpu_galore_adam_update(float* W, float* Wm, float* R, void* m, void* v, int state_bf16, const float* Pt, int r,
+                                   int outd, int in, int cols_side, AdamParams a, float alpha, float* work) {
+    size_t nsub = cols_side ? (size_t)outd * r : (size_t)r * in;
+    #pragma omp parallel for
+    for (size_t k = 0; k < nsub; k++) {
+        float g = R[k] * a.grad_scale;
+        float mk = a.b1 * cpu_state_get(m, k, state_bf16) + (1.0f - a.b1) * g;
+        float vk = a.b2 * cpu_state_get(v, k, state_bf16) + (1.0f - a.b2) * g * g;
+        cpu_state_set(m, k, mk, state_bf16); cpu_state_set(v, k, vk, state_bf16);
+        R[k] = (mk / a.bc1) / (sqrtf(vk / a.bc2) + a.eps);
+    }
+    float* U = work;
+    if (!cols_side)  // U (out x in) = Pt^T (out x r) D (r x in)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, in, r, 1.0f, Pt, outd, R, in, 0.0f, U, in);
+    else             // U (out x in) = D (out x r) Pt (r x in)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, outd, in, r, 1.0f, R, r, Pt, in, 0.0f, U, in);
+    float* src = Wm != NULL ? Wm : W;
+    size_t n = (size_t)outd * in;
+    #pragma omp parallel for simd
+    for (size_t i = 0; i < n; i++) {
+        src[i] -= a.lr * (alpha * U[i] + a.wd * src[i]);
+        W[i] = src[i];
+    }
+}
+
 static void cpu_scale_floats(float* C, float s, size_t n) {
     #pragma omp parallel for
     for (size_t i = 0; i < n; i++) C[i] *= s;
@@ -446,6 +557,14 @@ static double cpu_sumsq_double(const float* x, size_t n) {
     return total;
 }
 static void cpu_sumsq_float(float* acc, const float* x, size_t n) { *acc += (float)cpu_sumsq_double(x, n); }
+// backend.h's sumsq_unscaled: C / scale (per row or column) into scratch, then the same sum
+static void cpu_sumsq_unscaled(float* acc, const float* C, const float* scale, int r, int other, int cols_side) {
+    size_t n = (size_t)r * other;
+    float* u = cpu_scratch(n);
+    #pragma omp parallel for
+    for (size_t e = 0; e < n; e++) u[e] = C[e] / scale[cols_side ? e % r : e / other];
+    *acc += (float)cpu_sumsq_double(u, n);
+}
 
 // norms (+)= the squared norms of M's rows (by_cols 0: length rows) or of its columns (by_cols 1:
 // length cols); M is rows x cols, row-major, fp32. Each norm is summed in double, in index order.

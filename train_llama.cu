@@ -144,14 +144,15 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("-y", "--resume", 'i', &a->resume, 0, 1, "resume from the latest checkpoint in --out-dir (0/1)");
     OPT("", "--init-from", 's', &a->init_from, 0, 0, "start from a model checkpoint (e.g. made by dev/import_hf.py)");
     OPT("-e", "--tokenizer", 's', &a->tokenizer_path, 0, 0, "tokenizer.bin for text samples");
-    OPT("", "--optimizer", 's', &a->optimizer, 0, 0, "adamw | grass");
+    OPT("", "--optimizer", 's', &a->optimizer, 0, 0, "adamw | grass | galore (GaLore: --rank, --update-freq, --galore-scale)");
     OPT("", "--grass-select", 's', &a->grass_select, 0, 0, "topr | multinorm | multinorm-nr | uniform | uniform-nr");
     OPT("", "--rank", 's', &a->grass_rank, 0, 0, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0, "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per micro-batch sum), auto (exact where it fits)");
     OPT("", "--grass-upscale", 's', &a->grass_upscale, 0, 0, "Grass up-projection factor per selected row: paper (count*rho), one (1, as top-r), mean (count*rho over its mean)");
     OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
-    OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha");
+    OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha: the projected matrices step lr * alpha");
+    OPT("", "--galore-scale", 'f', &a->oc.alpha, 0, 1e6, "GaLore's scale alpha (the same setting as --grass-scale)");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
     OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1, "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
     OPT("", "--zero", 'i', &a->oc.zero, 0, 1, "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
@@ -256,7 +257,8 @@ static void resolve_optim(TrainArgs* a) {
     OptimConfig* oc = &a->oc;
     if (strcmp(a->optimizer, "adamw") == 0) oc->type = OPT_ADAMW;
     else if (strcmp(a->optimizer, "grass") == 0) oc->type = OPT_GRASS;
-    else fatal("unknown --optimizer '%s' (adamw | grass)", a->optimizer);
+    else if (strcmp(a->optimizer, "galore") == 0) oc->type = OPT_GALORE;
+    else fatal("unknown --optimizer '%s' (adamw | grass | galore)", a->optimizer);
     oc->norms = name_index(GRASS_NORMS_NAMES, NORMS_COUNT, a->grass_norms);
     if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
     oc->upscale = name_index(GRASS_UPSCALE_NAMES, UPSCALE_COUNT, a->grass_upscale);
@@ -314,7 +316,7 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
     ws.select_dim = oc->select_on_device ? op.max_dim_sel : 0;
     size_t work = backend_workspace_bytes(&ws);
     size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes +
-                   op.normpass_bytes + acts + work;
+                   op.normpass_bytes + op.work_bytes + acts + work;
     if (rank == 0) {
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
@@ -322,6 +324,10 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         printf("  gradients (dense) %12s  %s\n", "", fmt_bytes(op.dense_grad_bytes, b[1]));
         if (oc->type == OPT_GRASS) {
             printf("  gradients (Grass) %12s  %s   (%zu projected parameters, no m x n gradient)\n", "",
+                   fmt_bytes(op.compressed_bytes, b[2]), op.projected_params);
+        }
+        if (oc->type == OPT_GALORE) {
+            printf("  gradients (GaLore)%12s  %s   (%zu projected parameters, R = P^T G, no m x n gradient between refreshes)\n", "",
                    fmt_bytes(op.compressed_bytes, b[2]), op.projected_params);
         }
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
@@ -334,6 +340,11 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
             if (rt->norms == NORMS_MICRO) how[0] = "micro: the sum of per micro-batch norms";
             printf("  Grass norm pass   %12s  %s   (%s%s)\n", "", fmt_bytes(op.normpass_bytes, b[4]), how[rt->norm_path], sk);
         }
+        if (oc->type == OPT_GALORE) {
+            printf("  GaLore SVD pass   %12s  %s   (every %d steps: %s)\n", "", fmt_bytes(op.normpass_bytes, b[4]), oc->update_freq,
+                   rt->norm_path == NP_LAYER_G ? "one layer's fp32 gradients at a time" : "every projected matrix's fp32 gradient");
+            printf("  GaLore scratch    %12s  %s   (SVD workspace, the largest matrix's dense update)\n", "", fmt_bytes(op.work_bytes, b[4]));
+        }
         if (op.other_bytes) printf("  Grass other       %12s  %s   (indices, scales, norms%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
                                    rt->overlap && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
@@ -342,6 +353,7 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
         printf("communication per optimizer step with several ranks: %.3f MiB all-reduced", op.comm_step_bytes / 1048576.0);
         if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
+        if (oc->type == OPT_GALORE) printf(" (+ %.3f MiB of gradients for the SVDs every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
         printf("\n");
     }
     size_t avail = memory_available(limit_gb);
@@ -380,7 +392,11 @@ static double executed_flops_per_token(const Llama* m, const Optimizer* o, int T
         if (t->kind != PT_LINEAR && t->kind != PT_HEAD && !head_tied) continue;
         double mn = (double)t->numel;
         int k = o->gm_of_tensor[i];
-        double wgrad = k < 0 ? 2.0 * mn : 2.0 * o->gm[k].r_eff * o->gm[k].other;
+        // the weight gradient: dense dY^T X; Grass's gathered r x other; GaLore's projection (dY P or
+        // X P, then the r x other product); GaLore's per-step dense update P D is not counted here
+        double wgrad = k < 0 ? 2.0 * mn
+                     : o->cfg.type == OPT_GALORE ? 2.0 * o->gm[k].r * ((double)o->gm[k].dim_sel + o->gm[k].other)
+                     : 2.0 * o->gm[k].r_eff * o->gm[k].other;
         f += 4.0 * mn + wgrad;
         if (!refresh) continue;
         f += 4.0 * mn;
@@ -547,6 +563,10 @@ int main(int argc, char** argv) {
                    "%s states\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], GRASS_UPSCALE_NAMES[a.oc.upscale], a.oc.grass_rank > 0 ? "" : "fraction ",
                    a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac, a.oc.update_freq,
                    a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
+        else if (a.oc.type == OPT_GALORE)
+            printf("optimizer: galore (rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, %s states\n",
+                   a.oc.grass_rank > 0 ? "" : "fraction ", a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac,
+                   a.oc.update_freq, a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
         else printf("optimizer: adamw, lr %g (matrices x %g), weight decay %g, clip %g, %s states, overlap=%d\n", a.lr,
                     a.oc.matrix_lr_scale, a.oc.weight_decay, a.oc.grad_clip, a.state_dtype, rt.overlap);
         if (rt.sharded)
@@ -641,6 +661,8 @@ int main(int argc, char** argv) {
             if (a.oc.type == OPT_GRASS)
                 fprintf(logf, " select=%s rank=%s update_freq=%d alpha=%g fused=%d", GRASS_SELECT_NAMES[a.oc.select],
                         a.grass_rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
+            else if (a.oc.type == OPT_GALORE)
+                fprintf(logf, " rank=%s update_freq=%d alpha=%g fused=%d", a.grass_rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
             else fprintf(logf, " matrix_lr_scale=%g", a.oc.matrix_lr_scale);
             fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d\n", a.lr, a.B, a.T, a.total_batch, pg.world_size, a.steps);
         } else {
@@ -711,7 +733,10 @@ int main(int argc, char** argv) {
                 fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f sel_hash=%016llx\n", step + 1,
                         opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max,
                         (unsigned long long)opt.refreshed.hash);
-                if (step % a.log_every == 0)
+                if (step % a.log_every == 0 && a.oc.type == OPT_GALORE)
+                    printf("refresh at step %d: new GaLore projectors (SVD of the step's gradient, %d directions in all)\n",
+                           step + 1, opt.refreshed.distinct);
+                else if (step % a.log_every == 0)
                     printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f\n", step + 1,
                            opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max);
             }

@@ -138,7 +138,8 @@ struct CuState {
     size_t async_cap, async_used[ALLREDUCE_SLOTS];
     int async_pending[ALLREDUCE_SLOTS];
     // scratch buffers, one per purpose (grown on demand, accounted as allocations)
-    CuScratch sc_gather, sc_norms, sc_rms, sc_sumsq, sc_att, sc_emb_keys, sc_emb_vals, sc_emb_temp, sc_wire, sc_select;
+    CuScratch sc_gather, sc_norms, sc_rms, sc_sumsq, sc_att, sc_emb_keys, sc_emb_vals, sc_emb_temp, sc_wire, sc_select,
+        sc_unscaled;
     float* host_stage;   // host staging for conversions and host-side collectives
     size_t host_stage_floats;
 };

@@ -56,6 +56,21 @@ static void cu_sumsq(float* acc, const T* x, size_t n) {
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cu_sumsq<floatX>(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cu_sumsq<float>(acc, x, n); }
 
+// u = C with row j (rows side) or column j (cols side) divided by scale[j]
+__global__ void gk_unscale(float* u, const float* C, const float* scale, int r, int other, int cols_side) {
+    size_t n = (size_t)r * other;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
+        u[e] = C[e] / scale[cols_side ? e % r : e / other];
+}
+void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side) {
+    size_t n = (size_t)r * other;
+    if (n == 0) return;
+    float* u = (float*)cu_scratch(&g_cu.sc_unscaled, n * sizeof(float), "unscaled norm scratch");
+    gk_unscale<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(u, C, d_scale, r, other, cols_side);
+    CU_LAUNCHED("gk_unscale");
+    cu_sumsq<float>(acc, u, n);
+}
+
 __global__ void gk_scale_floats(float* C, float s, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) C[i] *= s;
 }

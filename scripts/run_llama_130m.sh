@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The 130m recipe: full-rank AdamW and Grass, one after the other (OPTIMIZERS="grass" for one).
+# The 130m recipe: full-rank AdamW, Grass and the GaLore baseline, one after the other (OPTIMIZERS="grass" for one).
 # See scripts/run_llama.sh for the recipe and the environment variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for opt in ${OPTIMIZERS:-adamw grass}; do scripts/run_llama.sh 130m $opt; done
+for opt in ${OPTIMIZERS:-adamw grass galore}; do scripts/run_llama.sh 130m $opt; done
 python3 dev/plot_logs.py out/130m_*/log.txt -o out/130m_loss.png

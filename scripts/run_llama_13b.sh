@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The 13b recipe: full-rank AdamW and Grass, one after the other (OPTIMIZERS="grass" for one).
+# The 13b recipe: full-rank AdamW, Grass and the GaLore baseline, one after the other (OPTIMIZERS="grass" for one).
 # See scripts/run_llama.sh for the recipe and the environment variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for opt in ${OPTIMIZERS:-adamw grass}; do scripts/run_llama.sh 13b $opt; done
+for opt in ${OPTIMIZERS:-adamw grass galore}; do scripts/run_llama.sh 13b $opt; done
 python3 dev/plot_logs.py out/13b_*/log.txt -o out/13b_loss.png

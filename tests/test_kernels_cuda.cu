@@ -621,6 +621,112 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     free_bufs();
 }
 
+// ---- GaLore -----------------------------------------------------------------------------------
+// the projector: cuSOLVER's SVD against LAPACK's (kernels_cpu.h), both signed by the same rule; the
+// spectrum of a Gaussian matrix this size has gaps wide enough for the vectors to agree closely
+// sumsq_unscaled: Grass's norm of B G from C = rho B G, against the CPU kernel; unit scales give
+// sumsq_float's bits
+static void test_sumsq_unscaled(int r, int other, int cols_side) {
+    std::vector<float> C = t_randn((size_t)r * other, 1.0f, false), sc = t_randn(r, 1.0f, false), ones(r, 1.0f);
+    for (int j = 0; j < r; j++) sc[j] = 0.25f + fabsf(sc[j]);
+    float* dC = df_from(C);
+    float* acc = df_from(std::vector<float>(1, 2.0f));
+    sumsq_unscaled(acc, dC, df_from(sc), r, other, cols_side);
+    std::vector<float> ref(1, 2.0f);
+    cpu_sumsq_unscaled(ref.data(), C.data(), sc.data(), r, other, cols_side);
+    expect_close(nm("sumsq_unscaled %s r=%d other=%d", cols_side ? "cols" : "rows", r, other), hf(acc, 1), ref, 1e-5);
+    float* a1 = df_from(std::vector<float>(1, 2.0f));
+    float* a2 = df_from(std::vector<float>(1, 2.0f));
+    sumsq_unscaled(a1, dC, df_from(ones), r, other, cols_side);
+    sumsq_float(a2, dC, C.size());
+    expect_same_bits(nm("sumsq_unscaled, unit scales == sumsq_float %s", cols_side ? "cols" : "rows"), hf(a1, 1), hf(a2, 1));
+    free_bufs();
+}
+
+static void test_galore_projector(int outd, int in, int r) {
+    int cols_side = outd > in, s = cols_side ? in : outd;
+    std::vector<float> G = t_randn((size_t)outd * in, 1.0f, false);
+    size_t nw = galore_work_floats(outd, in);
+    float* dG = df_from(G);
+    float* dPt = df_nan((size_t)r * s);
+    floatX* dPtx = dx_nan((size_t)r * s);
+    galore_projector(dPt, dPtx, dG, outd, in, cols_side, r, df_nan(nw));
+    std::vector<float> rPt((size_t)r * s), work(cpu_galore_work_floats(outd, in));
+    cpu_galore_projector(rPt.data(), G.data(), outd, in, cols_side, r, work.data());
+    const char* side = cols_side ? "cols" : "rows";
+    std::vector<float> gPt = hf(dPt, rPt.size());
+    expect_close(nm("galore_projector Pt %s %dx%d r=%d", side, outd, in, r), gPt, rPt, 1e-3);
+    expect_close(nm("galore_projector Ptx (floatX) %s %dx%d r=%d", side, outd, in, r), hx(dPtx, rPt.size()), rPt,
+                 TOL(4e-3, 1e-3));
+    double orth = 0.0;  // P^T P = I in float64
+    for (int a = 0; a < r; a++)
+        for (int b = 0; b < r; b++) {
+            double d = 0.0;
+            for (int j = 0; j < s; j++) d += (double)gPt[(size_t)a * s + j] * gPt[(size_t)b * s + j];
+            orth = fmax(orth, fabs(d - (a == b ? 1.0 : 0.0)));
+        }
+    CHECK(orth < 1e-5, "galore_projector %s: rows orthonormal (max |P^T P - I| %.3g)", side, orth);
+    float* dPt2 = df_nan((size_t)r * s);
+    galore_projector(dPt2, dx_nan((size_t)r * s), dG, outd, in, cols_side, r, df_nan(nw));
+    expect_same_bits(nm("galore_projector %s %dx%d", side, outd, in), gPt, hf(dPt2, rPt.size()));
+    free_bufs();
+}
+
+static void test_galore_project_grad(int N, int in, int outd, int r) {
+    int cols_side = outd > in, s = cols_side ? in : outd, other = cols_side ? outd : in;
+    std::vector<float> x = t_randn((size_t)N * in, 1.0f), dy = t_randn((size_t)N * outd, 1.0f),
+                       pt = t_randn((size_t)r * s, 0.2f), r0 = t_randn((size_t)r * other, 1.0f, false);
+    float* dR = df_from(r0);
+    galore_project_grad(dR, dx_from(dy), dx_from(x), dx_from(pt), r, N, in, outd, cols_side);
+    std::vector<float> rR = r0;
+    cpu_galore_project_grad(rR.data(), dy.data(), x.data(), pt.data(), r, N, in, outd, cols_side);
+    // bf16: the N x r projection is rounded to bf16 before the second GEMM
+    expect_close(nm("galore_project_grad %s N=%d in=%d out=%d r=%d (accumulate)", cols_side ? "cols" : "rows", N, in, outd, r),
+                 hf(dR, rR.size()), rR, TOL(5e-3, 1e-5));
+    free_bufs();
+}
+
+static void test_galore_adam(int outd, int in, int r, float wd) {
+    int cols_side = outd > in, s = cols_side ? in : outd, other = cols_side ? outd : in;
+    size_t sub = (size_t)r * other, nw = galore_work_floats(outd, in);
+    std::vector<float> W = t_randn((size_t)outd * in, 0.02f), R = t_randn(sub, 0.01f, false), m = t_randn(sub, 0.001f, false),
+                       v = t_randn(sub, 0.0001f, false), Pt = t_randn((size_t)r * s, 0.2f, false);
+    for (size_t i = 0; i < sub; i++) v[i] = v[i] * v[i];
+    AdamParams ap = {0.01f, 0.9f, 0.999f, 1e-8f, wd, 1.0f - powf(0.9f, 3.0f), 1.0f - powf(0.999f, 3.0f), 0.5f};
+    float alpha = 0.25f;
+    const char* side = cols_side ? "cols" : "rows";
+    std::vector<float> work(cpu_galore_work_floats(outd, in));
+    for (int variant = 0; variant < 3; variant++) {  // fp32 moments; bf16 moments; fp32 moments with master weights
+        int bf = variant == 1;
+        floatX* dW = dx_from(W);
+        float* dWm = variant == 2 ? df_from(W) : NULL;
+        float* dR = df_from(R);
+        void* dm = bf ? ds_bf16_from(m) : (void*)df_from(m);
+        void* dv = bf ? ds_bf16_from(v) : (void*)df_from(v);
+        galore_adam_update(dW, dWm, dR, dm, dv, bf ? STATE_BF16 : STATE_FP32, df_from(Pt), r, outd, in, cols_side, ap, alpha,
+                           777, df_nan(nw));
+        std::vector<float> rW = W, rWm = W, rR = R, rm = m, rv = v;
+        std::vector<uint16_t> rm2 = bf16_bits(m), rv2 = bf16_bits(v);
+        cpu_galore_adam_update(rW.data(), variant == 2 ? rWm.data() : NULL, rR.data(), bf ? (void*)rm2.data() : (void*)rm.data(),
+                               bf ? (void*)rv2.data() : (void*)rv.data(), bf, Pt.data(), r, outd, in, cols_side, ap, alpha,
+                               work.data());
+        const char* what = variant == 0 ? "" : variant == 1 ? " bf16 states" : " master";
+        expect_close(nm("galore_adam_update D%s %s %dx%d r=%d", what, side, outd, in, r), hf(dR, sub), rR, bf ? 4e-3 : 1e-5);
+        if (variant == 2) {
+            std::vector<float> gWm = hf(dWm, W.size());
+            expect_close(nm("galore_adam_update Wm (master)%s %s %dx%d r=%d wd=%g", "", side, outd, in, r, wd), gWm, rWm, 1e-6);
+            expect_same_bits(nm("galore_adam_update W = master rounded %s %dx%d", side, outd, in), hx(dW, W.size()),
+                             hx(dx_from(gWm), W.size()));
+        } else {
+            // bf16 weights: one stochastic rounding (< 2^-7 relative); bf16 moments round m and v too
+            expect_close(nm("galore_adam_update W%s %s %dx%d r=%d wd=%g", what, side, outd, in, r, wd), hx(dW, W.size()), rW,
+                         TOL(8e-3, bf ? 1e-4 : 1e-6));
+        }
+        if (!bf) expect_close(nm("galore_adam_update m %s %dx%d", side, outd, in), hf((float*)dm, sub), rm, 1e-5);
+    }
+    free_bufs();
+}
+
 // device selection == host selection (grass_select): same indices, bit-identical scales
 static void test_select_device(int dim, int r) {
     std::vector<float> q(dim);
@@ -726,6 +832,18 @@ int main(void) {
         test_grass_adam(72, 48, cols, 9, 0.1f, true);
         test_grass_adam(97, 130, cols, 40, 0.0f, true);
     }
+    printf("galore\n");
+    test_galore_projector(48, 72, 12);    // rows side
+    test_galore_projector(97, 40, 9);     // cols side
+    test_galore_projector(64, 64, 64);    // square, full rank
+    test_galore_project_grad(39, 48, 72, 9);
+    test_galore_project_grad(39, 72, 48, 9);
+    test_galore_project_grad(256, 512, 1376, 128);
+    test_galore_adam(48, 72, 12, 0.0f);
+    test_galore_adam(97, 40, 9, 0.1f);
+    test_galore_adam(512, 1376, 128, 0.01f);
+    test_sumsq_unscaled(9, 130, 0);
+    test_sumsq_unscaled(40, 4097, 1);
     test_select_device(48, 12);
     test_select_device(1376, 128);
     test_select_device(5120, 256);

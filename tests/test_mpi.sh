@@ -35,8 +35,9 @@ sys.exit(0 if worst <= tol else 1)
 PY
 }
 
-for opt in adamw topr multinorm multinorm-nr uniform uniform-nr; do
+for opt in adamw topr multinorm multinorm-nr uniform uniform-nr galore; do
   if [ $opt = adamw ]; then extra=(); else extra=(--optimizer grass --grass-select $opt --rank 8 --update-freq 3); fi
+  [ $opt = galore ] && extra=(--optimizer galore --rank 8 --update-freq 3 --weight-decay 0.1)
   $BIN "${C[@]}" -x 7 -v 3 -o "$W/one_$opt" "${extra[@]}" > "$W/one_$opt.out" 2>&1 || { bad "$opt: 1-rank run failed"; tail -3 "$W/one_$opt.out"; continue; }
   timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 7 -v 3 -o "$W/two_$opt" "${extra[@]}" > "$W/two_$opt.out" 2>&1 || { bad "$opt: 2-rank run failed"; tail -5 "$W/two_$opt.out"; continue; }
   grep -q "accumulation=2" "$W/one_$opt.out" && grep -q "ranks=2 accumulation=1" "$W/two_$opt.out" || bad "$opt: unexpected batch split"
@@ -155,6 +156,15 @@ for norms in exact sketch; do
     [ $same = 1 ] && ok "$norms $sel: 1x8, 1x4 (2 micro-steps), 2x4, 4x2 select the same rows at $SPLIT_HASHES refresh(es); losses within $SPLIT_TOL ($worst)"
   done
 done
+# GaLore: the projector is the SVD of the step's whole gradient (summed over micro-batches and
+# ranks before the SVD), so every split trains the same model up to rounding
+for s in "${SPLITS[@]}"; do split_run "split_galore_${s/ /x}" $s --optimizer galore --rank 8 --update-freq 3; done
+worst=""; fine=1
+for s in "${SPLITS[@]:1}"; do
+  msg=$(same_losses "$W/split_galore_1x8/log.txt" "$W/split_galore_${s/ /x}/log.txt" $SPLIT_TOL) || { fine=0; bad "galore, split ${s/ /x}: losses $msg"; }
+  worst="$worst ${s/ /x}: ${msg##*difference }"
+done
+[ $fine = 1 ] && ok "galore: 1x8, 1x4, 2x4, 4x2 give the same losses within $SPLIT_TOL ($worst)"
 G=(--optimizer grass --grass-select multinorm --rank 8 --update-freq 3 --grass-norms micro)
 split_run split_micro_1x8 1 8 "${G[@]}"; split_run split_micro_4x2 4 2 "${G[@]}"
 [ "$(hashes "$W/split_micro_1x8/log.txt")" != "$(hashes "$W/split_micro_4x2/log.txt")" ] \

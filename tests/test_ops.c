@@ -908,6 +908,23 @@ static void test_sumsq(void) {
     cpu_sumsq_float(&a0, x, 0);
     check_kernel_abs("sumsq_float n=5 (rtol 1e-6)", &a5, &w5, 1, 1e-6, 0.0);
     check_exact("sumsq_float n=0 leaves acc", &a0, &seven, 1);
+    // sumsq_unscaled: rows (or columns) divided by their scale; all scales 1 gives sumsq_float's bits
+    for (int cols_side = 0; cols_side <= 1; cols_side++) {
+        const int r = 7, other = 301;
+        float sc[7] = {0.5f, 2.0f, 1.0f, 3.5f, 0.25f, 1.5f, 7.0f}, ones[7] = {1, 1, 1, 1, 1, 1, 1};
+        double wu = 1.5;
+        for (int j = 0; j < r; j++)
+            for (int k = 0; k < other; k++) {
+                float c = x[cols_side ? (size_t)k * r + j : (size_t)j * other + k];
+                wu += ((double)c / sc[j]) * ((double)c / sc[j]);
+            }
+        float au = 1.5f, a1 = 1.5f, af = 1.5f;
+        cpu_sumsq_unscaled(&au, x, sc, r, other, cols_side);
+        check_kernel_abs(cols_side ? "sumsq_unscaled, columns side (rtol 1e-6)" : "sumsq_unscaled, rows side (rtol 1e-6)", &au, &wu, 1, 1e-6, 0.0);
+        cpu_sumsq_unscaled(&a1, x, ones, r, other, cols_side);
+        cpu_sumsq_float(&af, x, (size_t)r * other);
+        check_exact("sumsq_unscaled with unit scales == sumsq_float", &a1, &af, 1);
+    }
     free(x);
 }
 

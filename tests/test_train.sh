@@ -19,8 +19,9 @@ COMMON=("${DATA[@]}" "${MODEL[@]}" -b 4 -t 32 --eval-tokens 2048 --log-every 100
 
 # ---- the loss falls ---------------------------------------------------------------------------
 val_losses() { grep -o 'val_loss=[0-9.]*' "$1" | cut -d= -f2; }
-for opt in adamw grass; do
+for opt in adamw grass galore; do
   extra=(); [ $opt = grass ] && extra=(--optimizer grass --rank 12 --update-freq 10)
+  [ $opt = galore ] && extra=(--optimizer galore --rank 12 --update-freq 10)
   if $BIN "${COMMON[@]}" -x 80 -v 40 -l 1e-2 -o "$W/fall_$opt" "${extra[@]}" > "$W/fall_$opt.out" 2>&1; then
     first=$(val_losses "$W/fall_$opt/log.txt" | head -1); last=$(val_losses "$W/fall_$opt/log.txt" | tail -1)
     if python3 -c "import sys; sys.exit(0 if $last < $first - 2.0 else 1)"; then ok "$opt: val loss falls $first -> $last"
@@ -112,6 +113,22 @@ if $BIN "${COMMON[@]}" -x 80 -v 40 -l 1e-2 -o "$W/fall_bf16" --optimizer grass -
     || bad "bf16 states: val loss $f16 vs $f32"
   grep -q "bf16 optimizer states" "$W/fall_bf16.out" && ok "bf16 states shown in the memory plan" || bad "plan does not show bf16 states"
 else bad "bf16 states: training run failed"; tail -3 "$W/fall_bf16.out"; fi
+# GaLore: its projectors and moments (kept across a projector change) resume bit for bit, with
+# and without accumulation (the SVD pass then holds every matrix's gradient)
+resume_case galore 4 --optimizer galore --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
+resume_case galore_accum_unfused 3 --optimizer galore --rank 0.25 --update-freq 2 -d 256 -l 1e-2 --grass-fused 0 --state-dtype bf16
+out=$($BIN "${COMMON[@]}" --optimizer galore --rank 8 --update-freq 3 --plan-only 1 2>&1)
+echo "$out" | grep -q "gradients (GaLore)" && echo "$out" | grep -q "GaLore SVD pass .*one layer's fp32 gradients" \
+  && echo "$out" | grep -q "GaLore scratch" && ok "galore: the plan shows R, the SVD pass and the scratch" || bad "galore plan: $out"
+grep -q "^step=4 refresh=1" "$W/res_galore_a/log.txt" && grep -q "new GaLore projectors" "$W/res_galore_a.out" \
+  && ok "galore: new projectors every K steps, in the log and on the console" || bad "galore: refresh lines missing"
+# clipping with the fused update (the previous step's norm sets the step's factor): the norm it
+# needs survives a resume (the state file carries it), and the clip acts (other weights than unclipped)
+resume_case grass_fused_clip 4 --optimizer grass --rank 8 --update-freq 3 --grass-select multinorm -l 1e-2 --grad-clip 0.3
+resume_case galore_fused_clip 4 --optimizer galore --rank 8 --update-freq 3 -l 1e-2 --grad-clip 0.3
+$BIN "${COMMON[@]}" -x 8 -v 0 -o "$W/noclip_grass" --optimizer grass --rank 8 --update-freq 3 --grass-select multinorm -l 1e-2 > /dev/null 2>&1
+cmp -s "$W/noclip_grass/model_00000008.bin" "$W/res_grass_fused_clip_a/model_00000008.bin" \
+  && bad "fused clipping changed nothing" || ok "fused clipping at 0.3 gives other weights than no clipping"
 resume_case grass_master_weights 4 --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --master-weights 1 --weight-decay 0.1
 # fp32 master weights: in the fp32 CPU build the weights equal their master copy, so a run with
 # one must give the bits of a run without (a master left stale or unsynced would not)
@@ -198,7 +215,10 @@ expect_fail "grass rank > dimension" "larger than the dimension" $BIN "${COMMON[
 expect_fail "grass K = 0" "update-freq.*out of range" $BIN "${COMMON[@]}" --optimizer grass --update-freq 0 "${T[@]}"
 expect_fail "unknown grass variant" "unknown --grass-select 'best'" $BIN "${COMMON[@]}" --optimizer grass --grass-select best "${T[@]}"
 expect_fail "unknown grass layer" "unknown layer type 'attn'" $BIN "${COMMON[@]}" --optimizer grass --grass-layers q,attn "${T[@]}"
-expect_fail "clipping with the fused update" "grass-fused 0" $BIN "${COMMON[@]}" --optimizer grass --rank 8 --grad-clip 1 "${T[@]}"
+expect_fail "galore with sketched norms" "GaLore's projector is the SVD" $BIN "${COMMON[@]}" --optimizer galore --rank 8 --grass-norms sketch "${T[@]}"
+expect_fail "galore rank > dimension" "larger than the dimension" $BIN "${COMMON[@]}" --optimizer galore --rank 49 "${T[@]}"
+expect_fail "matrix lr scale with grass" "is for full-rank AdamW" $BIN "${COMMON[@]}" --optimizer grass --rank 8 --matrix-lr-scale 0.5 "${T[@]}"
+expect_fail "resume galore as grass" "another optimizer setup.*--optimizer: file galore, this run grass" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_galore_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
 expect_fail "model does not fit" "needs .* GiB but .* available" $BIN "${COMMON[@]}" --memory-limit-gb 0.001 "${T[@]}"
 expect_fail "13b on this machine" "needs .* GiB but" $BIN "${DATA[@]}" -c 13b --vocab 256 -b 1 -t 32 "${T[@]}"
 expect_fail "missing tokenizer for samples" "nowhere/tokenizer.bin" $BIN "${COMMON[@]}" -s 1 -e "$W/nowhere/tokenizer.bin" "${T[@]}"

@@ -33,6 +33,7 @@
 #include <cuda_bf16.h>
 #include <cublas_v2.h>
 #include <cublasLt.h>
+#include <cusolverDn.h>
 #ifdef USE_NCCL
 #include <nccl.h>
 #endif
@@ -649,5 +650,54 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclD
     return ncclSuccess;
 }
 #endif  // USE_NCCL
+
+// ---- cuSOLVER: the dense SVD (GaLore's projector) through LAPACK's sgesvd, with the argument
+// rules cuSOLVER's gesvd has (rows >= cols; jobu/jobvt in A, S, O, N) and every array in device memory
+extern "C" void sgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, float* a, const int* lda, float* s,
+                        float* u, const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* info);
+struct cusolverDnContext { cudaStream_t stream; };
+cusolverStatus_t cusolverDnCreate(cusolverDnHandle_t* h) { *h = new cusolverDnContext{0}; return CUSOLVER_STATUS_SUCCESS; }
+cusolverStatus_t cusolverDnDestroy(cusolverDnHandle_t h) { delete h; return CUSOLVER_STATUS_SUCCESS; }
+cusolverStatus_t cusolverDnSetStream(cusolverDnHandle_t h, cudaStream_t s) { h->stream = s; return CUSOLVER_STATUS_SUCCESS; }
+namespace emu {
+inline int gesvd_lwork(int m, int n) {  // LAPACK's optimal workspace for jobu 'N', jobvt 'S' (the call we emulate)
+    float q = 0.0f, dummy = 0.0f;
+    int lwork = -1, info = 0, one = 1;
+    sgesvd_("N", "S", &m, &n, &dummy, &m, &dummy, &dummy, &one, &dummy, &n, &q, &lwork, &info);
+    return info == 0 ? (int)q + 1 : -1;
+}
+}  // namespace emu
+cusolverStatus_t cusolverDnSgesvd_bufferSize(cusolverDnHandle_t, int m, int n, int* lwork) {
+    if (m < n || n < 1) return CUSOLVER_STATUS_INVALID_VALUE;
+    int a = emu::gesvd_lwork(m, n), b = emu::gesvd_lwork(m, m < n ? m : n);  // room for jobvt 'A' too
+    if (a < 0 || b < 0) return CUSOLVER_STATUS_INTERNAL_ERROR;
+    *lwork = a > b ? a : b;
+    return CUSOLVER_STATUS_SUCCESS;
+}
+cusolverStatus_t cusolverDnSgesvd(cusolverDnHandle_t, signed char jobu, signed char jobvt, int m, int n, float* A, int lda,
+                                  float* S, float* U, int ldu, float* VT, int ldvt, float* work, int lwork, float* rwork,
+                                  int* devInfo) {
+    (void)rwork;
+    auto job_ok = [](signed char j) { return j == 'A' || j == 'S' || j == 'O' || j == 'N'; };
+    if (m < n || n < 1 || lda < m || !job_ok(jobu) || !job_ok(jobvt) || (jobu == 'O' && jobvt == 'O'))
+        return CUSOLVER_STATUS_INVALID_VALUE;
+    int ucols = jobu == 'A' ? m : jobu == 'S' ? n : 0, vrows = jobvt == 'A' || jobvt == 'S' ? n : 0;
+    if ((ucols > 0 && ldu < m) || (vrows > 0 && ldvt < vrows)) return CUSOLVER_STATUS_INVALID_VALUE;
+    if (!emu::in_device(A, ((size_t)(n - 1) * lda + m) * 4) || !emu::in_device(S, (size_t)n * 4) ||
+        (ucols > 0 && !emu::in_device(U, ((size_t)(ucols - 1) * ldu + m) * 4)) ||
+        (vrows > 0 && !emu::in_device(VT, ((size_t)(n - 1) * ldvt + vrows) * 4)) || !emu::in_device(work, (size_t)lwork * 4) ||
+        !emu::in_device(devInfo, sizeof(int))) {
+        fprintf(stderr, "cuda_emu: cusolverDnSgesvd m=%d n=%d: an array lies outside device memory\n", m, n);
+        return CUSOLVER_STATUS_INVALID_VALUE;
+    }
+    int need = emu::gesvd_lwork(m, n);
+    if (lwork < need) return CUSOLVER_STATUS_INVALID_VALUE;
+    char ju = (char)jobu, jv = (char)jobvt;
+    float dummy = 0.0f;
+    int one = 1;
+    sgesvd_(&ju, &jv, &m, &n, A, &lda, S, ucols > 0 ? U : &dummy, ucols > 0 ? &ldu : &one, vrows > 0 ? VT : &dummy,
+            vrows > 0 ? &ldvt : &one, work, &lwork, devInfo);
+    return CUSOLVER_STATUS_SUCCESS;
+}
 
 #endif  // GRASS_CUDA_EMU_H
