@@ -327,7 +327,7 @@ fi
 if [ "$DRY" = 1 ]; then
   printf '%s\n' "${DRY_LIST[@]}" | $PY dev/study_table.py --dry-report --out "$OUT" --steps "$STEPS" \
       --tokens-per-step $((B * T)) --eval-every "$EVAL_EVERY" --eval-tokens "$EVAL_TOKENS" --jobs "$JOBS" \
-      --guess d6=1000 --guess w384=400
+      --guess d6=1000 --guess w384=550
   exit 0
 fi
 echo "== $N_RUN run(s) trained or resumed in this invocation"
