@@ -345,7 +345,8 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
                    rt->norm_path == NP_LAYER_G ? "one layer's fp32 gradients at a time" : "every projected matrix's fp32 gradient");
             printf("  GaLore scratch    %12s  %s   (SVD workspace, the largest matrix's dense update)\n", "", fmt_bytes(op.work_bytes, b[4]));
         }
-        if (op.other_bytes) printf("  Grass other       %12s  %s   (indices, scales, norms%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
+        if (op.other_bytes) printf("  optimizer other   %12s  %s   (%snorm scalars%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
+                                   oc->type == OPT_GRASS ? "indices, scales, row norms, " : "",
                                    rt->overlap && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
                recompute ? ", recomputed per layer" : "");
