@@ -35,6 +35,7 @@ run test_ops ./tests/bin/test_ops
 run test_llama_cpu ./tests/bin/test_llama_cpu
 run test_grass ./tests/bin/test_grass
 run test_hf_roundtrip python3 dev/test_hf_roundtrip.py
+run test_perf_model python3 dev/test_perf_model.py
 run test_train bash tests/test_train.sh
 if command -v mpirun >/dev/null 2>&1; then
   run test_mpi bash tests/test_mpi.sh
