@@ -15,6 +15,9 @@
 #   --state-dtype bf16 unless SMALL13B_OPTS says otherwise; peak under 40 GB? under 32 GB?; a
 #   2-layer 13b run as a fallback when the full one cannot finish), 1b AdamW and Grass (T=1024),
 #   and the dev/cuda kernel benchmarks with whatever time is left. A short table is printed last.
+# Next to each run's measured tok/s and MFU stands the prediction of dev/perf_model.py (a roofline
+#   model of the same command line on this GPU, a plain step as the medians are; about 0.2 s each),
+#   and measured / predicted, so that the first GPU run shows where the model is wrong.
 # Environment: OUT, BUDGET_S, GPU_ARCH (sm_90), JOBS, STEPS_60M (20), STEPS_1B (12), B_1B (8),
 #   SKIP_13B=1 (skip the full 13b run, which needs minutes of host-side initialization),
 #   RANK_13B (256, the rank of scripts/run_llama.sh for 13b, planned to fit 40 GB in bf16).
@@ -38,7 +41,7 @@ REPORT="$OUT/gpu_report.md"
 T0=$SECONDS
 
 declare -a S_NAME S_STATUS S_TIME S_NOTE
-declare -a R_NAME R_TOKS R_MFU R_MEM R_LOSS R_STATUS
+declare -a R_NAME R_TOKS R_MFU R_MEM R_LOSS R_STATUS R_PTOKS R_PMFU R_RATIO
 
 left() { echo $((BUDGET_S - (SECONDS - T0))); }
 
@@ -71,6 +74,12 @@ DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 SMI=$(nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,temperature.gpu,power.draw,clocks.sm \
       --format=csv,noheader 2>&1 | head -n 1)
 echo "gpu_check: $DATE | $SMI | git $(git rev-parse --short HEAD 2>/dev/null || echo '?')" | tee -a "$LOG"
+# the machine dev/perf_model.py predicts for: this GPU when it is an H100 or H200, else the H100's figures
+case "$SMI" in
+    *H200*) PM_GPU=h200; PM_NOTE="H200" ;;
+    *H100*) PM_GPU=h100; PM_NOTE="H100 SXM" ;;
+    *)      PM_GPU=h100; PM_NOTE="H100 SXM (this GPU is neither an H100 nor an H200: the model's figures are the H100's)" ;;
+esac
 
 # ---- build ------------------------------------------------------------------------------------------
 targets=(train_llama test_kernels_cuda dev_cuda)
@@ -157,6 +166,19 @@ print("%.0f %s %.2f %.3f->%.3f" % (tok, "%.1f%%" % (100 * mfu) if mfu >= 0 else 
                                    float(rows[0]["loss"]), float(rows[-1]["loss"])))
 EOF
 
+# predict ARGS...: "tok/s MFU" that dev/perf_model.py predicts for a plain step of this trainer command
+# line on $PM_GPU (its model FLOPs MFU is the trainer's formula), or "- -"
+predict() {
+    [ -f dev/perf_model.py ] || { echo "- -"; return; }
+    timeout 30 python3 dev/perf_model.py --json --gpu "$PM_GPU" "$@" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    r = json.load(sys.stdin)["gpus"][sys.argv[1]]
+    print("%.0f %.1f%%" % (r["plain_tok_s"], 100 * r["plain_mfu"]))
+except Exception:
+    print("- -")' "$PM_GPU"
+}
+
 # train NAME TIMEOUT args...: runs ./train_llama, then reads <out>/log.txt
 train() {
     local name=$1 t=$2; shift 2
@@ -170,11 +192,15 @@ train() {
     fi
     read -r toks mfu mem loss <<< "$stats"
     R_NAME+=("$name"); R_STATUS+=("$st"); R_TOKS+=("$toks"); R_MFU+=("$mfu"); R_MEM+=("$mem"); R_LOSS+=("$loss")
+    local ptoks pmfu ratio
+    read -r ptoks pmfu <<< "$(predict "$@")"
+    ratio=$(awk -v m="$toks" -v p="$ptoks" 'BEGIN { if (m + 0 > 0 && p + 0 > 0) printf "%.2f", m / p; else print "-" }')
+    R_PTOKS+=("$ptoks"); R_PMFU+=("$pmfu"); R_RATIO+=("$ratio")
     local err=""
     [ "$st" != PASS ] && err=" | $STEP_ERR"
     # the trainer's last line, "peak memory held: X GiB (plan Y GiB)": the plan next to the peak
     local plan=$(grep -m1 -o 'peak memory held: .*(plan [0-9.]* GiB)' "$WORK/$name.log" | grep -o 'plan [0-9.]* GiB')
-    record "$name" "$st" "$STEP_TIME" "tok/s $toks | MFU $mfu | peak $mem GiB${plan:+ ($plan)} | loss $loss$err"
+    record "$name" "$st" "$STEP_TIME" "tok/s $toks (model $ptoks, x$ratio) | MFU $mfu (model $pmfu) | peak $mem GiB${plan:+ ($plan)} | loss $loss$err"
 }
 
 if [ -x ./train_llama ] && [ -n "$TRAIN" ]; then
@@ -249,10 +275,15 @@ fi
     echo "Median over steps 3.. of tok/s and MFU (the trainer's 6N + attention formula against the backend's peak),"
     echo "peak = backend_memory_peak (every backend_malloc, scratch included; not the CUDA context)."
     echo
-    echo "| run | status | tok/s | MFU | peak GiB | loss first->last |"
-    echo "| --- | --- | --- | --- | --- | --- |"
+    echo "model: dev/perf_model.py's prediction for the same flags on $PM_NOTE (a plain step; a roofline model with"
+    echo "assumed efficiencies: \`python3 dev/perf_model.py --assumptions\`, docs/CUDA.md \"Performance model\"); measured / model"
+    echo "is the tok/s ratio: below 1 the model is optimistic, above 1 pessimistic. Run the model on a run's flags"
+    echo "(\`python3 dev/perf_model.py <flags>\`) for its kernel-by-kernel table."
+    echo
+    echo "| run | status | tok/s | model tok/s | measured / model | MFU | model MFU | peak GiB | loss first->last |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     for i in "${!R_NAME[@]}"; do
-        echo "| ${R_NAME[$i]} | ${R_STATUS[$i]} | ${R_TOKS[$i]} | ${R_MFU[$i]} | ${R_MEM[$i]} | ${R_LOSS[$i]} |"
+        echo "| ${R_NAME[$i]} | ${R_STATUS[$i]} | ${R_TOKS[$i]} | ${R_PTOKS[$i]} | ${R_RATIO[$i]} | ${R_MFU[$i]} | ${R_PMFU[$i]} | ${R_MEM[$i]} | ${R_LOSS[$i]} |"
     done
     echo
     echo "13b Grass ($SMALL13B_OPTS) must stay under 40 GB (37.25 GiB) of GPU memory; the aim is 32 GB (29.8 GiB)."
