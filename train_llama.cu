@@ -28,15 +28,23 @@ typedef struct {
     double best_val_loss;
 } TrainState;
 
-static void state_save(const char* path, const Llama* m, const Optimizer* o, const TrainState* ts) {
+// h[STATE_HAS_SETUP] = 1: the run's setup (its options as text, run_setup_text) follows the
+// TrainState as an int32 length and the bytes; files written before 2026-11-30 have 0 there
+#define STATE_HAS_SETUP 20
+
+static void state_save(const char* path, const Llama* m, const Optimizer* o, const TrainState* ts, const char* setup) {
     char tmp[1100];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE* f = fopen_check(tmp, "wb");
     int32_t h[64];
     checkpoint_header(&m->config, h, 0, ts->step);
     h[0] = STATE_MAGIC;
+    h[STATE_HAS_SETUP] = 1;
     fwrite_check(h, sizeof(int32_t), 64, f, tmp);
     fwrite_check(ts, sizeof(TrainState), 1, f, tmp);
+    int32_t len = (int32_t)strlen(setup);
+    fwrite_check(&len, sizeof(int32_t), 1, f, tmp);
+    fwrite_check(setup, 1, len, f, tmp);
     optim_save(o, f, tmp);
     int32_t end = STATE_MAGIC;
     fwrite_check(&end, sizeof(int32_t), 1, f, tmp);
@@ -53,8 +61,16 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
     if (h[0] != STATE_MAGIC) fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[0]);
     if (h[1] != CHECKPOINT_VERSION) fatal("'%s' has state version %d; this build reads %d", path, h[1], CHECKPOINT_VERSION);
     h[13] = 0;
+    int has_setup = h[STATE_HAS_SETUP] == 1;
+    want[STATE_HAS_SETUP] = h[STATE_HAS_SETUP];
     if (memcmp(h, want, sizeof(h)) != 0) fatal("'%s' was written for another model config; use the same model flags", path);
     fread_check(ts, sizeof(TrainState), 1, f, path);
+    if (has_setup) {  // read by run_setup_from_state before the model was built; skipped here
+        int32_t len = 0;
+        fread_check(&len, sizeof(int32_t), 1, f, path);
+        if (len < 0 || len > (1 << 20)) fatal("'%s' is corrupt (setup length %d)", path, len);
+        if (fseek(f, len, SEEK_CUR) != 0) fatal("'%s': cannot skip its setup block: %s", path, strerror(errno));
+    }
     optim_load(o, f, path);
     int32_t end = 0;
     fread_check(&end, sizeof(int32_t), 1, f, path);
@@ -95,6 +111,8 @@ typedef struct {
     int recompute;
     const char* state_dtype;
     OptimConfig oc;
+    unsigned char given[64]; // given[k]: option k (build_options order) was on the command line
+    char* setup;             // this run's setup as text (run_setup_text), saved with every checkpoint
 } TrainArgs;
 
 typedef struct {
@@ -207,29 +225,158 @@ static void print_usage(OptionSpec* s, int n) {
     printf("  -h  --help                 this text\n");
 }
 
+// sets option s from its text (the command line or a saved setup); `source` names where it came from
+static void option_set(const OptionSpec* s, const char* val, const char* source) {
+    if (s->type == 's') { *(const char**)s->ptr = val; return; }
+    char* end = NULL;
+    double x = strtod(val, &end);
+    if (end == val || *end != '\0' || !isfinite(x)) fatal("option %s%s: '%s' is not a number", s->name, source, val);
+    if (x < s->lo || x > s->hi) fatal("option %s%s: %s is out of range [%g, %g]", s->name, source, val, s->lo, s->hi);
+    if ((s->type == 'i' || s->type == 'L') && x != floor(x)) fatal("option %s%s: '%s' must be an integer", s->name, source, val);
+    if (s->type == 'i') *(int*)s->ptr = (int)x;
+    else if (s->type == 'L') *(long long*)s->ptr = (long long)x;
+    else *(float*)s->ptr = (float)x;
+}
+// option s's current value as text that option_set reads back to the same value
+static void option_text(const OptionSpec* s, char* buf, size_t n) {
+    switch (s->type) {
+        case 'i': snprintf(buf, n, "%d", *(int*)s->ptr); break;
+        case 'L': snprintf(buf, n, "%lld", *(long long*)s->ptr); break;
+        case 'f': snprintf(buf, n, "%.9g", *(float*)s->ptr); break;
+        default: snprintf(buf, n, "%s", *(const char**)s->ptr ? *(const char**)s->ptr : ""); break;
+    }
+}
+static int option_index(const OptionSpec* specs, int n, const char* arg) {
+    for (int k = 0; k < n; k++)
+        if ((specs[k].flag[0] && strcmp(arg, specs[k].flag) == 0) || strcmp(arg, specs[k].name) == 0) return k;
+    return -1;
+}
+
 static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
     OptionSpec specs[64];
     int n = build_options(a, specs);
+    memset(a->given, 0, sizeof(a->given));
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { if (rank == 0) print_usage(specs, n); exit(0); }
-        OptionSpec* s = NULL;
-        for (int k = 0; k < n; k++)
-            if ((specs[k].flag[0] && strcmp(argv[i], specs[k].flag) == 0) || strcmp(argv[i], specs[k].name) == 0) s = &specs[k];
-        if (s == NULL) fatal("unknown option '%s' (see -h)", argv[i]);
+        int k = option_index(specs, n, argv[i]);
+        if (k < 0) fatal("unknown option '%s' (see -h)", argv[i]);
         if (i + 1 >= argc) fatal("option %s needs a value", argv[i]);
-        const char* val = argv[++i];
-        char* end = NULL;
-        double x = 0.0;
-        if (s->type == 's') { *(const char**)s->ptr = val; continue; }
-        x = strtod(val, &end);
-        if (end == val || *end != '\0' || !isfinite(x)) fatal("option %s: '%s' is not a number", s->name, val);
-        if (x < s->lo || x > s->hi) fatal("option %s: %s is out of range [%g, %g]", s->name, val, s->lo, s->hi);
-        if ((s->type == 'i' || s->type == 'L') && x != floor(x)) fatal("option %s: '%s' must be an integer", s->name, val);
-        if (s->type == 'i') *(int*)s->ptr = (int)x;
-        else if (s->type == 'L') *(long long*)s->ptr = (long long)x;
-        else *(float*)s->ptr = (float)x;
+        option_set(&specs[k], argv[++i], "");
+        a->given[k] = 1;
     }
 }
+
+// ---- the run's setup, saved with every checkpoint ---------------------------------------------
+// -y 1 takes every option that defines the run (model, batch, optimizer, seed, data) from the
+// checkpoint's state file; the command line is needed only for what may change on a resume, the
+// options below (steps, lr schedule, evaluation, output). A setup option given with another value
+// than the checkpoint's is refused, naming both values.
+static const char* RUN_OPTIONS[] = {"--train-data", "--val-data", "--lr", "--min-lr-ratio", "--warmup", "--steps",
+    "--eval-every", "--eval-tokens", "--sample-every", "--sample-tokens", "--checkpoint-every", "--out-dir", "--resume",
+    "--init-from", "--tokenizer", "--peak-tflops", "--memory-limit-gb", "--log-every", "--plan-only", "--overlap-comm",
+    "--recompute", "--select-on-device", "--grad-dtype"};
+static int is_run_option(const char* name) {
+    for (size_t i = 0; i < sizeof(RUN_OPTIONS) / sizeof(RUN_OPTIONS[0]); i++) if (strcmp(RUN_OPTIONS[i], name) == 0) return 1;
+    return 0;
+}
+// never saved: where this invocation writes and how it starts
+static int is_unsaved_option(const char* name) {
+    return strcmp(name, "--out-dir") == 0 || strcmp(name, "--resume") == 0 || strcmp(name, "--init-from") == 0 ||
+           strcmp(name, "--plan-only") == 0;
+}
+
+// "--name<TAB>value" lines of every saved option whose value differs from its default
+static char* run_setup_text(TrainArgs* a) {
+    TrainArgs d;
+    train_args_defaults(&d);
+    OptionSpec specs[64], dspecs[64];
+    int n = build_options(a, specs);
+    build_options(&d, dspecs);
+    size_t cap = 1 << 14, len = 0;
+    char* text = (char*)malloc_check(cap);
+    text[0] = '\0';
+    for (int k = 0; k < n; k++) {
+        if (is_unsaved_option(specs[k].name)) continue;
+        char v[1100], dv[1100];
+        option_text(&specs[k], v, sizeof(v));
+        option_text(&dspecs[k], dv, sizeof(dv));
+        if (strcmp(v, dv) == 0) continue;
+        if (strchr(v, '\n') != NULL || strchr(v, '\t') != NULL) fatal("option %s: a value with a tab or newline cannot be saved", specs[k].name);
+        size_t need = strlen(specs[k].name) + strlen(v) + 3;
+        if (len + need >= cap) { cap = 2 * (len + need); text = (char*)realloc(text, cap); if (text == NULL) fatal("out of memory"); }
+        len += snprintf(text + len, cap - len, "%s\t%s\n", specs[k].name, v);
+    }
+    return text;
+}
+
+// The setup saved in a state file, or NULL when the file predates saved setups. The text stays
+// allocated: string options point into it.
+static char* run_setup_from_state(const char* path) {
+    FILE* f = fopen_check(path, "rb");
+    int32_t h[64];
+    fread_check(h, sizeof(int32_t), 64, f, path);
+    if (h[0] != STATE_MAGIC) fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[0]);
+    char* text = NULL;
+    if (h[STATE_HAS_SETUP] == 1) {
+        TrainState ts;
+        fread_check(&ts, sizeof(TrainState), 1, f, path);
+        int32_t len = 0;
+        fread_check(&len, sizeof(int32_t), 1, f, path);
+        if (len < 0 || len > (1 << 20)) fatal("'%s' is corrupt (setup length %d)", path, len);
+        text = (char*)malloc_check((size_t)len + 1);
+        fread_check(text, 1, len, f, path);
+        text[len] = '\0';
+    }
+    fclose_check(f, path);
+    return text;
+}
+
+// -y 1 with a checkpoint in --out-dir: every option not on the command line takes the saved
+// value; a setup option given with another value is refused with both values
+static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) {
+    OptionSpec specs[64], dspecs[64];
+    int n = build_options(a, specs);
+    TrainArgs d;
+    train_args_defaults(&d);
+    build_options(&d, dspecs);
+    unsigned char in_file[64] = {0};
+    char conflicts[2048] = "";
+    size_t clen = 0;
+    char source[1200];
+    snprintf(source, sizeof(source), " (saved in '%s')", state_path);
+    for (char* line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char* tab = strchr(line, '\t');
+        if (tab == NULL) fatal("'%s': a setup line without a value: '%s'", state_path, line);
+        *tab = '\0';
+        int k = option_index(specs, n, line);
+        if (k < 0) fatal("'%s' was written with option '%s', which this build does not know", state_path, line);
+        in_file[k] = 1;
+        if (!a->given[k]) { option_set(&specs[k], tab + 1, source); continue; }
+        if (is_run_option(specs[k].name)) continue;  // may change: the command line's value
+        char now[1100];
+        option_text(&specs[k], now, sizeof(now));
+        OptionSpec probe = dspecs[k];  // the saved text through the same parser, for a like-for-like comparison
+        option_set(&probe, tab + 1, source);
+        char was[1100];
+        option_text(&probe, was, sizeof(was));
+        if (strcmp(now, was) != 0)
+            clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0, "%s%s: checkpoint %s, command line %s",
+                             clen ? "; " : "", specs[k].name, was, now);
+    }
+    for (int k = 0; k < n; k++) {  // given, not in the file: the checkpoint has the default
+        if (!a->given[k] || in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
+        char now[1100], was[1100];
+        option_text(&specs[k], now, sizeof(now));
+        option_text(&dspecs[k], was, sizeof(was));
+        if (strcmp(now, was) != 0)
+            clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0, "%s%s: checkpoint %s, command line %s",
+                             clen ? "; " : "", specs[k].name, was[0] ? was : "(none)", now);
+    }
+    if (clen > 0)
+        fatal("'%s' was written with another setup (%s); -y 1 takes the setup from the checkpoint: leave these flags out, "
+              "or start a new --out-dir", state_path, conflicts);
+}
+
 
 // the model config: a named one, then any explicit overrides
 static void resolve_config(const TrainArgs* a, LlamaConfig* c) {
@@ -250,6 +397,57 @@ static void resolve_config(const TrainArgs* a, LlamaConfig* c) {
     if (a->rope_theta > 0) c->rope_theta = a->rope_theta;
     char err[256];
     if (!llama_config_validate(c, err, sizeof(err))) fatal("model config: %s", err);
+}
+
+// --init-from without a checkpoint to resume: the model config is the file's. A model flag on
+// the command line must agree with it (refused otherwise, with both values).
+static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* c) {
+    LlamaConfig fc;
+    int dtype; int64_t step;
+    checkpoint_read_header(path, &fc, &dtype, &step);
+    OptionSpec specs[64];
+    int n = build_options(a, specs);
+    int any = 0;
+    for (int k = 0; k < n; k++)
+        if (a->given[k] && (strcmp(specs[k].name, "--config") == 0 || strncmp(specs[k].help, "override:", 9) == 0)) any = 1;
+    if (any) {  // what the flags say, field by field against the file: -c's config (else the file's)
+                // with the given overrides on top
+        LlamaConfig uc = fc;
+        int named_given = 0;
+        for (int k = 0; k < n; k++) named_given |= a->given[k] && strcmp(specs[k].name, "--config") == 0;
+        if (named_given && !llama_config_by_name(a->config_name, &uc)) fatal("unknown model config '%s'", a->config_name);
+        if (a->vocab_size > 0) uc.vocab_size = a->vocab_size;
+        if (a->dim > 0) uc.dim = a->dim;
+        if (a->ffn_dim > 0) uc.ffn_dim = a->ffn_dim;
+        if (a->n_layers > 0) uc.n_layers = a->n_layers;
+        if (a->n_heads > 0) uc.n_heads = a->n_heads;
+        if (a->n_kv_heads > 0) uc.n_kv_heads = a->n_kv_heads;
+        if (a->max_seq_len > 0) uc.max_seq_len = a->max_seq_len;
+        if (a->tie >= 0) uc.tie_embeddings = a->tie;
+        if (a->norm_eps > 0) uc.norm_eps = a->norm_eps;
+        if (a->rope_theta > 0) uc.rope_theta = a->rope_theta;
+        const char* names[] = {"--vocab", "--dim", "--ffn", "--layers", "--heads", "--kv-heads", "--max-seq", "--tie"};
+        int uv[] = {uc.vocab_size, uc.dim, uc.ffn_dim, uc.n_layers, uc.n_heads, uc.n_kv_heads, uc.max_seq_len, uc.tie_embeddings};
+        int fv[] = {fc.vocab_size, fc.dim, fc.ffn_dim, fc.n_layers, fc.n_heads, fc.n_kv_heads, fc.max_seq_len, fc.tie_embeddings};
+        char conflicts[1024] = "";
+        size_t clen = 0;
+        for (int i = 0; i < 8; i++)
+            if (uv[i] != fv[i])
+                clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0, "%s%s: file %d, flags %d",
+                                 clen ? "; " : "", names[i], fv[i], uv[i]);
+        if (uc.norm_eps != fc.norm_eps || uc.rope_theta != fc.rope_theta)
+            clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0,
+                             "%s--norm-eps/--rope-theta: file %g/%g, flags %g/%g", clen ? "; " : "", fc.norm_eps, fc.rope_theta,
+                             uc.norm_eps, uc.rope_theta);
+        if (clen > 0)
+            fatal("--init-from '%s' holds another model config than the flags give (%s); the file's config is used when "
+                  "no model flag is given", path, conflicts);
+    }
+    *c = fc;
+    // the overrides spell out the file's config, so that the saved setup reproduces it
+    a->vocab_size = fc.vocab_size; a->dim = fc.dim; a->ffn_dim = fc.ffn_dim; a->n_layers = fc.n_layers;
+    a->n_heads = fc.n_heads; a->n_kv_heads = fc.n_kv_heads; a->max_seq_len = fc.max_seq_len; a->tie = fc.tie_embeddings;
+    a->norm_eps = fc.norm_eps; a->rope_theta = fc.rope_theta;
 }
 
 // optimizer flags -> OptimConfig
@@ -474,6 +672,22 @@ static void make_dir(const char* path) {
     }
 }
 
+// The checkpoint checkpoint_latest.txt in out_dir names: 1 and its step and file paths, or 0 when
+// there is none yet
+static int find_latest_checkpoint(const char* out_dir, long long* step, char* model_path, char* state_path, size_t n) {
+    char lp[1024];
+    snprintf(lp, sizeof(lp), "%s/checkpoint_latest.txt", out_dir);
+    if (!file_exists(lp)) return 0;
+    FILE* f = fopen_check(lp, "r");
+    long long st = -1;
+    if (fscanf(f, "%lld", &st) != 1 || st < 0) fatal("'%s' does not hold a step number", lp);
+    fclose_check(f, lp);
+    snprintf(model_path, n, "%s/model_%08lld.bin", out_dir, st);
+    snprintf(state_path, n, "%s/state_%08lld.bin", out_dir, st);
+    *step = st;
+    return 1;
+}
+
 static void write_latest(const char* out_dir, int64_t step) {
     char path[1024], tmp[1100];
     snprintf(path, sizeof(path), "%s/checkpoint_latest.txt", out_dir);
@@ -494,7 +708,7 @@ static void save_checkpoint(const TrainArgs* a, Llama* m, Optimizer* o, const Tr
     snprintf(mp, sizeof(mp), "%s/model_%08lld.bin", a->out_dir, (long long)ts->step);
     snprintf(sp, sizeof(sp), "%s/state_%08lld.bin", a->out_dir, (long long)ts->step);
     checkpoint_save_model(m, mp, ts->step);
-    state_save(sp, m, o, ts);
+    state_save(sp, m, o, ts, a->setup);
     write_latest(a->out_dir, ts->step);  // only once both files are complete
     printf("wrote checkpoint %s and %s\n", mp, sp);
 }
@@ -532,9 +746,20 @@ int main(int argc, char** argv) {
     TrainArgs a;
     train_args_defaults(&a);
     parse_args(&a, argc, argv, pg.rank);
+    // -y 1 with a checkpoint: the run's setup (model, batch, optimizer, data, schedule) comes from
+    // its state file, the command line only changes what may change (apply_saved_setup)
+    char resume_model[1024] = "", resume_state[1024] = "";
+    long long resume_step = -1;
+    int have_checkpoint = a.resume && find_latest_checkpoint(a.out_dir, &resume_step, resume_model, resume_state, sizeof(resume_model));
+    if (have_checkpoint) {
+        char* saved = run_setup_from_state(resume_state);
+        if (saved != NULL) apply_saved_setup(&a, resume_state, saved);
+    }
     LlamaConfig config;
-    resolve_config(&a, &config);
+    if (a.init_from != NULL && !have_checkpoint) config_from_model_file(&a, a.init_from, &config);
+    else resolve_config(&a, &config);
     resolve_optim(&a);
+    a.setup = run_setup_text(&a);
     backend_init(pg.local_rank);
     int master = pg.rank == 0;
 
@@ -615,16 +840,10 @@ int main(int argc, char** argv) {
     make_dir(a.out_dir);
     int resumed = 0;
     if (a.resume) {
-        char lp[1024];
-        snprintf(lp, sizeof(lp), "%s/checkpoint_latest.txt", a.out_dir);
-        if (file_exists(lp)) {
-            FILE* f = fopen_check(lp, "r");
-            long long st = -1;
-            if (fscanf(f, "%lld", &st) != 1 || st < 0) fatal("'%s' does not hold a step number", lp);
-            fclose_check(f, lp);
-            char mp[1024], sp[1024];
-            snprintf(mp, sizeof(mp), "%s/model_%08lld.bin", a.out_dir, st);
-            snprintf(sp, sizeof(sp), "%s/state_%08lld.bin", a.out_dir, st);
+        if (have_checkpoint) {
+            long long st = resume_step;
+            const char* mp = resume_model;
+            const char* sp = resume_state;
             checkpoint_load_model(&model, mp);
             state_load(sp, &model, &opt, &ts);
             if (opt.rt.sharded) {

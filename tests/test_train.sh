@@ -10,6 +10,19 @@ BIN=${TRAIN_BIN:-./train_llama_cpu}  # TRAIN_BIN=build/emu/train_llama: the GPU 
 [ -x $BIN ] || { echo "build $BIN first (make train_llama_cpu)"; exit 1; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 source tests/harness.sh
+# two state files hold the same training state, their saved setups (the option text) aside: for runs
+# whose options differ only in how they compute (--recompute)
+same_state() {
+  python3 - "$1" "$2" <<'PY'
+import struct, sys
+def strip(path):
+    d = open(path, "rb").read()
+    if struct.unpack("<i", d[80:84])[0] != 1: return d
+    i = d.find(b"--", 256); n = struct.unpack("<i", d[i - 4:i])[0]
+    return d[:i - 4] + d[i + n:]
+sys.exit(0 if strip(sys.argv[1]) == strip(sys.argv[2]) else 1)
+PY
+}
 ckpt_dtype() { python3 -c "import struct, sys; print(struct.unpack('<64i', open(sys.argv[1], 'rb').read(256))[10])" "$1"; }
 
 python3 dev/data/make_synthetic.py --out-dir "$W/data" --vocab 256 --train-tokens 60000 --val-tokens 8000 >/dev/null || { echo "FAIL synthetic data"; exit 1; }
@@ -159,7 +172,7 @@ recompute_case() {
   $BIN "${COMMON[@]}" -x 6 -v 3 -n 6 -o "$W/rc0_$name" --recompute 0 "$@" > "$W/rc0_$name.out" 2>&1 || { bad "$name: run without recompute failed"; return; }
   $BIN "${COMMON[@]}" -x 6 -v 3 -n 6 -o "$W/rc1_$name" --recompute 1 "$@" > "$W/rc1_$name.out" 2>&1 || { bad "$name: run with recompute failed"; tail -3 "$W/rc1_$name.out"; return; }
   if cmp -s "$W/rc0_$name/model_00000006.bin" "$W/rc1_$name/model_00000006.bin" \
-     && cmp -s "$W/rc0_$name/state_00000006.bin" "$W/rc1_$name/state_00000006.bin"; then
+     && same_state "$W/rc0_$name/state_00000006.bin" "$W/rc1_$name/state_00000006.bin"; then
     ok "$name: --recompute 1 gives bit-identical weights and optimizer state"
   else bad "$name: --recompute 1 changed the result"; fi
   local a0=$(grep -o 'activations *[0-9.]* [MG]iB' "$W/rc0_$name.out" | grep -o '[0-9.]* [MG]iB')
@@ -218,16 +231,45 @@ expect_fail "unknown grass layer" "unknown layer type 'attn'" $BIN "${COMMON[@]}
 expect_fail "galore with sketched norms" "GaLore's projector is the SVD" $BIN "${COMMON[@]}" --optimizer galore --rank 8 --grass-norms sketch "${T[@]}"
 expect_fail "galore rank > dimension" "larger than the dimension" $BIN "${COMMON[@]}" --optimizer galore --rank 49 "${T[@]}"
 expect_fail "matrix lr scale with grass" "is for full-rank AdamW" $BIN "${COMMON[@]}" --optimizer grass --rank 8 --matrix-lr-scale 0.5 "${T[@]}"
-expect_fail "resume galore as grass" "another optimizer setup.*--optimizer: file galore, this run grass" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_galore_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
+expect_fail "resume galore as grass" "another setup.*--optimizer: checkpoint galore, command line grass" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_galore_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
 expect_fail "model does not fit" "needs .* GiB but .* available" $BIN "${COMMON[@]}" --memory-limit-gb 0.001 "${T[@]}"
 expect_fail "13b on this machine" "needs .* GiB but" $BIN "${DATA[@]}" -c 13b --vocab 256 -b 1 -t 32 "${T[@]}"
 expect_fail "missing tokenizer for samples" "nowhere/tokenizer.bin" $BIN "${COMMON[@]}" -s 1 -e "$W/nowhere/tokenizer.bin" "${T[@]}"
 # checkpoints: another config, not a checkpoint, truncated, NaN weights
-expect_fail "resume with another config" "another model config" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 64 --ffn 80 --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -x 8 -v 0 -y 1 -o "$W/res_adamw_a"
-expect_fail "resume with another optimizer" "another optimizer setup" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
-expect_fail "resume with another optimizer, named" "another optimizer setup.*--optimizer: file adamw, this run grass" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
-expect_fail "resume with another state dtype" "another optimizer setup.*--state-dtype: file fp32, this run bf16" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" -l 3e-3 --state-dtype bf16
-expect_fail "resume without the master weights" "written with fp32 master weights" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_grass_master_weights_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
+expect_fail "resume with another config" "another setup.*--dim: checkpoint 48, command line 64" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 64 --ffn 80 --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 4 -t 32 -x 8 -v 0 -y 1 -o "$W/res_adamw_a"
+expect_fail "resume with another optimizer, named" "another setup.*--optimizer: checkpoint adamw, command line grass.*--rank: checkpoint 128, command line 8" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" --optimizer grass --rank 8
+expect_fail "resume with another state dtype" "another setup.*--state-dtype: checkpoint fp32, command line bf16" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_adamw_a" -l 3e-3 --state-dtype bf16
+# checkpoints carry their setup: -y 1 needs no model, data or optimizer flag; what may change
+# (steps, lr schedule, evaluation) changes; a state file from before saved setups (rewritten here
+# without its setup block) still loads, and there the optimizer's own check names what differs
+rm -rf "$W/carry" && mkdir -p "$W/carry" && cp "$W/res_grass_master_weights_a"/model_00000004.bin "$W/res_grass_master_weights_a"/state_00000004.bin "$W/carry/" && echo 4 > "$W/carry/checkpoint_latest.txt"
+if $BIN -o "$W/carry" -y 1 -x 8 -n 4 > "$W/carry.out" 2>&1 && grep -q "resumed from step 4" "$W/carry.out" \
+   && cmp -s "$W/carry/model_00000008.bin" "$W/res_grass_master_weights_a/model_00000008.bin" \
+   && cmp -s "$W/carry/state_00000008.bin" "$W/res_grass_master_weights_a/state_00000008.bin"; then
+  ok "resume with only -o and -y 1 (model, data, Grass, master weights from the checkpoint): bit-identical at step 8"
+else bad "resume with only -o -y 1: $(tail -2 "$W/carry.out")"; fi
+if $BIN -o "$W/carry" -y 1 -x 10 -l 5e-3 -v 0 > "$W/carry2.out" 2>&1 && grep -q "resumed from step 8" "$W/carry2.out" && grep -q "^step=10 " "$W/carry/log.txt"; then
+  ok "resume with more steps and another peak lr (options that may change)"
+else bad "resume with -x 10: $(tail -2 "$W/carry2.out")"; fi
+python3 - "$W/res_adamw_a/state_00000008.bin" "$W/old_state/state_00000008.bin" <<'PY'
+import os, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+i = data.find(b"--", 256)                       # the setup text, after its int32 length
+n = struct.unpack("<i", data[i - 4:i])[0]
+assert data[i + n - 1:i + n] == b"\n" and struct.unpack("<i", data[80:84])[0] == 1
+data[80:84] = struct.pack("<i", 0)              # h[20]: no setup block
+os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
+open(sys.argv[2], "wb").write(bytes(data[:i - 4] + data[i + n:]))
+PY
+cp "$W/res_adamw_a/model_00000008.bin" "$W/old_state/" && echo 8 > "$W/old_state/checkpoint_latest.txt"
+expect_fail "old state file, another optimizer, named" "another optimizer setup.*--optimizer: file adamw, this run grass" $BIN "${COMMON[@]}" -x 9 -v 0 -y 1 -o "$W/old_state" --optimizer grass --rank 8
+out=$($BIN "${COMMON[@]}" -x 9 -v 0 -y 1 -o "$W/old_state" -l 3e-3 --weight-decay 0.1 --grad-clip 1.0 2>&1) && echo "$out" | grep -q "resumed from step 8" \
+  && ok "a state file without a saved setup resumes with the flags repeated" || bad "old state file: $(echo "$out" | tail -1)"
+# --init-from takes the model config from the file; a model flag that disagrees is refused, named
+out=$($BIN "${DATA[@]}" -b 4 -t 32 -x 2 -v 0 -o "$W/initcfg" --init-from "$W/res_adamw_a/model_00000008.bin" 2>&1) \
+  && echo "$out" | grep -q "model: vocab 256, dim 48, ffn 80, layers 2, heads 4, kv heads 2" \
+  && ok "--init-from without model flags: the file's config" || bad "--init-from config: $(echo "$out" | tail -1)"
+expect_fail "--init-from with a conflicting model flag" "another model config than the flags give.*--dim: file 48, flags 64" $BIN "${DATA[@]}" -b 4 -t 32 -x 2 -v 0 -o "$W/initcfg2" --init-from "$W/res_adamw_a/model_00000008.bin" --dim 64
 expect_fail "ZeRO-1 with master weights" "not supported yet" $BIN "${COMMON[@]}" "${T[@]}" --zero 1 --master-weights 1
 expect_fail "unknown state dtype" "unknown --state-dtype 'fp16'" $BIN "${COMMON[@]}" "${T[@]}" --state-dtype fp16
 expect_fail "init from a non-checkpoint" "not a grass.c model checkpoint" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/data/synthetic_val_000000.bin"
