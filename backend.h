@@ -138,7 +138,8 @@ size_t galore_work_floats(int outd, int in);
 // an fp32 build) = the first r right singular vectors of the column-major (other x s) view of G
 // (= the left singular vectors of G for the rows side, the right ones for the cols side), each
 // signed so that its entry of largest magnitude (the lowest index among equals) is positive.
-// G: out x in fp32 row-major (not modified); work: galore_work_floats(outd, in) floats.
+// G: out x in fp32 row-major (not modified); work: galore_work_floats(outd, in) floats, which on
+// return hold the s singular values, descending, at work + other * s (other = max(out, in)).
 void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, int cols_side, int r, float* work);
 // R (+)= the projected gradient of one micro-batch, never forming G: rows side R (r x in) +=
 // (dY Pt^T)^T X; cols side R (out x r) += dY^T (X Pt^T). Ptx: the projector in floatX (r x s).

@@ -342,7 +342,11 @@ typedef struct Optimizer {
     float* galore_work;     // GaLore: SVD and dense-update scratch, the largest matrix's galore_work_floats
     size_t galore_work_numel;
     // what the last refresh chose (logged by the trainer)
-    struct { int distinct, draws; double mult_mean, mult_max; uint64_t hash; } refreshed;
+    // kept / total: the squared norm the new subspaces keep of the step's gradient, over all
+    // projected matrices: Grass, the selected rows' scores over all rows' (exact norms: the true
+    // fraction; sketch: its estimate; micro: of the micro-batch sums); GaLore, the top r squared
+    // singular values over all of them
+    struct { int distinct, draws; double mult_mean, mult_max, kept, total; uint64_t hash; } refreshed;
 } Optimizer;
 
 static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
@@ -759,6 +763,21 @@ static void optim_norm_pass_grad(Optimizer* o, GrassMatrix* g, const floatX* dou
     }
 }
 
+// GaLore: the projector of matrix g from its whole gradient G (fp32, summed over micro-batches and
+// ranks), and the energy it keeps (the singular values, which galore_projector leaves in work)
+static void optim_galore_svd(Optimizer* o, GrassMatrix* g, const float* G) {
+    const ParamTensor* t = &o->pt->t[g->tensor];
+    galore_projector(g->Pt, g->Ptx, G, t->rows, t->cols, g->cols_side, g->r, o->galore_work);
+    float* sv = (float*)malloc_check((size_t)g->dim_sel * sizeof(float));
+    backend_download(sv, o->galore_work + (size_t)g->other * g->dim_sel, (size_t)g->dim_sel * sizeof(float));
+    for (int j = 0; j < g->dim_sel; j++) {
+        double e = (double)sv[j] * sv[j];
+        o->refreshed.total += e;
+        if (j < g->r) o->refreshed.kept += e;
+    }
+    free(sv);
+}
+
 // NP_LAYER_G: a layer's gradients are complete on this rank: sum them over the ranks, measure
 // them, and leave the shared buffer zeroed for the next layer
 static void optim_norm_pass_layer(Optimizer* o, int layer) {
@@ -767,7 +786,7 @@ static void optim_norm_pass_layer(Optimizer* o, int layer) {
         const ParamTensor* t = &o->pt->t[g->tensor];
         if (t->layer != layer) continue;
         optim_allreduce_float(o, g->nacc, t->numel);
-        if (o->cfg.type == OPT_GALORE) galore_projector(g->Pt, g->Ptx, g->nacc, t->rows, t->cols, g->cols_side, g->r, o->galore_work);
+        if (o->cfg.type == OPT_GALORE) optim_galore_svd(o, g, g->nacc);
         else rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
         backend_memset0(g->nacc, t->numel * sizeof(float));
     }
@@ -1009,6 +1028,7 @@ static int optim_needs_refresh(const Optimizer* o) {
 }
 
 static void optim_begin_norm_pass(Optimizer* o) {
+    o->refreshed.kept = 0.0; o->refreshed.total = 0.0;
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
         if (g->norms != NULL) backend_memset0(g->norms, g->dim_sel * sizeof(float));
@@ -1040,7 +1060,7 @@ static void optim_finish_norms(Optimizer* o, GrassMatrix* g) {
     case NP_LAYER_G: break;  // measured layer by layer (optim_norm_pass_layer)
     case NP_FULL_G:
         optim_allreduce_float(o, g->nacc, t->numel);
-        if (o->cfg.type == OPT_GALORE) galore_projector(g->Pt, g->Ptx, g->nacc, t->rows, t->cols, g->cols_side, g->r, o->galore_work);
+        if (o->cfg.type == OPT_GALORE) optim_galore_svd(o, g, g->nacc);
         else rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
         break;
     case NP_SKETCH:
@@ -1091,16 +1111,18 @@ static void optim_refresh(Optimizer* o) {
         int r_eff = o->cfg.select_on_device
                   ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale, g->d_upscale)
                   : -1;
+        backend_download(q, g->norms, g->dim_sel * sizeof(float));
         if (r_eff >= 0) {  // selected in the backend: keep the host copy for checkpoints and checks
             g->h_sel.r_eff = g->r_eff = r_eff;
             backend_download(g->h_sel.idx, g->d_idx, r_eff * sizeof(int));
             backend_download(g->h_sel.scale, g->d_scale, r_eff * sizeof(float));
             backend_download(g->h_sel.upscale, g->d_upscale, r_eff * sizeof(float));
         } else {
-            backend_download(q, g->norms, g->dim_sel * sizeof(float));
             grass_select(o->cfg.select, q, g->dim_sel, g->r, rng, &g->h_sel);
             g->r_eff = g->h_sel.r_eff;
         }
+        for (int i = 0; i < g->dim_sel; i++) o->refreshed.total += q[i];
+        for (int j = 0; j < g->r_eff; j++) o->refreshed.kept += q[g->h_sel.idx[j]];
         o->refreshed.hash = selection_hash(o->refreshed.hash, &g->h_sel, 0);  // rows and counts
         grass_apply_upscale(o->cfg.upscale, &g->h_sel);
         if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER) grass_upload_selection(g);

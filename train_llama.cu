@@ -950,15 +950,17 @@ int main(int argc, char** argv) {
             optim_refresh(&opt);
             if (master) {
                 // numbered as the step's own line (step + 1), which follows
-                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f sel_hash=%016llx\n", step + 1,
-                        opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max,
-                        (unsigned long long)opt.refreshed.hash);
+                double captured = opt.refreshed.total > 0 ? opt.refreshed.kept / opt.refreshed.total : 0.0;
+                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f captured=%.4f sel_hash=%016llx\n",
+                        step + 1, opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max,
+                        captured, (unsigned long long)opt.refreshed.hash);
                 if (step % a.log_every == 0 && a.oc.type == OPT_GALORE)
-                    printf("refresh at step %d: new GaLore projectors (SVD of the step's gradient, %d directions in all)\n",
-                           step + 1, opt.refreshed.distinct);
+                    printf("refresh at step %d: new GaLore projectors (SVD of the step's gradient, %d directions in all), "
+                           "keeping %.1f%% of its squared norm\n", step + 1, opt.refreshed.distinct, 100.0 * captured);
                 else if (step % a.log_every == 0)
-                    printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f\n", step + 1,
-                           opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max);
+                    printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f, keeping %.1f%% of "
+                           "the gradient's squared norm\n", step + 1, opt.refreshed.distinct, opt.refreshed.draws,
+                           opt.refreshed.mult_mean, opt.refreshed.mult_max, 100.0 * captured);
             }
         }
         double loss = 0.0;

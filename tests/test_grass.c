@@ -157,6 +157,17 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
             }
             CHECK(worst < 1e-4, "%s: squared norms vs float64 (worst rel err %.3g)", label, worst);
             optim_refresh(&o);
+            {   // the logged share of the gradient's squared norm the selected rows keep, in float64
+                double kept = 0, total = 0;
+                for (int i = 0; i < dim; i++) {
+                    double qn = 0;
+                    for (int j = 0; j < other; j++) { double g = cols ? G[(size_t)j * in + i] : G[(size_t)i * in + j]; qn += g * g; }
+                    total += qn;
+                    for (int j = 0; j < o.gm[0].r_eff; j++) if (o.gm[0].h_sel.idx[j] == i) kept += qn;
+                }
+                double got = o.refreshed.kept / o.refreshed.total, want = kept / total;
+                CHECK(fabs(got - want) < 1e-5 && got > 0 && got <= 1, "%s: captured %.6f vs float64 %.6f", label, got, want);
+            }
             memset(md, 0, (size_t)r * other * sizeof(double));
             memset(vd, 0, (size_t)r * other * sizeof(double));
             t_since = 0;
@@ -336,6 +347,12 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
                     M[i * s + j] = sum;
                 }
             jacobi_eigen(M, s, V, lam);
+            {   // the logged share: the top r eigenvalues of G G^T (squared singular values) over all
+                double kept = 0, total = 0;
+                for (int k = 0; k < s; k++) { total += lam[k]; if (k < r) kept += lam[k]; }
+                double got = o.refreshed.kept / o.refreshed.total;
+                CHECK(fabs(got - kept / total) < 1e-5, "%s: captured %.6f vs float64 %.6f", label, got, kept / total);
+            }
             for (int k = 0; k < r; k++) {
                 int best = 0;
                 for (int i = 1; i < s; i++) if (fabs(V[i * s + k]) > fabs(V[best * s + k])) best = i;
