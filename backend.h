@@ -51,15 +51,25 @@ double backend_peak_flops(void);                   // dense peak of the floatX m
 typedef struct { size_t N, att_rows, d, T, gather, norm_block, wire, select_dim; } WorkspaceSizes;
 size_t backend_workspace_bytes(const WorkspaceSizes* w);
 
+// Dense weight gradients (the full-rank tensors' dW) are stored as floatX (GRAD_MODEL), or as fp32
+// (GRAD_FP32, --grad-dtype fp32) so that a bf16 build accumulates, all-reduces and reads them in
+// fp32 as it does Grass's compressed gradients. A GradBuf is such a buffer with its dtype; p ==
+// NULL: the gradient is not wanted. Where floatX is fp32 (the CPU and -DENABLE_FP32 builds) both
+// dtypes are the same.
+typedef enum { GRAD_MODEL = 0, GRAD_FP32 = 1 } GradDtype;
+typedef struct { void* p; int dtype; } GradBuf;
+static inline size_t grad_dtype_size(int dt) { return dt == GRAD_FP32 ? sizeof(float) : sizeof(floatX); }
+static inline GradBuf grad_buf(void* p, int dtype) { GradBuf g; g.p = p; g.dtype = dtype; return g; }
+
 // ---- model ops ---------------------------------------------------------------------------
 // out[i,:] = wte[tokens[i],:]
 void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d);
 // dwte[tokens[i],:] += dout[i,:]
-void embedding_backward(floatX* dwte, const floatX* dout, const int* d_tokens, int N, int d);
+void embedding_backward(GradBuf dwte, const floatX* dout, const int* d_tokens, int N, int d);
 // out = w * x / sqrt(mean(x^2) + eps); rstd[i] saved for the backward
 void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps);
-// dinp += dx; dw += dw (dw may be NULL when the weight's gradient is not wanted)
-void rmsnorm_backward(floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp, const floatX* w,
+// dinp += dx; dw += dw (dw.p may be NULL when the weight's gradient is not wanted)
+void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX* inp, const floatX* w,
                       const float* rstd, int N, int d);
 // in place on x (B,T,n_heads,head_dim), rotate-half convention; cos/sin tables (max_T, head_dim/2)
 void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim);
@@ -81,8 +91,8 @@ void add_inplace(floatX* a, const floatX* b, size_t n);
 void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd);
 // dX (N x in) (+)= dY W
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate);
-// dW (out x in) (+)= dY^T X
-void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate);
+// dW (out x in) (+)= dY^T X, accumulated in dw's dtype (fp32: the GEMM writes fp32 directly)
+void matmul_backward_weight(GradBuf dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate);
 // logits (N x V) in; on return logits holds dlogits * dloss when want_grad; losses[i] per row
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V,
                                  float dloss, int want_grad);
@@ -153,12 +163,12 @@ void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int st
                         int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work);
 
 // ---- full-rank AdamW and reductions ------------------------------------------------------
-// AdamW (hyperparameters a) on n elements: param -= a.lr * (U + a.wd * param).
-// m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass.
+// AdamW (hyperparameters a) on n elements: param -= a.lr * (U + a.wd * param), from the gradient
+// grad (floatX or fp32). m, v stored as state_dtype; master: the fp32 master copy of param (NULL: none), as for Grass.
 // Stochastic rounding (bf16 weights without a master copy) draws number first + i of the
 // stream `seed` for param[i]: a tensor updated in pieces (ZeRO-1 shards) gets the draws of one
 // whole-tensor update, so the result does not depend on where the pieces are cut.
-void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, AdamParams a,
+void adamw_update(floatX* param, float* master, GradBuf grad, void* m, void* v, int state_dtype, size_t n, AdamParams a,
                   uint64_t seed, size_t first);
 // *acc += sum(x^2) (acc is a backend float)
 void sumsq_floatX(float* acc, const floatX* x, size_t n);
@@ -181,6 +191,7 @@ void allreduce_sum_float_wire_floatX(float* x, size_t n);
 // block r (the other blocks are then undefined); all-gather copies every rank's own block to
 // all ranks. In place; no-ops in one process.
 void reducescatter_sum_floatX(floatX* x, size_t shard);
+void reducescatter_sum_float(float* x, size_t shard);
 void allgather_floatX(floatX* x, size_t shard);
 
 // Asynchronous all-reduce, so that one layer's communication runs while the backward pass
@@ -191,13 +202,15 @@ void allgather_floatX(floatX* x, size_t shard);
 // the sum runs on a separate communication stream, and the wait makes the compute stream wait
 // for it (the host does not block). CPU: MPI_Iallreduce, and MPI_Waitall in the wait.
 // allreduce_async_reserve sizes the wire buffers of groups 0 and 1: at most max_floats each in
-// flight. allreduce_start_floatX is the same for floatX values (no wire buffer needed).
+// flight. allreduce_start_floatX and allreduce_start_float are the same for floatX and for fp32
+// values, summed in their own dtype (no wire buffer needed).
 #define ALLREDUCE_LAYER_SLOTS 2   // groups 0 and 1: the fused Grass layers, alternating
 #define ALLREDUCE_SLOT_DENSE 2    // group 2: the dense gradients, layer by layer
 #define ALLREDUCE_SLOTS 3
 void allreduce_async_reserve(size_t max_floats);
 void allreduce_start_float_wire_floatX(float* x, size_t n, int slot);
 void allreduce_start_floatX(floatX* x, size_t n, int slot);
+void allreduce_start_float(float* x, size_t n, int slot);
 void allreduce_wait(int slot);
 
 #endif // GRASS_BACKEND_H

@@ -75,9 +75,10 @@ size_t backend_workspace_bytes(const WorkspaceSizes* w) {
 
 // ---- the interface: each op forwards to its cpu_ kernel (kernels_cpu.h) ----------------------
 void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d) { cpu_embedding_forward(out, d_tokens, wte, N, d); }
-void embedding_backward(floatX* dwte, const floatX* dout, const int* d_tokens, int N, int d) { cpu_embedding_backward(dwte, dout, d_tokens, N, d); }
+// dense gradients: floatX is float here, so both GradBuf dtypes are float buffers
+void embedding_backward(GradBuf dwte, const floatX* dout, const int* d_tokens, int N, int d) { cpu_embedding_backward((float*)dwte.p, dout, d_tokens, N, d); }
 void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps) { cpu_rmsnorm_forward(out, rstd, inp, w, N, d, eps); }
-void rmsnorm_backward(floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp, const floatX* w, const float* rstd, int N, int d) { cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, d); }
+void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX* inp, const floatX* w, const float* rstd, int N, int d) { cpu_rmsnorm_backward(dinp, (float*)dw.p, dout, inp, w, rstd, N, d); }
 void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_forward(x, d_cos, d_sin, B, T, n_heads, head_dim); }
 void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_backward(dx, d_cos, d_sin, B, T, n_heads, head_dim); }
 void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh, int nkv, int hd) { cpu_attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd); }
@@ -87,7 +88,7 @@ void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX*
 void add_inplace(floatX* a, const floatX* b, size_t n) { cpu_add_inplace(a, b, n); }
 void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd) { cpu_matmul_forward(out, inp, w, N, in, outd); }
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) { cpu_matmul_backward_input(dinp, dout, w, N, in, outd, accumulate); }
-void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate) { cpu_matmul_backward_weight(dw, dout, inp, N, in, outd, accumulate); }
+void matmul_backward_weight(GradBuf dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate) { cpu_matmul_backward_weight((float*)dw.p, dout, inp, N, in, outd, accumulate); }
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V, float dloss, int want_grad) { cpu_classifier_forward_backward(logits, losses, d_targets, N, V, dloss, want_grad); }
 void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const int* d_idx, const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate) { cpu_grass_gathered_grad(C, dout, inp, d_idx, d_scale, r, N, in, outd, cols_side, accumulate); }
 void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side) { cpu_grass_grad_norms(norms, dout, inp, N, in, outd, cols_side); }
@@ -105,7 +106,7 @@ void galore_project_grad(float* R, const floatX* dout, const floatX* inp, const 
 void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work) { (void)seed; cpu_galore_adam_update(W, Wm, R, m, v, state_dtype == STATE_BF16, Pt, r, outd, in, cols_side, a, alpha, work); }
 void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
 void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) { cpu_rows_sumsq(norms, M, rows, cols, by_cols); }
-void adamw_update(floatX* param, float* master, const floatX* grad, void* m, void* v, int state_dtype, size_t n, AdamParams a, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, grad, m, v, state_dtype == STATE_BF16, n, a, seed); }
+void adamw_update(floatX* param, float* master, GradBuf grad, void* m, void* v, int state_dtype, size_t n, AdamParams a, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, (const float*)grad.p, m, v, state_dtype == STATE_BF16, n, a, seed); }
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side) { cpu_sumsq_unscaled(acc, C, d_scale, r, other, cols_side); }
@@ -119,13 +120,14 @@ void allreduce_sum_float(float* x, size_t n) {
 #endif
 }
 void allreduce_sum_floatX(floatX* x, size_t n) { allreduce_sum_float(x, n); }  // floatX is float here
-void reducescatter_sum_floatX(floatX* x, size_t shard) {
+void reducescatter_sum_float(float* x, size_t shard) {
 #ifdef USE_MPI
     mpi_reducescatter_floats(x, shard);
 #else
     (void)x; (void)shard;
 #endif
 }
+void reducescatter_sum_floatX(floatX* x, size_t shard) { reducescatter_sum_float(x, shard); }  // floatX is float here
 void allgather_floatX(floatX* x, size_t shard) {
 #ifdef USE_MPI
     mpi_allgather_floats(x, shard);
@@ -152,6 +154,7 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
 #endif
 }
 void allreduce_start_floatX(floatX* x, size_t n, int slot) { allreduce_start_float_wire_floatX(x, n, slot); }  // floatX is float
+void allreduce_start_float(float* x, size_t n, int slot) { allreduce_start_float_wire_floatX(x, n, slot); }  // exact fp32 here
 void allreduce_wait(int slot) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
 #ifdef USE_MPI

@@ -9,9 +9,10 @@
  *       The optimizer accumulates it densely, or only the compressed C = rho B dW (Grass), or only
  *       the squared row norms of dW (a refresh's norm pass); the m x n dW of a projected matrix
  *       is never formed.
- *   grad_dense(o, tensor) -> floatX* or NULL
+ *   grad_dense(o, tensor) -> GradBuf (backend.h)
  *       where the gradient of a non-linear weight (norm, embedding) is to be accumulated, shaped
- *       as the tensor; NULL when the pass wants no such gradient (the norm pass).
+ *       as the tensor, with its dtype (floatX or fp32, --grad-dtype), which the backend ops that
+ *       write it take as is; .p == NULL when the pass wants no such gradient (the norm pass).
  *   grad_layer_done(o, layer)
  *       every weight gradient of `layer` is complete (called from the last layer down to 0).
  *       The fused Grass update and the overlapped all-reduce act here.
@@ -23,7 +24,7 @@
 
 typedef struct Optimizer Optimizer;  // grass_optim.cuh
 static void grad_linear(Optimizer* o, int tensor, const floatX* dout, const floatX* inp, int N);
-static floatX* grad_dense(Optimizer* o, int tensor);
+static GradBuf grad_dense(Optimizer* o, int tensor);
 static void grad_layer_done(Optimizer* o, int layer);
 
 #endif // GRASS_GRAD_SINK_H

@@ -61,6 +61,7 @@ typedef struct {
     float alpha;         // Grass scale factor
     int fused;           // apply projected updates during the backward pass
     int state_dtype;     // StateDtype of every Adam moment, full-rank and subspace (backend.h)
+    int grad_dtype;      // GradDtype of the dense gradients: floatX or fp32 (backend.h; --grad-dtype)
     int master_weights;  // keep an fp32 master copy of the weights (for bf16 weights on the GPU)
     int select_on_device; // run the selection in the backend (GPU) instead of on the host
     int norms;           // GrassNorms: where the row scores of a refresh come from
@@ -300,7 +301,8 @@ typedef struct Optimizer {
     // dense gradients (full-rank tensors), in their own compact buffer
     size_t* grad_offset;    // per tensor; (size_t)-1 when the tensor has no dense gradient
     size_t grad_total;
-    floatX* grads;
+    void* grads;            // cfg.grad_dtype values (optim_grads_from); with ZeRO-1 also the floatX
+                            // staging buffer of the weights' all-gather
     void* m; void* v;       // AdamW moments for the dense tensors, grad_total each (cfg.state_dtype)
     GrassMatrix* gm;
     int n_gm;
@@ -542,7 +544,7 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
             OBUF(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
     }
     size_t moments = o->rt.sharded ? o->shard : o->grad_total;
-    OBUF(o->grads, o->grad_alloc * sizeof(floatX), OB_DENSE_GRAD, "dense gradients");
+    OBUF(o->grads, o->grad_alloc * grad_dtype_size(o->cfg.grad_dtype), OB_DENSE_GRAD, "dense gradients");
     OBUF(o->m, moments * ssz, OB_STATE, "adamw m");
     OBUF(o->v, moments * ssz, OB_STATE, "adamw v");
     OBUF(o->d_sumsq, sizeof(float), OB_OTHER, "norm scalar");
@@ -651,8 +653,17 @@ typedef struct {
                                // largest dimension when the norm pass gathers whole gradients
     size_t max_rank, max_matrix, max_sub, max_dim_sel;  // largest Grass r, m x n, r x other, selection dim
     size_t comm_step_bytes;    // all-reduced per step with several ranks: dense grads + compressed grads
+    size_t comm_dense_bytes;   // of which the dense gradients (optim_dense_comm_bytes)
     size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
 } OptimPlan;
+
+// Bytes counted for one step's exchange of n dense gradients: an all-reduce of them in their dtype,
+// or with ZeRO-1 a reduce-scatter of them and an all-gather of the floatX weights (each half of an
+// all-reduce's wire volume)
+static double optim_dense_comm_bytes(const OptimConfig* c, const OptimRuntime* rt, size_t n) {
+    double g = (double)grad_dtype_size(c->grad_dtype);
+    return rt->sharded ? (double)n * (g + sizeof(floatX)) / 2 : (double)n * g;
+}
 
 static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const ParamTable* pt, OptimPlan* p) {
     memset(p, 0, sizeof(*p));
@@ -669,7 +680,7 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
     // overlap on a bf16 build: the backend's floatX wire buffer per all-reduce group in flight
     if (rt->overlap && c->fused && sizeof(floatX) < sizeof(float))
         p->other_bytes += ALLREDUCE_LAYER_SLOTS * optim_largest_layer_C(&o) * sizeof(floatX);
-    p->comm_step_bytes = o.grad_total * sizeof(floatX);
+    p->comm_dense_bytes = p->comm_step_bytes = (size_t)optim_dense_comm_bytes(c, rt, o.grad_total);
     for (int k = 0; k < o.n_gm; k++) {
         const GrassMatrix* g = &o.gm[k];
         const ParamTensor* t = &pt->t[g->tensor];
@@ -713,21 +724,32 @@ static void optim_allreduce_compressed(Optimizer* o, float* x, size_t n) {
     allreduce_sum_float_wire_floatX(x, n);
     o->comm_bytes += (double)n * sizeof(floatX);
 }
-static void optim_allreduce_floatX(Optimizer* o, floatX* x, size_t n) {
-    if (o->rt.world_size <= 1) return;
-    allreduce_sum_floatX(x, n);
-    o->comm_bytes += (double)n * sizeof(floatX);
+// the dense-gradient buffer from element i on, with its dtype (--grad-dtype)
+static GradBuf optim_grads_from(const Optimizer* o, size_t i) {
+    return grad_buf((char*)o->grads + i * grad_dtype_size(o->cfg.grad_dtype), o->cfg.grad_dtype);
+}
+// dense gradients [lo, lo + n) summed over the ranks in their dtype: at once, or started in the
+// dense group (allreduce_wait(ALLREDUCE_SLOT_DENSE) completes it)
+static void optim_allreduce_dense(Optimizer* o, size_t lo, size_t n, int start) {
+    if (o->rt.world_size <= 1 || n == 0) return;
+    GradBuf g = optim_grads_from(o, lo);
+    if (g.dtype == GRAD_FP32) {
+        if (start) allreduce_start_float((float*)g.p, n, ALLREDUCE_SLOT_DENSE); else allreduce_sum_float((float*)g.p, n);
+    } else {
+        if (start) allreduce_start_floatX((floatX*)g.p, n, ALLREDUCE_SLOT_DENSE); else allreduce_sum_floatX((floatX*)g.p, n);
+    }
+    o->comm_bytes += (double)n * grad_dtype_size(g.dtype);
 }
 
-// tensor's piece of the dense-gradient buffer; NULL for a projected tensor
-static floatX* optim_grad_of(Optimizer* o, int tensor) {
+// tensor's piece of the dense-gradient buffer; .p NULL for a projected tensor
+static GradBuf optim_grad_of(Optimizer* o, int tensor) {
     size_t off = o->grad_offset[tensor];
-    return off == (size_t)-1 ? NULL : o->grads + off;
+    return off == (size_t)-1 ? grad_buf(NULL, o->cfg.grad_dtype) : optim_grads_from(o, off);
 }
 
 // zero the gradient accumulators at the start of a step
 static void optim_zero_grads(Optimizer* o) {
-    backend_memset0(o->grads, o->grad_alloc * sizeof(floatX));
+    backend_memset0(o->grads, o->grad_alloc * grad_dtype_size(o->cfg.grad_dtype));
     if (o->C_pool != NULL) {
         backend_memset0(o->C_pool, o->C_pool_numel * sizeof(float));
     } else {
@@ -813,9 +835,9 @@ static void grad_linear(Optimizer* o, int tensor, const floatX* dout, const floa
     }
 }
 
-// A norm's or the embedding's gradient buffer; NULL in the norm pass, which wants none.
-static floatX* grad_dense(Optimizer* o, int tensor) {
-    return o->mode == BWD_GRADS ? optim_grad_of(o, tensor) : NULL;
+// A norm's or the embedding's gradient buffer; .p NULL in the norm pass, which wants none.
+static GradBuf grad_dense(Optimizer* o, int tensor) {
+    return o->mode == BWD_GRADS ? optim_grad_of(o, tensor) : grad_buf(NULL, o->cfg.grad_dtype);
 }
 
 // the stochastic-rounding seed of a tensor's update at a step: rank-independent, and a resumed
@@ -877,8 +899,7 @@ static void grad_layer_done(Optimizer* o, int layer) {
     if (o->dense_overlap && o->last_micro && o->mode == BWD_GRADS && o->rt.world_size > 1) {
         size_t lo = o->dense_lo[layer], hi = o->dense_hi[layer];
         if (hi > lo) {
-            allreduce_start_floatX(o->grads + lo, hi - lo, ALLREDUCE_SLOT_DENSE);
-            o->comm_bytes += (double)(hi - lo) * sizeof(floatX);
+            optim_allreduce_dense(o, lo, hi - lo, 1);
             o->dense_started = 1;
         }
     }
@@ -938,24 +959,27 @@ static float optim_step(Optimizer* o) {
     if (o->rt.sharded) {
         // ZeRO-1: each rank receives the summed gradients of its block only; the reduce-scatter
         // and the all-gather below move what one all-reduce of the dense gradients does, and are
-        // counted as that
-        reducescatter_sum_floatX(o->grads, o->shard);
-        o->comm_bytes += (double)o->grad_total * sizeof(floatX);
+        // counted as that (optim_dense_comm_bytes)
+        if (o->cfg.grad_dtype == GRAD_FP32) reducescatter_sum_float((float*)o->grads, o->shard);
+        else reducescatter_sum_floatX((floatX*)o->grads, o->shard);
+        o->comm_bytes += optim_dense_comm_bytes(&o->cfg, &o->rt, o->grad_total);
     } else if (o->dense_started) {
         // the layers' dense gradients were reduced during the backward pass; what is left are
         // the embeddings (before layer 0) and the final norm and head (after the last layer)
         allreduce_wait(ALLREDUCE_SLOT_DENSE);
         size_t first = o->dense_lo[0], last = o->dense_hi[o->n_layers - 1];
-        optim_allreduce_floatX(o, o->grads, first);
-        optim_allreduce_floatX(o, o->grads + last, o->grad_total - last);
+        optim_allreduce_dense(o, 0, first, 0);
+        optim_allreduce_dense(o, last, o->grad_total - last, 0);
         o->dense_started = 0;
     } else {
-        optim_allreduce_floatX(o, o->grads, o->grad_total);
+        optim_allreduce_dense(o, 0, o->grad_total, 0);
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
     float ss = 0.0f;
     backend_memset0(o->d_sumsq, sizeof(float));
-    sumsq_floatX(o->d_sumsq, o->grads + o->shard_lo, o->shard_hi - o->shard_lo);
+    GradBuf mine = optim_grads_from(o, o->shard_lo);
+    if (mine.dtype == GRAD_FP32) sumsq_float(o->d_sumsq, (const float*)mine.p, o->shard_hi - o->shard_lo);
+    else sumsq_floatX(o->d_sumsq, (const floatX*)mine.p, o->shard_hi - o->shard_lo);
     if (o->rt.sharded) {  // the dense part of the norm, summed over the blocks
         allreduce_sum_float(o->d_sumsq, 1);
         o->comm_bytes += sizeof(float);
@@ -978,20 +1002,22 @@ static float optim_step(Optimizer* o) {
         size_t in_t = a - o->grad_offset[i], soff = (a - o->shard_lo) * ssz;
         float lr_t = t->kind == PT_LINEAR && ((o->cfg.proj_mask >> t->lin) & 1) ? lr * o->cfg.matrix_lr_scale : lr;
         AdamParams ap = adam_params(&o->cfg, lr_t, t->decay ? o->cfg.weight_decay : 0.0f, o->step, grad_scale);
-        adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, o->grads + a,
+        adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, optim_grads_from(o, a),
                      (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, ap, optim_update_seed(o, i), in_t);
     }
     if (o->rt.sharded) {
-        // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks
+        // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks;
+        // the weights are floatX whatever the gradients' dtype (an fp32 buffer has room to spare)
+        floatX* stage = (floatX*)o->grads;
         for (int i = 0; i < o->pt->n; i++) {
             size_t a, b;
             if (optim_shard_part(o, i, &a, &b))
-                backend_copy(o->grads + a, o->params + o->pt->t[i].offset + (a - o->grad_offset[i]), (b - a) * sizeof(floatX));
+                backend_copy(stage + a, o->params + o->pt->t[i].offset + (a - o->grad_offset[i]), (b - a) * sizeof(floatX));
         }
-        allgather_floatX(o->grads, o->shard);
+        allgather_floatX(stage, o->shard);
         for (int i = 0; i < o->pt->n; i++) {
             size_t off = o->grad_offset[i];
-            if (off != (size_t)-1) backend_copy(o->params + o->pt->t[i].offset, o->grads + off, o->pt->t[i].numel * sizeof(floatX));
+            if (off != (size_t)-1) backend_copy(o->params + o->pt->t[i].offset, stage + off, o->pt->t[i].numel * sizeof(floatX));
         }
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale);

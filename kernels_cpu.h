@@ -409,7 +409,7 @@ static void sgesvd_(const char*, const char*, const int*, const int*, float*, co
 #endif
 
 // the LAPACK workspace (floats) of the SVD of an m x n matrix with jobu 'N', jobvt 'S'
-static int cpu_gesvd_lwork(int m, int n) {
+static inline int cpu_gesvd_lwork(int m, int n) {
     float q = 0.0f, dummy = 0.0f;
     int lwork = -1, info = 0, one = 1;
     sgesvd_("N", "S", &m, &n, &dummy, &m, &dummy, &dummy, &one, &dummy, &n, &q, &lwork, &info);
@@ -418,7 +418,7 @@ static int cpu_gesvd_lwork(int m, int n) {
 }
 // GaLore's scratch for one matrix: the column-major copy (other x s), s singular values, VT
 // (s x s) and LAPACK's workspace for the projector; the out x in update for galore_adam_update
-static size_t cpu_galore_work_floats(int outd, int in) {
+static inline size_t cpu_galore_work_floats(int outd, int in) {
     int s = outd <= in ? outd : in, other = outd <= in ? in : outd;
     size_t svd = (size_t)other * s + s + (size_t)s * s + (size_t)cpu_gesvd_lwork(other, s);
     size_t upd = (size_t)outd * in;
@@ -427,7 +427,7 @@ static size_t cpu_galore_work_floats(int outd, int in) {
 
 // The first r rows of VT (the right singular vectors of the column-major other x s matrix A),
 // row k signed so that its entry of largest magnitude (lowest index among equals) is positive.
-static void galore_signed_rows(float* Pt, const float* VT, int s, int r) {
+static inline void galore_signed_rows(float* Pt, const float* VT, int s, int r) {
     for (int k = 0; k < r; k++) {
         int best = 0;
         for (int j = 1; j < s; j++) if (fabsf(VT[k + (size_t)j * s]) > fabsf(VT[k + (size_t)best * s])) best = j;
@@ -439,7 +439,7 @@ static void galore_signed_rows(float* Pt, const float* VT, int s, int r) {
 // backend.h's galore_projector: A = the column-major (other x s) view of G, whose right singular
 // vectors are G's singular vectors on its smaller side: rows side (out <= in) the row-major G is
 // already the column-major in x out matrix; cols side it is transposed into out x in.
-static void cpu_galore_projector(float* Pt, const float* G, int outd, int in, int cols_side, int r, float* work) {
+static inline void cpu_galore_projector(float* Pt, const float* G, int outd, int in, int cols_side, int r, float* work) {
     int s = cols_side ? in : outd, other = cols_side ? outd : in;
     float* A = work;
     float* sv = A + (size_t)other * s;
@@ -461,7 +461,7 @@ static void cpu_galore_projector(float* Pt, const float* G, int outd, int in, in
 
 // backend.h's galore_project_grad: T = (rows side) dY Pt^T or (cols side) X Pt^T, N x r; then
 // R (r x in) += T^T X, or R (out x r) += dY^T T
-static void cpu_galore_project_grad(float* R, const float* dout, const float* inp, const float* Pt, int r, int N, int in,
+static inline void cpu_galore_project_grad(float* R, const float* dout, const float* inp, const float* Pt, int r, int N, int in,
                                     int outd, int cols_side) {
     float* T = cpu_scratch((size_t)N * r);
     if (!cols_side) {
@@ -475,7 +475,7 @@ static void cpu_galore_project_grad(float* R, const float* dout, const float* in
 
 // backend.h's galore_adam_update: Adam on R in place, then the dense update P D (or D P^T)
 // through `work` (out x in), applied with decoupled weight decay
-static void cpu_galore_adam_update(float* W, float* Wm, float* R, void* m, void* v, int state_bf16, const float* Pt, int r,
+static inline void cpu_galore_adam_update(float* W, float* Wm, float* R, void* m, void* v, int state_bf16, const float* Pt, int r,
                                    int outd, int in, int cols_side, AdamParams a, float alpha, float* work) {
     size_t nsub = cols_side ? (size_t)outd * r : (size_t)r * in;
     #pragma omp parallel for

@@ -327,8 +327,8 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
                          param_ptr(m, lt->attn_norm), A.rstd1, N, d);
         grad_layer_done(o, l);  // fused Grass: this layer's projected weights are updated now
     }
-    floatX* dwte = grad_dense(o, m->pt.embed);
-    if (dwte != NULL) embedding_backward(dwte, m->dresid, m->d_tokens, N, d);
+    GradBuf dwte = grad_dense(o, m->pt.embed);
+    if (dwte.p != NULL) embedding_backward(dwte, m->dresid, m->d_tokens, N, d);
 }
 
 // ----------------------------------------------------------------------------------------------

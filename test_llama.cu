@@ -87,7 +87,7 @@ static void check_fixture(const char* path) {
         snprintf(gname, sizeof(gname), "grad.%s", m.pt.t[i].name);
         size_t numel = m.pt.t[i].numel;
         float* g = (float*)malloc_check(numel * sizeof(float));
-        backend_download_floats(g, grad_dense(&o, i), numel);
+        backend_download_floats(g, (const floatX*)grad_dense(&o, i).p, numel);
         double ge = rel_err(g, fixture_get(&fx, gname, &n), numel, &s);
         CHECK(ge < GRAD_TOL, "%s: %s rel err %.3g (max |g| %.3g)", path, gname, ge, s);
         worst = fmax(worst, ge);
@@ -110,8 +110,8 @@ static void check_fixture(const char* path) {
         size_t gn = o.grad_total;
         float* g0 = (float*)malloc_check(gn * sizeof(float));
         float* g1 = (float*)malloc_check(gn * sizeof(float));
-        backend_download_floats(g0, o.grads, gn);
-        backend_download_floats(g1, orc.grads, gn);
+        backend_download_floats(g0, (const floatX*)o.grads, gn);
+        backend_download_floats(g1, (const floatX*)orc.grads, gn);
         CHECK(memcmp(g0, g1, gn * sizeof(float)) == 0, "%s: gradients with recomputation are bit-identical", path);
         CHECK_CLOSE(lr_loss, ref_loss, LOSS_TOL, LOSS_TOL, "loss with recomputation");
         free(g0); free(g1);

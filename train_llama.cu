@@ -110,6 +110,7 @@ typedef struct {
     int plan_only;
     int recompute;
     const char* state_dtype;
+    const char* grad_dtype;  // --grad-dtype: model | fp32
     OptimConfig oc;
     unsigned char given[64]; // given[k]: option k (build_options order) was on the command line
     char* setup;             // this run's setup as text (run_setup_text), saved with every checkpoint
@@ -176,6 +177,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--zero", 'i', &a->oc.zero, 0, 1, "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
     OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
+    OPT("", "--grad-dtype", 's', &a->grad_dtype, 0, 0, "dense (full-rank) gradients: model (the weights' dtype, bf16 on the GPU) | fp32 (accumulated, all-reduced and read by AdamW in fp32, as Grass's compressed ones; the CPU build is fp32 either way: same results)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
     OPT("", "--overlap-comm", 'i', &a->oc.overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
     OPT("", "--matrix-lr-scale", 'f', &a->oc.matrix_lr_scale, 1e-6, 1e6, "AdamW: the matrices of the --grass-layers types take lr * this; embeddings, head and norms keep lr (Grass's split of lr * alpha)");
@@ -201,7 +203,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
     a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "paper"; a->grass_layers = "q,k,v,o,gate,up,down";
-    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32";
+    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
 }
@@ -467,6 +469,9 @@ static void resolve_optim(TrainArgs* a) {
     if (strcmp(a->state_dtype, "fp32") == 0) oc->state_dtype = STATE_FP32;
     else if (strcmp(a->state_dtype, "bf16") == 0) oc->state_dtype = STATE_BF16;
     else fatal("unknown --state-dtype '%s' (fp32 | bf16)", a->state_dtype);
+    if (strcmp(a->grad_dtype, "model") == 0) oc->grad_dtype = GRAD_MODEL;
+    else if (strcmp(a->grad_dtype, "fp32") == 0) oc->grad_dtype = GRAD_FP32;
+    else fatal("unknown --grad-dtype '%s' (model | fp32)", a->grad_dtype);
     char err[256];
     if (!optim_set_grass_rank(oc, a->grass_rank, err, sizeof(err))) fatal("%s", err);
     oc->proj_mask = 0;
@@ -519,7 +524,8 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
         printf("  parameters        %12zu  %s\n", pt.total, fmt_bytes(weights, b[0]));
-        printf("  gradients (dense) %12s  %s\n", "", fmt_bytes(op.dense_grad_bytes, b[1]));
+        printf("  gradients (dense) %12s  %s   (%s, %zu bytes per value)\n", "", fmt_bytes(op.dense_grad_bytes, b[1]),
+               oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME, grad_dtype_size(oc->grad_dtype));
         if (oc->type == OPT_GRASS) {
             printf("  gradients (Grass) %12s  %s   (%zu projected parameters, no m x n gradient)\n", "",
                    fmt_bytes(op.compressed_bytes, b[2]), op.projected_params);
@@ -550,7 +556,8 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
                recompute ? ", recomputed per layer" : "");
         printf("  backend workspace %12s  %s   (GEMM workspace, scratch; estimate)\n", "", fmt_bytes(work, b[5]));
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
-        printf("communication per optimizer step with several ranks: %.3f MiB all-reduced", op.comm_step_bytes / 1048576.0);
+        printf("communication per optimizer step with several ranks: %.3f MiB all-reduced (dense gradients %.3f MiB in %s)",
+               op.comm_step_bytes / 1048576.0, op.comm_dense_bytes / 1048576.0, oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME);
         if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
         if (oc->type == OPT_GALORE) printf(" (+ %.3f MiB of gradients for the SVDs every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
         printf("\n");
@@ -783,18 +790,19 @@ int main(int argc, char** argv) {
     if (master) {
         printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg.world_size, pg.world_size > 1 ? "s" : "");
         llama_config_print(&config, stdout);
+        const char* gdt = a.oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
         if (a.oc.type == OPT_GRASS)
             printf("optimizer: grass (select %s, norms %s, upscale %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
-                   "%s states\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], GRASS_UPSCALE_NAMES[a.oc.upscale], a.oc.grass_rank > 0 ? "" : "fraction ",
+                   "%s states, %s dense gradients\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], GRASS_UPSCALE_NAMES[a.oc.upscale], a.oc.grass_rank > 0 ? "" : "fraction ",
                    a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac, a.oc.update_freq,
-                   a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
+                   a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype, gdt);
         else if (a.oc.type == OPT_GALORE)
-            printf("optimizer: galore (rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, %s states\n",
+            printf("optimizer: galore (rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, %s states, %s dense gradients\n",
                    a.oc.grass_rank > 0 ? "" : "fraction ", a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac,
-                   a.oc.update_freq, a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype);
-        else printf("optimizer: adamw, lr %g (matrices x %g), weight decay %g, clip %g, %s states, overlap=%d\n", a.lr,
-                    a.oc.matrix_lr_scale, a.oc.weight_decay, a.oc.grad_clip, a.state_dtype, rt.overlap);
+                   a.oc.update_freq, a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype, gdt);
+        else printf("optimizer: adamw, lr %g (matrices x %g), weight decay %g, clip %g, %s states, %s dense gradients, overlap=%d\n", a.lr,
+                    a.oc.matrix_lr_scale, a.oc.weight_decay, a.oc.grad_clip, a.state_dtype, gdt, rt.overlap);
         if (rt.sharded)
             printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
     }
@@ -884,7 +892,8 @@ int main(int argc, char** argv) {
             else if (a.oc.type == OPT_GALORE)
                 fprintf(logf, " rank=%s update_freq=%d alpha=%g fused=%d", a.grass_rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
             else fprintf(logf, " matrix_lr_scale=%g", a.oc.matrix_lr_scale);
-            fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d\n", a.lr, a.B, a.T, a.total_batch, pg.world_size, a.steps);
+            fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d grad_dtype=%s\n", a.lr, a.B, a.T, a.total_batch,
+                    pg.world_size, a.steps, a.grad_dtype);
         } else {
             fprintf(logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)ts.step, pg.world_size);
         }

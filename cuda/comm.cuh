@@ -1,6 +1,6 @@
 /*
- * cuda/comm.cuh: the collectives: allreduce_sum_float / _floatX, reducescatter_sum_floatX and
- * allgather_floatX (ZeRO-1), allreduce_sum_float_wire_floatX (fp32 values, floatX on the
+ * cuda/comm.cuh: the collectives: allreduce_sum_float / _floatX, reducescatter_sum_floatX / _float
+ * and allgather_floatX (ZeRO-1), allreduce_sum_float_wire_floatX (fp32 values, floatX on the
  * wire) through NCCL, or staged through host memory and MPI without it; the fp32 <-> floatX
  * kernels they use (backend_widen); and the asynchronous all-reduce on the communication
  * stream (allreduce_async_reserve, allreduce_start_*, allreduce_wait).
@@ -72,6 +72,17 @@ void reducescatter_sum_floatX(floatX* x, size_t shard) {
     }
 #endif
     allreduce_sum_floatX(x, shard * g_cu.world);  // host-staged fallback: sum everything (correct)
+}
+// the same for fp32 values (dense gradients with --grad-dtype fp32), summed in fp32
+void reducescatter_sum_float(float* x, size_t shard) {
+    if (g_cu.world <= 1 || shard == 0) return;
+#ifdef USE_NCCL
+    if (g_cu.use_nccl) {
+        ncclCheck(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));
+        return;
+    }
+#endif
+    allreduce_sum_float(x, shard * g_cu.world);  // host-staged fallback
 }
 void allgather_floatX(floatX* x, size_t shard) {
     if (g_cu.world <= 1 || shard == 0) return;
@@ -200,6 +211,19 @@ void allreduce_start_floatX(floatX* x, size_t n, int slot) {
     }
 #endif
     allreduce_sum_floatX(x, n);  // host-staged MPI fallback: blocking
+}
+// fp32 values summed in fp32 (dense gradients with --grad-dtype fp32)
+void allreduce_start_float(float* x, size_t n, int slot) {
+    if (!cu_async_needed(slot, n)) return;
+#ifdef USE_NCCL
+    if (g_cu.use_nccl) {
+        cu_comm_begin();
+        ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        cu_comm_end(slot);
+        return;
+    }
+#endif
+    allreduce_sum_float(x, n);  // host-staged MPI fallback: blocking
 }
 
 void allreduce_wait(int slot) {

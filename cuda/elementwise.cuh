@@ -1,7 +1,8 @@
 /*
  * cuda/elementwise.cuh: the row-wise and elementwise model ops, forward and backward:
  * embedding_forward/backward (a stable radix sort of the tokens, one block per run of equal
- * tokens: no atomics), rmsnorm_forward/backward (dw through fixed-order partial sums),
+ * tokens: no atomics), rmsnorm_forward/backward (dw through fixed-order partial sums; the
+ * weight gradients of both in floatX or fp32, backend.h's GradBuf),
  * rope_forward/backward (rotate-half), swiglu_forward/backward and add_inplace.
  * Needs cuda/common.cuh.
  */
@@ -36,23 +37,25 @@ __global__ void gk_iota(int* x, int n) {
 }
 
 // One block per run of equal tokens in the sorted order; the run's rows are summed in fp32 in
-// position order (radix sort is stable), then added to the row of dwte once.
-__global__ void gk_embedding_backward(floatX* dwte, const floatX* dout, const int* sorted_tok, const int* sorted_pos,
+// position order (radix sort is stable), then added to the row of dwte once. TW: dwte's dtype
+// (floatX, or float with --grad-dtype fp32).
+template <typename TW>
+__global__ void gk_embedding_backward(TW* dwte, const floatX* dout, const int* sorted_tok, const int* sorted_pos,
                                       int N, int d) {
     int p = blockIdx.x;
     int tok = sorted_tok[p];
     if (p > 0 && sorted_tok[p - 1] == tok) return;  // not the start of a run
     int end = p + 1;
     while (end < N && sorted_tok[end] == tok) end++;
-    floatX* row = dwte + (size_t)tok * d;
+    TW* row = dwte + (size_t)tok * d;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         float acc = 0.0f;
         for (int q = p; q < end; q++) acc += cu_tof(dout[(size_t)sorted_pos[q] * d + j]);
-        row[j] = cu_from<floatX>(cu_tof(row[j]) + acc);
+        row[j] = cu_from<TW>(cu_tof(row[j]) + acc);
     }
 }
 
-void embedding_backward(floatX* dwte, const floatX* dout, const int* d_tokens, int N, int d) {
+void embedding_backward(GradBuf dwte, const floatX* dout, const int* d_tokens, int N, int d) {
     if (N <= 0) return;
     int* keys = (int*)cu_scratch(&g_cu.sc_emb_keys, (size_t)2 * N * sizeof(int), "embedding backward scratch");
     int* vals = (int*)cu_scratch(&g_cu.sc_emb_vals, (size_t)2 * N * sizeof(int), "embedding backward scratch");
@@ -67,8 +70,13 @@ void embedding_backward(floatX* dwte, const floatX* dout, const int* d_tokens, i
     void* temp = cu_scratch(&g_cu.sc_emb_temp, temp_bytes + 16, "embedding backward scratch");
     cudaCheck(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, d_tokens, keys_out, vals_in, vals_out, N, 0,
                                               (int)(sizeof(int) * 8), g_cu.stream));
-    gk_embedding_backward<<<N, 128, 0, g_cu.stream>>>(dwte, dout, keys_out, vals_out, N, d);
-    CU_LAUNCHED("gk_embedding_backward");
+    if (dwte.dtype == GRAD_FP32) {
+        gk_embedding_backward<float><<<N, 128, 0, g_cu.stream>>>((float*)dwte.p, dout, keys_out, vals_out, N, d);
+        CU_LAUNCHED("gk_embedding_backward<float>");
+    } else {
+        gk_embedding_backward<floatX><<<N, 128, 0, g_cu.stream>>>((floatX*)dwte.p, dout, keys_out, vals_out, N, d);
+        CU_LAUNCHED("gk_embedding_backward");
+    }
 }
 
 // ---- RMSNorm ------------------------------------------------------------------------------------
@@ -149,27 +157,34 @@ __global__ void gk_rmsnorm_backward_dw_partial(float* partial, const floatX* dou
         partial[(size_t)chunk * d + col] = s;
     }
 }
-__global__ void gk_rmsnorm_backward_dw_final(floatX* dw, const float* partial, int nchunks, int d) {
+// dw += the chunks' sums, in chunk order; TW: dw's dtype (floatX, or float with --grad-dtype fp32)
+template <typename TW>
+__global__ void gk_rmsnorm_backward_dw_final(TW* dw, const float* partial, int nchunks, int d) {
     int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= d) return;
     float s = 0.0f;
     for (int c = 0; c < nchunks; c++) s += partial[(size_t)c * d + col];
-    dw[col] = cu_from<floatX>(cu_tof(dw[col]) + s);
+    dw[col] = cu_from<TW>(cu_tof(dw[col]) + s);
 }
 
-void rmsnorm_backward(floatX* dinp, floatX* dw, const floatX* dout, const floatX* inp, const floatX* w,
+void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX* inp, const floatX* w,
                       const float* rstd, int N, int d) {
     if (N <= 0) return;
     gk_rmsnorm_backward_dx<<<N, cu_row_threads(d), 0, g_cu.stream>>>(dinp, dout, inp, w, rstd, N, d);
     CU_LAUNCHED("gk_rmsnorm_backward_dx");
-    if (dw == NULL) return;
+    if (dw.p == NULL) return;
     int nchunks = (N + CU_RMS_ROWS - 1) / CU_RMS_ROWS;
     float* partial = (float*)cu_scratch(&g_cu.sc_rms, (size_t)nchunks * d * sizeof(float), "rmsnorm dw scratch");
     dim3 grid(cu_ceil_div(d, 32), nchunks), block(32, 8);
     gk_rmsnorm_backward_dw_partial<<<grid, block, 0, g_cu.stream>>>(partial, dout, inp, rstd, N, d);
     CU_LAUNCHED("gk_rmsnorm_backward_dw_partial");
-    gk_rmsnorm_backward_dw_final<<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>(dw, partial, nchunks, d);
-    CU_LAUNCHED("gk_rmsnorm_backward_dw_final");
+    if (dw.dtype == GRAD_FP32) {
+        gk_rmsnorm_backward_dw_final<float><<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>((float*)dw.p, partial, nchunks, d);
+        CU_LAUNCHED("gk_rmsnorm_backward_dw_final<float>");
+    } else {
+        gk_rmsnorm_backward_dw_final<floatX><<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>((floatX*)dw.p, partial, nchunks, d);
+        CU_LAUNCHED("gk_rmsnorm_backward_dw_final");
+    }
 }
 
 // ---- RoPE (rotate-half) -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
  * a cache of plans (descriptors, layouts and the heuristic's algorithm per shape, type and
  * alignment; g_cu.plans) and falls back to cublasGemmEx where cuBLASLt has no algorithm or
  * refuses its own; CU_XTYPE is floatX's cuBLAS type. matmul_forward, matmul_backward_input and
- * matmul_backward_weight map the row-major linear layer onto it.
+ * matmul_backward_weight (floatX or fp32 output) map the row-major linear layer onto it.
  * Needs cuda/common.cuh.
  */
 #ifndef GRASS_CUDA_GEMM_CUH
@@ -104,9 +104,12 @@ void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int 
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) {
     cu_gemm(0, 0, in, N, outd, w, CU_XTYPE, in, dout, CU_XTYPE, outd, dinp, CU_XTYPE, in, 1.0f, accumulate ? 1.0f : 0.0f);
 }
-// dW (out x in) (+)= dY^T X:  col-major dW^T (in x out) = X^T (in x N) op_T(dY^T as out x N)
-void matmul_backward_weight(floatX* dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate) {
-    cu_gemm(0, 1, in, outd, N, inp, CU_XTYPE, in, dout, CU_XTYPE, outd, dw, CU_XTYPE, in, 1.0f, accumulate ? 1.0f : 0.0f);
+// dW (out x in) (+)= dY^T X:  col-major dW^T (in x out) = X^T (in x N) op_T(dY^T as out x N).
+// An fp32 dW (--grad-dtype fp32) is C/D in fp32 with the same floatX inputs: the fp32 sum is
+// added to the fp32 accumulator and never rounded to bf16.
+void matmul_backward_weight(GradBuf dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate) {
+    cudaDataType tc = dw.dtype == GRAD_FP32 ? CUDA_R_32F : CU_XTYPE;
+    cu_gemm(0, 1, in, outd, N, inp, CU_XTYPE, in, dout, CU_XTYPE, outd, dw.p, tc, in, 1.0f, accumulate ? 1.0f : 0.0f);
 }
 
 #endif // GRASS_CUDA_GEMM_CUH

@@ -2,8 +2,9 @@
 # Data-parallel checks on the CPU with MPI (mpirun -np 2): the same global batch on 1 and on
 # 2 ranks gives the same losses (within reduction-order rounding) for AdamW and every Grass
 # variant; the ranks end with identical weights and selections; resuming under 2 ranks is
-# bit-exact; a rank that dies brings the job down instead of hanging; a build without MPI
-# refuses a multi-rank launch. Prints "N passed, N failed".
+# bit-exact; fp32 dense gradients (--grad-dtype fp32) with overlap and ZeRO-1; a rank that dies
+# brings the job down instead of hanging; a build without MPI refuses a multi-rank launch.
+# Prints "N passed, N failed".
 # TRAIN_BIN=build/emu/train_llama_mpi runs the same checks on the GPU build (NCCL emulated over MPI).
 set -u
 cd "$(dirname "$0")/.."
@@ -102,6 +103,53 @@ cmp -s "$W/za/model_00000008.bin" "$W/zb/model_00000008.bin" && cmp -s "$W/za/st
   && ok "ZeRO-1 on 2 ranks: resume is bit-exact (weights and moment shards)" || bad "ZeRO-1 resumed run differs"
 out=$(timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/zb" --optimizer grass --rank 8 --update-freq 3 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "written with ZeRO-1" && ok "a ZeRO-1 checkpoint is refused without --zero 1" || bad "ZeRO-1 checkpoint resumed without --zero (rc=$rc)"
+
+# --grad-dtype fp32: the dense gradients summed over the ranks in fp32 (the all-reduce, the overlapped
+# per-layer all-reduce, ZeRO-1's reduce-scatter; ZeRO-1's all-gather still moves floatX weights,
+# staged in the fp32 buffer). Overlap and ZeRO-1 give the bits of the immediate replicated sum. With
+# AdamW, 2 ranks give the bits of 1 rank with 2 micro-steps on a bf16 build: two fp32 partial sums
+# add alike in an fp32 accumulator and in an fp32 all-reduce, where bf16 dense gradients do not
+# (bf16(bf16(a) + b) against bf16(bf16(a) + bf16(b))). The bytes counted: 4 per dense value (ZeRO-1:
+# (4 + floatX) / 2, the all-gather moving weights); the fp32 CPU build counts and computes as with
+# --grad-dtype model.
+BF16_BUILD=0; $BIN "${C[@]}" --plan-only 1 2>&1 | grep -q "memory plan (bf16 weights" && BF16_BUILD=1
+comm_of() { grep '^step=6 loss' "$1" | grep -o 'comm_mib=[0-9.]*' | cut -d= -f2; }
+for opt in adamw grass; do
+  GO=(--optimizer adamw); [ $opt = grass ] && GO=(--optimizer grass --rank 8 --update-freq 3)
+  $BIN "${C[@]}" -x 7 -v 3 -o "$W/gd1_$opt" --grad-dtype fp32 "${GO[@]}" > "$W/gd1_$opt.out" 2>&1 || { bad "$opt fp32 gradients: 1-rank run failed"; tail -3 "$W/gd1_$opt.out"; }
+  for v in "ov1 --overlap-comm 1" "ov0 --overlap-comm 0" "zero --zero 1"; do
+    set -- $v; name=$1; shift
+    timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 7 -v 3 -o "$W/gd2_${opt}_$name" --grad-dtype fp32 "${GO[@]}" "$@" > "$W/gd2_${opt}_$name.out" 2>&1 \
+      || { bad "$opt fp32 gradients, 2 ranks $name: run failed"; tail -3 "$W/gd2_${opt}_$name.out"; }
+  done
+  grep -q "fp32 dense gradients" "$W/gd2_${opt}_ov1.out" || bad "$opt: fp32 dense gradients not announced"
+  cmp -s "$W/gd2_${opt}_ov1/model_00000007.bin" "$W/gd2_${opt}_ov0/model_00000007.bin" \
+    && cmp -s "$W/gd2_${opt}_zero/model_00000007.bin" "$W/gd2_${opt}_ov0/model_00000007.bin" \
+    && ok "$opt, fp32 dense gradients, 2 ranks: overlapped all-reduce and ZeRO-1 == immediate all-reduce (bit-identical weights)" \
+    || bad "$opt, fp32 dense gradients: overlap or ZeRO-1 changed the weights"
+  grep -q "ranks in sync" "$W/gd2_${opt}_zero.out" || bad "$opt fp32 gradients, ZeRO-1: no in-sync confirmation"
+  msg1=$(same_losses "$W/gd1_$opt/log.txt" "$W/gd2_${opt}_ov1/log.txt" 2e-4); r1=$?
+  msgm=$(same_losses "$W/one_$([ $opt = grass ] && echo multinorm || echo adamw)/log.txt" "$W/two_$([ $opt = grass ] && echo multinorm || echo adamw)/log.txt" 1)
+  if [ $opt = adamw ] && [ $BF16_BUILD = 1 ]; then
+    cmp -s "$W/gd1_$opt/model_00000007.bin" "$W/gd2_${opt}_ov1/model_00000007.bin" \
+      && ok "adamw, fp32 dense gradients, bf16 build: 2 ranks == 1 rank with 2 micro-steps, bit-identical weights ($msg1; with bf16 dense gradients: ${msgm##*, })" \
+      || bad "adamw, fp32 dense gradients: 2 ranks differ from 1 rank ($msg1)"
+  else
+    [ $r1 = 0 ] && ok "$opt, fp32 dense gradients: 1 rank == 2 ranks ($msg1; with --grad-dtype model: ${msgm##*, })" || bad "$opt, fp32 dense gradients, 1 vs 2 ranks: $msg1"
+  fi
+done
+if [ $BF16_BUILD = 0 ]; then
+  cmp -s "$W/gd2_adamw_ov1/model_00000007.bin" "$W/two_adamw/model_00000007.bin" && cmp -s "$W/gd2_adamw_zero/model_00000007.bin" "$W/zero_adamw/model_00000007.bin" \
+    && cmp -s "$W/gd2_grass_ov1/model_00000007.bin" "$W/two_multinorm/model_00000007.bin" \
+    && ok "fp32 build, 2 ranks: --grad-dtype fp32 gives the bits of --grad-dtype model (AdamW, AdamW with ZeRO-1, Grass)" \
+    || bad "fp32 build, 2 ranks: --grad-dtype fp32 changed the weights"
+fi
+ca=$(comm_of "$W/two_adamw/log.txt"); cf=$(comm_of "$W/gd2_adamw_ov1/log.txt")
+za=$(comm_of "$W/zero_adamw/log.txt"); zf=$(comm_of "$W/gd2_adamw_zero/log.txt")
+if [ $BF16_BUILD = 1 ]; then want_ov=2; want_z=1.5; else want_ov=1; want_z=1; fi
+python3 -c "import sys; sys.exit(0 if abs($cf / $ca - $want_ov) < 1e-3 and abs($zf / $za - $want_z) < 1e-3 else 1)" \
+  && ok "AdamW bytes counted with fp32 dense gradients: $cf vs $ca MiB all-reduced, ZeRO-1 $zf vs $za MiB (x$want_ov, x$want_z)" \
+  || bad "comm with fp32 dense gradients: $cf vs $ca (want x$want_ov), ZeRO-1 $zf vs $za (want x$want_z)"
 
 # Grass all-reduces far less than full rank (same model, dense 2-D tensors the same)
 # step 6 of the log (step index 5): not a refresh step (K = 3 refreshes at 0, 3, 6, and with

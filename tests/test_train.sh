@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end checks of train_llama_cpu (or of TRAIN_BIN, e.g. the GPU build on the CUDA emulator,
 # build/emu/train_llama) on synthetic data: the loss falls (AdamW and Grass),
-# resuming is bit-exact (AdamW; Grass across a refresh; with gradient accumulation), and every
-# kind of bad input stops with a clear message and a non-zero exit.
+# resuming is bit-exact (AdamW; Grass across a refresh; with gradient accumulation), --grad-dtype
+# fp32 changes no bit of the fp32 build, and every kind of bad input stops with a clear message
+# and a non-zero exit.
 # Prints "N passed, N failed"; exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")/.."
@@ -166,6 +167,42 @@ cmp -s "$W/mw0/model_00000006.bin" "$W/sod/model_00000006.bin" && ok "--select-o
 grep -q "master weights .*(fp32 copy)" "$W/mw1.out" && ok "master weights shown in the memory plan" || bad "no master weights line in the plan"
 resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
 
+# ---- --grad-dtype fp32: the dense gradients accumulated, reduced and read in fp32 --------------------
+# The CPU build is fp32 already: the flag must give the default's bits, for AdamW and for Grass (whose
+# embeddings, head and norms are dense). A bf16 build (TRAIN_BIN=build/emu/train_llama) must give
+# other weights, or the fp32 gradients are not in use. The plan shows 4 bytes per dense value, and a
+# state file resumes across the flag (gradients are not saved).
+for opt in adamw grass; do
+  extra=(-l 3e-3 --weight-decay 0.1); [ $opt = grass ] && extra=(--optimizer grass --rank 8 --update-freq 2 -l 1e-2 --grass-fused 0 --grad-clip 0.5)
+  for gd in model fp32; do
+    $BIN "${COMMON[@]}" -x 6 -v 3 -n 6 -o "$W/gd_${opt}_$gd" --grad-dtype $gd "${extra[@]}" > "$W/gd_${opt}_$gd.out" 2>&1 \
+      || { bad "--grad-dtype $gd, $opt: run failed"; tail -3 "$W/gd_${opt}_$gd.out"; }
+  done
+  same=0
+  cmp -s "$W/gd_${opt}_model/model_00000006.bin" "$W/gd_${opt}_fp32/model_00000006.bin" \
+    && cmp -s "$W/gd_${opt}_model/state_00000006.bin" "$W/gd_${opt}_fp32/state_00000006.bin" \
+    && diff <(grep -v '^#' "$W/gd_${opt}_model/log.txt" | grep -o ' \(val_\)\?loss=[^ ]*\| grad_norm=[^ ]*') \
+            <(grep -v '^#' "$W/gd_${opt}_fp32/log.txt" | grep -o ' \(val_\)\?loss=[^ ]*\| grad_norm=[^ ]*') > /dev/null && same=1
+  if [ "$(ckpt_dtype "$W/gd_${opt}_model/model_00000006.bin")" = 0 ]; then
+    [ $same = 1 ] && ok "--grad-dtype fp32, $opt: bit-identical losses, gradient norms, weights and state to the default (fp32 build)" \
+      || bad "--grad-dtype fp32 changed the fp32 build's $opt result"
+  else
+    [ $same = 0 ] && ok "--grad-dtype fp32, $opt: other weights than bf16 dense gradients (bf16 build)" \
+      || bad "bf16 build: --grad-dtype fp32 made no difference for $opt"
+  fi
+done
+grep -q "gradients (dense) .*(fp32, 4 bytes per value)" "$W/gd_adamw_fp32.out" && grep -q "fp32 dense gradients" "$W/gd_adamw_fp32.out" \
+  && ok "--grad-dtype fp32: the plan shows the dense gradients in fp32, 4 bytes per value" || bad "no fp32 dense-gradient line in the plan"
+# a state file written with the default resumes with --grad-dtype fp32 (fp32 build: the straight run's bits)
+mkdir -p "$W/gd_res" && cp "$W/res_adamw_a/model_00000004.bin" "$W/res_adamw_a/state_00000004.bin" "$W/gd_res/" && echo 4 > "$W/gd_res/checkpoint_latest.txt"
+if $BIN "${COMMON[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/gd_res" -l 3e-3 --weight-decay 0.1 --grad-clip 1.0 --grad-dtype fp32 > "$W/gd_res.out" 2>&1 \
+   && grep -q "resumed from step 4" "$W/gd_res.out"; then
+  if [ "$(ckpt_dtype "$W/gd_res/model_00000008.bin")" = 0 ]; then
+    cmp -s "$W/res_adamw_a/model_00000008.bin" "$W/gd_res/model_00000008.bin" && cmp -s "$W/res_adamw_a/state_00000008.bin" "$W/gd_res/state_00000008.bin" \
+      && ok "a state file written with --grad-dtype model resumes with fp32 (the straight run's bits, fp32 build)" || bad "resume across --grad-dtype differs"
+  else ok "a state file written with --grad-dtype model resumes with fp32 (bf16 build)"; fi
+else bad "resume with --grad-dtype fp32 failed"; tail -3 "$W/gd_res.out"; fi
+
 # ---- activation recomputation changes memory, not results ------------------------------------
 recompute_case() {
   local name=$1; shift
@@ -272,6 +309,7 @@ out=$($BIN "${DATA[@]}" -b 4 -t 32 -x 2 -v 0 -o "$W/initcfg" --init-from "$W/res
 expect_fail "--init-from with a conflicting model flag" "another model config than the flags give.*--dim: file 48, flags 64" $BIN "${DATA[@]}" -b 4 -t 32 -x 2 -v 0 -o "$W/initcfg2" --init-from "$W/res_adamw_a/model_00000008.bin" --dim 64
 expect_fail "ZeRO-1 with master weights" "not supported yet" $BIN "${COMMON[@]}" "${T[@]}" --zero 1 --master-weights 1
 expect_fail "unknown state dtype" "unknown --state-dtype 'fp16'" $BIN "${COMMON[@]}" "${T[@]}" --state-dtype fp16
+expect_fail "unknown gradient dtype" "unknown --grad-dtype 'bf16'" $BIN "${COMMON[@]}" "${T[@]}" --grad-dtype bf16
 expect_fail "init from a non-checkpoint" "not a grass.c model checkpoint" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/data/synthetic_val_000000.bin"
 head -c 5000 "$W/res_adamw_a/model_00000008.bin" > "$W/trunc_model.bin"
 expect_fail "truncated checkpoint" "truncated or corrupt" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/trunc_model.bin"

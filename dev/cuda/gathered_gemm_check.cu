@@ -50,7 +50,7 @@ static void bench(const char* label, int N, int outd, int in, int r) {
     floatX* dW = (floatX*)backend_malloc((size_t)outd * in * sizeof(floatX), "dW");
     float tg = dc_bench_ms([&] { grass_gathered_grad(C, dy, x, didx, dsc, r, N, in, outd, cols_side, 1); });
     float tn = dc_bench_ms([&] { grass_grad_norms(nrm, dy, x, N, in, outd, cols_side); }, 1, 5);
-    float td = dc_bench_ms([&] { matmul_backward_weight(dW, dy, x, N, in, outd, 1); });
+    float td = dc_bench_ms([&] { matmul_backward_weight(grad_buf(dW, GRAD_MODEL), dy, x, N, in, outd, 1); });
     double fg = 2.0 * N * (double)r * other, fd = 2.0 * N * (double)outd * in;
     printf("  %-10s N=%-5d %5dx%-5d r=%-5d %s | gathered %7.3f ms %6.1f TF/s | dense dW %7.3f ms %6.1f TF/s | "
            "norm pass %7.3f ms %6.1f TF/s | gathered/dense time %.3f\n",

@@ -393,13 +393,18 @@ inline void store_elem(void* p, int type, size_t i, float v) {
 }
 inline int type_ok(int t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
 inline size_t type_size(int t) { return t == CUDA_R_32F ? 4 : 2; }
+// the type combinations cuBLAS(Lt) runs with CUBLAS_COMPUTE_32F, of those the program uses: A and
+// B of one type, C/D of that type or fp32 (bf16 inputs, fp32 output: Grass's C, --grad-dtype fp32)
+inline int types_supported(int ta, int tb, int tc) {
+    return type_ok(ta) && type_ok(tb) && type_ok(tc) && ta == tb && (tc == ta || tc == CUDA_R_32F);
+}
 
 // D (m x n, ldd) = alpha op(A) op(B) + beta C, all column-major; fp32 accumulation, one rounding
 inline cublasStatus_t gemm(int opA, int opB, int m, int n, int k, float alpha, const void* A, int ta, int64_t lda,
                            const void* B, int tb, int64_t ldb, float beta, const void* C, int tc, int64_t ldc, void* D,
                            int64_t ldd) {
     if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    if (!type_ok(ta) || !type_ok(tb) || !type_ok(tc)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!types_supported(ta, tb, tc)) return CUBLAS_STATUS_NOT_SUPPORTED;
     int64_t arows = opA ? k : m, brows = opB ? n : k;
     if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1) || ldd < (m > 1 ? m : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -529,7 +534,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
     if ((x->opA ? la->cols : la->rows) != m || (x->opB ? lb->rows : lb->cols) != n || (x->opB ? lb->cols : lb->rows) != k ||
         ld->rows != m || ld->cols != n || ld->type != lc->type)
         return CUBLAS_STATUS_INVALID_VALUE;
-    if (emu::lt_refuse() == 1) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (emu::lt_refuse() == 1 || !emu::types_supported(la->type, lb->type, lc->type)) return CUBLAS_STATUS_NOT_SUPPORTED;
     const emu::LtPref* pr = (const emu::LtPref*)p->data;
     memset(res, 0, sizeof(*res));
     emu::LtAlgo* al = (emu::LtAlgo*)res->algo.data;

@@ -1,7 +1,7 @@
 /*
  * test_emu.cu: checks of the CUDA emulator itself (tests/cuda_emu), each against a host
  * computation: thread and block indices, __syncthreads, warp shuffles, dynamic shared memory,
- * launch errors, WMMA, cub::DeviceRadixSort's order, cuBLASLt GEMM layouts, and the runtime's
+ * launch errors, WMMA, cub::DeviceRadixSort's order, cuBLASLt GEMM layouts and types, and the runtime's
  * copy checks. The last part shows that the emulator catches what a GPU would punish: a missing
  * __syncthreads gives a wrong sum, a divergent barrier or a shuffle naming exited lanes stops
  * the program, and so does a misaligned WMMA load.
@@ -346,6 +346,53 @@ static void test_lt_gemm(void) {
     printf("  cuBLASLt D = op(A) op(B), %d transpose cases with padded ld: %d wrong; mismatched layouts refused\n", cases, bad);
 }
 
+// cuBLASLt with bf16 A and B and fp32 C/D (Grass's compressed gradients; the weight gradients with
+// --grad-dtype fp32): D = A B^T + C reads and writes C in fp32, so an accumulator that bf16 cannot
+// hold (1000.125 + i) keeps its low bits. On the emulator, bf16 A with fp32 B, a combination
+// cuBLASLt does not offer with CUBLAS_COMPUTE_32F, is refused.
+static void test_lt_bf16_in_fp32_out(void) {
+    cublasLtHandle_t lt;
+    CHECK(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS, "cublasLtCreate");
+    int m = 6, n = 5, k = 7;
+    std::vector<__nv_bfloat16> A((size_t)m * k), B((size_t)n * k);
+    std::vector<float> Af(A.size()), Bf(B.size()), C((size_t)m * n);
+    for (size_t i = 0; i < A.size(); i++) { Af[i] = (float)((int)(i * 5 % 11) - 5); A[i] = __float2bfloat16(Af[i]); }
+    for (size_t i = 0; i < B.size(); i++) { Bf[i] = (float)((int)(i * 3 % 7) - 3); B[i] = __float2bfloat16(Bf[i]); }
+    for (size_t i = 0; i < C.size(); i++) C[i] = 1000.125f + (float)i;
+    __nv_bfloat16 *dA = up(A), *dB = up(B);
+    float* dC = up(C);
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc, lbf;
+    cublasOperation_t ob = CUBLAS_OP_T;
+    CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS, "desc");
+    CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof(ob)) == CUBLAS_STATUS_SUCCESS, "transb");
+    CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, m, k, m) == CUBLAS_STATUS_SUCCESS, "layout A");
+    CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, n, k, n) == CUBLAS_STATUS_SUCCESS, "layout B");
+    CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, m) == CUBLAS_STATUS_SUCCESS, "layout C");
+    float alpha = 1.0f, beta = 1.0f;
+    cublasStatus_t st = cublasLtMatmul(lt, desc, &alpha, dA, la, dB, lb, &beta, dC, lc, dC, lc, NULL, NULL, 0, 0);
+    CHECK(st == CUBLAS_STATUS_SUCCESS, "cublasLtMatmul bf16 x bf16 -> fp32: status %d", (int)st);
+    CK(cudaDeviceSynchronize());
+    std::vector<float> got = down(dC, C.size());
+    int bad = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float s = 0;
+            for (int q = 0; q < k; q++) s += Af[(size_t)q * m + i] * Bf[(size_t)q * n + j];
+            bad += got[(size_t)j * m + i] != C[(size_t)j * m + i] + s;
+        }
+    CHECK(bad == 0, "bf16 x bf16 -> fp32 with beta = 1: %d of %d wrong", bad, m * n);
+#ifdef GRASS_CUDA_EMU
+    CHECK(cublasLtMatrixLayoutCreate(&lbf, CUDA_R_32F, n, k, n) == CUBLAS_STATUS_SUCCESS, "layout B fp32");
+    st = cublasLtMatmul(lt, desc, &alpha, dA, la, (const void*)dC, lbf, &beta, dC, lc, dC, lc, NULL, NULL, 0, 0);
+    CHECK(st == CUBLAS_STATUS_NOT_SUPPORTED, "bf16 A with fp32 B was accepted (status %d)", (int)st);
+#else
+    (void)lbf;
+#endif
+    printf("  cuBLASLt bf16 A, B with fp32 C/D, beta 1: %d wrong (the fp32 accumulator keeps its low bits)\n", bad);
+    CK(cudaFree(dA)); CK(cudaFree(dB)); CK(cudaFree(dC));
+}
+
 #ifdef GRASS_CUDA_EMU
 // runs fn in a child process; the emulator must stop it (abort) with a message containing want
 static void expect_death(const char* what, void (*fn)(void), const char* want) {
@@ -422,6 +469,7 @@ int main(void) {
     test_wmma();
     test_radix_sort();
     test_lt_gemm();
+    test_lt_bf16_in_fp32_out();
 #ifdef GRASS_CUDA_EMU
     test_runtime_checks();
 #endif
