@@ -138,6 +138,7 @@ static void optim_config_defaults(OptimConfig* c) {
     c->select = SEL_MULTINORM; c->grass_rank = 128; c->grass_rank_frac = 0.0f; c->update_freq = 200; c->alpha = 0.25f;
     c->fused = 1; c->norms = NORMS_AUTO; c->sketch_dim = 64; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
     c->matrix_lr_scale = 1.0f;
+    c->upscale = UPSCALE_MEAN;  // the study's choice (docs/GRASS_IMPL.md, "The up-projection's factor")
     c->seed = 1234;
 }
 

@@ -202,7 +202,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "paper"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->grass_layers = "q,k,v,o,gate,up,down";
     a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
@@ -287,7 +287,8 @@ static int is_unsaved_option(const char* name) {
            strcmp(name, "--plan-only") == 0;
 }
 
-// "--name<TAB>value" lines of every saved option whose value differs from its default
+// "--name<TAB>value" lines of every saved option, defaults included (a later build with other
+// defaults resumes the same run); the model overrides only where set (-1: from -c)
 static char* run_setup_text(TrainArgs* a) {
     TrainArgs d;
     train_args_defaults(&d);
@@ -302,7 +303,8 @@ static char* run_setup_text(TrainArgs* a) {
         char v[1100], dv[1100];
         option_text(&specs[k], v, sizeof(v));
         option_text(&dspecs[k], dv, sizeof(dv));
-        if (strcmp(v, dv) == 0) continue;
+        if (strncmp(specs[k].help, "override:", 9) == 0 && strcmp(v, dv) == 0) continue;
+        if (specs[k].type == 's' && *(const char**)specs[k].ptr == NULL) continue;  // unset (e.g. no --init-from)
         if (strchr(v, '\n') != NULL || strchr(v, '\t') != NULL) fatal("option %s: a value with a tab or newline cannot be saved", specs[k].name);
         size_t need = strlen(specs[k].name) + strlen(v) + 3;
         if (len + need >= cap) { cap = 2 * (len + need); text = (char*)realloc(text, cap); if (text == NULL) fatal("out of memory"); }

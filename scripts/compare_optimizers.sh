@@ -48,8 +48,9 @@
 # Environment (defaults): BIN (./train_llama_cpu), OUT (out/study), DATA_ROOT (data/study),
 # CORPORA ("tinyshakespeare kjv"), SIZES ("d6 w384"), VOCAB (4096), B (8), T (128),
 # STEPS (150), EVAL_EVERY (25), EVAL_TOKENS (16384), K (50), RANK (0.25: a fraction of the
-# selected dimension), LR (1e-2), ADAMW_SCALES ("0.1 0.25 0.5"), GALORE_ALPHA (0.25),
-# TOPR_ALPHAS ("0.25 0.5 1"), GRASS_ALPHA (0.25), UPSCALES ("paper one mean"), UPSCALE (mean),
+# selected dimension), LR (1e-2), ADAMW_SCALES ("0.025 0.05 0.1 0.25 0.5": the first study runs put
+# the optimum at 0.05, inside), GALORE_ALPHA (0.25),
+# TOPR_ALPHAS ("0.0625 0.125 0.25 0.5 1"), GRASS_ALPHA (0.25), UPSCALES ("paper one mean"), UPSCALE (mean),
 # SEEDS ("2 3"), JOBS (1; 2 allowed: runs at a time, one thread each), OMP_NUM_THREADS (1 per
 # run), CKPT_EVERY (25), ONLY (a regex on "<cell>/<run>-seed<N>"), DRY (1: list only),
 # KEEP_CKPT (0), RETRY (0).
@@ -60,8 +61,8 @@ BIN=${BIN:-./train_llama_cpu}; OUT=${OUT:-out/study}; DATA_ROOT=${DATA_ROOT:-dat
 CORPORA=${CORPORA:-"tinyshakespeare kjv"}; SIZES=${SIZES:-"d6 w384"}; VOCAB=${VOCAB:-4096}
 B=${B:-8}; T=${T:-128}; STEPS=${STEPS:-150}; EVAL_EVERY=${EVAL_EVERY:-25}; EVAL_TOKENS=${EVAL_TOKENS:-16384}
 K=${K:-50}; RANK=${RANK:-0.25}; LR=${LR:-1e-2}
-ADAMW_SCALES=${ADAMW_SCALES-"0.1 0.25 0.5"}; GALORE_ALPHA=${GALORE_ALPHA-0.25}
-TOPR_ALPHAS=${TOPR_ALPHAS-"0.25 0.5 1"}; GRASS_ALPHA=${GRASS_ALPHA:-0.25}
+ADAMW_SCALES=${ADAMW_SCALES-"0.025 0.05 0.1 0.25 0.5"}; GALORE_ALPHA=${GALORE_ALPHA-0.25}
+TOPR_ALPHAS=${TOPR_ALPHAS-"0.0625 0.125 0.25 0.5 1"}; GRASS_ALPHA=${GRASS_ALPHA:-0.25}
 UPSCALES=${UPSCALES-"paper one mean"}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3"}
 JOBS=${JOBS:-1}; THREADS=${OMP_NUM_THREADS:-1}; CKPT_EVERY=${CKPT_EVERY:-25}
 ONLY=${ONLY:-}; DRY=${DRY:-0}; KEEP_CKPT=${KEEP_CKPT:-0}; RETRY=${RETRY:-0}
