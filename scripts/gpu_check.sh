@@ -9,7 +9,7 @@
 #   build (make train_llama test_llama test_kernels_cuda dev_cuda, GPU_ARCH=sm_90 by default),
 #   ./tests/bin/test_kernels_cuda (every kernel vs the CPU kernels), ./test_llama (transformers
 #   fixtures), data (tinyshakespeare from ../shared if present, else a synthetic 32000-token
-#   shard), 60m AdamW and Grass (B=16 T=256; Grass again with bf16 moments, fp32 master weights,
+#   shard), 60m AdamW (also with --grad-dtype fp32) and Grass (B=16 T=256; Grass again with bf16 moments, fp32 master weights,
 #   recomputation and the selection on the device), compute-sanitizer memcheck on a tiny run (with those options), the
 #   13b Grass memory plan and the full 13b Grass run (B=1 T=256, 3 steps, --recompute 1 and
 #   --state-dtype bf16 unless SMALL13B_OPTS says otherwise; peak under 40 GB? under 32 GB?; a
@@ -205,6 +205,10 @@ train() {
 
 if [ -x ./train_llama ] && [ -n "$TRAIN" ]; then
     train 60m_adamw 90 -c 60m -b 16 -t 256 -x "$STEPS_60M" -j "$VAL" -v 0 --eval-tokens 32768 --optimizer adamw -l 1e-3
+    # the same with fp32 dense gradients (the fair baseline: the GEMM's fp32 C/D through the real
+    # cuBLASLt, fp32 embedding and norm gradients; loss should track 60m_adamw, memory a bit higher)
+    train 60m_adamw_fp32grads 90 -c 60m -b 16 -t 256 -x "$STEPS_60M" -j "$VAL" -v 0 --eval-tokens 32768 --optimizer adamw -l 1e-3 \
+        --grad-dtype fp32
     train 60m_grass 90 -c 60m -b 16 -t 256 -x "$STEPS_60M" -j "$VAL" -v 0 --eval-tokens 32768 --optimizer grass --rank 128 -l 1e-2
     # the memory options in a real run: bf16 moments, fp32 master weights, recomputation (loss
     # should track 60m_grass closely; peak memory lower)

@@ -117,9 +117,9 @@ if [ -x ./train_llama_cpu ]; then
   # fp32. With 256 micro-batches per step (B=1, T=4) a bf16 accumulator's rounding shows: after 3
   # AdamW steps the fp32 master weights of the fp32-gradient run are nearer the CPU build's weights
   # (rms difference about 0.67 of the bf16-gradient run's over seeds 1-4; held below 0.85). Both runs'
-  # losses stay within 2e-4 of the CPU's; at this size both part from it by the bf16 forward's
-  # rounding (up to 4e-5), and which of the two is nearer changes with the seed, so only the
-  # weights are held to an order; both loss differences are printed.
+  # losses stay within 2e-4 of the CPU's; at this size both part from it by bf16's other roundings
+  # (weights and activations: up to 4e-5), and which of the two is nearer changes with the seed, so
+  # only the weights are held to an order; both loss differences are printed.
   GD=(-x 3 -v 0 --eval-tokens 256 -l 1e-2 -b 1 -t 4 -d 1024 --master-weights 1 --adam-eps 1e-3)
   if run gd_model $E/train_llama "${GD[@]}" --grad-dtype model && run gd_fp32 $E/train_llama "${GD[@]}" --grad-dtype fp32 \
      && run gd_cpu ./train_llama_cpu "${GD[@]}"; then
