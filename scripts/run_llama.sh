@@ -13,6 +13,8 @@
 # 7b/13b), the ranks below (GaLore's paper: 128, 256, 256, 512, 1024; we use 1024 at 1b as Grass's
 # recipe does). With clipping the fused update scales each step by the previous step's norm
 # (docs/GRASS_IMPL.md).
+# Every run accumulates and all-reduces its dense gradients in fp32 (--grad-dtype fp32), so that
+# AdamW is not handicapped by bf16 gradients next to Grass's and GaLore's fp32 projected ones.
 # Data: python3 dev/data/prepare.py --dataset c4 --out-dir data/c4 --name c4 --max-tokens ...
 # Environment: DATA (data/c4), OUT (out/<size>_<opt>), NGPU (1), HOSTFILE, B (micro-batch per GPU),
 # STEPS, RANK, SELECT (multinorm), BIN (./train_llama, or ./train_llama_cpu), EXTRA (more flags).
@@ -32,7 +34,8 @@ esac
 DATA=${DATA:-data/c4}; OUT=${OUT:-out/${SIZE}_$OPT}; NGPU=${NGPU:-1}; BIN=${BIN:-./train_llama}
 B=${B:-$b}; STEPS=${STEPS:-$steps}; RANK=${RANK:-$rank}; SELECT=${SELECT:-multinorm}
 ARGS=(-i "$DATA/c4_train_*.bin" -j "$DATA/c4_val_*.bin" -c $SIZE -b $B -t 256 -d 131072 -x $STEPS
-      -v 1000 --eval-tokens 10000000 -n 5000 -s 5000 -e "$DATA/tokenizer.bin" -o "$OUT" -y 1 --weight-decay 0)
+      -v 1000 --eval-tokens 10000000 -n 5000 -s 5000 -e "$DATA/tokenizer.bin" -o "$OUT" -y 1 --weight-decay 0
+      --grad-dtype fp32)  # every optimizer's dense gradients in fp32, as Grass's and GaLore's projected ones
 if [ $OPT = grass ]; then
   ARGS+=(--optimizer grass --grass-select $SELECT --rank $RANK --update-freq $K --grass-scale 0.25 -l $lr_g)
   [ "$clip" != 0 ] && ARGS+=(--grad-clip $clip)
