@@ -1272,6 +1272,13 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     optim_signature(o, want);
     int has_prev_norm = sig[13] == 1;
     want[13] = sig[13];  // either layout loads
+    if (sig[0] != want[0]) {  // another optimizer: its other fields mean other things, name this one
+        char a[48], b[48];
+        optim_signature_value(0, sig[0], a, sizeof(a));
+        optim_signature_value(0, want[0], b, sizeof(b));
+        fatal("'%s' holds the state of another optimizer setup (--optimizer: file %s, this run %s); resume with the same "
+              "optimizer flags", path, a, b);
+    }
     if (sig[11] != want[11])
         fatal("'%s' was written %s ZeRO-1 (%d ranks) and this run %s; resume with the same --zero and number of ranks",
               path, sig[11] ? "with" : "without", sig[11], want[11] ? "shards" : "does not shard");

@@ -101,8 +101,13 @@ mkdir -p "$W/zb" && cp "$W/za/model_00000004.bin" "$W/za/state_00000004.bin" "$W
 timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/zb" "${Z[@]}" > "$W/zb.out" 2>&1 || { bad "ZeRO-1 resumed run failed"; tail -3 "$W/zb.out"; }
 cmp -s "$W/za/model_00000008.bin" "$W/zb/model_00000008.bin" && cmp -s "$W/za/state_00000008.zero1.bin" "$W/zb/state_00000008.zero1.bin" \
   && ok "ZeRO-1 on 2 ranks: resume is bit-exact (weights and moment shards)" || bad "ZeRO-1 resumed run differs"
+# the checkpoint's setup holds --zero 1: a resume need not repeat it, and --zero 0 is refused by name
 out=$(timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/zb" --optimizer grass --rank 8 --update-freq 3 2>&1); rc=$?
-[ $rc -ne 0 ] && echo "$out" | grep -q "written with ZeRO-1" && ok "a ZeRO-1 checkpoint is refused without --zero 1" || bad "ZeRO-1 checkpoint resumed without --zero (rc=$rc)"
+[ $rc -eq 0 ] && echo "$out" | grep -q "ZeRO-1: the full-rank AdamW moments are sharded" && ok "a ZeRO-1 checkpoint resumes without repeating --zero 1 (its saved setup)" \
+  || bad "ZeRO-1 checkpoint without --zero: rc=$rc $(echo "$out" | tail -1)"
+out=$(timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/zb" --optimizer grass --rank 8 --update-freq 3 --zero 0 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q -- "--zero: checkpoint 1, command line 0" && ok "a ZeRO-1 checkpoint resumed with --zero 0 is refused by name" \
+  || bad "ZeRO-1 checkpoint with --zero 0: rc=$rc $(echo "$out" | tail -1)"
 
 # --grad-dtype fp32: the dense gradients summed over the ranks in fp32 (the all-reduce, the overlapped
 # per-layer all-reduce, ZeRO-1's reduce-scatter; ZeRO-1's all-gather still moves floatX weights,

@@ -180,7 +180,7 @@ for opt in adamw grass; do
   done
   same=0
   cmp -s "$W/gd_${opt}_model/model_00000006.bin" "$W/gd_${opt}_fp32/model_00000006.bin" \
-    && cmp -s "$W/gd_${opt}_model/state_00000006.bin" "$W/gd_${opt}_fp32/state_00000006.bin" \
+    && same_state "$W/gd_${opt}_model/state_00000006.bin" "$W/gd_${opt}_fp32/state_00000006.bin" \
     && diff <(grep -v '^#' "$W/gd_${opt}_model/log.txt" | grep -o ' \(val_\)\?loss=[^ ]*\| grad_norm=[^ ]*') \
             <(grep -v '^#' "$W/gd_${opt}_fp32/log.txt" | grep -o ' \(val_\)\?loss=[^ ]*\| grad_norm=[^ ]*') > /dev/null && same=1
   if [ "$(ckpt_dtype "$W/gd_${opt}_model/model_00000006.bin")" = 0 ]; then
@@ -198,7 +198,7 @@ mkdir -p "$W/gd_res" && cp "$W/res_adamw_a/model_00000004.bin" "$W/res_adamw_a/s
 if $BIN "${COMMON[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/gd_res" -l 3e-3 --weight-decay 0.1 --grad-clip 1.0 --grad-dtype fp32 > "$W/gd_res.out" 2>&1 \
    && grep -q "resumed from step 4" "$W/gd_res.out"; then
   if [ "$(ckpt_dtype "$W/gd_res/model_00000008.bin")" = 0 ]; then
-    cmp -s "$W/res_adamw_a/model_00000008.bin" "$W/gd_res/model_00000008.bin" && cmp -s "$W/res_adamw_a/state_00000008.bin" "$W/gd_res/state_00000008.bin" \
+    cmp -s "$W/res_adamw_a/model_00000008.bin" "$W/gd_res/model_00000008.bin" && same_state "$W/res_adamw_a/state_00000008.bin" "$W/gd_res/state_00000008.bin" \
       && ok "a state file written with --grad-dtype model resumes with fp32 (the straight run's bits, fp32 build)" || bad "resume across --grad-dtype differs"
   else ok "a state file written with --grad-dtype model resumes with fp32 (bf16 build)"; fi
 else bad "resume with --grad-dtype fp32 failed"; tail -3 "$W/gd_res.out"; fi
