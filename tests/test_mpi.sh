@@ -92,7 +92,12 @@ ZC=(-x 6 -v 3 -d 512 --optimizer grass --rank 8 --update-freq 3 --grass-fused 0 
 for z in 0 1; do
   timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" "${ZC[@]}" --zero $z -o "$W/zc$z" > "$W/zc$z.out" 2>&1 || { bad "ZeRO $z with clipping: run failed"; tail -3 "$W/zc$z.out"; }
 done
-if msg=$(same_losses "$W/zc1/log.txt" "$W/zc0/log.txt" 1e-5); then ok "ZeRO-1 with accumulation, clipping and bf16 moments == replicated ($msg)"
+# (fp32 build: 1e-5; the bf16 build rounds its weights stochastically, so a clip scale one ulp apart
+# flips some roundings: measured 2.6e-5 there with --grass-upscale mean, 0 with paper; 1e-4 as its
+# other splits, AdamW's included)
+ZC_TOL=1e-5
+$BIN "${C[@]}" --plan-only 1 2>&1 | grep -q "memory plan (bf16 weights" && ZC_TOL=1e-4
+if msg=$(same_losses "$W/zc1/log.txt" "$W/zc0/log.txt" $ZC_TOL); then ok "ZeRO-1 with accumulation, clipping and bf16 moments == replicated ($msg, tolerance $ZC_TOL)"
 else bad "ZeRO-1 with clipping: $msg"; fi
 Z=(--optimizer grass --rank 8 --update-freq 3 --zero 1)
 timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 4 -o "$W/za" "${Z[@]}" > "$W/za.out" 2>&1 || bad "ZeRO-1 straight run failed"
