@@ -39,7 +39,8 @@ ARGS=(-i "$DATA/c4_train_*.bin" -j "$DATA/c4_val_*.bin" -c $SIZE -b $B -t 256 -d
 if [ $OPT = grass ]; then
   ARGS+=(--optimizer grass --grass-select $SELECT --rank $RANK --update-freq $K --grass-scale 0.25 -l $lr_g)
   [ "$clip" != 0 ] && ARGS+=(--grad-clip $clip)
-  # 13b on one 40 GB GPU: recompute activations and keep the Adam moments in bf16 (plan ~29 GiB)
+  # 13b on one 40 GB GPU: recompute activations and keep the Adam moments in bf16 (plan 29.4 GiB with
+  # fp32 dense gradients, 28.8 without: --plan-only 1 of the bf16 build)
   [ $SIZE = 13b ] && ARGS+=(--recompute 1 --state-dtype bf16)
 elif [ $OPT = galore ]; then
   ARGS+=(--optimizer galore --rank $RANK --update-freq $K --galore-scale 0.25 -l $lr_g)
