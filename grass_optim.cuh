@@ -1297,8 +1297,7 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
             char a[48], b[48];
             optim_signature_value(i, sig[i], a, sizeof(a));
             optim_signature_value(i, want[i], b, sizeof(b));
-            len += snprintf(diff + len, len < sizeof(diff) ? sizeof(diff) - len : 0, "%s%s: file %s, this run %s",
-                            len ? "; " : "", OPTIM_SIGNATURE_NAMES[i], a, b);
+            append_item(diff, sizeof(diff), &len, "%s: file %s, this run %s", OPTIM_SIGNATURE_NAMES[i], a, b);
             if (len >= sizeof(diff)) break;
         }
         fatal("'%s' holds the state of another optimizer setup (%s); resume with the same optimizer flags", path, diff);

@@ -364,8 +364,7 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
         char was[1100];
         option_text(&probe, was, sizeof(was));
         if (strcmp(now, was) != 0)
-            clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0, "%s%s: checkpoint %s, command line %s",
-                             clen ? "; " : "", specs[k].name, was, now);
+            append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name, was, now);
     }
     for (int k = 0; k < n; k++) {  // given, not in the file: the checkpoint has the default
         if (!a->given[k] || in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
@@ -373,8 +372,8 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
         option_text(&specs[k], now, sizeof(now));
         option_text(&dspecs[k], was, sizeof(was));
         if (strcmp(now, was) != 0)
-            clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0, "%s%s: checkpoint %s, command line %s",
-                             clen ? "; " : "", specs[k].name, was[0] ? was : "(none)", now);
+            append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name,
+                        was[0] ? was : "(none)", now);
     }
     if (clen > 0)
         fatal("'%s' was written with another setup (%s); -y 1 takes the setup from the checkpoint: leave these flags out, "
@@ -382,13 +381,9 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
 }
 
 
-// the model config: a named one, then any explicit overrides
-static void resolve_config(const TrainArgs* a, LlamaConfig* c) {
-    if (!llama_config_by_name(a->config_name, c)) {
-        char names[256] = "";
-        for (int i = 0; i < N_NAMED_CONFIGS; i++) { strcat(names, " "); strcat(names, NAMED_CONFIGS[i].name); }
-        fatal("unknown model config '%s'; known:%s (or override sizes with --dim, --layers, ...)", a->config_name, names);
-    }
+// the model-size flags that were set (-1: not), on top of c; --heads also sets the kv heads
+// unless --kv-heads is given
+static void apply_config_overrides(const TrainArgs* a, LlamaConfig* c) {
     if (a->vocab_size > 0) c->vocab_size = a->vocab_size;
     if (a->dim > 0) c->dim = a->dim;
     if (a->ffn_dim > 0) c->ffn_dim = a->ffn_dim;
@@ -399,6 +394,16 @@ static void resolve_config(const TrainArgs* a, LlamaConfig* c) {
     if (a->tie >= 0) c->tie_embeddings = a->tie;
     if (a->norm_eps > 0) c->norm_eps = a->norm_eps;
     if (a->rope_theta > 0) c->rope_theta = a->rope_theta;
+}
+
+// the model config: a named one, then any explicit overrides
+static void resolve_config(const TrainArgs* a, LlamaConfig* c) {
+    if (!llama_config_by_name(a->config_name, c)) {
+        char names[256] = "";
+        for (int i = 0; i < N_NAMED_CONFIGS; i++) { strcat(names, " "); strcat(names, NAMED_CONFIGS[i].name); }
+        fatal("unknown model config '%s'; known:%s (or override sizes with --dim, --layers, ...)", a->config_name, names);
+    }
+    apply_config_overrides(a, c);
     char err[256];
     if (!llama_config_validate(c, err, sizeof(err))) fatal("model config: %s", err);
 }
@@ -420,16 +425,7 @@ static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* 
         int named_given = 0;
         for (int k = 0; k < n; k++) named_given |= a->given[k] && strcmp(specs[k].name, "--config") == 0;
         if (named_given && !llama_config_by_name(a->config_name, &uc)) fatal("unknown model config '%s'", a->config_name);
-        if (a->vocab_size > 0) uc.vocab_size = a->vocab_size;
-        if (a->dim > 0) uc.dim = a->dim;
-        if (a->ffn_dim > 0) uc.ffn_dim = a->ffn_dim;
-        if (a->n_layers > 0) uc.n_layers = a->n_layers;
-        if (a->n_heads > 0) uc.n_heads = a->n_heads;
-        if (a->n_kv_heads > 0) uc.n_kv_heads = a->n_kv_heads;
-        if (a->max_seq_len > 0) uc.max_seq_len = a->max_seq_len;
-        if (a->tie >= 0) uc.tie_embeddings = a->tie;
-        if (a->norm_eps > 0) uc.norm_eps = a->norm_eps;
-        if (a->rope_theta > 0) uc.rope_theta = a->rope_theta;
+        apply_config_overrides(a, &uc);
         const char* names[] = {"--vocab", "--dim", "--ffn", "--layers", "--heads", "--kv-heads", "--max-seq", "--tie"};
         int uv[] = {uc.vocab_size, uc.dim, uc.ffn_dim, uc.n_layers, uc.n_heads, uc.n_kv_heads, uc.max_seq_len, uc.tie_embeddings};
         int fv[] = {fc.vocab_size, fc.dim, fc.ffn_dim, fc.n_layers, fc.n_heads, fc.n_kv_heads, fc.max_seq_len, fc.tie_embeddings};
@@ -437,12 +433,10 @@ static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* 
         size_t clen = 0;
         for (int i = 0; i < 8; i++)
             if (uv[i] != fv[i])
-                clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0, "%s%s: file %d, flags %d",
-                                 clen ? "; " : "", names[i], fv[i], uv[i]);
+                append_item(conflicts, sizeof(conflicts), &clen, "%s: file %d, flags %d", names[i], fv[i], uv[i]);
         if (uc.norm_eps != fc.norm_eps || uc.rope_theta != fc.rope_theta)
-            clen += snprintf(conflicts + clen, clen < sizeof(conflicts) ? sizeof(conflicts) - clen : 0,
-                             "%s--norm-eps/--rope-theta: file %g/%g, flags %g/%g", clen ? "; " : "", fc.norm_eps, fc.rope_theta,
-                             uc.norm_eps, uc.rope_theta);
+            append_item(conflicts, sizeof(conflicts), &clen, "--norm-eps/--rope-theta: file %g/%g, flags %g/%g", fc.norm_eps,
+                        fc.rope_theta, uc.norm_eps, uc.rope_theta);
         if (clen > 0)
             fatal("--init-from '%s' holds another model config than the flags give (%s); the file's config is used when "
                   "no model flag is given", path, conflicts);

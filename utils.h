@@ -27,6 +27,16 @@ static inline void fatal(const char* fmt, ...) {
     exit(1);
 }
 
+// Appends one item of a "; "-separated list to buf (cap bytes, NUL-terminated): the refusals that
+// name every differing field. *len counts what was asked for, so a full buffer just truncates.
+static inline void append_item(char* buf, size_t cap, size_t* len, const char* fmt, ...) {
+    if (*len > 0) *len += snprintf(buf + *len, *len < cap ? cap - *len : 0, "; ");
+    va_list ap;
+    va_start(ap, fmt);
+    *len += vsnprintf(buf + *len, *len < cap ? cap - *len : 0, fmt, ap);
+    va_end(ap);
+}
+
 static inline FILE* fopen_check_(const char* path, const char* mode, const char* file, int line) {
     FILE* f = fopen(path, mode);
     if (f == NULL) {
