@@ -85,7 +85,7 @@ CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp
 
 # backend_cuda.cuh is a list of includes: the CUDA backend itself is cuda/*.cuh
 CUDA_BACKEND = backend_cuda.cuh $(wildcard cuda/*.cuh)
-CUDA_HEADERS = utils.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h llama_model.h grad_sink.h \
+CUDA_HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h llama_model.h grad_sink.h \
                grass_optim.cuh dataloader.h tokenizer.h
 DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
 

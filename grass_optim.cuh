@@ -1343,14 +1343,15 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
     }
     if (o->master != NULL) read_backend_bytes(f, o->master, o->pt->total * sizeof(float), path);
 }
-// ZeRO-1 shard files: this rank's block of the AdamW moments. int64 header {magic 20261106,
+// ZeRO-1 shard files: this rank's block of the AdamW moments. int64 header {magic 20261130,
 // rank, ranks, block length, moment dtype, dense gradient count}, m, v (block length values
-// each, in the moment dtype), int64 magic again. Written to a temporary file and renamed.
-#define ZERO_SHARD_MAGIC 20261106
+// each, in the moment dtype), int64 magic again, the checksum trailer (checksum.h). Written to a
+// temporary file and renamed. Magic 20261106: the same without the trailer (read unchecked).
+#define ZERO_SHARD_MAGIC 20261130
+#define ZERO_SHARD_MAGIC_UNCHECKED 20261106
 static void optim_save_shard(const Optimizer* o, const char* path) {
     char tmp[1200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE* f = fopen_check(tmp, "wb");
+    FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
     int64_t h[6] = {ZERO_SHARD_MAGIC, o->rt.rank, o->rt.world_size, (int64_t)o->shard, o->cfg.state_dtype,
                     (int64_t)o->grad_total};
     fwrite_check(h, sizeof(int64_t), 6, f, tmp);
@@ -1359,14 +1360,15 @@ static void optim_save_shard(const Optimizer* o, const char* path) {
     write_backend_bytes(f, o->v, o->shard * ssz, tmp);
     int64_t end = ZERO_SHARD_MAGIC;
     fwrite_check(&end, sizeof(int64_t), 1, f, tmp);
-    fclose_check(f, tmp);
-    rename_check(tmp, path);
+    ckpt_file_commit(f, tmp, path);
 }
 static void optim_load_shard(Optimizer* o, const char* path) {
     FILE* f = fopen_check(path, "rb");
     int64_t h[6];
     fread_check(h, sizeof(int64_t), 6, f, path);
-    if (h[0] != ZERO_SHARD_MAGIC) fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
+    if (h[0] != ZERO_SHARD_MAGIC && h[0] != ZERO_SHARD_MAGIC_UNCHECKED) fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
+    int64_t magic = h[0];
+    if (magic == ZERO_SHARD_MAGIC) file_verify_checksum_or_die(path);
     if (h[1] != o->rt.rank || h[2] != o->rt.world_size || h[3] != (int64_t)o->shard || h[4] != o->cfg.state_dtype ||
         h[5] != (int64_t)o->grad_total)
         fatal("'%s' holds block %lld of %lld (length %lld, dtype %lld, %lld dense values); this rank needs block %d of %d "
@@ -1377,7 +1379,7 @@ static void optim_load_shard(Optimizer* o, const char* path) {
     read_backend_bytes(f, o->v, o->shard * ssz, path);
     int64_t end = 0;
     fread_check(&end, sizeof(int64_t), 1, f, path);
-    if (end != ZERO_SHARD_MAGIC) fatal("'%s' is corrupt (bad end marker)", path);
+    if (end != magic) fatal("'%s' is corrupt (bad end marker)", path);
     fclose_check(f, path);
 }
 #endif // GRASS_OPTIM_CUH

@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include "utils.h"
+#include "checksum.h"
 #include "bf16.h"
 #include "rng.h"
 #include "llama_config.h"
@@ -31,6 +32,7 @@
 
 #define MODEL_MAGIC 20261102
 #define CHECKPOINT_VERSION 1
+#define CKPT_HAS_CHECKSUM 14   // model header int32 14: 1 = the file ends in a checksum trailer (checksum.h)
 
 // ----------------------------------------------------------------------------------------------
 // the model
@@ -344,8 +346,9 @@ static void checkpoint_header(const LlamaConfig* c, int32_t h[64], int dtype, in
     h[13] = (int32_t)step;
 }
 
-// reads a model file's header; exits with a clear message if it is not one of ours
-static void checkpoint_read_header(const char* path, LlamaConfig* c, int* dtype, int64_t* step) {
+// reads a model file's header; exits with a clear message if it is not one of ours. Returns 1 when
+// the file ends in a checksum trailer (h[CKPT_HAS_CHECKSUM]), 0 for files written before them.
+static int checkpoint_read_header(const char* path, LlamaConfig* c, int* dtype, int64_t* step) {
     FILE* f = fopen_check(path, "rb");
     int32_t h[64];
     fread_check(h, sizeof(int32_t), 64, f, path);
@@ -353,6 +356,7 @@ static void checkpoint_read_header(const char* path, LlamaConfig* c, int* dtype,
     if (h[0] != MODEL_MAGIC) fatal("'%s' is not a grass.c model checkpoint (magic %d, expected %d)", path, h[0], MODEL_MAGIC);
     if (h[1] != CHECKPOINT_VERSION) fatal("'%s' has checkpoint version %d; this build reads version %d", path, h[1], CHECKPOINT_VERSION);
     if (h[10] != 0 && h[10] != 1) fatal("'%s' has unknown parameter dtype %d", path, h[10]);
+    if (h[CKPT_HAS_CHECKSUM] != 0 && h[CKPT_HAS_CHECKSUM] != 1) fatal("'%s' has an unknown checksum flag %d", path, h[CKPT_HAS_CHECKSUM]);
     c->vocab_size = h[2]; c->dim = h[3]; c->ffn_dim = h[4]; c->n_layers = h[5]; c->n_heads = h[6];
     c->n_kv_heads = h[7]; c->max_seq_len = h[8]; c->tie_embeddings = h[9];
     memcpy(&c->norm_eps, &h[11], sizeof(float));
@@ -361,17 +365,18 @@ static void checkpoint_read_header(const char* path, LlamaConfig* c, int* dtype,
     *step = h[13];
     char err[256];
     if (!llama_config_validate(c, err, sizeof(err))) fatal("'%s' holds an invalid config: %s", path, err);
+    return h[CKPT_HAS_CHECKSUM];
 }
 
 // Writes the parameters in the backend's precision (fp32 on the CPU, bf16 on a bf16 GPU build),
-// to path.tmp first, renamed over path only once complete.
+// to path.tmp first, with a checksum trailer (checksum.h), renamed over path only once complete.
 static void checkpoint_save_model(Llama* m, const char* path, int64_t step) {
     char tmp[1100];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int dtype = sizeof(floatX) == 2 ? 1 : 0;
     int32_t h[64];
     checkpoint_header(&m->config, h, dtype, step);
-    FILE* f = fopen_check(tmp, "wb");
+    h[CKPT_HAS_CHECKSUM] = 1;
+    FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
     fwrite_check(h, sizeof(int32_t), 64, f, tmp);
     const size_t chunk = (size_t)1 << 24;
     float* buf = (float*)malloc_check(chunk * sizeof(float));
@@ -383,22 +388,22 @@ static void checkpoint_save_model(Llama* m, const char* path, int64_t step) {
         else { for (size_t i = 0; i < n; i++) b16[i] = bf16_from_float(buf[i]); fwrite_check(b16, 2, n, f, tmp); }
     }
     free(buf); free(b16);
-    fclose_check(f, tmp);
-    rename_check(tmp, path);
+    ckpt_file_commit(f, tmp, path);
 }
 
 // Loads parameters from a model file whose config must equal the model's.
 static void checkpoint_load_model(Llama* m, const char* path) {
     LlamaConfig c; int dtype; int64_t step;
-    checkpoint_read_header(path, &c, &dtype, &step);
+    int has_checksum = checkpoint_read_header(path, &c, &dtype, &step);
     if (!llama_config_equal(&c, &m->config)) {
         fprintf(stderr, "checkpoint:  "); llama_config_print(&c, stderr);
         fprintf(stderr, "this run:    "); llama_config_print(&m->config, stderr);
         fatal("'%s' was written for another model config (above); use the same -c/model flags", path);
     }
     size_t bytes = dtype == 0 ? 4 : 2;
-    int64_t want = 256 + (int64_t)m->pt.total * bytes, have = file_size_check(path);
+    int64_t want = 256 + (int64_t)m->pt.total * bytes + (has_checksum ? CRC_TRAILER_BYTES : 0), have = file_size_check(path);
     if (have != want) fatal("'%s' is %lld bytes, but its config needs %lld: truncated or corrupt", path, (long long)have, (long long)want);
+    if (has_checksum) file_verify_checksum_or_die(path);
     FILE* f = fopen_check(path, "rb");
     fseek_check(f, 256, SEEK_SET, path);
     const size_t chunk = (size_t)1 << 24;

@@ -10,6 +10,8 @@
  */
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
+#include <dirent.h>
 #include "utils.h"
 #include "llama_model.h"    // the model; it brings the backend (CPU or CUDA) and backend.h
 #include "comm.h"
@@ -31,15 +33,17 @@ typedef struct {
 // h[STATE_HAS_SETUP] = 1: the run's setup (its options as text, run_setup_text) follows the
 // TrainState as an int32 length and the bytes; files written before 2026-11-30 have 0 there
 #define STATE_HAS_SETUP 20
+// h[STATE_HAS_CHECKSUM] = 1: the file ends in a checksum trailer (checksum.h); 0 before 2026-11-30
+#define STATE_HAS_CHECKSUM 21
 
 static void state_save(const char* path, const Llama* m, const Optimizer* o, const TrainState* ts, const char* setup) {
     char tmp[1100];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE* f = fopen_check(tmp, "wb");
+    FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
     int32_t h[64];
     checkpoint_header(&m->config, h, 0, ts->step);
     h[0] = STATE_MAGIC;
     h[STATE_HAS_SETUP] = 1;
+    h[STATE_HAS_CHECKSUM] = 1;
     fwrite_check(h, sizeof(int32_t), 64, f, tmp);
     fwrite_check(ts, sizeof(TrainState), 1, f, tmp);
     int32_t len = (int32_t)strlen(setup);
@@ -48,8 +52,7 @@ static void state_save(const char* path, const Llama* m, const Optimizer* o, con
     optim_save(o, f, tmp);
     int32_t end = STATE_MAGIC;
     fwrite_check(&end, sizeof(int32_t), 1, f, tmp);
-    fclose_check(f, tmp);
-    rename_check(tmp, path);
+    ckpt_file_commit(f, tmp, path);
 }
 
 static void state_load(const char* path, const Llama* m, Optimizer* o, TrainState* ts) {
@@ -63,6 +66,8 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
     h[13] = 0;
     int has_setup = h[STATE_HAS_SETUP] == 1;
     want[STATE_HAS_SETUP] = h[STATE_HAS_SETUP];
+    if (h[STATE_HAS_CHECKSUM] == 1) file_verify_checksum_or_die(path);
+    want[STATE_HAS_CHECKSUM] = h[STATE_HAS_CHECKSUM];
     if (memcmp(h, want, sizeof(h)) != 0) fatal("'%s' was written for another model config; use the same model flags", path);
     fread_check(ts, sizeof(TrainState), 1, f, path);
     if (has_setup) {  // read by run_setup_from_state before the model was built; skipped here
@@ -621,7 +626,7 @@ static double evaluate(Llama* m, DataLoader* val, int eval_batches, ProcessGroup
 }
 
 // Generates n tokens after a BOS, sampling from softmax(logits) with a host RNG.
-static void print_sample(Llama* m, Tokenizer* tok, int n, uint64_t* rng) {
+static void print_sample(Llama* m, Tokenizer* tok, int n, uint64_t* rng, int step) {
     int T = m->T < m->config.max_seq_len ? m->T : m->config.max_seq_len;
     if (n > T - 1) n = T - 1;
     int* ids = (int*)calloc_check(T, sizeof(int));
@@ -644,7 +649,7 @@ static void print_sample(Llama* m, Tokenizer* tok, int n, uint64_t* rng) {
     }
     size_t len = 0;
     char* text = tokenizer_decode_alloc(tok, ids + 1, n, &len);
-    printf("---- sample ----\n%s\n----------------\n", text);
+    printf("---- sample at step %d%s ----\n%s\n----------------\n", step, step == 0 ? " (before training)" : "", text);
     free(text); free(ids); free(zeros); free(logits);
 }
 
@@ -675,30 +680,15 @@ static void make_dir(const char* path) {
     }
 }
 
-// The checkpoint checkpoint_latest.txt in out_dir names: 1 and its step and file paths, or 0 when
-// there is none yet
-static int find_latest_checkpoint(const char* out_dir, long long* step, char* model_path, char* state_path, size_t n) {
-    char lp[1024];
-    snprintf(lp, sizeof(lp), "%s/checkpoint_latest.txt", out_dir);
-    if (!file_exists(lp)) return 0;
-    FILE* f = fopen_check(lp, "r");
-    long long st = -1;
-    if (fscanf(f, "%lld", &st) != 1 || st < 0) fatal("'%s' does not hold a step number", lp);
-    fclose_check(f, lp);
-    snprintf(model_path, n, "%s/model_%08lld.bin", out_dir, st);
-    snprintf(state_path, n, "%s/state_%08lld.bin", out_dir, st);
-    *step = st;
-    return 1;
-}
+// ---- finding the checkpoint to resume from ---------------------------------------------------
+// checkpoint_latest.txt names the newest complete checkpoint (written last, once every file of
+// it is in place). -y 1 checks that checkpoint's files against their checksum trailers before it
+// loads anything; a damaged one is reported by name and the newest older intact checkpoint in the
+// directory is used instead.
 
-static void write_latest(const char* out_dir, int64_t step) {
-    char path[1024], tmp[1100];
-    snprintf(path, sizeof(path), "%s/checkpoint_latest.txt", out_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE* f = fopen_check(tmp, "w");
-    fprintf(f, "%lld\n", (long long)step);
-    fclose_check(f, tmp);
-    rename_check(tmp, path);
+static void checkpoint_paths(const char* out_dir, long long step, char* model_path, char* state_path, size_t n) {
+    snprintf(model_path, n, "%s/model_%08lld.bin", out_dir, step);
+    snprintf(state_path, n, "%s/state_%08lld.bin", out_dir, step);
 }
 
 // ZeRO-1: this rank's block of the AdamW moments, next to the step's state file
@@ -706,10 +696,133 @@ static void zero_shard_path(char* buf, size_t len, const char* out_dir, long lon
     snprintf(buf, len, "%s/state_%08lld.zero%d.bin", out_dir, step, rank);
 }
 
+// 1 if a checkpoint file is complete: its header says it has a checksum trailer and the trailer
+// matches, or it predates trailers (then the loader's size and end-marker checks are all there
+// is). 0 with the file's name and the reason in why[] otherwise.
+static int checkpoint_file_intact(const char* path, int kind, char* why, size_t n) {
+    enum { KIND_MODEL, KIND_STATE, KIND_SHARD };
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) { snprintf(why, n, "'%s': %s", path, strerror(errno)); return 0; }
+    int32_t h[64] = {0};
+    size_t got = fread(h, sizeof(int32_t), 64, f);
+    fclose(f);
+    int64_t shard_magic = (int64_t)(uint32_t)h[0] | ((int64_t)h[1] << 32);
+    int flagged;
+    if (kind == KIND_SHARD) {
+        if (got < 2 || (shard_magic != ZERO_SHARD_MAGIC && shard_magic != ZERO_SHARD_MAGIC_UNCHECKED)) {
+            snprintf(why, n, "'%s' is not a ZeRO-1 shard file (bad magic or shorter than its header)", path); return 0;
+        }
+        flagged = shard_magic == ZERO_SHARD_MAGIC;
+    } else {
+        int magic = kind == KIND_MODEL ? MODEL_MAGIC : STATE_MAGIC;
+        if (got < 64 || h[0] != magic) { snprintf(why, n, "'%s' has a bad magic or is shorter than its header", path); return 0; }
+        flagged = kind == KIND_MODEL ? h[CKPT_HAS_CHECKSUM] == 1 : h[STATE_HAS_CHECKSUM] == 1;
+    }
+    if (!flagged) return 1;
+    char reason[256];
+    if (file_verify_checksum(path, reason, sizeof(reason))) return 1;
+    snprintf(why, n, "'%s': %s", path, reason);
+    return 0;
+}
+
+// the steps of the model_<step>.bin files in out_dir below `below`, newest first
+static int older_checkpoint_steps(const char* out_dir, long long below, long long* steps, int max) {
+    DIR* d = opendir(out_dir);
+    if (d == NULL) return 0;
+    int n = 0;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL && n < max) {
+        long long st; char tail[8];
+        if (strlen(e->d_name) == 18 && sscanf(e->d_name, "model_%8lld%4s", &st, tail) == 2 && strcmp(tail, ".bin") == 0 && st < below)
+            steps[n++] = st;
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)  // insertion sort, descending
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
+    return n;
+}
+
+// The checkpoint -y 1 resumes from: 1 with its step and paths, 0 when out_dir has none yet
+// (no checkpoint_latest.txt). Exits when checkpoints exist but none is intact. Every rank checks
+// the shared files and its own ZeRO-1 block; all ranks take the same step.
+static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long long* step, char* model_path,
+                                  char* state_path, size_t n) {
+    char lp[1024];
+    snprintf(lp, sizeof(lp), "%s/checkpoint_latest.txt", out_dir);
+    if (!file_exists(lp)) return 0;
+    long long latest = -1;
+    FILE* f = fopen_check(lp, "r");
+    if (fscanf(f, "%lld", &latest) != 1 || latest < 0) latest = -1;
+    fclose_check(f, lp);
+    if (latest < 0 && pg->rank == 0) fprintf(stderr, "warning: '%s' does not hold a step number; looking for the newest intact checkpoint\n", lp);
+    long long cand[4096];
+    int nc = 0;
+    if (latest >= 0) cand[nc++] = latest;
+    nc += older_checkpoint_steps(out_dir, latest >= 0 ? latest : (1LL << 62), cand + nc, 4096 - nc);
+    char damaged[4096] = "";
+    size_t dlen = 0;
+    for (int i = 0; i < nc; i++) {
+        char mp[1024], sp[1024], zp[1100], why[1400] = "";
+        checkpoint_paths(out_dir, cand[i], mp, sp, sizeof(mp));
+        zero_shard_path(zp, sizeof(zp), out_dir, cand[i], pg->rank);
+        int ok = checkpoint_file_intact(mp, 0, why, sizeof(why)) && checkpoint_file_intact(sp, 1, why, sizeof(why)) &&
+                 (!file_exists(zp) || checkpoint_file_intact(zp, 2, why, sizeof(why)));
+        double all[1] = {ok ? 1.0 : 0.0};
+        comm_allreduce_sum_double(pg, all, 1);  // intact on every rank, or not used
+        if (all[0] == (double)pg->world_size) {
+            if (i > 0 && pg->rank == 0) fprintf(stderr, "falling back to the checkpoint at step %lld, the newest intact one\n", cand[i]);
+            *step = cand[i];
+            snprintf(model_path, n, "%s", mp);
+            snprintf(state_path, n, "%s", sp);
+            return 1;
+        }
+        if (!ok) {
+            if (pg->world_size > 1) fprintf(stderr, "rank %d: ", pg->rank);
+            fprintf(stderr, "the checkpoint at step %lld is damaged: %s\n", cand[i], why);
+            append_item(damaged, sizeof(damaged), &dlen, "step %lld: %s", cand[i], why);
+        } else {
+            append_item(damaged, sizeof(damaged), &dlen, "step %lld: damaged on another rank", cand[i]);
+        }
+    }
+    fatal("-y 1: no intact checkpoint in '%s' (%s); restore one, or start afresh in another --out-dir",
+          out_dir, dlen ? damaged : "checkpoint_latest.txt names none and there are no model files");
+    return 0;
+}
+
+// -y 1: files a checkpoint write left under their temporary names (a SIGKILL mid-write) are
+// removed, so that a partial file never lingers next to the checkpoints
+static void remove_partial_files(const char* out_dir) {
+    DIR* d = opendir(out_dir);
+    if (d == NULL) return;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 4, ".tmp") != 0) continue;
+        if (strncmp(e->d_name, "model_", 6) != 0 && strncmp(e->d_name, "state_", 6) != 0 &&
+            strncmp(e->d_name, "checkpoint_latest", 17) != 0) continue;
+        char p[1400];
+        snprintf(p, sizeof(p), "%s/%s", out_dir, e->d_name);
+        if (remove(p) == 0) printf("removed '%s', left by a checkpoint write that did not finish\n", p);
+        else fprintf(stderr, "warning: cannot remove '%s': %s\n", p, strerror(errno));
+    }
+    closedir(d);
+}
+
+static void write_latest(const char* out_dir, int64_t step) {
+    char path[1024], tmp[1100];
+    snprintf(path, sizeof(path), "%s/checkpoint_latest.txt", out_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    partial_file_begin(tmp);
+    FILE* f = fopen_check(tmp, "w");
+    if (fprintf(f, "%lld\n", (long long)step) < 0) fatal("cannot write '%s': %s", tmp, strerror(errno));
+    fclose_sync_check(f, tmp);
+    rename_check(tmp, path);
+    partial_file_end();
+}
+
 static void save_checkpoint(const TrainArgs* a, Llama* m, Optimizer* o, const TrainState* ts) {
     char mp[1024], sp[1024];
-    snprintf(mp, sizeof(mp), "%s/model_%08lld.bin", a->out_dir, (long long)ts->step);
-    snprintf(sp, sizeof(sp), "%s/state_%08lld.bin", a->out_dir, (long long)ts->step);
+    checkpoint_paths(a->out_dir, (long long)ts->step, mp, sp, sizeof(mp));
     checkpoint_save_model(m, mp, ts->step);
     state_save(sp, m, o, ts, a->setup);
     write_latest(a->out_dir, ts->step);  // only once both files are complete
@@ -733,14 +846,56 @@ static void check_ranks_in_sync(ProcessGroup* pg, Llama* m, Optimizer* o) {
     comm_check_same_u64(pg, optim_selection_hash(o), "the Grass row selections");
 }
 
-// Fault injection for the data-parallel tests: GRASS_FAULT_RANK=r GRASS_FAULT_STEP=s makes
-// rank r die at step s, as a crashed node would; the other ranks must not hang.
+// A checkpoint of step ts->step on every rank: ZeRO-1 blocks first, then the model and state
+// files (rank 0), checkpoint_latest.txt last, so it only ever names a complete checkpoint
+static void write_checkpoint(ProcessGroup* pg, const TrainArgs* a, Llama* m, Optimizer* o, TrainState* ts, DataLoader* train) {
+    check_ranks_in_sync(pg, m, o);
+    ts->data = dataloader_get_state(train);
+    if (o->rt.sharded) {
+        char zp[1100];
+        zero_shard_path(zp, sizeof(zp), a->out_dir, (long long)ts->step, pg->rank);
+        optim_save_shard(o, zp);
+        comm_barrier(pg);
+    }
+    if (pg->rank == 0) save_checkpoint(a, m, o, ts);
+    comm_barrier(pg);
+}
+
+// SIGINT (Ctrl-C) or SIGTERM (kill, a scheduler's preemption): the run finishes the step it is
+// in, writes a checkpoint and exits 0; -y 1 continues it. The ranks agree through the step's
+// loss all-reduce, so a signal to any one rank stops them all after the same step. A second
+// signal stops the process at once.
+static volatile sig_atomic_t stop_signal = 0;
+static void on_stop_signal(int sig) {
+    if (stop_signal != 0) { signal(sig, SIG_DFL); raise(sig); return; }
+    stop_signal = sig;
+}
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;  // reads and writes in flight continue
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) fatal("sigaction: %s", strerror(errno));
+}
+
+// Fault injection for the tests: GRASS_FAULT_RANK=r GRASS_FAULT_STEP=s makes rank r die at step s,
+// as a crashed node would (the other ranks must not hang); GRASS_FAULT_SIGNAL_STEP=s (with
+// GRASS_FAULT_SIGNAL_RANK=r, default 0) makes rank r send itself SIGTERM at step s, as a
+// scheduler's preemption would. tests/test_faults.sh, tests/test_mpi.sh.
 static void fault_injection(ProcessGroup* pg, int step) {
     const char* fr = getenv("GRASS_FAULT_RANK");
     const char* fs = getenv("GRASS_FAULT_STEP");
-    if (fr == NULL || fs == NULL || atoi(fr) != pg->rank || atoi(fs) != step) return;
-    fprintf(stderr, "rank %d: GRASS_FAULT_RANK/GRASS_FAULT_STEP: dying at step %d\n", pg->rank, step);
-    _exit(3);
+    if (fr != NULL && fs != NULL && atoi(fr) == pg->rank && atoi(fs) == step) {
+        fprintf(stderr, "rank %d: GRASS_FAULT_RANK/GRASS_FAULT_STEP: dying at step %d\n", pg->rank, step);
+        _exit(3);
+    }
+    const char* ss = getenv("GRASS_FAULT_SIGNAL_STEP");
+    const char* sr = getenv("GRASS_FAULT_SIGNAL_RANK");
+    if (ss != NULL && atoi(ss) == step && (sr == NULL ? 0 : atoi(sr)) == pg->rank) {
+        fprintf(stderr, "rank %d: GRASS_FAULT_SIGNAL_STEP: sending itself SIGTERM at step %d\n", pg->rank, step);
+        raise(SIGTERM);
+    }
 }
 
 int main(int argc, char** argv) {
@@ -753,7 +908,7 @@ int main(int argc, char** argv) {
     // its state file, the command line only changes what may change (apply_saved_setup)
     char resume_model[1024] = "", resume_state[1024] = "";
     long long resume_step = -1;
-    int have_checkpoint = a.resume && find_latest_checkpoint(a.out_dir, &resume_step, resume_model, resume_state, sizeof(resume_model));
+    int have_checkpoint = a.resume && find_resume_checkpoint(&pg, a.out_dir, &resume_step, resume_model, resume_state, sizeof(resume_model));
     if (have_checkpoint) {
         char* saved = run_setup_from_state(resume_state);
         if (saved != NULL) apply_saved_setup(&a, resume_state, saved);
@@ -864,6 +1019,7 @@ int main(int argc, char** argv) {
         } else if (master) {
             printf("no checkpoint in %s yet: starting fresh\n", a.out_dir);
         }
+        if (master) remove_partial_files(a.out_dir);
     }
     if (!resumed) {
         if (a.init_from != NULL) {
@@ -906,6 +1062,8 @@ int main(int argc, char** argv) {
     int timed_steps = 0;
 
     const int start_step = (int)ts.step;
+    int stopped = 0;
+    install_stop_handlers();
     for (int step = start_step; step <= a.steps; step++) {
         int last = step == a.steps;
         if (have_val && ((a.eval_every > 0 && step % a.eval_every == 0) || last)) {
@@ -918,21 +1076,11 @@ int main(int argc, char** argv) {
                 fflush(logf);
             }
         }
-        if (have_tok && master && a.sample_every > 0 && (step % a.sample_every == 0 || last) && step > 0)
-            print_sample(&model, &tok, a.sample_tokens, &ts.sample_rng);
+        if (have_tok && master && a.sample_every > 0 && (step % a.sample_every == 0 || last))  // step 0: before training
+            print_sample(&model, &tok, a.sample_tokens, &ts.sample_rng, step);
         if (step > start_step || last) {  // never rewrite the checkpoint a run resumed from
-            if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0)) {
-                check_ranks_in_sync(&pg, &model, &opt);
-                ts.data = dataloader_get_state(&train);
-                if (opt.rt.sharded) {  // every rank's block first: checkpoint_latest.txt comes last
-                    char zp[1100];
-                    zero_shard_path(zp, sizeof(zp), a.out_dir, (long long)ts.step, pg.rank);
-                    optim_save_shard(&opt, zp);
-                    comm_barrier(&pg);
-                }
-                if (master) save_checkpoint(&a, &model, &opt, &ts);
-                comm_barrier(&pg);
-            }
+            if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0))
+                write_checkpoint(&pg, &a, &model, &opt, &ts, &train);
         }
         if (last) { check_ranks_in_sync(&pg, &model, &opt); break; }
 
@@ -976,9 +1124,10 @@ int main(int argc, char** argv) {
             llama_backward(&model, &opt, a.B, a.T);
         }
         loss /= accum;
-        double lb[1] = {loss};
-        comm_allreduce_sum_double(&pg, lb, 1);
+        double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
+        comm_allreduce_sum_double(&pg, lb, 2);
         loss = lb[0] / pg.world_size;
+        int stop_now = lb[1] > 0;
         if (!isfinite(loss)) {
             fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
                   "is kept); try a lower --lr or --grad-clip", loss, step, a.out_dir);
@@ -1010,14 +1159,25 @@ int main(int argc, char** argv) {
                     step + 1, loss, lr, gnorm, tok_s, mfu, mfu_exec, mem, dt * 1000, opt.comm_bytes / 1048576.0);
             fflush(logf);
         }
+        if (stop_now && ts.step < a.steps) {  // at the last step the loop's own final checkpoint follows
+            write_checkpoint(&pg, &a, &model, &opt, &ts, &train);
+            stopped = 1;
+            if (master) {
+                const char* sn = stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGTERM ? "SIGTERM" : "a signal on another rank";
+                printf("stopped by %s after step %lld of %d: checkpoint written; continue with the same command and -y 1\n",
+                       sn, (long long)ts.step, a.steps);
+                fprintf(logf, "# stopped by %s after step %lld; checkpoint written\n", sn, (long long)ts.step);
+            }
+            break;
+        }
     }
-    if (master) {
+    if (master && !stopped) {
         if (pg.world_size > 1) printf("ranks in sync: %d ranks hold identical weights and Grass selections\n", pg.world_size);
         printf("done: %d steps, best val loss %.4f\n", a.steps, ts.best_val_loss);
         // what the program allocated at its peak (backend_malloc's accounting) against the plan
         printf("peak memory held: %.3f GiB (plan %.3f GiB)\n", gib(backend_memory_peak()), gib(planned_bytes));
-        fclose_check(logf, "log.txt");
     }
+    if (master) fclose_check(logf, "log.txt");
     if (have_tok) tokenizer_free(&tok);
     optim_free(&opt);
     llama_free(&model);

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <errno.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 // print an error message and exit(1); used for all user-facing fatal errors
 static inline void fatal(const char* fmt, ...) {
@@ -61,12 +62,19 @@ static inline void fread_check_(void* ptr, size_t size, size_t nmemb, FILE* f, c
 }
 #define fread_check(ptr, size, nmemb, f, what) fread_check_(ptr, size, nmemb, f, what, __FILE__, __LINE__)
 
+// the extra line of a write error when the disk is full
+static inline const char* disk_full_hint(int err) {
+    return err == ENOSPC || err == EDQUOT ? "  the disk (or quota) is full: free space or use another --out-dir; a checkpoint being "
+                                            "written is removed, the previous one is intact\n" : "";
+}
+
 static inline void fwrite_check_(const void* ptr, size_t size, size_t nmemb, FILE* f, const char* what,
                                  const char* file, int line) {
     size_t put = fwrite(ptr, size, nmemb, f);
     if (put != nmemb) {
-        fprintf(stderr, "error: short write to '%s': %zu of %zu items (%s)\n  at %s:%d\n",
-                what, put, nmemb, strerror(errno), file, line);
+        int e = errno;
+        fprintf(stderr, "error: short write to '%s': %zu of %zu items (%s)\n%s  at %s:%d\n", what, put, nmemb, strerror(e),
+                disk_full_hint(e), file, line);
         exit(1);
     }
 }
@@ -83,7 +91,8 @@ static inline void fseek_check_(FILE* f, int64_t off, int whence, const char* wh
 
 static inline void fclose_check_(FILE* f, const char* what, const char* file, int line) {
     if (fclose(f) != 0) {
-        fprintf(stderr, "error: cannot close '%s': %s\n  at %s:%d\n", what, strerror(errno), file, line);
+        int e = errno;
+        fprintf(stderr, "error: cannot close '%s': %s\n%s  at %s:%d\n", what, strerror(e), disk_full_hint(e), file, line);
         exit(1);
     }
 }
@@ -121,6 +130,36 @@ static inline int file_exists(const char* path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+// fclose that first flushes and fsyncs, so that a file renamed into place afterwards is on disk
+// (a full disk shows up here at the latest, as ENOSPC)
+static inline void fclose_sync_check_(FILE* f, const char* what, const char* file, int line) {
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        int e = errno;
+        fprintf(stderr, "error: cannot write '%s' to disk: %s\n%s  at %s:%d\n", what, strerror(e), disk_full_hint(e), file, line);
+        exit(1);
+    }
+    fclose_check_(f, what, file, line);
+}
+#define fclose_sync_check(f, what) fclose_sync_check_(f, what, __FILE__, __LINE__)
+
+// A file being written under a temporary name: if the program exits before it is renamed into
+// place (a write error, a full disk, any fatal()), the partial file is removed at exit, so it
+// neither fills the disk nor looks like a checkpoint. SIGKILL leaves it; -y 1 removes such
+// leftovers (*.tmp) when it resumes.
+static char partial_file_path[1200];
+static int partial_file_hooked = 0;
+static void partial_file_remove_at_exit(void) {
+    if (partial_file_path[0] != '\0') {
+        if (remove(partial_file_path) == 0) fprintf(stderr, "removed the partial file '%s'\n", partial_file_path);
+        partial_file_path[0] = '\0';
+    }
+}
+static inline void partial_file_begin(const char* path) {
+    if (!partial_file_hooked) { atexit(partial_file_remove_at_exit); partial_file_hooked = 1; }
+    snprintf(partial_file_path, sizeof(partial_file_path), "%s", path);
+}
+static inline void partial_file_end(void) { partial_file_path[0] = '\0'; }
 
 // atomic replace: write to path.tmp, then rename over path. Use with fclose_check first.
 static inline void rename_check(const char* from, const char* to) {

@@ -21,6 +21,7 @@ import os
 import shutil
 import struct
 import sys
+import zlib
 
 import numpy as np
 
@@ -31,6 +32,9 @@ CKPT_HEADER_BYTES = 256
 DTYPE_F32, DTYPE_BF16 = 0, 1
 DTYPE_NAMES = {DTYPE_F32: "float32", DTYPE_BF16: "bfloat16"}
 DTYPE_BYTES = {DTYPE_F32: 4, DTYPE_BF16: 2}
+CKPT_HAS_CHECKSUM = 14           # header int32 14: 1 = the file ends in a checksum trailer
+CRC_TRAILER_MAGIC = 0x43524347   # "GCRC": uint32 magic, uint32 CRC-32 (zlib.crc32) of all bytes before it,
+CRC_TRAILER_BYTES = 16           # uint64 their count (checksum.h, docs/FORMATS.md)
 OTHER_MAGICS = {20261101: "a data shard", 20261103: "an optimizer/training state file",
                 20261104: "a tokenizer file", 20261105: "a test fixture"}
 
@@ -112,6 +116,40 @@ def header_to_config(h, where):
     return cfg
 
 
+def verify_checksum(path, size):
+    """Checks the 16-byte trailer of a checkpoint file against zlib.crc32 of everything before it."""
+    crc = 0
+    with open(path, "rb") as f:
+        left = size - CRC_TRAILER_BYTES
+        while left > 0:
+            b = f.read(min(left, 1 << 24))
+            if not b:
+                raise CheckpointError("%s: truncated while checking its checksum" % path)
+            crc = zlib.crc32(b, crc)
+            left -= len(b)
+        magic, stored, n = struct.unpack("<IIQ", f.read(CRC_TRAILER_BYTES))
+    if magic != CRC_TRAILER_MAGIC or n != size - CRC_TRAILER_BYTES:
+        raise CheckpointError("%s: no checksum trailer at its end (truncated, or the write did not finish)" % path)
+    if stored != crc:
+        raise CheckpointError("%s: checksum mismatch (stored %08x, contents %08x): the file is corrupted" % (path, stored, crc))
+
+
+def append_checksum(path):
+    """Appends the checksum trailer to a file just written (the reverse of verify_checksum)."""
+    crc, n = 0, 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 24)
+            if not b:
+                break
+            crc = zlib.crc32(b, crc)
+            n += len(b)
+    with open(path, "ab") as f:
+        f.write(struct.pack("<IIQ", CRC_TRAILER_MAGIC, crc, n))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def read_checkpoint(path):
     """Returns (cfg, header int32 array [64], OrderedDict-like list [(name, array)]).
     float32 checkpoints give float32 arrays, bfloat16 ones give uint16 arrays of the raw bits."""
@@ -127,14 +165,17 @@ def read_checkpoint(path):
         specs = param_specs(cfg)
         nbytes = DTYPE_BYTES[cfg["dtype"]]
         numel = sum(int(np.prod(s)) for _, s in specs)
-        expected = CKPT_HEADER_BYTES + numel * nbytes
+        has_checksum = int(h[CKPT_HAS_CHECKSUM]) == 1
+        expected = CKPT_HEADER_BYTES + numel * nbytes + (CRC_TRAILER_BYTES if has_checksum else 0)
         if size != expected:
             raise CheckpointError(
                 "%s: file is %d bytes but its header (V=%d d=%d f=%d L=%d heads=%d kv=%d tied=%d, %s) implies "
-                "%d bytes (256 + %d params x %d bytes): %s"
+                "%d bytes (256 + %d params x %d bytes%s): %s"
                 % (path, size, cfg["vocab_size"], cfg["dim"], cfg["ffn_dim"], cfg["n_layers"], cfg["n_heads"],
                    cfg["n_kv_heads"], cfg["tie_embeddings"], DTYPE_NAMES[cfg["dtype"]], expected, numel, nbytes,
-                   "truncated" if size < expected else "trailing data"))
+                   " + 16 checksum" if has_checksum else "", "truncated" if size < expected else "trailing data"))
+        if has_checksum:
+            verify_checksum(path, size)
         npdt = "<f4" if cfg["dtype"] == DTYPE_F32 else "<u2"
         params = []
         for name, shape in specs:

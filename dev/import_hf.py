@@ -25,8 +25,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_hf import (CKPT_HEADER_INTS, CKPT_MAGIC, CKPT_VERSION, DTYPE_BF16, DTYPE_BYTES,  # noqa: E402
-                       DTYPE_F32, CheckpointError, bf16_bits_to_f32, f32_bits,
+from export_hf import (CKPT_HAS_CHECKSUM, CKPT_HEADER_INTS, CKPT_MAGIC, CKPT_VERSION, DTYPE_BF16, DTYPE_BYTES,  # noqa: E402
+                       DTYPE_F32, CheckpointError, append_checksum, bf16_bits_to_f32, f32_bits,
                        f32_to_bf16_bits, param_specs, torch_available, validate_config)
 
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)   # buffers some old checkpoints saved; recomputed anyway
@@ -271,6 +271,7 @@ def write_checkpoint(path, cfg, params, bf16, step=0):
     h[10] = dt
     h[11], h[12] = f32_bits(cfg["norm_eps"]), f32_bits(cfg["rope_theta"])
     h[13] = step
+    h[CKPT_HAS_CHECKSUM] = 1
     npdt = "<u2" if bf16 else "<f4"
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
@@ -283,6 +284,7 @@ def write_checkpoint(path, cfg, params, bf16, step=0):
     expect = 256 + sum(a.size for _, a in params) * DTYPE_BYTES[dt]
     if os.path.getsize(tmp) != expect:
         raise ImportError_("%s: wrote %d bytes, expected %d" % (tmp, os.path.getsize(tmp), expect))
+    append_checksum(tmp)
     os.replace(tmp, path)
 
 

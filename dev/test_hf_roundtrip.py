@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 import numpy as np
 
@@ -93,21 +94,25 @@ def fbits(x):
     return struct.unpack("<i", struct.pack("<f", x))[0]
 
 
-def header(c, bf16, step=0, magic=20261102, version=1):
+def header(c, bf16, step=0, magic=20261102, version=1, checksum=True):
     h = np.zeros(64, dtype="<i4")
-    h[:14] = [magic, version, c["V"], c["d"], c["f"], c["L"], c["H"], c["KV"], c["max_seq"], int(c["tied"]),
-              1 if bf16 else 0, fbits(c["eps"]), fbits(c["theta"]), step]
+    h[:15] = [magic, version, c["V"], c["d"], c["f"], c["L"], c["H"], c["KV"], c["max_seq"], int(c["tied"]),
+              1 if bf16 else 0, fbits(c["eps"]), fbits(c["theta"]), step, 1 if checksum else 0]
     return h
 
 
-def write_ckpt(path, c, params, bf16, step=0):
-    """params: {name: float32 array} or {name: uint16 bits} when bf16."""
+def write_ckpt(path, c, params, bf16, step=0, checksum=True):
+    """params: {name: float32 array} or {name: uint16 bits} when bf16. checksum=False: the format of
+    files written before checksum trailers (flag 0, no trailer)."""
+    body = bytearray(header(c, bf16, step, checksum=checksum).tobytes())
+    for n, s in names_shapes(c):
+        a = params[n]
+        assert a.shape == s and a.dtype == (np.uint16 if bf16 else np.float32)
+        body += a.astype("<u2" if bf16 else "<f4").tobytes()
+    if checksum:   # written here with zlib, independently of the C and dev/ writers
+        body += struct.pack("<IIQ", 0x43524347, zlib.crc32(bytes(body)), len(body))
     with open(path, "wb") as f:
-        f.write(header(c, bf16, step).tobytes())
-        for n, s in names_shapes(c):
-            a = params[n]
-            assert a.shape == s and a.dtype == (np.uint16 if bf16 else np.float32)
-            f.write(a.astype("<u2" if bf16 else "<f4").tobytes())
+        f.write(bytes(body))
 
 
 def random_params(c, rng, bf16):
@@ -189,7 +194,7 @@ def part_a(tmp):
                         b = open(back32, "rb").read()
                         check(b[:256] == header(c, False).tobytes(), "%s: fp32 import header" % tag)
                         want_b = b"".join((params[n].astype(np.uint32) << 16).astype("<u4").tobytes() for n, _ in ns)
-                        check(b[256:] == want_b, "%s: bf16 -> fp32 import is not the exact widening" % tag)
+                        check(b[256:-16] == want_b, "%s: bf16 -> fp32 import is not the exact widening" % tag)
                 else:      # fp32 checkpoint exported as bf16 = round to nearest even
                     hb = os.path.join(tmp, "hfbf_%s" % tag)
                     if expect_ok([EXPORT, ck, hb, "--dtype", "bfloat16"], "export --dtype bfloat16 " + tag, env):
@@ -241,6 +246,15 @@ def part_a(tmp):
     bad_ckpt(good[:-10], "a truncated checkpoint", "truncated")
     bad_ckpt(good[:100], "a file shorter than the header", "truncated")
     bad_ckpt(good + b"\0" * 8, "a checkpoint with trailing bytes", "trailing")
+    mid = 256 + 40   # a parameter byte
+    bad_ckpt(good[:mid] + bytes([good[mid] ^ 0x10]) + good[mid + 1:], "a flipped bit in a parameter", "checksum mismatch")
+    bad_ckpt(good[:-16] + b"\0" * 16, "a zeroed checksum trailer", "no checksum trailer")
+    # a file from before checksum trailers (flag 0, no trailer) still exports, to the same tensors
+    old_ck = os.path.join(tmp, "ck_before_checksums.bin")
+    write_ckpt(old_ck, c, params, False, checksum=False)
+    if expect_ok([EXPORT, old_ck, os.path.join(tmp, "hf_old")], "export of a checkpoint without a checksum"):
+        st_old = read_safetensors_raw(os.path.join(tmp, "hf_old", "model.safetensors"))
+        check(all(st_old[n][2] == params[n].astype("<f4").tobytes() for n, _ in ns), "checkpoint without a checksum: exported tensors differ")
     bad_ckpt(struct.pack("<i", 12345) + good[4:], "a wrong magic", "bad magic")
     bad_ckpt(struct.pack("<i", 20261101) + good[4:], "a data shard's magic", "data shard")
     bad_ckpt(good[:4] + struct.pack("<i", 2) + good[8:], "version 2", "version")
@@ -397,8 +411,13 @@ def part_b(tmp):
         check(list(h[:14]) == [20261102, 1, cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size,
                                cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
                                cfg.max_position_embeddings, int(cfg.tie_word_embeddings), 1 if bf16 else 0,
-                               fbits(cfg.rms_norm_eps), fbits(cfg.rope_parameters["rope_theta"]), 0]
-              and not h[14:].any(), "%s: imported header %s" % (tag, list(h[:14])))
+                               fbits(cfg.rms_norm_eps), fbits(cfg.rope_parameters["rope_theta"]), 0, 1]
+              and not h[15:].any(), "%s: imported header %s" % (tag, list(h[:15])))
+        # the trailer: magic "GCRC", zlib's CRC-32 of every byte before it, and their count
+        magic, crc, n = struct.unpack("<IIQ", b[-16:])
+        check(magic == 0x43524347 and n == len(b) - 16 and crc == zlib.crc32(b[:-16]),
+              "%s: imported file's checksum trailer (magic %08x, %d bytes, crc %08x vs %08x)" % (tag, magic, n, crc, zlib.crc32(b[:-16])))
+        b = b[:-16]
         sd = m.state_dict()
         c = dict(V=cfg.vocab_size, d=cfg.hidden_size, f=cfg.intermediate_size, L=cfg.num_hidden_layers,
                  H=cfg.num_attention_heads, KV=cfg.num_key_value_heads, tied=cfg.tie_word_embeddings)

@@ -37,6 +37,7 @@ run test_grass ./tests/bin/test_grass
 run test_hf_roundtrip python3 dev/test_hf_roundtrip.py
 run test_perf_model python3 dev/test_perf_model.py
 run test_train bash tests/test_train.sh
+run test_faults bash tests/test_faults.sh
 if command -v mpirun >/dev/null 2>&1; then
   run test_mpi bash tests/test_mpi.sh
 else
@@ -62,6 +63,7 @@ run emu_gathered_gemm_check $E/gathered_gemm_check 64 48 72 16
 run emu_test_train bash tests/cuda_emu/test_train_emu.sh
 # the CPU build's end-to-end checks (loss, resume, HF round trip, 37 kinds of bad input), on the GPU build
 run emu_test_train_cpu_suite env TRAIN_BIN=build/emu/train_llama bash tests/test_train.sh
+run emu_test_faults env TRAIN_BIN=build/emu/train_llama bash tests/test_faults.sh
 if [ -x $E/train_llama_mpi ] && command -v mpirun >/dev/null 2>&1; then  # and the data-parallel checks, NCCL emulated
   run emu_test_mpi_cpu_suite env TRAIN_BIN=$E/train_llama_mpi bash tests/test_mpi.sh
 fi

@@ -2,8 +2,10 @@
 # Data-parallel checks on the CPU with MPI (mpirun -np 2): the same global batch on 1 and on
 # 2 ranks gives the same losses (within reduction-order rounding) for AdamW and every Grass
 # variant; the ranks end with identical weights and selections; resuming under 2 ranks is
-# bit-exact; fp32 dense gradients (--grad-dtype fp32) with overlap and ZeRO-1; a rank that dies
-# brings the job down instead of hanging; a build without MPI refuses a multi-rank launch.
+# bit-exact; fp32 dense gradients (--grad-dtype fp32) with overlap and ZeRO-1; faults: a rank that
+# dies brings the job down instead of hanging and leaves no partial checkpoint, SIGTERM to one rank
+# stops every rank with a checkpoint, SIGKILL while writing a ZeRO-1 block and a corrupted block
+# lose nothing; a build without MPI refuses a multi-rank launch.
 # Prints "N passed, N failed".
 # TRAIN_BIN=build/emu/train_llama_mpi runs the same checks on the GPU build (NCCL emulated over MPI).
 set -u
@@ -246,13 +248,46 @@ grep -q "resumed at step 4 with 2 rank" "$W/rb/log.txt" && ok "log states the ra
 out=$($BIN "${C[@]}" -x 8 -v 0 -y 1 -o "$W/rb" "${G[@]}" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "written by 2 ranks" && ok "2-rank checkpoint refused by 1 rank" || bad "2-rank checkpoint resumed by 1 rank (rc=$rc)"
 
-# a rank dying mid-run takes the job down with an error (no hang)
+# a rank dying mid-run takes the job down with an error (no hang), naming the rank; the
+# checkpoints it leaves are complete (no partial file) and -y 1 continues from the newest
 start=$(date +%s)
-GRASS_FAULT_RANK=1 GRASS_FAULT_STEP=2 timeout 60 "${MPIRUN[@]}" -x GRASS_FAULT_RANK -x GRASS_FAULT_STEP $BIN "${C[@]}" -x 50 -v 0 -o "$W/fault" > "$W/fault.out" 2>&1
+GRASS_FAULT_RANK=1 GRASS_FAULT_STEP=3 timeout 60 "${MPIRUN[@]}" -x GRASS_FAULT_RANK -x GRASS_FAULT_STEP $BIN "${C[@]}" "${G[@]}" -x 8 -v 0 -n 1 -o "$W/fault" > "$W/fault.out" 2>&1
 rc=$?
 el=$(( $(date +%s) - start ))
-if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "dying at step 2" "$W/fault.out"; then ok "killed rank: job exits with an error (rc $rc, ${el}s)"
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 1: .*dying at step 3" "$W/fault.out" && [ $el -le 30 ]; then ok "killed rank: every rank stops, non-zero (rc $rc, ${el}s), the message names rank 1"
 else bad "killed rank: rc=$rc after ${el}s (124 = hung until the timeout)"; fi
+ls "$W/fault" | grep -q '\.tmp$' && bad "killed rank: a partial file was left: $(ls "$W/fault" | tr '\n' ' ')" \
+  || ok "killed rank: no partial checkpoint file left (checkpoint_latest.txt names step $(cat "$W/fault/checkpoint_latest.txt"))"
+timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" "${G[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/fault" > "$W/fault2.out" 2>&1 && grep -q "resumed from step 3" "$W/fault2.out" \
+  && cmp -s "$W/fault/model_00000008.bin" "$W/ra/model_00000008.bin" \
+  && ok "killed rank: -y 1 continues from step 3 to the weights of the run that never stopped" || bad "killed rank: resume failed or differs"
+
+# SIGTERM to one rank (as a scheduler's preemption reaching one node first): every rank stops
+# after the same step with a checkpoint and exits 0; -y 1 ends bit-identical
+GRASS_FAULT_SIGNAL_RANK=1 GRASS_FAULT_SIGNAL_STEP=5 timeout 60 "${MPIRUN[@]}" -x GRASS_FAULT_SIGNAL_RANK -x GRASS_FAULT_SIGNAL_STEP \
+  $BIN "${C[@]}" "${G[@]}" -x 8 -v 0 -n 4 -o "$W/sig" > "$W/sig.out" 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q "stopped by a signal on another rank after step 6 of 8" "$W/sig.out" && [ "$(cat "$W/sig/checkpoint_latest.txt")" = 6 ] \
+  && ok "SIGTERM to rank 1: both ranks stop after step 6 with a checkpoint, exit 0" || bad "SIGTERM to one rank: rc=$rc, $(tail -1 "$W/sig.out")"
+timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" "${G[@]}" -x 8 -v 0 -n 4 -y 1 -o "$W/sig" > "$W/sig2.out" 2>&1 \
+  && cmp -s "$W/sig/model_00000008.bin" "$W/ra/model_00000008.bin" && cmp -s "$W/sig/state_00000008.bin" "$W/ra/state_00000008.bin" \
+  && ok "SIGTERM to one rank: -y 1 ends bit-identical to the run that never stopped" || bad "SIGTERM to one rank: the resumed run differs"
+
+# SIGKILL while rank 1 writes its ZeRO-1 block: the step-4 checkpoint never becomes the latest;
+# -y 1 removes the partial block and continues from step 2, bit-identical
+GRASS_FAULT_KILL_WRITE=state_00000004.zero1 timeout 60 "${MPIRUN[@]}" -x GRASS_FAULT_KILL_WRITE $BIN "${C[@]}" -x 8 -v 0 -n 2 -o "$W/zk" "${Z[@]}" > "$W/zk.out" 2>&1; rc=$?
+[ $rc -ne 0 ] && grep -q "killed while writing" "$W/zk.out" && [ "$(cat "$W/zk/checkpoint_latest.txt")" = 2 ] \
+  && ok "SIGKILL while a rank writes its ZeRO-1 block: the job stops, step 2 stays the latest" || bad "ZeRO-1 block kill: rc=$rc latest $(cat "$W/zk/checkpoint_latest.txt" 2>/dev/null)"
+timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 8 -v 0 -n 2 -y 1 -o "$W/zk" "${Z[@]}" > "$W/zk2.out" 2>&1 && grep -q "resumed from step 2" "$W/zk2.out" \
+  && ! ls "$W/zk" | grep -q '\.tmp$' && cmp -s "$W/zk/model_00000008.bin" "$W/za/model_00000008.bin" \
+  && ok "ZeRO-1 block kill: -y 1 resumes from step 2, no partial file left, bit-identical weights" || bad "ZeRO-1 block kill: resume failed or differs"
+# a corrupted ZeRO-1 block is found by the rank that owns it: both ranks fall back together
+mkdir -p "$W/zcor" && cp "$W/za/model_00000004.bin" "$W/za/state_00000004.bin" "$W/za/state_00000004.zero0.bin" "$W/za/state_00000004.zero1.bin" \
+  "$W/za/model_00000008.bin" "$W/za/state_00000008.bin" "$W/za/state_00000008.zero0.bin" "$W/za/state_00000008.zero1.bin" "$W/zcor/" \
+  && echo 8 > "$W/zcor/checkpoint_latest.txt" && printf '\x55' | dd of="$W/zcor/state_00000008.zero1.bin" bs=1 seek=100 conv=notrunc status=none
+timeout 120 "${MPIRUN[@]}" $BIN "${C[@]}" -x 10 -v 0 -n 4 -y 1 -o "$W/zcor" "${Z[@]}" > "$W/zcor.out" 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q "rank 1: the checkpoint at step 8 is damaged: '.*state_00000008.zero1.bin': checksum mismatch" "$W/zcor.out" \
+  && grep -q "falling back to the checkpoint at step 4" "$W/zcor.out" && ok "a corrupted ZeRO-1 block: rank 1 names it, both ranks resume from step 4" \
+  || bad "corrupted ZeRO-1 block: rc=$rc, $(grep -E 'damaged|error' "$W/zcor.out" | head -2)"
 
 # a build without MPI refuses to run as one of several ranks
 if [ -x ./train_llama_cpu_nompi ]; then

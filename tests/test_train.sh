@@ -18,6 +18,7 @@ same_state() {
 import struct, sys
 def strip(path):
     d = open(path, "rb").read()
+    if struct.unpack("<i", d[84:88])[0] == 1: d = d[:-16]  # the checksum trailer covers the setup too
     if struct.unpack("<i", d[80:84])[0] != 1: return d
     i = d.find(b"--", 256); n = struct.unpack("<i", d[i - 4:i])[0]
     return d[:i - 4] + d[i + n:]
@@ -226,7 +227,7 @@ recompute_case grass_fused --optimizer grass --rank 8 --update-freq 2 --grass-se
 bf16_flag=(); [ "$(ckpt_dtype "$W/fall_adamw/model_00000080.bin")" = 1 ] && bf16_flag=(--bf16)
 if python3 dev/export_hf.py "$W/fall_adamw/model_00000080.bin" "$W/hf" > /dev/null 2>&1 \
    && python3 dev/import_hf.py "$W/hf" "$W/imported.bin" "${bf16_flag[@]}" > /dev/null 2>&1; then
-  cmp -s <(tail -c +257 "$W/fall_adamw/model_00000080.bin") <(tail -c +257 "$W/imported.bin") \
+  cmp -s <(tail -c +257 "$W/fall_adamw/model_00000080.bin" | head -c -16) <(tail -c +257 "$W/imported.bin" | head -c -16) \
     && ok "HF export + import keeps every weight bit" || bad "HF round trip changed weights"
   if $BIN "${COMMON[@]}" -x 2 -v 1 -o "$W/from_hf" --init-from "$W/imported.bin" > "$W/from_hf.out" 2>&1 \
      && grep -q "initialized from" "$W/from_hf.out"; then
@@ -291,6 +292,9 @@ else bad "resume with -x 10: $(tail -2 "$W/carry2.out")"; fi
 python3 - "$W/res_adamw_a/state_00000008.bin" "$W/old_state/state_00000008.bin" <<'PY'
 import os, struct, sys
 data = bytearray(open(sys.argv[1], "rb").read())
+assert struct.unpack("<i", data[84:88])[0] == 1
+data = data[:-16]                               # no checksum trailer, h[21] = 0
+data[84:88] = struct.pack("<i", 0)
 i = data.find(b"--", 256)                       # the setup text, after its int32 length
 n = struct.unpack("<i", data[i - 4:i])[0]
 assert data[i + n - 1:i + n] == b"\n" and struct.unpack("<i", data[80:84])[0] == 1
@@ -315,7 +319,8 @@ head -c 5000 "$W/res_adamw_a/model_00000008.bin" > "$W/trunc_model.bin"
 expect_fail "truncated checkpoint" "truncated or corrupt" $BIN "${COMMON[@]}" "${T[@]}" --init-from "$W/trunc_model.bin"
 python3 - "$W/res_adamw_a/model_00000008.bin" "$W/nan_model.bin" <<'PY'
 import sys, numpy as np
-raw = bytearray(open(sys.argv[1], "rb").read())
+raw = bytearray(open(sys.argv[1], "rb").read()[:-16])   # without the checksum trailer: flag h[14] = 0
+raw[56:60] = np.int32(0).tobytes()
 w = np.frombuffer(raw, dtype=np.float32, offset=256).copy(); w[-1] = np.nan  # lm_head: every logit row
 open(sys.argv[2], "wb").write(bytes(raw[:256]) + w.tobytes())
 PY
