@@ -15,10 +15,10 @@
 #   d6    -c d6 --vocab 4096                                                 (dim 192, 6 layers)
 #   w384  -c d6 --vocab 4096 --dim 384 --ffn 1024 --heads 6 --layers 4
 # Runs of a cell, seed 1 first (phase 1, every cell), then seeds SEEDS (phase 2) for the
-# headline rows: the best AdamW scale, GaLore, the best top-r alpha and the best multinorm
-# upscale (lowest final val loss at seed 1 in that cell; dev/study_table.py --best):
+# headline rows: the best AdamW scale, the best GaLore alpha, the best top-r alpha and the best
+# multinorm upscale (lowest final val loss at seed 1 in that cell; dev/study_table.py --best):
 #   adamw-s<S>                 --optimizer adamw -l $LR --matrix-lr-scale S     for S in ADAMW_SCALES
-#   galore-a<A>                --optimizer galore --rank $RANK --update-freq $K --galore-scale $GALORE_ALPHA
+#   galore-a<A>                --optimizer galore --rank $RANK --update-freq $K --galore-scale A  for A in GALORE_ALPHAS
 #   grass-topr-a<A>            --optimizer grass --grass-select topr --rank $RANK --update-freq $K
 #                              --grass-scale A                                  for A in TOPR_ALPHAS
 #   grass-multinorm-a<A>-up<U> ... --grass-select multinorm --grass-scale $GRASS_ALPHA --grass-upscale U, U in UPSCALES
@@ -48,9 +48,10 @@
 # Environment (defaults): BIN (./train_llama_cpu), OUT (out/study), DATA_ROOT (data/study),
 # CORPORA ("tinyshakespeare kjv"), SIZES ("d6 w384"), VOCAB (4096), B (8), T (128),
 # STEPS (150), EVAL_EVERY (25), EVAL_TOKENS (16384), K (50), RANK (0.25: a fraction of the
-# selected dimension), LR (1e-2), ADAMW_SCALES ("0.025 0.05 0.1 0.25 0.5": the first study runs put
-# the optimum at 0.05, inside), GALORE_ALPHA (0.25),
-# TOPR_ALPHAS ("0.0625 0.125 0.25 0.5 1"), GRASS_ALPHA (0.25), UPSCALES ("paper one mean"), UPSCALE (mean),
+# selected dimension), LR (1e-2), ADAMW_SCALES ("0.0125 0.025 0.05 0.1 0.25 0.5": the KJV d6
+# cell put AdamW's optimum at 0.025, so the grid reaches below it), GALORE_ALPHAS ("0.0625 0.125
+# 0.25"; GALORE_ALPHA=A: that one only), TOPR_ALPHAS ("0.03125 0.0625 0.125 0.25 0.5 1": top-r's
+# optimum was at 0.0625 in both d6 cells), GRASS_ALPHA (0.25), UPSCALES ("paper one mean"), UPSCALE (mean),
 # SEEDS ("2 3"), JOBS (1; 2 allowed: runs at a time, one thread each), OMP_NUM_THREADS (1 per
 # run), CKPT_EVERY (25), ONLY (a regex on "<cell>/<run>-seed<N>"), DRY (1: list only),
 # KEEP_CKPT (0), RETRY (0).
@@ -61,8 +62,8 @@ BIN=${BIN:-./train_llama_cpu}; OUT=${OUT:-out/study}; DATA_ROOT=${DATA_ROOT:-dat
 CORPORA=${CORPORA:-"tinyshakespeare kjv"}; SIZES=${SIZES:-"d6 w384"}; VOCAB=${VOCAB:-4096}
 B=${B:-8}; T=${T:-128}; STEPS=${STEPS:-150}; EVAL_EVERY=${EVAL_EVERY:-25}; EVAL_TOKENS=${EVAL_TOKENS:-16384}
 K=${K:-50}; RANK=${RANK:-0.25}; LR=${LR:-1e-2}
-ADAMW_SCALES=${ADAMW_SCALES-"0.025 0.05 0.1 0.25 0.5"}; GALORE_ALPHA=${GALORE_ALPHA-0.25}
-TOPR_ALPHAS=${TOPR_ALPHAS-"0.0625 0.125 0.25 0.5 1"}; GRASS_ALPHA=${GRASS_ALPHA:-0.25}
+ADAMW_SCALES=${ADAMW_SCALES-"0.0125 0.025 0.05 0.1 0.25 0.5"}; GALORE_ALPHAS=${GALORE_ALPHA-${GALORE_ALPHAS-"0.0625 0.125 0.25"}}
+TOPR_ALPHAS=${TOPR_ALPHAS-"0.03125 0.0625 0.125 0.25 0.5 1"}; GRASS_ALPHA=${GRASS_ALPHA:-0.25}
 UPSCALES=${UPSCALES-"paper one mean"}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3"}
 JOBS=${JOBS:-1}; THREADS=${OMP_NUM_THREADS:-1}; CKPT_EVERY=${CKPT_EVERY:-25}
 ONLY=${ONLY:-}; DRY=${DRY:-0}; KEEP_CKPT=${KEEP_CKPT:-0}; RETRY=${RETRY:-0}
@@ -124,7 +125,7 @@ supported() {  # supported NAME: 0 when the binary has what the run needs
 seed1_runs() {  # the phase-1 run names of a cell
   local s a u v
   for s in $ADAMW_SCALES; do echo "adamw-s$s"; done
-  [ -n "$GALORE_ALPHA" ] && echo "galore-a$GALORE_ALPHA"
+  for a in $GALORE_ALPHAS; do echo "galore-a$a"; done
   for a in $TOPR_ALPHAS; do echo "grass-topr-a$a"; done
   for u in $UPSCALES; do echo "grass-multinorm-a$GRASS_ALPHA-up$u"; done
   for v in multinorm-nr uniform uniform-nr; do echo "grass-$v-a$GRASS_ALPHA-up$UPSCALE"; done
@@ -269,7 +270,7 @@ if [ "$DRY" != 1 ]; then
   mkdir -p "$OUT"
   {
     echo "# scripts/compare_optimizers.sh, $(date '+%Y-%m-%d %H:%M'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
-    for v in BIN DATA_ROOT CORPORA SIZES VOCAB B T STEPS EVAL_EVERY EVAL_TOKENS K RANK LR ADAMW_SCALES GALORE_ALPHA \
+    for v in BIN DATA_ROOT CORPORA SIZES VOCAB B T STEPS EVAL_EVERY EVAL_TOKENS K RANK LR ADAMW_SCALES GALORE_ALPHAS \
              TOPR_ALPHAS GRASS_ALPHA UPSCALES UPSCALE SEEDS JOBS THREADS; do echo "$v=${!v}"; done
     echo "EXTRA_FLAGS=${EXTRA[*]}"
   } > "$OUT/settings.txt"
@@ -287,13 +288,16 @@ done
 wait
 
 # phase 2: more seeds for the headline rows
-headline() {  # headline CELL_DIR: the phase-2 run names (best AdamW, GaLore, best top-r, best multinorm)
+headline() {  # headline CELL_DIR: the phase-2 run names (best AdamW, best GaLore, best top-r, best multinorm)
   local cd=$1 a u b names
   if [ $HAVE_ADAMW = 1 ] && [ -n "$ADAMW_SCALES" ]; then
     names=(); for a in $ADAMW_SCALES; do names+=("adamw-s$a"); done
     b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?adamw-s? ($b)"
   fi
-  [ $HAVE_GALORE = 1 ] && [ -n "$GALORE_ALPHA" ] && echo "galore-a$GALORE_ALPHA"
+  if [ $HAVE_GALORE = 1 ] && [ -n "$GALORE_ALPHAS" ]; then
+    names=(); for a in $GALORE_ALPHAS; do names+=("galore-a$a"); done
+    b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?galore-a? ($b)"
+  fi
   if [ -n "$TOPR_ALPHAS" ]; then
     names=(); for a in $TOPR_ALPHAS; do names+=("grass-topr-a$a"); done
     b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-topr-a? ($b)"
@@ -304,7 +308,7 @@ headline() {  # headline CELL_DIR: the phase-2 run names (best AdamW, GaLore, be
   fi
 }
 if [ -n "$SEEDS" ]; then
-  echo "== phase 2: seeds $SEEDS for the best AdamW scale, GaLore, the best top-r alpha, the best multinorm upscale"
+  echo "== phase 2: seeds $SEEDS for the best AdamW scale, the best GaLore alpha, the best top-r alpha, the best multinorm upscale"
   for c in $CORPORA; do
     for z in $SIZES; do
       while read -r n rest; do
