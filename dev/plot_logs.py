@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Plot the loss curves of one or more training logs (the <out-dir>/log.txt that
-train_llama writes) into one PNG, and print a summary table.
+"""Plot one or more training logs (the <out-dir>/log.txt that train_llama writes) into one PNG
+of four panels: train loss, validation loss, tokens/s and memory (the backend's peak, GiB)
+against the step; and print a summary table (final and best val loss, median tokens/s, peak
+memory).
 
     python3 dev/plot_logs.py out/adamw/log.txt out/grass/log.txt -o loss.png
     python3 dev/plot_logs.py out/*/log.txt --labels "AdamW,Grass" -o loss.png
@@ -110,43 +112,58 @@ def main():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax_t, ax_v) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    (ax_t, ax_v), (ax_s, ax_m) = axes
     rows = []
-    for i, path in enumerate(args.logs):
+    runs = []
+    for path in args.logs:
         try:
-            train, val, meta = read_log(path)
+            runs.append(read_log(path))
         except LogError as e:
             sys.exit(str(e))
-        label = labels[i] if labels else default_label(meta, path)
+    names = labels or [default_label(meta, path) for (_, _, meta), path in zip(runs, args.logs)]
+    if not labels:  # runs that the header alone does not tell apart get their directory's name
+        names = [n + f" ({os.path.basename(os.path.dirname(os.path.abspath(path)))})" if names.count(n) > 1 else n
+                 for n, path in zip(names, args.logs)]
+    for (train, val, meta), label in zip(runs, names):
+        color = None
         if train:
             steps = sorted(train)
             line, = ax_t.plot(steps, smooth([train[s]["loss"] for s in steps], args.smooth), label=label, lw=1.2)
             color = line.get_color()
-        else:
-            color = None
+            sp = [s for s in steps if "tok_per_s" in train[s]]
+            if sp:
+                ax_s.plot(sp, [train[s]["tok_per_s"] for s in sp], label=label, color=color, lw=1)
+            mp = [s for s in steps if "mem_gib" in train[s]]
+            if mp:
+                ax_m.plot(mp, [train[s]["mem_gib"] for s in mp], label=label, color=color, lw=1.2)
         if val:
             vs = sorted(val)
             ax_v.plot(vs, [val[s] for s in vs], "o-", label=label, color=color, ms=3)
         fv = final_val(val)[1]
         best_val = min(val.values()) if val else float("nan")
-        tok_s = [train[s].get("tok_per_s", 0) for s in sorted(train)[1:]] if train else []
-        rows.append((label, max(train) if train else 0, fv, best_val,
-                     sum(tok_s) / len(tok_s) if tok_s else float("nan")))
-    for ax, name in ((ax_t, f"train loss (moving average of {args.smooth})"), (ax_v, "validation loss")):
+        mem = max((train[s]["mem_gib"] for s in train if "mem_gib" in train[s]), default=float("nan"))
+        rows.append((label, max(train) if train else 0, fv, best_val, median_tok_per_s(train), mem))
+    panels = ((ax_t, f"train loss (moving average of {args.smooth})", "loss"), (ax_v, "validation loss", "loss"),
+              (ax_s, "throughput", "tokens/s"), (ax_m, "memory held (peak so far)", "GiB"))
+    for ax, name, unit in panels:
         ax.set_xlabel("step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel(unit)
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    ax_s.set_ylim(bottom=0)
+    ax_m.set_ylim(bottom=0)
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
-    print(f"{'run':32s} {'steps':>6s} {'final val':>10s} {'val ppl':>9s} {'best val':>9s} {'tok/s':>9s}")
-    for label, steps, fv, bv, ts in rows:
+    print(f"{'run':32s} {'steps':>6s} {'final val':>10s} {'val ppl':>9s} {'best val':>9s} {'tok/s':>9s} {'mem GiB':>8s}")
+    for label, steps, fv, bv, ts, mem in rows:
         ppl = math.exp(fv) if fv == fv and fv < 50 else float("nan")
-        print(f"{label:32s} {steps:6d} {fv:10.4f} {ppl:9.2f} {bv:9.4f} {ts:9.0f}")
+        print(f"{label:32s} {steps:6d} {fv:10.4f} {ppl:9.2f} {bv:9.4f} {ts:9.0f} {mem:8.3f}")
 
 
 if __name__ == "__main__":
