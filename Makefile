@@ -41,7 +41,7 @@ HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.
 train_llama_cpu: train_llama.cu $(HEADERS)
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) train_llama.cu -o $@ $(CPU_LIBS)
 
-# ---- CPU tests (make test: what CI runs) ----
+# ---- CPU tests (make test and make test-all) ----
 TEST_BINS = tests/bin/test_fixture_reader tests/bin/test_dataloader tests/bin/test_tokenizer tests/bin/test_ops tests/bin/test_grass tests/bin/test_llama_cpu
 
 # the same program without MPI, for the test that a multi-rank launch of it is refused
@@ -70,9 +70,14 @@ tests/bin/test_grass: tests/test_grass.c $(HEADERS) tests/test_util.h | tests/bi
 tests/bin/test_llama_cpu: test_llama.cu tests/fixture.h $(HEADERS) tests/test_util.h | tests/bin
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) $< -o $@ $(CPU_LIBS)
 
-.PHONY: test clean
+# make test: the fast tier (every CPU test, the parity tests and a representative subset of the
+# emulated GPU build); make test-all: everything, the whole emulated GPU suite included.
+# scripts/test.sh installs what they need and runs them with make -j.
+.PHONY: test test-all clean
 test: train_llama_cpu train_llama_cpu_nompi $(TEST_BINS)
-	bash tests/run_all.sh
+	bash tests/run_all.sh fast
+test-all: train_llama_cpu train_llama_cpu_nompi $(TEST_BINS)
+	bash tests/run_all.sh all
 
 clean:
 	rm -rf train_llama train_llama_cpu train_llama_cpu_nompi test_llama tests/bin build/emu

@@ -20,6 +20,7 @@
 
 #include <math.h>
 #include "utils.h"
+#include "checksum.h"   // ZeRO-1 shard files
 #include "backend.h"
 #include "llama_params.h"
 #include "rng.h"

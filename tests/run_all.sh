@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test suite (make test): the CPU tests, then the CUDA build's tests on the CPU through the
-# emulator in tests/cuda_emu (when it was built). Runs every test program and script, prints each
-# one's summary, and ends with the total as "N passed, N failed"; exits non-zero on any failure.
-#   bash tests/run_all.sh [all|cpu|cuda_emu]
+# The test suite: the CPU tests, then the CUDA build's tests on the CPU through the emulator in
+# tests/cuda_emu (when it was built). Runs each test program and script, prints each one's summary
+# and time, and ends with the total as "N passed, N failed"; exits non-zero on any failure.
+#   bash tests/run_all.sh fast      make test: every CPU test + the emulated subset (emu_fast_suite)
+#   bash tests/run_all.sh all       make test-all: every CPU test + every emulated test
+#   bash tests/run_all.sh cpu | cuda_emu
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -36,6 +38,7 @@ run test_llama_cpu ./tests/bin/test_llama_cpu
 run test_grass ./tests/bin/test_grass
 run test_hf_roundtrip python3 dev/test_hf_roundtrip.py
 run test_perf_model python3 dev/test_perf_model.py
+run test_plot_logs python3 dev/test_plot_logs.py
 run test_train bash tests/test_train.sh
 run test_faults bash tests/test_faults.sh
 if command -v mpirun >/dev/null 2>&1; then
@@ -69,16 +72,28 @@ if [ -x $E/train_llama_mpi ] && command -v mpirun >/dev/null 2>&1; then  # and t
 fi
 run emu_mutation_check bash tests/cuda_emu/mutation_check.sh
 }
+# the fast tier's emulated subset (EMU_FAST_BINS in emu.mk): the emulator's own checks, every CUDA
+# kernel against the CPU kernels (bf16 build), the GPU model against the transformers fixtures
+emu_fast_suite() {
+E=build/emu
+run emu_test_emu $E/test_emu
+run emu_test_kernels_cuda $E/test_kernels_cuda
+run emu_test_llama $E/test_llama
+}
+suite_start=$(date +%s)
+no_emu="==== the CUDA emulator suite was not built (no CUDA headers in /usr/local/cuda/include; see tests/cuda_emu/README.md): skipped"
 case "${1:-all}" in
   cpu) cpu_suite ;;
   cuda_emu) emu_suite ;;
+  fast)
+    cpu_suite
+    if [ -x build/emu/test_emu ]; then emu_fast_suite; else echo "$no_emu"; fi ;;
   all)
     cpu_suite
-    if [ -x build/emu/test_emu ]; then emu_suite
-    else echo "==== the CUDA emulator suite was not built (no CUDA headers in /usr/local/cuda/include; see tests/cuda_emu/README.md): skipped"; fi ;;
-  *) echo "usage: tests/run_all.sh [all|cpu|cuda_emu]"; exit 2 ;;
+    if [ -x build/emu/test_emu ]; then emu_suite; else echo "$no_emu"; fi ;;
+  *) echo "usage: tests/run_all.sh [fast|all|cpu|cuda_emu]"; exit 2 ;;
 esac
 echo
 [ ${#broken[@]} -gt 0 ] && echo "failing: ${broken[*]}"
-echo "all tests: $total_pass passed, $total_fail failed"
+echo "all tests (${1:-all}): $total_pass passed, $total_fail failed ($(( $(date +%s) - suite_start )) s)"
 [ $total_fail -eq 0 ]

@@ -1,7 +1,8 @@
 # tests/cuda_emu/emu.mk: the CUDA build, compiled by the host C++ compiler against the CUDA
 # emulator and run on the CPU (included by the Makefile). See tests/cuda_emu/README.md.
 #   make test_cuda_emu      builds everything below and runs its tests (tests/run_all.sh cuda_emu)
-#   make test               runs them too, after the CPU tests, when the CUDA headers are installed
+#   make test-all           runs them too, after the CPU tests, when the CUDA headers are installed
+#   make test               runs a representative subset of them (EMU_FAST_BINS)
 # -fno-strict-aliasing: device code reads packs of bf16 through int4 pointers, an idiom nvcc
 # compiles as meant and g++ -O2 need not.
 # The sources are first copied by tests/cuda_emu/rewrite.py into build/emu/src (kernel launches
@@ -30,16 +31,22 @@ ifneq ($(EMU_MPICXX),)
 EMU_BINS += $(EMU_DIR)/train_llama_mpi
 endif
 
+# the fast tier's subset: the emulator's own checks, every CUDA kernel against the CPU kernels,
+# and the GPU model against the transformers fixtures
+EMU_FAST_BINS = $(EMU_DIR)/test_emu $(EMU_DIR)/test_kernels_cuda $(EMU_DIR)/test_llama
+
 .PHONY: test_cuda_emu cuda_emu
 cuda_emu: $(EMU_BINS)
 test_cuda_emu: $(EMU_BINS) train_llama_cpu
 	bash tests/run_all.sh cuda_emu
 
-# make test builds the emulated binaries where the CUDA headers are (their types are needed)
+# make test / test-all build the emulated binaries where the CUDA headers are (their types are needed)
 ifneq ($(wildcard $(EMU_CUDA_HOME)/include/cuda_runtime.h),)
 EMU_TEST_DEPS = $(EMU_BINS)
+EMU_FAST_DEPS = $(EMU_FAST_BINS)
 endif
-test: $(EMU_TEST_DEPS)
+test: $(EMU_FAST_DEPS)
+test-all: $(EMU_TEST_DEPS)
 
 $(EMU_SRC)/.stamp: $(EMU_SOURCES) tests/cuda_emu/rewrite.py
 	@test -f $(EMU_CUDA_HOME)/include/cuda_runtime.h || { echo "error: the CUDA headers are not in $(EMU_CUDA_HOME)/include (set EMU_CUDA_HOME); the emulator uses their types"; exit 1; }
