@@ -52,7 +52,9 @@
 # 1e-06 is a control, the projected matrices all but frozen, which measures what training them
 # adds at all; the KJV d6 cell kept putting AdamW's optimum at the grid's low edge, so it reaches
 # below), GALORE_ALPHAS ("0.03125 0.0625 0.125 0.25"; GALORE_ALPHA=A: that one only),
-# TOPR_ALPHAS ("0.015625 0.03125 0.0625 0.125 0.25 0.5 1"), GRASS_ALPHA (0.25), UPSCALES ("paper one mean"), UPSCALE (mean),
+# TOPR_ALPHAS ("0.015625 0.03125 0.0625 0.125 0.25 0.5 1"), GRASS_ALPHA (0.0625: the other
+# variants run at top-r's best alpha of the first cells; with the `mean` rule their average step
+# is top-r's at the same alpha, so the variants differ only in which rows they pick), UPSCALES ("paper one mean"), UPSCALE (mean),
 # SEEDS ("2 3"), JOBS (1; 2 allowed: runs at a time, one thread each), OMP_NUM_THREADS (1 per
 # run), CKPT_EVERY (25), ONLY (a regex on "<cell>/<run>-seed<N>"), DRY (1: list only),
 # KEEP_CKPT (0), RETRY (0).
@@ -64,7 +66,7 @@ CORPORA=${CORPORA:-"tinyshakespeare kjv"}; SIZES=${SIZES:-"d6 w384"}; VOCAB=${VO
 B=${B:-8}; T=${T:-128}; STEPS=${STEPS:-150}; EVAL_EVERY=${EVAL_EVERY:-25}; EVAL_TOKENS=${EVAL_TOKENS:-16384}
 K=${K:-50}; RANK=${RANK:-0.25}; LR=${LR:-1e-2}
 ADAMW_SCALES=${ADAMW_SCALES-"1e-06 0.00625 0.0125 0.025 0.05 0.1 0.25 0.5"}; GALORE_ALPHAS=${GALORE_ALPHA-${GALORE_ALPHAS-"0.03125 0.0625 0.125 0.25"}}
-TOPR_ALPHAS=${TOPR_ALPHAS-"0.015625 0.03125 0.0625 0.125 0.25 0.5 1"}; GRASS_ALPHA=${GRASS_ALPHA:-0.25}
+TOPR_ALPHAS=${TOPR_ALPHAS-"0.015625 0.03125 0.0625 0.125 0.25 0.5 1"}; GRASS_ALPHA=${GRASS_ALPHA:-0.0625}
 UPSCALES=${UPSCALES-"paper one mean"}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3"}
 JOBS=${JOBS:-1}; THREADS=${OMP_NUM_THREADS:-1}; CKPT_EVERY=${CKPT_EVERY:-25}
 ONLY=${ONLY:-}; DRY=${DRY:-0}; KEEP_CKPT=${KEEP_CKPT:-0}; RETRY=${RETRY:-0}
