@@ -27,6 +27,7 @@
 #include <math.h>
 #include <time.h>
 #include <map>
+#include <string>
 #include <vector>
 #include <algorithm>
 #include <cuda_runtime.h>
@@ -127,6 +128,59 @@ struct Runtime {
 };
 inline Runtime g_rt;
 
+// ---- counts (GRASS_EMU_COUNTS=FILE: written at exit; dev/perf_counts.py reads them) ------------
+// What a GPU run would do, counted where the program calls the CUDA API: kernel launches by
+// name, host synchronizations, device allocations and frees, copies, and every GEMM with its
+// shape and whether cuBLASLt's fast kernels could take it (16-byte aligned pointers and leading
+// dimensions). Timing is not emulated; these are counts.
+struct GemmKey {
+    int m, n, k, ta, tb, tc;
+    long long lda, ldb, ldd;
+    int aligned;
+    bool operator<(const GemmKey& o) const {
+        return memcmp(this, &o, sizeof(GemmKey)) < 0;
+    }
+};
+struct Counts {
+    std::map<std::string, long long> kernels;   // launches per kernel name
+    std::map<GemmKey, long long> gemms;         // GEMM calls per shape
+    long long syncs = 0;           // cudaStreamSynchronize / cudaDeviceSynchronize / cudaEventSynchronize / blocking cudaMemcpy
+    long long mallocs = 0, frees = 0;
+    long long copies_d2h = 0, copies_h2d = 0, copies_d2d = 0, memsets = 0;
+    long long bytes_d2h = 0, bytes_h2d = 0;
+    long long collectives = 0, collective_bytes = 0, solver_calls = 0;
+};
+inline Counts g_counts;
+inline void counts_write(void) {
+    const char* path = getenv("GRASS_EMU_COUNTS");
+    if (path == NULL || path[0] == '\0') return;
+    char p[1024];
+#ifdef USE_MPI
+    int on = 0, rank = 0;
+    MPI_Initialized(&on);
+    if (on) { int fin = 0; MPI_Finalized(&fin); if (!fin) MPI_Comm_rank(MPI_COMM_WORLD, &rank); }
+    if (rank > 0) { snprintf(p, sizeof(p), "%s.rank%d", path, rank); path = p; }
+#endif
+    FILE* f = fopen(path, "w");
+    if (f == NULL) { fprintf(stderr, "cuda_emu: cannot write the counts to '%s'\n", path); return; }
+    const Counts& c = g_counts;
+    long long launches = 0;
+    for (auto& kv : c.kernels) launches += kv.second;
+    fprintf(f, "launches %lld\nsyncs %lld\nmallocs %lld\nfrees %lld\ncopies_d2h %lld\ncopies_h2d %lld\ncopies_d2d %lld\n"
+            "memsets %lld\nbytes_d2h %lld\nbytes_h2d %lld\ncollectives %lld\ncollective_bytes %lld\nsolver_calls %lld\n",
+            launches, c.syncs, c.mallocs, c.frees, c.copies_d2h, c.copies_h2d, c.copies_d2d, c.memsets, c.bytes_d2h,
+            c.bytes_h2d, c.collectives, c.collective_bytes, c.solver_calls);
+    for (auto& kv : c.kernels) fprintf(f, "kernel %s %lld\n", kv.first.c_str(), kv.second);
+    for (auto& kv : c.gemms) {
+        const GemmKey& g = kv.first;
+        fprintf(f, "gemm m=%d n=%d k=%d lda=%lld ldb=%lld ldd=%lld ta=%d tb=%d tc=%d aligned=%d calls=%lld\n", g.m, g.n, g.k,
+                g.lda, g.ldb, g.ldd, g.ta, g.tb, g.tc, g.aligned, kv.second);
+    }
+    fclose(f);
+}
+struct CountsAtExit { CountsAtExit() { atexit(counts_write); } };
+inline CountsAtExit g_counts_at_exit;
+
 inline size_t total_bytes() {
     const char* e = getenv("GRASS_EMU_GPU_GIB");
     double gib = e ? atof(e) : 80.0;
@@ -183,6 +237,7 @@ struct Launch {
             }
         }
         g_rt.launches++;
+        g_counts.kernels[name]++;
         if (g_sched.in_kernel) die("kernel %s launched from inside a kernel", name);
         g_sched.in_kernel = 1;
         g_rt.dyn_smem.assign(smem + 128, 0xFF);  // uninitialized shared memory reads as NaN
@@ -276,6 +331,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     memset(m, 0xFF, bytes);  // as if left over: NaN in bf16 and fp32
     emu::g_rt.allocs[(uintptr_t)m] = bytes;
     emu::g_rt.bytes_now += bytes;
+    emu::g_counts.mallocs++;
     *p = m;
     return cudaSuccess;
 }
@@ -285,6 +341,7 @@ cudaError_t cudaFree(void* p) {
     if (it == emu::g_rt.allocs.end()) { emu::set_error(cudaErrorInvalidValue); return cudaErrorInvalidValue; }
     emu::g_rt.bytes_now -= it->second;
     emu::g_rt.allocs.erase(it);
+    emu::g_counts.frees++;
     free(p);
     return cudaSuccess;
 }
@@ -311,18 +368,27 @@ static cudaError_t emu_copy_check(void* dst, const void* src, size_t n, cudaMemc
     }
     return cudaSuccess;
 }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+static cudaError_t emu_memcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
     if (n == 0) return cudaSuccess;
     cudaError_t e = emu_copy_check(dst, src, n, kind);
     if (e != cudaSuccess) return e;
     memmove(dst, src, n);
+    bool sd = emu::in_device(src, n), dd = emu::in_device(dst, n);
+    if (sd && !dd) { emu::g_counts.copies_d2h++; emu::g_counts.bytes_d2h += (long long)n; }
+    else if (!sd && dd) { emu::g_counts.copies_h2d++; emu::g_counts.bytes_h2d += (long long)n; }
+    else if (sd && dd) emu::g_counts.copies_d2d++;
     return cudaSuccess;
 }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+    emu::g_counts.syncs++;  // a blocking copy waits for the device
+    return emu_memcpy(dst, src, n, kind);
+}
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
-    return cudaMemcpy(dst, src, n, kind);
+    return emu_memcpy(dst, src, n, kind);
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
     if (n == 0) return cudaSuccess;
+    emu::g_counts.memsets++;
     if (!emu::in_device(p, n)) {
         fprintf(stderr, "cuda_emu: cudaMemset of %zu bytes at %p leaves device memory\n", n, p);
         emu::set_error(cudaErrorInvalidValue);
@@ -335,14 +401,14 @@ cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return cud
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) { static int ids = 0; *s = new CUstream_st{++ids}; return cudaSuccess; }
 cudaError_t cudaStreamDestroy(cudaStream_t s) { delete s; return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return emu::g_rt.last_error; }
-cudaError_t cudaDeviceSynchronize(void) { return emu::g_rt.last_error; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { emu::g_counts.syncs++; return emu::g_rt.last_error; }
+cudaError_t cudaDeviceSynchronize(void) { emu::g_counts.syncs++; return emu::g_rt.last_error; }
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = new CUevent_st{0.0}; return cudaSuccess; }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) { e->t = emu_now(); return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { emu::g_counts.syncs++; return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) { *ms = (float)((b->t - a->t) * 1e3); return cudaSuccess; }
 cudaError_t cudaGetLastError(void) { cudaError_t e = emu::g_rt.last_error; emu::g_rt.last_error = cudaSuccess; return e; }
 cudaError_t cudaPeekAtLastError(void) { return emu::g_rt.last_error; }
@@ -409,6 +475,14 @@ inline cublasStatus_t gemm(int opA, int opB, int m, int n, int k, float alpha, c
     if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1) || ldd < (m > 1 ? m : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    {   // the count: aligned when every pointer and leading dimension is a multiple of 16 bytes
+        auto al16 = [](const void* p, int64_t ld, int t) { return (uintptr_t)p % 16 == 0 && (ld * (int64_t)type_size(t)) % 16 == 0; };
+        GemmKey key;
+        memset(&key, 0, sizeof(key));
+        key.m = m; key.n = n; key.k = k; key.ta = ta; key.tb = tb; key.tc = tc; key.lda = lda; key.ldb = ldb; key.ldd = ldd;
+        key.aligned = al16(A, lda, ta) && al16(B, ldb, tb) && al16(D, ldd, tc) && (beta == 0.0f || al16(C, ldc, tc));
+        g_counts.gemms[key]++;
+    }
     // every element the GEMM reads or writes must lie in device memory
     size_t a_span = (size_t)((opA ? m : k) - 1) * lda + arows, b_span = (size_t)((opB ? k : n) - 1) * ldb + brows;
     size_t c_span = (size_t)(n - 1) * ldc + m, d_span = (size_t)(n - 1) * ldd + m;
@@ -611,6 +685,7 @@ inline void nccl_from_float(void* p, ncclDataType_t t, const float* v, size_t n)
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op, ncclComm_t comm,
                            cudaStream_t) {
     size_t es = t == ncclFloat ? 4 : 2;
+    emu::g_counts.collectives++; emu::g_counts.collective_bytes += (long long)(count * es);
     if (op != ncclSum || !emu::in_device(send, count * es) || !emu::in_device(recv, count * es)) return ncclInvalidArgument;
     std::vector<float> v;
     if (emu::nccl_to_float(send, t, count, v) != ncclSuccess) return ncclInvalidArgument;
@@ -624,6 +699,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, ncclDataType_t t, ncclRedOp_t op,
                                ncclComm_t comm, cudaStream_t) {
     size_t es = t == ncclFloat ? 4 : 2;
+    emu::g_counts.collectives++; emu::g_counts.collective_bytes += (long long)(recvcount * comm->nranks * es);
     if (op != ncclSum || !emu::in_device(send, recvcount * comm->nranks * es) || !emu::in_device(recv, recvcount * es))
         return ncclInvalidArgument;
     std::vector<float> v, mine(recvcount);
@@ -640,6 +716,7 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, n
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclDataType_t t, ncclComm_t comm, cudaStream_t) {
     size_t es = t == ncclFloat ? 4 : t == ncclBfloat16 ? 2 : 0;
+    emu::g_counts.collectives++; emu::g_counts.collective_bytes += (long long)(sendcount * comm->nranks * es);
     if (es == 0 || !emu::in_device(send, sendcount * es) || !emu::in_device(recv, sendcount * comm->nranks * es))
         return ncclInvalidArgument;
     std::vector<unsigned char> mine((const unsigned char*)send, (const unsigned char*)send + sendcount * es);
@@ -683,6 +760,7 @@ cusolverStatus_t cusolverDnSgesvd(cusolverDnHandle_t, signed char jobu, signed c
                                   float* S, float* U, int ldu, float* VT, int ldvt, float* work, int lwork, float* rwork,
                                   int* devInfo) {
     (void)rwork;
+    emu::g_counts.solver_calls++;
     auto job_ok = [](signed char j) { return j == 'A' || j == 'S' || j == 'O' || j == 'N'; };
     if (m < n || n < 1 || lda < m || !job_ok(jobu) || !job_ok(jobvt) || (jobu == 'O' && jobvt == 'O'))
         return CUSOLVER_STATUS_INVALID_VALUE;

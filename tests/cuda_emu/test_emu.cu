@@ -433,6 +433,56 @@ static void die_wmma_divergent(void) {  // WMMA in 16 lanes only
     k_wmma<true><<<1, 16>>>((__nv_bfloat16*)g_scratch, (__nv_bfloat16*)g_scratch, g_scratch + 512, 0);
 }
 
+// the counts dev/perf_counts.py reads (GRASS_EMU_COUNTS): launches by name, host syncs,
+// allocations, copies, and GEMM shapes with their 16-byte alignment
+static void test_counts(void) {
+    emu::Counts before = emu::g_counts;
+    int* d = dev_alloc<int>(64 * 60);               // 1 allocation
+    k_ids<<<dim3(2), dim3(8)>>>(d);                 // 2 launches of k_ids
+    k_ids<<<dim3(1), dim3(4)>>>(d);
+    std::vector<int> h(16);
+    CK(cudaMemcpyAsync(h.data(), d, 64, cudaMemcpyDeviceToHost, 0));   // a D2H copy, not a sync
+    CK(cudaStreamSynchronize(0));                                       // 1 sync
+    CK(cudaMemcpy(d, h.data(), 64, cudaMemcpyHostToDevice));            // an H2D copy that is a sync
+    CK(cudaFree(d));
+    // GEMMs, fp32: ld 8 (32 bytes) aligned; ld 5 (20 bytes) not; a pointer 4 bytes into an allocation not
+    cublasLtHandle_t lt;
+    cublasLtCreate(&lt);
+    float* buf = dev_alloc<float>(8 * 8 * 3 + 1);
+    std::vector<float> z(8 * 8 * 3 + 1, 0.0f);
+    CK(cudaMemcpy(buf, z.data(), z.size() * sizeof(float), cudaMemcpyHostToDevice));
+    auto gemm = [&](float* A, float* B, float* C, int ld) {
+        cublasLtMatmulDesc_t desc;
+        cublasLtMatrixLayout_t l;
+        cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+        cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, 4, 4, ld);
+        float alpha = 1.0f, beta = 0.0f;
+        return cublasLtMatmul(lt, desc, &alpha, A, l, B, l, &beta, C, l, C, l, NULL, NULL, 0, 0);
+    };
+    CHECK(gemm(buf, buf + 64, buf + 128, 8) == CUBLAS_STATUS_SUCCESS, "count GEMM 1");
+    CHECK(gemm(buf, buf + 64, buf + 128, 8) == CUBLAS_STATUS_SUCCESS, "count GEMM 2");
+    CHECK(gemm(buf, buf + 64, buf + 128, 5) == CUBLAS_STATUS_SUCCESS, "count GEMM 3");
+    CHECK(gemm(buf + 1, buf + 64, buf + 128, 8) == CUBLAS_STATUS_SUCCESS, "count GEMM 4");
+    CK(cudaFree(buf));
+    const emu::Counts& c = emu::g_counts;
+    long long k_ids_launches = c.kernels.count("k_ids") ? c.kernels.at("k_ids") : 0;
+    long long k_ids_before = before.kernels.count("k_ids") ? before.kernels.at("k_ids") : 0;
+    CHECK(k_ids_launches - k_ids_before == 2, "counts: %lld launches of k_ids, want 2", k_ids_launches - k_ids_before);
+    CHECK(c.syncs - before.syncs == 3, "counts: %lld host syncs, want 3 (stream sync and two blocking copies)", c.syncs - before.syncs);
+    CHECK(c.mallocs - before.mallocs == 2 && c.frees - before.frees == 2, "counts: %lld allocations, %lld frees, want 2 and 2",
+          c.mallocs - before.mallocs, c.frees - before.frees);
+    CHECK(c.copies_d2h - before.copies_d2h == 1 && c.bytes_d2h - before.bytes_d2h == 64 && c.copies_h2d - before.copies_h2d == 2,
+          "counts: D2H %lld (%lld bytes), H2D %lld, want 1 (64), 2", c.copies_d2h - before.copies_d2h,
+          c.bytes_d2h - before.bytes_d2h, c.copies_h2d - before.copies_h2d);
+    long long aligned = 0, unaligned = 0;
+    for (auto& kv : c.gemms) {
+        long long n = kv.second - (before.gemms.count(kv.first) ? before.gemms.at(kv.first) : 0);
+        if (kv.first.m == 4 && kv.first.n == 4 && kv.first.k == 4) (kv.first.aligned ? aligned : unaligned) += n;
+    }
+    CHECK(aligned == 2 && unaligned == 2, "counts: %lld aligned and %lld unaligned 4x4x4 GEMMs, want 2 and 2", aligned, unaligned);
+    printf("  counts: launches by name, syncs, allocations, copies, GEMM alignment as made\n");
+}
+
 static void test_runtime_checks(void) {
     float* d = dev_alloc<float>(1024);
     std::vector<float> h(2048);
@@ -472,6 +522,7 @@ int main(void) {
     test_lt_bf16_in_fp32_out();
 #ifdef GRASS_CUDA_EMU
     test_runtime_checks();
+    test_counts();
 #endif
     return test_summary("test_emu");
 }
