@@ -24,6 +24,7 @@
 #include <float.h>
 #include <map>
 #include <vector>
+#include <unordered_map>
 #include <type_traits>
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -100,13 +101,30 @@ static void nccl_check_(ncclResult_t r, const char* call, const char* file, int 
 
 // ---- global state ------------------------------------------------------------------------------
 
-struct CuGemmPlan {  // one cached cuBLASLt problem
+struct CuGemmKey {  // what a cuBLASLt plan depends on: shape, transposes, types, alignments
     int opA, opB, m, n, k, lda, ldb, ldc, ta, tb, tc, alA, alB, alC;
+    bool operator==(const CuGemmKey& o) const { return memcmp(this, &o, sizeof(CuGemmKey)) == 0; }
+};
+struct CuGemmKeyHash {
+    size_t operator()(const CuGemmKey& k) const {  // FNV-1a over the 14 ints
+        uint64_t h = 1469598103934665603ULL;
+        const unsigned char* b = (const unsigned char*)&k;
+        for (size_t i = 0; i < sizeof(k); i++) { h ^= b[i]; h *= 1099511628211ULL; }
+        return (size_t)h;
+    }
+};
+struct CuGemmPlan {  // one cached cuBLASLt problem
+    CuGemmKey key;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
     int have_algo;
+    uint64_t last_use;  // for evicting the least recently used plan when the cache is full
 };
+// The plan cache holds at most this many plans (GRASS_CUDA_PLAN_CACHE overrides it): Grass's
+// gathered GEMMs take a new shape whenever a refresh changes a matrix's distinct-row count, so
+// an unbounded cache grows with every refresh of a long run
+#define CU_PLAN_CACHE_DEFAULT 4096
 
 struct CuScratch { void* p; size_t bytes; };
 
@@ -120,6 +138,9 @@ struct CuState {
     void* lt_workspace;
     size_t lt_workspace_bytes;
     std::vector<CuGemmPlan>* plans;
+    std::unordered_map<CuGemmKey, size_t, CuGemmKeyHash>* plan_index;  // key -> position in plans
+    size_t plan_cache_max;
+    uint64_t plan_clock;
     std::map<uintptr_t, size_t>* allocs;  // base address -> bytes (accounting)
     size_t bytes_now, bytes_peak;
     int sync_debug;                       // GRASS_CUDA_SYNC=1: synchronize after every launch

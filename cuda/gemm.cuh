@@ -1,7 +1,7 @@
 /*
  * cuda/gemm.cuh: the GEMMs. cu_gemm runs D = alpha op(A) op(B) + beta C through cuBLASLt with
- * a cache of plans (descriptors, layouts and the heuristic's algorithm per shape, type and
- * alignment; g_cu.plans) and falls back to cublasGemmEx where cuBLASLt has no algorithm or
+ * a bounded cache of plans (descriptors, layouts and the heuristic's algorithm per shape, type
+ * and alignment; g_cu.plans, hashed by g_cu.plan_index, least recently used evicted) and falls back to cublasGemmEx where cuBLASLt has no algorithm or
  * refuses its own; CU_XTYPE is floatX's cuBLAS type. matmul_forward, matmul_backward_input and
  * matmul_backward_weight (floatX or fp32 output) map the row-major linear layer onto it.
  * Needs cuda/common.cuh.
@@ -26,6 +26,67 @@ static int cu_alignment(const void* p) {
     return al;
 }
 
+static void cu_plan_destroy(CuGemmPlan* p) {
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->la));
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->lb));
+    cublasCheck(cublasLtMatrixLayoutDestroy(p->lc));
+    cublasCheck(cublasLtMatmulDescDestroy(p->desc));
+}
+
+// The cached plan of a problem, made on first use: cuBLASLt's descriptors, layouts and the
+// heuristic's algorithm. A hash lookup; when the cache holds g_cu.plan_cache_max plans, the
+// least recently used one is destroyed to make room.
+static CuGemmPlan* cu_gemm_plan(const CuGemmKey& key) {
+    std::unordered_map<CuGemmKey, size_t, CuGemmKeyHash>::iterator it = g_cu.plan_index->find(key);
+    if (it != g_cu.plan_index->end()) {
+        CuGemmPlan* p = &(*g_cu.plans)[it->second];
+        p->last_use = ++g_cu.plan_clock;
+        return p;
+    }
+    while (!g_cu.plans->empty() && g_cu.plans->size() >= g_cu.plan_cache_max) {  // evict the oldest last_use; the last plan fills its slot
+        size_t old = 0;
+        for (size_t i = 1; i < g_cu.plans->size(); i++)
+            if ((*g_cu.plans)[i].last_use < (*g_cu.plans)[old].last_use) old = i;
+        cu_plan_destroy(&(*g_cu.plans)[old]);
+        g_cu.plan_index->erase((*g_cu.plans)[old].key);
+        if (old != g_cu.plans->size() - 1) {
+            (*g_cu.plans)[old] = g_cu.plans->back();
+            (*g_cu.plan_index)[(*g_cu.plans)[old].key] = old;
+        }
+        g_cu.plans->pop_back();
+    }
+    CuGemmPlan p;
+    memset(&p, 0, sizeof(p));
+    p.key = key;
+    int opA = key.opA, opB = key.opB, m = key.m, n = key.n, k = key.k;
+    cudaDataType ta = (cudaDataType)key.ta, tb = (cudaDataType)key.tb, tc = (cudaDataType)key.tc;
+    cublasCheck(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t oa = opA ? CUBLAS_OP_T : CUBLAS_OP_N, ob = opB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof(oa)));
+    cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof(ob)));
+    cublasCheck(cublasLtMatrixLayoutCreate(&p.la, ta, opA ? k : m, opA ? m : k, key.lda));
+    cublasCheck(cublasLtMatrixLayoutCreate(&p.lb, tb, opB ? n : k, opB ? k : n, key.ldb));
+    cublasCheck(cublasLtMatrixLayoutCreate(&p.lc, tc, m, n, key.ldc));
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = g_cu.lt_workspace_bytes;
+    uint32_t ua = (uint32_t)key.alA, ub = (uint32_t)key.alB, uc = (uint32_t)key.alC;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &ua, sizeof(ua)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ub, sizeof(ub)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &uc, sizeof(uc)));
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &uc, sizeof(uc)));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(g_cu.lt, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &found);
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    if (st == CUBLAS_STATUS_SUCCESS && found > 0) { p.algo = res.algo; p.have_algo = 1; }
+    p.last_use = ++g_cu.plan_clock;
+    g_cu.plans->push_back(p);
+    (*g_cu.plan_index)[key] = g_cu.plans->size() - 1;
+    return &g_cu.plans->back();
+}
+
 // D = alpha op(A) op(B) + beta C with C == D, column-major: op(A) m x k, op(B) k x n, C m x n.
 // A stored (opA ? k x m : m x k) with lda; B stored (opB ? n x k : k x n) with ldb.
 static void cu_gemm(int opA, int opB, int m, int n, int k, const void* A, cudaDataType ta, int lda, const void* B,
@@ -39,42 +100,11 @@ static void cu_gemm(int opA, int opB, int m, int n, int k, const void* A, cudaDa
         return;
     }
     int alA = cu_alignment(A), alB = cu_alignment(B), alC = cu_alignment(C);
-    CuGemmPlan* plan = NULL;
-    for (size_t i = 0; i < g_cu.plans->size(); i++) {
-        CuGemmPlan* p = &(*g_cu.plans)[i];
-        if (p->opA == opA && p->opB == opB && p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldb == ldb &&
-            p->ldc == ldc && p->ta == (int)ta && p->tb == (int)tb && p->tc == (int)tc && p->alA == alA &&
-            p->alB == alB && p->alC == alC) { plan = p; break; }
-    }
-    if (plan == NULL) {
-        CuGemmPlan p;
-        memset(&p, 0, sizeof(p));
-        p.opA = opA; p.opB = opB; p.m = m; p.n = n; p.k = k; p.lda = lda; p.ldb = ldb; p.ldc = ldc;
-        p.ta = (int)ta; p.tb = (int)tb; p.tc = (int)tc; p.alA = alA; p.alB = alB; p.alC = alC;
-        cublasCheck(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-        cublasOperation_t oa = opA ? CUBLAS_OP_T : CUBLAS_OP_N, ob = opB ? CUBLAS_OP_T : CUBLAS_OP_N;
-        cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof(oa)));
-        cublasCheck(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof(ob)));
-        cublasCheck(cublasLtMatrixLayoutCreate(&p.la, ta, opA ? k : m, opA ? m : k, lda));
-        cublasCheck(cublasLtMatrixLayoutCreate(&p.lb, tb, opB ? n : k, opB ? k : n, ldb));
-        cublasCheck(cublasLtMatrixLayoutCreate(&p.lc, tc, m, n, ldc));
-        cublasLtMatmulPreference_t pref;
-        cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-        size_t ws = g_cu.lt_workspace_bytes;
-        uint32_t ua = (uint32_t)alA, ub = (uint32_t)alB, uc = (uint32_t)alC;
-        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &ua, sizeof(ua)));
-        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ub, sizeof(ub)));
-        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &uc, sizeof(uc)));
-        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &uc, sizeof(uc)));
-        cublasLtMatmulHeuristicResult_t res;
-        int found = 0;
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(g_cu.lt, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &found);
-        cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-        if (st == CUBLAS_STATUS_SUCCESS && found > 0) { p.algo = res.algo; p.have_algo = 1; }
-        g_cu.plans->push_back(p);
-        plan = &g_cu.plans->back();
-    }
+    CuGemmKey key;
+    memset(&key, 0, sizeof(key));
+    key.opA = opA; key.opB = opB; key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldc = ldc;
+    key.ta = (int)ta; key.tb = (int)tb; key.tc = (int)tc; key.alA = alA; key.alB = alB; key.alC = alC;
+    CuGemmPlan* plan = cu_gemm_plan(key);
     if (plan->have_algo) {
         cublasStatus_t st = cublasLtMatmul(g_cu.lt, plan->desc, &alpha, A, plan->la, B, plan->lb, &beta, C, plan->lc, C,
                                            plan->lc, &plan->algo, g_cu.lt_workspace, g_cu.lt_workspace_bytes, g_cu.stream);

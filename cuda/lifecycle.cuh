@@ -39,6 +39,10 @@ void backend_init(int local_rank) {
     for (int s = 0; s < ALLREDUCE_SLOTS; s++) cudaCheck(cudaEventCreateWithFlags(&g_cu.ev_done[s], cudaEventDisableTiming));
     g_cu.plans = new std::vector<CuGemmPlan>();
     g_cu.plans->reserve(256);
+    g_cu.plan_index = new std::unordered_map<CuGemmKey, size_t, CuGemmKeyHash>();
+    const char* pc = getenv("GRASS_CUDA_PLAN_CACHE");
+    g_cu.plan_cache_max = pc != NULL && atoi(pc) > 0 ? (size_t)atoi(pc) : CU_PLAN_CACHE_DEFAULT;
+    g_cu.plan_clock = 0;
     g_cu.allocs = new std::map<uintptr_t, size_t>();
     g_cu.initialized = 1;
     cublasCheck(cublasCreate(&g_cu.cublas));

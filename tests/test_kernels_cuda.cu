@@ -841,6 +841,35 @@ static void test_select_device(int dim, int r) {
     free_bufs();
 }
 
+// the bounded plan cache (cuda/gemm.cuh): more distinct GEMM shapes than it holds, each result
+// right (plans evicted and made again), the cache never above its bound, a hit the same plan
+static void test_plan_cache(void) {
+    size_t saved = g_cu.plan_cache_max;
+    g_cu.plan_cache_max = 6;
+    int bad = 0;
+    for (int round = 0; round < 2; round++)
+        for (int s = 0; s < 10; s++) {
+            int N = 3 + s, in = 8 + 2 * s, outd = 5 + s;  // a new shape every time
+            std::vector<float> x = t_randn((size_t)N * in, 1.0f), w = t_randn((size_t)outd * in, 0.1f);
+            floatX* dX = dx_from(x);
+            floatX* dW = dx_from(w);
+            floatX* y = dx_nan((size_t)N * outd);
+            matmul_forward(y, dX, dW, N, in, outd);
+            std::vector<float> ry((size_t)N * outd);
+            cpu_matmul_forward(ry.data(), x.data(), w.data(), N, in, outd);
+            bad += max_rel_err(hx(y, ry.size()), ry) > TOL(1e-2, 1e-5);
+            bad += g_cu.plans->size() > 6 || g_cu.plan_index->size() != g_cu.plans->size();
+            free_bufs();
+        }
+    CHECK(bad == 0, "plan cache of 6 over 20 GEMMs of 10 shapes: %d wrong results or cache sizes (size %zu)", bad,
+          g_cu.plans->size());
+    for (size_t i = 0; i < g_cu.plans->size(); i++) {  // every plan is where its index says
+        std::unordered_map<CuGemmKey, size_t, CuGemmKeyHash>::iterator it = g_cu.plan_index->find((*g_cu.plans)[i].key);
+        CHECK(it != g_cu.plan_index->end() && it->second == i, "plan %zu is not indexed at its position", i);
+    }
+    g_cu.plan_cache_max = saved;
+}
+
 int main(void) {
     if (!t_init_gpu("test_kernels_cuda")) return 0;
     printf("backend: %s\n", backend_name());
@@ -869,6 +898,7 @@ int main(void) {
     test_matmul(13, 97, 48);
     test_matmul(64, 512, 1376);
     test_matmul(256, 64, 97);
+    test_plan_cache();
     printf("classifier\n");
     test_classifier(39, 97, 1);
     test_classifier(39, 97, 0);
