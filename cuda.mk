@@ -17,7 +17,7 @@ GPU_ARCH ?= sm_80 sm_90
 CUDA_GOALS := train_llama train_llama_fp32 test_llama test_kernels_cuda tests/bin/test_kernels_cuda dev_cuda \
               test_emu_gpu tests/bin/test_emu_gpu \
               test_kernels_cuda_fp32 tests/bin/test_kernels_cuda_fp32 \
-              build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
+              build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check build/dev_cuda/gemm_align_check
 CUDA_GOALS_ASKED := $(filter $(CUDA_GOALS),$(MAKECMDGOALS))
 
 # -gencode for each listed architecture: sm_90 -> -gencode arch=compute_90,code=sm_90
@@ -87,7 +87,7 @@ CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp
 CUDA_BACKEND = backend_cuda.cuh $(wildcard cuda/*.cuh)
 CUDA_HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h llama_model.h grad_sink.h \
                grass_optim.cuh dataloader.h tokenizer.h
-DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check
+DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check build/dev_cuda/gemm_align_check
 
 .PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info test_emu_gpu
 

@@ -248,7 +248,7 @@ if [ -x ./train_llama ] && [ -n "$TRAIN" ]; then
     train 1b_adamw 110 -c 1b -b "$B_1B" -t 1024 -x "$STEPS_1B" -j none --optimizer adamw -l 1e-3
     train 1b_grass 110 -c 1b -b "$B_1B" -t 1024 -x "$STEPS_1B" -j none --optimizer grass --rank 512 -l 1e-2
 
-    for chk in attention_check gathered_gemm_check classifier_check; do
+    for chk in attention_check gathered_gemm_check gemm_align_check classifier_check; do
         if [ -x build/dev_cuda/$chk ]; then
             step "$chk" 60 build/dev_cuda/$chk
             record "$chk" "$STEP_STATUS" "$STEP_TIME" "$(tail -n 1 "$WORK/$chk.log")"
@@ -295,7 +295,7 @@ fi
     echo "## Kernel benchmarks (dev/cuda)"
     echo
     echo '```'
-    for chk in attention_check gathered_gemm_check classifier_check; do
+    for chk in attention_check gathered_gemm_check gemm_align_check classifier_check; do
         [ -f "$WORK/$chk.log" ] && grep -E 'TFLOP|TF/s|GB/s|FAIL' "$WORK/$chk.log"
     done
     echo '```'

@@ -26,7 +26,7 @@ EMU_UBSAN = -fsanitize=alignment,undefined -fno-sanitize-recover=all
 EMU_BINS = $(EMU_DIR)/test_emu $(EMU_DIR)/test_kernels_cuda $(EMU_DIR)/test_kernels_cuda_fp32 $(EMU_DIR)/test_llama \
            $(EMU_DIR)/test_kernels_cuda_ubsan $(EMU_DIR)/test_llama_ubsan \
            $(EMU_DIR)/test_llama_fp32 $(EMU_DIR)/train_llama $(EMU_DIR)/train_llama_fp32 $(EMU_DIR)/attention_check $(EMU_DIR)/classifier_check \
-           $(EMU_DIR)/gathered_gemm_check
+           $(EMU_DIR)/gathered_gemm_check $(EMU_DIR)/gemm_align_check
 ifneq ($(EMU_MPICXX),)
 EMU_BINS += $(EMU_DIR)/train_llama_mpi
 endif
