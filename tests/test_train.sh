@@ -44,6 +44,22 @@ for opt in adamw grass galore; do
   else bad "$opt: training run failed"; tail -5 "$W/fall_$opt.out"; fi
 done
 
+# ---- text samples: one before training (step 0) and at every --sample-every, decoded with the
+# tokenizer (a byte-level one written here: id i is the byte i)
+python3 - "$W/bytes_tok.bin" <<'PY'
+import struct, sys
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<8i", 20261104, 1, 256, 1, 2, 0, 6, 0))
+    for i in range(256):
+        piece = ("<0x%02X>" % i).encode()
+        f.write(struct.pack("<fii", 0.0, 6, len(piece)) + piece)
+PY
+if out=$($BIN "${COMMON[@]}" -x 4 -v 0 -s 2 -g 12 -e "$W/bytes_tok.bin" -o "$W/samples" 2>&1); then
+  n=$(echo "$out" | grep -c "^---- sample at step")
+  echo "$out" | grep -q "^---- sample at step 0 (before training) ----" && echo "$out" | grep -q "^---- sample at step 4 ----" && [ "$n" = 3 ] \
+    && ok "samples at steps 0 (before training), 2 and 4" || bad "samples: $n sample blocks, $(echo "$out" | grep "sample at" | tr '\n' ' ')"
+else bad "run with samples failed: $(echo "$out" | tail -2)"; fi
+
 # ---- model-FLOPs and executed-FLOPs MFU ----------------------------------------------------------
 # AdamW executes the model formula (6 N + 12 L d T); Grass runs its weight-gradient GEMMs on r of
 # the rows, so less on a plain step and more on a refresh step (the norm pass); and the
