@@ -118,44 +118,39 @@ void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* 
     CU_LAUNCHED("gk_rmsnorm_forward");
 }
 
-// dinp += r (w g - x r mean), mean = sum_j (w_j g_j)(x_j r) / d
-__global__ void gk_rmsnorm_backward_dx(floatX* dinp, const floatX* dout, const floatX* inp, const floatX* w,
-                                       const float* rstd, int N, int d) {
-    int i = blockIdx.x;
-    const floatX* x = inp + (size_t)i * d;
-    const floatX* g = dout + (size_t)i * d;
-    floatX* dx = dinp + (size_t)i * d;
-    float r = rstd[i];
-    float dot = 0.0f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) dot += (cu_tof(w[j]) * cu_tof(g[j])) * (cu_tof(x[j]) * r);
-    dot = cu_block_sum(dot);
-    float mean = dot / (float)d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float v = r * (cu_tof(w[j]) * cu_tof(g[j]) - cu_tof(x[j]) * r * mean);
-        dx[j] = cu_from<floatX>(cu_tof(dx[j]) + v);
-    }
-}
-
-#define CU_RMS_ROWS 256  // rows per dw partial sum
-// partial[c, j] = sum over rows of chunk c of dout[i, j] * x[i, j] * rstd[i]; block (32, 8)
-__global__ void gk_rmsnorm_backward_dw_partial(float* partial, const floatX* dout, const floatX* inp, const float* rstd,
-                                               int N, int d) {
-    __shared__ float sh[8][33];
-    int col = blockIdx.x * 32 + threadIdx.x;
-    int chunk = blockIdx.y;
+// One pass over a chunk of CU_RMS_ROWS rows per block: for each row, dinp += r (w g - x r mean)
+// with mean = sum_j (w_j g_j)(x_j r) / d, and the row's dout * x * r added to the block's column
+// sums in shared memory (each thread owns its columns), written out as partial[chunk, :] for
+// gk_rmsnorm_backward_dw_final. dout and x are read once for both gradients. partial == NULL:
+// no weight gradient (dx only).
+#define CU_RMS_ROWS 16  // rows per block, and per dw partial sum
+__global__ void gk_rmsnorm_backward(floatX* dinp, float* partial, const floatX* dout, const floatX* inp, const floatX* w,
+                                    const float* rstd, int N, int d) {
+    extern __shared__ float cu_dw_acc[];  // d floats when partial != NULL
+    int chunk = blockIdx.x;
     int r0 = chunk * CU_RMS_ROWS, r1 = min(N, r0 + CU_RMS_ROWS);
-    float acc = 0.0f;
-    if (col < d) {
-        for (int i = r0 + threadIdx.y; i < r1; i += 8)
-            acc += cu_tof(dout[(size_t)i * d + col]) * (cu_tof(inp[(size_t)i * d + col]) * rstd[i]);
+    if (partial != NULL)
+        for (int j = threadIdx.x; j < d; j += blockDim.x) cu_dw_acc[j] = 0.0f;
+    for (int i = r0; i < r1; i++) {
+        const floatX* x = inp + (size_t)i * d;
+        const floatX* g = dout + (size_t)i * d;
+        floatX* dx = dinp + (size_t)i * d;
+        float r = rstd[i];
+        float dot = 0.0f;
+        for (int j = threadIdx.x; j < d; j += blockDim.x) {
+            float gj = cu_tof(g[j]), xr = cu_tof(x[j]) * r;
+            dot += (cu_tof(w[j]) * gj) * xr;
+            if (partial != NULL) cu_dw_acc[j] += gj * xr;
+        }
+        dot = cu_block_sum(dot);  // also a barrier: every thread is done with row i
+        float mean = dot / (float)d;
+        for (int j = threadIdx.x; j < d; j += blockDim.x) {
+            float v = r * (cu_tof(w[j]) * cu_tof(g[j]) - cu_tof(x[j]) * r * mean);
+            dx[j] = cu_from<floatX>(cu_tof(dx[j]) + v);
+        }
     }
-    sh[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && col < d) {
-        float s = 0.0f;
-        for (int k = 0; k < 8; k++) s += sh[k][threadIdx.x];
-        partial[(size_t)chunk * d + col] = s;
-    }
+    if (partial != NULL)
+        for (int j = threadIdx.x; j < d; j += blockDim.x) partial[(size_t)chunk * d + j] = cu_dw_acc[j];
 }
 // dw += the chunks' sums, in chunk order; TW: dw's dtype (floatX, or float with --grad-dtype fp32)
 template <typename TW>
@@ -170,14 +165,24 @@ __global__ void gk_rmsnorm_backward_dw_final(TW* dw, const float* partial, int n
 void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX* inp, const floatX* w,
                       const float* rstd, int N, int d) {
     if (N <= 0) return;
-    gk_rmsnorm_backward_dx<<<N, cu_row_threads(d), 0, g_cu.stream>>>(dinp, dout, inp, w, rstd, N, d);
-    CU_LAUNCHED("gk_rmsnorm_backward_dx");
-    if (dw.p == NULL) return;
     int nchunks = (N + CU_RMS_ROWS - 1) / CU_RMS_ROWS;
-    float* partial = (float*)cu_scratch(&g_cu.sc_rms, (size_t)nchunks * d * sizeof(float), "rmsnorm dw scratch");
-    dim3 grid(cu_ceil_div(d, 32), nchunks), block(32, 8);
-    gk_rmsnorm_backward_dw_partial<<<grid, block, 0, g_cu.stream>>>(partial, dout, inp, rstd, N, d);
-    CU_LAUNCHED("gk_rmsnorm_backward_dw_partial");
+    float* partial = NULL;
+    size_t smem = 0;
+    if (dw.p != NULL) {
+        partial = (float*)cu_scratch(&g_cu.sc_rms, (size_t)nchunks * d * sizeof(float), "rmsnorm dw scratch");
+        smem = (size_t)d * sizeof(float);  // the block's column sums
+        static size_t opted_in = 48 << 10;   // above the default 48 KiB a kernel must opt in
+        if (smem > opted_in) {
+            if ((int)smem > g_cu.max_smem_optin)
+                fatal("rmsnorm_backward: dim %d needs %zu bytes of shared memory; this GPU allows %d per block", d, smem,
+                      g_cu.max_smem_optin);
+            cudaCheck(cudaFuncSetAttribute((const void*)gk_rmsnorm_backward, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            opted_in = smem;
+        }
+    }
+    gk_rmsnorm_backward<<<nchunks, cu_row_threads(d), smem, g_cu.stream>>>(dinp, partial, dout, inp, w, rstd, N, d);
+    CU_LAUNCHED("gk_rmsnorm_backward");
+    if (dw.p == NULL) return;
     if (dw.dtype == GRAD_FP32) {
         gk_rmsnorm_backward_dw_final<float><<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>((float*)dw.p, partial, nchunks, d);
         CU_LAUNCHED("gk_rmsnorm_backward_dw_final<float>");

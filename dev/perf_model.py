@@ -343,13 +343,15 @@ def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
 
 
 def rmsnorm_backward(P, phase, seg, name, N, d, with_dw, count, per_layer):
-    elem(P, phase, seg, "rmsnorm", name + " dx", 8.0 * N * d, N * d * X * 4 + d * X + N * F, count,
+    # gk_rmsnorm_backward: one pass over dout and x per chunk of 16 rows (CU_RMS_ROWS), dx and the
+    # chunk's dw partial sums; then gk_rmsnorm_backward_dw_final sums the partials
+    nch = (N + 15) // 16
+    elem(P, phase, seg, "rmsnorm", name + (" dx + dw partial (one pass)" if with_dw else " dx"),
+         (11.0 if with_dw else 8.0) * N * d, N * d * X * 4 + d * X + N * F + (nch * d * F if with_dw else 0), count,
          shape="N=%d d=%d" % (N, d), per_layer=per_layer, note="dinp read and written (+=)")
     if with_dw:
-        nch = (N + 255) // 256
-        elem(P, phase, seg, "rmsnorm", name + " dw (partial, final)", 3.0 * N * d,
-             N * d * X * 2 + N * F + nch * d * F * 2 + d * X * 2, count, launches=2, per_layer=per_layer,
-             note="reads dout and x again")
+        elem(P, phase, seg, "rmsnorm", name + " dw final", 1.0 * nch * d, nch * d * F + d * X * 2, count,
+             per_layer=per_layer, note="sums the chunks' partials")
 
 
 def weight_grad(P, phase, seg, o, g, name, N, i, out, count, mode, norm_path_, sketch_k):
