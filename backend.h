@@ -89,6 +89,9 @@ void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX*
 void add_inplace(floatX* a, const floatX* b, size_t n);
 // Y (N x out) = X (N x in) W^T
 void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd);
+// Y = residual + X W^T (the residual connection riding on the GEMM: one rounding on the GPU, no
+// separate add); out and residual may not alias
+void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in, int outd);
 // dX (N x in) (+)= dY W
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate);
 // dW (out x in) (+)= dY^T X, accumulated in dw's dtype (fp32: the GEMM writes fp32 directly)

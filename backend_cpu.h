@@ -87,6 +87,11 @@ void swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n) {
 void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up, size_t n) { cpu_swiglu_backward(dgate, dup, dh, gate, up, n); }
 void add_inplace(floatX* a, const floatX* b, size_t n) { cpu_add_inplace(a, b, n); }
 void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd) { cpu_matmul_forward(out, inp, w, N, in, outd); }
+// the GEMM, then the add: the same operations in the same order as before the GPU fused them
+void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in, int outd) {
+    cpu_matmul_forward(out, inp, w, N, in, outd);
+    cpu_add_inplace(out, residual, (size_t)N * outd);
+}
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) { cpu_matmul_backward_input(dinp, dout, w, N, in, outd, accumulate); }
 void matmul_backward_weight(GradBuf dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate) { cpu_matmul_backward_weight((float*)dw.p, dout, inp, N, in, outd, accumulate); }
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V, float dloss, int want_grad) { cpu_classifier_forward_backward(logits, losses, d_targets, N, V, dloss, want_grad); }

@@ -248,16 +248,14 @@ static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
     rope_forward(A.q, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
     rope_forward(A.k, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
     attention_forward(A.att, A.lse, A.q, A.k, A.v, B, T, c->n_heads, c->n_kv_heads, hd);
-    matmul_forward(A.mid, A.att, param_ptr(m, lt->wo), N, qd, d);
-    add_inplace(A.mid, A.x, Nd);
+    matmul_forward_residual(A.mid, A.att, param_ptr(m, lt->wo), A.x, N, qd, d);  // mid = x + att Wo^T
     rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
     matmul_forward(A.gate, A.ln2, param_ptr(m, lt->wgate), N, d, f);
     matmul_forward(A.up, A.ln2, param_ptr(m, lt->wup), N, d, f);
     swiglu_forward(A.h, A.gate, A.up, Nf);
     if (!write_out) return;
     floatX* out = m->resid + (size_t)(l + 1) * Nd;
-    matmul_forward(out, A.h, param_ptr(m, lt->wdown), N, f, d);
-    add_inplace(out, A.mid, Nd);
+    matmul_forward_residual(out, A.h, param_ptr(m, lt->wdown), A.mid, N, f, d);  // out = mid + h Wdown^T
 }
 
 // Forward pass over B x T tokens (B <= m->B, T <= m->T). Fills losses for every position.

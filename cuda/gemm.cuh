@@ -87,26 +87,32 @@ static CuGemmPlan* cu_gemm_plan(const CuGemmKey& key) {
     return &g_cu.plans->back();
 }
 
-// D = alpha op(A) op(B) + beta C with C == D, column-major: op(A) m x k, op(B) k x n, C m x n.
-// A stored (opA ? k x m : m x k) with lda; B stored (opB ? n x k : k x n) with ldb.
-static void cu_gemm(int opA, int opB, int m, int n, int k, const void* A, cudaDataType ta, int lda, const void* B,
-                    cudaDataType tb, int ldb, void* C, cudaDataType tc, int ldc, float alpha, float beta) {
+// D = alpha op(A) op(B) + beta C, column-major: op(A) m x k, op(B) k x n, C and D m x n with the
+// same type and ldc. A stored (opA ? k x m : m x k) with lda; B stored (opB ? n x k : k x n) with
+// ldb. cu_gemm is the common C == D case.
+static void cu_gemm_cd(int opA, int opB, int m, int n, int k, const void* A, cudaDataType ta, int lda, const void* B,
+                       cudaDataType tb, int ldb, const void* C, void* D, cudaDataType tc, int ldc, float alpha, float beta) {
     if (m <= 0 || n <= 0) return;
-    if (k <= 0) {  // nothing to multiply: C = beta C
+    if (k <= 0) {  // nothing to multiply: D = beta C
+        size_t es = tc == CUDA_R_32F ? 4 : 2;
         if (beta == 0.0f) {
-            size_t es = tc == CUDA_R_32F ? 4 : 2;
-            for (int j = 0; j < n; j++) backend_memset0((char*)C + (size_t)j * ldc * es, (size_t)m * es);
+            for (int j = 0; j < n; j++) backend_memset0((char*)D + (size_t)j * ldc * es, (size_t)m * es);
+        } else if (C != D) {
+            if (beta != 1.0f) fatal("cu_gemm_cd: k = 0 with beta %g and C != D is not supported", beta);
+            for (int j = 0; j < n; j++)
+                cudaCheck(cudaMemcpyAsync((char*)D + (size_t)j * ldc * es, (const char*)C + (size_t)j * ldc * es,
+                                          (size_t)m * es, cudaMemcpyDeviceToDevice, g_cu.stream));
         }
         return;
     }
-    int alA = cu_alignment(A), alB = cu_alignment(B), alC = cu_alignment(C);
+    int alA = cu_alignment(A), alB = cu_alignment(B), alC = cu_alignment(C) < cu_alignment(D) ? cu_alignment(C) : cu_alignment(D);
     CuGemmKey key;
     memset(&key, 0, sizeof(key));
     key.opA = opA; key.opB = opB; key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldc = ldc;
     key.ta = (int)ta; key.tb = (int)tb; key.tc = (int)tc; key.alA = alA; key.alB = alB; key.alC = alC;
     CuGemmPlan* plan = cu_gemm_plan(key);
     if (plan->have_algo) {
-        cublasStatus_t st = cublasLtMatmul(g_cu.lt, plan->desc, &alpha, A, plan->la, B, plan->lb, &beta, C, plan->lc, C,
+        cublasStatus_t st = cublasLtMatmul(g_cu.lt, plan->desc, &alpha, A, plan->la, B, plan->lb, &beta, C, plan->lc, D,
                                            plan->lc, &plan->algo, g_cu.lt_workspace, g_cu.lt_workspace_bytes, g_cu.stream);
         if (st == CUBLAS_STATUS_SUCCESS) {
             if (g_cu.sync_debug) cudaCheck(cudaStreamSynchronize(g_cu.stream));
@@ -118,17 +124,31 @@ static void cu_gemm(int opA, int opB, int m, int n, int k, const void* A, cudaDa
         plan->have_algo = 0;
     }
     {
-        // no cuBLASLt algorithm for this shape/alignment (odd sizes): plain cuBLAS handles any
+        // no cuBLASLt algorithm for this shape/alignment (odd sizes): plain cuBLAS handles any,
+        // with C == D only, so a separate C is first copied into D
+        if (C != D && beta != 0.0f) {
+            size_t es = tc == CUDA_R_32F ? 4 : 2;
+            cudaCheck(cudaMemcpy2DAsync(D, (size_t)ldc * es, C, (size_t)ldc * es, (size_t)m * es, n, cudaMemcpyDeviceToDevice,
+                                        g_cu.stream));
+        }
         cublasCheck(cublasGemmEx(g_cu.cublas, opA ? CUBLAS_OP_T : CUBLAS_OP_N, opB ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
-                                 &alpha, A, ta, lda, B, tb, ldb, &beta, C, tc, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                 &alpha, A, ta, lda, B, tb, ldb, &beta, D, tc, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     if (g_cu.sync_debug) cudaCheck(cudaStreamSynchronize(g_cu.stream));
+}
+static void cu_gemm(int opA, int opB, int m, int n, int k, const void* A, cudaDataType ta, int lda, const void* B,
+                    cudaDataType tb, int ldb, void* C, cudaDataType tc, int ldc, float alpha, float beta) {
+    cu_gemm_cd(opA, opB, m, n, k, A, ta, lda, B, tb, ldb, C, C, tc, ldc, alpha, beta);
 }
 
 // Y (N x out) = X (N x in) W^T:  col-major Y^T (out x N) = W (out x in) X^T (in x N), where the
 // row-major W is the col-major (in x out) matrix, hence opA = T
 void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd) {
     cu_gemm(1, 0, outd, N, in, w, CU_XTYPE, in, inp, CU_XTYPE, in, out, CU_XTYPE, outd, 1.0f, 0.0f);
+}
+// Y = residual + X W^T: the same GEMM with C = residual (beta 1) and D = Y
+void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in, int outd) {
+    cu_gemm_cd(1, 0, outd, N, in, w, CU_XTYPE, in, inp, CU_XTYPE, in, residual, out, CU_XTYPE, outd, 1.0f, 1.0f);
 }
 // dX (N x in) (+)= dY W:  col-major dX^T (in x N) = W^T (in x out) dY^T (out x N)
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) {

@@ -275,9 +275,10 @@ def gemm(P, phase, seg, group, name, m, n, k, a_es, b_es, c_es, beta, lds, count
         P.k[-1]["data_dependent_ld"] = True
 
 
-def matmul_forward(P, phase, seg, group, name, N, i, o, count, per_layer=True, note=""):
-    # Y (N x o) = X (N x i) W^T: cu_gemm lda = i (W), ldb = i (X), ldc = o (Y)
-    gemm(P, phase, seg, group, name, N, o, i, X, X, X, False, [(i, X), (i, X), (o, X)], count, per_layer=per_layer,
+def matmul_forward(P, phase, seg, group, name, N, i, o, count, per_layer=True, note="", residual=False):
+    # Y (N x o) = X (N x i) W^T: cu_gemm lda = i (W), ldb = i (X), ldc = o (Y); with residual, Y = R + X W^T
+    # (matmul_forward_residual: C = R read, beta 1, D = Y; the residual add rides on the GEMM)
+    gemm(P, phase, seg, group, name, N, o, i, X, X, X, residual, [(i, X), (i, X), (o, X)], count, per_layer=per_layer,
          note=note)
 
 
@@ -330,16 +331,14 @@ def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
     P.add(phase, seg, "attention", "attention_forward" + tag, "attn", fwd,
           (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F, count, 1, "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd),
           (), "", True)
-    matmul_forward(P, phase, seg, "o gemm", "o_proj" + tag, N, qd, d, count)
-    elem(P, phase, seg, "residual add", "add_inplace (attention)" + tag, N * d, N * d * X * 3, count, per_layer=True)
+    matmul_forward(P, phase, seg, "o gemm", "o_proj + residual" + tag, N, qd, d, count, residual=True)
     elem(P, phase, seg, "rmsnorm", "rmsnorm_forward ln2" + tag, 4.0 * N * d, N * d * X * 2 + d * X + N * F, count,
          per_layer=True)
     matmul_forward(P, phase, seg, "mlp gemm", "gate_proj" + tag, N, d, f, count)
     matmul_forward(P, phase, seg, "mlp gemm", "up_proj" + tag, N, d, f, count)
     elem(P, phase, seg, "swiglu", "swiglu_forward" + tag, 6.0 * N * f, N * f * X * 3, count, per_layer=True)
     if write_out:
-        matmul_forward(P, phase, seg, "mlp gemm", "down_proj" + tag, N, f, d, count)
-        elem(P, phase, seg, "residual add", "add_inplace (mlp)" + tag, N * d, N * d * X * 3, count, per_layer=True)
+        matmul_forward(P, phase, seg, "mlp gemm", "down_proj + residual" + tag, N, f, d, count, residual=True)
 
 
 def rmsnorm_backward(P, phase, seg, name, N, d, with_dw, count, per_layer):

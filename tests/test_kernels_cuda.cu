@@ -267,6 +267,17 @@ static void test_matmul(int N, int in, int outd) {
     std::vector<float> ry((size_t)N * outd);
     cpu_matmul_forward(ry.data(), x.data(), w.data(), N, in, outd);
     expect_close(nm("matmul_forward N=%d in=%d out=%d", N, in, outd), hx(y, ry.size()), ry, TOL(1e-2, 1e-5));
+    {   // the residual on the GEMM: y2 = r + X W^T, against the CPU's GEMM then add; r is left alone
+        std::vector<float> res = t_randn((size_t)N * outd, 1.0f);
+        floatX* dR = dx_from(res);
+        floatX* y2 = dx_nan((size_t)N * outd);
+        std::vector<float> rres = hx(dR, res.size());  // the residual as the device holds it
+        matmul_forward_residual(y2, dX, dW, dR, N, in, outd);
+        std::vector<float> ry2 = ry;
+        cpu_add_inplace(ry2.data(), rres.data(), ry2.size());
+        expect_close(nm("matmul_forward_residual N=%d in=%d out=%d", N, in, outd), hx(y2, ry2.size()), ry2, TOL(1e-2, 1e-5));
+        CHECK(hx(dR, res.size()) == rres, "matmul_forward_residual N=%d in=%d out=%d changed its residual input", N, in, outd);
+    }
     for (int acc = 0; acc <= 1; acc++) {
         std::vector<float> dx0 = t_randn((size_t)N * in, 0.5f), dw0 = t_randn((size_t)outd * in, 0.5f);
         floatX* gx = acc ? dx_from(dx0) : dx_nan((size_t)N * in);

@@ -386,6 +386,15 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
     return emu_memcpy(dst, src, n, kind);
 }
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                              cudaMemcpyKind kind, cudaStream_t) {
+    if (width > dpitch || width > spitch) { emu::set_error(cudaErrorInvalidPitchValue); return cudaErrorInvalidPitchValue; }
+    for (size_t r = 0; r < height; r++) {
+        cudaError_t e = emu_memcpy((char*)dst + r * dpitch, (const char*)src + r * spitch, width, kind);
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
 cudaError_t cudaMemset(void* p, int v, size_t n) {
     if (n == 0) return cudaSuccess;
     emu::g_counts.memsets++;
