@@ -316,6 +316,9 @@ def summary_table(cells_rows):
     """markdown: rows = optimizer families at their best setting, columns = cells"""
     cells = list(cells_rows)
     per_cell = {c: summary_rows(cells_rows[c]) for c in cells}
+    # families with a setting not finished in a cell: their best is among what finished
+    partial = {c: {("frozen" if is_frozen(r["name"]) else r["family"]) for r in cells_rows[c] if r["mean"] != r["mean"]}
+               for c in cells}
     fams = [f for f, _ in FAMILIES if any(f in per_cell[c] for c in cells)]
     if any("frozen" in per_cell[c] for c in cells):
         fams.append("frozen")
@@ -331,12 +334,13 @@ def summary_table(cells_rows):
             x = re.sub(r"^[a-z-]+-", "", row["name"]).replace("-up", ", up ")
             v = f"{row['mean']:.3f}" + (f" ± {row['sd']:.3f}" if row["sd"] is not None else "")
             ratio = f", {row['mean'] / adamw['mean']:.3f}x" if adamw else ""
-            cols.append(f"{v} (n={len(row['seeds'])}{ratio}; {x})")
+            cols.append(f"{v} (n={len(row['seeds'])}{ratio}; {x})" + (" †" if f in partial[c] else ""))
         label = "AdamW, projected matrices frozen (--matrix-lr-scale 1e-6)" if f == "frozen" else f
         md.append(f"| {label} | " + " | ".join(cols) + " |")
     return "\n".join(md) + ("\n\nEach cell: final validation loss, mean ± sd over the seeds run (n), the ratio to AdamW at "
                              "its best scale, and the setting (alpha a / AdamW matrix scale s, up = up-projection rule). "
-                             "The best setting is chosen on seed 1; the headline settings have seeds 2 and 3 as well.\n")
+                             "The best setting is chosen on seed 1; the headline settings have seeds 2 and 3 as well. "
+                             "†: some settings of that family have not finished in that cell (the best among those that did).\n")
 
 
 def write_all(out):
