@@ -366,6 +366,10 @@ def write_all(out):
             f.write(f"# {cell}\n\n" + text)
         png = os.path.join(d, "val_loss.png")
         have_png = cell_figure(cell, rows, png)
+        best = summary_rows(rows)  # each family at its best setting, and the frozen control: a readable figure
+        best_rows = [best[f] for f in [f for f, _ in FAMILIES] + ["frozen"] if f in best]
+        if best_rows and cell_figure(cell + ": each optimizer at its best setting", best_rows, os.path.join(d, "best.png")):
+            print(f"wrote {d}/best.png")
         tok = [r["tok_s"] for r in runs if r["tok_s"] == r["tok_s"]]
         speed = f" Training speed: median {sorted(tok)[len(tok) // 2]:.0f} tokens/s per run." if tok else ""
         body += [f"## {cell}", "", f"{sum(r['status'] == 'done' for r in runs)} finished runs.{speed}", "", text]
