@@ -125,9 +125,10 @@ if [ -x ./train_llama_cpu ]; then
      && run gd_cpu ./train_llama_cpu "${GD[@]}"; then
     read -r em ef <<< "$(python3 - "$W/gd_cpu" "$W/gd_model" "$W/gd_fp32" <<'PY'
 import os, sys, numpy as np
-n = (os.path.getsize(sys.argv[1] + "/model_00000003.bin") - 256) // 4  # the CPU build's fp32 checkpoint
-def master(d):  # the fp32 master weights end the state file, before its 4-byte end marker
-    raw = open(d + "/state_00000003.bin", "rb").read()
+# the CPU build's fp32 checkpoint: 256-byte header, the parameters, a 16-byte checksum trailer
+n = (os.path.getsize(sys.argv[1] + "/model_00000003.bin") - 256 - 16) // 4
+def master(d):  # the fp32 master weights end the state file, before its 4-byte end marker and the trailer
+    raw = open(d + "/state_00000003.bin", "rb").read()[:-16]
     return np.frombuffer(raw[len(raw) - 4 - 4 * n: len(raw) - 4], dtype=np.float32).astype(np.float64)
 ref = master(sys.argv[1])
 print(" ".join("%.4e" % np.sqrt(((master(d) - ref) ** 2).mean()) for d in sys.argv[2:]))
