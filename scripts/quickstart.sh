@@ -5,14 +5,14 @@
 #
 #   scripts/quickstart.sh                      # AdamW, about 4 minutes on 2 cores (README)
 #   OPTIMIZER=grass scripts/quickstart.sh      # the same with Grass
-#   STEPS=2000 scripts/quickstart.sh           # a longer run (about 8x the training time)
+#   STEPS=2000 scripts/quickstart.sh           # a longer run (the training part grows with STEPS)
 #   TOKENIZER=../shared/data/llama2_tokenizer.model scripts/quickstart.sh   # LLaMA-2's 32000 tokens
 #
 # Data: ../shared/data/tinyshakespeare.txt when present, else downloaded. By default a 4096-piece
 # SentencePiece BPE tokenizer is trained on the training split (dev/data/prepare.py
 # --train-tokenizer; seconds), which keeps the d6 model at 4.2M parameters so that it learns
 # visibly in minutes; TOKENIZER names a SentencePiece model to use instead (the model then has
-# that vocabulary: 20M parameters with LLaMA-2's, about 5x slower per step).
+# that vocabulary: 20M parameters with LLaMA-2's, about 5x the FLOPs per token).
 # Environment: STEPS (300), OPTIMIZER (adamw|grass|galore), OUT (out/quickstart_<opt>),
 # TOKENIZER, B (8), T (128), OMP_NUM_THREADS (all cores).
 set -euo pipefail
