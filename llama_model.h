@@ -389,8 +389,10 @@ static void checkpoint_save_model(Llama* m, const char* path, int64_t step) {
     ckpt_file_commit(f, tmp, path);
 }
 
-// Loads parameters from a model file whose config must equal the model's.
-static void checkpoint_load_model(Llama* m, const char* path) {
+// Loads parameters from a model file whose config must equal the model's. Its checksum trailer
+// is checked here unless crc_checked says the caller has done it (the resume path's
+// find_resume_checkpoint, which must check before it chooses), so no file is read twice for it.
+static void checkpoint_load_model(Llama* m, const char* path, int crc_checked) {
     LlamaConfig c; int dtype; int64_t step;
     int has_checksum = checkpoint_read_header(path, &c, &dtype, &step);
     if (!llama_config_equal(&c, &m->config)) {
@@ -401,7 +403,7 @@ static void checkpoint_load_model(Llama* m, const char* path) {
     size_t bytes = dtype == 0 ? 4 : 2;
     int64_t want = 256 + (int64_t)m->pt.total * bytes + (has_checksum ? CRC_TRAILER_BYTES : 0), have = file_size_check(path);
     if (have != want) fatal("'%s' is %lld bytes, but its config needs %lld: truncated or corrupt", path, (long long)have, (long long)want);
-    if (has_checksum) file_verify_checksum_or_die(path);
+    if (has_checksum && !crc_checked) file_verify_checksum_or_die(path);
     FILE* f = fopen_check(path, "rb");
     fseek_check(f, 256, SEEK_SET, path);
     const size_t chunk = (size_t)1 << 24;

@@ -55,6 +55,7 @@ static void state_save(const char* path, const Llama* m, const Optimizer* o, con
     ckpt_file_commit(f, tmp, path);
 }
 
+// Reads a state file that find_resume_checkpoint has found intact (checksum trailer included).
 static void state_load(const char* path, const Llama* m, Optimizer* o, TrainState* ts) {
     FILE* f = fopen_check(path, "rb");
     int32_t h[64], want[64];
@@ -66,8 +67,7 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
     h[13] = 0;
     int has_setup = h[STATE_HAS_SETUP] == 1;
     want[STATE_HAS_SETUP] = h[STATE_HAS_SETUP];
-    if (h[STATE_HAS_CHECKSUM] == 1) file_verify_checksum_or_die(path);
-    want[STATE_HAS_CHECKSUM] = h[STATE_HAS_CHECKSUM];
+    want[STATE_HAS_CHECKSUM] = h[STATE_HAS_CHECKSUM];  // its trailer: checked by find_resume_checkpoint
     if (memcmp(h, want, sizeof(h)) != 0) fatal("'%s' was written for another model config; use the same model flags", path);
     fread_check(ts, sizeof(TrainState), 1, f, path);
     if (has_setup) {  // read by run_setup_from_state before the model was built; skipped here
@@ -1003,7 +1003,7 @@ int main(int argc, char** argv) {
             long long st = resume_step;
             const char* mp = resume_model;
             const char* sp = resume_state;
-            checkpoint_load_model(&model, mp);
+            checkpoint_load_model(&model, mp, 1);  // its checksum: checked by find_resume_checkpoint
             state_load(sp, &model, &opt, &ts);
             if (opt.rt.sharded) {
                 char zp[1100];
@@ -1023,7 +1023,7 @@ int main(int argc, char** argv) {
     }
     if (!resumed) {
         if (a.init_from != NULL) {
-            checkpoint_load_model(&model, a.init_from);
+            checkpoint_load_model(&model, a.init_from, 0);
             if (master) printf("initialized from %s\n", a.init_from);
         } else {
             llama_init_random(&model, (uint64_t)a.seed);
