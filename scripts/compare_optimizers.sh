@@ -65,9 +65,40 @@ BIN=${BIN:-./train_llama_cpu}; OUT=${OUT:-out/study}; DATA_ROOT=${DATA_ROOT:-dat
 CORPORA=${CORPORA:-"tinyshakespeare kjv"}; SIZES=${SIZES:-"d6 w384"}; VOCAB=${VOCAB:-4096}
 B=${B:-8}; T=${T:-128}; STEPS=${STEPS:-150}; EVAL_EVERY=${EVAL_EVERY:-25}; EVAL_TOKENS=${EVAL_TOKENS:-16384}
 K=${K:-50}; RANK=${RANK:-0.25}; LR=${LR:-1e-2}
-ADAMW_SCALES=${ADAMW_SCALES-"1e-06 0.00625 0.0125 0.025 0.05 0.1 0.25 0.5"}; GALORE_ALPHAS=${GALORE_ALPHA-${GALORE_ALPHAS-"0.03125 0.0625 0.125 0.25"}}
-TOPR_ALPHAS=${TOPR_ALPHAS-"0.015625 0.03125 0.0625 0.125 0.25 0.5 1"}; GRASS_ALPHA=${GRASS_ALPHA:-0.0625}
-UPSCALES=${UPSCALES-"paper one mean"}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3"}
+GRASS_ALPHA=${GRASS_ALPHA:-0.0625}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3"}
+# The grids of a size (set_grid SIZE): <SIZE>_ADAMW_SCALES (e.g. W384_ADAMW_SCALES) first, then
+# ADAMW_SCALES when it is set, then the size's default; the same for GALORE_ALPHAS, TOPR_ALPHAS,
+# UPSCALES and VARIANTS. w384 runs cost about 2.5x a d6 run (5 min with 2 threads), so its
+# default grids are coarser: factor-4 steps around the d6 optima, multinorm at the default
+# upscale only, no other variants (at d6 they lay within seed noise of each other).
+grid_default() {  # grid_default SIZE NAME
+  case $1/$2 in
+    w384/ADAMW_SCALES) echo "1e-06 0.00625 0.025 0.1" ;;
+    w384/GALORE_ALPHAS) echo "0.03125 0.125" ;;
+    w384/TOPR_ALPHAS) echo "0.03125 0.125" ;;
+    w384/UPSCALES) echo "mean" ;;
+    w384/VARIANTS) echo "" ;;
+    */ADAMW_SCALES) echo "1e-06 0.00625 0.0125 0.025 0.05 0.1 0.25 0.5" ;;
+    */GALORE_ALPHAS) echo "0.03125 0.0625 0.125 0.25" ;;
+    */TOPR_ALPHAS) echo "0.015625 0.03125 0.0625 0.125 0.25 0.5 1" ;;
+    */UPSCALES) echo "paper one mean" ;;
+    */VARIANTS) echo "multinorm-nr uniform uniform-nr" ;;
+  esac
+}
+declare -A GLOBAL_GRID  # the grids set in the environment (for every size)
+[ -n "${GALORE_ALPHA+x}" ] && GALORE_ALPHAS=$GALORE_ALPHA
+for g in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS; do
+  [ -n "${!g+x}" ] && GLOBAL_GRID[$g]=${!g}
+done
+set_grid() {  # set_grid SIZE: ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS for that size
+  local z=$1 g sv
+  for g in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS; do
+    sv="${z^^}_$g"
+    if [ -n "${!sv+x}" ]; then printf -v "$g" '%s' "${!sv}"
+    elif [ -n "${GLOBAL_GRID[$g]+x}" ]; then printf -v "$g" '%s' "${GLOBAL_GRID[$g]}"
+    else printf -v "$g" '%s' "$(grid_default "$z" $g)"; fi
+  done
+}
 JOBS=${JOBS:-1}; THREADS=${OMP_NUM_THREADS:-1}; CKPT_EVERY=${CKPT_EVERY:-25}
 ONLY=${ONLY:-}; DRY=${DRY:-0}; KEEP_CKPT=${KEEP_CKPT:-0}; RETRY=${RETRY:-0}
 PY=${PYTHON:-python3}
@@ -131,7 +162,7 @@ seed1_runs() {  # the phase-1 run names of a cell
   for a in $GALORE_ALPHAS; do echo "galore-a$a"; done
   for a in $TOPR_ALPHAS; do echo "grass-topr-a$a"; done
   for u in $UPSCALES; do echo "grass-multinorm-a$GRASS_ALPHA-up$u"; done
-  for v in multinorm-nr uniform uniform-nr; do echo "grass-$v-a$GRASS_ALPHA-up$UPSCALE"; done
+  for v in $VARIANTS; do echo "grass-$v-a$GRASS_ALPHA-up$UPSCALE"; done
 }
 
 # ---- data
@@ -273,8 +304,12 @@ if [ "$DRY" != 1 ]; then
   mkdir -p "$OUT"
   {
     echo "# scripts/compare_optimizers.sh, $(date '+%Y-%m-%d %H:%M'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
-    for v in BIN DATA_ROOT CORPORA SIZES VOCAB B T STEPS EVAL_EVERY EVAL_TOKENS K RANK LR ADAMW_SCALES GALORE_ALPHAS \
-             TOPR_ALPHAS GRASS_ALPHA UPSCALES UPSCALE SEEDS JOBS THREADS; do echo "$v=${!v}"; done
+    for v in BIN DATA_ROOT CORPORA SIZES VOCAB B T STEPS EVAL_EVERY EVAL_TOKENS K RANK LR GRASS_ALPHA UPSCALE SEEDS \
+             JOBS THREADS; do echo "$v=${!v}"; done
+    for z in $SIZES; do
+      set_grid "$z"
+      for v in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS; do echo "$z: $v=${!v}"; done
+    done
     echo "EXTRA_FLAGS=${EXTRA[*]}"
   } > "$OUT/settings.txt"
   for c in $CORPORA; do prepare_corpus "$c"; done
@@ -285,6 +320,7 @@ fi
 echo "== phase 1: seed 1 ($CORPORA x $SIZES)"
 for c in $CORPORA; do
   for z in $SIZES; do
+    set_grid "$z"
     while read -r n; do schedule "$c" "$z" "$n" 1; done < <(seed1_runs)
   done
 done
@@ -314,6 +350,7 @@ if [ -n "$SEEDS" ]; then
   echo "== phase 2: seeds $SEEDS for the best AdamW scale, the best GaLore alpha, the best top-r alpha, the best multinorm upscale"
   for c in $CORPORA; do
     for z in $SIZES; do
+      set_grid "$z"
       while read -r n rest; do
         if [[ $n == \?* ]]; then  # best not known yet: seed 1 of that family is not finished
           n=${n#\?}
@@ -335,7 +372,7 @@ fi
 if [ "$DRY" = 1 ]; then
   printf '%s\n' "${DRY_LIST[@]}" | $PY dev/study_table.py --dry-report --out "$OUT" --steps "$STEPS" \
       --tokens-per-step $((B * T)) --eval-every "$EVAL_EVERY" --eval-tokens "$EVAL_TOKENS" --jobs "$JOBS" \
-      --guess d6=1000 --guess w384=550
+      --guess d6=1000 --guess w384=400
   exit 0
 fi
 echo "== $N_RUN run(s) trained or resumed in this invocation"
