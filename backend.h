@@ -36,6 +36,9 @@ void backend_memset0(void* p, size_t bytes);
 void backend_copy(void* dst, const void* src, size_t bytes);              // backend -> backend
 void backend_upload(void* dst, const void* host_src, size_t bytes);       // host -> backend (raw bytes)
 void backend_download(void* host_dst, const void* src, size_t bytes);     // backend -> host (raw bytes)
+// host -> backend without waiting for the backend: the bytes are staged first (CUDA: in a ring of
+// pinned buffers, each reused only once its copy is done), so host_src may be reused at once
+void backend_upload_async(void* dst, const void* host_src, size_t bytes);
 void backend_upload_floats(floatX* dst, const float* host_src, size_t n); // host fp32 -> floatX
 void backend_download_floats(float* host_dst, const floatX* src, size_t n); // floatX -> host fp32
 void backend_widen(float* dst, const floatX* src, size_t n);               // floatX -> fp32, both in the backend
@@ -43,6 +46,7 @@ void backend_synchronize(void);
 size_t backend_memory_free(void);                  // bytes the backend can still allocate (0 = unknown)
 size_t backend_memory_peak(void);                  // bytes allocated at peak by backend_malloc
 double backend_peak_flops(void);                   // dense peak of the floatX matmul path, 0 = unknown
+int backend_ffn_align(void);                       // the multiple the ffn size is padded to (llama_ffn_stored): 1 CPU, 64 GPU
 // The backend's own scratch for a training step, for the memory plan: an estimate from the
 // sizes that drive it. N = B*T rows; att_rows = B*heads*T; d the width; T the sequence; gather
 // the largest Grass gathered operand (N x r elements); norm_block the largest projected matrix
@@ -74,6 +78,9 @@ void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX
 // in place on x (B,T,n_heads,head_dim), rotate-half convention; cos/sin tables (max_T, head_dim/2)
 void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim);
 void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim);
+// rope_forward (backward = 0) or rope_backward (1) of q (n_heads) and of k (n_kv_heads), in one pass
+void rope_qk(floatX* q, floatX* k, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int n_kv_heads,
+             int head_dim, int backward);
 // causal attention: q (B,T,nh,hd), k/v (B,T,nkv,hd), out (B,T,nh,hd), lse (B,nh,T) log-sum-exp
 // of the scaled scores, kept for the backward; no T x T matrix is stored.
 void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v,
@@ -108,8 +115,13 @@ static inline size_t state_dtype_size(int dt) { return dt == STATE_BF16 ? 2 : 4;
 
 // One Adam update's hyperparameters (adamw_update, grass_adam_update): step size, moment
 // decays, epsilon, decoupled weight decay (0: none), the bias corrections 1 - b^t, and the
-// factor on the gradient (global-norm clipping; 1: none).
-typedef struct { float lr, b1, b2, eps, wd, bc1, bc2, grad_scale; } AdamParams;
+// factor on the gradient (global-norm clipping; 1: none). grad_scale_dev, when not NULL, is a
+// backend float that replaces grad_scale: the clipping factor clip_factor computed on the backend,
+// so that the host need not wait for the step's norm before it queues the updates.
+typedef struct { float lr, b1, b2, eps, wd, bc1, bc2, grad_scale; const float* grad_scale_dev; } AdamParams;
+static inline float adam_grad_scale_host(const AdamParams* a) {  // the CPU backend's read of it
+    return a->grad_scale_dev != NULL ? *a->grad_scale_dev : a->grad_scale;
+}
 
 // ---- Grass ops (grass_optim.cuh) ----------------------------------------------------------
 // rows side: C (r x in) (+)= diag(scale) dY[:, idx]^T X            (selected output features)
@@ -180,6 +192,12 @@ void sumsq_float(float* acc, const float* x, size_t n);
 // side; C other x r) divided by d_scale[j]: the norm^2 of Grass's B G from C = rho B G. With every
 // scale 1 the result is sumsq_float's, bit for bit.
 void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side);
+// *scale = clip / norm when norm > clip, else 1, where norm = (float)sqrt((double)*sumsq): global-norm
+// clipping's factor, on the backend (every pointer a backend float)
+void clip_factor(float* scale, const float* sumsq, float clip);
+// *acc += (double)(float)(sum of losses[0..N) / N): a micro-batch's mean loss added on the backend
+// (acc a backend double), so that the step's loss is read once, with its norm, at the step's end
+void loss_accumulate(double* acc, const float* losses, int N);
 
 // ---- collectives (the CPU backend uses MPI, the CUDA backend NCCL; no-ops in one process) --
 // sum in place over ranks

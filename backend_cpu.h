@@ -53,6 +53,7 @@ void backend_memset0(void* p, size_t bytes) { memset(p, 0, bytes); }
 void backend_copy(void* dst, const void* src, size_t bytes) { memmove(dst, src, bytes); }
 void backend_upload(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void backend_download(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
+void backend_upload_async(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 void backend_upload_floats(floatX* dst, const float* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
 void backend_download_floats(float* dst, const floatX* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
 void backend_widen(float* dst, const floatX* src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
@@ -63,6 +64,7 @@ size_t backend_memory_free(void) {
 }
 size_t backend_memory_peak(void) { return g_cpu_bytes_peak; }
 double backend_peak_flops(void) { return 0.0; }  // unknown on a CPU; --peak-tflops sets it
+int backend_ffn_align(void) { return 1; }  // the CPU's GEMMs need no padding, and its numbers stay the reference
 // the attention's per-thread score blocks (two of cpu_att_block x T floats); the rest is small
 size_t backend_workspace_bytes(const WorkspaceSizes* w) {
     int threads = 1;
@@ -81,6 +83,10 @@ void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* 
 void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX* inp, const floatX* w, const float* rstd, int N, int d) { cpu_rmsnorm_backward(dinp, (float*)dw.p, dout, inp, w, rstd, N, d); }
 void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_forward(x, d_cos, d_sin, B, T, n_heads, head_dim); }
 void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_backward(dx, d_cos, d_sin, B, T, n_heads, head_dim); }
+void rope_qk(floatX* q, floatX* k, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int n_kv_heads, int head_dim, int backward) {
+    if (backward) { cpu_rope_backward(q, d_cos, d_sin, B, T, n_heads, head_dim); cpu_rope_backward(k, d_cos, d_sin, B, T, n_kv_heads, head_dim); }
+    else { cpu_rope_forward(q, d_cos, d_sin, B, T, n_heads, head_dim); cpu_rope_forward(k, d_cos, d_sin, B, T, n_kv_heads, head_dim); }
+}
 void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh, int nkv, int hd) { cpu_attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd); }
 void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q, const floatX* k, const floatX* v, const float* lse, int B, int T, int nh, int nkv, int hd) { cpu_attention_backward(dq, dk, dv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); }
 void swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n) { cpu_swiglu_forward(h, gate, up, n); }
@@ -115,6 +121,8 @@ void adamw_update(floatX* param, float* master, GradBuf grad, void* m, void* v, 
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side) { cpu_sumsq_unscaled(acc, C, d_scale, r, other, cols_side); }
+void clip_factor(float* scale, const float* sumsq, float clip) { cpu_clip_factor(scale, sumsq, clip); }
+void loss_accumulate(double* acc, const float* losses, int N) { cpu_loss_accumulate(acc, losses, N); }
 
 // ---- collectives: comm.h's MPI loops (each a no-op on one rank) -----------------------------
 void allreduce_sum_float(float* x, size_t n) {

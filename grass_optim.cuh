@@ -129,6 +129,7 @@ static AdamParams adam_params(const OptimConfig* c, float lr, float wd, int64_t 
     a.lr = lr; a.b1 = c->b1; a.b2 = c->b2; a.eps = c->eps; a.wd = wd;
     a.bc1 = 1.0f - powf(c->b1, (float)t); a.bc2 = 1.0f - powf(c->b2, (float)t);
     a.grad_scale = grad_scale;
+    a.grad_scale_dev = NULL;
     return a;
 }
 
@@ -318,7 +319,14 @@ typedef struct Optimizer {
     // (optim_begin_step); without the fused update the step's own norm decides (optim_step)
     float prev_norm;        // the last step's gradient norm (0: none yet); saved in the state file
     float clip_scale;       // the factor of the step in progress under the fused rule
-    float* d_sumsq;         // backend scalar for gradient norms
+    // the step's report, one backend block read once at the step's end (the step's one host sync):
+    // the loss summed over micro-steps (llama_forward_train), the dense gradients' sum of squares,
+    // the clipping factor (clip_factor), and the fused updates' sums of squares per matrix
+    void* d_report;
+    double* d_loss_acc;     // d_report + 0
+    float* d_sumsq;         // d_report + 8: backend scalar for gradient norms
+    float* d_grad_scale;    // d_report + 12
+    double loss_sum;        // the last step's *d_loss_acc, on the host (optim_step)
     double comm_bytes;      // bytes all-reduced since the step began (0 in one process)
     double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
     float* master;          // fp32 master weights (cfg.master_weights), the layout of params; else NULL
@@ -327,7 +335,7 @@ typedef struct Optimizer {
     size_t shard, shard_lo, shard_hi, grad_alloc;
     float* C_pool;          // the shared compressed-gradient buffer (rt.share_compressed), else NULL
     size_t C_pool_numel;    // its size: the largest layer's set, twice with rt.overlap
-    float* d_layer_sumsq;   // n_gm sums of squares of the fused compressed gradients (backend)
+    float* d_layer_sumsq;   // d_report + 16: n_gm sums of squares of the fused compressed gradients
     int pending_layer;      // rt.overlap: the layer whose all-reduce is in flight, or -1
     // rt.overlap, dense gradients: each layer's dense tensors sit together in grads at
     // [dense_lo[l], dense_hi[l]); on the last micro-step their all-reduce starts when the layer's
@@ -518,6 +526,13 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
 typedef enum { OB_DENSE_GRAD = 0, OB_COMPRESSED, OB_STATE, OB_OTHER, OB_MASTER, OB_NORMPASS, OB_WORK } OptimBufferKind;
 typedef struct { void** ptr; size_t bytes; int kind; const char* label; } OptimBuffer;
 
+// the step report's bytes: the loss sum (double), the dense sum of squares and the clipping
+// factor, and one sum of squares per projected matrix (at least one)
+static size_t optim_report_bytes(const Optimizer* o) { return 16 + (size_t)(o->n_gm > 0 ? o->n_gm : 1) * sizeof(float); }
+// the backend double that llama_forward_train adds each micro-step's mean loss to (reset by
+// optim_begin_step, read by optim_step into o->loss_sum)
+static double* optim_loss_acc(Optimizer* o) { return o->d_loss_acc; }
+
 static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     int n = 0;
@@ -549,8 +564,7 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     OBUF(o->grads, o->grad_alloc * grad_dtype_size(o->cfg.grad_dtype), OB_DENSE_GRAD, "dense gradients");
     OBUF(o->m, moments * ssz, OB_STATE, "adamw m");
     OBUF(o->v, moments * ssz, OB_STATE, "adamw v");
-    OBUF(o->d_sumsq, sizeof(float), OB_OTHER, "norm scalar");
-    OBUF(o->d_layer_sumsq, (o->n_gm > 0 ? o->n_gm : 1) * sizeof(float), OB_OTHER, "norm scalars");
+    OBUF(o->d_report, optim_report_bytes(o), OB_OTHER, "step report (loss, norms)");
     if (o->cfg.master_weights) OBUF(o->master, o->pt->total * sizeof(float), OB_MASTER, "fp32 master weights");
     if (o->iota_len > 0) {
         OBUF(o->d_iota, o->iota_len * sizeof(int), OB_NORMPASS, "grass norm pass (identity indices)");
@@ -578,6 +592,10 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
     int n = optim_buffers(o, b);
     for (int i = 0; i < n; i++) *b[i].ptr = backend_malloc(b[i].bytes, b[i].label);
     free(b);
+    o->d_loss_acc = (double*)o->d_report;
+    o->d_sumsq = (float*)((char*)o->d_report + 8);
+    o->d_grad_scale = (float*)((char*)o->d_report + 12);
+    o->d_layer_sumsq = (float*)((char*)o->d_report + 16);
     if (cfg->type == OPT_GALORE && sizeof(floatX) == sizeof(float))
         for (int k = 0; k < o->n_gm; k++) o->gm[k].Ptx = (floatX*)o->gm[k].Pt;  // one buffer in an fp32 build
     if (rt->overlap && cfg->fused) allreduce_async_reserve(optim_largest_layer_C(o));
@@ -758,7 +776,7 @@ static void optim_zero_grads(Optimizer* o) {
         for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float));
     }
     o->fused_sumsq = 0.0;
-    backend_memset0(o->d_layer_sumsq, (o->n_gm > 0 ? o->n_gm : 1) * sizeof(float));
+    backend_memset0(o->d_report, optim_report_bytes(o));  // the loss sum and the norm scalars
     o->pending_layer = -1;
     o->dense_started = 0;
 }
@@ -848,10 +866,12 @@ static uint64_t optim_update_seed(const Optimizer* o, int tensor) {
     return rng_seed_for(o->cfg.seed ^ 0x5EED5EEDULL, (uint64_t)o->step, (uint64_t)tensor);
 }
 
-static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad_scale) {
+// grad_scale_dev: the backend clipping factor (NULL: grad_scale)
+static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad_scale, const float* grad_scale_dev) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
     AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, g->t, grad_scale);
+    ap.grad_scale_dev = grad_scale_dev;
     if (o->cfg.type == OPT_GALORE) {
         galore_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v,
                            o->cfg.state_dtype, g->Pt, g->r, t->rows, t->cols, g->cols_side, ap, o->cfg.alpha,
@@ -884,7 +904,7 @@ static void optim_finish_layer(Optimizer* o, int layer) {
         GrassMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
         optim_sumsq_projected(o, o->d_layer_sumsq + k, g);
-        optim_apply_grass(o, g, o->lr, o->clip_scale);
+        optim_apply_grass(o, g, o->lr, o->clip_scale, NULL);
         // a later layer accumulates into the same pool: leave it zeroed
         if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
     }
@@ -925,15 +945,12 @@ static void grad_layer_done(Optimizer* o, int layer) {
 }
 
 // fused path: the sum of squares of every compressed gradient applied during the backward
-// pass, in a fixed order (layers from the last, matrices in table order)
-static double optim_fused_sumsq(Optimizer* o) {
-    if (o->n_gm == 0) return 0.0;
-    float* ss = (float*)malloc_check(o->n_gm * sizeof(float));
-    backend_download(ss, o->d_layer_sumsq, o->n_gm * sizeof(float));
+// pass, in a fixed order (layers from the last, matrices in table order), from the report's
+// per-matrix sums (ss, n_gm of them)
+static double optim_fused_sumsq(const Optimizer* o, const float* ss) {
     double total = 0.0;
     for (int l = optim_max_layer(o->pt); l >= 0; l--)
         for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == l) total += ss[k];
-    free(ss);
     return total;
 }
 
@@ -949,7 +966,10 @@ static int optim_shard_part(const Optimizer* o, int i, size_t* a, size_t* b) {
 }
 
 // After the backward passes of a step: reduce, measure, clip, update everything not yet
-// updated. Returns the global gradient norm before clipping, of the gradient the optimizer uses,
+// updated, then read the step's report (its one host sync): o->loss_sum is the loss summed over
+// the step's micro-steps on this rank (llama_forward_train into optim_loss_acc). The clipping
+// factor is formed on the backend (clip_factor), so nothing waits for the norm before the
+// updates are queued. Returns the global gradient norm before clipping, of the gradient the optimizer uses,
 // unscaled: AdamW's whole gradient; the dense tensors plus Grass's selected rows B G (rho divided
 // out) or GaLore's projection P^T G. All three are norms of the same step's gradient (of its
 // whole or of an orthogonal projection of it); at full rank they are the whole gradient's norm.
@@ -957,7 +977,6 @@ static float optim_step(Optimizer* o) {
     float lr = o->lr;
     int fused = o->cfg.type != OPT_ADAMW && o->cfg.fused;
     if (o->pending_layer >= 0) { optim_finish_layer(o, o->pending_layer); o->pending_layer = -1; }
-    if (fused) o->fused_sumsq = optim_fused_sumsq(o);
     if (o->rt.sharded) {
         // ZeRO-1: each rank receives the summed gradients of its block only; the reduce-scatter
         // and the all-gather below move what one all-reduce of the dense gradients does, and are
@@ -977,7 +996,6 @@ static float optim_step(Optimizer* o) {
         optim_allreduce_dense(o, 0, o->grad_total, 0);
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
-    float ss = 0.0f;
     backend_memset0(o->d_sumsq, sizeof(float));
     GradBuf mine = optim_grads_from(o, o->shard_lo);
     if (mine.dtype == GRAD_FP32) sumsq_float(o->d_sumsq, (const float*)mine.p, o->shard_hi - o->shard_lo);
@@ -987,13 +1005,15 @@ static float optim_step(Optimizer* o) {
         o->comm_bytes += sizeof(float);
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_sumsq_projected(o, o->d_sumsq, &o->gm[k]);
-    backend_download(&ss, o->d_sumsq, sizeof(float));
-    double total = (double)ss + (fused ? o->fused_sumsq : 0.0);
-    float norm = (float)sqrt(total);
-    float grad_scale = 1.0f;  // clipping: this step's norm, or under the fused rule the factor set at its start
+    // clipping: this step's norm (the factor formed on the backend from d_sumsq: the norm of the
+    // non-fused step is sqrt(d_sumsq) alone), or under the fused rule the factor set at its start
+    float grad_scale = 1.0f;
+    const float* grad_scale_dev = NULL;
     if (fused) grad_scale = o->clip_scale;
-    else if (o->cfg.grad_clip > 0.0f && norm > o->cfg.grad_clip) grad_scale = o->cfg.grad_clip / norm;
-    o->prev_norm = norm;
+    else if (o->cfg.grad_clip > 0.0f) {
+        clip_factor(o->d_grad_scale, o->d_sumsq, o->cfg.grad_clip);
+        grad_scale_dev = o->d_grad_scale;
+    }
     o->step++;
     // AdamW on the part of each dense tensor that lies in this rank's block (all of it unsharded)
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
@@ -1004,6 +1024,7 @@ static float optim_step(Optimizer* o) {
         size_t in_t = a - o->grad_offset[i], soff = (a - o->shard_lo) * ssz;
         float lr_t = t->kind == PT_LINEAR && ((o->cfg.proj_mask >> t->lin) & 1) ? lr * o->cfg.matrix_lr_scale : lr;
         AdamParams ap = adam_params(&o->cfg, lr_t, t->decay ? o->cfg.weight_decay : 0.0f, o->step, grad_scale);
+        ap.grad_scale_dev = grad_scale_dev;
         adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, optim_grads_from(o, a),
                      (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, ap, optim_update_seed(o, i), in_t);
     }
@@ -1022,7 +1043,19 @@ static float optim_step(Optimizer* o) {
             if (off != (size_t)-1) backend_copy(o->params + o->pt->t[i].offset, stage + off, o->pt->t[i].numel * sizeof(floatX));
         }
     }
-    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale);
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale, grad_scale_dev);
+    // the report: one download, after everything above is queued
+    size_t rb = optim_report_bytes(o);
+    char* rep = (char*)malloc_check(rb);
+    backend_download(rep, o->d_report, rb);
+    float ss;
+    memcpy(&o->loss_sum, rep, sizeof(double));
+    memcpy(&ss, rep + 8, sizeof(float));
+    o->fused_sumsq = fused ? optim_fused_sumsq(o, (const float*)(rep + 16)) : 0.0;
+    free(rep);
+    double total = (double)ss + o->fused_sumsq;
+    float norm = (float)sqrt(total);
+    o->prev_norm = norm;
     return norm;
 }
 

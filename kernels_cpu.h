@@ -345,7 +345,7 @@ static inline void cpu_state_set(void* s, size_t k, float x, int bf16) {
 static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, void* v, int state_bf16, const int* idx,
                        const float* upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha) {
     int bf = state_bf16;
-    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = a.grad_scale;
+    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = adam_grad_scale_host(&a);
     float* Wsrc = Wm != NULL ? Wm : W;  // the weights the update applies to
     if (wd > 0.0f) {
         float keep = 1.0f - lr * wd;
@@ -478,9 +478,10 @@ static inline void cpu_galore_project_grad(float* R, const float* dout, const fl
 static inline void cpu_galore_adam_update(float* W, float* Wm, float* R, void* m, void* v, int state_bf16, const float* Pt, int r,
                                    int outd, int in, int cols_side, AdamParams a, float alpha, float* work) {
     size_t nsub = cols_side ? (size_t)outd * r : (size_t)r * in;
+    const float grad_scale = adam_grad_scale_host(&a);
     #pragma omp parallel for
     for (size_t k = 0; k < nsub; k++) {
-        float g = R[k] * a.grad_scale;
+        float g = R[k] * grad_scale;
         float mk = a.b1 * cpu_state_get(m, k, state_bf16) + (1.0f - a.b1) * g;
         float vk = a.b2 * cpu_state_get(v, k, state_bf16) + (1.0f - a.b2) * g * g;
         cpu_state_set(m, k, mk, state_bf16); cpu_state_set(v, k, vk, state_bf16);
@@ -511,7 +512,7 @@ static void cpu_scale_floats(float* C, float s, size_t n) {
 static void cpu_adamw_update(float* p, float* master, const float* g, void* m, void* v, int state_bf16, size_t n,
                   AdamParams a, uint64_t seed) {
     (void)seed;  // fp32 weights: no stochastic rounding on the CPU
-    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = a.grad_scale;
+    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = adam_grad_scale_host(&a);
     float* src = master != NULL ? master : p;
     if (!state_bf16) {  // the common case, as one vectorizable loop
         float* mf = (float*)m, *vf = (float*)v;
@@ -557,6 +558,16 @@ static double cpu_sumsq_double(const float* x, size_t n) {
     return total;
 }
 static void cpu_sumsq_float(float* acc, const float* x, size_t n) { *acc += (float)cpu_sumsq_double(x, n); }
+// backend.h's clip_factor and loss_accumulate (scalars: one thread, in order)
+static void cpu_clip_factor(float* scale, const float* sumsq, float clip) {
+    float norm = (float)sqrt((double)*sumsq);
+    *scale = norm > clip ? clip / norm : 1.0f;
+}
+static void cpu_loss_accumulate(double* acc, const float* losses, int N) {
+    double sum = 0.0;
+    for (int i = 0; i < N; i++) sum += losses[i];
+    *acc += (double)(float)(sum / N);
+}
 // backend.h's sumsq_unscaled: C / scale (per row or column) into scratch, then the same sum
 static void cpu_sumsq_unscaled(float* acc, const float* C, const float* scale, int r, int other, int cols_side) {
     size_t n = (size_t)r * other;

@@ -9,7 +9,8 @@
  *   checkpoint_*     the model file (docs/FORMATS.md): header, save, load
  * The kernels come from backend.h (backend_cpu.h or backend_cuda.cuh, chosen by the compiler);
  * the weight gradients go to the optimizer through grad_sink.h. Shapes: B sequences of T
- * tokens, N = B*T rows; d = dim, f = ffn_dim, L = layers, V = vocab, nh/nkv heads of hd.
+ * tokens, N = B*T rows; d = dim, f = the ffn size as stored (ffn_dim, padded to a multiple of 64
+ * on the GPU build: llama_ffn_stored), L = layers, V = vocab, nh/nkv heads of hd.
  * HF's LlamaForCausalLM is the reference (tests/fixtures, test_llama.cu).
  */
 #ifndef GRASS_LLAMA_MODEL_H
@@ -76,15 +77,40 @@ typedef struct {
     floatX* dgate;        // N x f
     floatX* dup;          // N x f
     floatX* dh;           // N x f
-    int* d_tokens;        // N
-    int* d_targets;       // N
+    int* d_tokens;        // 2N: a forward's N inputs, then its N targets (one upload)
+    int* d_targets;       // d_tokens + N of the last forward
     float* rope_cos;      // max_seq x hd/2
     float* rope_sin;      // max_seq x hd/2
     float* h_losses;      // N, host copy of losses
+    int* h_tokens;        // 2N, the host side of d_tokens (inputs and targets packed for one upload)
     size_t activation_bytes;  // the sum of llama_buffers (what the memory plan counts)
 } Llama;
 
 static floatX* param_ptr(Llama* m, int tensor) { return m->params + m->pt.t[tensor].offset; }
+
+// The ffn padding's multiple (llama_ffn_stored): the backend's (1 on the CPU, 64 on the GPU) unless
+// set, before any model or plan is built (train_llama's --ffn-align; tests)
+static int g_llama_ffn_align = 0;
+static int llama_ffn_align(void) { return g_llama_ffn_align > 0 ? g_llama_ffn_align : backend_ffn_align(); }
+
+// One tensor between the host, in its Hugging Face layout (numel_hf values), and the backend's
+// stored layout (llama_params.h: param_to_stored; the padding is written as zeros)
+static void llama_upload_tensor(Llama* m, int i, const float* hf) {
+    const ParamTensor* t = &m->pt.t[i];
+    if (t->numel == t->numel_hf) { backend_upload_floats(m->params + t->offset, hf, t->numel); return; }
+    float* st = (float*)malloc_check(t->numel * sizeof(float));
+    param_to_stored(t, hf, st);
+    backend_upload_floats(m->params + t->offset, st, t->numel);
+    free(st);
+}
+static void llama_download_tensor(Llama* m, int i, float* hf) {
+    const ParamTensor* t = &m->pt.t[i];
+    if (t->numel == t->numel_hf) { backend_download_floats(hf, m->params + t->offset, t->numel); return; }
+    float* st = (float*)malloc_check(t->numel * sizeof(float));
+    backend_download_floats(st, m->params + t->offset, t->numel);
+    param_from_stored(t, st, hf);
+    free(st);
+}
 
 // Every activation buffer, in allocation order: where its pointer lives, its element type,
 // its element count for a batch of B x T, and the label an allocation failure names. One line
@@ -96,7 +122,7 @@ typedef struct { void** ptr; int dtype; size_t count; const char* label; } Buffe
 #define LLAMA_MAX_BUFFERS 40
 
 static int llama_buffers(Llama* m, const LlamaConfig* c, int B, int T, int recompute, BufferSpec* s) {
-    size_t N = (size_t)B * T, d = c->dim, f = c->ffn_dim, L = c->n_layers, S = recompute ? 1 : L;
+    size_t N = (size_t)B * T, d = c->dim, f = llama_ffn_stored(c, llama_ffn_align()), L = c->n_layers, S = recompute ? 1 : L;
     size_t hd = llama_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, V = c->vocab_size;
     size_t rope = (size_t)c->max_seq_len * (hd / 2), lse = S * (size_t)B * c->n_heads * T;
     int n = 0;
@@ -128,8 +154,7 @@ static int llama_buffers(Llama* m, const LlamaConfig* c, int B, int T, int recom
     BUF(dgate,     DT_FLOATX, N * f,       "backward scratch");
     BUF(dup,       DT_FLOATX, N * f,       "backward scratch");
     BUF(dh,        DT_FLOATX, N * f,       "backward scratch");
-    BUF(d_tokens,  DT_INT,    N,           "tokens");
-    BUF(d_targets, DT_INT,    N,           "targets");
+    BUF(d_tokens,  DT_INT,    2 * N,       "tokens and targets");
     BUF(rope_cos,  DT_FLOAT,  rope,        "rope tables");
     BUF(rope_sin,  DT_FLOAT,  rope,        "rope tables");
 #undef BUF
@@ -140,6 +165,7 @@ static int llama_buffers(Llama* m, const LlamaConfig* c, int B, int T, int recom
 static size_t llama_activation_bytes(const LlamaConfig* c, int B, int T, int recompute) {
     Llama shape;  // only the table's counts are read; no buffer is touched
     BufferSpec s[LLAMA_MAX_BUFFERS];
+    memset(s, 0, sizeof(s));  // (gcc cannot see that llama_buffers fills the first n)
     int n = llama_buffers(&shape, c, B, T, recompute, s);
     size_t bytes = 0;
     for (int i = 0; i < n; i++) bytes += s[i].count * buffer_dtype_size(s[i].dtype);
@@ -151,7 +177,7 @@ static void llama_build(Llama* m, const LlamaConfig* c, int B, int T, int recomp
     m->config = *c;
     m->B = B; m->T = T;
     m->recompute = recompute;
-    param_table_build(&m->pt, c);
+    param_table_build(&m->pt, c, llama_ffn_align());
     m->params = (floatX*)backend_malloc(m->pt.total * sizeof(floatX), "parameters");
     BufferSpec s[LLAMA_MAX_BUFFERS];
     int n = llama_buffers(m, c, B, T, recompute, s);
@@ -159,6 +185,7 @@ static void llama_build(Llama* m, const LlamaConfig* c, int B, int T, int recomp
     size_t N = (size_t)B * T, hd = llama_head_dim(c);
     m->activation_bytes = llama_activation_bytes(c, B, T, recompute);
     m->h_losses = (float*)malloc_check(N * sizeof(float));
+    m->h_tokens = (int*)malloc_check(2 * N * sizeof(int));
     // RoPE tables in fp32, computed in double: inv_freq_i = theta^(-2i/hd), as HF computes them
     size_t half = hd / 2;
     float* cs = (float*)malloc_check((size_t)c->max_seq_len * half * sizeof(float));
@@ -182,20 +209,24 @@ static void llama_free(Llama* m) {
     backend_free(m->params);
     for (int i = 0; i < n; i++) backend_free(*s[i].ptr);
     free(m->h_losses);
+    free(m->h_tokens);
     param_table_free(&m->pt);
 }
 
 // LLaMA's initialization as in HF (normal(0, 0.02) for matrices, ones for norms), from a seed.
 // Counter-based (each pair of values from a hash of (seed, tensor, pair)), so the values do not
 // depend on the thread count and a 13b model initializes in seconds.
+// The values are drawn in the Hugging Face layout, so a padded model starts from the same weights.
 static void llama_init_random(Llama* m, uint64_t seed) {
     float* host = (float*)malloc_check(m->pt.total * sizeof(float));
+    float* hf = NULL;  // a padded tensor's values before they are laid out
     for (int i = 0; i < m->pt.n; i++) {
         ParamTensor* t = &m->pt.t[i];
         float* p = host + t->offset;
         if (t->kind == PT_NORM) { for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f; continue; }
+        if (t->numel != t->numel_hf) { hf = (float*)realloc(hf, t->numel_hf * sizeof(float)); if (hf == NULL) fatal("out of host memory"); p = hf; }
         uint64_t base = rng_seed_for(seed, 0x1417, (uint64_t)i);
-        size_t pairs = (t->numel + 1) / 2;
+        size_t n = t->numel_hf, pairs = (n + 1) / 2;
         #pragma omp parallel for schedule(static)
         for (size_t k = 0; k < pairs; k++) {  // Box-Muller
             uint64_t s = base ^ (k * 0xD1B54A32D192ED03ULL);
@@ -203,9 +234,11 @@ static void llama_init_random(Llama* m, uint64_t seed) {
             if (u1 < 1e-300) u1 = 1e-300;
             double rad = sqrt(-2.0 * log(u1));
             p[2 * k] = (float)(0.02 * rad * cos(2.0 * M_PI * u2));
-            if (2 * k + 1 < t->numel) p[2 * k + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
+            if (2 * k + 1 < n) p[2 * k + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
         }
+        if (p == hf) param_to_stored(t, hf, host + t->offset);
     }
+    free(hf);
     backend_upload_floats(m->params, host, m->pt.total);
     free(host);
 }
@@ -220,7 +253,7 @@ typedef struct {
 static LayerActs layer_acts(Llama* m, int l, int B, int T) {
     const LlamaConfig* c = &m->config;
     size_t N = (size_t)B * T, hd = llama_head_dim(c);
-    size_t Nd = N * c->dim, Nf = N * c->ffn_dim, Nq = N * c->n_heads * hd, Nkv = N * c->n_kv_heads * hd;
+    size_t Nd = N * c->dim, Nf = N * m->pt.ffn_stored, Nq = N * c->n_heads * hd, Nkv = N * c->n_kv_heads * hd;
     size_t s = m->recompute ? 0 : (size_t)l;
     LayerActs a;
     a.x = m->resid + l * Nd;      a.ln1 = m->ln1 + s * Nd;
@@ -236,7 +269,7 @@ static LayerActs layer_acts(Llama* m, int l, int B, int T) {
 // (the next layer's input); the backward's recomputation refills the activations only.
 static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
     const LlamaConfig* c = &m->config;
-    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
+    int N = B * T, d = c->dim, f = m->pt.ffn_stored, hd = llama_head_dim(c);
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
     const LayerTensors* lt = &m->pt.layer[l];
@@ -245,8 +278,7 @@ static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
     matmul_forward(A.q, A.ln1, param_ptr(m, lt->wq), N, d, qd);
     matmul_forward(A.k, A.ln1, param_ptr(m, lt->wk), N, d, kvd);
     matmul_forward(A.v, A.ln1, param_ptr(m, lt->wv), N, d, kvd);
-    rope_forward(A.q, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
-    rope_forward(A.k, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
+    rope_qk(A.q, A.k, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 0);
     attention_forward(A.att, A.lse, A.q, A.k, A.v, B, T, c->n_heads, c->n_kv_heads, hd);
     matmul_forward_residual(A.mid, A.att, param_ptr(m, lt->wo), A.x, N, qd, d);  // mid = x + att Wo^T
     rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
@@ -258,34 +290,52 @@ static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
     matmul_forward_residual(out, A.h, param_ptr(m, lt->wdown), A.mid, N, f, d);  // out = mid + h Wdown^T
 }
 
-// Forward pass over B x T tokens (B <= m->B, T <= m->T). Fills losses for every position.
-// With want_grad, logits are turned into dlogits scaled by dloss, ready for the backward.
-// Returns the mean loss over the B*T positions of this process.
-static float llama_forward(Llama* m, const int* inputs, const int* targets, int B, int T, int want_grad, float dloss) {
+// The forward pass's work, queued without a host sync: inputs and targets go up in one
+// asynchronous copy, the losses stay on the backend (m->losses).
+static void llama_forward_queue(Llama* m, const int* inputs, const int* targets, int B, int T, int want_grad, float dloss) {
     const LlamaConfig* c = &m->config;
     if (B > m->B || T > m->T) fatal("forward with B=%d T=%d exceeds the allocated B=%d T=%d", B, T, m->B, m->T);
     if (T > c->max_seq_len) fatal("sequence length %d exceeds the model's max_seq_len %d", T, c->max_seq_len);
     int N = B * T, d = c->dim;
     size_t Nd = (size_t)N * d;
-    backend_upload(m->d_tokens, inputs, N * sizeof(int));
-    backend_upload(m->d_targets, targets, N * sizeof(int));
+    memcpy(m->h_tokens, inputs, N * sizeof(int));
+    memcpy(m->h_tokens + N, targets, N * sizeof(int));
+    m->d_targets = m->d_tokens + N;
+    backend_upload_async(m->d_tokens, m->h_tokens, 2 * (size_t)N * sizeof(int));
     embedding_forward(m->resid, m->d_tokens, param_ptr(m, m->pt.embed), N, d);
     for (int l = 0; l < c->n_layers; l++) layer_forward(m, l, B, T, 1);
     floatX* last = m->resid + (size_t)c->n_layers * Nd;
     rmsnorm_forward(m->lnf, m->rstdf, last, param_ptr(m, m->pt.final_norm), N, d, c->norm_eps);
     matmul_forward(m->logits, m->lnf, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size);
     classifier_forward_backward(m->logits, m->losses, m->d_targets, N, c->vocab_size, dloss, want_grad);
+}
+
+// Forward pass over B x T tokens (B <= m->B, T <= m->T). Fills losses for every position.
+// With want_grad, logits are turned into dlogits scaled by dloss, ready for the backward.
+// Returns the mean loss over the B*T positions of this process (a host sync: evaluation, tests).
+static float llama_forward(Llama* m, const int* inputs, const int* targets, int B, int T, int want_grad, float dloss) {
+    llama_forward_queue(m, inputs, targets, B, T, want_grad, dloss);
+    int N = B * T;
     backend_download(m->h_losses, m->losses, N * sizeof(float));
     double sum = 0.0;
     for (int i = 0; i < N; i++) sum += m->h_losses[i];
     return (float)(sum / N);
 }
 
+// The training forward: no host sync. The micro-batch's mean loss is added on the backend to
+// *d_loss_acc (a backend double, read once per step with the gradient norm; optim_loss_acc),
+// or not kept when d_loss_acc is NULL (the refresh's norm pass). The sum is llama_forward's
+// (the CPU backend adds the same float, bit for bit).
+static void llama_forward_train(Llama* m, const int* inputs, const int* targets, int B, int T, float dloss, double* d_loss_acc) {
+    llama_forward_queue(m, inputs, targets, B, T, 1, dloss);
+    if (d_loss_acc != NULL) loss_accumulate(d_loss_acc, m->losses, B * T);
+}
+
 // Backward pass after llama_forward(..., want_grad=1). Weight gradients go to the optimizer
 // through grad_sink.h (dense dW, Grass's compressed C, or row norms during a refresh's norm pass).
 static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
     const LlamaConfig* c = &m->config;
-    int N = B * T, d = c->dim, f = c->ffn_dim, hd = llama_head_dim(c);
+    int N = B * T, d = c->dim, f = m->pt.ffn_stored, hd = llama_head_dim(c);
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
     // classifier: dlnf = dlogits W_head, dW_head += dlogits^T lnf
@@ -315,8 +365,7 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
         grad_linear(o, lt->wo, m->dresid, att, N);
         attention_backward(m->dq, m->dk, m->dv, m->datt, att, q, k, v, A.lse,
                            B, T, c->n_heads, c->n_kv_heads, hd);
-        rope_backward(m->dq, m->rope_cos, m->rope_sin, B, T, c->n_heads, hd);
-        rope_backward(m->dk, m->rope_cos, m->rope_sin, B, T, c->n_kv_heads, hd);
+        rope_qk(m->dq, m->dk, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 1);
         matmul_backward_input(m->dln, m->dq, param_ptr(m, lt->wq), N, d, qd, 0);
         matmul_backward_input(m->dln, m->dk, param_ptr(m, lt->wk), N, d, kvd, 1);
         matmul_backward_input(m->dln, m->dv, param_ptr(m, lt->wv), N, d, kvd, 1);
@@ -376,14 +425,23 @@ static void checkpoint_save_model(Llama* m, const char* path, int64_t step) {
     h[CKPT_HAS_CHECKSUM] = 1;
     FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
     fwrite_check(h, sizeof(int32_t), 64, f, tmp);
+    // tensor by tensor in the Hugging Face shapes (a padded tensor loses its zero padding), in
+    // chunks of at most 16M values
     const size_t chunk = (size_t)1 << 24;
     float* buf = (float*)malloc_check(chunk * sizeof(float));
     uint16_t* b16 = (uint16_t*)malloc_check(chunk * sizeof(uint16_t));
-    for (size_t off = 0; off < m->pt.total; off += chunk) {
-        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
-        backend_download_floats(buf, m->params + off, n);
-        if (dtype == 0) fwrite_check(buf, sizeof(float), n, f, tmp);
-        else { for (size_t i = 0; i < n; i++) b16[i] = bf16_from_float(buf[i]); fwrite_check(b16, 2, n, f, tmp); }
+    for (int ti = 0; ti < m->pt.n; ti++) {
+        const ParamTensor* t = &m->pt.t[ti];
+        float* hf = NULL;
+        if (t->numel != t->numel_hf) { hf = (float*)malloc_check(t->numel_hf * sizeof(float)); llama_download_tensor(m, ti, hf); }
+        for (size_t off = 0; off < t->numel_hf; off += chunk) {
+            size_t n = t->numel_hf - off < chunk ? t->numel_hf - off : chunk;
+            if (hf != NULL) memcpy(buf, hf + off, n * sizeof(float));
+            else backend_download_floats(buf, m->params + t->offset + off, n);
+            if (dtype == 0) fwrite_check(buf, sizeof(float), n, f, tmp);
+            else { for (size_t i = 0; i < n; i++) b16[i] = bf16_from_float(buf[i]); fwrite_check(b16, 2, n, f, tmp); }
+        }
+        free(hf);
     }
     free(buf); free(b16);
     ckpt_file_commit(f, tmp, path);
@@ -401,7 +459,7 @@ static void checkpoint_load_model(Llama* m, const char* path, int crc_checked) {
         fatal("'%s' was written for another model config (above); use the same -c/model flags", path);
     }
     size_t bytes = dtype == 0 ? 4 : 2;
-    int64_t want = 256 + (int64_t)m->pt.total * bytes + (has_checksum ? CRC_TRAILER_BYTES : 0), have = file_size_check(path);
+    int64_t want = 256 + (int64_t)m->pt.total_hf * bytes + (has_checksum ? CRC_TRAILER_BYTES : 0), have = file_size_check(path);
     if (have != want) fatal("'%s' is %lld bytes, but its config needs %lld: truncated or corrupt", path, (long long)have, (long long)want);
     if (has_checksum && !crc_checked) file_verify_checksum_or_die(path);
     FILE* f = fopen_check(path, "rb");
@@ -409,11 +467,17 @@ static void checkpoint_load_model(Llama* m, const char* path, int crc_checked) {
     const size_t chunk = (size_t)1 << 24;
     float* buf = (float*)malloc_check(chunk * sizeof(float));
     uint16_t* b16 = (uint16_t*)malloc_check(chunk * sizeof(uint16_t));
-    for (size_t off = 0; off < m->pt.total; off += chunk) {
-        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
-        if (dtype == 0) fread_check(buf, sizeof(float), n, f, path);
-        else { fread_check(b16, 2, n, f, path); for (size_t i = 0; i < n; i++) buf[i] = bf16_to_float(b16[i]); }
-        backend_upload_floats(m->params + off, buf, n);
+    for (int ti = 0; ti < m->pt.n; ti++) {  // the file holds the Hugging Face shapes (checkpoint_save_model)
+        const ParamTensor* t = &m->pt.t[ti];
+        float* hf = t->numel != t->numel_hf ? (float*)malloc_check(t->numel_hf * sizeof(float)) : NULL;
+        for (size_t off = 0; off < t->numel_hf; off += chunk) {
+            size_t n = t->numel_hf - off < chunk ? t->numel_hf - off : chunk;
+            if (dtype == 0) fread_check(buf, sizeof(float), n, f, path);
+            else { fread_check(b16, 2, n, f, path); for (size_t i = 0; i < n; i++) buf[i] = bf16_to_float(b16[i]); }
+            if (hf != NULL) memcpy(hf + off, buf, n * sizeof(float));
+            else backend_upload_floats(m->params + t->offset + off, buf, n);
+        }
+        if (hf != NULL) { llama_upload_tensor(m, ti, hf); free(hf); }
     }
     free(buf); free(b16);
     fclose_check(f, path);

@@ -43,16 +43,16 @@ static void check_fixture(const char* path) {
     char err[256];
     CHECK(llama_config_validate(&c, err, sizeof(err)), "%s: config valid (%s)", path, err);
     int B = fx.B, T = fx.T, N = B * T, V = c.vocab_size;
-    printf("%s: V=%d d=%d f=%d L=%d heads=%d/%d tied=%d eps=%g theta=%g B=%d T=%d\n", path, V, c.dim, c.ffn_dim,
-           c.n_layers, c.n_heads, c.n_kv_heads, c.tie_embeddings, c.norm_eps, c.rope_theta, B, T);
     Llama m;
     llama_build(&m, &c, B, T, 0);
+    printf("%s: V=%d d=%d f=%d (stored %d) L=%d heads=%d/%d tied=%d eps=%g theta=%g B=%d T=%d\n", path, V, c.dim, c.ffn_dim,
+           m.pt.ffn_stored, c.n_layers, c.n_heads, c.n_kv_heads, c.tie_embeddings, c.norm_eps, c.rope_theta, B, T);
     // every parameter by its HF name; the fixture must hold exactly the model's tensors
     for (int i = 0; i < m.pt.n; i++) {
         int64_t n = 0;
         const float* w = fixture_get(&fx, m.pt.t[i].name, &n);
-        CHECK((size_t)n == m.pt.t[i].numel, "%s: %s has %lld values, model wants %zu", path, m.pt.t[i].name, (long long)n, m.pt.t[i].numel);
-        backend_upload_floats(m.params + m.pt.t[i].offset, w, m.pt.t[i].numel);
+        CHECK((size_t)n == m.pt.t[i].numel_hf, "%s: %s has %lld values, model wants %zu", path, m.pt.t[i].name, (long long)n, m.pt.t[i].numel_hf);
+        llama_upload_tensor(&m, i, w);  // into the stored layout (the GPU build pads the ffn)
     }
     CHECK(c.tie_embeddings == !fixture_has(&fx, "lm_head.weight"), "%s: tied iff no lm_head in the fixture", path);
     int64_t n;
@@ -82,18 +82,30 @@ static void check_fixture(const char* path) {
     llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
     llama_backward(&m, &o, B, T);
     double worst = 0;
+    int padded = 0;
     for (int i = 0; i < m.pt.n; i++) {
         char gname[128];
         snprintf(gname, sizeof(gname), "grad.%s", m.pt.t[i].name);
-        size_t numel = m.pt.t[i].numel;
-        float* g = (float*)malloc_check(numel * sizeof(float));
-        backend_download_floats(g, (const floatX*)grad_dense(&o, i).p, numel);
-        double ge = rel_err(g, fixture_get(&fx, gname, &n), numel, &s);
+        const ParamTensor* t = &m.pt.t[i];
+        float* g = (float*)malloc_check(t->numel * sizeof(float));
+        float* ghf = (float*)malloc_check(t->numel_hf * sizeof(float));
+        backend_download_floats(g, (const floatX*)grad_dense(&o, i).p, t->numel);
+        param_from_stored(t, g, ghf);
+        double ge = rel_err(ghf, fixture_get(&fx, gname, &n), t->numel_hf, &s);
         CHECK(ge < GRAD_TOL, "%s: %s rel err %.3g (max |g| %.3g)", path, gname, ge, s);
         worst = fmax(worst, ge);
-        free(g);
+        if (t->numel != t->numel_hf) {  // the padding's rows/columns: zero gradients, exactly
+            float* back = (float*)malloc_check(t->numel * sizeof(float));
+            param_to_stored(t, ghf, back);  // the real values, zeros in the padding
+            CHECK(memcmp(back, g, t->numel * sizeof(float)) == 0, "%s: %s: the ffn padding's gradients are not all zero", path, gname);
+            padded++;
+            free(back);
+        }
+        free(g); free(ghf);
     }
-    printf("  %d gradients, worst rel err %.2e\n", m.pt.n, worst);
+    printf("  %d gradients, worst rel err %.2e; %d padded tensors with zero gradients in the padding\n", m.pt.n, worst, padded);
+    CHECK((padded > 0) == (m.pt.ffn_stored != c.ffn_dim), "%s: %d tensors padded, ffn %d stored as %d", path, padded, c.ffn_dim,
+          m.pt.ffn_stored);
 
     // activation recomputation: the same gradients, bit for bit, from one layer slot
     {
@@ -140,8 +152,8 @@ static void check_fixture(const char* path) {
         float* q = (float*)malloc_check(g->dim_sel * sizeof(float));
         float* qref = (float*)calloc_check(g->dim_sel, sizeof(float));
         backend_download(q, g->norms, g->dim_sel * sizeof(float));
-        for (int a = 0; a < t->rows; a++)
-            for (int b = 0; b < t->cols; b++) qref[g->cols_side ? b : a] += G[(size_t)a * t->cols + b] * G[(size_t)a * t->cols + b];
+        for (int a = 0; a < t->rows_hf; a++)  // the padding adds nothing (zero gradients)
+            for (int b = 0; b < t->cols_hf; b++) qref[g->cols_side ? b : a] += G[(size_t)a * t->cols_hf + b] * G[(size_t)a * t->cols_hf + b];
         double ne = rel_err(q, qref, g->dim_sel, &s);
         CHECK(ne < 2 * GRAD_TOL, "%s: Grass norms of %s rel err %.3g", path, t->name, ne);
         worst_norm = fmax(worst_norm, ne);
@@ -163,9 +175,9 @@ static void check_fixture(const char* path) {
         int re = g->r_eff;
         for (int j = 0; j < re; j++)
             for (int x = 0; x < g->other; x++) {
-                int sel = g->h_sel.idx[j];
-                if (!g->cols_side) Cref[(size_t)j * g->other + x] = g->h_sel.scale[j] * G[(size_t)sel * t->cols + x];
-                else Cref[(size_t)x * re + j] = g->h_sel.scale[j] * G[(size_t)x * t->cols + sel];
+                int sel = g->h_sel.idx[j];  // x past the Hugging Face shape: the ffn padding, zero
+                if (!g->cols_side) Cref[(size_t)j * g->other + x] = x < t->cols_hf ? g->h_sel.scale[j] * G[(size_t)sel * t->cols_hf + x] : 0.0f;
+                else Cref[(size_t)x * re + j] = x < t->rows_hf ? g->h_sel.scale[j] * G[(size_t)x * t->cols_hf + sel] : 0.0f;
             }
         double ce = rel_err(C, Cref, sub, &s);
         CHECK(ce < GRAD_TOL, "%s: Grass C of %s (%s side, r_eff %d) rel err %.3g", path, t->name,
@@ -185,7 +197,14 @@ int main(int argc, char** argv) {
     backend_init(0);
     printf("backend: %s\n", backend_name());
     const char* defaults[] = {"tests/fixtures/tiny_gqa.bin", "tests/fixtures/tiny_mha_tied.bin", "tests/fixtures/tiny_odd.bin"};
-    if (argc > 1) for (int i = 1; i < argc; i++) check_fixture(argv[i]);
-    else for (int i = 0; i < 3; i++) check_fixture(defaults[i]);
+    // both ffn layouts on either build: the backend's (unpadded on the CPU, padded to 64 on the GPU)
+    // and the other one (--ffn-align)
+    int aligns[2] = {0, backend_ffn_align() > 1 ? 1 : 64};
+    for (int a = 0; a < 2; a++) {
+        g_llama_ffn_align = aligns[a];
+        printf("-- ffn stored as a multiple of %d\n", llama_ffn_align());
+        if (argc > 1) for (int i = 1; i < argc; i++) check_fixture(argv[i]);
+        else for (int i = 0; i < 3; i++) check_fixture(defaults[i]);
+    }
     return test_summary("test_llama");
 }

@@ -35,6 +35,9 @@ typedef struct {
 #define STATE_HAS_SETUP 20
 // h[STATE_HAS_CHECKSUM] = 1: the file ends in a checksum trailer (checksum.h); 0 before 2026-11-30
 #define STATE_HAS_CHECKSUM 21
+// h[STATE_FFN_STORED]: the ffn size the optimizer state is laid out for (llama_ffn_stored: padded on
+// the GPU build); 0 in files written before the padding existed, which were laid out for ffn_dim
+#define STATE_FFN_STORED 22
 
 static void state_save(const char* path, const Llama* m, const Optimizer* o, const TrainState* ts, const char* setup) {
     char tmp[1100];
@@ -44,6 +47,7 @@ static void state_save(const char* path, const Llama* m, const Optimizer* o, con
     h[0] = STATE_MAGIC;
     h[STATE_HAS_SETUP] = 1;
     h[STATE_HAS_CHECKSUM] = 1;
+    h[STATE_FFN_STORED] = m->pt.ffn_stored;
     fwrite_check(h, sizeof(int32_t), 64, f, tmp);
     fwrite_check(ts, sizeof(TrainState), 1, f, tmp);
     int32_t len = (int32_t)strlen(setup);
@@ -68,6 +72,12 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
     int has_setup = h[STATE_HAS_SETUP] == 1;
     want[STATE_HAS_SETUP] = h[STATE_HAS_SETUP];
     want[STATE_HAS_CHECKSUM] = h[STATE_HAS_CHECKSUM];  // its trailer: checked by find_resume_checkpoint
+    int file_ffn = h[STATE_FFN_STORED] > 0 ? h[STATE_FFN_STORED] : m->config.ffn_dim;
+    if (file_ffn != m->pt.ffn_stored)
+        fatal("'%s' holds optimizer state laid out for the ffn stored as %d, this run stores it as %d (--ffn-align: "
+              "the GPU build pads to a multiple of 64, the CPU build does not); resume with the same --ffn-align, or start "
+              "from the model file alone with --init-from", path, file_ffn, m->pt.ffn_stored);
+    want[STATE_FFN_STORED] = h[STATE_FFN_STORED];
     if (memcmp(h, want, sizeof(h)) != 0) fatal("'%s' was written for another model config; use the same model flags", path);
     fread_check(ts, sizeof(TrainState), 1, f, path);
     if (has_setup) {  // read by run_setup_from_state before the model was built; skipped here
@@ -91,6 +101,7 @@ typedef struct {
     const char* val_pattern;
     const char* config_name;
     int vocab_size, dim, ffn_dim, n_layers, n_heads, n_kv_heads, max_seq_len, tie;  // -1: from the named config
+    int ffn_align;           // llama_ffn_stored's multiple; 0: the backend's
     float norm_eps, rope_theta;
     int B, T;
     long long total_batch;   // tokens per optimizer step (all ranks); -1 = B*T*world
@@ -144,6 +155,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--kv-heads", 'i', &a->n_kv_heads, 1, 1024, "override: key/value heads (grouped-query attention)");
     OPT("", "--max-seq", 'i', &a->max_seq_len, 1, 1 << 20, "override: max positions");
     OPT("", "--tie", 'i', &a->tie, 0, 1, "override: tie embeddings and lm_head (0/1)");
+    OPT("", "--ffn-align", 'i', &a->ffn_align, 0, 4096, "store the ffn size padded to a multiple of this, with zero rows/columns "
+        "(exact; when ffn > dim); 0: the backend's (64 on the GPU, for aligned GEMMs; 1 on the CPU)");
     OPT("", "--norm-eps", 'f', &a->norm_eps, 1e-12, 1, "override: RMSNorm eps");
     OPT("", "--rope-theta", 'f', &a->rope_theta, 1, 1e9, "override: RoPE base");
     OPT("-b", "--batch", 'i', &a->B, 1, 1 << 20, "micro-batch size per rank (sequences)");
@@ -509,7 +522,7 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
                           float limit_gb, int refuse) {
     int rank = rt->rank;
     ParamTable pt;
-    param_table_build(&pt, c);
+    param_table_build(&pt, c, llama_ffn_align());
     OptimPlan op;
     optim_plan(oc, rt, &pt, &op);
     size_t weights = pt.total * sizeof(floatX);
@@ -524,7 +537,9 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
     if (rank == 0) {
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
-        printf("  parameters        %12zu  %s\n", pt.total, fmt_bytes(weights, b[0]));
+        printf("  parameters        %12zu  %s", pt.total_hf, fmt_bytes(weights, b[0]));
+        if (pt.total != pt.total_hf) printf("   (stored: %zu, the ffn padded from %d to %d)", pt.total, c->ffn_dim, pt.ffn_stored);
+        printf("\n");
         printf("  gradients (dense) %12s  %s   (%s, %zu bytes per value)\n", "", fmt_bytes(op.dense_grad_bytes, b[1]),
                oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME, grad_dtype_size(oc->grad_dtype));
         if (oc->type == OPT_GRASS) {
@@ -635,7 +650,7 @@ static void print_sample(Llama* m, Tokenizer* tok, int n, uint64_t* rng, int ste
     ids[0] = tok->bos_id;
     int V = m->config.vocab_size;
     for (int t = 1; t <= n; t++) {
-        llama_forward(m, ids, zeros, 1, t, 0, 0.0f);
+        llama_forward_queue(m, ids, zeros, 1, t, 0, 0.0f);  // the logits are what is read
         backend_download_floats(logits, m->logits + (size_t)(t - 1) * V, V);
         float mx = logits[0];
         for (int j = 1; j < V; j++) if (logits[j] > mx) mx = logits[j];
@@ -918,6 +933,7 @@ int main(int argc, char** argv) {
     else resolve_config(&a, &config);
     resolve_optim(&a);
     a.setup = run_setup_text(&a);
+    g_llama_ffn_align = a.ffn_align;  // before any model or plan is built
     backend_init(pg.local_rank);
     int master = pg.rank == 0;
 
@@ -934,7 +950,7 @@ int main(int argc, char** argv) {
     char err[512];
     {
         ParamTable pt;
-        param_table_build(&pt, &config);
+        param_table_build(&pt, &config, llama_ffn_align());
         if (!optim_config_validate(&a.oc, &pt, err, sizeof(err))) fatal("%s", err);
         param_table_free(&pt);
     }
@@ -959,7 +975,7 @@ int main(int argc, char** argv) {
     }
     if (a.oc.norms == NORMS_AUTO && a.oc.type == OPT_GRASS) {  // exact norms where they fit, else the sketch
         ParamTable pt;
-        param_table_build(&pt, &config);
+        param_table_build(&pt, &config, llama_ffn_align());
         OptimRuntime quiet = rt;
         quiet.rank = -1;  // plan without printing
         optim_fit_norms(&a.oc, &rt, &pt, memory_plan(&config, &a.oc, &quiet, a.B, a.T, a.recompute, 0, 0),
@@ -1096,7 +1112,7 @@ int main(int argc, char** argv) {
             for (int micro = 0; micro < accum; micro++) {
                 dataloader_next_batch(&train);
                 optim_begin_micro(&opt, micro);
-                llama_forward(&model, train.inputs, train.targets, a.B, a.T, 1, dloss);
+                llama_forward_train(&model, train.inputs, train.targets, a.B, a.T, dloss, NULL);
                 llama_backward(&model, &opt, a.B, a.T);
             }
             dataloader_set_state(&train, &before);
@@ -1116,25 +1132,26 @@ int main(int argc, char** argv) {
                            opt.refreshed.mult_mean, opt.refreshed.mult_max, 100.0 * captured);
             }
         }
-        double loss = 0.0;
+        // the steady-state step makes one host sync: optim_step's read of the step report (the
+        // loss summed on the backend, the gradient norm), after everything else is queued
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train);
             optim_begin_micro(&opt, micro);
-            loss += llama_forward(&model, train.inputs, train.targets, a.B, a.T, 1, dloss);
+            llama_forward_train(&model, train.inputs, train.targets, a.B, a.T, dloss, optim_loss_acc(&opt));
             llama_backward(&model, &opt, a.B, a.T);
         }
-        loss /= accum;
+        float gnorm = optim_step(&opt);
+        double loss = opt.loss_sum / accum;
         double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
         comm_allreduce_sum_double(&pg, lb, 2);
         loss = lb[0] / pg.world_size;
         int stop_now = lb[1] > 0;
+        // a non-finite loss has updated the weights by now; the checkpoints on disk are all older
         if (!isfinite(loss)) {
             fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
                   "is kept); try a lower --lr or --grad-clip", loss, step, a.out_dir);
         }
-        float gnorm = optim_step(&opt);
         if (!isfinite(gnorm)) fatal("the gradient norm became %f at step %d; stopping without a checkpoint", gnorm, step);
-        backend_synchronize();
         double dt = now_seconds() - t0;
         ts.step = step + 1;
         if (step > start_step) { time_sum += dt; timed_steps++; }  // the first step warms caches

@@ -11,7 +11,7 @@
 
 // ---- full-rank AdamW (fp32 moments, stochastic rounding of floatX parameters) -----------------
 
-// one parameter's AdamW step (a: backend.h's AdamParams; g already scaled by a.grad_scale)
+// one parameter's AdamW step (a: backend.h's AdamParams; g already scaled by cu_grad_scale(a))
 __device__ __forceinline__ float cu_adam_param(float p, float g, float& m, float& v, const AdamParams& a) {
     m = a.b1 * m + (1.0f - a.b1) * g;
     v = a.b2 * v + (1.0f - a.b2) * g * g;
@@ -37,6 +37,7 @@ __global__ void gk_adamw(floatX* param, const G* grad, float* m, float* v, size_
                          size_t first, int vec) {
     size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t nv = vec ? n / CU_VEC : 0;
+    const float gs = cu_grad_scale(a);
     for (size_t pk = tid; pk < nv; pk += stride) {
         size_t base = pk * CU_VEC;
         CuPack p = cu_load_pack(param + base);
@@ -51,7 +52,7 @@ __global__ void gk_adamw(floatX* param, const G* grad, float* m, float* v, size_
         float* vf = reinterpret_cast<float*>(vv);
 #pragma unroll
         for (int k = 0; k < CU_VEC; k++) {
-            float np = cu_adam_param(cu_tof(p.v[k]), gf[k] * a.grad_scale, mf[k], vf[k], a);
+            float np = cu_adam_param(cu_tof(p.v[k]), gf[k] * gs, mf[k], vf[k], a);
             p.v[k] = cu_round_sr(np, cu_rand_at(seed, first + base + k));
         }
         cu_store_pack(param + base, p);
@@ -62,7 +63,7 @@ __global__ void gk_adamw(floatX* param, const G* grad, float* m, float* v, size_
     }
     for (size_t i = nv * CU_VEC + tid; i < n; i += stride) {
         float mi = m[i], vi = v[i];
-        float np = cu_adam_param(cu_tof(param[i]), cu_tof(grad[i]) * a.grad_scale, mi, vi, a);
+        float np = cu_adam_param(cu_tof(param[i]), cu_tof(grad[i]) * gs, mi, vi, a);
         m[i] = mi; v[i] = vi;
         param[i] = cu_round_sr(np, cu_rand_at(seed, first + i));
     }
@@ -77,10 +78,11 @@ __global__ void gk_adamw(floatX* param, const G* grad, float* m, float* v, size_
 template <typename S, typename G>
 __global__ void gk_adamw_general(floatX* param, float* master, const G* grad, S* m, S* v, size_t n, AdamParams a,
                                  uint64_t seed, size_t first) {
+    const float gs = cu_grad_scale(a);
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float mi = cu_tof(m[i]), vi = cu_tof(v[i]);
         float p = master != NULL ? master[i] : cu_tof(param[i]);
-        float np = cu_adam_param(p, cu_tof(grad[i]) * a.grad_scale, mi, vi, a);
+        float np = cu_adam_param(p, cu_tof(grad[i]) * gs, mi, vi, a);
         m[i] = cu_from<S>(mi); v[i] = cu_from<S>(vi);
         if (master != NULL) { master[i] = np; param[i] = cu_from<floatX>(np); }
         else param[i] = cu_round_sr(np, cu_rand_at(seed, first + i));

@@ -128,6 +128,11 @@ struct CuGemmPlan {  // one cached cuBLASLt problem
 
 struct CuScratch { void* p; size_t bytes; };
 
+// staging slots of backend_upload_async. The trainer uploads once per micro-step and reads the
+// step's loss at its end (the one sync), so with up to 8 micro-steps a slot is never still being
+// read when it comes round again; with more, the host waits at most until the device has read
+// the tokens of 8 micro-steps before (back-pressure, not a round trip)
+#define CU_UPLOAD_SLOTS 8
 struct CuState {
     int initialized;
     int device;
@@ -159,10 +164,16 @@ struct CuState {
     size_t async_cap, async_used[ALLREDUCE_SLOTS];
     int async_pending[ALLREDUCE_SLOTS];
     // scratch buffers, one per purpose (grown on demand, accounted as allocations)
-    CuScratch sc_gather, sc_norms, sc_rms, sc_sumsq, sc_att, sc_emb_keys, sc_emb_vals, sc_emb_temp, sc_wire, sc_select,
-        sc_unscaled;
+    CuScratch sc_gather, sc_norms, sc_rms, sc_sumsq, sc_att, sc_emb_keys, sc_emb_vals, sc_emb_temp, sc_wire, sc_select;
     float* host_stage;   // host staging for conversions and host-side collectives
     size_t host_stage_floats;
+    // backend_upload_async: pinned staging buffers used in turn, each with the event of its last
+    // copy, so that a slot is rewritten only once the device has read it
+    void* up_host[CU_UPLOAD_SLOTS];
+    size_t up_cap[CU_UPLOAD_SLOTS];
+    cudaEvent_t up_ev[CU_UPLOAD_SLOTS];
+    int up_used[CU_UPLOAD_SLOTS];
+    int up_next;
 };
 static CuState g_cu;
 
@@ -190,6 +201,10 @@ static inline void cu_after_launch_(const char* kernel, const char* file, int li
 #define CU_LAUNCHED(kernel) cu_after_launch_(kernel, __FILE__, __LINE__)
 
 static inline int cu_is_aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+// AdamParams' factor on the gradient: the backend float clip_factor wrote when it is set, else the value
+__device__ __forceinline__ float cu_grad_scale(const AdamParams& a) {
+    return a.grad_scale_dev != NULL ? *a.grad_scale_dev : a.grad_scale;
+}
 static inline unsigned cu_ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
 // grid of a grid-stride kernel: enough blocks of `threads` for the work, at most 32 per SM
@@ -279,6 +294,28 @@ void backend_upload(void* dst, const void* host_src, size_t bytes) {
     cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, g_cu.stream));
     cudaCheck(cudaStreamSynchronize(g_cu.stream));  // the host buffer may be reused at once
 }
+void backend_upload_async(void* dst, const void* host_src, size_t bytes) {
+    if (bytes == 0) return;
+    int s = g_cu.up_next;
+    g_cu.up_next = (s + 1) % CU_UPLOAD_SLOTS;
+    if (g_cu.up_used[s]) {  // the slot's last copy must have left it; normally long done, so no wait
+        cudaError_t q = cudaEventQuery(g_cu.up_ev[s]);
+        if (q == cudaErrorNotReady) cudaCheck(cudaEventSynchronize(g_cu.up_ev[s]));
+        else cudaCheck(q);
+    } else {
+        cudaCheck(cudaEventCreateWithFlags(&g_cu.up_ev[s], cudaEventDisableTiming));
+    }
+    if (bytes > g_cu.up_cap[s]) {  // the first uploads only: the sizes repeat every step
+        if (g_cu.up_host[s] != NULL) cudaCheck(cudaFreeHost(g_cu.up_host[s]));
+        cudaError_t e = cudaMallocHost(&g_cu.up_host[s], bytes);
+        if (e != cudaSuccess) fatal("cudaMallocHost of %zu bytes (pinned upload staging) failed: %s", bytes, cudaGetErrorString(e));
+        g_cu.up_cap[s] = bytes;
+    }
+    memcpy(g_cu.up_host[s], host_src, bytes);
+    cudaCheck(cudaMemcpyAsync(dst, g_cu.up_host[s], bytes, cudaMemcpyHostToDevice, g_cu.stream));
+    cudaCheck(cudaEventRecord(g_cu.up_ev[s], g_cu.stream));
+    g_cu.up_used[s] = 1;
+}
 void backend_download(void* host_dst, const void* src, size_t bytes) {
     if (bytes == 0) return;
     cudaCheck(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, g_cu.stream));
@@ -323,6 +360,9 @@ size_t backend_memory_free(void) {
     return fr;
 }
 size_t backend_memory_peak(void) { return g_cu.bytes_peak; }
+// ffn padded to 64 elements: every MLP GEMM's leading dimension a multiple of 128 bytes (bf16),
+// where cuBLASLt's fast Hopper kernels need 16 (1b's ffn 5461 becomes 5504)
+int backend_ffn_align(void) { return 64; }
 
 // Dense peak of the floatX matmul path by device name (datasheet figures, dense, no sparsity).
 double backend_peak_flops(void) {

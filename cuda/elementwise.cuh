@@ -222,6 +222,60 @@ void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, in
     CU_LAUNCHED("gk_rope");
 }
 
+// RoPE of q (nh heads) and k (nkv heads) in one launch: a work item is a chunk of pairs
+// (x1 = v[i], x2 = v[i + half]) of one row (b, t, head), q's rows first. With vec (half a multiple
+// of CU_VEC, every pointer 16-byte aligned) a chunk is CU_VEC pairs: two 16-byte packs of x and
+// CU_VEC / 4 float4 of each table; else one pair, as gk_rope. The arithmetic is gk_rope's.
+__global__ void gk_rope_qk(floatX* q, floatX* k, const float* cosT, const float* sinT, int B, int T, int nh, int nkv,
+                           int hd, float sign, int vec) {
+    int half = hd / 2, per = vec ? CU_VEC : 1, chunks = half / per;
+    size_t rows_q = (size_t)B * T * nh, total = (rows_q + (size_t)B * T * nkv) * chunks;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+        size_t row = idx / chunks;
+        int i0 = (int)(idx % chunks) * per;
+        int in_q = row < rows_q, heads = in_q ? nh : nkv;
+        size_t r = in_q ? row : row - rows_q;  // (b, t, h) within its tensor
+        int t = (int)((r / heads) % T);
+        floatX* v = (in_q ? q : k) + r * hd;
+        const float* cp = cosT + (size_t)t * half + i0;
+        const float* sp = sinT + (size_t)t * half + i0;
+        if (vec) {
+            float cs[CU_VEC], sn[CU_VEC];
+            for (int j = 0; j < CU_VEC / 4; j++) {
+                reinterpret_cast<float4*>(cs)[j] = reinterpret_cast<const float4*>(cp)[j];
+                reinterpret_cast<float4*>(sn)[j] = reinterpret_cast<const float4*>(sp)[j];
+            }
+            CuPack a = cu_load_pack(v + i0), b = cu_load_pack(v + half + i0), oa, ob;
+#pragma unroll
+            for (int j = 0; j < CU_VEC; j++) {
+                float c = cs[j], s = sign * sn[j];
+                float x1 = cu_tof(a.v[j]), x2 = cu_tof(b.v[j]);
+                oa.v[j] = cu_from<floatX>(x1 * c - x2 * s);
+                ob.v[j] = cu_from<floatX>(x2 * c + x1 * s);
+            }
+            cu_store_pack(v + i0, oa);
+            cu_store_pack(v + half + i0, ob);
+        } else {
+            float c = cp[0], s = sign * sp[0];
+            float x1 = cu_tof(v[i0]), x2 = cu_tof(v[i0 + half]);
+            v[i0] = cu_from<floatX>(x1 * c - x2 * s);
+            v[i0 + half] = cu_from<floatX>(x2 * c + x1 * s);
+        }
+    }
+}
+void rope_qk(floatX* q, floatX* k, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int n_kv_heads,
+             int head_dim, int backward) {
+    int half = head_dim / 2;
+    size_t rows = (size_t)B * T * (n_heads + n_kv_heads);
+    if (rows == 0 || half == 0) return;
+    int vec = half % CU_VEC == 0 && CU_VEC % 4 == 0 && cu_is_aligned16(q) && cu_is_aligned16(k) && cu_is_aligned16(d_cos) &&
+              cu_is_aligned16(d_sin);
+    size_t work = rows * (vec ? half / CU_VEC : half);
+    gk_rope_qk<<<cu_grid_for(work, 256), 256, 0, g_cu.stream>>>(q, k, d_cos, d_sin, B, T, n_heads, n_kv_heads, head_dim,
+                                                                backward ? -1.0f : 1.0f, vec);
+    CU_LAUNCHED("gk_rope_qk");
+}
+
 // ---- SwiGLU, add ----------------------------------------------------------------------------------
 
 __device__ __forceinline__ float cu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }

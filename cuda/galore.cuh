@@ -125,8 +125,9 @@ void galore_project_grad(float* R, const floatX* dout, const floatX* inp, const 
 // Adam on R in place (R becomes the direction D); moments stored as S
 template <typename S>
 __global__ void gk_galore_adam(float* R, S* m, S* v, size_t n, AdamParams a) {
+    const float gs = cu_grad_scale(a);
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = R[i] * a.grad_scale;
+        float g = R[i] * gs;
         float mi = a.b1 * cu_tof(m[i]) + (1.0f - a.b1) * g;
         float vi = a.b2 * cu_tof(v[i]) + (1.0f - a.b2) * g * g;
         m[i] = cu_from<S>(mi); v[i] = cu_from<S>(vi);

@@ -95,12 +95,13 @@ template <typename S>
 __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, const int* idx, const float* upscale, int r,
                               int outd, int in, int cols_side, float step, AdamParams a, uint64_t seed) {
     size_t total = (size_t)r * (cols_side ? outd : in);
+    const float gs = cu_grad_scale(a);
     for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (size_t)gridDim.x * blockDim.x) {
         int j;
         size_t widx;
         if (!cols_side) { j = (int)(k / in); widx = (size_t)idx[j] * in + (k % in); }
         else { j = (int)(k % r); widx = (k / r) * in + idx[j]; }
-        float g = C[k] * a.grad_scale;
+        float g = C[k] * gs;
         float mk = a.b1 * cu_tof(m[k]) + (1.0f - a.b1) * g;
         float vk = a.b2 * cu_tof(v[k]) + (1.0f - a.b2) * g * g;
         m[k] = cu_from<S>(mk); v[k] = cu_from<S>(vk);

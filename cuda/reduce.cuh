@@ -30,18 +30,23 @@ __global__ void gk_sumsq_partial(float* partial, const T* x, size_t n) {
     s = cu_block_sum(s);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
-__global__ void gk_sumsq_final(float* acc, const float* partial, int nparts) {
-    // one block of 1024 threads: fixed strided order, then a fixed tree
+// one block of 1024 threads: each thread's s summed in a fixed tree; every thread gets the total
+__device__ double cu_block1024_sum_double(double s) {
     __shared__ double sh[1024];
-    double s = 0.0;
-    for (int i = threadIdx.x; i < nparts; i += blockDim.x) s += (double)partial[i];
     sh[threadIdx.x] = s;
     __syncthreads();
     for (int w = blockDim.x / 2; w > 0; w >>= 1) {
         if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0) *acc = (float)((double)*acc + sh[0]);
+    return sh[0];
+}
+__global__ void gk_sumsq_final(float* acc, const float* partial, int nparts) {
+    // one block of 1024 threads: fixed strided order, then a fixed tree
+    double s = 0.0;
+    for (int i = threadIdx.x; i < nparts; i += blockDim.x) s += (double)partial[i];
+    double total = cu_block1024_sum_double(s);
+    if (threadIdx.x == 0) *acc = (float)((double)*acc + total);
 }
 template <typename T>
 static void cu_sumsq(float* acc, const T* x, size_t n) {
@@ -56,19 +61,50 @@ static void cu_sumsq(float* acc, const T* x, size_t n) {
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cu_sumsq<floatX>(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cu_sumsq<float>(acc, x, n); }
 
-// u = C with row j (rows side) or column j (cols side) divided by scale[j]
-__global__ void gk_unscale(float* u, const float* C, const float* scale, int r, int other, int cols_side) {
+// backend.h's clip_factor: one thread, the CPU's expression
+__global__ void gk_clip_factor(float* scale, const float* sumsq, float clip) {
+    float norm = (float)sqrt((double)*sumsq);
+    *scale = norm > clip ? clip / norm : 1.0f;
+}
+void clip_factor(float* scale, const float* sumsq, float clip) {
+    gk_clip_factor<<<1, 1, 0, g_cu.stream>>>(scale, sumsq, clip);
+    CU_LAUNCHED("gk_clip_factor");
+}
+// backend.h's loss_accumulate: one block, fixed strided order then a fixed tree (in double)
+__global__ void gk_loss_accumulate(double* acc, const float* losses, int N) {
+    double s = 0.0;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) s += (double)losses[i];
+    double total = cu_block1024_sum_double(s);
+    if (threadIdx.x == 0) *acc += (double)(float)(total / N);
+}
+void loss_accumulate(double* acc, const float* losses, int N) {
+    if (N <= 0) return;
+    gk_loss_accumulate<<<1, 1024, 0, g_cu.stream>>>(acc, losses, N);
+    CU_LAUNCHED("gk_loss_accumulate");
+}
+
+// sumsq_unscaled's first pass: gk_sumsq_partial over u = C with row j (rows side) or column j
+// (cols side) divided by scale[j], the division done on the fly (one kernel, no u in memory);
+// the same grid and order as gk_sumsq_partial on a stored u, so the same bits
+__global__ void gk_sumsq_unscaled_partial(float* partial, const float* C, const float* scale, int r, int other, int cols_side) {
     size_t n = (size_t)r * other;
-    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
-        u[e] = C[e] / scale[cols_side ? e % r : e / other];
+    float s = 0.0f;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        float v = C[e] / scale[cols_side ? e % r : e / other];
+        s += v * v;
+    }
+    s = cu_block_sum(s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side) {
     size_t n = (size_t)r * other;
     if (n == 0) return;
-    float* u = (float*)cu_scratch(&g_cu.sc_unscaled, n * sizeof(float), "unscaled norm scratch");
-    gk_unscale<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(u, C, d_scale, r, other, cols_side);
-    CU_LAUNCHED("gk_unscale");
-    cu_sumsq<float>(acc, u, n);
+    int nb = cu_sumsq_blocks(n);
+    float* partial = (float*)cu_scratch(&g_cu.sc_sumsq, CU_SUMSQ_MAXBLOCKS * sizeof(float), "reduction scratch");
+    gk_sumsq_unscaled_partial<<<nb, CU_SUMSQ_THREADS, 0, g_cu.stream>>>(partial, C, d_scale, r, other, cols_side);
+    CU_LAUNCHED("gk_sumsq_unscaled_partial");
+    gk_sumsq_final<<<1, 1024, 0, g_cu.stream>>>(acc, partial, nb);
+    CU_LAUNCHED("gk_sumsq_final");
 }
 
 __global__ void gk_scale_floats(float* C, float s, size_t n) {

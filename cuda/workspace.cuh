@@ -24,7 +24,6 @@ size_t backend_workspace_bytes(const WorkspaceSizes* w) {
     double nb = (double)(w->norm_block < CU_NORM_BUDGET_FLOATS ? w->norm_block : CU_NORM_BUDGET_FLOATS);
     b += grow * nb * sizeof(float);                                              // Grass norm pass
     b += grow * (double)w->wire * sizeof(floatX);                                // all-reduce wire buffer
-    b += grow * (double)w->wire * sizeof(float);                                 // Grass's unscaled norm
     if (w->select_dim > 0) b += grow * (56.0 * w->select_dim + (2 << 20));      // device selection
     return (size_t)b;
 }

@@ -112,12 +112,14 @@ def main():
         print(f"one steady-state optimizer step of the emulated GPU build (B={a.batch}, T={a.seq}, {a.accum} micro-step"
               f"{'s' if a.accum > 1 else ''} per step; layers reduced to {a.layers}, one more for the per-layer figures)\n")
         print(f"{'config':7s} {'optimizer':9s} {'launches':>9s} {'per layer':>10s} {'syncs':>6s} {'allocs':>7s} "
-              f"{'D2H':>4s} {'H2D':>4s} {'GEMMs':>6s} {'aligned':>8s}")
+              f"{'D2H':>4s} {'H2D':>4s} {'pageable':>8s} {'GEMMs':>6s} {'aligned':>8s}")
         for name, opt, L, st, pl, gc, al in rows:
             pct = f"{100.0 * al / gc:.0f}%" if gc else "-"
             print(f"{name:7s} {opt:9s} {st['launches']:9d} {pl['launches'] / a.accum:10.1f} {st['syncs']:6d} "
-                  f"{st['mallocs']:7d} {st['copies_d2h']:4d} {st['copies_h2d']:4d} {gc:6d} {pct:>8s}")
-        print("\nper layer: launches per layer per micro-step (a run with one more layer, minus this one)")
+                  f"{st['mallocs']:7d} {st['copies_d2h']:4d} {st['copies_h2d']:4d} {st.get('copies_h2d_pageable', 0):8d} "
+                  f"{gc:6d} {pct:>8s}")
+        print("\nper layer: launches per layer per micro-step (a run with one more layer, minus this one); pageable:"
+              "\nasynchronous host-to-device copies from memory that is not pinned (a GPU copies those synchronously)")
         for name, opt, L, st, pl, gc, al in rows:
             bad = sorted({(dict(k)["m"], dict(k)["n"], dict(k)["k"], dict(k)["lda"], dict(k)["ldb"], dict(k)["ldd"])
                           for k in st["gemms"] if not dict(k)["aligned"]})

@@ -119,15 +119,22 @@ def resolve_config(a):
     if c["dim"] % c["heads"] or (c["dim"] // c["heads"]) % 2 or c["heads"] % c["kv_heads"]:
         raise SystemExit("invalid config: dim %d, heads %d, kv heads %d" % (c["dim"], c["heads"], c["kv_heads"]))
     c["hd"] = c["dim"] // c["heads"]
+    # the ffn as the GPU build stores it (llama_ffn_stored: padded to --ffn-align when ffn > dim, with
+    # zero rows/columns); "ffn_hf" is the model's own, for the model FLOPs
+    align = getattr(a, "ffn_align", 64) or 64
+    c["ffn_hf"] = c["ffn"]
+    if align > 1 and c["ffn"] > c["dim"]:
+        c["ffn"] = (c["ffn"] + align - 1) // align * align
     return c
 
 
 LIN_NAMES = ["q", "k", "v", "o", "gate", "up", "down"]
 
 
-def param_table(c):
-    """llama_params.h's table: (name, rows, cols, kind, lin, layer) in checkpoint order."""
-    d, f, hd = c["dim"], c["ffn"], c["hd"]
+def param_table(c, hf=False):
+    """llama_params.h's table: (name, rows, cols, kind, lin, layer) in checkpoint order; the shapes as
+    stored (the ffn padded), or with hf the Hugging Face shapes."""
+    d, f, hd = c["dim"], c["ffn_hf" if hf else "ffn"], c["hd"]
     qd, kvd = c["heads"] * hd, c["kv_heads"] * hd
     t = [("embed", c["vocab"], d, "embed", None, -1)]
     for l in range(c["layers"]):
@@ -142,7 +149,7 @@ def param_table(c):
 
 def matmul_params(c):
     """param_table_matmul_params: linears and the head (the embedding too when tied)."""
-    n = sum(r * k for (_, r, k, kind, _, _) in param_table(c) if kind in ("linear", "head"))
+    n = sum(r * k for (_, r, k, kind, _, _) in param_table(c, hf=True) if kind in ("linear", "head"))
     if c["tie"]:
         n += c["vocab"] * c["dim"]
     return n
@@ -323,10 +330,8 @@ def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
     matmul_forward(P, phase, seg, "qkv gemm", "k_proj" + tag, N, d, kvd, count)
     matmul_forward(P, phase, seg, "qkv gemm", "v_proj" + tag, N, d, kvd, count)
     rope_tab = T * (hd // 2) * F * 2
-    elem(P, phase, seg, "rope", "rope_forward q" + tag, 6.0 * N * qd / 2, N * qd * X * 2 + rope_tab, count,
-         per_layer=True, note="scalar 2-byte accesses")
-    elem(P, phase, seg, "rope", "rope_forward k" + tag, 6.0 * N * kvd / 2, N * kvd * X * 2 + rope_tab, count,
-         per_layer=True, note="scalar 2-byte accesses")
+    elem(P, phase, seg, "rope", "rope_qk forward" + tag, 6.0 * N * (qd + kvd) / 2, N * (qd + kvd) * X * 2 + rope_tab, count,
+         per_layer=True, note="q and k in one launch, 16-byte packs")
     fwd, _, _ = attention_tiles(B, T, nh, hd)
     P.add(phase, seg, "attention", "attention_forward" + tag, "attn", fwd,
           (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F, count, 1, "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd),
@@ -430,8 +435,8 @@ def update_kernels(P, phase, seg, o, g, name, count, pooled, wd, state_es, maste
     other, cs = g["other"], g["cols_side"]
     if o["type"] == "grass":
         sub = g["r_eff"] * other
-        elem(P, phase, seg, "grad norm", name + " sumsq_unscaled (unscale, partial, final)", 3.0 * sub,
-             sub * F * 3 + g["r_eff"] * F, count, launches=3, per_layer=True)
+        elem(P, phase, seg, "grad norm", name + " sumsq_unscaled (partial with the division, final)", 3.0 * sub,
+             sub * F + g["r_eff"] * F, count, launches=2, per_layer=True)
         if wd > 0:
             elem(P, phase, seg, "optimizer grass", name + " gk_decay (whole W)", 2.0 * m_ * n_,
                  m_ * n_ * (X * 2 + (F * 2 if master else 0)), count, per_layer=True)
@@ -476,13 +481,16 @@ def build_plan(c, B, T, accum, o):
     table = param_table(c)
 
     def forward(phase, count):
-        P.sync(phase, 3 * count)  # upload tokens, upload targets (both synchronize), download losses
+        # llama_forward_train: tokens and targets in one asynchronous copy from pinned staging, the
+        # loss summed on the device (loss_accumulate, below): no host sync
         elem(P, phase, "fwd", "embedding", "embedding_forward", 0, N * d * X * 2 + N * 4, count)
         layer_forward_kernels(P, phase, "fwd", c, B, T, count * L, True, "")
         elem(P, phase, "fwd", "rmsnorm", "rmsnorm_forward final", 4.0 * N * d, N * d * X * 2 + d * X + N * F, count)
         matmul_forward(P, phase, "fwd", "classifier", "lm_head logits = X W^T", N, d, V, count, per_layer=False)
         elem(P, phase, "fwd", "classifier", "classifier_forward_backward (fused)", 8.0 * N * V,
              N * V * X * 3 + N * 8, count, note="two reads and one write of the logits")
+        if phase == "step":  # the norm pass discards its losses
+            elem(P, phase, "fwd", "classifier", "loss_accumulate (one block)", 1.0 * N, N * F, count)
 
     def backward(phase, count, mode, fused_count):
         """mode 'grads' (every step) or 'norms' (the refresh's norm pass). fused_count: calls per step
@@ -516,10 +524,8 @@ def build_plan(c, B, T, accum, o):
         P.add(phase, "bwd", "attention", "attention_backward dQ", "attn", dq,
               (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F * 2 + N * qd * X, cl, 1, "", (), "", True)
         rope_tab = T * (hd // 2) * F * 2
-        elem(P, phase, "bwd", "rope", "rope_backward dq", 3.0 * N * qd, N * qd * X * 2 + rope_tab, cl, per_layer=True,
-             note="scalar 2-byte accesses")
-        elem(P, phase, "bwd", "rope", "rope_backward dk", 3.0 * N * kvd, N * kvd * X * 2 + rope_tab, cl,
-             per_layer=True, note="scalar 2-byte accesses")
+        elem(P, phase, "bwd", "rope", "rope_qk backward (dq, dk)", 3.0 * N * (qd + kvd), N * (qd + kvd) * X * 2 + rope_tab, cl,
+             per_layer=True, note="q and k in one launch, 16-byte packs")
         matmul_backward_input(P, phase, "bwd", "qkv gemm", "q_proj dX", N, d, qd, False, cl)
         matmul_backward_input(P, phase, "bwd", "qkv gemm", "k_proj dX (+=)", N, d, kvd, True, cl)
         matmul_backward_input(P, phase, "bwd", "qkv gemm", "v_proj dX (+=)", N, d, kvd, True, cl)
@@ -576,8 +582,6 @@ def build_plan(c, B, T, accum, o):
     forward("step", accum)
     backward("step", accum, "grads", 1)
     # optim_step
-    if fused:
-        P.sync("step", 1)  # download of the fused layers' sums of squares
     elem(P, "step", "opt", "grad norm", "sumsq_floatX dense gradients (partial, final)", 2.0 * grad_total,
          grad_total * X, 1, launches=2)
     if not fused:  # optim_step: every projected matrix's norm and update after the backward passes
@@ -585,7 +589,9 @@ def build_plan(c, B, T, accum, o):
             g = gm.get((0, nm))
             if g is not None:
                 update_kernels(P, "step", "opt", o, g, nm + "_proj", L, False, wd, state_es, master)
-    P.sync("step", 1)  # download of the norm
+    # the step's one host sync: the report (loss sum, sums of squares) is read after every update
+    # is queued (optim_step); --grad-clip without the fused update adds one clip_factor launch
+    P.sync("step", 1)
     per_elem = X * 3 + state_es * 4 + (F * 2 if master else 0) - (X if master else 0)
     dense = [(nm, r * k, layer) for (nm, r, k, kind, lin, layer) in table if gm.get((layer, nm)) is None]
     groups_ = {}
@@ -730,6 +736,8 @@ def build_parser():
     p.add_argument("--state-dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--master-weights", type=int, default=0)
     p.add_argument("--recompute", type=int, default=0)
+    p.add_argument("--ffn-align", type=int, default=64,
+                   help="the ffn stored padded to a multiple of this (the GPU build's 64; 1: unpadded, as the CPU build)")
     for k in IGNORED:
         p.add_argument(k, dest="ignored_" + k.lstrip("-").replace("-", "_"), default=None, help=argparse.SUPPRESS)
     g = p.add_argument_group("model assumptions")
@@ -842,8 +850,9 @@ def print_result(result, show_kernels=True, out=sys.stdout):
     if opt != "adamw":
         opt += " (rank %s, K=%d%s%s)" % (o["rank"], o["K"], ", select %s" % o["select"] if o["type"] == "grass" else "",
                                           ", norm pass %s" % result["norm_path"])
-    w("perf_model: %s (vocab %d, dim %d, ffn %d, layers %d, heads %d/%d, hd %d%s) | B=%d T=%d accum=%d -> %d tokens/step | %s"
-      "%s%s%s\n" % (c["name"], c["vocab"], c["dim"], c["ffn"], c["layers"], c["heads"], c["kv_heads"], c["hd"],
+    ffn = "%d" % c["ffn"] if c["ffn"] == c["ffn_hf"] else "%d stored as %d" % (c["ffn_hf"], c["ffn"])
+    w("perf_model: %s (vocab %d, dim %d, ffn %s, layers %d, heads %d/%d, hd %d%s) | B=%d T=%d accum=%d -> %d tokens/step | %s"
+      "%s%s%s\n" % (c["name"], c["vocab"], c["dim"], ffn, c["layers"], c["heads"], c["kv_heads"], c["hd"],
                     ", tied" if c["tie"] else "", result["B"], result["T"], result["accum"], result["tokens_per_step"],
                     opt, ", recompute" if o["recompute"] else "", ", bf16 moments" if o["state_dtype"] == "bf16" else "",
                     ", master weights" if o["master_weights"] else ""))

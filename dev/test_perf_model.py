@@ -67,7 +67,7 @@ for name, c in cfgs.items():
             argv = ["-c", name, "-t", str(min(T, c["max_seq"])), "-b", "1"] + extra
             r = model(argv)
             cc = r["config"]
-            n = matmul_params_here(cc["vocab"], cc["dim"], cc["ffn"], cc["layers"], cc["heads"], cc["kv_heads"], cc["tie"])
+            n = matmul_params_here(cc["vocab"], cc["dim"], cc["ffn_hf"], cc["layers"], cc["heads"], cc["kv_heads"], cc["tie"])
             want = 6.0 * n + 12.0 * cc["layers"] * cc["dim"] * min(T, c["max_seq"])
             if r["model_flops_per_token"] != want or r["matmul_params"] != n:
                 ok_all = False
@@ -136,7 +136,8 @@ if have_bin:
             check(False, "(b) %s: the trainer ran (%s)" % (label, p.stdout.strip().splitlines()[-1:]))
             continue
         # the same command line through the model's CLI (it takes the trainer's flags), as JSON
-        q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--json"] + argv,
+        # (the CPU trainer stores the ffn unpadded; the model's default is the GPU build's padding)
+        q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--json", "--ffn-align", "1"] + argv,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if q.returncode != 0:
             check(False, "(b) %s: perf_model.py --json with the trainer's flags (%s)" % (label, q.stderr.strip()))
@@ -205,7 +206,19 @@ k2 = [k for k in gemm_eff_half["gpus"]["h100"]["kernels"] if k["name"] == "q_pro
 check(abs(k2["t_call_s"] / k1["t_call_s"] - 2.0) < 1e-9, "(c) --gemm-eff scales an aligned GEMM's time (0.35 -> 2x 0.7)")
 
 # ---- (d) unaligned GEMMs -------------------------------------------------------------------------
+# the GPU build pads the ffn to a multiple of 64 (5461 -> 5504): every 1b GEMM aligned, the model
+# FLOPs those of ffn 5461; unpadded (--ffn-align 1, as the CPU build) the MLP GEMMs are not
 r = model(["-c", "1b", "-b", "8", "-t", "1024", "--optimizer", "grass", "--rank", "512", "--grass-select", "topr"])
+ru = model(["-c", "1b", "-b", "8", "-t", "1024", "--optimizer", "grass", "--rank", "512", "--grass-select", "topr",
+            "--ffn-align", "1"])
+check(all(k["aligned"] for k in r["gpus"]["h100"]["kernels"]) and r["config"]["ffn"] == 5504 and r["config"]["ffn_hf"] == 5461,
+      "(d) 1b with the GPU build's padding (ffn 5461 stored as 5504), top-r: no GEMM flagged")
+check(r["model_flops_per_token"] == ru["model_flops_per_token"] and r["matmul_params"] == ru["matmul_params"],
+      "(d) the padding leaves the model FLOPs alone (%d matmul parameters)" % r["matmul_params"])
+check(r["gpus"]["h100"]["plain_step_s"] < ru["gpus"]["h100"]["plain_step_s"],
+      "(d) and the predicted step is shorter (%.1f ms vs %.1f ms unpadded)" % (1e3 * r["gpus"]["h100"]["plain_step_s"],
+                                                                           1e3 * ru["gpus"]["h100"]["plain_step_s"]))
+r = ru
 ks = r["gpus"]["h100"]["kernels"]
 un = [k for k in ks if k["kind"] == "gemm" and not k["aligned"]]
 names = {k["name"] for k in un}
@@ -214,14 +227,14 @@ check({"gate_proj", "up_proj", "down_proj + residual", "down_proj dX", "gate_pro
       "(d) 1b (ffn 5461): the gate/up/down GEMMs are flagged unaligned with ld 5461 (%d calls sites)" % len(un))
 check(all(k["aligned"] for k in ks if k["name"] in ("q_proj", "o_proj", "lm_head logits = X W^T")),
       "(d) 1b: the d x d and head GEMMs stay aligned (topr: r = 512)")
-r1 = model(["-c", "1b", "-b", "8", "-t", "1024", "--unaligned-eff", "1"])
-r5 = model(["-c", "1b", "-b", "8", "-t", "1024", "--unaligned-eff", "0.5"])
+r1 = model(["-c", "1b", "-b", "8", "-t", "1024", "--unaligned-eff", "1", "--ffn-align", "1"])
+r5 = model(["-c", "1b", "-b", "8", "-t", "1024", "--unaligned-eff", "0.5", "--ffn-align", "1"])
 a1 = {k["name"]: k for k in r1["gpus"]["h100"]["kernels"]}
 a5 = {k["name"]: k for k in r5["gpus"]["h100"]["kernels"]}
 check(abs(a5["gate_proj"]["t_call_s"] / a1["gate_proj"]["t_call_s"] - 2.0) < 1e-9 and
       a5["q_proj"]["t_call_s"] == a1["q_proj"]["t_call_s"], "(d) --unaligned-eff 0.5 doubles an unaligned GEMM's time only")
-txt = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "-c", "1b", "-b", "8", "-t", "1024"],
-                     stdout=subprocess.PIPE, text=True).stdout
+txt = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "-c", "1b", "-b", "8", "-t", "1024",
+                      "--ffn-align", "1"], stdout=subprocess.PIPE, text=True).stdout
 check("UNALIGNED ld=5461" in txt, "(d) the text output flags them (UNALIGNED ld=5461)")
 for name in ("60m", "13b"):
     r = model(["-c", name, "-b", "2", "-t", "256", "--optimizer", "grass", "--rank", "128", "--grass-select", "topr"])

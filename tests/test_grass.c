@@ -576,7 +576,7 @@ static void test_model_level(void) {
     free_run(&ad1);
     {
         char err[256];
-        ParamTable vpt; param_table_build(&vpt, &c);
+        ParamTable vpt; param_table_build(&vpt, &c, 1);
         OptimConfig bad = a; bad.matrix_lr_scale = 0.0f;
         CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--matrix-lr-scale"), "matrix lr scale 0 refused: %s", err);
         bad = g; bad.matrix_lr_scale = 0.5f;

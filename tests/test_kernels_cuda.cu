@@ -232,6 +232,40 @@ static void test_rope(int B, int T, int nh, int hd) {
     free_bufs();
 }
 
+// rope_qk (q and k in one launch, packs when half is a multiple of CU_VEC) against gk_rope's
+// results bit for bit (the same arithmetic) and the CPU kernel; off shifts q and k by one element,
+// which takes the scalar path
+static void test_rope_qk(int B, int T, int nh, int nkv, int hd, int off) {
+    std::vector<float> c, s;
+    rope_tables(T + 3, hd, c, s);
+    float* dc = df_from(c);
+    float* ds = df_from(s);
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd;
+    std::vector<float> xq = t_randn(nq, 1.0f), xk = t_randn(nk, 1.0f);
+    for (int backward = 0; backward < 2; backward++) {
+        std::vector<float> pq(off + nq, 0.0f), pk(off + nk, 0.0f);
+        std::copy(xq.begin(), xq.end(), pq.begin() + off);
+        std::copy(xk.begin(), xk.end(), pk.begin() + off);
+        floatX* q = dx_from(pq) + off;
+        floatX* k = dx_from(pk) + off;
+        floatX* q1 = dx_from(xq);
+        floatX* k1 = dx_from(xk);
+        rope_qk(q, k, dc, ds, B, T, nh, nkv, hd, backward);
+        if (backward) { rope_backward(q1, dc, ds, B, T, nh, hd); rope_backward(k1, dc, ds, B, T, nkv, hd); }
+        else { rope_forward(q1, dc, ds, B, T, nh, hd); rope_forward(k1, dc, ds, B, T, nkv, hd); }
+        std::vector<float> gq = hx(q, nq), gk = hx(k, nk), rq = hx(q1, nq), rk = hx(k1, nk);
+        int same = gq == rq && gk == rk;
+        CHECK(same, "rope_qk B=%d T=%d nh=%d nkv=%d hd=%d off=%d %s: differs from rope_%s of q and k", B, T, nh, nkv, hd,
+              off, backward ? "backward" : "forward", backward ? "backward" : "forward");
+        std::vector<float> cq = xq, ck = xk;
+        if (backward) { cpu_rope_backward(cq.data(), c.data(), s.data(), B, T, nh, hd); cpu_rope_backward(ck.data(), c.data(), s.data(), B, T, nkv, hd); }
+        else { cpu_rope_forward(cq.data(), c.data(), s.data(), B, T, nh, hd); cpu_rope_forward(ck.data(), c.data(), s.data(), B, T, nkv, hd); }
+        expect_close(nm("rope_qk q B=%d T=%d nh=%d nkv=%d hd=%d off=%d bwd=%d", B, T, nh, nkv, hd, off, backward), gq, cq, TOL(1e-2, 1e-6));
+        expect_close(nm("rope_qk k B=%d T=%d nh=%d nkv=%d hd=%d off=%d bwd=%d", B, T, nh, nkv, hd, off, backward), gk, ck, TOL(1e-2, 1e-6));
+    }
+    free_bufs();
+}
+
 // off: element offset of every buffer from an aligned base (1 exercises the unaligned scalar path)
 static void test_elementwise(size_t n, int off) {
     std::vector<float> g = t_randn(n + off, 2.0f), u = t_randn(n + off, 1.0f), dh = t_randn(n + off, 1.0f);
@@ -900,6 +934,9 @@ int main(void) {
     test_rope(2, 13, 3, 16);
     test_rope(1, 64, 4, 64);
     test_rope(2, 5, 2, 6);
+    test_rope_qk(2, 13, 4, 2, 64, 0);   // packs (half 32)
+    test_rope_qk(1, 9, 3, 1, 32, 1);    // q and k one element off 16 bytes: scalars
+    test_rope_qk(2, 5, 2, 2, 12, 0);    // half 6: not a multiple of a pack
     printf("elementwise\n");
     test_elementwise(39 * 72, 0);
     test_elementwise(39 * 72, 1);

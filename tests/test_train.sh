@@ -75,9 +75,10 @@ above = sum(float(r["mfu_exec"]) > float(r["mfu"]) * 1.001 and "step=" + r["step
 print(len(rows), eq, below, above, len(refresh))
 PY
 }
+# (--ffn-align 1: the GPU build pads the ffn, which the executed FLOPs count and the model's do not; below)
 for opt in adamw grass; do
   extra=(); [ $opt = grass ] && extra=(--optimizer grass --rank 12 --update-freq 3)
-  $BIN "${COMMON[@]}" -x 6 -v 0 --peak-tflops 1 -o "$W/mfu_$opt" "${extra[@]}" > "$W/mfu_$opt.out" 2>&1 || { bad "$opt: MFU run failed"; continue; }
+  $BIN "${COMMON[@]}" -x 6 -v 0 --peak-tflops 1 --ffn-align 1 -o "$W/mfu_$opt" "${extra[@]}" > "$W/mfu_$opt.out" 2>&1 || { bad "$opt: MFU run failed"; continue; }
   read -r n eq below above nref <<< "$(mfu_check "$W/mfu_$opt/log.txt")"
   if [ $opt = adamw ]; then
     [ "$n" = 6 ] && [ "$eq" = 6 ] && ok "adamw: executed-FLOPs MFU == model-FLOPs MFU on all 6 steps" || bad "adamw: mfu_exec vs mfu: $n $eq"
@@ -89,6 +90,18 @@ for opt in adamw grass; do
       && ok "grass: refresh lines in the log (distinct rows, draws, step multipliers, selection hash)" || bad "grass: refresh line missing"
   fi
 done
+
+# with the ffn padded (80 stored as 128) AdamW executes 6 x the padding's 2 x 3 x 48 x 48 parameters
+# more per token: N = 2 (4 x 48 x 48 - 2 x 48 x 24 + 3 x 48 x 80) + 256 x 48 = 49152 matmul parameters,
+# model 6 N + 12 L d T = 331776 FLOPs per token (T = 32), executed 331776 + 82944: a ratio of 1.25
+if $BIN "${COMMON[@]}" -x 3 -v 0 --peak-tflops 1 --ffn-align 64 -o "$W/mfu_pad" > "$W/mfu_pad.out" 2>&1; then
+  r=$(python3 -c "
+import sys
+rows = [dict(kv.split('=', 1) for kv in l.split()) for l in open(sys.argv[1]) if l.startswith('step=') and ' loss=' in l]
+print(len(rows), sum(abs(float(r['mfu_exec']) / float(r['mfu']) - 1.25) < 1e-3 for r in rows))" "$W/mfu_pad/log.txt")
+  [ "$r" = "3 3" ] && ok "adamw, ffn padded 80 -> 128: executed FLOPs are 1.25 x the model's on all 3 steps (the padding counted)" \
+    || bad "adamw, padded ffn: executed/model FLOPs ratio not 1.25 ($r of the steps)"
+else bad "padded MFU run failed"; tail -3 "$W/mfu_pad.out"; fi
 
 # ---- --grass-norms auto: exact where it fits, else the sketch ----------------------------------------
 # with 2 micro-steps exact holds every projected matrix's fp32 gradient (4.5 MiB for this model;
@@ -253,6 +266,39 @@ if python3 dev/export_hf.py "$W/fall_adamw/model_00000080.bin" "$W/hf" > /dev/nu
       && ok "a run from the imported HF model starts at the exported run's val loss ($v_hf)" || bad "imported model starts at val loss $v_hf, the exported run ended at $v_end"
   else bad "run from the imported model failed"; tail -3 "$W/from_hf.out"; fi
 else bad "HF export/import failed"; fi
+
+# ---- the ffn stored padded (--ffn-align) changes the layout, not the model -----------------------
+# ffn 80 with --ffn-align 64 is stored as 128 (zero rows in gate/up, zero columns in down): the
+# same losses to the summation order, a model file of the same size (it holds the Hugging Face
+# shapes) that loads into an unpadded run, for AdamW and for Grass (its selection never sees the padding)
+rel_log_diff() {  # worst relative difference of two logs' losses and val losses (same steps)
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+def read(p):
+    return {(m.group(2), int(m.group(1))): float(m.group(3)) for m in
+            (re.match(r"step=(\d+) (loss|val_loss)=([-0-9.e+]+)", l) for l in open(p)) if m}
+a, b = read(sys.argv[1]), read(sys.argv[2])
+print("inf" if not a or a.keys() != b.keys() else "%.3e" % max(abs(a[k] - b[k]) / abs(b[k]) for k in a))
+PY
+}
+for v in "adamw" "grass --optimizer grass --rank 12 --update-freq 4"; do
+  set -- $v; name=$1; shift
+  if $BIN "${COMMON[@]}" -x 10 -v 5 -l 1e-2 --ffn-align 1 -o "$W/pad1_$name" "$@" > "$W/pad1_$name.out" 2>&1 \
+     && $BIN "${COMMON[@]}" -x 10 -v 5 -l 1e-2 --ffn-align 64 -o "$W/pad64_$name" "$@" > "$W/pad64_$name.out" 2>&1; then
+    grep -q "the ffn padded from 80 to 128" "$W/pad64_$name.out" && ok "$name: the plan says the ffn is stored padded (80 -> 128)" \
+      || bad "$name: the plan does not show the padding"
+    d=$(rel_log_diff "$W/pad64_$name/log.txt" "$W/pad1_$name/log.txt")
+    python3 -c "import sys; sys.exit(0 if $d < 2e-3 else 1)" && ok "$name: padded and unpadded ffn give the same losses (worst rel diff $d)" \
+      || bad "$name: padded ffn losses differ by $d (relative)"
+    [ "$(stat -c %s "$W/pad64_$name/model_00000010.bin")" = "$(stat -c %s "$W/pad1_$name/model_00000010.bin")" ] \
+      && ok "$name: the padded run's model file has the unpadded one's size (Hugging Face shapes)" || bad "$name: model file sizes differ"
+  else bad "$name: a --ffn-align run failed"; tail -3 "$W/pad1_$name.out" "$W/pad64_$name.out"; fi
+done
+if $BIN "${COMMON[@]}" -x 1 -v 1 --ffn-align 1 -o "$W/pad_init" --init-from "$W/pad64_adamw/model_00000010.bin" > "$W/pad_init.out" 2>&1; then
+  v0=$(val_losses "$W/pad_init/log.txt" | head -1); v10=$(val_losses "$W/pad64_adamw/log.txt" | tail -1)
+  [ "$v0" = "$v10" ] && ok "the padded run's model file starts an unpadded run at its val loss ($v0)" \
+    || bad "the padded model file starts an unpadded run at val loss $v0, it ended at $v10"
+else bad "--init-from a padded run's model failed"; tail -3 "$W/pad_init.out"; fi
 
 # ---- bad input: non-zero exit and a message naming the problem ---------------------------------
 expect_fail() {  # expect_fail "label" "message regex" args...

@@ -122,6 +122,7 @@ struct Runtime {
     cudaError_t last_error;                // sticky until cudaGetLastError
     std::map<uintptr_t, size_t> allocs;    // device allocations
     size_t bytes_now;
+    std::map<uintptr_t, size_t> pinned;    // cudaMallocHost allocations (host memory)
     std::map<const void*, int> max_dyn_smem;  // cudaFuncSetAttribute
     std::vector<unsigned char> dyn_smem;
     long long launches;
@@ -148,6 +149,9 @@ struct Counts {
     long long mallocs = 0, frees = 0;
     long long copies_d2h = 0, copies_h2d = 0, copies_d2d = 0, memsets = 0;
     long long bytes_d2h = 0, bytes_h2d = 0;
+    long long copies_h2d_pageable = 0;  // asynchronous H2D copies from memory not from cudaMallocHost
+                                        // (a GPU stages those through a driver buffer: not asynchronous)
+    long long host_allocs = 0;          // cudaMallocHost
     long long collectives = 0, collective_bytes = 0, solver_calls = 0;
 };
 inline Counts g_counts;
@@ -167,9 +171,10 @@ inline void counts_write(void) {
     long long launches = 0;
     for (auto& kv : c.kernels) launches += kv.second;
     fprintf(f, "launches %lld\nsyncs %lld\nmallocs %lld\nfrees %lld\ncopies_d2h %lld\ncopies_h2d %lld\ncopies_d2d %lld\n"
-            "memsets %lld\nbytes_d2h %lld\nbytes_h2d %lld\ncollectives %lld\ncollective_bytes %lld\nsolver_calls %lld\n",
+            "memsets %lld\nbytes_d2h %lld\nbytes_h2d %lld\ncollectives %lld\ncollective_bytes %lld\nsolver_calls %lld\n"
+            "copies_h2d_pageable %lld\nhost_allocs %lld\n",
             launches, c.syncs, c.mallocs, c.frees, c.copies_d2h, c.copies_h2d, c.copies_d2d, c.memsets, c.bytes_d2h,
-            c.bytes_h2d, c.collectives, c.collective_bytes, c.solver_calls);
+            c.bytes_h2d, c.collectives, c.collective_bytes, c.solver_calls, c.copies_h2d_pageable, c.host_allocs);
     for (auto& kv : c.kernels) fprintf(f, "kernel %s %lld\n", kv.first.c_str(), kv.second);
     for (auto& kv : c.gemms) {
         const GemmKey& g = kv.first;
@@ -345,6 +350,24 @@ cudaError_t cudaFree(void* p) {
     free(p);
     return cudaSuccess;
 }
+// pinned host memory: host memory, tracked so that asynchronous copies from elsewhere are counted
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+    *p = NULL;
+    void* m = NULL;
+    if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) { emu::set_error(cudaErrorMemoryAllocation); return cudaErrorMemoryAllocation; }
+    emu::g_rt.pinned[(uintptr_t)m] = bytes;
+    emu::g_counts.host_allocs++;
+    *p = m;
+    return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void* p) {
+    if (p == NULL) return cudaSuccess;
+    std::map<uintptr_t, size_t>::iterator it = emu::g_rt.pinned.find((uintptr_t)p);
+    if (it == emu::g_rt.pinned.end()) { emu::set_error(cudaErrorInvalidValue); return cudaErrorInvalidValue; }
+    emu::g_rt.pinned.erase(it);
+    free(p);
+    return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* fr, size_t* total) {
     *total = emu::total_bytes();
     *fr = *total - emu::g_rt.bytes_now;
@@ -383,7 +406,16 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
     emu::g_counts.syncs++;  // a blocking copy waits for the device
     return emu_memcpy(dst, src, n, kind);
 }
+namespace emu {
+inline bool in_pinned(const void* p, size_t n) {
+    std::map<uintptr_t, size_t>::iterator it = g_rt.pinned.upper_bound((uintptr_t)p);
+    if (it == g_rt.pinned.begin()) return false;
+    --it;
+    return (uintptr_t)p >= it->first && (uintptr_t)p + n <= it->first + it->second;
+}
+}  // namespace emu
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
+    if (n > 0 && !emu::in_device(src, n) && emu::in_device(dst, n) && !emu::in_pinned(src, n)) emu::g_counts.copies_h2d_pageable++;
     return emu_memcpy(dst, src, n, kind);
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
@@ -418,6 +450,7 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cuda
 cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) { e->t = emu_now(); return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t) { emu::g_counts.syncs++; return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }  // work is done when it is queued
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) { *ms = (float)((b->t - a->t) * 1e3); return cudaSuccess; }
 cudaError_t cudaGetLastError(void) { cudaError_t e = emu::g_rt.last_error; emu::g_rt.last_error = cudaSuccess; return e; }
 cudaError_t cudaPeekAtLastError(void) { return emu::g_rt.last_error; }
@@ -491,6 +524,16 @@ inline cublasStatus_t gemm(int opA, int opB, int m, int n, int k, float alpha, c
         key.m = m; key.n = n; key.k = k; key.ta = ta; key.tb = tb; key.tc = tc; key.lda = lda; key.ldb = ldb; key.ldd = ldd;
         key.aligned = al16(A, lda, ta) && al16(B, ldb, tb) && al16(D, ldd, tc) && (beta == 0.0f || al16(C, ldc, tc));
         g_counts.gemms[key]++;
+        // GRASS_EMU_REQUIRE_ALIGNED=1: a GEMM that Hopper's fast kernels could not take stops the
+        // program, naming its shape (test_train_emu runs the 60m, 1b, 7b and 13b shapes with it)
+        static int require = -1;
+        if (require < 0) { const char* e = getenv("GRASS_EMU_REQUIRE_ALIGNED"); require = e != NULL && atoi(e) != 0; }
+        if (require && !key.aligned) {
+            fprintf(stderr, "cuda_emu: GRASS_EMU_REQUIRE_ALIGNED: GEMM m=%d n=%d k=%d lda=%lld ldb=%lld ldd=%lld (element bytes %d, "
+                    "%d, %d) has a pointer or leading dimension that is not a multiple of 16 bytes\n", m, n, k, (long long)lda,
+                    (long long)ldb, (long long)ldd, (int)type_size(ta), (int)type_size(tb), (int)type_size(tc));
+            exit(3);
+        }
     }
     // every element the GEMM reads or writes must lie in device memory
     size_t a_span = (size_t)((opA ? m : k) - 1) * lda + arows, b_span = (size_t)((opB ? k : n) - 1) * ldb + brows;

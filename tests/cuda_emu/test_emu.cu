@@ -444,6 +444,14 @@ static void test_counts(void) {
     CK(cudaMemcpyAsync(h.data(), d, 64, cudaMemcpyDeviceToHost, 0));   // a D2H copy, not a sync
     CK(cudaStreamSynchronize(0));                                       // 1 sync
     CK(cudaMemcpy(d, h.data(), 64, cudaMemcpyHostToDevice));            // an H2D copy that is a sync
+    CK(cudaMemcpyAsync(d, h.data(), 64, cudaMemcpyHostToDevice, 0));   // async from pageable memory
+    int* pin = NULL;
+    CK(cudaMallocHost((void**)&pin, 256));                              // 1 host allocation
+    CK(cudaMemcpyAsync(d, pin + 16, 64, cudaMemcpyHostToDevice, 0));   // async from pinned memory
+    CK(cudaMemcpyAsync(d, pin + 60, 64, cudaMemcpyHostToDevice, 0));   // leaves the pinned block: pageable
+    CK(cudaFreeHost(pin));
+    CHECK(cudaFreeHost(pin) == cudaErrorInvalidValue, "a second cudaFreeHost of the same block was accepted");
+    (void)cudaGetLastError();
     CK(cudaFree(d));
     // GEMMs, fp32: ld 8 (32 bytes) aligned; ld 5 (20 bytes) not; a pointer 4 bytes into an allocation not
     cublasLtHandle_t lt;
@@ -471,16 +479,19 @@ static void test_counts(void) {
     CHECK(c.syncs - before.syncs == 3, "counts: %lld host syncs, want 3 (stream sync and two blocking copies)", c.syncs - before.syncs);
     CHECK(c.mallocs - before.mallocs == 2 && c.frees - before.frees == 2, "counts: %lld allocations, %lld frees, want 2 and 2",
           c.mallocs - before.mallocs, c.frees - before.frees);
-    CHECK(c.copies_d2h - before.copies_d2h == 1 && c.bytes_d2h - before.bytes_d2h == 64 && c.copies_h2d - before.copies_h2d == 2,
-          "counts: D2H %lld (%lld bytes), H2D %lld, want 1 (64), 2", c.copies_d2h - before.copies_d2h,
+    CHECK(c.copies_d2h - before.copies_d2h == 1 && c.bytes_d2h - before.bytes_d2h == 64 && c.copies_h2d - before.copies_h2d == 5,
+          "counts: D2H %lld (%lld bytes), H2D %lld, want 1 (64), 5", c.copies_d2h - before.copies_d2h,
           c.bytes_d2h - before.bytes_d2h, c.copies_h2d - before.copies_h2d);
+    CHECK(c.copies_h2d_pageable - before.copies_h2d_pageable == 2 && c.host_allocs - before.host_allocs == 1,
+          "counts: %lld asynchronous copies from pageable memory (want 2), %lld pinned allocations (want 1)",
+          c.copies_h2d_pageable - before.copies_h2d_pageable, c.host_allocs - before.host_allocs);
     long long aligned = 0, unaligned = 0;
     for (auto& kv : c.gemms) {
         long long n = kv.second - (before.gemms.count(kv.first) ? before.gemms.at(kv.first) : 0);
         if (kv.first.m == 4 && kv.first.n == 4 && kv.first.k == 4) (kv.first.aligned ? aligned : unaligned) += n;
     }
     CHECK(aligned == 2 && unaligned == 2, "counts: %lld aligned and %lld unaligned 4x4x4 GEMMs, want 2 and 2", aligned, unaligned);
-    printf("  counts: launches by name, syncs, allocations, copies, GEMM alignment as made\n");
+    printf("  counts: launches by name, syncs, allocations, copies (pageable or pinned), GEMM alignment as made\n");
 }
 
 static void test_runtime_checks(void) {
