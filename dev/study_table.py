@@ -167,9 +167,16 @@ def read_settings(out):
 
 
 def cells_of(out, settings):
+    """the cells found under out, by size then corpus (the script's defaults first, in their order;
+    not the last invocation's, which may have run a part)"""
     found = [e for e in sorted(os.listdir(out)) if os.path.isdir(os.path.join(out, e)) and load_cell(os.path.join(out, e))]
-    order = [f"{c}-{z}" for c in settings.get("CORPORA", "").split() for z in settings.get("SIZES", "").split()]
-    return [c for c in order if c in found] + [c for c in found if c not in order]
+    sizes, corpora = ["d6", "w384"], ["tinyshakespeare", "kjv"]
+
+    def key(cell):
+        corpus, _, size = cell.rpartition("-")
+        return (sizes.index(size) if size in sizes else len(sizes), size,
+                corpora.index(corpus) if corpus in corpora else len(corpora), corpus)
+    return sorted(found, key=key)
 
 
 # ----------------------------------------------------------------------------------------
