@@ -327,8 +327,8 @@ typedef struct Optimizer {
     float* d_sumsq;         // d_report + 8: backend scalar for gradient norms
     float* d_grad_scale;    // d_report + 12
     double loss_sum;        // the last step's *d_loss_acc, on the host (optim_step)
+    char* h_report;         // the host copy of d_report (optim_report_bytes), allocated once
     double comm_bytes;      // bytes all-reduced since the step began (0 in one process)
-    double fused_sumsq;     // sum of squares of the compressed gradients applied during backward
     float* master;          // fp32 master weights (cfg.master_weights), the layout of params; else NULL
     // ZeRO-1 (rt.sharded): the dense gradients are padded to rt.world_size blocks of `shard`;
     // this rank keeps AdamW moments for [shard_lo, shard_hi) of them only
@@ -596,6 +596,7 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
     o->d_sumsq = (float*)((char*)o->d_report + 8);
     o->d_grad_scale = (float*)((char*)o->d_report + 12);
     o->d_layer_sumsq = (float*)((char*)o->d_report + 16);
+    o->h_report = (char*)malloc_check(optim_report_bytes(o));
     if (cfg->type == OPT_GALORE && sizeof(floatX) == sizeof(float))
         for (int k = 0; k < o->n_gm; k++) o->gm[k].Ptx = (floatX*)o->gm[k].Pt;  // one buffer in an fp32 build
     if (rt->overlap && cfg->fused) allreduce_async_reserve(optim_largest_layer_C(o));
@@ -651,6 +652,8 @@ static void optim_free_layout(Optimizer* o) {
 }
 
 static void optim_free(Optimizer* o) {
+    free(o->h_report);
+    o->h_report = NULL;
     OptimBuffer* b = (OptimBuffer*)malloc_check(optim_max_buffers(o) * sizeof(OptimBuffer));
     int n = optim_buffers(o, b);
     for (int i = 0; i < n; i++) backend_free(*b[i].ptr);
@@ -775,7 +778,6 @@ static void optim_zero_grads(Optimizer* o) {
     } else {
         for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float));
     }
-    o->fused_sumsq = 0.0;
     backend_memset0(o->d_report, optim_report_bytes(o));  // the loss sum and the norm scalars
     o->pending_layer = -1;
     o->dense_started = 0;
@@ -1045,15 +1047,12 @@ static float optim_step(Optimizer* o) {
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale, grad_scale_dev);
     // the report: one download, after everything above is queued
-    size_t rb = optim_report_bytes(o);
-    char* rep = (char*)malloc_check(rb);
-    backend_download(rep, o->d_report, rb);
+    char* rep = o->h_report;
+    backend_download(rep, o->d_report, optim_report_bytes(o));
     float ss;
     memcpy(&o->loss_sum, rep, sizeof(double));
     memcpy(&ss, rep + 8, sizeof(float));
-    o->fused_sumsq = fused ? optim_fused_sumsq(o, (const float*)(rep + 16)) : 0.0;
-    free(rep);
-    double total = (double)ss + o->fused_sumsq;
+    double total = (double)ss + (fused ? optim_fused_sumsq(o, (const float*)(rep + 16)) : 0.0);
     float norm = (float)sqrt(total);
     o->prev_norm = norm;
     return norm;
