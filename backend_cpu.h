@@ -65,6 +65,7 @@ size_t backend_memory_free(void) {
 size_t backend_memory_peak(void) { return g_cpu_bytes_peak; }
 double backend_peak_flops(void) { return 0.0; }  // unknown on a CPU; --peak-tflops sets it
 int backend_ffn_align(void) { return 1; }  // the CPU's GEMMs need no padding, and its numbers stay the reference
+int backend_grass_row_align(void) { return 1; }
 // the attention's per-thread score blocks (two of cpu_att_block x T floats); the rest is small
 size_t backend_workspace_bytes(const WorkspaceSizes* w) {
     int threads = 1;

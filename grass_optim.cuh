@@ -65,6 +65,9 @@ typedef struct {
     int grad_dtype;      // GradDtype of the dense gradients: floatX or fp32 (backend.h; --grad-dtype)
     int master_weights;  // keep an fp32 master copy of the weights (for bf16 weights on the GPU)
     int select_on_device; // run the selection in the backend (GPU) instead of on the host
+    int row_align;       // Grass: pad each selection to a multiple of this many rows (1, 2, 4, 8, 16;
+                         // 0: the backend's, backend_grass_row_align) with rows the update skips
+                         // (grass_pad_selection), so the gathered GEMMs' leading dimensions align
     int norms;           // GrassNorms: where the row scores of a refresh come from
     int sketch_dim;      // k, the columns of the sketch (norms == NORMS_SKETCH)
     int upscale;         // GrassUpscale: the up-projection's per-row factor
@@ -274,14 +277,60 @@ static void grass_apply_upscale(int rule, Selection* sel) {
     for (int j = 0; j < sel->r_eff; j++) sel->upscale[j] = rule == UPSCALE_ONE ? 1.0f : (float)(sel->upscale[j] / mean);
 }
 
+// Pads a selection to a multiple of `align` rows (at most dim) with rows the update skips: the
+// lowest indices not selected, with scale and upscale 0, the indices still ascending. Why: the GPU
+// build's gathered GEMMs have the row count on a side (the bf16 gather N x r_eff, and on the
+// columns side the fp32 C out x r_eff), and Hopper's fast cuBLASLt kernels want 16-byte leading
+// dimensions; merged multinorm/uniform draws make r_eff any number. A pad row gathers with scale
+// 0, so its compressed gradient is 0; the norms skip it (sumsq_unscaled) and so does the update
+// (upscale 0), so the step is the unpadded one's. Returns the rows added.
+#define GRASS_ROW_ALIGN_MAX 16
+static int grass_pad_selection(Selection* sel, int dim, int align) {
+    if (align <= 1 || sel->r_eff == 0) return 0;
+    int target = (sel->r_eff + align - 1) / align * align;
+    if (target > dim) target = dim;
+    int pads = target - sel->r_eff;
+    if (pads <= 0) return 0;
+    int* idx = (int*)malloc_check((size_t)target * sizeof(int));
+    float* scale = (float*)malloc_check((size_t)target * sizeof(float));
+    float* upscale = (float*)malloc_check((size_t)target * sizeof(float));
+    int n = 0, j = 0;
+    for (int i = 0; i < dim && n < target; i++) {
+        if (j < sel->r_eff && sel->idx[j] == i) { idx[n] = i; scale[n] = sel->scale[j]; upscale[n] = sel->upscale[j]; n++; j++; }
+        else if (pads > 0) { idx[n] = i; scale[n] = 0.0f; upscale[n] = 0.0f; n++; pads--; }
+    }
+    if (n != target || j != sel->r_eff) fatal("grass_pad_selection: the selection is not ascending and within [0, %d)", dim);
+    memcpy(sel->idx, idx, (size_t)n * sizeof(int));
+    memcpy(sel->scale, scale, (size_t)n * sizeof(float));
+    memcpy(sel->upscale, upscale, (size_t)n * sizeof(float));
+    int added = n - sel->r_eff;
+    sel->r_eff = n;
+    free(idx); free(scale); free(upscale);
+    return added;
+}
+// the rows of a selection the update uses (those grass_pad_selection did not add)
+static int selection_real_rows(const Selection* sel) {
+    int n = 0;
+    for (int j = 0; j < sel->r_eff; j++) n += sel->scale[j] != 0.0f;
+    return n;
+}
+// the selection arrays' and subspace buffers' capacity for rank r: r rounded up to the largest
+// row alignment (so a state file loads whatever alignment wrote it), at most dim
+static int grass_rank_capacity(int r, int dim) {
+    int c = (r + GRASS_ROW_ALIGN_MAX - 1) / GRASS_ROW_ALIGN_MAX * GRASS_ROW_ALIGN_MAX;
+    return c < dim ? c : dim;
+}
+
 // ---- optimizer state -------------------------------------------------------------------------
 typedef struct {
     int tensor;        // index into the parameter table
     int cols_side;     // 0: select rows (output features); 1: select columns (input features)
     int dim_sel;       // the dimension selected from: rows (m) or cols (n)
     int other;         // the other dimension
-    int r;             // rank (capacity)
-    int r_eff;         // unique selected indices in use (<= r)
+    int r;             // rank: the number of draws (Grass), the projector's rank (GaLore)
+    int r_cap;         // capacity of the selection and of C, m, v: grass_rank_capacity (Grass), r (GaLore)
+    int r_eff;         // selected indices in use (<= r_cap): the distinct draws, plus the padding
+                       // rows of grass_pad_selection (scale 0)
     Selection h_sel;   // host copy of the selection
     int* d_idx; float* d_scale; float* d_upscale;  // backend copies
     float* C;          // compressed gradient: r_eff x n (rows side) or m x r_eff (cols side)
@@ -358,7 +407,8 @@ typedef struct Optimizer {
     // projected matrices: Grass, the selected rows' scores over all rows' (exact norms: the true
     // fraction; sketch: its estimate; micro: of the micro-batch sums); GaLore, the top r squared
     // singular values over all of them
-    struct { int distinct, draws; double mult_mean, mult_max, kept, total; uint64_t hash; } refreshed;
+    // rows: the rows the gathered GEMMs and the update carry, the distinct ones plus grass_pad_selection's
+    struct { int distinct, draws, rows; double mult_mean, mult_max, kept, total; uint64_t hash; } refreshed;
 } Optimizer;
 
 static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
@@ -396,6 +446,10 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
         return 0;
     }
     if (c->update_freq < 1) { snprintf(err, errlen, "--update-freq %d must be >= 1", c->update_freq); return 0; }
+    if (c->row_align < 0 || c->row_align > GRASS_ROW_ALIGN_MAX || (c->row_align & (c->row_align - 1)) != 0) {
+        snprintf(err, errlen, "--grass-row-align %d must be 0 (the backend's), 1, 2, 4, 8 or 16", c->row_align);
+        return 0;
+    }
     if (!(c->alpha > 0.0f)) { snprintf(err, errlen, "--grass-scale %g must be > 0", c->alpha); return 0; }
     if (c->grass_rank <= 0 && !(c->grass_rank_frac > 0.0f && c->grass_rank_frac <= 1.0f)) { snprintf(err, errlen, "--rank must be a positive integer or a fraction in (0, 1]"); return 0; }
     for (int i = 0; i < pt->n; i++) {
@@ -415,7 +469,7 @@ static int optim_max_layer(const ParamTable* pt) {
 // elements of the compressed gradients of one layer's projected matrices
 static size_t optim_layer_C_numel(const Optimizer* o, int layer) {
     size_t n = 0;
-    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += (size_t)o->gm[k].r * o->gm[k].other;
+    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += (size_t)o->gm[k].r_cap * o->gm[k].other;
     return n;
 }
 // the largest layer's compressed-gradient elements: the size of the shared pool (of each half)
@@ -431,6 +485,7 @@ static size_t optim_largest_layer_C(const Optimizer* o) {
 static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt) {
     memset(o, 0, sizeof(*o));
     o->cfg = *cfg; o->rt = *rt; o->pt = pt;
+    if (o->cfg.row_align == 0) o->cfg.row_align = backend_grass_row_align();
     o->grad_offset = (size_t*)malloc_check(pt->n * sizeof(size_t));
     o->gm_of_tensor = (int*)malloc_check(pt->n * sizeof(int));
     o->gm = (GrassMatrix*)calloc_check(pt->n, sizeof(GrassMatrix));
@@ -446,9 +501,10 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
             g->other = g->cols_side ? t->rows : t->cols;
             g->r = grass_rank_for(cfg, t, g->dim_sel, err, sizeof(err));
             if (g->r < 0) fatal("%s", err);
-            g->h_sel.idx = (int*)calloc_check(g->r, sizeof(int));
-            g->h_sel.scale = (float*)calloc_check(g->r, sizeof(float));
-            g->h_sel.upscale = (float*)calloc_check(g->r, sizeof(float));
+            g->r_cap = cfg->type == OPT_GRASS ? grass_rank_capacity(g->r, g->dim_sel) : g->r;
+            g->h_sel.idx = (int*)calloc_check(g->r_cap, sizeof(int));
+            g->h_sel.scale = (float*)calloc_check(g->r_cap, sizeof(float));
+            g->h_sel.upscale = (float*)calloc_check(g->r_cap, sizeof(float));
             o->gm_of_tensor[i] = o->n_gm++;
             o->grad_offset[i] = (size_t)-1;
         } else {
@@ -540,15 +596,15 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     int galore = o->cfg.type == OPT_GALORE;
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
-        size_t sub = (size_t)g->r * g->other;
+        size_t sub = (size_t)g->r_cap * g->other;
         if (galore) {
             OBUF(g->Pt, (size_t)g->r * g->dim_sel * sizeof(float), OB_STATE, "galore projector");
             if (sizeof(floatX) != sizeof(float))  // else Ptx is Pt (optim_init)
                 OBUF(g->Ptx, (size_t)g->r * g->dim_sel * sizeof(floatX), OB_STATE, "galore projector (floatX)");
         } else {
-            OBUF(g->d_idx, g->r * sizeof(int), OB_OTHER, "grass indices");
-            OBUF(g->d_scale, g->r * sizeof(float), OB_OTHER, "grass scales");
-            OBUF(g->d_upscale, g->r * sizeof(float), OB_OTHER, "grass scales");
+            OBUF(g->d_idx, g->r_cap * sizeof(int), OB_OTHER, "grass indices");
+            OBUF(g->d_scale, g->r_cap * sizeof(float), OB_OTHER, "grass scales");
+            OBUF(g->d_upscale, g->r_cap * sizeof(float), OB_OTHER, "grass scales");
             OBUF(g->norms, g->dim_sel * sizeof(float), OB_OTHER, "grass norms");
         }
         OBUF(g->m, sub * ssz, OB_STATE, galore ? "galore adam m" : "grass adam m");
@@ -558,7 +614,7 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
         OBUF(o->C_pool, o->C_pool_numel * sizeof(float), OB_COMPRESSED, "grass compressed gradients (shared)");
     } else {
         for (int k = 0; k < o->n_gm; k++)
-            OBUF(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
+            OBUF(o->gm[k].C, (size_t)o->gm[k].r_cap * o->gm[k].other * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
     }
     size_t moments = o->rt.sharded ? o->shard : o->grad_total;
     OBUF(o->grads, o->grad_alloc * grad_dtype_size(o->cfg.grad_dtype), OB_DENSE_GRAD, "dense gradients");
@@ -608,7 +664,7 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
                 GrassMatrix* g = &o->gm[k];
                 if (pt->t[g->tensor].layer != l) continue;
                 g->C = o->C_pool + off;
-                off += (size_t)g->r * g->other;
+                off += (size_t)g->r_cap * g->other;
             }
         }
     }
@@ -707,12 +763,12 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
     for (int k = 0; k < o.n_gm; k++) {
         const GrassMatrix* g = &o.gm[k];
         const ParamTensor* t = &pt->t[g->tensor];
-        size_t sub = (size_t)g->r * g->other;
+        size_t sub = (size_t)g->r_cap * g->other;
         p->comm_step_bytes += sub * sizeof(floatX);  // floatX on the wire
         size_t nacc = rt->norm_path == NP_SKETCH ? (size_t)g->dim_sel * c->sketch_dim
                     : rt->norm_path == NP_DIRECT ? (size_t)g->dim_sel : t->numel;
         p->comm_refresh_bytes += nacc * sizeof(float);
-        if ((size_t)g->r > p->max_rank) p->max_rank = g->r;
+        if ((size_t)g->r_cap > p->max_rank) p->max_rank = g->r_cap;
         if (t->numel > p->max_matrix) p->max_matrix = t->numel;
         if (sub > p->max_sub) p->max_sub = sub;
         if ((size_t)g->dim_sel > p->max_dim_sel) p->max_dim_sel = g->dim_sel;
@@ -776,7 +832,7 @@ static void optim_zero_grads(Optimizer* o) {
     if (o->C_pool != NULL) {
         backend_memset0(o->C_pool, o->C_pool_numel * sizeof(float));
     } else {
-        for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, (size_t)o->gm[k].r * o->gm[k].other * sizeof(float));
+        for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, (size_t)o->gm[k].r_cap * o->gm[k].other * sizeof(float));
     }
     backend_memset0(o->d_report, optim_report_bytes(o));  // the loss sum and the norm scalars
     o->pending_layer = -1;
@@ -908,7 +964,7 @@ static void optim_finish_layer(Optimizer* o, int layer) {
         optim_sumsq_projected(o, o->d_layer_sumsq + k, g);
         optim_apply_grass(o, g, o->lr, o->clip_scale, NULL);
         // a later layer accumulates into the same pool: leave it zeroed
-        if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r * g->other * sizeof(float));
+        if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r_cap * g->other * sizeof(float));
     }
 }
 
@@ -1137,6 +1193,7 @@ static void optim_finish_norms(Optimizer* o, GrassMatrix* g) {
 // or the ranks have drifted apart).
 static uint64_t selection_hash(uint64_t h, const Selection* s, int with_scales) {
     for (int j = 0; j < s->r_eff; j++) {
+        if (s->scale[j] == 0.0f) continue;  // a padding row (grass_pad_selection): not part of the choice
         uint32_t sb, ub;
         memcpy(&sb, &s->scale[j], 4); memcpy(&ub, &s->upscale[j], 4);
         uint64_t v = (uint64_t)s->idx[j] * 1000003ULL;
@@ -1185,8 +1242,10 @@ static void optim_refresh(Optimizer* o) {
         for (int j = 0; j < g->r_eff; j++) o->refreshed.kept += q[g->h_sel.idx[j]];
         o->refreshed.hash = selection_hash(o->refreshed.hash, &g->h_sel, 0);  // rows and counts
         grass_apply_upscale(o->cfg.upscale, &g->h_sel);
-        if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER) grass_upload_selection(g);
-        size_t sub = (size_t)g->r * g->other * state_dtype_size(o->cfg.state_dtype);
+        int padded = grass_pad_selection(&g->h_sel, g->dim_sel, o->cfg.row_align);
+        g->r_eff = g->h_sel.r_eff;
+        if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER || padded > 0) grass_upload_selection(g);
+        size_t sub = (size_t)g->r_cap * g->other * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
         backend_memset0(g->v, sub);
         g->t = 0;
@@ -1195,12 +1254,14 @@ static void optim_refresh(Optimizer* o) {
     o->mode = BWD_GRADS;
     // what was chosen: distinct rows of the r draws, and the per-row step multiplier (count * rho,
     // the factor on alpha * lr * the Adam direction; 1 for top-r)
-    o->refreshed.distinct = 0; o->refreshed.draws = 0; o->refreshed.mult_mean = 0; o->refreshed.mult_max = 0;
+    o->refreshed.distinct = 0; o->refreshed.draws = 0; o->refreshed.rows = 0; o->refreshed.mult_mean = 0; o->refreshed.mult_max = 0;
     for (int k = 0; k < o->n_gm; k++) {
         const GrassMatrix* g = &o->gm[k];
         o->refreshed.draws += g->r;
-        o->refreshed.distinct += g->r_eff;
+        o->refreshed.rows += g->r_eff;
+        o->refreshed.distinct += o->cfg.type == OPT_GALORE ? g->r_eff : selection_real_rows(&g->h_sel);
         for (int j = 0; j < g->r_eff; j++) {
+            if (o->cfg.type == OPT_GRASS && g->h_sel.scale[j] == 0.0f) continue;  // padding
             float up = o->cfg.type == OPT_GALORE ? 1.0f : g->h_sel.upscale[j];
             o->refreshed.mult_mean += up;
             if (up > o->refreshed.mult_max) o->refreshed.mult_max = up;
@@ -1349,7 +1410,7 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         GrassMatrix* g = &o->gm[k];
         int32_t hdr[4];
         fread_check(hdr, sizeof(int32_t), 4, f, path);
-        if (hdr[0] != g->tensor || hdr[1] != g->cols_side || hdr[2] != g->r || hdr[3] < 0 || hdr[3] > g->r)
+        if (hdr[0] != g->tensor || hdr[1] != g->cols_side || hdr[2] != g->r || hdr[3] < 0 || hdr[3] > g->r_cap)
             fatal("'%s': Grass matrix %d does not match this model (tensor %d side %d rank %d)", path, k, hdr[0], hdr[1], hdr[2]);
         g->r_eff = hdr[3];
         fread_check(&g->t, sizeof(int64_t), 1, f, path);

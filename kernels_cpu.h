@@ -360,6 +360,7 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
             float* w = Wsrc + (size_t)idx[j] * in;
             float* wout = W + (size_t)idx[j] * in;
             float up = upscale[j];
+            if (up == 0.0f) continue;  // a padding row (grass_pad_selection): no update, moments stay 0
             for (int c = 0; c < in; c++) {
                 size_t k = (size_t)j * in + c;
                 float g = C[k] * grad_scale;
@@ -375,6 +376,7 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
         #pragma omp parallel for
         for (int i = 0; i < outd; i++) {
             for (int j = 0; j < r; j++) {
+                if (upscale[j] == 0.0f) continue;  // a padding row
                 size_t k = (size_t)i * r + j;
                 float g = C[k] * grad_scale;
                 float mk = b1 * cpu_state_get(m, k, bf) + (1.0f - b1) * g;
@@ -573,7 +575,10 @@ static void cpu_sumsq_unscaled(float* acc, const float* C, const float* scale, i
     size_t n = (size_t)r * other;
     float* u = cpu_scratch(n);
     #pragma omp parallel for
-    for (size_t e = 0; e < n; e++) u[e] = C[e] / scale[cols_side ? e % r : e / other];
+    for (size_t e = 0; e < n; e++) {
+        float s = scale[cols_side ? e % r : e / other];
+        u[e] = s != 0.0f ? C[e] / s : 0.0f;  // scale 0: a padding row (grass_pad_selection)
+    }
     *acc += (float)cpu_sumsq_double(u, n);
 }
 

@@ -192,6 +192,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--galore-scale", 'f', &a->oc.alpha, 0, 1e6, "GaLore's scale alpha (the same setting as --grass-scale)");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
     OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1, "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
+    OPT("", "--grass-row-align", 'i', &a->oc.row_align, 0, 16, "Grass: pad each selection to a multiple of this many rows (1, 2, 4, 8, 16) with rows "
+        "the update skips (exact), so the gathered GEMMs' leading dimensions are 16-byte aligned; 0: the backend's (16 on the GPU, 1 on the CPU)");
     OPT("", "--zero", 'i', &a->oc.zero, 0, 1, "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
     OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
@@ -294,7 +296,7 @@ static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
 static const char* RUN_OPTIONS[] = {"--train-data", "--val-data", "--lr", "--min-lr-ratio", "--warmup", "--steps",
     "--eval-every", "--eval-tokens", "--sample-every", "--sample-tokens", "--checkpoint-every", "--out-dir", "--resume",
     "--init-from", "--tokenizer", "--peak-tflops", "--memory-limit-gb", "--log-every", "--plan-only", "--overlap-comm",
-    "--recompute", "--select-on-device", "--grad-dtype"};
+    "--recompute", "--select-on-device", "--grad-dtype", "--grass-row-align"};
 static int is_run_option(const char* name) {
     for (size_t i = 0; i < sizeof(RUN_OPTIONS) / sizeof(RUN_OPTIONS[0]); i++) if (strcmp(RUN_OPTIONS[i], name) == 0) return 1;
     return 0;
@@ -1120,9 +1122,9 @@ int main(int argc, char** argv) {
             if (master) {
                 // numbered as the step's own line (step + 1), which follows
                 double captured = opt.refreshed.total > 0 ? opt.refreshed.kept / opt.refreshed.total : 0.0;
-                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f captured=%.4f sel_hash=%016llx\n",
+                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f captured=%.4f sel_hash=%016llx rows=%d\n",
                         step + 1, opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max,
-                        captured, (unsigned long long)opt.refreshed.hash);
+                        captured, (unsigned long long)opt.refreshed.hash, opt.refreshed.rows);
                 if (step % a.log_every == 0 && a.oc.type == OPT_GALORE)
                     printf("refresh at step %d: new GaLore projectors (SVD of the step's gradient, %d directions in all), "
                            "keeping %.1f%% of its squared norm\n", step + 1, opt.refreshed.distinct, 100.0 * captured);

@@ -363,6 +363,7 @@ size_t backend_memory_peak(void) { return g_cu.bytes_peak; }
 // ffn padded to 64 elements: every MLP GEMM's leading dimension a multiple of 128 bytes (bf16),
 // where cuBLASLt's fast Hopper kernels need 16 (1b's ffn 5461 becomes 5504)
 int backend_ffn_align(void) { return 64; }
+int backend_grass_row_align(void) { return 16; }  // 16 rows: 32-byte bf16 and 64-byte fp32 leading dimensions
 
 // Dense peak of the floatX matmul path by device name (datasheet figures, dense, no sparsity).
 double backend_peak_flops(void) {

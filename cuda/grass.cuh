@@ -101,6 +101,7 @@ __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, 
         size_t widx;
         if (!cols_side) { j = (int)(k / in); widx = (size_t)idx[j] * in + (k % in); }
         else { j = (int)(k % r); widx = (k / r) * in + idx[j]; }
+        if (upscale[j] == 0.0f) continue;  // a padding row (grass_pad_selection): no update, moments stay 0
         float g = C[k] * gs;
         float mk = a.b1 * cu_tof(m[k]) + (1.0f - a.b1) * g;
         float vk = a.b2 * cu_tof(v[k]) + (1.0f - a.b2) * g * g;

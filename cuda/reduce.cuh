@@ -90,7 +90,8 @@ __global__ void gk_sumsq_unscaled_partial(float* partial, const float* C, const 
     size_t n = (size_t)r * other;
     float s = 0.0f;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-        float v = C[e] / scale[cols_side ? e % r : e / other];
+        float sc = scale[cols_side ? e % r : e / other];
+        float v = sc != 0.0f ? C[e] / sc : 0.0f;  // scale 0: a padding row (grass_pad_selection)
         s += v * v;
     }
     s = cu_block_sum(s);

@@ -77,8 +77,11 @@ ASSUMPTIONS = [
     "sync_us synchronization; between two synchronizations the GPU time and the host's launch time overlap, "
     "so a segment takes max(GPU, host).",
     "Grass with --grass-select multinorm or uniform merges duplicate draws: r_eff <= r, data-dependent; the "
-    "model takes the expected number of distinct rows of r uniform draws (an upper bound for multinorm) and "
-    "treats that r_eff's leading dimension as unaligned. topr, multinorm-nr and uniform-nr give r_eff = r.",
+    "model takes the expected number of distinct rows of r uniform draws (an upper bound for multinorm), "
+    "rounded up to --grass-row-align (the GPU build's 16: padding rows the update skips, so the gathered "
+    "GEMMs' leading dimensions are aligned); with --grass-row-align 1 that r_eff's leading dimension is "
+    "treated as unaligned. topr, multinorm-nr and uniform-nr give r_eff = r (also rounded up to the "
+    "alignment).",
     "--grass-norms auto is modeled as exact (the trainer switches to the sketch only when exact norms do not "
     "fit in memory).",
     "the refresh step's extra work (the norm pass, GaLore's SVDs, the selection) is predicted separately and "
@@ -194,6 +197,9 @@ def optim_layout(c, o):
         r_eff, exact = r, True
         if o["type"] == "grass" and o["select"] in ("multinorm", "uniform"):
             r_eff, exact = expected_distinct(dim_sel, r), False
+        align = o.get("row_align", 16) if o["type"] == "grass" else 1
+        if align > 1:  # grass_pad_selection: rows the update skips, up to a multiple of align (at most dim_sel)
+            r_eff, exact = min(math.ceil(r_eff / align) * align, dim_sel), True
         mats.append({"name": name, "layer": layer, "rows": rows, "cols": cols, "cols_side": cols_side,
                      "dim_sel": dim_sel, "other": other, "r": r, "r_eff": r_eff, "r_eff_exact": exact})
     return mats
@@ -736,6 +742,8 @@ def build_parser():
     p.add_argument("--state-dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--master-weights", type=int, default=0)
     p.add_argument("--recompute", type=int, default=0)
+    p.add_argument("--grass-row-align", type=int, default=16, choices=[1, 2, 4, 8, 16],
+                   help="Grass selections padded to a multiple of this many rows (the GPU build's 16; 1: unpadded, as the CPU build)")
     p.add_argument("--ffn-align", type=int, default=64,
                    help="the ffn stored padded to a multiple of this (the GPU build's 64; 1: unpadded, as the CPU build)")
     for k in IGNORED:
@@ -762,7 +770,7 @@ def optim_from_args(a):
             "norms": "exact" if a.grass_norms == "auto" else a.grass_norms, "sketch_dim": a.sketch_dim,
             "fused": a.grass_fused, "layers": layers, "select_on_device": a.select_on_device,
             "weight_decay": a.weight_decay, "state_dtype": a.state_dtype, "master_weights": a.master_weights,
-            "recompute": a.recompute}
+            "recompute": a.recompute, "row_align": a.grass_row_align}
 
 
 def run_model(a):

@@ -136,8 +136,9 @@ if have_bin:
             check(False, "(b) %s: the trainer ran (%s)" % (label, p.stdout.strip().splitlines()[-1:]))
             continue
         # the same command line through the model's CLI (it takes the trainer's flags), as JSON
-        # (the CPU trainer stores the ffn unpadded; the model's default is the GPU build's padding)
-        q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--json", "--ffn-align", "1"] + argv,
+        # (the CPU trainer stores the ffn and the selections unpadded; the model's defaults are the GPU build's padding)
+        q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--json", "--ffn-align", "1",
+                            "--grass-row-align", "1"] + argv,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if q.returncode != 0:
             check(False, "(b) %s: perf_model.py --json with the trainer's flags (%s)" % (label, q.stderr.strip()))
@@ -240,9 +241,12 @@ for name in ("60m", "13b"):
     r = model(["-c", name, "-b", "2", "-t", "256", "--optimizer", "grass", "--rank", "128", "--grass-select", "topr"])
     check(all(k["aligned"] for k in r["gpus"]["h100"]["kernels"]),
           "(d) %s (ffn %d, multiples of 8), top-r: no GEMM flagged" % (name, r["config"]["ffn"]))
-r = model(["-c", "60m", "-b", "2", "-t", "256", "--optimizer", "grass", "--rank", "128"])
+r = model(["-c", "60m", "-b", "2", "-t", "256", "--optimizer", "grass", "--rank", "128", "--grass-row-align", "1"])
 check(any(k.get("data_dependent_ld") for k in r["gpus"]["h100"]["kernels"]),
-      "(d) multinorm: the gathered GEMM's r_eff leading dimension is flagged as data-dependent")
+      "(d) multinorm unpadded (--grass-row-align 1): the gathered GEMM's r_eff leading dimension is flagged as data-dependent")
+r = model(["-c", "60m", "-b", "2", "-t", "256", "--optimizer", "grass", "--rank", "128"])
+check(all(k["aligned"] for k in r["gpus"]["h100"]["kernels"]),
+      "(d) multinorm padded to 16 rows (the GPU build's --grass-row-align): no GEMM flagged")
 
 # ---- the outputs ---------------------------------------------------------------------------------
 q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--recipes", "--json"],

@@ -97,6 +97,34 @@ static void test_selection(void) {
     grass_select(SEL_MULTINORM, q, m, r, 1234, &sel);
     grass_select(SEL_MULTINORM, q, m, r, 1234, &sel2);
     CHECK(sel.r_eff == sel2.r_eff && memcmp(sel.idx, sel2.idx, sel.r_eff * sizeof(int)) == 0, "selection is a function of (norms, seed)");
+
+    // padding (grass_pad_selection): rows {1, 4, 5, 9} of 10 padded to 8 take the lowest free
+    // indices 0, 2, 3, 6 with scales 0, the real rows keep theirs, the order stays ascending;
+    // align 16 on 10 rows stops at all 10; align 1 and an aligned count add nothing
+    {
+        int pi[16]; float ps[16], pu[16];
+        Selection p = {4, pi, ps, pu};
+        int real[4] = {1, 4, 5, 9};
+        for (int j = 0; j < 4; j++) { pi[j] = real[j]; ps[j] = 0.5f + j; pu[j] = 2.0f + j; }
+        CHECK(grass_pad_selection(&p, m, 1) == 0 && p.r_eff == 4, "align 1 adds no rows");
+        int added = grass_pad_selection(&p, m, 8);
+        int wi[8] = {0, 1, 2, 3, 4, 5, 6, 9};
+        int ok = added == 4 && p.r_eff == 8;
+        for (int j = 0, k = 0; ok && j < 8; j++) {
+            ok &= pi[j] == wi[j];
+            int is_real = k < 4 && pi[j] == real[k];
+            ok &= is_real ? (ps[j] == 0.5f + k && pu[j] == 2.0f + k) : (ps[j] == 0.0f && pu[j] == 0.0f);
+            k += is_real;
+        }
+        CHECK(ok, "padded to 8: rows 0-6 and 9, the added ones with scale 0 (added %d, r_eff %d)", added, p.r_eff);
+        CHECK(selection_real_rows(&p) == 4, "4 real rows after padding (got %d)", selection_real_rows(&p));
+        CHECK(grass_pad_selection(&p, m, 8) == 0, "an aligned selection stays as it is");
+        CHECK(grass_pad_selection(&p, m, 16) == 2 && p.r_eff == m, "align 16 of 10 rows pads to all 10 (r_eff %d)", p.r_eff);
+        for (int j = 0; j < m; j++) ok &= pi[j] == j;
+        CHECK(ok, "every row once, ascending");
+        CHECK(grass_rank_capacity(8, 32) == 16 && grass_rank_capacity(16, 32) == 16 && grass_rank_capacity(17, 20) == 20,
+              "capacity: r rounded up to 16, at most the dimension");
+    }
 }
 
 // ---- one projected matrix against float64 -----------------------------------------------------
@@ -524,6 +552,33 @@ static void test_model_level(void) {
     d = max_param_diff(&ov_own, &plain_own, &s);
     CHECK(d == 0.0, "fused, overlapped, with accumulation == unfused (max diff %.3g of %.3g)", d, s);
     free_run(&shared); free_run(&own); free_run(&ov_shared); free_run(&ov_own); free_run(&plain_own);
+    // --grass-row-align 16 (the GPU build's default) against 1: the selections padded to 16 rows
+    // with rows the update skips give the same weights to fp32 rounding (OpenBLAS's sgemm blocks
+    // an r x n product by its shape, so a 16-row C may differ from an 8-row one in the last bit),
+    // fused and unfused, with accumulation and weight decay; the real rows are the unpadded run's.
+    // Measured 2026-11-30: 1.2e-7 of 1.01 (one ulp); updating the padding rows with their own
+    // gradient instead moves the weights by 8.8e-3
+    for (int fu = 0; fu <= 1; fu++) {
+        OptimConfig pa = g; pa.fused = fu; pa.weight_decay = 0.1f;
+        Run r1, r16;
+        pa.row_align = 1; run_steps(&r1, &c, &pa, B, T, accum, steps, tokens);
+        pa.row_align = 16; run_steps(&r16, &c, &pa, B, T, accum, steps, tokens);
+        d = max_param_diff(&r16, &r1, &s);
+        int padded = 0, same_rows = 1, aligned = 1;
+        for (int k = 0; k < r16.o.n_gm; k++) {
+            const GrassMatrix* a1 = &r1.o.gm[k]; const GrassMatrix* a16 = &r16.o.gm[k];
+            aligned &= a16->r_eff % 16 == 0 || a16->r_eff == a16->dim_sel;
+            padded += a16->r_eff - a1->r_eff;
+            same_rows &= selection_real_rows(&a16->h_sel) == a1->r_eff;
+            for (int j = 0, i = 0; j < a16->r_eff; j++)
+                if (a16->h_sel.scale[j] != 0.0f) { same_rows &= i < a1->r_eff && a16->h_sel.idx[j] == a1->h_sel.idx[i]; i++; }
+        }
+        CHECK(aligned && padded > 0 && same_rows, "row align 16 (fused %d): every selection padded to 16 rows (%d rows added), the real "
+              "rows the unpadded run's", fu, padded);
+        CHECK(d <= 4e-7 * s && fabs(r16.last_norm - r1.last_norm) <= 1e-6 * r1.last_norm,
+              "row align 16 == row align 1 to rounding (fused %d): max diff %.3g of %.3g, norms %.9g %.9g", fu, d, s, r16.last_norm, r1.last_norm);
+        free_run(&r1); free_run(&r16);
+    }
     Run init;
     OptimConfig a; optim_config_defaults(&a);
     run_steps(&init, &c, &a, B, T, accum, 0, tokens);

@@ -86,7 +86,7 @@ for opt in adamw grass; do
     [ "$nref" = 2 ] && [ "$below" = 4 ] && [ "$above" = 2 ] \
       && ok "grass: executed MFU below model MFU on 4 plain steps, above on the 2 refresh steps (the norm pass)" \
       || bad "grass: mfu_exec vs mfu: rows $n, below $below, above $above, refreshes $nref"
-    grep -qE '^step=1 refresh=1 distinct=[0-9]+ draws=[0-9]+ mult_mean=[0-9.]+ mult_max=[0-9.]+ captured=0\.[0-9]+ sel_hash=[0-9a-f]{16}$' "$W/mfu_$opt/log.txt" \
+    grep -qE '^step=1 refresh=1 distinct=[0-9]+ draws=[0-9]+ mult_mean=[0-9.]+ mult_max=[0-9.]+ captured=0\.[0-9]+ sel_hash=[0-9a-f]{16} rows=[0-9]+$' "$W/mfu_$opt/log.txt" \
       && ok "grass: refresh lines in the log (distinct rows, draws, step multipliers, selection hash)" || bad "grass: refresh line missing"
   fi
 done

@@ -175,9 +175,12 @@ fi
 # ---- every GEMM 16-byte aligned at the 60m, 1b, 7b and 13b shapes (GRASS_EMU_REQUIRE_ALIGNED=1 stops
 # the program at the first GEMM that Hopper's fast cuBLASLt kernels could not take). One layer of each,
 # vocabulary 256 (the head's 256 x d is aligned as 32000 x d is), B=1, T=16, one step. AdamW; and
-# Grass top-r at 60m (rank 64: its gathered side is r). Multinorm's r_eff (distinct draws) is not
-# padded yet, so Grass multinorm is not held to this.
-for z in "60m" "1b" "7b" "13b" "60m_grass --optimizer grass --grass-select topr --rank 64 --update-freq 10"; do
+# Grass at 60m: top-r (its gathered side is r), multinorm and uniform (the gathered side is the
+# distinct draws, padded to 16 rows by the GPU build's --grass-row-align), rank 1/4 (128 draws);
+# the first step re-selects, so it runs the norm pass and the gathered GEMMs.
+for z in "60m" "1b" "7b" "13b" "60m_topr --optimizer grass --grass-select topr --rank 64 --update-freq 10" \
+         "60m_multinorm --optimizer grass --grass-select multinorm --rank 0.25 --update-freq 10" \
+         "60m_uniform --optimizer grass --grass-select uniform --rank 0.25 --update-freq 10 --grass-fused 0"; do
   set -- $z; name=$1; shift; cfg=${name%%_*}
   out=$(GRASS_EMU_REQUIRE_ALIGNED=1 $E/train_llama -i "$W/data/synthetic_train_*.bin" -j none -c $cfg --vocab 256 --layers 1 \
         -b 1 -t 16 -x 1 -v 0 --log-every 1 -o "$W/align_$name" "$@" 2>&1); rc=$?
@@ -189,6 +192,12 @@ out=$(GRASS_EMU_REQUIRE_ALIGNED=1 $E/train_llama -i "$W/data/synthetic_train_*.b
       -b 1 -t 16 -x 1 -v 0 --ffn-align 1 -o "$W/align_1b_unpadded" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "GRASS_EMU_REQUIRE_ALIGNED: GEMM .*5461" \
   && ok "1b unpadded (--ffn-align 1): stopped at a GEMM with ffn 5461 (the check can fail)" || bad "1b unpadded: rc=$rc, no GEMM named"
+out=$(GRASS_EMU_REQUIRE_ALIGNED=1 $E/train_llama -i "$W/data/synthetic_train_*.bin" -j none -c 60m --vocab 256 --layers 1 \
+      -b 1 -t 16 -x 1 -v 0 --optimizer grass --grass-select multinorm --rank 0.25 --update-freq 10 --grass-row-align 1 \
+      -o "$W/align_60m_rows1" 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q "GRASS_EMU_REQUIRE_ALIGNED: GEMM" \
+  && ok "60m multinorm unpadded (--grass-row-align 1): stopped at a gathered GEMM ($(echo "$out" | grep -o -m1 'GEMM [^;]*' | head -c 80))" \
+  || bad "60m multinorm unpadded: rc=$rc, no GEMM named"
 
 # ---- one host sync per steady-state step, nothing allocated, no copy from pageable memory --------
 # (the emulator's counts, GRASS_EMU_COUNTS: a 3-step run minus a 2-step run is one plain step)
