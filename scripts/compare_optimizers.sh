@@ -21,7 +21,8 @@
 #   galore-a<A>                --optimizer galore --rank $RANK --update-freq $K --galore-scale A  for A in GALORE_ALPHAS
 #   grass-topr-a<A>            --optimizer grass --grass-select topr --rank $RANK --update-freq $K
 #                              --grass-scale A                                  for A in TOPR_ALPHAS
-#   grass-multinorm-a<A>-up<U> ... --grass-select multinorm --grass-scale $GRASS_ALPHA --grass-upscale U, U in UPSCALES
+#   grass-multinorm-a<A>-up<U> ... --grass-select multinorm --grass-scale A --grass-upscale U, U in UPSCALES,
+#                              A in MULTINORM_ALPHAS (default: GRASS_ALPHA alone; w384 two)
 #   grass-multinorm-nr-a<A>-up<U>, grass-uniform-a<A>-up<U>, grass-uniform-nr-a<A>-up<U>   at U=$UPSCALE
 # LR is the peak lr of the parameters that are not projected (embeddings, head, norms) in every
 # run; the projected matrices (q,k,v,o,gate,up,down) take LR * scale (AdamW: --matrix-lr-scale;
@@ -54,7 +55,8 @@
 # below), GALORE_ALPHAS ("0.03125 0.0625 0.125 0.25"; GALORE_ALPHA=A: that one only),
 # TOPR_ALPHAS ("0.015625 0.03125 0.0625 0.125 0.25 0.5 1"), GRASS_ALPHA (0.0625: the other
 # variants run at top-r's best alpha of the first cells; with the `mean` rule their average step
-# is top-r's at the same alpha, so the variants differ only in which rows they pick), UPSCALES ("paper one mean"), UPSCALE (mean),
+# is top-r's at the same alpha, so the variants differ only in which rows they pick),
+# MULTINORM_ALPHAS ("$GRASS_ALPHA"), UPSCALES ("paper one mean"), UPSCALE (mean),
 # SEEDS ("2 3"), JOBS (1; 2 allowed: runs at a time, one thread each), OMP_NUM_THREADS (1 per
 # run), CKPT_EVERY (25), ONLY (a regex on "<cell>/<run>-seed<N>"), DRY (1: list only),
 # KEEP_CKPT (0), RETRY (0).
@@ -71,30 +73,34 @@ GRASS_ALPHA=${GRASS_ALPHA:-0.0625}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3
 # UPSCALES and VARIANTS. w384 runs cost about 2.5x a d6 run (5 min with 2 threads), so its
 # default grids are coarser: factor-4 steps around the d6 optima (AdamW also at 0.0125: at seed 1
 # on TinyShakespeare its 0.00625 and 0.025 came out within 0.01 of each other, so the optimum lies
-# between them), multinorm at the default upscale only, no other variants (at d6 they lay within
-# seed noise of each other).
+# between them), top-r also at 0.0078125 and 0.001953125 (0.03125, then 0.0078125, the lowest
+# setting, came out best on TinyShakespeare), multinorm at the default upscale only, no other variants (at d6 they lay within
+# seed noise of each other); multinorm also at 0.015625 (top-r's best alpha at w384 came out 4-16x
+# below d6's, so multinorm's d6 alpha alone would not be a fair setting).
 grid_default() {  # grid_default SIZE NAME
   case $1/$2 in
     w384/ADAMW_SCALES) echo "1e-06 0.00625 0.0125 0.025 0.1" ;;
     w384/GALORE_ALPHAS) echo "0.03125 0.125" ;;
-    w384/TOPR_ALPHAS) echo "0.03125 0.125" ;;
+    w384/TOPR_ALPHAS) echo "0.001953125 0.0078125 0.03125 0.125" ;;
     w384/UPSCALES) echo "mean" ;;
+    w384/MULTINORM_ALPHAS) echo "0.015625 0.0625" ;;
     w384/VARIANTS) echo "" ;;
     */ADAMW_SCALES) echo "1e-06 0.00625 0.0125 0.025 0.05 0.1 0.25 0.5" ;;
     */GALORE_ALPHAS) echo "0.03125 0.0625 0.125 0.25" ;;
     */TOPR_ALPHAS) echo "0.015625 0.03125 0.0625 0.125 0.25 0.5 1" ;;
     */UPSCALES) echo "paper one mean" ;;
     */VARIANTS) echo "multinorm-nr uniform uniform-nr" ;;
+    */MULTINORM_ALPHAS) echo "$GRASS_ALPHA" ;;
   esac
 }
 declare -A GLOBAL_GRID  # the grids set in the environment (for every size)
 [ -n "${GALORE_ALPHA+x}" ] && GALORE_ALPHAS=$GALORE_ALPHA
-for g in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS; do
+for g in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS MULTINORM_ALPHAS; do
   [ -n "${!g+x}" ] && GLOBAL_GRID[$g]=${!g}
 done
-set_grid() {  # set_grid SIZE: ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS for that size
+set_grid() {  # set_grid SIZE: ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS MULTINORM_ALPHAS for that size
   local z=$1 g sv
-  for g in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS; do
+  for g in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS MULTINORM_ALPHAS; do
     sv="${z^^}_$g"
     if [ -n "${!sv+x}" ]; then printf -v "$g" '%s' "${!sv}"
     elif [ -n "${GLOBAL_GRID[$g]+x}" ]; then printf -v "$g" '%s' "${GLOBAL_GRID[$g]}"
@@ -163,7 +169,7 @@ seed1_runs() {  # the phase-1 run names of a cell
   for s in $ADAMW_SCALES; do echo "adamw-s$s"; done
   for a in $GALORE_ALPHAS; do echo "galore-a$a"; done
   for a in $TOPR_ALPHAS; do echo "grass-topr-a$a"; done
-  for u in $UPSCALES; do echo "grass-multinorm-a$GRASS_ALPHA-up$u"; done
+  for u in $UPSCALES; do for a in $MULTINORM_ALPHAS; do echo "grass-multinorm-a$a-up$u"; done; done
   for v in $VARIANTS; do echo "grass-$v-a$GRASS_ALPHA-up$UPSCALE"; done
 }
 
@@ -310,7 +316,7 @@ if [ "$DRY" != 1 ]; then
              JOBS THREADS; do echo "$v=${!v}"; done
     for z in $SIZES; do
       set_grid "$z"
-      for v in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS; do echo "$z: $v=${!v}"; done
+      for v in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS MULTINORM_ALPHAS; do echo "$z: $v=${!v}"; done
     done
     echo "EXTRA_FLAGS=${EXTRA[*]}"
   } > "$OUT/settings.txt"
@@ -344,8 +350,8 @@ headline() {  # headline CELL_DIR: the phase-2 run names (best AdamW, best GaLor
     b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-topr-a? ($b)"
   fi
   if [ $HAVE_UPSCALE = 1 ] && [ -n "$UPSCALES" ]; then
-    names=(); for u in $UPSCALES; do names+=("grass-multinorm-a$GRASS_ALPHA-up$u"); done
-    b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-multinorm-a$GRASS_ALPHA-up? ($b)"
+    names=(); for u in $UPSCALES; do for a in $MULTINORM_ALPHAS; do names+=("grass-multinorm-a$a-up$u"); done; done
+    b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-multinorm-a?-up? ($b)"
   fi
 }
 if [ -n "$SEEDS" ]; then
