@@ -75,15 +75,15 @@ GRASS_ALPHA=${GRASS_ALPHA:-0.0625}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3
 # on TinyShakespeare its 0.00625 and 0.025 came out within 0.01 of each other, so the optimum lies
 # between them), top-r also at 0.0078125 and 0.001953125 (0.03125, then 0.0078125, the lowest
 # setting, came out best on TinyShakespeare), multinorm at the default upscale only, no other variants (at d6 they lay within
-# seed noise of each other); multinorm also at 0.015625 (top-r's best alpha at w384 came out 4-16x
-# below d6's, so multinorm's d6 alpha alone would not be a fair setting).
+# seed noise of each other); multinorm also at 0.015625 and 0.00390625 (top-r's best alpha at w384
+# came out 4-16x below d6's, so multinorm's d6 alpha alone would not be a fair setting).
 grid_default() {  # grid_default SIZE NAME
   case $1/$2 in
     w384/ADAMW_SCALES) echo "1e-06 0.00625 0.0125 0.025 0.1" ;;
     w384/GALORE_ALPHAS) echo "0.03125 0.125" ;;
     w384/TOPR_ALPHAS) echo "0.001953125 0.0078125 0.03125 0.125" ;;
     w384/UPSCALES) echo "mean" ;;
-    w384/MULTINORM_ALPHAS) echo "0.015625 0.0625" ;;
+    w384/MULTINORM_ALPHAS) echo "0.00390625 0.015625 0.0625" ;;
     w384/VARIANTS) echo "" ;;
     */ADAMW_SCALES) echo "1e-06 0.00625 0.0125 0.025 0.05 0.1 0.25 0.5" ;;
     */GALORE_ALPHAS) echo "0.03125 0.0625 0.125 0.25" ;;
