@@ -794,8 +794,11 @@ static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long lo
             return 1;
         }
         if (!ok) {
-            if (pg->world_size > 1) fprintf(stderr, "rank %d: ", pg->rank);
-            fprintf(stderr, "the checkpoint at step %lld is damaged: %s\n", cand[i], why);
+            // one write per line: mpirun interleaves the ranks' output by write, and a split line
+            // lost its "rank N: " prefix once (tests/test_mpi.sh greps for it)
+            char who[32] = "";
+            if (pg->world_size > 1) snprintf(who, sizeof(who), "rank %d: ", pg->rank);
+            fprintf(stderr, "%sthe checkpoint at step %lld is damaged: %s\n", who, cand[i], why);
             append_item(damaged, sizeof(damaged), &dlen, "step %lld: %s", cand[i], why);
         } else {
             append_item(damaged, sizeof(damaged), &dlen, "step %lld: damaged on another rank", cand[i]);
