@@ -14,8 +14,18 @@ the same final checkpoint); one layer is that difference at L+1 layers minus the
     python3 dev/perf_counts.py                      # 60m and 1b (at 2 and 3 layers), AdamW and Grass
     python3 dev/perf_counts.py --configs 60m --optimizers grass --batch 2 --seq 64 --accum 2
 
-Not counted: the bytes each elementwise kernel moves (the emulator does not trace memory), time.
+With --bytes the runs also measure the bytes each kernel moves (GRASS_EMU_BYTES=1: the emulator
+protects device memory while a kernel runs and records the distinct 4 KiB pages it reads and
+writes; tests/cuda_emu/cuda_emu.h) and print them per kernel and per group beside the bytes
+dev/perf_model.py assumes for the same step, so the model's byte formulas meet a measurement.
+Page granularity overstates small buffers (a 256-byte vector counts 4 KiB), so use a T large
+enough that activations span many pages (e.g. --seq 256).
+
+    python3 dev/perf_counts.py --configs 60m --bytes --seq 256
+
+Not counted: time; the bytes of GEMMs (cuBLAS), memsets and copies (not kernels).
 """
+import json
 import argparse
 import os
 import subprocess
@@ -37,6 +47,8 @@ def read_counts(path):
             continue
         if parts[0] == "kernel":
             c["kernels"][parts[1]] = int(parts[2])
+        elif parts[0] == "kernel_bytes":
+            c.setdefault("kbytes", {})[parts[1]] = (int(parts[2]), int(parts[3]))
         elif parts[0] == "gemm":
             g = dict(kv.split("=") for kv in parts[1:])
             c["gemms"].append({k: int(v) for k, v in g.items()})
@@ -47,7 +59,10 @@ def read_counts(path):
 
 def diff(a, b):
     """b - a for every counter; GEMMs as {shape: calls}"""
-    d = {k: b[k] - a.get(k, 0) for k in b if k not in ("kernels", "gemms")}
+    d = {k: b[k] - a.get(k, 0) for k in b if k not in ("kernels", "gemms", "kbytes")}
+    ka, kb = a.get("kbytes", {}), b.get("kbytes", {})
+    d["kbytes"] = {n: (kb.get(n, (0, 0))[0] - ka.get(n, (0, 0))[0], kb.get(n, (0, 0))[1] - ka.get(n, (0, 0))[1])
+                   for n in set(ka) | set(kb)}
     names = set(a["kernels"]) | set(b["kernels"])
     d["kernels"] = {n: b["kernels"].get(n, 0) - a["kernels"].get(n, 0) for n in names}
     key = lambda g: tuple(sorted((k, v) for k, v in g.items() if k != "calls"))
@@ -57,7 +72,7 @@ def diff(a, b):
     return d
 
 
-def run(binary, data, cfg, vocab, layers, steps, opt, batch, seq, accum, work, tag):
+def run(binary, data, cfg, vocab, layers, steps, opt, batch, seq, accum, work, tag, trace_bytes=False):
     out = os.path.join(work, tag)
     counts = os.path.join(work, tag + ".counts")
     args = [binary, "-i", os.path.join(data, "synthetic_train_*.bin"), "-j", "none", "-c", cfg, "--layers", str(layers),
@@ -67,6 +82,8 @@ def run(binary, data, cfg, vocab, layers, steps, opt, batch, seq, accum, work, t
         # the selection is made at step 0; steps 1.. are plain steps (no refresh inside the window)
         args += ["--optimizer", "grass", "--rank", "0.25", "--update-freq", "1000"]
     env = dict(os.environ, GRASS_EMU_COUNTS=counts, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    if trace_bytes:
+        env["GRASS_EMU_BYTES"] = "1"
     r = subprocess.run(args, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"{' '.join(args)}\nfailed ({r.returncode}):\n{(r.stdout + r.stderr)[-2000:]}")
@@ -83,6 +100,8 @@ def main():
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--accum", type=int, default=1, help="micro-steps per optimizer step")
     ap.add_argument("--shapes", action="store_true", help="list every GEMM shape of the step")
+    ap.add_argument("--bytes", action="store_true", help="measure the bytes each kernel reads and writes (slower), "
+                    "beside dev/perf_model.py's figures")
     a = ap.parse_args()
     if not os.path.isfile(a.bin):
         sys.exit(f"{a.bin} not found: make build/emu/train_llama (needs the CUDA headers)")
@@ -102,7 +121,7 @@ def main():
                 c = {}
                 for layers, steps in ((L, 2), (L, 3), (L + 1, 2), (L + 1, 3)):
                     c[(layers, steps)] = run(a.bin, data, cfg, vocab, layers, steps, opt, a.batch, a.seq, a.accum, work,
-                                             f"{name}_{opt}_L{layers}_x{steps}")
+                                             f"{name}_{opt}_L{layers}_x{steps}", a.bytes)
                 step = diff(c[(L, 2)], c[(L, 3)])                  # one step at L layers
                 layer_step = diff(c[(L + 1, 2)], c[(L + 1, 3)])    # one step at L + 1 layers
                 per_layer = {k: layer_step[k] - step[k] for k in ("launches", "syncs", "mallocs")}
@@ -133,6 +152,64 @@ def main():
                           f"ldd={g['ldd']} aligned={g['aligned']} x{v}")
             top = sorted(st["kernels"].items(), key=lambda kv: -kv[1])[:8]
             print(f"{name} {opt}: most launched kernels per step: " + ", ".join(f"{n} {c}" for n, c in top if c))
+        if a.bytes:
+            for name, opt, L, st, pl, gc, al in rows:
+                print_bytes(name, opt, L, st, a)
+
+
+# emulator kernel name -> the group its bytes are compared in (the performance model's group, or
+# a part of one: the gather of "wgrad grass", the D kernel of "attention")
+def kernel_group(k):
+    for prefix, g in (("gk_rmsnorm", "rmsnorm"), ("gk_rope", "rope"), ("gk_swiglu", "swiglu"), ("gk_adamw", "optimizer adamw"),
+                      ("gk_grass_adam", "optimizer grass"), ("gk_decay", "optimizer grass"), ("gk_grass_gather", "grass gather"),
+                      ("gk_sumsq", "grad norm"), ("gk_clip_factor", "grad norm"), ("gk_classifier", "classifier"),
+                      ("gk_loss_accumulate", "classifier"), ("gk_embedding", "embedding"), ("gk_iota", "embedding"),
+                      ("gk_attention_D", "attention D"), ("gk_attention", "attention (fused kernels)")):
+        if k.startswith(prefix):
+            return g
+    return "other"
+
+
+def model_group(rec):
+    """the same grouping of one of perf_model.py's kernel records (None: a GEMM, a memset, not compared)"""
+    if rec["kind"] == "gemm" or rec["group"] == "memset":
+        return None
+    if rec["group"] == "wgrad grass":
+        return "grass gather" if "gather" in rec["name"] else None
+    if rec["group"] == "attention":
+        return "attention D" if "rowsum" in rec["name"] else "attention (fused kernels)"
+    return rec["group"]
+
+
+def print_bytes(name, opt, L, st, a):
+    cfg, _ = CONFIGS[name]
+    argv = [sys.executable, os.path.join(HERE, "perf_model.py"), "--json", "-c", cfg, "--layers", str(L), "-b", str(a.batch),
+            "-t", str(a.seq), "-d", str(a.batch * a.seq * a.accum)]
+    if opt == "grass":
+        argv += ["--optimizer", "grass", "--rank", "0.25", "--update-freq", "1000"]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    model = {}
+    if r.returncode == 0:
+        for rec in json.loads(r.stdout)["gpus"]["h100"]["kernels"]:
+            g = model_group(rec)
+            if rec["phase"] == "step" and g is not None:
+                model[g] = model.get(g, 0.0) + rec["bytes"] * rec["count"]
+    else:
+        print(f"(perf_model.py failed: {r.stderr.strip()[-200:]})")
+    print(f"\n{name} {opt}: bytes per step, measured (distinct 4 KiB pages each launch read / wrote) and the model's")
+    print(f"  {'kernel':42s} {'launches':>8s} {'read MB':>9s} {'written MB':>10s}")
+    groups = {}
+    for k, (rd, wr) in sorted(st["kbytes"].items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
+        if rd == 0 and wr == 0:
+            continue
+        print(f"  {k:42s} {st['kernels'].get(k, 0):8d} {rd / 1e6:9.3f} {wr / 1e6:10.3f}")
+        g = kernel_group(k)
+        groups[g] = groups.get(g, 0) + rd + wr
+    print(f"  {'group':42s} {'measured MB':>11s} {'model MB':>9s} {'model/measured':>15s}")
+    for g in sorted(set(groups) | set(model), key=lambda g: -groups.get(g, 0)):
+        m, p = groups.get(g, 0) / 1e6, model.get(g, 0) / 1e6
+        ratio = f"{p / m:15.2f}" if m > 0 and p > 0 else f"{'-':>15s}"
+        print(f"  {g:42s} {m:11.3f} {p:9.3f} {ratio}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@
 #include <stdint.h>
 #include <math.h>
 #include <time.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <ucontext.h>
 #include <map>
 #include <string>
 #include <vector>
@@ -121,6 +125,7 @@ namespace emu {
 struct Runtime {
     cudaError_t last_error;                // sticky until cudaGetLastError
     std::map<uintptr_t, size_t> allocs;    // device allocations
+    std::map<uintptr_t, size_t> paged;     // those made page-aligned and page-padded (GRASS_EMU_BYTES)
     size_t bytes_now;
     std::map<uintptr_t, size_t> pinned;    // cudaMallocHost allocations (host memory)
     std::map<const void*, int> max_dyn_smem;  // cudaFuncSetAttribute
@@ -153,6 +158,9 @@ struct Counts {
                                         // (a GPU stages those through a driver buffer: not asynchronous)
     long long host_allocs = 0;          // cudaMallocHost
     long long collectives = 0, collective_bytes = 0, solver_calls = 0;
+    // GRASS_EMU_BYTES=1: per kernel name, the device bytes its launches read and wrote, measured
+    // as the distinct 4 KiB pages each launch touched (page_trace_*, below)
+    std::map<std::string, std::pair<long long, long long>> kernel_bytes;
 };
 inline Counts g_counts;
 inline void counts_write(void) {
@@ -176,6 +184,7 @@ inline void counts_write(void) {
             launches, c.syncs, c.mallocs, c.frees, c.copies_d2h, c.copies_h2d, c.copies_d2d, c.memsets, c.bytes_d2h,
             c.bytes_h2d, c.collectives, c.collective_bytes, c.solver_calls, c.copies_h2d_pageable, c.host_allocs);
     for (auto& kv : c.kernels) fprintf(f, "kernel %s %lld\n", kv.first.c_str(), kv.second);
+    for (auto& kv : c.kernel_bytes) fprintf(f, "kernel_bytes %s %lld %lld\n", kv.first.c_str(), kv.second.first, kv.second.second);
     for (auto& kv : c.gemms) {
         const GemmKey& g = kv.first;
         fprintf(f, "gemm m=%d n=%d k=%d lda=%lld ldb=%lld ldd=%lld ta=%d tb=%d tc=%d aligned=%d calls=%lld\n", g.m, g.n, g.k,
@@ -204,6 +213,86 @@ inline bool in_device(const void* p, size_t n) {
     return (uintptr_t)p >= it->first && (uintptr_t)p + n <= it->first + it->second;
 }
 inline bool touches_device(const void* p) { return in_device(p, 1); }
+
+// ---- the bytes a kernel moves (GRASS_EMU_BYTES=1) ----------------------------------------------
+// Measured, not declared: while a kernel runs, every device allocation is protected (PROT_NONE);
+// the first access to a page faults, the handler records the page as read (and opens it for
+// reading) or written (and opens it for writing; a read page that is then written faults again
+// and counts as both). After the kernel, bytes read = pages read x 4 KiB, bytes written = pages
+// written x 4 KiB: the distinct memory a launch touched, at page granularity (an upper bound for
+// small buffers; re-reads of a page count once, as the performance model's L1/L2 assumption has
+// it). Allocations are page-aligned and page-padded while tracing, so no host data shares a page.
+// GEMMs (cuBLAS), memsets and copies are not kernels and are not traced. x86-64 Linux only (the
+// fault's write bit comes from the signal context).
+static const size_t EMU_PAGE = 4096;
+struct PageTrace {
+    int active = 0;
+    std::vector<uintptr_t> read, written;  // capacity reserved up front: the handler never allocates
+    size_t n_read = 0, n_written = 0;
+    struct sigaction previous;
+};
+inline PageTrace g_trace;
+inline int g_bytes_mode = -1;  // -1: read GRASS_EMU_BYTES at the first use; test_emu sets it
+inline int bytes_tracing() {
+    if (g_bytes_mode < 0) {
+        const char* e = getenv("GRASS_EMU_BYTES");
+        g_bytes_mode = e != NULL && atoi(e) > 0;
+#if !(defined(__x86_64__) && defined(__linux__))
+        if (g_bytes_mode) { fprintf(stderr, "cuda_emu: GRASS_EMU_BYTES needs x86-64 Linux\n"); exit(1); }
+#endif
+    }
+    return g_bytes_mode;
+}
+inline size_t page_round(size_t n) { return (n + EMU_PAGE - 1) / EMU_PAGE * EMU_PAGE; }
+inline void trace_fault(int sig, siginfo_t* si, void* ctx) {
+    uintptr_t a = (uintptr_t)si->si_addr, pg = a & ~(uintptr_t)(EMU_PAGE - 1);
+    if (!g_trace.active || !touches_device((const void*)a)) {  // a real fault: let it crash as it would have
+        sigaction(SIGSEGV, &g_trace.previous, NULL);
+        (void)sig;
+        return;  // the access runs again and faults with the previous handler
+    }
+    int write = 0;
+#if defined(__x86_64__) && defined(__linux__)
+    write = (((ucontext_t*)ctx)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#else
+    (void)ctx;
+#endif
+    std::vector<uintptr_t>& v = write ? g_trace.written : g_trace.read;
+    size_t& n = write ? g_trace.n_written : g_trace.n_read;
+    if (n == v.size()) { static const char m[] = "cuda_emu: GRASS_EMU_BYTES: more pages than reserved\n"; ssize_t w = ::write(2, m, sizeof(m) - 1); (void)w; _exit(3); }
+    v[n++] = pg;
+    mprotect((void*)pg, EMU_PAGE, write ? PROT_READ | PROT_WRITE : PROT_READ);
+}
+inline void trace_protect_all(int prot) {  // the paged allocations only: others may share a page with host data
+    for (auto& kv : g_rt.paged)
+        if (mprotect((void*)kv.first, page_round(kv.second), prot) != 0) { perror("cuda_emu: mprotect"); exit(3); }
+}
+inline void trace_begin(void) {
+    static int installed = 0;
+    if (!installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = trace_fault;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGSEGV, &sa, &g_trace.previous) != 0) { perror("cuda_emu: sigaction"); exit(3); }
+        installed = 1;
+    }
+    size_t pages = 0;
+    for (auto& kv : g_rt.paged) pages += page_round(kv.second) / EMU_PAGE;
+    if (g_trace.read.size() < pages + 16) g_trace.read.resize(pages + 16);
+    if (g_trace.written.size() < pages + 16) g_trace.written.resize(pages + 16);
+    g_trace.n_read = g_trace.n_written = 0;
+    trace_protect_all(PROT_NONE);
+    g_trace.active = 1;
+}
+inline void trace_end(const char* name) {
+    g_trace.active = 0;
+    trace_protect_all(PROT_READ | PROT_WRITE);
+    std::pair<long long, long long>& b = g_counts.kernel_bytes[name];
+    b.first += (long long)(g_trace.n_read * EMU_PAGE);
+    b.second += (long long)(g_trace.n_written * EMU_PAGE);
+}
 
 static const size_t EMU_SMEM_DEFAULT = 48 << 10, EMU_SMEM_OPTIN = 232448;
 
@@ -254,11 +343,14 @@ struct Launch {
         // reading what another writes) gives other bits the other way round
         size_t nblocks = (size_t)grid.x * grid.y * grid.z;
         int reverse = block_order_reversed();
+        int trace = bytes_tracing();
+        if (trace) trace_begin();
         for (size_t q = 0; q < nblocks; q++) {
             size_t id = reverse ? nblocks - 1 - q : q;
             blockIdx = dim3((unsigned)(id % grid.x), (unsigned)(id / grid.x % grid.y), (unsigned)(id / ((size_t)grid.x * grid.y)));
             run_block((int)threads, block.x, block.y, name);
         }
+        if (trace) trace_end(name);
         g_sched.body = nullptr;
         g_sched.in_kernel = 0;
     }
@@ -332,9 +424,15 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     *p = NULL;
     if (emu::g_rt.bytes_now + bytes > emu::total_bytes()) { emu::set_error(cudaErrorMemoryAllocation); return cudaErrorMemoryAllocation; }
     void* m = NULL;
-    if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) { emu::set_error(cudaErrorMemoryAllocation); return cudaErrorMemoryAllocation; }
+    // while tracing bytes (GRASS_EMU_BYTES), whole pages: no host data may share a protected page
+    int paged = emu::bytes_tracing();
+    if (posix_memalign(&m, paged ? emu::EMU_PAGE : 256, paged ? emu::page_round(bytes ? bytes : 1) : (bytes ? bytes : 1)) != 0) {
+        emu::set_error(cudaErrorMemoryAllocation);
+        return cudaErrorMemoryAllocation;
+    }
     memset(m, 0xFF, bytes);  // as if left over: NaN in bf16 and fp32
     emu::g_rt.allocs[(uintptr_t)m] = bytes;
+    if (paged) emu::g_rt.paged[(uintptr_t)m] = bytes;
     emu::g_rt.bytes_now += bytes;
     emu::g_counts.mallocs++;
     *p = m;
@@ -346,6 +444,7 @@ cudaError_t cudaFree(void* p) {
     if (it == emu::g_rt.allocs.end()) { emu::set_error(cudaErrorInvalidValue); return cudaErrorInvalidValue; }
     emu::g_rt.bytes_now -= it->second;
     emu::g_rt.allocs.erase(it);
+    emu::g_rt.paged.erase((uintptr_t)p);
     emu::g_counts.frees++;
     free(p);
     return cudaSuccess;

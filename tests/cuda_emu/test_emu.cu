@@ -433,6 +433,43 @@ static void die_wmma_divergent(void) {  // WMMA in 16 lanes only
     k_wmma<true><<<1, 16>>>((__nv_bfloat16*)g_scratch, (__nv_bfloat16*)g_scratch, g_scratch + 512, 0);
 }
 
+// GRASS_EMU_BYTES: the pages a kernel touches. k_sum3 reads 3 pages of `in` and writes 1 of `out`;
+// k_inc reads and writes the same page (counted once each way); a GEMM is not a kernel
+__global__ void k_sum3(float* out, const float* in) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < 1024) out[i] = in[i] + in[i + 1024] + in[i + 2048];
+}
+__global__ void k_inc(float* x) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < 1024) x[i] += 1.0f;
+}
+static void test_kernel_bytes(void) {
+    int saved = emu::g_bytes_mode;
+    emu::g_bytes_mode = 1;  // allocations page-aligned from here on
+    float* in = dev_alloc<float>(3 * 1024);
+    float* out = dev_alloc<float>(1024 + 4096);  // 5 pages, 1 of them written
+    std::vector<float> h(3 * 1024);
+    for (int i = 0; i < 3 * 1024; i++) h[i] = (float)(i % 7);
+    CK(cudaMemcpy(in, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+    std::pair<long long, long long> b0 = emu::g_counts.kernel_bytes["k_sum3"], i0 = emu::g_counts.kernel_bytes["k_inc"];
+    k_sum3<<<4, 256>>>(out, in);
+    k_sum3<<<4, 256>>>(out, in);
+    k_inc<<<4, 256>>>(out);
+    std::pair<long long, long long> b1 = emu::g_counts.kernel_bytes["k_sum3"], i1 = emu::g_counts.kernel_bytes["k_inc"];
+    std::vector<float> r(1024);
+    CK(cudaMemcpy(r.data(), out, 1024 * sizeof(float), cudaMemcpyDeviceToHost));
+    int ok = 1;
+    for (int i = 0; i < 1024; i++) ok &= r[i] == h[i] + h[i + 1024] + h[i + 2048] + 1.0f;
+    CHECK(ok, "bytes tracing: the kernels still compute (protection lifted after each launch)");
+    CHECK(b1.first - b0.first == 2 * 3 * 4096 && b1.second - b0.second == 2 * 4096,
+          "bytes tracing: k_sum3 twice read %lld bytes (want 24576) and wrote %lld (want 8192)", b1.first - b0.first, b1.second - b0.second);
+    CHECK(i1.first - i0.first == 4096 && i1.second - i0.second == 4096,
+          "bytes tracing: k_inc read %lld and wrote %lld bytes (want 4096 each)", i1.first - i0.first, i1.second - i0.second);
+    CK(cudaFree(in)); CK(cudaFree(out));
+    emu::g_bytes_mode = saved;
+    printf("  bytes tracing: the distinct pages each launch reads and writes\n");
+}
+
 // the counts dev/perf_counts.py reads (GRASS_EMU_COUNTS): launches by name, host syncs,
 // allocations, copies, and GEMM shapes with their 16-byte alignment
 static void test_counts(void) {
@@ -534,6 +571,7 @@ int main(void) {
 #ifdef GRASS_CUDA_EMU
     test_runtime_checks();
     test_counts();
+    test_kernel_bytes();
 #endif
     return test_summary("test_emu");
 }
