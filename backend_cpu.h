@@ -66,6 +66,10 @@ size_t backend_memory_peak(void) { return g_cpu_bytes_peak; }
 double backend_peak_flops(void) { return 0.0; }  // unknown on a CPU; --peak-tflops sets it
 int backend_ffn_align(void) { return 1; }  // the CPU's GEMMs need no padding, and its numbers stay the reference
 int backend_grass_row_align(void) { return 1; }
+int backend_attention_select(int use_cudnn, char* why, size_t n) {
+    if (use_cudnn) snprintf(why, n, "the CPU build has one attention (kernels_cpu.h); cuDNN's is for the GPU build");
+    return !use_cudnn;
+}
 // the attention's per-thread score blocks (two of cpu_att_block x T floats); the rest is small
 size_t backend_workspace_bytes(const WorkspaceSizes* w) {
     int threads = 1;

@@ -7,7 +7,9 @@
 #   make test_kernels_cuda_fp32  the parity test of the fp32 build (tests/bin/test_kernels_cuda_fp32)
 #   make test_emu_gpu         the CUDA emulator's own checks, on the GPU (tests/bin/test_emu_gpu)
 # Options: GPU_ARCH="sm_80 sm_90" (default; one arch compiles faster: GPU_ARCH=sm_90),
-#          NVCC=/path/to/nvcc, NO_MPI=1, NO_NCCL=1, CUDA_HOME=/usr/local/cuda.
+#          NVCC=/path/to/nvcc, NO_MPI=1, NO_NCCL=1, CUDA_HOME=/usr/local/cuda,
+#          USE_CUDNN=0/1 (cuDNN's fused attention, --attention cudnn: on where cudnn.h and the
+#          cudnn_frontend headers are found), CUDNN_FRONTEND_INCLUDE=/path/to/cudnn-frontend/include.
 
 CUDA_HOME ?= /usr/local/cuda
 comma := ,
@@ -78,6 +80,27 @@ else
   CUDA_CBLAS_NOTE := CBLAS: no cblas.h: the CPU references use dev/cuda/cblas_fallback (slow, naive sgemm)
 endif
 
+# cuDNN's fused attention (cuda/attention_cudnn.cuh): cudnn.h from the toolkit (or CUDA_HOME) and the
+# header-only cudnn_frontend, found in CUDNN_FRONTEND_INCLUDE or where `pip install
+# nvidia-cudnn-frontend` puts it (site-packages/include)
+CUDNN_H := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h))
+CUDNN_FRONTEND_INCLUDE ?= $(shell python3 -c "import os, sysconfig; p = os.path.join(sysconfig.get_paths()['purelib'], 'include'); print(p if os.path.isfile(os.path.join(p, 'cudnn_frontend.h')) else '')" 2>/dev/null)
+ifeq ($(USE_CUDNN),)
+  USE_CUDNN := $(if $(and $(CUDNN_H),$(CUDNN_FRONTEND_INCLUDE)),1,0)
+endif
+ifeq ($(USE_CUDNN),1)
+  ifeq ($(wildcard $(CUDNN_FRONTEND_INCLUDE)/cudnn_frontend.h),)
+    $(error USE_CUDNN=1 but cudnn_frontend.h is not in CUDNN_FRONTEND_INCLUDE='$(CUDNN_FRONTEND_INCLUDE)': pip install nvidia-cudnn-frontend, or set CUDNN_FRONTEND_INCLUDE)
+  endif
+  CUDA_CUDNN_FLAGS := -DGRASS_CUDNN -isystem $(CUDNN_FRONTEND_INCLUDE) $(if $(CUDNN_H),-I$(dir $(CUDNN_H)))
+  CUDA_CUDNN_LIBS := -lcudnn -lnvrtc  # nvrtc: the frontend header compiles one of its engines at run time
+  CUDA_CUDNN_NOTE := cuDNN: $(CUDNN_H) and cudnn_frontend in $(CUDNN_FRONTEND_INCLUDE) -> --attention cudnn available
+else
+  CUDA_CUDNN_NOTE := cuDNN: not used (cudnn.h or the cudnn_frontend headers not found, or USE_CUDNN=0): --attention own only
+endif
+
+# cuDNN only where --attention cudnn is used (train_llama) or compared (attention_check): the
+# frontend's headers add minutes of host compilation to each binary that includes them
 CUDA_TRAIN_FLAGS = $(NVCC_FLAGS) $(CUDA_MPI_FLAGS) $(CUDA_NCCL_FLAGS)
 CUDA_TRAIN_LIBS = $(NVCC_LIBS) $(CUDA_NCCL_LIBS) $(CUDA_MPI_LIBS)
 CUDA_REF_FLAGS = $(NVCC_FLAGS) -Xcompiler -fopenmp $(CUDA_CBLAS_FLAGS)
@@ -104,10 +127,11 @@ ifneq ($(CUDA_GOALS_ASKED),)
   $(info CUDA: $(NVCC), GPU_ARCH=$(GPU_ARCH))
   $(info $(CUDA_MPI_NOTE))
   $(info $(CUDA_NCCL_NOTE))
+  $(info $(CUDA_CUDNN_NOTE))
 endif
 
 train_llama: train_llama.cu $(CUDA_HEADERS)
-	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) train_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
+	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) $(CUDA_CUDNN_FLAGS) train_llama.cu -o $@ $(CUDA_TRAIN_LIBS) $(CUDA_CUDNN_LIBS)
 
 train_llama_fp32: train_llama.cu $(CUDA_HEADERS)
 	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) -DENABLE_FP32 train_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
@@ -138,6 +162,10 @@ dev_cuda: $(DEV_CUDA_BINS)
 test_emu_gpu: tests/bin/test_emu_gpu
 tests/bin/test_emu_gpu: tests/cuda_emu/test_emu.cu tests/test_util.h | tests/bin
 	$(NVCC) -x cu $(NVCC_FLAGS) $< -o $@ $(NVCC_LIBS)
+
+build/dev_cuda/attention_check: dev/cuda/attention_check.cu dev/cuda/check_common.h tests/gpu_test_util.h kernels_cpu.h backend.h \
+                                $(CUDA_BACKEND) comm.h utils.h rng.h bf16.h | build/dev_cuda
+	$(NVCC) -x cu $(CUDA_REF_FLAGS) $(CUDA_CUDNN_FLAGS) $< -o $@ $(CUDA_REF_LIBS) $(CUDA_CUDNN_LIBS)
 
 build/dev_cuda/%: dev/cuda/%.cu dev/cuda/check_common.h tests/gpu_test_util.h kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h utils.h \
                   rng.h bf16.h | build/dev_cuda

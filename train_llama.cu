@@ -118,6 +118,7 @@ typedef struct {
     const char* grass_select;
     const char* grass_norms; // --grass-norms: auto | exact | sketch | micro
     const char* grass_upscale; // --grass-upscale: paper | one | mean
+    const char* attention;     // --attention: own | cudnn
     const char* grass_rank;  // --rank as given: an integer, a fraction, or "full" (optim_set_grass_rank)
     const char* grass_layers;
     float peak_tflops;
@@ -198,6 +199,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
     OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
     OPT("", "--grad-dtype", 's', &a->grad_dtype, 0, 0, "dense (full-rank) gradients: model (the weights' dtype, bf16 on the GPU) | fp32 (accumulated, all-reduced and read by AdamW in fp32, as Grass's compressed ones; the CPU build is fp32 either way: same results)");
+    OPT("", "--attention", 's', &a->attention, 0, 0, "own (the attention kernels of cuda/attention.cuh; the default, and the CPU "
+        "build's) | cudnn (cuDNN's fused SDPA on the GPU build, bf16; not yet run on a GPU: compare with dev/cuda/attention_check first)");
     OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
     OPT("", "--overlap-comm", 'i', &a->oc.overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
     OPT("", "--matrix-lr-scale", 'f', &a->oc.matrix_lr_scale, 1e-6, 1e6, "AdamW: the matrices of the --grass-layers types take lr * this; embeddings, head and norms keep lr (Grass's split of lr * alpha)");
@@ -222,7 +225,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
     a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
@@ -296,7 +299,7 @@ static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
 static const char* RUN_OPTIONS[] = {"--train-data", "--val-data", "--lr", "--min-lr-ratio", "--warmup", "--steps",
     "--eval-every", "--eval-tokens", "--sample-every", "--sample-tokens", "--checkpoint-every", "--out-dir", "--resume",
     "--init-from", "--tokenizer", "--peak-tflops", "--memory-limit-gb", "--log-every", "--plan-only", "--overlap-comm",
-    "--recompute", "--select-on-device", "--grad-dtype", "--grass-row-align"};
+    "--recompute", "--select-on-device", "--grad-dtype", "--grass-row-align", "--attention"};
 static int is_run_option(const char* name) {
     for (size_t i = 0; i < sizeof(RUN_OPTIONS) / sizeof(RUN_OPTIONS[0]); i++) if (strcmp(RUN_OPTIONS[i], name) == 0) return 1;
     return 0;
@@ -941,6 +944,12 @@ int main(int argc, char** argv) {
     g_llama_ffn_align = a.ffn_align;  // before any model or plan is built
     backend_init(pg.local_rank);
     int master = pg.rank == 0;
+    {
+        int use_cudnn = strcmp(a.attention, "cudnn") == 0;
+        if (!use_cudnn && strcmp(a.attention, "own") != 0) fatal("--attention '%s': own | cudnn", a.attention);
+        char why[256] = "";
+        if (!backend_attention_select(use_cudnn, why, sizeof(why))) fatal("--attention cudnn: %s", why);
+    }
 
     if (a.T > config.max_seq_len) fatal("-t/--seq %d is longer than the model's max_seq_len %d", a.T, config.max_seq_len);
     long long micro_tokens = (long long)a.B * a.T * pg.world_size;

@@ -426,9 +426,30 @@ static int cu_att_vec(const void* a, const void* b, const void* c, int hd) {
     return (hd % CU_VEC == 0) && cu_is_aligned16(a) && cu_is_aligned16(b) && cu_is_aligned16(c);
 }
 
+#ifdef GRASS_CUDNN
+#include "attention_cudnn.cuh"
+#endif
+
+// --attention: the own kernels (0, every build) or cuDNN's fused attention (1, GRASS_CUDNN builds)
+int backend_attention_select(int use_cudnn, char* why, size_t n) {
+    if (!use_cudnn) { g_cu.attention_cudnn = 0; return 1; }
+#ifdef GRASS_CUDNN
+    if (!cudnn_attention_supported(why, n)) return 0;
+    g_cu.attention_cudnn = 1;
+    return 1;
+#else
+    snprintf(why, n, "this GPU build was made without cuDNN's frontend (cudnn_frontend.h not found, or USE_CUDNN=0): "
+             "pip install nvidia-cudnn-frontend, then rebuild (make train_llama)");
+    return 0;
+#endif
+}
+
 void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh,
                        int nkv, int hd) {
     if (B <= 0 || T <= 0) return;
+#ifdef GRASS_CUDNN
+    if (g_cu.attention_cudnn) { attention_forward_cudnn(out, lse, q, k, v, B, T, nh, nkv, hd); return; }
+#endif
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_forward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
     int hdp = (hd + 15) / 16 * 16;
     static int done = 0;
@@ -443,6 +464,9 @@ void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k
 void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q,
                         const floatX* k, const floatX* v, const float* lse, int B, int T, int nh, int nkv, int hd) {
     if (B <= 0 || T <= 0) return;
+#ifdef GRASS_CUDNN
+    if (g_cu.attention_cudnn) { attention_backward_cudnn(dq, dk, dv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); return; }
+#endif
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_backward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
     int hdp = (hd + 15) / 16 * 16;
     float scale = 1.0f / sqrtf((float)hd);

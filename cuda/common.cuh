@@ -150,6 +150,7 @@ struct CuState {
     size_t bytes_now, bytes_peak;
     int sync_debug;                       // GRASS_CUDA_SYNC=1: synchronize after every launch
     int max_smem_optin;
+    int attention_cudnn;                  // --attention cudnn (cuda/attention_cudnn.cuh; GRASS_CUDNN builds)
     char name[320];
     int world, rank;
 #ifdef USE_NCCL

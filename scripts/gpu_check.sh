@@ -82,6 +82,12 @@ case "$SMI" in
 esac
 
 # ---- build ------------------------------------------------------------------------------------------
+# cuDNN's frontend headers for --attention cudnn: the GPU machine has no network, so they travel with
+# the tree (copy site-packages/include of `pip install nvidia-cudnn-frontend` to build/cudnn_frontend/include
+# and carry build/cudnn_frontend); without them train_llama and attention_check build with the own kernels only
+if [ -z "${CUDNN_FRONTEND_INCLUDE:-}" ] && [ -f build/cudnn_frontend/include/cudnn_frontend.h ]; then
+    export CUDNN_FRONTEND_INCLUDE=$PWD/build/cudnn_frontend/include
+fi
 targets=(train_llama test_kernels_cuda dev_cuda)
 [ -f tests/cuda_emu/test_emu.cu ] && targets+=(test_emu_gpu)
 [ -f test_llama.cu ] && targets+=(test_llama)
@@ -254,6 +260,13 @@ if [ -x ./train_llama ] && [ -n "$TRAIN" ]; then
             record "$chk" "$STEP_STATUS" "$STEP_TIME" "$(tail -n 1 "$WORK/$chk.log")"
         fi
     done
+    # the same 1b AdamW run with cuDNN's fused attention (a build with cuDNN only; attention_check
+    # above has compared its values and kernel times with the own kernels)
+    if grep -q cudnnCreate ./train_llama 2>/dev/null; then
+        train 1b_adamw_cudnn 110 -c 1b -b "$B_1B" -t 1024 -x "$STEPS_1B" -j none --optimizer adamw -l 1e-3 --attention cudnn
+    else
+        record 1b_adamw_cudnn SKIPPED 0 "train_llama was built without cuDNN (no cudnn_frontend headers)"
+    fi
 fi
 
 # ---- report -----------------------------------------------------------------------------------------

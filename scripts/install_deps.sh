@@ -76,4 +76,17 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   fi
   if [ $rc -ne 0 ]; then echo "$out" | tail -10; echo "error: pip install ${pip_missing[*]} failed (above)" >&2; exit 1; fi
 fi
+# Optional: cuDNN's frontend headers (header-only C++; the wheel also holds Python bindings we do
+# not use). With nvcc present, the GPU build then compiles --attention cudnn (cuda.mk looks in
+# site-packages/include); without them it builds the own attention only, so a failure here is a
+# note, not an error.
+have_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }
+fe_header() { python3 -c "import os, sys, sysconfig; sys.exit(0 if os.path.isfile(os.path.join(sysconfig.get_paths()['purelib'], 'include', 'cudnn_frontend.h')) else 1)"; }
+if [ "$MODE" = test ] && [ "$CHECK_ONLY" != 1 ] && have_nvcc && ! fe_header >/dev/null 2>&1; then
+  echo "== pip install nvidia-cudnn-frontend (optional: the GPU build's --attention cudnn)"
+  if ! python3 -m pip install -q --disable-pip-version-check nvidia-cudnn-frontend >/tmp/grass_fe.log 2>&1 \
+     && ! python3 -m pip install -q --disable-pip-version-check --break-system-packages nvidia-cudnn-frontend >>/tmp/grass_fe.log 2>&1; then
+    echo "note: nvidia-cudnn-frontend did not install (/tmp/grass_fe.log); the GPU build will have --attention own only"
+  fi
+fi
 echo "dependencies ($MODE): all present"

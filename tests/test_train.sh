@@ -318,6 +318,10 @@ expect_fail "unknown option" "unknown option '--bogus'" $BIN --bogus 1
 expect_fail "non-numeric value" "is not a number" $BIN "${COMMON[@]}" -b abc
 expect_fail "out-of-range lr" "out of range" $BIN "${COMMON[@]}" -l -1
 expect_fail "zero batch" "out of range" $BIN "${COMMON[@]}" -b 0
+expect_fail "unknown --attention" "attention 'flash': own \| cudnn" $BIN "${COMMON[@]}" "${T[@]}" --attention flash
+# the CPU build and a GPU build without cuDNN's frontend (the emulated one) say why they cannot
+expect_fail "--attention cudnn where it is not built" "attention cudnn: (the CPU build has one attention|this GPU build was made without cuDNN)" \
+  $BIN "${COMMON[@]}" "${T[@]}" --attention cudnn
 expect_fail "unknown config" "unknown model config 'huge'" $BIN "${DATA[@]}" -c huge
 expect_fail "heads not dividing dim" "not divisible" $BIN "${DATA[@]}" -c tiny --vocab 256 --dim 50 --heads 4
 expect_fail "sequence longer than max_seq" "longer than the model's max_seq_len 64" $BIN "${COMMON[@]}" "${T[@]}" -t 128

@@ -7,6 +7,9 @@
  * 3.5x; the figure is comparable across implementations, not our arithmetic).
  *   ./build/dev_cuda/attention_check                 validation + the default size table
  *   ./build/dev_cuda/attention_check B T nh nkv hd   validation + one size
+ * Built with cuDNN (cuda.mk: GRASS_CUDNN), it validates cuDNN's fused attention (--attention cudnn,
+ * cuda/attention_cudnn.cuh) against the same CPU references and times it beside the own kernels:
+ * the comparison scripts/gpu_check.sh reports (values and time).
  */
 #include "dev/cuda/check_common.h"
 #include "cuda/attention.cuh"  // under test
@@ -40,6 +43,30 @@ static void validate(int B, int T, int nh, int nkv, int hd) {
     dc_validate(name, hx(gk, nk), rk, 2e-2);
     snprintf(name, sizeof(name), "bwd dv");
     dc_validate(name, hx(gv, nk), rv, 2e-2);
+#ifdef GRASS_CUDNN
+    char why[256];
+    if (backend_attention_select(1, why, sizeof(why))) {  // the same inputs through cuDNN's SDPA
+        floatX* co = dx_nan(nq);
+        float* cl = df_nan(nl);
+        attention_forward(co, cl, dq, dk, dv, B, T, nh, nkv, hd);
+        snprintf(name, sizeof(name), "cudnn fwd out B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
+        dc_validate(name, hx(co, nq), ro, 1.5e-2);
+        // cuDNN's softmax stats, compared with the log-sum-exp of the scaled scores (our lse)
+        snprintf(name, sizeof(name), "cudnn fwd stats vs lse");
+        dc_validate(name, hf(cl, nl), rl, 2e-3);
+        floatX *cq = dx_nan(nq), *ck = dx_nan(nk), *cv = dx_nan(nk);
+        attention_backward(cq, ck, cv, ddo, o2, dq, dk, dv, cl, B, T, nh, nkv, hd);  // with its own stats
+        snprintf(name, sizeof(name), "cudnn bwd dq");
+        dc_validate(name, hx(cq, nq), rq, 2e-2);
+        snprintf(name, sizeof(name), "cudnn bwd dk");
+        dc_validate(name, hx(ck, nk), rk, 2e-2);
+        snprintf(name, sizeof(name), "cudnn bwd dv");
+        dc_validate(name, hx(cv, nk), rv, 2e-2);
+        backend_attention_select(0, why, sizeof(why));
+    } else {
+        printf("  cudnn: not available here (%s)\n", why);
+    }
+#endif
     free_bufs();
 }
 
@@ -50,11 +77,16 @@ static void bench(const char* label, int B, int T, int nh, int nkv, int hd) {
     floatX *gq = (floatX*)backend_malloc(nq * sizeof(floatX), "dq"), *gk = (floatX*)backend_malloc(nk * sizeof(floatX), "dk"),
            *gv = (floatX*)backend_malloc(nk * sizeof(floatX), "dv");
     float* lse = (float*)backend_malloc(nl * sizeof(float), "lse");
-    float tf = dc_bench_ms([&] { attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd); });
-    float tb = dc_bench_ms([&] { attention_backward(gq, gk, gv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); });
     double ff = 4.0 * B * nh * (double)T * T * hd / 2.0, fb = 2.5 * ff;
-    printf("  %-6s B=%-3d T=%-5d nh=%-3d nkv=%-3d hd=%-4d fwd %8.3f ms %7.1f TFLOP/s | bwd %8.3f ms %7.1f TFLOP/s\n", label,
-           B, T, nh, nkv, hd, tf, ff / tf / 1e9, tb, fb / tb / 1e9);
+    for (int use_cudnn = 0; use_cudnn <= 1; use_cudnn++) {
+        char why[256];
+        if (use_cudnn && !backend_attention_select(1, why, sizeof(why))) break;  // a build without cuDNN: own only
+        float tf = dc_bench_ms([&] { attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd); });
+        float tb = dc_bench_ms([&] { attention_backward(gq, gk, gv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); });
+        printf("  %-6s %-5s B=%-3d T=%-5d nh=%-3d nkv=%-3d hd=%-4d fwd %8.3f ms %7.1f TFLOP/s | bwd %8.3f ms %7.1f TFLOP/s\n",
+               label, use_cudnn ? "cudnn" : "own", B, T, nh, nkv, hd, tf, ff / tf / 1e9, tb, fb / tb / 1e9);
+        backend_attention_select(0, why, sizeof(why));
+    }
     void* bufs[] = {out, gq, gk, gv, lse};
     for (void* p : bufs) backend_free(p);
     free_bufs();  // q, k, v, dout
