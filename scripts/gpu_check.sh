@@ -14,7 +14,13 @@
 #   13b Grass memory plan and the full 13b Grass run (B=1 T=256, 3 steps, --recompute 1 and
 #   --state-dtype bf16 unless SMALL13B_OPTS says otherwise; peak under 40 GB? under 32 GB?; a
 #   2-layer 13b run as a fallback when the full one cannot finish), 1b AdamW and Grass (T=1024),
-#   and the dev/cuda kernel benchmarks with whatever time is left. A short table is printed last.
+#   and the dev/cuda kernel benchmarks with whatever time is left (attention_check: the own
+#   attention kernels and, in a build with cuDNN, cuDNN's fused attention, values and times), then
+#   1b AdamW again with --attention cudnn. A short table is printed last.
+# cuDNN's attention is built only when the cudnn_frontend headers are there: the GPU machine has no
+#   network, so copy them first (mkdir -p build/cudnn_frontend && cp -r "$(python3 -c "import
+#   sysconfig; print(sysconfig.get_paths()['purelib'])")/include" build/cudnn_frontend/) and carry
+#   build/cudnn_frontend; they add about 3 minutes of host compilation to the build step.
 # Next to each run's measured tok/s and MFU stands the prediction of dev/perf_model.py (a roofline
 #   model of the same command line on this GPU, a plain step as the medians are; about 0.2 s each),
 #   and measured / predicted, so that the first GPU run shows where the model is wrong.
