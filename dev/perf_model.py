@@ -46,6 +46,8 @@ DEFAULTS = {
     "elem_eff": 0.8,        # elementwise / row-wise / reduction kernels, memsets: fraction of HBM bandwidth
     "attn_eff": 0.25,       # the fused WMMA attention (fp32 accumulators in shared memory, no cp.async
                             # pipelining; docs/CUDA.md expects it well below cuBLAS): fraction of the bf16 peak
+    "attn_cudnn_eff": 0.5,  # cuDNN's fused SDPA (--attention cudnn): fraction of the bf16 peak, an assumption
+                            # (flash attention on Hopper is published at 50-75%); not measured here
     "unaligned_eff": 0.5,   # extra factor on a GEMM whose leading dimension is not a multiple of 16 bytes
     "svd_eff": 0.01,        # cuSOLVER sgesvd (GaLore refresh) as a fraction of the fp32 peak
     "floor_us": 2.0,        # the shortest a launched kernel takes on the GPU (launch gap, tail)
@@ -72,6 +74,10 @@ ASSUMPTIONS = [
     "the diagonal (S = Q K^T, O += P V), backward dK/dV (64-key x 32-query tiles: S, dP, dV, dK) and dQ "
     "(64 x 32: S, dP, dQ), i.e. 3.5x the forward, head_dim padded to a multiple of 16; time at attn_eff of "
     "the bf16 peak.",
+    "--attention cudnn (cuDNN's fused SDPA): the forward's FLOPs are the causal (query, key) pairs' "
+    "S = Q K^T and O = P V at the real head_dim, the backward 2.5x that in one kernel (no separate D), "
+    "at attn_cudnn_eff (0.5) of the bf16 peak: an assumption, not a measurement; gpu_check.sh's "
+    "attention_check times both implementations.",
     "one GPU (no communication), no validation or sampling steps, no checkpoint writes.",
     "host: every kernel or library call costs launch_us of host time and every backend_upload/download a "
     "sync_us synchronization; between two synchronizations the GPU time and the host's launch time overlap, "
@@ -309,6 +315,11 @@ def elem(P, phase, seg, group, name, flops, nbytes, count, launches=1, shape="",
     P.add(phase, seg, group, name, "elem", flops, nbytes, count, launches, shape, (), note, per_layer)
 
 
+def cudnn_attention_flops(B, T, nh, hd):
+    """the forward's products (S = Q K^T, O = P V) over the causal (query, key) pairs, unpadded"""
+    return B * nh * (T * (T + 1) / 2.0) * 2 * (2.0 * hd)
+
+
 def attention_tiles(B, T, nh, hd):
     """FLOPs of gk_attention_forward, _backward_dkdv and _backward_dq as their loops run them."""
     hdp = (hd + 15) // 16 * 16
@@ -339,7 +350,10 @@ def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
     elem(P, phase, seg, "rope", "rope_qk forward" + tag, 6.0 * N * (qd + kvd) / 2, N * (qd + kvd) * X * 2 + rope_tab, count,
          per_layer=True, note="q and k in one launch, 16-byte packs")
     fwd, _, _ = attention_tiles(B, T, nh, hd)
-    P.add(phase, seg, "attention", "attention_forward" + tag, "attn", fwd,
+    kind = "attn"
+    if c.get("attention") == "cudnn":  # flash attention's own count: causal pairs, no head_dim padding
+        fwd, kind = cudnn_attention_flops(B, T, nh, hd), "attn_cudnn"
+    P.add(phase, seg, "attention", "attention_forward" + tag, kind, fwd,
           (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F, count, 1, "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd),
           (), "", True)
     matmul_forward(P, phase, seg, "o gemm", "o_proj + residual" + tag, N, qd, d, count, residual=True)
@@ -522,13 +536,19 @@ def build_plan(c, B, T, accum, o):
         matmul_backward_input(P, phase, "bwd", "o gemm", "o_proj dX", N, qd, d, False, cl)
         weight_grad(P, phase, "bwd", o, gm.get((0, "o")), "o_proj", N, qd, d, cl, mode, path, o["sketch_dim"])
         _, dkdv, dq = attention_tiles(B, T, nh, hd)
-        elem(P, phase, "bwd", "attention", "attention_backward D = rowsum(dO * O)", 2.0 * N * qd,
-             N * qd * X * 2 + B * nh * T * F, cl, per_layer=True)
-        P.add(phase, "bwd", "attention", "attention_backward dK, dV", "attn", dkdv,
-              (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F * 2 + N * kvd * 2 * X, cl, 1,
-              "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd), (), "", True)
-        P.add(phase, "bwd", "attention", "attention_backward dQ", "attn", dq,
-              (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F * 2 + N * qd * X, cl, 1, "", (), "", True)
+        if c.get("attention") == "cudnn":  # one cuDNN backward: 2.5x the forward's products (S, dP, dV, dK, dQ)
+            P.add(phase, "bwd", "attention", "attention_backward (cuDNN SDPA)", "attn_cudnn",
+                  2.5 * cudnn_attention_flops(B, T, nh, hd),
+                  (N * qd * 3 + N * kvd * 4) * X + B * nh * T * F, cl, 1,
+                  "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd), (), "", True)
+        else:
+            elem(P, phase, "bwd", "attention", "attention_backward D = rowsum(dO * O)", 2.0 * N * qd,
+                 N * qd * X * 2 + B * nh * T * F, cl, per_layer=True)
+            P.add(phase, "bwd", "attention", "attention_backward dK, dV", "attn", dkdv,
+                  (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F * 2 + N * kvd * 2 * X, cl, 1,
+                  "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd), (), "", True)
+            P.add(phase, "bwd", "attention", "attention_backward dQ", "attn", dq,
+                  (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F * 2 + N * qd * X, cl, 1, "", (), "", True)
         rope_tab = T * (hd // 2) * F * 2
         elem(P, phase, "bwd", "rope", "rope_qk backward (dq, dk)", 3.0 * N * (qd + kvd), N * (qd + kvd) * X * 2 + rope_tab, cl,
              per_layer=True, note="q and k in one launch, 16-byte packs")
@@ -655,7 +675,7 @@ def build_plan(c, B, T, accum, o):
 def kernel_time(k, gpu, e):
     """seconds for one call of k on gpu, the roofline floors and the bound."""
     bw = gpu["hbm_bytes_s"]
-    if k["kind"] in ("gemm", "attn"):
+    if k["kind"] in ("gemm", "attn", "attn_cudnn"):
         peak = gpu["bf16_flops"]
     else:
         peak = gpu["fp32_flops"]
@@ -665,6 +685,8 @@ def kernel_time(k, gpu, e):
         eff = e["gemm_eff"] * (1.0 if k["aligned"] else e["unaligned_eff"])
     elif k["kind"] == "attn":
         eff = e["attn_eff"]
+    elif k["kind"] == "attn_cudnn":
+        eff = e["attn_cudnn_eff"]
     elif k["kind"] == "svd":
         eff = e["svd_eff"]
     elif k["kind"] == "host":  # host work: about 5 ns per unit of work (a compare of the sort)
@@ -742,6 +764,8 @@ def build_parser():
     p.add_argument("--state-dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--master-weights", type=int, default=0)
     p.add_argument("--recompute", type=int, default=0)
+    p.add_argument("--attention", default="own", choices=["own", "cudnn"],
+                   help="the trainer's --attention: own kernels (attn_eff) or cuDNN's fused SDPA (attn_cudnn_eff)")
     p.add_argument("--grass-row-align", type=int, default=16, choices=[1, 2, 4, 8, 16],
                    help="Grass selections padded to a multiple of this many rows (the GPU build's 16; 1: unpadded, as the CPU build)")
     p.add_argument("--ffn-align", type=int, default=64,
@@ -774,7 +798,7 @@ def optim_from_args(a):
 
 
 def run_model(a):
-    c = resolve_config(a)
+    c = dict(resolve_config(a), attention=a.attention)
     B, T = a.batch, a.seq
     if T > c["max_seq"]:
         raise SystemExit("-t %d is longer than the model's max_seq %d" % (T, c["max_seq"]))

@@ -187,7 +187,7 @@ for argv in cases:
             gpu = pm.GPUS[g]
             for k in res["kernels"]:
                 nk += 1
-                peak = gpu["bf16_flops"] if k["kind"] in ("gemm", "attn") else gpu["fp32_flops"]
+                peak = gpu["bf16_flops"] if k["kind"] in ("gemm", "attn", "attn_cudnn") else gpu["fp32_flops"]
                 lo = max(k["flops"] / peak, k["bytes"] / gpu["hbm_bytes_s"])
                 if k["t_call_s"] < lo * (1 - 1e-12) or k["t_step_s"] < lo * k["count"] * (1 - 1e-12):
                     bad.append((g, k["name"], k["t_call_s"], lo))
@@ -247,6 +247,17 @@ check(any(k.get("data_dependent_ld") for k in r["gpus"]["h100"]["kernels"]),
 r = model(["-c", "60m", "-b", "2", "-t", "256", "--optimizer", "grass", "--rank", "128"])
 check(all(k["aligned"] for k in r["gpus"]["h100"]["kernels"]),
       "(d) multinorm padded to 16 rows (the GPU build's --grass-row-align): no GEMM flagged")
+
+# --attention cudnn: cuDNN's causal FLOPs (B nh T(T+1)/2 pairs x 4 hd) at attn_cudnn_eff; the rest unchanged
+own = model(["-c", "60m", "-b", "2", "-t", "256"])
+cud = model(["-c", "60m", "-b", "2", "-t", "256", "--attention", "cudnn"])
+fw = [k for k in cud["gpus"]["h100"]["kernels"] if k["name"].startswith("attention_forward")]
+want = 2 * 8 * (256 * 257 / 2.0) * 4 * 64
+check(len(fw) == 1 and abs(fw[0]["flops"] - want) < 1e-6 * want and fw[0]["kind"] == "attn_cudnn",
+      "(e) --attention cudnn: forward FLOPs are the causal pairs' (%.4g, want %.4g)" % (fw[0]["flops"] if fw else -1, want))
+other = lambda r: sum(k["t_step_s"] for k in r["gpus"]["h100"]["kernels"] if k["group"] != "attention")
+check(abs(other(own) - other(cud)) < 1e-12 and cud["gpus"]["h100"]["plain_step_s"] != own["gpus"]["h100"]["plain_step_s"],
+      "(e) --attention cudnn changes the attention group only")
 
 # ---- the outputs ---------------------------------------------------------------------------------
 q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--recipes", "--json"],
