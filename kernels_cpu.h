@@ -561,11 +561,11 @@ static double cpu_sumsq_double(const float* x, size_t n) {
 }
 static void cpu_sumsq_float(float* acc, const float* x, size_t n) { *acc += (float)cpu_sumsq_double(x, n); }
 // backend.h's clip_factor and loss_accumulate (scalars: one thread, in order)
-static void cpu_clip_factor(float* scale, const float* sumsq, float clip) {
+static inline void cpu_clip_factor(float* scale, const float* sumsq, float clip) {
     float norm = (float)sqrt((double)*sumsq);
     *scale = norm > clip ? clip / norm : 1.0f;
 }
-static void cpu_loss_accumulate(double* acc, const float* losses, int N) {
+static inline void cpu_loss_accumulate(double* acc, const float* losses, int N) {
     double sum = 0.0;
     for (int i = 0; i < N; i++) sum += losses[i];
     *acc += (double)(float)(sum / N);
