@@ -47,10 +47,10 @@ size_t backend_memory_free(void);                  // bytes the backend can stil
 size_t backend_memory_peak(void);                  // bytes allocated at peak by backend_malloc
 double backend_peak_flops(void);                   // dense peak of the floatX matmul path, 0 = unknown
 int backend_ffn_align(void);                       // the multiple the ffn size is padded to (llama_ffn_stored): 1 CPU, 64 GPU
-int backend_grass_row_align(void);
+int backend_grass_row_align(void);                 // the multiple a Grass selection is padded to (grass_pad_selection): 1 CPU, 16 GPU
 // --attention: 0 the own attention kernels (every build), 1 cuDNN's fused SDPA (GPU builds made with
 // cuDNN's frontend). Returns 0 and why in `why` when the choice is not available here.
-int backend_attention_select(int use_cudnn, char* why, size_t n);                 // the multiple a Grass selection is padded to (grass_pad_selection): 1 CPU, 16 GPU
+int backend_attention_select(int use_cudnn, char* why, size_t n);
 // The backend's own scratch for a training step, for the memory plan: an estimate from the
 // sizes that drive it. N = B*T rows; att_rows = B*heads*T; d the width; T the sequence; gather
 // the largest Grass gathered operand (N x r elements); norm_block the largest projected matrix

@@ -308,10 +308,12 @@ static int grass_pad_selection(Selection* sel, int dim, int align) {
     free(idx); free(scale); free(upscale);
     return added;
 }
+// row j of a selection was added by grass_pad_selection (the update skips it; it is not part of the choice)
+static int selection_row_is_padding(const Selection* sel, int j) { return sel->scale[j] == 0.0f; }
 // the rows of a selection the update uses (those grass_pad_selection did not add)
 static int selection_real_rows(const Selection* sel) {
     int n = 0;
-    for (int j = 0; j < sel->r_eff; j++) n += sel->scale[j] != 0.0f;
+    for (int j = 0; j < sel->r_eff; j++) n += !selection_row_is_padding(sel, j);
     return n;
 }
 // the selection arrays' and subspace buffers' capacity for rank r: r rounded up to the largest
@@ -342,6 +344,8 @@ typedef struct {
                        // NP_FULL_G) or the sketch Y = G S (dim_sel x k; NP_SKETCH); else NULL
     int64_t t;         // Adam steps since the last refresh (Grass) or since the start (GaLore)
 } GrassMatrix;
+// the elements C, m and v are allocated for (r_cap x other); grass_sub_numel is the part in use
+static size_t grass_cap_numel(const GrassMatrix* g) { return (size_t)g->r_cap * g->other; }
 
 typedef enum { BWD_GRADS = 0, BWD_NORMS = 1 } BackwardMode;
 
@@ -469,7 +473,7 @@ static int optim_max_layer(const ParamTable* pt) {
 // elements of the compressed gradients of one layer's projected matrices
 static size_t optim_layer_C_numel(const Optimizer* o, int layer) {
     size_t n = 0;
-    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += (size_t)o->gm[k].r_cap * o->gm[k].other;
+    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += grass_cap_numel(&o->gm[k]);
     return n;
 }
 // the largest layer's compressed-gradient elements: the size of the shared pool (of each half)
@@ -596,7 +600,7 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     int galore = o->cfg.type == OPT_GALORE;
     for (int k = 0; k < o->n_gm; k++) {
         GrassMatrix* g = &o->gm[k];
-        size_t sub = (size_t)g->r_cap * g->other;
+        size_t sub = grass_cap_numel(g);
         if (galore) {
             OBUF(g->Pt, (size_t)g->r * g->dim_sel * sizeof(float), OB_STATE, "galore projector");
             if (sizeof(floatX) != sizeof(float))  // else Ptx is Pt (optim_init)
@@ -614,7 +618,7 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
         OBUF(o->C_pool, o->C_pool_numel * sizeof(float), OB_COMPRESSED, "grass compressed gradients (shared)");
     } else {
         for (int k = 0; k < o->n_gm; k++)
-            OBUF(o->gm[k].C, (size_t)o->gm[k].r_cap * o->gm[k].other * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
+            OBUF(o->gm[k].C, grass_cap_numel(&o->gm[k]) * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
     }
     size_t moments = o->rt.sharded ? o->shard : o->grad_total;
     OBUF(o->grads, o->grad_alloc * grad_dtype_size(o->cfg.grad_dtype), OB_DENSE_GRAD, "dense gradients");
@@ -664,7 +668,7 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
                 GrassMatrix* g = &o->gm[k];
                 if (pt->t[g->tensor].layer != l) continue;
                 g->C = o->C_pool + off;
-                off += (size_t)g->r_cap * g->other;
+                off += grass_cap_numel(g);
             }
         }
     }
@@ -763,7 +767,7 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
     for (int k = 0; k < o.n_gm; k++) {
         const GrassMatrix* g = &o.gm[k];
         const ParamTensor* t = &pt->t[g->tensor];
-        size_t sub = (size_t)g->r_cap * g->other;
+        size_t sub = grass_cap_numel(g);
         p->comm_step_bytes += sub * sizeof(floatX);  // floatX on the wire
         size_t nacc = rt->norm_path == NP_SKETCH ? (size_t)g->dim_sel * c->sketch_dim
                     : rt->norm_path == NP_DIRECT ? (size_t)g->dim_sel : t->numel;
@@ -832,7 +836,7 @@ static void optim_zero_grads(Optimizer* o) {
     if (o->C_pool != NULL) {
         backend_memset0(o->C_pool, o->C_pool_numel * sizeof(float));
     } else {
-        for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, (size_t)o->gm[k].r_cap * o->gm[k].other * sizeof(float));
+        for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, grass_cap_numel(&o->gm[k]) * sizeof(float));
     }
     backend_memset0(o->d_report, optim_report_bytes(o));  // the loss sum and the norm scalars
     o->pending_layer = -1;
@@ -964,7 +968,7 @@ static void optim_finish_layer(Optimizer* o, int layer) {
         optim_sumsq_projected(o, o->d_layer_sumsq + k, g);
         optim_apply_grass(o, g, o->lr, o->clip_scale, NULL);
         // a later layer accumulates into the same pool: leave it zeroed
-        if (o->C_pool != NULL) backend_memset0(g->C, (size_t)g->r_cap * g->other * sizeof(float));
+        if (o->C_pool != NULL) backend_memset0(g->C, grass_cap_numel(g) * sizeof(float));
     }
 }
 
@@ -1193,7 +1197,7 @@ static void optim_finish_norms(Optimizer* o, GrassMatrix* g) {
 // or the ranks have drifted apart).
 static uint64_t selection_hash(uint64_t h, const Selection* s, int with_scales) {
     for (int j = 0; j < s->r_eff; j++) {
-        if (s->scale[j] == 0.0f) continue;  // a padding row (grass_pad_selection): not part of the choice
+        if (selection_row_is_padding(s, j)) continue;
         uint32_t sb, ub;
         memcpy(&sb, &s->scale[j], 4); memcpy(&ub, &s->upscale[j], 4);
         uint64_t v = (uint64_t)s->idx[j] * 1000003ULL;
@@ -1245,7 +1249,7 @@ static void optim_refresh(Optimizer* o) {
         int padded = grass_pad_selection(&g->h_sel, g->dim_sel, o->cfg.row_align);
         g->r_eff = g->h_sel.r_eff;
         if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER || padded > 0) grass_upload_selection(g);
-        size_t sub = (size_t)g->r_cap * g->other * state_dtype_size(o->cfg.state_dtype);
+        size_t sub = grass_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
         backend_memset0(g->v, sub);
         g->t = 0;
@@ -1261,7 +1265,7 @@ static void optim_refresh(Optimizer* o) {
         o->refreshed.rows += g->r_eff;
         o->refreshed.distinct += o->cfg.type == OPT_GALORE ? g->r_eff : selection_real_rows(&g->h_sel);
         for (int j = 0; j < g->r_eff; j++) {
-            if (o->cfg.type == OPT_GRASS && g->h_sel.scale[j] == 0.0f) continue;  // padding
+            if (o->cfg.type == OPT_GRASS && selection_row_is_padding(&g->h_sel, j)) continue;
             float up = o->cfg.type == OPT_GALORE ? 1.0f : g->h_sel.upscale[j];
             o->refreshed.mult_mean += up;
             if (up > o->refreshed.mult_max) o->refreshed.mult_max = up;

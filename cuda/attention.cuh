@@ -447,10 +447,10 @@ int backend_attention_select(int use_cudnn, char* why, size_t n) {
 void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh,
                        int nkv, int hd) {
     if (B <= 0 || T <= 0) return;
+    if (nkv <= 0 || nh % nkv != 0) fatal("attention_forward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
     if (g_cu.attention_cudnn) { attention_forward_cudnn(out, lse, q, k, v, B, T, nh, nkv, hd); return; }
 #endif
-    if (nkv <= 0 || nh % nkv != 0) fatal("attention_forward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
     int hdp = (hd + 15) / 16 * 16;
     static int done = 0;
     CuAttFwdLayout L = cu_att_fwd_layout(hdp);
@@ -464,10 +464,10 @@ void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k
 void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q,
                         const floatX* k, const floatX* v, const float* lse, int B, int T, int nh, int nkv, int hd) {
     if (B <= 0 || T <= 0) return;
+    if (nkv <= 0 || nh % nkv != 0) fatal("attention_backward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
     if (g_cu.attention_cudnn) { attention_backward_cudnn(dq, dk, dv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); return; }
 #endif
-    if (nkv <= 0 || nh % nkv != 0) fatal("attention_backward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
     int hdp = (hd + 15) / 16 * 16;
     float scale = 1.0f / sqrtf((float)hd);
     size_t rows = (size_t)B * T * nh;

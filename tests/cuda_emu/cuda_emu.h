@@ -159,7 +159,7 @@ struct Counts {
     long long host_allocs = 0;          // cudaMallocHost
     long long collectives = 0, collective_bytes = 0, solver_calls = 0;
     // GRASS_EMU_BYTES=1: per kernel name, the device bytes its launches read and wrote, measured
-    // as the distinct 4 KiB pages each launch touched (page_trace_*, below)
+    // as the distinct 4 KiB pages each launch touched (trace_begin / trace_end, below)
     std::map<std::string, std::pair<long long, long long>> kernel_bytes;
 };
 inline Counts g_counts;
