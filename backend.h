@@ -82,31 +82,42 @@ void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX
 // in place on x (B,T,n_heads,head_dim), rotate-half convention; cos/sin tables (max_T, head_dim/2)
 void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim);
 void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim);
+// Strided rows: the model keeps q, k and v side by side in one N x (nh + 2 nkv) hd buffer (the
+// output of one fused Q/K/V GEMM), so the ops below read token t of q at q + t*ld_q and of k, v at
+// k + t*ld_kv; the model passes the buffer's width for both. ld_q = nh*hd and ld_kv = nkv*hd are
+// separate contiguous tensors.
 // rope_forward (backward = 0) or rope_backward (1) of q (n_heads) and of k (n_kv_heads), in one pass
-void rope_qk(floatX* q, floatX* k, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int n_kv_heads,
-             int head_dim, int backward);
-// causal attention: q (B,T,nh,hd), k/v (B,T,nkv,hd), out (B,T,nh,hd), lse (B,nh,T) log-sum-exp
-// of the scaled scores, kept for the backward; no T x T matrix is stored.
-void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v,
+void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T, int n_heads,
+             int n_kv_heads, int head_dim, int backward);
+// causal attention: q (B,T,nh,hd) with tokens ld_q apart, k/v (B,T,nkv,hd) with tokens ld_kv apart;
+// out (B,T,nh,hd) contiguous; lse (B,nh,T) log-sum-exp of the scaled scores, kept for the
+// backward; no T x T matrix is stored.
+void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv,
                        int B, int T, int nh, int nkv, int hd);
-// writes (not accumulates) dq, dk, dv
+// writes (not accumulates) dq, dk, dv, laid out as q, k, v (ld_q, ld_kv); dout and out contiguous
 void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out,
-                        const floatX* q, const floatX* k, const floatX* v, const float* lse,
+                        const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv, const float* lse,
                         int B, int T, int nh, int nkv, int hd);
-// h = silu(gate) * up
-void swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n);
-void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up, size_t n);
+// h (N x f) = silu(gate) * up, where gu (N x 2f) holds each row's gate then its up (the output of
+// one fused gate/up GEMM)
+void swiglu_forward(floatX* h, const floatX* gu, int N, int f);
+// dgu (N x 2f, laid out as gu) = d(gate), d(up) from dh (N x f)
+void swiglu_backward(floatX* dgu, const floatX* dh, const floatX* gu, int N, int f);
 // a += b
 void add_inplace(floatX* a, const floatX* b, size_t n);
 // Y (N x out) = X (N x in) W^T
 void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd);
+// the same with X's rows ld_inp elements apart (X a column block of a wider buffer)
+void matmul_forward_strided(floatX* out, const floatX* inp, int ld_inp, const floatX* w, int N, int in, int outd);
 // Y = residual + X W^T (the residual connection riding on the GEMM: one rounding on the GPU, no
 // separate add); out and residual may not alias
 void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in, int outd);
 // dX (N x in) (+)= dY W
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate);
-// dW (out x in) (+)= dY^T X, accumulated in dw's dtype (fp32: the GEMM writes fp32 directly)
-void matmul_backward_weight(GradBuf dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate);
+// dW (out x in) (+)= dY^T X, accumulated in dw's dtype (fp32: the GEMM writes fp32 directly);
+// dY's rows are ld_dout elements apart (outd: contiguous; more: a column block of a fused
+// GEMM's gradient, as for every op below that takes ld_dout)
+void matmul_backward_weight(GradBuf dw, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int accumulate);
 // logits (N x V) in; on return logits holds dlogits * dloss when want_grad; losses[i] per row
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V,
                                  float dloss, int want_grad);
@@ -130,11 +141,11 @@ static inline float adam_grad_scale_host(const AdamParams* a) {  // the CPU back
 // ---- Grass ops (grass_optim.cuh) ----------------------------------------------------------
 // rows side: C (r x in) (+)= diag(scale) dY[:, idx]^T X            (selected output features)
 // cols side: C (out x r) (+)= dY^T X[:, idx] diag(scale)           (selected input features)
-void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const int* d_idx, const float* d_scale,
+void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx, const float* d_scale,
                          int r, int N, int in, int outd, int cols_side, int accumulate);
 // norms (+)= squared row norms (rows side, length out) or column norms (cols side, length in)
 // of G = dY^T X, computed in blocks so that no out x in matrix is ever held
-void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side);
+void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int cols_side);
 // Adam (hyperparameters a) in the subspace on C (r x n rows side / m x r cols side) with
 // moments m, v (same shape, stored as state_dtype), giving U; then
 // W[idx_j,:] -= a.lr * alpha * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
@@ -172,8 +183,8 @@ size_t galore_work_floats(int outd, int in);
 void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, int cols_side, int r, float* work);
 // R (+)= the projected gradient of one micro-batch, never forming G: rows side R (r x in) +=
 // (dY Pt^T)^T X; cols side R (out x r) += dY^T (X Pt^T). Ptx: the projector in floatX (r x s).
-void galore_project_grad(float* R, const floatX* dout, const floatX* inp, const floatX* Ptx, int r, int N, int in, int outd,
-                         int cols_side);
+void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N, int in,
+                         int outd, int cols_side);
 // Adam (hyperparameters a) on R in place (R becomes Adam's direction D; m, v the same shape, stored
 // as state_dtype), then W -= a.lr * (alpha * P D + a.wd * W) (rows side; cols side D P^T). Wm: the
 // fp32 master copy of W (NULL: none), as for grass_adam_update; seed: stochastic rounding of bf16

@@ -843,25 +843,26 @@ static void optim_zero_grads(Optimizer* o) {
     o->dense_started = 0;
 }
 
-// The norm pass's share of one micro-batch for matrix g (dout: N x out, inp: N x in).
-static void optim_norm_pass_grad(Optimizer* o, GrassMatrix* g, const floatX* dout, const floatX* inp, int N) {
+// The norm pass's share of one micro-batch for matrix g (dout: N x out, rows ld_dout apart; inp: N x in).
+static void optim_norm_pass_grad(Optimizer* o, GrassMatrix* g, const floatX* dout, int ld_dout, const floatX* inp, int N) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     int in = t->cols, out = t->rows, k = o->cfg.sketch_dim;
     switch (o->rt.norm_path) {
     case NP_DIRECT:  // this micro-batch's squared norms, from blockwise GEMMs
-        grass_grad_norms(g->norms, dout, inp, N, in, out, g->cols_side);
+        grass_grad_norms(g->norms, dout, ld_dout, inp, N, in, out, g->cols_side);
         break;
     case NP_LAYER_G:
     case NP_FULL_G:  // the whole fp32 gradient out x in: the gathered GEMM with every index, scale 1
-        grass_gathered_grad(g->nacc, dout, inp, o->d_iota, o->d_ones, g->dim_sel, N, in, out, g->cols_side, 1);
+        grass_gathered_grad(g->nacc, dout, ld_dout, inp, o->d_iota, o->d_ones, g->dim_sel, N, in, out, g->cols_side, 1);
         break;
     case NP_SKETCH: {  // Y += G S, G = dY^T X: rows side dY^T (X S), cols side X^T (dY S) (= G^T S)
         const floatX* S = NULL;
         for (int j = 0; j < o->n_sketch; j++) if (o->sketch_dim_of[j] == g->other) S = o->sketch_S[j];
         const floatX* left = g->cols_side ? inp : dout;    // N x dim_sel
         const floatX* right = g->cols_side ? dout : inp;   // N x other
-        matmul_forward(o->sketch_tmp, right, S, N, g->other, k);            // N x k = right S
-        grass_gathered_grad(g->nacc, left, o->sketch_tmp, o->d_iota, o->d_ones, g->dim_sel, N, k, g->dim_sel, 0, 1);
+        int ld_left = g->cols_side ? in : ld_dout, ld_right = g->cols_side ? ld_dout : in;
+        matmul_forward_strided(o->sketch_tmp, right, ld_right, S, N, g->other, k);  // N x k = right S
+        grass_gathered_grad(g->nacc, left, ld_left, o->sketch_tmp, o->d_iota, o->d_ones, g->dim_sel, N, k, g->dim_sel, 0, 1);
         break;
     }
     }
@@ -897,24 +898,46 @@ static void optim_norm_pass_layer(Optimizer* o, int layer) {
 }
 
 // ---- the gradient hand-off (grad_sink.h): what the model's backward pass calls ------------------
-// A linear layer's weight gradient, dout: N x out, inp: N x in. Dense tensors accumulate dW;
-// projected ones accumulate C, or the squared row/column norms during the norm pass of a refresh.
-static void grad_linear(Optimizer* o, int tensor, const floatX* dout, const floatX* inp, int N) {
+// A linear layer's weight gradient, dout: N x out (rows ld_dout apart), inp: N x in. Dense tensors
+// accumulate dW; projected ones accumulate C, or the squared row/column norms during the norm pass
+// of a refresh.
+static void grad_linear(Optimizer* o, int tensor, const floatX* dout, int ld_dout, const floatX* inp, int N) {
     const ParamTensor* t = &o->pt->t[tensor];
     int k = o->gm_of_tensor[tensor];
     if (k < 0) {
         if (o->mode == BWD_NORMS) return;  // the norm pass computes nothing for dense tensors
-        matmul_backward_weight(optim_grad_of(o, tensor), dout, inp, N, t->cols, t->rows, 1);
+        matmul_backward_weight(optim_grad_of(o, tensor), dout, ld_dout, inp, N, t->cols, t->rows, 1);
         return;
     }
     GrassMatrix* g = &o->gm[k];
     if (o->mode == BWD_NORMS) {
-        optim_norm_pass_grad(o, g, dout, inp, N);
+        optim_norm_pass_grad(o, g, dout, ld_dout, inp, N);
     } else if (o->cfg.type == OPT_GALORE) {
-        galore_project_grad(g->C, dout, inp, g->Ptx, g->r, N, t->cols, t->rows, g->cols_side);
+        galore_project_grad(g->C, dout, ld_dout, inp, g->Ptx, g->r, N, t->cols, t->rows, g->cols_side);
     } else {
-        grass_gathered_grad(g->C, dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows, g->cols_side, 1);
+        grass_gathered_grad(g->C, dout, ld_dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows, g->cols_side, 1);
     }
+}
+
+// The weight gradients of `count` adjacent linear layers computed as one fused GEMM (grad_sink.h):
+// dout is N x (their outs, side by side). When every one has a dense gradient and those gradients
+// follow each other in the buffer as the weights do, (out_1 + .. + out_count) x in is one GEMM.
+static void grad_linears(Optimizer* o, int first, int count, const floatX* dout, const floatX* inp, int N) {
+    const ParamTensor* t0 = &o->pt->t[first];
+    int width = 0, one_gemm = o->mode == BWD_GRADS;
+    for (int i = 0; i < count; i++) {
+        const ParamTensor* t = &o->pt->t[first + i];
+        if (t->cols != t0->cols)
+            fatal("grad_linears: '%s' has %d inputs, '%s' %d; fused layers share their input", t0->name, t0->cols, t->name, t->cols);
+        if (o->gm_of_tensor[first + i] >= 0 || o->grad_offset[first + i] == (size_t)-1 ||
+            o->grad_offset[first + i] != o->grad_offset[first] + (size_t)width * t0->cols) one_gemm = 0;
+        width += t->rows;
+    }
+    if (one_gemm) {
+        matmul_backward_weight(optim_grad_of(o, first), dout, width, inp, N, t0->cols, width, 1);
+        return;
+    }
+    for (int i = 0, col = 0; i < count; col += o->pt->t[first + i].rows, i++) grad_linear(o, first + i, dout + col, width, inp, N);
 }
 
 // A norm's or the embedding's gradient buffer; .p NULL in the norm pass, which wants none.

@@ -88,8 +88,9 @@ static void cpu_rmsnorm_backward(float* dinp, float* dw, const float* dout, cons
     }
 }
 
-// rotate-half: x1 = x[:h/2], x2 = x[h/2:]; out1 = x1 c - x2 s, out2 = x2 c + x1 s
-static void rope_apply(float* x, const float* cosT, const float* sinT, int B, int T, int nh, int hd, float sign) {
+// rotate-half: x1 = x[:h/2], x2 = x[h/2:]; out1 = x1 c - x2 s, out2 = x2 c + x1 s; x's rows (tokens)
+// are ld elements apart
+static void rope_apply(float* x, int ld, const float* cosT, const float* sinT, int B, int T, int nh, int hd, float sign) {
     int half = hd / 2;
     #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
@@ -97,7 +98,7 @@ static void rope_apply(float* x, const float* cosT, const float* sinT, int B, in
             const float* c = cosT + (size_t)t * half;
             const float* s = sinT + (size_t)t * half;
             for (int h = 0; h < nh; h++) {
-                float* v = x + (((size_t)b * T + t) * nh + h) * hd;
+                float* v = x + ((size_t)b * T + t) * ld + (size_t)h * hd;
                 for (int i = 0; i < half; i++) {
                     float x1 = v[i], x2 = v[i + half], si = sign * s[i];
                     v[i] = x1 * c[i] - x2 * si;
@@ -107,9 +108,9 @@ static void rope_apply(float* x, const float* cosT, const float* sinT, int B, in
         }
     }
 }
-static void cpu_rope_forward(float* x, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(x, c, s, B, T, nh, hd, 1.0f); }
+static void cpu_rope_forward(float* x, int ld, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(x, ld, c, s, B, T, nh, hd, 1.0f); }
 // the backward of a rotation is the rotation by the opposite angle
-static void cpu_rope_backward(float* dx, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(dx, c, s, B, T, nh, hd, -1.0f); }
+static void cpu_rope_backward(float* dx, int ld, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(dx, ld, c, s, B, T, nh, hd, -1.0f); }
 
 // Causal attention through BLAS: for each (batch, head) and block of query rows, the scores of
 // the block against the keys it may see (S = Q K^T), a softmax per row, then O = P V. The block
@@ -118,11 +119,13 @@ static void cpu_rope_backward(float* dx, const float* c, const float* s, int B, 
 // single-threaded BLAS inside the parallel region, so results do not depend on the thread count.
 static int cpu_att_block = 128;  // query rows per block (tests set it small to cover many blocks)
 
-static void cpu_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+// q (and dq) have tokens ldq apart, k, v (dk, dv) ldk apart (backend.h); out and dout are
+// contiguous (ldo).
+static void cpu_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int ldq, int ldk,
                        int B, int T, int nh, int nkv, int hd) {
     int group = nh / nkv, QB = cpu_att_block < T ? cpu_att_block : T;
     float scale = 1.0f / sqrtf((float)hd);
-    int ldq = nh * hd, ldk = nkv * hd;
+    int ldo = nh * hd;
     #pragma omp parallel
     {
         float* S = (float*)malloc_check((size_t)QB * T * sizeof(float));
@@ -148,8 +151,8 @@ static void cpu_attention_forward(float* out, float* lse, const float* q, const 
                         for (int s = t + 1; s < nk; s++) row[s] = 0.0f;  // causal mask
                         lse[((size_t)b * nh + h) * T + t] = mx + (float)log(sum);
                     }
-                    float* ob = out + ((size_t)b * T + t0) * ldq + (size_t)h * hd;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldk, 0.0f, ob, ldq);
+                    float* ob = out + ((size_t)b * T + t0) * ldo + (size_t)h * hd;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldk, 0.0f, ob, ldo);
                 }
             }
         }
@@ -160,11 +163,11 @@ static void cpu_attention_forward(float* out, float* lse, const float* q, const 
 // dS = P * (dP - D) * scale with P recomputed from lse, D_t = sum_i dout_ti out_ti; then
 // dQ = dS K, dK += dS^T Q, dV += P^T dout (dK, dV summed over the group's query heads in order).
 static void cpu_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
-                        const float* q, const float* k, const float* v, const float* lse,
+                        const float* q, const float* k, const float* v, int ldq, int ldk, const float* lse,
                         int B, int T, int nh, int nkv, int hd) {
     int group = nh / nkv, QB = cpu_att_block < T ? cpu_att_block : T;
     float scale = 1.0f / sqrtf((float)hd);
-    int ldq = nh * hd, ldk = nkv * hd;
+    int ldo = nh * hd;
     #pragma omp parallel
     {
         float* P = (float*)malloc_check((size_t)QB * T * sizeof(float));
@@ -184,12 +187,13 @@ static void cpu_attention_backward(float* dq, float* dk, float* dv, const float*
                     for (int t0 = 0; t0 < T; t0 += QB) {
                         int nq = T - t0 < QB ? T - t0 : QB, nk = t0 + nq;
                         size_t rowoff = ((size_t)b * T + t0) * ldq + (size_t)h * hd;
-                        const float* qb = q + rowoff, *gob = dout + rowoff, *ob = out + rowoff;
+                        size_t orowoff = ((size_t)b * T + t0) * ldo + (size_t)h * hd;
+                        const float* qb = q + rowoff, *gob = dout + orowoff, *ob = out + orowoff;
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldk, 0.0f, P, nk);
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, gob, ldq, vb, ldk, 0.0f, dP, nk);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, gob, ldo, vb, ldk, 0.0f, dP, nk);
                         for (int i = 0; i < nq; i++) {
                             int t = t0 + i;
-                            const float* go = gob + (size_t)i * ldq, *o = ob + (size_t)i * ldq;
+                            const float* go = gob + (size_t)i * ldo, *o = ob + (size_t)i * ldo;
                             float D = 0.0f;
                             for (int c = 0; c < hd; c++) D += go[c] * o[c];
                             float L = lse[((size_t)b * nh + h) * T + t];
@@ -204,7 +208,7 @@ static void cpu_attention_backward(float* dq, float* dk, float* dv, const float*
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, dP, nk, kb, ldk, 0.0f,
                                     dq + rowoff, ldq);
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, dP, nk, qb, ldq, 1.0f, dkb, ldk);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, gob, ldq, 1.0f, dvb, ldk);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, gob, ldo, 1.0f, dvb, ldk);
                     }
                 }
             }
@@ -215,16 +219,25 @@ static void cpu_attention_backward(float* dq, float* dk, float* dv, const float*
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
-static void cpu_swiglu_forward(float* h, const float* gate, const float* up, size_t n) {
+// gu (N x 2f): each row's gate (f values) then its up (f values); dgu laid out the same
+static void cpu_swiglu_forward(float* h, const float* gu, int N, int f) {
     #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) h[i] = silu(gate[i]) * up[i];
+    for (int i = 0; i < N; i++) {
+        const float* gate = gu + (size_t)i * 2 * f, *up = gate + f;
+        float* hi = h + (size_t)i * f;
+        for (int j = 0; j < f; j++) hi[j] = silu(gate[j]) * up[j];
+    }
 }
-static void cpu_swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, size_t n) {
+static void cpu_swiglu_backward(float* dgu, const float* dh, const float* gu, int N, int f) {
     #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
-        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
-        dup[i] = dh[i] * g * sg;
+    for (int i = 0; i < N; i++) {
+        const float* gate = gu + (size_t)i * 2 * f, *up = gate + f, *dhi = dh + (size_t)i * f;
+        float* dgate = dgu + (size_t)i * 2 * f, *dup = dgate + f;
+        for (int j = 0; j < f; j++) {
+            float g = gate[j], sg = 1.0f / (1.0f + expf(-g));
+            dgate[j] = dhi[j] * up[j] * sg * (1.0f + g * (1.0f - sg));
+            dup[j] = dhi[j] * g * sg;
+        }
     }
 }
 static void cpu_add_inplace(float* a, const float* b, size_t n) {
@@ -232,15 +245,15 @@ static void cpu_add_inplace(float* a, const float* b, size_t n) {
     for (size_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-static void cpu_matmul_forward(float* out, const float* inp, const float* w, int N, int in, int outd) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, outd, in, 1.0f, inp, in, w, in, 0.0f, out, outd);
+static void cpu_matmul_forward(float* out, const float* inp, int ld_inp, const float* w, int N, int in, int outd) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, outd, in, 1.0f, inp, ld_inp, w, in, 0.0f, out, outd);
 }
 static void cpu_matmul_backward_input(float* dinp, const float* dout, const float* w, int N, int in, int outd, int accumulate) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, outd, 1.0f, dout, outd, w, in,
                 accumulate ? 1.0f : 0.0f, dinp, in);
 }
-static void cpu_matmul_backward_weight(float* dw, const float* dout, const float* inp, int N, int in, int outd, int accumulate) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, in, N, 1.0f, dout, outd, inp, in,
+static void cpu_matmul_backward_weight(float* dw, const float* dout, int ld_dout, const float* inp, int N, int in, int outd, int accumulate) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, in, N, 1.0f, dout, ld_dout, inp, in,
                 accumulate ? 1.0f : 0.0f, dw, in);
 }
 
@@ -277,13 +290,13 @@ static void cpu_classifier_forward_backward(float* logits, float* losses, const 
 }
 
 // ---- Grass ops -------------------------------------------------------------------------------
-static void cpu_grass_gathered_grad(float* C, const float* dout, const float* inp, const int* idx, const float* scale,
+static void cpu_grass_gathered_grad(float* C, const float* dout, int ld_dout, const float* inp, const int* idx, const float* scale,
                          int r, int N, int in, int outd, int cols_side, int accumulate) {
     float* g = cpu_scratch((size_t)N * r);  // the gathered, scaled N x r operand
     if (!cols_side) {
         #pragma omp parallel for
         for (int i = 0; i < N; i++)
-            for (int j = 0; j < r; j++) g[(size_t)i * r + j] = dout[(size_t)i * outd + idx[j]] * scale[j];
+            for (int j = 0; j < r; j++) g[(size_t)i * r + j] = dout[(size_t)i * ld_dout + idx[j]] * scale[j];
         // C (r x in) = g^T X
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, g, r, inp, in,
                     accumulate ? 1.0f : 0.0f, C, in);
@@ -292,12 +305,12 @@ static void cpu_grass_gathered_grad(float* C, const float* dout, const float* in
         for (int i = 0; i < N; i++)
             for (int j = 0; j < r; j++) g[(size_t)i * r + j] = inp[(size_t)i * in + idx[j]] * scale[j];
         // C (out x r) = dY^T g
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, r, N, 1.0f, dout, outd, g, r,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, r, N, 1.0f, dout, ld_dout, g, r,
                     accumulate ? 1.0f : 0.0f, C, r);
     }
 }
 
-static void cpu_grass_grad_norms(float* norms, const float* dout, const float* inp, int N, int in, int outd, int cols_side) {
+static void cpu_grass_grad_norms(float* norms, const float* dout, int ld_dout, const float* inp, int N, int in, int outd, int cols_side) {
     // blocks of at most ~4M floats of G at a time
     const size_t budget = (size_t)4 << 20;
     if (!cols_side) {
@@ -305,7 +318,7 @@ static void cpu_grass_grad_norms(float* norms, const float* dout, const float* i
         float* g = cpu_scratch((size_t)rb * in);
         for (int r0 = 0; r0 < outd; r0 += rb) {
             int nr = (outd - r0 < rb) ? outd - r0 : rb;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, in, N, 1.0f, dout + r0, outd, inp, in, 0.0f, g, in);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, in, N, 1.0f, dout + r0, ld_dout, inp, in, 0.0f, g, in);
             #pragma omp parallel for
             for (int i = 0; i < nr; i++) {
                 double ss = 0.0;
@@ -318,7 +331,7 @@ static void cpu_grass_grad_norms(float* norms, const float* dout, const float* i
         float* g = cpu_scratch((size_t)outd * cb);
         for (int c0 = 0; c0 < in; c0 += cb) {
             int nc = (in - c0 < cb) ? in - c0 : cb;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, nc, N, 1.0f, dout, outd, inp + c0, in, 0.0f, g, nc);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, nc, N, 1.0f, dout, ld_dout, inp + c0, in, 0.0f, g, nc);
             #pragma omp parallel for
             for (int j = 0; j < nc; j++) {
                 double ss = 0.0;
@@ -463,15 +476,15 @@ static inline void cpu_galore_projector(float* Pt, const float* G, int outd, int
 
 // backend.h's galore_project_grad: T = (rows side) dY Pt^T or (cols side) X Pt^T, N x r; then
 // R (r x in) += T^T X, or R (out x r) += dY^T T
-static inline void cpu_galore_project_grad(float* R, const float* dout, const float* inp, const float* Pt, int r, int N, int in,
-                                    int outd, int cols_side) {
+static inline void cpu_galore_project_grad(float* R, const float* dout, int ld_dout, const float* inp, const float* Pt, int r, int N,
+                                    int in, int outd, int cols_side) {
     float* T = cpu_scratch((size_t)N * r);
     if (!cols_side) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, outd, 1.0f, dout, outd, Pt, outd, 0.0f, T, r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, outd, 1.0f, dout, ld_dout, Pt, outd, 0.0f, T, r);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, N, 1.0f, T, r, inp, in, 1.0f, R, in);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, in, 1.0f, inp, in, Pt, in, 0.0f, T, r);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, r, N, 1.0f, dout, outd, T, r, 1.0f, R, r);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, r, N, 1.0f, dout, ld_dout, T, r, 1.0f, R, r);
     }
 }
 

@@ -51,14 +51,12 @@ typedef struct {
     // every layer with recompute). Shapes in elements; N = B*T rows.
     floatX* resid;        // (L+1) x N x d: the residual stream entering each layer, and the last one
     floatX* ln1;          // S x N x d
-    floatX* q;            // S x N x (nh*hd), after RoPE
-    floatX* k;            // S x N x (nkv*hd), after RoPE
-    floatX* v;            // S x N x (nkv*hd)
+    floatX* qkv;          // S x N x (nh + 2 nkv)*hd: each row's q (after RoPE), k (after RoPE), v,
+                          // side by side: the output of one fused GEMM with [Wq; Wk; Wv]
     floatX* att;          // S x N x (nh*hd): attention output before o_proj
     floatX* resid_mid;    // S x N x d: residual after attention
     floatX* ln2;          // S x N x d
-    floatX* gate;         // S x N x f
-    floatX* up;           // S x N x f
+    floatX* gu;           // S x N x 2f: each row's gate then up (one fused GEMM with [Wgate; Wup])
     floatX* hmlp;         // S x N x f: silu(gate) * up
     float* rstd1;         // S x N
     float* rstd2;         // S x N
@@ -70,12 +68,9 @@ typedef struct {
     // backward scratch
     floatX* dresid;       // N x d
     floatX* dln;          // N x d
-    floatX* dq;           // N x (nh*hd)
-    floatX* dk;           // N x (nkv*hd)
-    floatX* dv;           // N x (nkv*hd)
+    floatX* dqkv;         // N x (nh + 2 nkv)*hd, laid out as qkv
     floatX* datt;         // N x (nh*hd)
-    floatX* dgate;        // N x f
-    floatX* dup;          // N x f
+    floatX* dgu;          // N x 2f, laid out as gu
     floatX* dh;           // N x f
     int* d_tokens;        // 2N: a forward's N inputs, then its N targets (one upload)
     int* d_targets;       // d_tokens + N of the last forward
@@ -123,20 +118,17 @@ typedef struct { void** ptr; int dtype; size_t count; const char* label; } Buffe
 
 static int llama_buffers(Llama* m, const LlamaConfig* c, int B, int T, int recompute, BufferSpec* s) {
     size_t N = (size_t)B * T, d = c->dim, f = llama_ffn_stored(c, llama_ffn_align()), L = c->n_layers, S = recompute ? 1 : L;
-    size_t hd = llama_head_dim(c), qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, V = c->vocab_size;
+    size_t hd = llama_head_dim(c), qd = c->n_heads * hd, qkvd = qd + 2 * c->n_kv_heads * hd, V = c->vocab_size;
     size_t rope = (size_t)c->max_seq_len * (hd / 2), lse = S * (size_t)B * c->n_heads * T;
     int n = 0;
 #define BUF(field, dt, count, label) s[n++] = (BufferSpec){(void**)&m->field, dt, (size_t)(count), label}
     BUF(resid,     DT_FLOATX, (L + 1) * N * d, "activations (residual)");
     BUF(ln1,       DT_FLOATX, S * N * d,   "activations (ln1)");
-    BUF(q,         DT_FLOATX, S * N * qd,  "activations (q)");
-    BUF(k,         DT_FLOATX, S * N * kvd, "activations (k)");
-    BUF(v,         DT_FLOATX, S * N * kvd, "activations (v)");
+    BUF(qkv,       DT_FLOATX, S * N * qkvd, "activations (q, k, v)");
     BUF(att,       DT_FLOATX, S * N * qd,  "activations (attention)");
     BUF(resid_mid, DT_FLOATX, S * N * d,   "activations (residual)");
     BUF(ln2,       DT_FLOATX, S * N * d,   "activations (ln2)");
-    BUF(gate,      DT_FLOATX, S * N * f,   "activations (gate)");
-    BUF(up,        DT_FLOATX, S * N * f,   "activations (up)");
+    BUF(gu,        DT_FLOATX, S * N * 2 * f, "activations (gate, up)");
     BUF(hmlp,      DT_FLOATX, S * N * f,   "activations (mlp)");
     BUF(rstd1,     DT_FLOAT,  S * N,       "activations (rstd)");
     BUF(rstd2,     DT_FLOAT,  S * N,       "activations (rstd)");
@@ -147,12 +139,9 @@ static int llama_buffers(Llama* m, const LlamaConfig* c, int B, int T, int recom
     BUF(losses,    DT_FLOAT,  N,           "losses");
     BUF(dresid,    DT_FLOATX, N * d,       "backward scratch");
     BUF(dln,       DT_FLOATX, N * d,       "backward scratch");
-    BUF(dq,        DT_FLOATX, N * qd,      "backward scratch");
-    BUF(dk,        DT_FLOATX, N * kvd,     "backward scratch");
-    BUF(dv,        DT_FLOATX, N * kvd,     "backward scratch");
+    BUF(dqkv,      DT_FLOATX, N * qkvd,    "backward scratch");
     BUF(datt,      DT_FLOATX, N * qd,      "backward scratch");
-    BUF(dgate,     DT_FLOATX, N * f,       "backward scratch");
-    BUF(dup,       DT_FLOATX, N * f,       "backward scratch");
+    BUF(dgu,       DT_FLOATX, N * 2 * f,   "backward scratch");
     BUF(dh,        DT_FLOATX, N * f,       "backward scratch");
     BUF(d_tokens,  DT_INT,    2 * N,       "tokens and targets");
     BUF(rope_cos,  DT_FLOAT,  rope,        "rope tables");
@@ -172,12 +161,31 @@ static size_t llama_activation_bytes(const LlamaConfig* c, int B, int T, int rec
     return bytes;
 }
 
+// The fused GEMMs read [Wq; Wk; Wv] and [Wgate; Wup] as one matrix each: the parameter table must
+// keep each group's weights adjacent, in that order (llama_params.h does)
+static void llama_check_group(const ParamTable* pt, const int* ids, int n) {
+    for (int i = 1; i < n; i++) {
+        const ParamTensor *a = &pt->t[ids[i - 1]], *b = &pt->t[ids[i]];
+        if (b->offset != a->offset + a->numel || b->cols != a->cols)
+            fatal("internal: '%s' does not follow '%s' in the parameter buffer; the fused GEMMs need them adjacent", b->name, a->name);
+    }
+}
+static void llama_check_fused(const ParamTable* pt, const LlamaConfig* c) {
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerTensors* lt = &pt->layer[l];
+        int qkv[3] = {lt->wq, lt->wk, lt->wv}, gu[2] = {lt->wgate, lt->wup};
+        llama_check_group(pt, qkv, 3);
+        llama_check_group(pt, gu, 2);
+    }
+}
+
 static void llama_build(Llama* m, const LlamaConfig* c, int B, int T, int recompute) {
     memset(m, 0, sizeof(*m));
     m->config = *c;
     m->B = B; m->T = T;
     m->recompute = recompute;
     param_table_build(&m->pt, c, llama_ffn_align());
+    llama_check_fused(&m->pt, c);
     m->params = (floatX*)backend_malloc(m->pt.total * sizeof(floatX), "parameters");
     BufferSpec s[LLAMA_MAX_BUFFERS];
     int n = llama_buffers(m, c, B, T, recompute, s);
@@ -246,20 +254,20 @@ static void llama_init_random(Llama* m, uint64_t seed) {
 // One layer's activations for a batch of B x T (layer l's slice of each per-layer buffer;
 // with recomputation every layer but the residual stream uses slot 0).
 typedef struct {
-    floatX *x, *ln1, *q, *k, *v, *att, *mid, *ln2, *gate, *up, *h;
+    floatX *x, *ln1, *qkv, *att, *mid, *ln2, *gu, *h;
     float *rstd1, *rstd2, *lse;
 } LayerActs;
 
 static LayerActs layer_acts(Llama* m, int l, int B, int T) {
     const LlamaConfig* c = &m->config;
     size_t N = (size_t)B * T, hd = llama_head_dim(c);
-    size_t Nd = N * c->dim, Nf = N * m->pt.ffn_stored, Nq = N * c->n_heads * hd, Nkv = N * c->n_kv_heads * hd;
+    size_t Nd = N * c->dim, Nf = N * m->pt.ffn_stored, Nq = N * c->n_heads * hd, Nqkv = Nq + 2 * N * c->n_kv_heads * hd;
     size_t s = m->recompute ? 0 : (size_t)l;
     LayerActs a;
     a.x = m->resid + l * Nd;      a.ln1 = m->ln1 + s * Nd;
-    a.q = m->q + s * Nq;          a.k = m->k + s * Nkv;         a.v = m->v + s * Nkv;
-    a.att = m->att + s * Nq;      a.mid = m->resid_mid + s * Nd; a.ln2 = m->ln2 + s * Nd;
-    a.gate = m->gate + s * Nf;    a.up = m->up + s * Nf;        a.h = m->hmlp + s * Nf;
+    a.qkv = m->qkv + s * Nqkv;    a.att = m->att + s * Nq;
+    a.mid = m->resid_mid + s * Nd; a.ln2 = m->ln2 + s * Nd;
+    a.gu = m->gu + s * 2 * Nf;    a.h = m->hmlp + s * Nf;
     a.rstd1 = m->rstd1 + s * N;   a.rstd2 = m->rstd2 + s * N;
     a.lse = m->lse + s * (size_t)B * c->n_heads * T;
     return a;
@@ -270,21 +278,19 @@ static LayerActs layer_acts(Llama* m, int l, int B, int T) {
 static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
     const LlamaConfig* c = &m->config;
     int N = B * T, d = c->dim, f = m->pt.ffn_stored, hd = llama_head_dim(c);
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, qkvd = qd + 2 * kvd;
+    size_t Nd = (size_t)N * d;
     const LayerTensors* lt = &m->pt.layer[l];
     LayerActs A = layer_acts(m, l, B, T);
+    floatX *q = A.qkv, *k = A.qkv + qd, *v = A.qkv + qd + kvd;  // rows qkvd apart
     rmsnorm_forward(A.ln1, A.rstd1, A.x, param_ptr(m, lt->attn_norm), N, d, c->norm_eps);
-    matmul_forward(A.q, A.ln1, param_ptr(m, lt->wq), N, d, qd);
-    matmul_forward(A.k, A.ln1, param_ptr(m, lt->wk), N, d, kvd);
-    matmul_forward(A.v, A.ln1, param_ptr(m, lt->wv), N, d, kvd);
-    rope_qk(A.q, A.k, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 0);
-    attention_forward(A.att, A.lse, A.q, A.k, A.v, B, T, c->n_heads, c->n_kv_heads, hd);
+    matmul_forward(A.qkv, A.ln1, param_ptr(m, lt->wq), N, d, qkvd);  // [Wq; Wk; Wv] (adjacent): one GEMM
+    rope_qk(q, k, qkvd, qkvd, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 0);
+    attention_forward(A.att, A.lse, q, k, v, qkvd, qkvd, B, T, c->n_heads, c->n_kv_heads, hd);
     matmul_forward_residual(A.mid, A.att, param_ptr(m, lt->wo), A.x, N, qd, d);  // mid = x + att Wo^T
     rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
-    matmul_forward(A.gate, A.ln2, param_ptr(m, lt->wgate), N, d, f);
-    matmul_forward(A.up, A.ln2, param_ptr(m, lt->wup), N, d, f);
-    swiglu_forward(A.h, A.gate, A.up, Nf);
+    matmul_forward(A.gu, A.ln2, param_ptr(m, lt->wgate), N, d, 2 * f);  // [Wgate; Wup] (adjacent): one GEMM
+    swiglu_forward(A.h, A.gu, N, f);
     if (!write_out) return;
     floatX* out = m->resid + (size_t)(l + 1) * Nd;
     matmul_forward_residual(out, A.h, param_ptr(m, lt->wdown), A.mid, N, f, d);  // out = mid + h Wdown^T
@@ -336,11 +342,11 @@ static void llama_forward_train(Llama* m, const int* inputs, const int* targets,
 static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
     const LlamaConfig* c = &m->config;
     int N = B * T, d = c->dim, f = m->pt.ffn_stored, hd = llama_head_dim(c);
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    size_t Nd = (size_t)N * d, Nf = (size_t)N * f;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, qkvd = qd + 2 * kvd;
+    size_t Nd = (size_t)N * d;
     // classifier: dlnf = dlogits W_head, dW_head += dlogits^T lnf
     matmul_backward_input(m->dln, m->logits, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size, 0);
-    grad_linear(o, m->pt.lm_head, m->logits, m->lnf, N);
+    grad_linear(o, m->pt.lm_head, m->logits, c->vocab_size, m->lnf, N);
     backend_memset0(m->dresid, Nd * sizeof(floatX));
     rmsnorm_backward(m->dresid, grad_dense(o, m->pt.final_norm), m->dln,
                      m->resid + (size_t)c->n_layers * Nd, param_ptr(m, m->pt.final_norm), m->rstdf, N, d);
@@ -348,30 +354,24 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
         const LayerTensors* lt = &m->pt.layer[l];
         if (m->recompute) layer_forward(m, l, B, T, 0);  // refill the layer's activations
         LayerActs A = layer_acts(m, l, B, T);
-        floatX *x = A.x, *ln1 = A.ln1, *q = A.q, *k = A.k, *v = A.v, *att = A.att, *mid = A.mid, *ln2 = A.ln2;
-        floatX *gate = A.gate, *up = A.up, *h = A.h;
-        // MLP: out = mid + down(silu(gate(ln2)) * up(ln2))
+        floatX *x = A.x, *ln1 = A.ln1, *att = A.att, *mid = A.mid, *ln2 = A.ln2, *h = A.h;
+        floatX *q = A.qkv, *k = A.qkv + qd, *v = A.qkv + qd + kvd;                // rows qkvd apart
+        floatX *dq = m->dqkv, *dk = m->dqkv + qd, *dv = m->dqkv + qd + kvd;
+        // MLP: out = mid + down(silu(gate(ln2)) * up(ln2)), gate and up from one fused GEMM
         matmul_backward_input(m->dh, m->dresid, param_ptr(m, lt->wdown), N, f, d, 0);
-        grad_linear(o, lt->wdown, m->dresid, h, N);
-        swiglu_backward(m->dgate, m->dup, m->dh, gate, up, Nf);
-        matmul_backward_input(m->dln, m->dgate, param_ptr(m, lt->wgate), N, d, f, 0);
-        matmul_backward_input(m->dln, m->dup, param_ptr(m, lt->wup), N, d, f, 1);
-        grad_linear(o, lt->wgate, m->dgate, ln2, N);
-        grad_linear(o, lt->wup, m->dup, ln2, N);
+        grad_linear(o, lt->wdown, m->dresid, d, h, N);
+        swiglu_backward(m->dgu, m->dh, A.gu, N, f);
+        matmul_backward_input(m->dln, m->dgu, param_ptr(m, lt->wgate), N, d, 2 * f, 0);  // dln = dgu [Wgate; Wup]
+        grad_linears(o, lt->wgate, 2, m->dgu, ln2, N);
         rmsnorm_backward(m->dresid, grad_dense(o, lt->mlp_norm), m->dln, mid,
                          param_ptr(m, lt->mlp_norm), A.rstd2, N, d);
-        // attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1)))
+        // attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))), q, k, v from one fused GEMM
         matmul_backward_input(m->datt, m->dresid, param_ptr(m, lt->wo), N, qd, d, 0);
-        grad_linear(o, lt->wo, m->dresid, att, N);
-        attention_backward(m->dq, m->dk, m->dv, m->datt, att, q, k, v, A.lse,
-                           B, T, c->n_heads, c->n_kv_heads, hd);
-        rope_qk(m->dq, m->dk, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 1);
-        matmul_backward_input(m->dln, m->dq, param_ptr(m, lt->wq), N, d, qd, 0);
-        matmul_backward_input(m->dln, m->dk, param_ptr(m, lt->wk), N, d, kvd, 1);
-        matmul_backward_input(m->dln, m->dv, param_ptr(m, lt->wv), N, d, kvd, 1);
-        grad_linear(o, lt->wq, m->dq, ln1, N);
-        grad_linear(o, lt->wk, m->dk, ln1, N);
-        grad_linear(o, lt->wv, m->dv, ln1, N);
+        grad_linear(o, lt->wo, m->dresid, d, att, N);
+        attention_backward(dq, dk, dv, m->datt, att, q, k, v, qkvd, qkvd, A.lse, B, T, c->n_heads, c->n_kv_heads, hd);
+        rope_qk(dq, dk, qkvd, qkvd, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 1);
+        matmul_backward_input(m->dln, m->dqkv, param_ptr(m, lt->wq), N, d, qkvd, 0);  // dln = dqkv [Wq; Wk; Wv]
+        grad_linears(o, lt->wq, 3, m->dqkv, ln1, N);
         rmsnorm_backward(m->dresid, grad_dense(o, lt->attn_norm), m->dln, x,
                          param_ptr(m, lt->attn_norm), A.rstd1, N, d);
         grad_layer_done(o, l);  // fused Grass: this layer's projected weights are updated now

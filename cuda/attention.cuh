@@ -128,8 +128,8 @@ __host__ __device__ inline CuAttFwdLayout cu_att_fwd_layout(int hdp) {
 }
 
 __global__ void __launch_bounds__(CU_ATT_FWD_THREADS)
-gk_attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh,
-                     int nkv, int hd, int hdp, float scale, int vec) {
+gk_attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ldq, int ldk, int B, int T,
+                     int nh, int nkv, int hd, int hdp, float scale, int vec) {
     extern __shared__ __align__(128) unsigned char cu_att_smem[];
     const int BQ = CU_ATT_FWD_BQ, BK = CU_ATT_FWD_BK;
     const int TPR = CU_ATT_FWD_THREADS / BQ;  // threads per row in the softmax step (power of 2)
@@ -150,7 +150,7 @@ gk_attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, 
     int h = blockIdx.y, b = blockIdx.z;
     int hk = h / (nh / nkv);
     int q0 = qt * BQ;
-    size_t qstride = (size_t)nh * hd, kstride = (size_t)nkv * hd;
+    size_t qstride = (size_t)ldq, kstride = (size_t)ldk, ostride = (size_t)nh * hd;  // tokens of q, k/v, out
     const floatX* qbase = q + (size_t)b * T * qstride + (size_t)h * hd;
     const floatX* kbase = k + (size_t)b * T * kstride + (size_t)hk * hd;
     const floatX* vbase = v + (size_t)b * T * kstride + (size_t)hk * hd;
@@ -197,10 +197,10 @@ gk_attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, 
         cu_att_mma<true, true>(O, ldo, P, ldp, Vs, ldh, BQ, hdp, BK, true);  // O += P V
     }
     __syncthreads();
-    floatX* obase = out + (size_t)b * T * qstride + (size_t)h * hd;
+    floatX* obase = out + (size_t)b * T * ostride + (size_t)h * hd;
     for (int e = threadIdx.x; e < BQ * hd; e += blockDim.x) {
         int r = e / hd, c = e % hd, t = q0 + r;
-        if (t < T) obase[(size_t)t * qstride + c] = cu_from<floatX>(O[r * ldo + c] / rl[r]);
+        if (t < T) obase[(size_t)t * ostride + c] = cu_from<floatX>(O[r * ldo + c] / rl[r]);
     }
     for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
         int t = q0 + r;
@@ -247,7 +247,7 @@ __host__ __device__ inline CuAttKVLayout cu_att_kv_layout(int hdp) {
 
 __global__ void __launch_bounds__(CU_ATT_BWD_THREADS)
 gk_attention_backward_dkdv(floatX* dk, floatX* dv, const floatX* dout, const floatX* q, const floatX* k, const floatX* v,
-                           const float* lse, const float* Dbuf, int B, int T, int nh, int nkv, int hd, int hdp,
+                           int ldq, int ldk, const float* lse, const float* Dbuf, int B, int T, int nh, int nkv, int hd, int hdp,
                            float scale, int vec) {
     extern __shared__ __align__(128) unsigned char cu_att_smem[];
     const int BK = CU_ATT_KV_BK, BQ = CU_ATT_KV_BQ;
@@ -270,7 +270,7 @@ gk_attention_backward_dkdv(floatX* dk, floatX* dv, const floatX* dout, const flo
     int hk = blockIdx.y, b = blockIdx.z;
     int k0 = kt * BK;
     int group = nh / nkv;
-    size_t qstride = (size_t)nh * hd, kstride = (size_t)nkv * hd;
+    size_t qstride = (size_t)ldq, kstride = (size_t)ldk, ostride = (size_t)nh * hd;  // tokens of q, k/v, out
     const floatX* kbase = k + (size_t)b * T * kstride + (size_t)hk * hd;
     const floatX* vbase = v + (size_t)b * T * kstride + (size_t)hk * hd;
     cu_att_load_tile(Ks, ldh, kbase, kstride, k0, T, BK, hd, hdp, vec);
@@ -280,14 +280,14 @@ gk_attention_backward_dkdv(floatX* dk, floatX* dv, const floatX* dout, const flo
     int ntq = (T + BQ - 1) / BQ;
     for (int h = hk * group; h < (hk + 1) * group; h++) {
         const floatX* qbase = q + (size_t)b * T * qstride + (size_t)h * hd;
-        const floatX* dobase = dout + (size_t)b * T * qstride + (size_t)h * hd;
+        const floatX* dobase = dout + (size_t)b * T * ostride + (size_t)h * hd;
         const float* lrow = lse + ((size_t)b * nh + h) * T;
         const float* drow = Dbuf + ((size_t)b * nh + h) * T;
         for (int qt = k0 / BQ; qt < ntq; qt++) {  // query rows t >= k0 only
             int q0 = qt * BQ;
             __syncthreads();  // the previous products are done with Qs, dOs, P, dS
             cu_att_load_tile(Qs, ldh, qbase, qstride, q0, T, BQ, hd, hdp, vec);
-            cu_att_load_tile(dOs, ldh, dobase, qstride, q0, T, BQ, hd, hdp, vec);
+            cu_att_load_tile(dOs, ldh, dobase, ostride, q0, T, BQ, hd, hdp, vec);
             for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
                 int t = q0 + r;
                 Ls[r] = t < T ? lrow[t] : 0.0f;
@@ -344,7 +344,7 @@ __host__ __device__ inline CuAttQLayout cu_att_q_layout(int hdp) {
 }
 
 __global__ void __launch_bounds__(CU_ATT_BWD_THREADS)
-gk_attention_backward_dq(floatX* dq, const floatX* dout, const floatX* q, const floatX* k, const floatX* v,
+gk_attention_backward_dq(floatX* dq, const floatX* dout, const floatX* q, const floatX* k, const floatX* v, int ldq, int ldk,
                          const float* lse, const float* Dbuf, int B, int T, int nh, int nkv, int hd, int hdp,
                          float scale, int vec) {
     extern __shared__ __align__(128) unsigned char cu_att_smem[];
@@ -367,13 +367,13 @@ gk_attention_backward_dq(floatX* dq, const floatX* dout, const floatX* q, const 
     int h = blockIdx.y, b = blockIdx.z;
     int hk = h / (nh / nkv);
     int q0 = qt * BQ;
-    size_t qstride = (size_t)nh * hd, kstride = (size_t)nkv * hd;
+    size_t qstride = (size_t)ldq, kstride = (size_t)ldk, ostride = (size_t)nh * hd;  // tokens of q, k/v, out
     const floatX* qbase = q + (size_t)b * T * qstride + (size_t)h * hd;
-    const floatX* dobase = dout + (size_t)b * T * qstride + (size_t)h * hd;
+    const floatX* dobase = dout + (size_t)b * T * ostride + (size_t)h * hd;
     const floatX* kbase = k + (size_t)b * T * kstride + (size_t)hk * hd;
     const floatX* vbase = v + (size_t)b * T * kstride + (size_t)hk * hd;
     cu_att_load_tile(Qs, ldh, qbase, qstride, q0, T, BQ, hd, hdp, vec);
-    cu_att_load_tile(dOs, ldh, dobase, qstride, q0, T, BQ, hd, hdp, vec);
+    cu_att_load_tile(dOs, ldh, dobase, ostride, q0, T, BQ, hd, hdp, vec);
     for (int e = threadIdx.x; e < BQ * ldo; e += blockDim.x) dQ[e] = 0.0f;
     for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
         int t = q0 + r;
@@ -422,8 +422,10 @@ static void cu_smem_optin(const void* kernel, size_t bytes, int* done_bytes, con
     }
 }
 
-static int cu_att_vec(const void* a, const void* b, const void* c, int hd) {
-    return (hd % CU_VEC == 0) && cu_is_aligned16(a) && cu_is_aligned16(b) && cu_is_aligned16(c);
+// 16-byte tile loads: hd and the token strides multiples of CU_VEC, the pointers aligned
+static int cu_att_vec(const void* a, const void* b, const void* c, int ldq, int ldk, int hd) {
+    return (hd % CU_VEC == 0) && (ldq % CU_VEC == 0) && (ldk % CU_VEC == 0) && cu_is_aligned16(a) && cu_is_aligned16(b) &&
+           cu_is_aligned16(c);
 }
 
 #ifdef GRASS_CUDNN
@@ -444,29 +446,34 @@ int backend_attention_select(int use_cudnn, char* why, size_t n) {
 #endif
 }
 
-void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh,
-                       int nkv, int hd) {
+void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv, int B,
+                       int T, int nh, int nkv, int hd) {
     if (B <= 0 || T <= 0) return;
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_forward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
-    if (g_cu.attention_cudnn) { attention_forward_cudnn(out, lse, q, k, v, B, T, nh, nkv, hd); return; }
+    if (g_cu.attention_cudnn) { attention_forward_cudnn(out, lse, q, k, v, ld_q, ld_kv, B, T, nh, nkv, hd); return; }
 #endif
     int hdp = (hd + 15) / 16 * 16;
     static int done = 0;
     CuAttFwdLayout L = cu_att_fwd_layout(hdp);
     cu_smem_optin((const void*)gk_attention_forward, L.total, &done, "forward", hd);
     dim3 grid((T + CU_ATT_FWD_BQ - 1) / CU_ATT_FWD_BQ, nh, B);
-    gk_attention_forward<<<grid, CU_ATT_FWD_THREADS, L.total, g_cu.stream>>>(out, lse, q, k, v, B, T, nh, nkv, hd, hdp,
-                                                                             1.0f / sqrtf((float)hd), cu_att_vec(q, k, v, hd));
+    int vec = cu_att_vec(q, k, v, ld_q, ld_kv, hd);
+    gk_attention_forward<<<grid, CU_ATT_FWD_THREADS, L.total, g_cu.stream>>>(out, lse, q, k, v, ld_q, ld_kv, B, T, nh, nkv, hd,
+                                                                             hdp, 1.0f / sqrtf((float)hd), vec);
     CU_LAUNCHED("gk_attention_forward");
 }
 
 void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q,
-                        const floatX* k, const floatX* v, const float* lse, int B, int T, int nh, int nkv, int hd) {
+                        const floatX* k, const floatX* v, int ld_q, int ld_kv, const float* lse, int B, int T, int nh, int nkv,
+                        int hd) {
     if (B <= 0 || T <= 0) return;
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_backward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
-    if (g_cu.attention_cudnn) { attention_backward_cudnn(dq, dk, dv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); return; }
+    if (g_cu.attention_cudnn) {
+        attention_backward_cudnn(dq, dk, dv, dout, out, q, k, v, ld_q, ld_kv, lse, B, T, nh, nkv, hd);
+        return;
+    }
 #endif
     int hdp = (hd + 15) / 16 * 16;
     float scale = 1.0f / sqrtf((float)hd);
@@ -474,19 +481,19 @@ void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, 
     float* D = (float*)cu_scratch(&g_cu.sc_att, rows * sizeof(float), "attention backward scratch");
     gk_attention_D<<<cu_ceil_div(rows, 8), 256, 0, g_cu.stream>>>(D, dout, out, B, T, nh, hd);
     CU_LAUNCHED("gk_attention_D");
-    int vec = cu_att_vec(q, k, v, hd) && cu_is_aligned16(dout);
+    int vec = cu_att_vec(q, k, v, ld_q, ld_kv, hd) && cu_is_aligned16(dout);
     static int done_kv = 0, done_q = 0;
     CuAttKVLayout LK = cu_att_kv_layout(hdp);
     cu_smem_optin((const void*)gk_attention_backward_dkdv, LK.total, &done_kv, "backward dK/dV", hd);
     dim3 gkv((T + CU_ATT_KV_BK - 1) / CU_ATT_KV_BK, nkv, B);
-    gk_attention_backward_dkdv<<<gkv, CU_ATT_BWD_THREADS, LK.total, g_cu.stream>>>(dk, dv, dout, q, k, v, lse, D, B, T, nh,
-                                                                                   nkv, hd, hdp, scale, vec);
+    gk_attention_backward_dkdv<<<gkv, CU_ATT_BWD_THREADS, LK.total, g_cu.stream>>>(dk, dv, dout, q, k, v, ld_q, ld_kv, lse, D, B, T,
+                                                                                   nh, nkv, hd, hdp, scale, vec);
     CU_LAUNCHED("gk_attention_backward_dkdv");
     CuAttQLayout LQ = cu_att_q_layout(hdp);
     cu_smem_optin((const void*)gk_attention_backward_dq, LQ.total, &done_q, "backward dQ", hd);
     dim3 gq((T + CU_ATT_Q_BQ - 1) / CU_ATT_Q_BQ, nh, B);
-    gk_attention_backward_dq<<<gq, CU_ATT_BWD_THREADS, LQ.total, g_cu.stream>>>(dq, dout, q, k, v, lse, D, B, T, nh, nkv,
-                                                                               hd, hdp, scale, vec);
+    gk_attention_backward_dq<<<gq, CU_ATT_BWD_THREADS, LQ.total, g_cu.stream>>>(dq, dout, q, k, v, ld_q, ld_kv, lse, D, B, T, nh,
+                                                                               nkv, hd, hdp, scale, vec);
     CU_LAUNCHED("gk_attention_backward_dq");
 }
 

@@ -6,12 +6,14 @@
  * CUDNN_FRONTEND_INCLUDE=...). The attention kernels of cuda/attention.cuh stay the default and
  * the emulator's path; scripts/gpu_check.sh compares the two (dev/cuda/attention_check).
  *
- * Layouts, the same buffers as the own kernels use: q and out are (B, T, nh, hd) row-major, k and
- * v (B, T, nkv, hd), which cuDNN sees as [B, heads, T, hd] with strides (T*heads*hd, hd,
- * heads*hd, 1); the statistics are cuDNN's softmax stats in the lse buffer, [B, nh, T] (its
- * backward reads them; nothing else does while this path is on).
+ * Layouts, the same buffers as the own kernels use: q, k and v side by side in the fused qkv buffer,
+ * (B, T, heads, hd) each with its tokens ld_q (q) or ld_kv (k, v) elements apart (dq, dk, dv the
+ * same), which cuDNN sees as [B, heads, T, hd] with strides (T*ld, hd, ld, 1); out and dout
+ * contiguous (ld = nh*hd); the
+ * statistics are cuDNN's softmax stats in the lse buffer, [B, nh, T] (its backward reads them;
+ * nothing else does while this path is on).
  *
- * One graph per (B, T, nh, nkv, hd, direction), built on first use and kept (a training run uses
+ * One graph per (B, T, nh, nkv, hd, ld_q, ld_kv, direction), built on first use and kept (a training run uses
  * two, plus the evaluation's batch shape). Its workspace comes from a scratch buffer that grows
  * on the first calls only, so the steady state allocates nothing.
  * NOT RUN ON A GPU YET: compiled and linked here (nvcc, cuDNN 9), never executed; the first GPU
@@ -58,23 +60,24 @@ static int cudnn_attention_supported(char* why, size_t n) {
     return 1;
 }
 
-typedef std::tuple<int, int, int, int, int, int> CudnnAttKey;  // B, T, nh, nkv, hd, backward
+typedef std::tuple<int, int, int, int, int, int, int, int> CudnnAttKey;  // B, T, nh, nkv, hd, ld_q, ld_kv, backward
 static std::map<CudnnAttKey, std::shared_ptr<cudnn_fe::graph::Graph>>& cudnn_att_graphs(void) {
     static std::map<CudnnAttKey, std::shared_ptr<cudnn_fe::graph::Graph>> graphs;
     return graphs;
 }
 
-// a [B, heads, T, hd] view of a (B, T, heads, hd) row-major buffer
-static cudnn_fe::graph::Tensor_attributes cudnn_att_bthd(const char* name, int uid, int B, int T, int heads, int hd) {
+// a [B, heads, T, hd] view of a (B, T, heads, hd) buffer whose tokens are ld elements apart
+static cudnn_fe::graph::Tensor_attributes cudnn_att_bthd(const char* name, int uid, int B, int T, int heads, int hd, int ld) {
     return cudnn_fe::graph::Tensor_attributes()
         .set_name(name)
         .set_uid(uid)
         .set_dim({B, heads, T, hd})
-        .set_stride({(int64_t)T * heads * hd, hd, (int64_t)heads * hd, 1});
+        .set_stride({(int64_t)T * ld, hd, (int64_t)ld, 1});
 }
 
-static std::shared_ptr<cudnn_fe::graph::Graph> cudnn_att_graph(int B, int T, int nh, int nkv, int hd, int backward) {
-    CudnnAttKey key(B, T, nh, nkv, hd, backward);
+static std::shared_ptr<cudnn_fe::graph::Graph> cudnn_att_graph(int B, int T, int nh, int nkv, int hd, int ld_q, int ld_kv,
+                                                                int backward) {
+    CudnnAttKey key(B, T, nh, nkv, hd, ld_q, ld_kv, backward);
     auto& graphs = cudnn_att_graphs();
     auto it = graphs.find(key);
     if (it != graphs.end()) return it->second;
@@ -82,9 +85,9 @@ static std::shared_ptr<cudnn_fe::graph::Graph> cudnn_att_graph(int B, int T, int
     g->set_io_data_type(cudnn_fe::DataType_t::BFLOAT16)
         .set_intermediate_data_type(cudnn_fe::DataType_t::FLOAT)
         .set_compute_data_type(cudnn_fe::DataType_t::FLOAT);
-    auto Q = g->tensor(cudnn_att_bthd("Q", CUDNN_ATT_Q, B, T, nh, hd));
-    auto K = g->tensor(cudnn_att_bthd("K", CUDNN_ATT_K, B, T, nkv, hd));
-    auto V = g->tensor(cudnn_att_bthd("V", CUDNN_ATT_V, B, T, nkv, hd));
+    auto Q = g->tensor(cudnn_att_bthd("Q", CUDNN_ATT_Q, B, T, nh, hd, ld_q));
+    auto K = g->tensor(cudnn_att_bthd("K", CUDNN_ATT_K, B, T, nkv, hd, ld_kv));
+    auto V = g->tensor(cudnn_att_bthd("V", CUDNN_ATT_V, B, T, nkv, hd, ld_kv));
     float scale = 1.0f / sqrtf((float)hd);
     if (!backward) {
         cudnn_fe::graph::SDPA_attributes opt;
@@ -95,17 +98,17 @@ static std::shared_ptr<cudnn_fe::graph::Graph> cudnn_att_graph(int B, int T, int
         stats->set_output(true).set_uid(CUDNN_ATT_STATS).set_data_type(cudnn_fe::DataType_t::FLOAT)
             .set_dim({B, nh, T, 1}).set_stride({(int64_t)nh * T, T, 1, 1});
     } else {
-        auto O = g->tensor(cudnn_att_bthd("O", CUDNN_ATT_O, B, T, nh, hd));
-        auto dO = g->tensor(cudnn_att_bthd("dO", CUDNN_ATT_DO, B, T, nh, hd));
+        auto O = g->tensor(cudnn_att_bthd("O", CUDNN_ATT_O, B, T, nh, hd, nh * hd));
+        auto dO = g->tensor(cudnn_att_bthd("dO", CUDNN_ATT_DO, B, T, nh, hd, nh * hd));
         auto stats = g->tensor(cudnn_fe::graph::Tensor_attributes().set_name("stats").set_uid(CUDNN_ATT_STATS)
                                    .set_dim({B, nh, T, 1}).set_stride({(int64_t)nh * T, T, 1, 1})
                                    .set_data_type(cudnn_fe::DataType_t::FLOAT));
         cudnn_fe::graph::SDPA_backward_attributes opt;
         opt.set_name("sdpa_backward").set_causal_mask(true).set_attn_scale(scale);
         auto grads = g->sdpa_backward(Q, K, V, O, dO, stats, opt);
-        grads[0]->set_output(true).set_uid(CUDNN_ATT_DQ).set_dim({B, nh, T, hd}).set_stride({(int64_t)T * nh * hd, hd, (int64_t)nh * hd, 1});
-        grads[1]->set_output(true).set_uid(CUDNN_ATT_DK).set_dim({B, nkv, T, hd}).set_stride({(int64_t)T * nkv * hd, hd, (int64_t)nkv * hd, 1});
-        grads[2]->set_output(true).set_uid(CUDNN_ATT_DV).set_dim({B, nkv, T, hd}).set_stride({(int64_t)T * nkv * hd, hd, (int64_t)nkv * hd, 1});
+        grads[0]->set_output(true).set_uid(CUDNN_ATT_DQ).set_dim({B, nh, T, hd}).set_stride({(int64_t)T * ld_q, hd, (int64_t)ld_q, 1});
+        grads[1]->set_output(true).set_uid(CUDNN_ATT_DK).set_dim({B, nkv, T, hd}).set_stride({(int64_t)T * ld_kv, hd, (int64_t)ld_kv, 1});
+        grads[2]->set_output(true).set_uid(CUDNN_ATT_DV).set_dim({B, nkv, T, hd}).set_stride({(int64_t)T * ld_kv, hd, (int64_t)ld_kv, 1});
     }
     cudnnHandle_t h = cudnn_att_handle();
     cudnn_fe_check(g->validate(), "validate", B, T, nh, nkv, hd);
@@ -123,9 +126,9 @@ static void* cudnn_att_workspace(const std::shared_ptr<cudnn_fe::graph::Graph>& 
     return bytes > 0 ? cu_scratch(&g_cudnn_ws, (size_t)bytes, "cuDNN attention workspace") : NULL;
 }
 
-void attention_forward_cudnn(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int B, int T, int nh,
-                             int nkv, int hd) {
-    auto g = cudnn_att_graph(B, T, nh, nkv, hd, 0);
+void attention_forward_cudnn(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv,
+                             int B, int T, int nh, int nkv, int hd) {
+    auto g = cudnn_att_graph(B, T, nh, nkv, hd, ld_q, ld_kv, 0);
     void* ws = cudnn_att_workspace(g);
     std::unordered_map<int64_t, void*> pack = {{CUDNN_ATT_Q, (void*)q}, {CUDNN_ATT_K, (void*)k}, {CUDNN_ATT_V, (void*)v},
                                                {CUDNN_ATT_O, (void*)out}, {CUDNN_ATT_STATS, (void*)lse}};
@@ -134,8 +137,9 @@ void attention_forward_cudnn(floatX* out, float* lse, const floatX* q, const flo
 }
 
 void attention_backward_cudnn(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q,
-                              const floatX* k, const floatX* v, const float* lse, int B, int T, int nh, int nkv, int hd) {
-    auto g = cudnn_att_graph(B, T, nh, nkv, hd, 1);
+                              const floatX* k, const floatX* v, int ld_q, int ld_kv, const float* lse, int B, int T, int nh,
+                              int nkv, int hd) {
+    auto g = cudnn_att_graph(B, T, nh, nkv, hd, ld_q, ld_kv, 1);
     void* ws = cudnn_att_workspace(g);
     std::unordered_map<int64_t, void*> pack = {
         {CUDNN_ATT_Q, (void*)q},     {CUDNN_ATT_K, (void*)k},   {CUDNN_ATT_V, (void*)v},   {CUDNN_ATT_O, (void*)out},

@@ -3,7 +3,8 @@
  * embedding_forward/backward (a stable radix sort of the tokens, one block per run of equal
  * tokens: no atomics), rmsnorm_forward/backward (dw through fixed-order partial sums; the
  * weight gradients of both in floatX or fp32, backend.h's GradBuf),
- * rope_forward/backward (rotate-half), swiglu_forward/backward and add_inplace.
+ * rope_forward/backward and rope_qk (rotate-half; rope_qk reads q and k in the fused qkv buffer),
+ * swiglu_forward/backward (over the fused gate|up buffer) and add_inplace.
  * Needs cuda/common.cuh.
  */
 #ifndef GRASS_CUDA_ELEMENTWISE_CUH
@@ -222,12 +223,13 @@ void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, in
     CU_LAUNCHED("gk_rope");
 }
 
-// RoPE of q (nh heads) and k (nkv heads) in one launch: a work item is a chunk of pairs
-// (x1 = v[i], x2 = v[i + half]) of one row (b, t, head), q's rows first. With vec (half a multiple
+// RoPE of q (nh heads, tokens ldq apart) and k (nkv heads, tokens ldk apart) in one launch (in
+// the fused qkv buffer both are its width): a work item is a chunk of pairs (x1 = v[i],
+// x2 = v[i + half]) of one row (b, t, head), q's rows first. With vec (half, ldq and ldk multiples
 // of CU_VEC, every pointer 16-byte aligned) a chunk is CU_VEC pairs: two 16-byte packs of x and
 // CU_VEC / 4 float4 of each table; else one pair, as gk_rope. The arithmetic is gk_rope's.
-__global__ void gk_rope_qk(floatX* q, floatX* k, const float* cosT, const float* sinT, int B, int T, int nh, int nkv,
-                           int hd, float sign, int vec) {
+__global__ void gk_rope_qk(floatX* q, floatX* k, int ldq, int ldk, const float* cosT, const float* sinT, int B, int T,
+                           int nh, int nkv, int hd, float sign, int vec) {
     int half = hd / 2, per = vec ? CU_VEC : 1, chunks = half / per;
     size_t rows_q = (size_t)B * T * nh, total = (rows_q + (size_t)B * T * nkv) * chunks;
     for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
@@ -235,8 +237,9 @@ __global__ void gk_rope_qk(floatX* q, floatX* k, const float* cosT, const float*
         int i0 = (int)(idx % chunks) * per;
         int in_q = row < rows_q, heads = in_q ? nh : nkv;
         size_t r = in_q ? row : row - rows_q;  // (b, t, h) within its tensor
-        int t = (int)((r / heads) % T);
-        floatX* v = (in_q ? q : k) + r * hd;
+        size_t token = r / heads;              // b * T + t
+        int t = (int)(token % T);
+        floatX* v = (in_q ? q + token * ldq : k + token * ldk) + (r % heads) * hd;
         const float* cp = cosT + (size_t)t * half + i0;
         const float* sp = sinT + (size_t)t * half + i0;
         if (vec) {
@@ -263,15 +266,15 @@ __global__ void gk_rope_qk(floatX* q, floatX* k, const float* cosT, const float*
         }
     }
 }
-void rope_qk(floatX* q, floatX* k, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int n_kv_heads,
-             int head_dim, int backward) {
+void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T, int n_heads,
+             int n_kv_heads, int head_dim, int backward) {
     int half = head_dim / 2;
     size_t rows = (size_t)B * T * (n_heads + n_kv_heads);
     if (rows == 0 || half == 0) return;
-    int vec = half % CU_VEC == 0 && CU_VEC % 4 == 0 && cu_is_aligned16(q) && cu_is_aligned16(k) && cu_is_aligned16(d_cos) &&
-              cu_is_aligned16(d_sin);
+    int vec = half % CU_VEC == 0 && ld_q % CU_VEC == 0 && ld_kv % CU_VEC == 0 && CU_VEC % 4 == 0 && cu_is_aligned16(q) &&
+              cu_is_aligned16(k) && cu_is_aligned16(d_cos) && cu_is_aligned16(d_sin);
     size_t work = rows * (vec ? half / CU_VEC : half);
-    gk_rope_qk<<<cu_grid_for(work, 256), 256, 0, g_cu.stream>>>(q, k, d_cos, d_sin, B, T, n_heads, n_kv_heads, head_dim,
+    gk_rope_qk<<<cu_grid_for(work, 256), 256, 0, g_cu.stream>>>(q, k, ld_q, ld_kv, d_cos, d_sin, B, T, n_heads, n_kv_heads, head_dim,
                                                                 backward ? -1.0f : 1.0f, vec);
     CU_LAUNCHED("gk_rope_qk");
 }
@@ -280,45 +283,59 @@ void rope_qk(floatX* q, floatX* k, const float* d_cos, const float* d_sin, int B
 
 __device__ __forceinline__ float cu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// Elementwise kernels process packs of CU_VEC when every pointer is 16-byte aligned, plus a
-// scalar tail; otherwise scalars throughout.
-__global__ void gk_swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n, int vec) {
+// SwiGLU over gu (N x 2f: each row's gate, then its up) and h or dh (N x f). Element i of h is
+// (row i / f, column i % f). With vec (f a multiple of CU_VEC, every pointer 16-byte aligned) a
+// thread takes a pack of CU_VEC, which never crosses a row; otherwise one element.
+__global__ void gk_swiglu_forward(floatX* h, const floatX* gu, int N, int f, int vec) {
     size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t nv = vec ? n / CU_VEC : 0;
-    for (size_t p = tid; p < nv; p += stride) {
-        CuPack g = cu_load_pack(gate + p * CU_VEC), u = cu_load_pack(up + p * CU_VEC), o;
-        for (int k = 0; k < CU_VEC; k++) {
-            float gv = cu_tof(g.v[k]);
-            o.v[k] = cu_from<floatX>(gv * cu_sigmoid(gv) * cu_tof(u.v[k]));
+    size_t n = (size_t)N * f;
+    if (vec) {
+        for (size_t p = tid; p < n / CU_VEC; p += stride) {
+            size_t i = p * CU_VEC, row = i / f, j = i % f;
+            const floatX* gate = gu + row * 2 * f + j;
+            CuPack g = cu_load_pack(gate), u = cu_load_pack(gate + f), o;
+            for (int k = 0; k < CU_VEC; k++) {
+                float gv = cu_tof(g.v[k]);
+                o.v[k] = cu_from<floatX>(gv * cu_sigmoid(gv) * cu_tof(u.v[k]));
+            }
+            cu_store_pack(h + i, o);
         }
-        cu_store_pack(h + p * CU_VEC, o);
+        return;
     }
-    for (size_t i = nv * CU_VEC + tid; i < n; i += stride) {
-        float gv = cu_tof(gate[i]);
-        h[i] = cu_from<floatX>(gv * cu_sigmoid(gv) * cu_tof(up[i]));
+    for (size_t i = tid; i < n; i += stride) {
+        size_t row = i / f, j = i % f;
+        const floatX* gate = gu + row * 2 * f + j;
+        float gv = cu_tof(gate[0]);
+        h[i] = cu_from<floatX>(gv * cu_sigmoid(gv) * cu_tof(gate[f]));
     }
 }
-__global__ void gk_swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up,
-                                   size_t n, int vec) {
+__global__ void gk_swiglu_backward(floatX* dgu, const floatX* dh, const floatX* gu, int N, int f, int vec) {
     size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t nv = vec ? n / CU_VEC : 0;
-    for (size_t p = tid; p < nv; p += stride) {
-        CuPack g = cu_load_pack(gate + p * CU_VEC), u = cu_load_pack(up + p * CU_VEC), d = cu_load_pack(dh + p * CU_VEC);
-        CuPack og, ou;
-        for (int k = 0; k < CU_VEC; k++) {
-            float gv = cu_tof(g.v[k]), sg = cu_sigmoid(gv), dv = cu_tof(d.v[k]);
-            og.v[k] = cu_from<floatX>(dv * cu_tof(u.v[k]) * sg * (1.0f + gv * (1.0f - sg)));
-            ou.v[k] = cu_from<floatX>(dv * gv * sg);
+    size_t n = (size_t)N * f;
+    if (vec) {
+        for (size_t p = tid; p < n / CU_VEC; p += stride) {
+            size_t i = p * CU_VEC, row = i / f, j = i % f, off = row * 2 * f + j;
+            CuPack g = cu_load_pack(gu + off), u = cu_load_pack(gu + off + f), d = cu_load_pack(dh + i);
+            CuPack og, ou;
+            for (int k = 0; k < CU_VEC; k++) {
+                float gv = cu_tof(g.v[k]), sg = cu_sigmoid(gv), dv = cu_tof(d.v[k]);
+                og.v[k] = cu_from<floatX>(dv * cu_tof(u.v[k]) * sg * (1.0f + gv * (1.0f - sg)));
+                ou.v[k] = cu_from<floatX>(dv * gv * sg);
+            }
+            cu_store_pack(dgu + off, og);
+            cu_store_pack(dgu + off + f, ou);
         }
-        cu_store_pack(dgate + p * CU_VEC, og);
-        cu_store_pack(dup + p * CU_VEC, ou);
+        return;
     }
-    for (size_t i = nv * CU_VEC + tid; i < n; i += stride) {
-        float gv = cu_tof(gate[i]), sg = cu_sigmoid(gv), dv = cu_tof(dh[i]);
-        dgate[i] = cu_from<floatX>(dv * cu_tof(up[i]) * sg * (1.0f + gv * (1.0f - sg)));
-        dup[i] = cu_from<floatX>(dv * gv * sg);
+    for (size_t i = tid; i < n; i += stride) {
+        size_t row = i / f, j = i % f, off = row * 2 * f + j;
+        float gv = cu_tof(gu[off]), sg = cu_sigmoid(gv), dv = cu_tof(dh[i]);
+        dgu[off] = cu_from<floatX>(dv * cu_tof(gu[off + f]) * sg * (1.0f + gv * (1.0f - sg)));
+        dgu[off + f] = cu_from<floatX>(dv * gv * sg);
     }
 }
+// add_inplace processes packs of CU_VEC when both pointers are 16-byte aligned, plus a scalar
+// tail; otherwise scalars throughout.
 __global__ void gk_add_inplace(floatX* a, const floatX* b, size_t n, int vec) {
     size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t nv = vec ? n / CU_VEC : 0;
@@ -330,17 +347,18 @@ __global__ void gk_add_inplace(floatX* a, const floatX* b, size_t n, int vec) {
     for (size_t i = nv * CU_VEC + tid; i < n; i += stride) a[i] = cu_from<floatX>(cu_tof(a[i]) + cu_tof(b[i]));
 }
 
-void swiglu_forward(floatX* h, const floatX* gate, const floatX* up, size_t n) {
+void swiglu_forward(floatX* h, const floatX* gu, int N, int f) {
+    size_t n = (size_t)N * f;
     if (n == 0) return;
-    int vec = cu_is_aligned16(h) && cu_is_aligned16(gate) && cu_is_aligned16(up);
-    gk_swiglu_forward<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(h, gate, up, n, vec);
+    int vec = f % CU_VEC == 0 && cu_is_aligned16(h) && cu_is_aligned16(gu);
+    gk_swiglu_forward<<<cu_grid_for(vec ? n / CU_VEC : n, 256), 256, 0, g_cu.stream>>>(h, gu, N, f, vec);
     CU_LAUNCHED("gk_swiglu_forward");
 }
-void swiglu_backward(floatX* dgate, floatX* dup, const floatX* dh, const floatX* gate, const floatX* up, size_t n) {
+void swiglu_backward(floatX* dgu, const floatX* dh, const floatX* gu, int N, int f) {
+    size_t n = (size_t)N * f;
     if (n == 0) return;
-    int vec = cu_is_aligned16(dgate) && cu_is_aligned16(dup) && cu_is_aligned16(dh) && cu_is_aligned16(gate) &&
-              cu_is_aligned16(up);
-    gk_swiglu_backward<<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(dgate, dup, dh, gate, up, n, vec);
+    int vec = f % CU_VEC == 0 && cu_is_aligned16(dgu) && cu_is_aligned16(dh) && cu_is_aligned16(gu);
+    gk_swiglu_backward<<<cu_grid_for(vec ? n / CU_VEC : n, 256), 256, 0, g_cu.stream>>>(dgu, dh, gu, N, f, vec);
     CU_LAUNCHED("gk_swiglu_backward");
 }
 void add_inplace(floatX* a, const floatX* b, size_t n) {

@@ -107,18 +107,18 @@ void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, 
     CU_LAUNCHED("gk_galore_signed_rows");
 }
 
-void galore_project_grad(float* R, const floatX* dout, const floatX* inp, const floatX* Ptx, int r, int N, int in, int outd,
-                         int cols_side) {
+void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N, int in,
+                         int outd, int cols_side) {
     if (r <= 0) return;
     floatX* T = (floatX*)cu_scratch(&g_cu.sc_gather, (size_t)N * r * sizeof(floatX), "galore projection scratch");
     if (!cols_side) {
-        matmul_forward(T, dout, Ptx, N, outd, r);  // T (N x r) = dY Pt^T
+        matmul_forward_strided(T, dout, ld_dout, Ptx, N, outd, r);  // T (N x r) = dY Pt^T
         // R (r x in) += T^T X: col-major R^T (in x r) = X^T (in x N) op_T(T^T as r x N)
         cu_gemm(0, 1, in, r, N, inp, CU_XTYPE, in, T, CU_XTYPE, r, R, CUDA_R_32F, in, 1.0f, 1.0f);
     } else {
         matmul_forward(T, inp, Ptx, N, in, r);     // T (N x r) = X Pt^T
         // R (out x r) += dY^T T: col-major R^T (r x out) = T^T (r x N) op_T(dY^T as out x N)
-        cu_gemm(0, 1, r, outd, N, T, CU_XTYPE, r, dout, CU_XTYPE, outd, R, CUDA_R_32F, r, 1.0f, 1.0f);
+        cu_gemm(0, 1, r, outd, N, T, CU_XTYPE, r, dout, CU_XTYPE, ld_dout, R, CUDA_R_32F, r, 1.0f, 1.0f);
     }
 }
 

@@ -143,8 +143,11 @@ static void cu_gemm(int opA, int opB, int m, int n, int k, const void* A, cudaDa
 
 // Y (N x out) = X (N x in) W^T:  col-major Y^T (out x N) = W (out x in) X^T (in x N), where the
 // row-major W is the col-major (in x out) matrix, hence opA = T
+void matmul_forward_strided(floatX* out, const floatX* inp, int ld_inp, const floatX* w, int N, int in, int outd) {
+    cu_gemm(1, 0, outd, N, in, w, CU_XTYPE, in, inp, CU_XTYPE, ld_inp, out, CU_XTYPE, outd, 1.0f, 0.0f);
+}
 void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd) {
-    cu_gemm(1, 0, outd, N, in, w, CU_XTYPE, in, inp, CU_XTYPE, in, out, CU_XTYPE, outd, 1.0f, 0.0f);
+    matmul_forward_strided(out, inp, in, w, N, in, outd);
 }
 // Y = residual + X W^T: the same GEMM with C = residual (beta 1) and D = Y
 void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in, int outd) {
@@ -154,12 +157,12 @@ void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, co
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) {
     cu_gemm(0, 0, in, N, outd, w, CU_XTYPE, in, dout, CU_XTYPE, outd, dinp, CU_XTYPE, in, 1.0f, accumulate ? 1.0f : 0.0f);
 }
-// dW (out x in) (+)= dY^T X:  col-major dW^T (in x out) = X^T (in x N) op_T(dY^T as out x N).
+// dW (out x in) (+)= dY^T X:  col-major dW^T (in x out) = X^T (in x N) op_T(dY^T as out x N, ld ld_dout).
 // An fp32 dW (--grad-dtype fp32) is C/D in fp32 with the same floatX inputs: the fp32 sum is
 // added to the fp32 accumulator and never rounded to bf16.
-void matmul_backward_weight(GradBuf dw, const floatX* dout, const floatX* inp, int N, int in, int outd, int accumulate) {
+void matmul_backward_weight(GradBuf dw, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int accumulate) {
     cudaDataType tc = dw.dtype == GRAD_FP32 ? CUDA_R_32F : CU_XTYPE;
-    cu_gemm(0, 1, in, outd, N, inp, CU_XTYPE, in, dout, CU_XTYPE, outd, dw.p, tc, in, 1.0f, accumulate ? 1.0f : 0.0f);
+    cu_gemm(0, 1, in, outd, N, inp, CU_XTYPE, in, dout, CU_XTYPE, ld_dout, dw.p, tc, in, 1.0f, accumulate ? 1.0f : 0.0f);
 }
 
 #endif // GRASS_CUDA_GEMM_CUH

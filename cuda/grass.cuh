@@ -25,12 +25,12 @@ __global__ void gk_grass_gather(floatX* g, const floatX* src, const int* idx, co
     }
 }
 
-void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const int* d_idx, const float* d_scale, int r,
-                         int N, int in, int outd, int cols_side, int accumulate) {
+void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx, const float* d_scale,
+                         int r, int N, int in, int outd, int cols_side, int accumulate) {
     if (r <= 0) return;
     floatX* g = (floatX*)cu_scratch(&g_cu.sc_gather, (size_t)N * r * sizeof(floatX), "grass gather scratch");
     const floatX* src = cols_side ? inp : dout;
-    int ld = cols_side ? in : outd;
+    int ld = cols_side ? in : ld_dout;
     gk_grass_gather<<<cu_grid_for((size_t)N * r, 256), 256, 0, g_cu.stream>>>(g, src, d_idx, d_scale, N, ld, r);
     CU_LAUNCHED("gk_grass_gather");
     float beta = accumulate ? 1.0f : 0.0f;
@@ -39,17 +39,17 @@ void grass_gathered_grad(float* C, const floatX* dout, const floatX* inp, const 
         cu_gemm(0, 1, in, r, N, inp, CU_XTYPE, in, g, CU_XTYPE, r, C, CUDA_R_32F, in, 1.0f, beta);
     } else {
         // C (out x r) = dY^T g: col-major C^T (r x out) = g^T (r x N) op_T(dY^T as out x N)
-        cu_gemm(0, 1, r, outd, N, g, CU_XTYPE, r, dout, CU_XTYPE, outd, C, CUDA_R_32F, r, 1.0f, beta);
+        cu_gemm(0, 1, r, outd, N, g, CU_XTYPE, r, dout, CU_XTYPE, ld_dout, C, CUDA_R_32F, r, 1.0f, beta);
     }
 }
 
 
 #define CU_NORM_BUDGET_FLOATS ((size_t)16 << 20)  // 64 MiB of G at a time
 
-void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N, int in, int outd, int cols_side) {
+void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int cols_side) {
     if (!cols_side) {
         // row block [r0, r0+nr) of G = dY[:, r0:r0+nr]^T X, stored so that each row of G is contiguous:
-        // col-major (in x nr) = X^T (in x N) op_T(dY^T block, nr x N with ld outd)
+        // col-major (in x nr) = X^T (in x N) op_T(dY^T block, nr x N with ld ld_dout)
         int rb = (int)(CU_NORM_BUDGET_FLOATS / (size_t)in);
         if (rb >= 8) rb &= ~7;  // keep dY + r0 16-byte aligned
         if (rb < 1) rb = 1;
@@ -57,7 +57,7 @@ void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N
         float* G = (float*)cu_scratch(&g_cu.sc_norms, (size_t)rb * in * sizeof(float), "grass norm scratch");
         for (int r0 = 0; r0 < outd; r0 += rb) {
             int nr = outd - r0 < rb ? outd - r0 : rb;
-            cu_gemm(0, 1, in, nr, N, inp, CU_XTYPE, in, dout + r0, CU_XTYPE, outd, G, CUDA_R_32F, in, 1.0f, 0.0f);
+            cu_gemm(0, 1, in, nr, N, inp, CU_XTYPE, in, dout + r0, CU_XTYPE, ld_dout, G, CUDA_R_32F, in, 1.0f, 0.0f);
             gk_sumsq_rows<<<nr, 256, 0, g_cu.stream>>>(norms + r0, G, in);
             CU_LAUNCHED("gk_sumsq_rows");
         }
@@ -71,7 +71,7 @@ void grass_grad_norms(float* norms, const floatX* dout, const floatX* inp, int N
         float* G = (float*)cu_scratch(&g_cu.sc_norms, (size_t)cb * outd * sizeof(float), "grass norm scratch");
         for (int c0 = 0; c0 < in; c0 += cb) {
             int nc = in - c0 < cb ? in - c0 : cb;
-            cu_gemm(0, 1, outd, nc, N, dout, CU_XTYPE, outd, inp + c0, CU_XTYPE, in, G, CUDA_R_32F, outd, 1.0f, 0.0f);
+            cu_gemm(0, 1, outd, nc, N, dout, CU_XTYPE, ld_dout, inp + c0, CU_XTYPE, in, G, CUDA_R_32F, outd, 1.0f, 0.0f);
             gk_sumsq_rows<<<nc, 256, 0, g_cu.stream>>>(norms + c0, G, outd);
             CU_LAUNCHED("gk_sumsq_rows");
         }

@@ -306,9 +306,11 @@ def matmul_backward_input(P, phase, seg, group, name, N, i, o, acc, count, per_l
     gemm(P, phase, seg, group, name, N, i, o, X, X, X, acc, [(i, X), (o, X), (i, X)], count, per_layer=per_layer)
 
 
-def matmul_backward_weight(P, phase, seg, group, name, N, i, o, count, per_layer=True):
-    # dW (o x i) += dY^T X (always accumulating): lda = i (X), ldb = o (dY), ldc = i (dW)
-    gemm(P, phase, seg, group, name, o, i, N, X, X, X, True, [(i, X), (o, X), (i, X)], count, per_layer=per_layer)
+def matmul_backward_weight(P, phase, seg, group, name, N, i, o, count, per_layer=True, ld_dout=None):
+    # dW (o x i) += dY^T X (always accumulating): lda = i (X), ldb = ld_dout (dY: o, or the width of a
+    # fused GEMM's gradient when dY is a column block of it), ldc = i (dW)
+    gemm(P, phase, seg, group, name, o, i, N, X, X, X, True, [(i, X), (ld_dout or o, X), (i, X)], count,
+         per_layer=per_layer)
 
 
 def elem(P, phase, seg, group, name, flops, nbytes, count, launches=1, shape="", per_layer=False, note=""):
@@ -343,9 +345,8 @@ def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
     tag = " (" + label + ")" if label else ""
     elem(P, phase, seg, "rmsnorm", "rmsnorm_forward ln1" + tag, 4.0 * N * d, N * d * X * 2 + d * X + N * F, count,
          shape="N=%d d=%d" % (N, d), per_layer=True)
-    matmul_forward(P, phase, seg, "qkv gemm", "q_proj" + tag, N, d, qd, count)
-    matmul_forward(P, phase, seg, "qkv gemm", "k_proj" + tag, N, d, kvd, count)
-    matmul_forward(P, phase, seg, "qkv gemm", "v_proj" + tag, N, d, kvd, count)
+    # one GEMM with [Wq; Wk; Wv] (adjacent in the parameter buffer) into the fused qkv buffer
+    matmul_forward(P, phase, seg, "qkv gemm", "qkv_proj (fused q, k, v)" + tag, N, d, qd + 2 * kvd, count)
     rope_tab = T * (hd // 2) * F * 2
     elem(P, phase, seg, "rope", "rope_qk forward" + tag, 6.0 * N * (qd + kvd) / 2, N * (qd + kvd) * X * 2 + rope_tab, count,
          per_layer=True, note="q and k in one launch, 16-byte packs")
@@ -359,9 +360,9 @@ def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
     matmul_forward(P, phase, seg, "o gemm", "o_proj + residual" + tag, N, qd, d, count, residual=True)
     elem(P, phase, seg, "rmsnorm", "rmsnorm_forward ln2" + tag, 4.0 * N * d, N * d * X * 2 + d * X + N * F, count,
          per_layer=True)
-    matmul_forward(P, phase, seg, "mlp gemm", "gate_proj" + tag, N, d, f, count)
-    matmul_forward(P, phase, seg, "mlp gemm", "up_proj" + tag, N, d, f, count)
-    elem(P, phase, seg, "swiglu", "swiglu_forward" + tag, 6.0 * N * f, N * f * X * 3, count, per_layer=True)
+    matmul_forward(P, phase, seg, "mlp gemm", "gate_up_proj (fused gate, up)" + tag, N, d, 2 * f, count)
+    elem(P, phase, seg, "swiglu", "swiglu_forward" + tag, 6.0 * N * f, N * f * X * 3, count, per_layer=True,
+         note="reads gate and up from the fused N x 2f buffer")
     if write_out:
         matmul_forward(P, phase, seg, "mlp gemm", "down_proj + residual" + tag, N, f, d, count, residual=True)
 
@@ -378,12 +379,26 @@ def rmsnorm_backward(P, phase, seg, name, N, d, with_dw, count, per_layer):
              per_layer=per_layer, note="sums the chunks' partials")
 
 
-def weight_grad(P, phase, seg, o, g, name, N, i, out, count, mode, norm_path_, sketch_k):
-    """grad_linear for one linear layer. g: its projected-matrix entry or None (dense)."""
+def weight_grads(P, phase, seg, o, gs, names, N, i, outs, count, mode, norm_path_, sketch_k):
+    """grad_linears (grass_optim.cuh) for linear layers computed as one fused GEMM (Q/K/V, gate/up):
+    dY is N x sum(outs). All dense: one GEMM; otherwise grad_linear on each column block."""
+    ld = sum(outs)
+    if all(g is None for g in gs):
+        if mode == "grads":
+            matmul_backward_weight(P, phase, seg, "wgrad dense", "/".join(names) + " dW = dY^T X (fused)", N, i, ld, count)
+        return
+    for g, nm, out in zip(gs, names, outs):
+        weight_grad(P, phase, seg, o, g, nm, N, i, out, count, mode, norm_path_, sketch_k, ld_dout=ld)
+
+
+def weight_grad(P, phase, seg, o, g, name, N, i, out, count, mode, norm_path_, sketch_k, ld_dout=None):
+    """grad_linear for one linear layer. g: its projected-matrix entry or None (dense). ld_dout: dY's
+    row stride when it is a column block of a fused GEMM's gradient (None: out)."""
+    ldy = ld_dout or out
     if g is None:
         if mode == "norms":
             return  # the norm pass computes nothing for dense tensors
-        matmul_backward_weight(P, phase, seg, "wgrad dense", name + " dW = dY^T X", N, i, out, count)
+        matmul_backward_weight(P, phase, seg, "wgrad dense", name + " dW = dY^T X", N, i, out, count, ld_dout=ldy)
         return
     r, cs = g["r"], g["cols_side"]
     grp = "wgrad grass" if o["type"] == "grass" else "wgrad galore"
@@ -396,7 +411,7 @@ def weight_grad(P, phase, seg, o, g, name, N, i, out, count, mode, norm_path_, s
                 rb = min(rb, out)
                 nb = math.ceil(out / rb)
                 gemm(P, phase, seg, grp, name + " norms: G block = dY_blk^T X (%d blocks)" % nb, i, out, N, X, X, F,
-                     False, [(i, X), (out, X), (i, F)], count)
+                     False, [(i, X), (ldy, X), (i, F)], count)
                 P.k[-1]["bytes"] += (nb - 1) * N * i * X  # X is read once per block
             else:
                 cb = (16 << 20) // out
@@ -404,7 +419,7 @@ def weight_grad(P, phase, seg, o, g, name, N, i, out, count, mode, norm_path_, s
                 cb = min(cb, i)
                 nb = math.ceil(i / cb)
                 gemm(P, phase, seg, grp, name + " norms: G block = dY^T X_blk (%d blocks)" % nb, out, i, N, X, X, F,
-                     False, [(out, X), (i, X), (out, F)], count)
+                     False, [(ldy, X), (i, X), (out, F)], count)
                 P.k[-1]["bytes"] += (nb - 1) * N * out * X
             P.k[-1]["launches"] = nb  # one record for the nb block GEMMs (their sum)
             elem(P, phase, seg, grp, name + " norms: gk_sumsq_rows", 2.0 * out * i, out * i * F, count, launches=nb)
@@ -414,31 +429,31 @@ def weight_grad(P, phase, seg, o, g, name, N, i, out, count, mode, norm_path_, s
             elem(P, phase, seg, grp, name + " gather (identity)", N * src, N * src * X * 2, count)
             # rows side: C^T (in x out) = X^T g; cols side: C^T (in x out) = g^T dY: the same leading dimensions
             gemm(P, phase, seg, grp, name + " G += dY^T X (fp32)", out, i, N, X, X, F, True,
-                 [(i, X), (out, X), (i, F)], count)
+                 [(i, X), (ldy, X), (i, F)], count)
             return
         # sketch: T = right S (N x k), then Y += left^T T through the identity gather
         other, dsel = g["other"], g["dim_sel"]
         gemm(P, phase, seg, grp, name + " sketch: right S", N, sketch_k, other, X, X, X, False,
-             [(other, X), (other, X), (sketch_k, X)], count)
+             [(other, X), (ldy if cs else other, X), (sketch_k, X)], count)
         elem(P, phase, seg, grp, name + " sketch: gather (identity)", N * dsel, N * dsel * X * 2, count)
         gemm(P, phase, seg, grp, name + " sketch: Y += left^T (right S)", dsel, sketch_k, N, X, X, F, True,
-             [(sketch_k, X), (dsel, X), (sketch_k, F)], count)
+             [(sketch_k, X), (dsel if cs else ldy, X), (sketch_k, F)], count)
         return
     if o["type"] == "galore":  # galore_project_grad: T = dY P^T (or X P^T), then R += T^T X (or dY^T T)
         if not cs:
-            gemm(P, phase, seg, grp, name + " T = dY P^T", N, r, out, X, X, X, False, [(out, X), (out, X), (r, X)],
+            gemm(P, phase, seg, grp, name + " T = dY P^T", N, r, out, X, X, X, False, [(out, X), (ldy, X), (r, X)],
                  count, per_layer=True)
             gemm(P, phase, seg, grp, name + " R += T^T X (fp32)", r, i, N, X, X, F, True, [(i, X), (r, X), (i, F)],
                  count, per_layer=True)
         else:
             gemm(P, phase, seg, grp, name + " T = X P^T", N, r, i, X, X, X, False, [(i, X), (i, X), (r, X)], count,
                  per_layer=True)
-            gemm(P, phase, seg, grp, name + " R += dY^T T (fp32)", out, r, N, X, X, F, True, [(r, X), (out, X), (r, F)],
+            gemm(P, phase, seg, grp, name + " R += dY^T T (fp32)", out, r, N, X, X, F, True, [(r, X), (ldy, X), (r, F)],
                  count, per_layer=True)
         return
     re_ = g["r_eff"]
     data_dep = not g["r_eff_exact"]
-    src_ld = out if not cs else i  # rows side gathers columns of dY, cols side columns of X
+    src_ld = out if not cs else i  # rows side gathers r of dY's out columns (its row segment), cols side of X's
     elem(P, phase, seg, grp, name + " gather (r_eff cols of %s)" % ("dY" if not cs else "X"), N * re_,
          N * sectors(src_ld, re_) + N * re_ * X + re_ * 8, count, per_layer=True, note="scalar kernel")
     if not cs:  # C (r x in) += g^T X
@@ -446,7 +461,7 @@ def weight_grad(P, phase, seg, o, g, name, N, i, out, count, mode, norm_path_, s
              [(i, X), (r, X), (i, F)], count, per_layer=True, unaligned=data_dep)
     else:       # C (out x r) += dY^T g
         gemm(P, phase, seg, grp, name + " C += dY^T g (fp32)", out, re_, N, X, X, F, True,
-             [(r, X), (out, X), (r, F)], count, per_layer=True, unaligned=data_dep)
+             [(r, X), (ldy, X), (r, F)], count, per_layer=True, unaligned=data_dep)
 
 
 def update_kernels(P, phase, seg, o, g, name, count, pooled, wd, state_es, master):
@@ -528,10 +543,9 @@ def build_plan(c, B, T, accum, o):
         matmul_backward_input(P, phase, "bwd", "mlp gemm", "down_proj dX", N, f, d, False, cl)
         weight_grad(P, phase, "bwd", o, gm.get((0, "down")), "down_proj", N, f, d, cl, mode, path, o["sketch_dim"])
         elem(P, phase, "bwd", "swiglu", "swiglu_backward", 12.0 * N * f, N * f * X * 5, cl, per_layer=True)
-        matmul_backward_input(P, phase, "bwd", "mlp gemm", "gate_proj dX", N, d, f, False, cl)
-        matmul_backward_input(P, phase, "bwd", "mlp gemm", "up_proj dX (+=)", N, d, f, True, cl)
-        weight_grad(P, phase, "bwd", o, gm.get((0, "gate")), "gate_proj", N, d, f, cl, mode, path, o["sketch_dim"])
-        weight_grad(P, phase, "bwd", o, gm.get((0, "up")), "up_proj", N, d, f, cl, mode, path, o["sketch_dim"])
+        matmul_backward_input(P, phase, "bwd", "mlp gemm", "gate_up_proj dX = dgu [Wgate; Wup] (fused)", N, d, 2 * f, False, cl)
+        weight_grads(P, phase, "bwd", o, [gm.get((0, "gate")), gm.get((0, "up"))], ["gate_proj", "up_proj"], N, d, [f, f], cl,
+                     mode, path, o["sketch_dim"])
         rmsnorm_backward(P, phase, "bwd", "rmsnorm_backward mlp_norm", N, d, mode == "grads", cl, True)
         matmul_backward_input(P, phase, "bwd", "o gemm", "o_proj dX", N, qd, d, False, cl)
         weight_grad(P, phase, "bwd", o, gm.get((0, "o")), "o_proj", N, qd, d, cl, mode, path, o["sketch_dim"])
@@ -552,11 +566,9 @@ def build_plan(c, B, T, accum, o):
         rope_tab = T * (hd // 2) * F * 2
         elem(P, phase, "bwd", "rope", "rope_qk backward (dq, dk)", 3.0 * N * (qd + kvd), N * (qd + kvd) * X * 2 + rope_tab, cl,
              per_layer=True, note="q and k in one launch, 16-byte packs")
-        matmul_backward_input(P, phase, "bwd", "qkv gemm", "q_proj dX", N, d, qd, False, cl)
-        matmul_backward_input(P, phase, "bwd", "qkv gemm", "k_proj dX (+=)", N, d, kvd, True, cl)
-        matmul_backward_input(P, phase, "bwd", "qkv gemm", "v_proj dX (+=)", N, d, kvd, True, cl)
-        for nm, i_, o_ in (("q", d, qd), ("k", d, kvd), ("v", d, kvd)):
-            weight_grad(P, phase, "bwd", o, gm.get((0, nm)), nm + "_proj", N, i_, o_, cl, mode, path, o["sketch_dim"])
+        matmul_backward_input(P, phase, "bwd", "qkv gemm", "qkv_proj dX = dqkv [Wq; Wk; Wv] (fused)", N, d, qd + 2 * kvd, False, cl)
+        weight_grads(P, phase, "bwd", o, [gm.get((0, nm)) for nm in ("q", "k", "v")], ["q_proj", "k_proj", "v_proj"], N, d,
+                     [qd, kvd, kvd], cl, mode, path, o["sketch_dim"])
         rmsnorm_backward(P, phase, "bwd", "rmsnorm_backward attn_norm", N, d, mode == "grads", cl, True)
         if mode == "norms" and path == "layer_g":  # optim_norm_pass_layer at grad_layer_done
             for nm in LIN_NAMES:

@@ -175,7 +175,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
         if (refresh) {
             optim_begin_norm_pass(&o);
             optim_begin_micro(&o, 0);
-            grad_linear(&o, 0, dY, X, N);
+            grad_linear(&o, 0, dY, out, X, N);
             // norms against the dense gradient
             double worst = 0;
             for (int i = 0; i < dim; i++) {
@@ -216,7 +216,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
             CHECK(mm > 0, "%s: moments kept between refreshes (step %d)", label, step);
         }
         optim_begin_micro(&o, 0);
-        grad_linear(&o, 0, dY, X, N);
+        grad_linear(&o, 0, dY, out, X, N);
         if (oc.fused) grad_layer_done(&o, 0);  // the fused update: applied here, before the step's norm exists
         // compressed gradient against rho B G (rows) / G B^T rho (cols)
         const GrassMatrix* gm = &o.gm[0];
@@ -362,7 +362,7 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
             optim_begin_norm_pass(&o);
             for (int a = 0; a < accum; a++) {
                 optim_begin_micro(&o, a);
-                grad_linear(&o, 0, dY + (size_t)a * N * out, X + (size_t)a * N * in, N);
+                grad_linear(&o, 0, dY + (size_t)a * N * out, out, X + (size_t)a * N * in, N);
             }
             grad_layer_done(&o, 0);
             optim_refresh(&o);
@@ -395,7 +395,7 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
         }
         for (int a = 0; a < accum; a++) {
             optim_begin_micro(&o, a);
-            grad_linear(&o, 0, dY + (size_t)a * N * out, X + (size_t)a * N * in, N);
+            grad_linear(&o, 0, dY + (size_t)a * N * out, out, X + (size_t)a * N * in, N);
         }
         // R = P^T G (r x in) or G P (out x r), against float64
         for (int j = 0; j < r; j++)
@@ -641,6 +641,108 @@ static void test_model_level(void) {
     free(tokens);
 }
 
+// ---- grad_linears: the weight gradients of a fused GEMM (Q/K/V) --------------------------------
+// Three linear layers adjacent in the table (out 6, 4, 4; in 9) whose output gradients are the
+// column blocks of one N x 14 dY, as the model's dqkv. AdamW: the dense gradients lie side by
+// side, so grad_linears takes one GEMM over the whole dY; Grass: each matrix reads its own
+// column block (rows 14 apart) in the norm pass and in the gathered GEMM. Both against float64
+// dY_i^T X; and every value of dY outside a block is NaN in a second copy, so a block read past
+// its columns would show.
+static void grad_linears_case(void) {
+    ParamTable pt;
+    memset(&pt, 0, sizeof(pt));
+    pt.t = (ParamTensor*)calloc_check(3, sizeof(ParamTensor));
+    const int outs[3] = {6, 4, 4}, in = 9, N = 7, width = 14, cols0[3] = {0, 6, 10};
+    param_table_add(&pt, "q", outs[0], in, 0, PT_LINEAR, LIN_Q);
+    param_table_add(&pt, "k", outs[1], in, 0, PT_LINEAR, LIN_K);
+    param_table_add(&pt, "v", outs[2], in, 0, PT_LINEAR, LIN_V);
+    float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
+    for (size_t i = 0; i < pt.total; i++) W[i] = 0.1f * randn();
+    float* X = (float*)malloc_check((size_t)N * in * sizeof(float));
+    float* dY = (float*)malloc_check((size_t)N * width * sizeof(float));
+    for (int i = 0; i < N * in; i++) X[i] = randn();
+    for (int i = 0; i < N * width; i++) dY[i] = randn();
+    double* G = (double*)calloc_check((size_t)width * in, sizeof(double));  // the stacked dY^T X, 14 x 9
+    for (int a = 0; a < width; a++)
+        for (int b = 0; b < in; b++)
+            for (int n = 0; n < N; n++) G[(size_t)a * in + b] += (double)dY[n * width + a] * X[n * in + b];
+    {   // AdamW: one GEMM, the three gradients in the buffer as the weights are in the table
+        OptimConfig oc; optim_config_defaults(&oc);
+        OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
+        Optimizer o;
+        optim_init(&o, &oc, &rt, &pt, W);
+        optim_begin_step(&o, 0, 0.01f);
+        optim_begin_micro(&o, 0);
+        grad_linears(&o, 0, 3, dY, X, N);
+        double err = 0;
+        for (int t = 0; t < 3; t++) {
+            const float* g = (const float*)optim_grad_of(&o, t).p;
+            for (int a = 0; a < outs[t]; a++)
+                for (int b = 0; b < in; b++) err = fmax(err, fabs(g[a * in + b] - G[(size_t)(cols0[t] + a) * in + b]));
+        }
+        CHECK(err < 1e-5, "grad_linears, AdamW: the q, k, v gradients from one GEMM == float64 dY_i^T X (max err %.2g)", err);
+        optim_free(&o);
+    }
+    float* dYn = (float*)malloc_check((size_t)N * width * sizeof(float));
+    for (int t = 0; t < 3; t++) {  // Grass: each block read alone, with NaN around it
+        for (int i = 0; i < N * width; i++) dYn[i] = NAN;
+        for (int n = 0; n < N; n++) memcpy(dYn + n * width + cols0[t], dY + n * width + cols0[t], outs[t] * sizeof(float));
+        OptimConfig oc; optim_config_defaults(&oc);
+        oc.type = OPT_GRASS; oc.select = SEL_TOPR; oc.grass_rank = 2; oc.update_freq = 1; oc.fused = 0;
+        OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
+        Optimizer o;
+        optim_init(&o, &oc, &rt, &pt, W);
+        optim_begin_step(&o, 0, 0.01f);
+        optim_begin_norm_pass(&o);
+        optim_begin_micro(&o, 0);
+        grad_linear(&o, t, dYn + cols0[t], width, X, N);  // grad_linears' per-matrix call for block t
+        const GrassMatrix* gm = &o.gm[o.gm_of_tensor[t]];
+        double nerr = 0;
+        for (int a = 0; a < outs[t]; a++) {
+            double q = 0;
+            for (int b = 0; b < in; b++) q += G[(size_t)(cols0[t] + a) * in + b] * G[(size_t)(cols0[t] + a) * in + b];
+            nerr = fmax(nerr, fabs(gm->norms[a] - q) / q);
+        }
+        optim_refresh(&o);
+        optim_begin_micro(&o, 0);
+        grad_linear(&o, t, dYn + cols0[t], width, X, N);
+        double cerr = 0;
+        for (int j = 0; j < gm->r_eff; j++)
+            for (int b = 0; b < in; b++)
+                cerr = fmax(cerr, fabs(gm->C[(size_t)j * in + b] - gm->h_sel.scale[j] * G[(size_t)(cols0[t] + gm->h_sel.idx[j]) * in + b]));
+        CHECK(!gm->cols_side && nerr < 1e-5 && cerr < 1e-5,
+              "grad_linear on column block %d of a fused dY (rows %d apart, NaN around it): norms (rel err %.2g) and C (err %.2g) "
+              "== float64", t, width, nerr, cerr);
+        optim_free(&o);
+    }
+    {   // and grad_linears over the whole dY gives each matrix the same C
+        OptimConfig oc; optim_config_defaults(&oc);
+        oc.type = OPT_GRASS; oc.select = SEL_TOPR; oc.grass_rank = 2; oc.update_freq = 1; oc.fused = 0;
+        OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
+        Optimizer o;
+        optim_init(&o, &oc, &rt, &pt, W);
+        optim_begin_step(&o, 0, 0.01f);
+        optim_begin_norm_pass(&o);
+        optim_begin_micro(&o, 0);
+        grad_linears(&o, 0, 3, dY, X, N);
+        optim_refresh(&o);
+        optim_begin_micro(&o, 0);
+        grad_linears(&o, 0, 3, dY, X, N);
+        double cerr = 0;
+        for (int t = 0; t < 3; t++) {
+            const GrassMatrix* gm = &o.gm[o.gm_of_tensor[t]];
+            for (int j = 0; j < gm->r_eff; j++)
+                for (int b = 0; b < in; b++)
+                    cerr = fmax(cerr, fabs(gm->C[(size_t)j * in + b] - gm->h_sel.scale[j] * G[(size_t)(cols0[t] + gm->h_sel.idx[j]) * in + b]));
+        }
+        CHECK(cerr < 1e-5, "grad_linears, Grass: each of q, k, v gets its own rho B G from its block (max err %.2g)", cerr);
+        optim_free(&o);
+    }
+    free(X); free(dY); free(dYn); free(G);
+    backend_free(W);
+    param_table_free(&pt);
+}
+
 // ---- the norm pass: scores of the step's gradient, over micro-batches -------------------------
 // One matrix, a step of `micro` micro-batches, G = sum_b dY_b^T X_b in float64. exact gives G's
 // squared row (or column) norms; micro gives the sum of the micro-batches' norms instead (not
@@ -689,7 +791,7 @@ static void norm_pass_case(int out, int in, int micro, const char* label) {
             optim_begin_norm_pass(&o);
             for (int m = 0; m < micro; m++) {
                 optim_begin_micro(&o, m);
-                grad_linear(&o, 0, dY + (size_t)m * N * out, X + (size_t)m * N * in, N);
+                grad_linear(&o, 0, dY + (size_t)m * N * out, out, X + (size_t)m * N * in, N);
             }
             optim_refresh(&o);
             for (int i = 0; i < dim; i++) { mean[i] += o.gm[0].norms[i] / reps; sq[i] += (double)o.gm[0].norms[i] * o.gm[0].norms[i] / reps; }
@@ -757,6 +859,7 @@ static void test_upscale_rules(void) {
 int main(void) {
     backend_init(0);
     test_upscale_rules();
+    grad_linears_case();
     norm_pass_case(6, 9, 3, "rows side, 3 micro-batches");
     norm_pass_case(9, 6, 2, "cols side, 2 micro-batches");
     norm_pass_case(6, 9, 1, "rows side, 1 micro-batch");

@@ -213,6 +213,19 @@ static void rope_tables(int maxT, int hd, std::vector<float>& c, std::vector<flo
         }
 }
 
+// The fused layouts (q|k|v, gate|up): a rows x width matrix at column col of a rows x ld matrix
+// whose other entries are fill; and back out
+static std::vector<float> t_embed(const std::vector<float>& x, size_t rows, int width, int ld, int col, float fill) {
+    std::vector<float> b(rows * ld, fill);
+    for (size_t i = 0; i < rows; i++) std::copy(x.begin() + i * width, x.begin() + (i + 1) * width, b.begin() + i * ld + col);
+    return b;
+}
+static std::vector<float> t_extract(const std::vector<float>& b, size_t rows, int width, int ld, int col) {
+    std::vector<float> x(rows * width);
+    for (size_t i = 0; i < rows; i++) std::copy(b.begin() + i * ld + col, b.begin() + i * ld + col + width, x.begin() + i * width);
+    return x;
+}
+
 static void test_rope(int B, int T, int nh, int hd) {
     std::vector<float> c, s;
     rope_tables(T + 3, hd, c, s);
@@ -222,12 +235,12 @@ static void test_rope(int B, int T, int nh, int hd) {
     floatX* dx = dx_from(x);
     rope_forward(dx, dc, ds, B, T, nh, hd);
     std::vector<float> r = x;
-    cpu_rope_forward(r.data(), c.data(), s.data(), B, T, nh, hd);
+    cpu_rope_forward(r.data(), nh * hd, c.data(), s.data(), B, T, nh, hd);
     expect_close(nm("rope_forward B=%d T=%d nh=%d hd=%d", B, T, nh, hd), hx(dx, r.size()), r, TOL(1e-2, 1e-6));
     floatX* dx2 = dx_from(x);
     rope_backward(dx2, dc, ds, B, T, nh, hd);
     r = x;
-    cpu_rope_backward(r.data(), c.data(), s.data(), B, T, nh, hd);
+    cpu_rope_backward(r.data(), nh * hd, c.data(), s.data(), B, T, nh, hd);
     expect_close(nm("rope_backward B=%d T=%d nh=%d hd=%d", B, T, nh, hd), hx(dx2, r.size()), r, TOL(1e-2, 1e-6));
     free_bufs();
 }
@@ -250,7 +263,7 @@ static void test_rope_qk(int B, int T, int nh, int nkv, int hd, int off) {
         floatX* k = dx_from(pk) + off;
         floatX* q1 = dx_from(xq);
         floatX* k1 = dx_from(xk);
-        rope_qk(q, k, dc, ds, B, T, nh, nkv, hd, backward);
+        rope_qk(q, k, nh * hd, nkv * hd, dc, ds, B, T, nh, nkv, hd, backward);
         if (backward) { rope_backward(q1, dc, ds, B, T, nh, hd); rope_backward(k1, dc, ds, B, T, nkv, hd); }
         else { rope_forward(q1, dc, ds, B, T, nh, hd); rope_forward(k1, dc, ds, B, T, nkv, hd); }
         std::vector<float> gq = hx(q, nq), gk = hx(k, nk), rq = hx(q1, nq), rk = hx(k1, nk);
@@ -258,35 +271,56 @@ static void test_rope_qk(int B, int T, int nh, int nkv, int hd, int off) {
         CHECK(same, "rope_qk B=%d T=%d nh=%d nkv=%d hd=%d off=%d %s: differs from rope_%s of q and k", B, T, nh, nkv, hd,
               off, backward ? "backward" : "forward", backward ? "backward" : "forward");
         std::vector<float> cq = xq, ck = xk;
-        if (backward) { cpu_rope_backward(cq.data(), c.data(), s.data(), B, T, nh, hd); cpu_rope_backward(ck.data(), c.data(), s.data(), B, T, nkv, hd); }
-        else { cpu_rope_forward(cq.data(), c.data(), s.data(), B, T, nh, hd); cpu_rope_forward(ck.data(), c.data(), s.data(), B, T, nkv, hd); }
+        if (backward) { cpu_rope_backward(cq.data(), nh * hd, c.data(), s.data(), B, T, nh, hd); cpu_rope_backward(ck.data(), nkv * hd, c.data(), s.data(), B, T, nkv, hd); }
+        else { cpu_rope_forward(cq.data(), nh * hd, c.data(), s.data(), B, T, nh, hd); cpu_rope_forward(ck.data(), nkv * hd, c.data(), s.data(), B, T, nkv, hd); }
         expect_close(nm("rope_qk q B=%d T=%d nh=%d nkv=%d hd=%d off=%d bwd=%d", B, T, nh, nkv, hd, off, backward), gq, cq, TOL(1e-2, 1e-6));
         expect_close(nm("rope_qk k B=%d T=%d nh=%d nkv=%d hd=%d off=%d bwd=%d", B, T, nh, nkv, hd, off, backward), gk, ck, TOL(1e-2, 1e-6));
+        {   // the model's layout: q and k in one qkv buffer (tokens (nh + 2 nkv) hd apart); v untouched
+            int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd;
+            size_t rows = (size_t)B * T;
+            std::vector<float> qkv = t_embed(xq, rows, qd, ld, 0, 3.0f);
+            for (size_t i = 0; i < rows; i++) std::copy(xk.begin() + i * kvd, xk.begin() + (i + 1) * kvd, qkv.begin() + i * ld + qd);
+            std::vector<float> pf(off + qkv.size(), 0.0f);
+            std::copy(qkv.begin(), qkv.end(), pf.begin() + off);
+            floatX* f = dx_from(pf) + off;
+            rope_qk(f, f + qd, ld, ld, dc, ds, B, T, nh, nkv, hd, backward);
+            std::vector<float> got = hx(f, qkv.size());
+            CHECK(t_extract(got, rows, qd, ld, 0) == gq && t_extract(got, rows, kvd, ld, qd) == gk,
+                  "rope_qk in the fused qkv layout (ld %d, off %d, bwd %d) differs from rope_qk of separate q and k", ld, off, backward);
+            std::vector<float> vpart = t_extract(got, rows, kvd, ld, qd + kvd);
+            CHECK(std::all_of(vpart.begin(), vpart.end(), [](float x) { return x == 3.0f; }), "rope_qk in the fused layout wrote into v");
+        }
     }
     free_bufs();
 }
 
-// off: element offset of every buffer from an aligned base (1 exercises the unaligned scalar path)
-static void test_elementwise(size_t n, int off) {
-    std::vector<float> g = t_randn(n + off, 2.0f), u = t_randn(n + off, 1.0f), dh = t_randn(n + off, 1.0f);
-    floatX* dg = dx_from(g) + off;
-    floatX* du = dx_from(u) + off;
+// off: element offset of every buffer from an aligned base (1 exercises the unaligned scalar path).
+// SwiGLU over the fused gate|up buffer (N x 2f), against the CPU kernel; add_inplace on N x f.
+static void test_elementwise(int N, int f, int off) {
+    size_t n = (size_t)N * f;
+    std::vector<float> gu = t_randn(2 * n + off, 2.0f), dh = t_randn(n + off, 1.0f), u = t_randn(n + off, 1.0f);
+    floatX* dgu_in = dx_from(gu) + off;
     floatX* ddh = dx_from(dh) + off;
+    floatX* du = dx_from(u) + off;
     floatX* h = dx_nan(n + off) + off;
-    swiglu_forward(h, dg, du, n);
-    std::vector<float> rh(n), rdg(n), rdu(n);
-    cpu_swiglu_forward(rh.data(), g.data() + off, u.data() + off, n);
-    expect_close(nm("swiglu_forward n=%zu offset %d", n, off), hx(h, n), rh, TOL(1e-2, 1e-6));
-    floatX* odg = dx_nan(n + off) + off;
-    floatX* odu = dx_nan(n + off) + off;
-    swiglu_backward(odg, odu, ddh, dg, du, n);
-    cpu_swiglu_backward(rdg.data(), rdu.data(), dh.data() + off, g.data() + off, u.data() + off, n);
-    expect_close(nm("swiglu_backward dgate n=%zu offset %d", n, off), hx(odg, n), rdg, TOL(1e-2, 1e-6));
-    expect_close(nm("swiglu_backward dup n=%zu offset %d", n, off), hx(odu, n), rdu, TOL(1e-2, 1e-6));
-    add_inplace(dg, du, n);
-    std::vector<float> ra(g.begin() + off, g.end());
-    cpu_add_inplace(ra.data(), u.data() + off, n);
-    expect_close(nm("add_inplace n=%zu offset %d", n, off), hx(dg, n), ra, TOL(1e-2, 1e-7));
+    swiglu_forward(h, dgu_in, N, f);
+    std::vector<float> rh(n), rdgu(2 * n);
+    std::vector<float> gur = hx(dgu_in, 2 * n);  // the input as the device holds it
+    cpu_swiglu_forward(rh.data(), gur.data(), N, f);
+    expect_close(nm("swiglu_forward N=%d f=%d offset %d", N, f, off), hx(h, n), rh, TOL(1e-2, 1e-6));
+    floatX* odgu = dx_nan(2 * n + off) + off;
+    swiglu_backward(odgu, ddh, dgu_in, N, f);
+    std::vector<float> dhr = hx(ddh, n);
+    cpu_swiglu_backward(rdgu.data(), dhr.data(), gur.data(), N, f);
+    std::vector<float> got = hx(odgu, 2 * n);
+    expect_close(nm("swiglu_backward dgate N=%d f=%d offset %d", N, f, off), t_extract(got, N, f, 2 * f, 0), t_extract(rdgu, N, f, 2 * f, 0),
+                 TOL(1e-2, 1e-6));
+    expect_close(nm("swiglu_backward dup N=%d f=%d offset %d", N, f, off), t_extract(got, N, f, 2 * f, f), t_extract(rdgu, N, f, 2 * f, f),
+                 TOL(1e-2, 1e-6));
+    std::vector<float> ur = hx(du, n), rsum = dhr;
+    add_inplace(ddh, du, n);
+    cpu_add_inplace(rsum.data(), ur.data(), n);
+    expect_close(nm("add_inplace n=%zu offset %d", n, off), hx(ddh, n), rsum, TOL(1e-2, 1e-7));
     free_bufs();
 }
 
@@ -299,8 +333,14 @@ static void test_matmul(int N, int in, int outd) {
     floatX* y = dx_nan((size_t)N * outd);
     matmul_forward(y, dX, dW, N, in, outd);
     std::vector<float> ry((size_t)N * outd);
-    cpu_matmul_forward(ry.data(), x.data(), w.data(), N, in, outd);
+    cpu_matmul_forward(ry.data(), x.data(), in, w.data(), N, in, outd);
     expect_close(nm("matmul_forward N=%d in=%d out=%d", N, in, outd), hx(y, ry.size()), ry, TOL(1e-2, 1e-5));
+    {   // X a column block of a wider buffer (rows in + 24 apart, at column 8: 16-byte aligned in bf16)
+        floatX* xs = dx_from(t_embed(x, N, in, in + 24, 8, 0.0f)) + 8;
+        floatX* ys = dx_nan((size_t)N * outd);
+        matmul_forward_strided(ys, xs, in + 24, dW, N, in, outd);
+        expect_close(nm("matmul_forward_strided N=%d in=%d out=%d ld %d", N, in, outd, in + 24), hx(ys, ry.size()), ry, TOL(1e-2, 1e-5));
+    }
     {   // the residual on the GEMM: y2 = r + X W^T, against the CPU's GEMM then add; r is left alone
         std::vector<float> res = t_randn((size_t)N * outd, 1.0f);
         floatX* dR = dx_from(res);
@@ -317,11 +357,11 @@ static void test_matmul(int N, int in, int outd) {
         floatX* gx = acc ? dx_from(dx0) : dx_nan((size_t)N * in);
         floatX* gw = acc ? dx_from(dw0) : dx_nan((size_t)outd * in);
         matmul_backward_input(gx, dDY, dW, N, in, outd, acc);
-        matmul_backward_weight(gbuf_x(gw), dDY, dX, N, in, outd, acc);
+        matmul_backward_weight(gbuf_x(gw), dDY, outd, dX, N, in, outd, acc);
         std::vector<float> rgx = acc ? dx0 : std::vector<float>((size_t)N * in, 0.0f);
         std::vector<float> rgw = acc ? dw0 : std::vector<float>((size_t)outd * in, 0.0f);
         cpu_matmul_backward_input(rgx.data(), dy.data(), w.data(), N, in, outd, acc);
-        cpu_matmul_backward_weight(rgw.data(), dy.data(), x.data(), N, in, outd, acc);
+        cpu_matmul_backward_weight(rgw.data(), dy.data(), outd, x.data(), N, in, outd, acc);
         expect_close(nm("matmul_backward_input N=%d in=%d out=%d acc=%d", N, in, outd, acc), hx(gx, rgx.size()), rgx,
                      TOL(1e-2, 1e-5));
         expect_close(nm("matmul_backward_weight N=%d in=%d out=%d acc=%d", N, in, outd, acc), hx(gw, rgw.size()), rgw,
@@ -330,11 +370,18 @@ static void test_matmul(int N, int in, int outd) {
         // values: the CPU's fp32 result to 1e-5, which the floatX output above misses in bf16
         std::vector<float> dwf0 = t_randn((size_t)outd * in, 0.5f, false);
         float* gwf = acc ? df_from(dwf0) : df_nan((size_t)outd * in);
-        matmul_backward_weight(gbuf_f(gwf), dDY, dX, N, in, outd, acc);
+        matmul_backward_weight(gbuf_f(gwf), dDY, outd, dX, N, in, outd, acc);
         std::vector<float> rgwf = acc ? dwf0 : std::vector<float>((size_t)outd * in, 0.0f);
-        cpu_matmul_backward_weight(rgwf.data(), dy.data(), x.data(), N, in, outd, acc);
+        cpu_matmul_backward_weight(rgwf.data(), dy.data(), outd, x.data(), N, in, outd, acc);
         expect_close(nm("matmul_backward_weight fp32 dW N=%d in=%d out=%d acc=%d", N, in, outd, acc), hf(gwf, rgwf.size()),
                      rgwf, 1e-5);
+        {   // dY a column block of a fused GEMM's gradient (rows outd + 16 apart, at column 8)
+            floatX* dys = dx_from(t_embed(dy, N, outd, outd + 16, 8, NAN)) + 8;
+            float* gws = acc ? df_from(dwf0) : df_nan((size_t)outd * in);
+            matmul_backward_weight(gbuf_f(gws), dys, outd + 16, dX, N, in, outd, acc);
+            expect_close(nm("matmul_backward_weight fp32 dW, dY rows %d apart, N=%d in=%d out=%d acc=%d", outd + 16, N, in, outd, acc),
+                         hf(gws, rgwf.size()), rgwf, 1e-5);
+        }
 #ifndef ENABLE_FP32
         double e_x = max_rel_err(hx(gw, rgw.size()), rgw);
         CHECK(e_x > 1e-4, "matmul_backward_weight bf16 dW rel err %.2e: the fp32 check above would not tell the outputs apart", e_x);
@@ -537,9 +584,9 @@ static void test_attention(int B, int T, int nh, int nkv, int hd) {
     floatX* dv_ = dx_from(v);
     floatX* out = dx_nan(nq);
     float* lse = df_nan((size_t)B * nh * T);
-    attention_forward(out, lse, dq_, dk_, dv_, B, T, nh, nkv, hd);
+    attention_forward(out, lse, dq_, dk_, dv_, nh * hd, nkv * hd, B, T, nh, nkv, hd);
     std::vector<float> rout(nq), rlse((size_t)B * nh * T);
-    cpu_attention_forward(rout.data(), rlse.data(), q.data(), k.data(), v.data(), B, T, nh, nkv, hd);
+    cpu_attention_forward(rout.data(), rlse.data(), q.data(), k.data(), v.data(), nh * hd, nkv * hd, B, T, nh, nkv, hd);
     expect_close(nm("attention_forward out B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(out, nq), rout,
                  TOL(1.5e-2, 1e-5));
     expect_close(nm("attention_forward lse B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hf(lse, rlse.size()), rlse,
@@ -552,17 +599,42 @@ static void test_attention(int B, int T, int nh, int nkv, int hd) {
     floatX* gq = dx_nan(nq);
     floatX* gk = dx_nan(nk);
     floatX* gv = dx_nan(nk);
-    attention_backward(gq, gk, gv, ddo, o2, dq_, dk_, dv_, l2, B, T, nh, nkv, hd);
+    attention_backward(gq, gk, gv, ddo, o2, dq_, dk_, dv_, nh * hd, nkv * hd, l2, B, T, nh, nkv, hd);
     std::vector<float> rq(nq), rk(nk), rv(nk);
     cpu_attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), rout.data(), q.data(), k.data(), v.data(),
-                           rlse.data(), B, T, nh, nkv, hd);
+                           nh * hd, nkv * hd, rlse.data(), B, T, nh, nkv, hd);
     std::vector<float> g1 = hx(gk, nk);
     expect_close(nm("attention_backward dq B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(gq, nq), rq, TOL(2e-2, 1e-4), 1e-2);
     expect_close(nm("attention_backward dk B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), g1, rk, TOL(2e-2, 1e-4), 1e-2);
     expect_close(nm("attention_backward dv B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(gv, nk), rv, TOL(2e-2, 1e-4), 1e-2);
     floatX* gk2 = dx_nan(nk);
-    attention_backward(gq, gk2, gv, ddo, o2, dq_, dk_, dv_, l2, B, T, nh, nkv, hd);
+    attention_backward(gq, gk2, gv, ddo, o2, dq_, dk_, dv_, nh * hd, nkv * hd, l2, B, T, nh, nkv, hd);
     expect_same_bits(nm("attention_backward dk B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), g1, hx(gk2, nk));
+    {   // the model's layout: q, k, v side by side in one buffer, dq, dk, dv into one (over NaN): the
+        // same kernels with other strides, so the same bits as the separate buffers above
+        int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd;
+        size_t rows = (size_t)B * T;
+        std::vector<float> qkv = t_embed(hx(dq_, nq), rows, qd, ld, 0, 0.0f), kr = hx(dk_, nk), vr = hx(dv_, nk);
+        for (size_t i = 0; i < rows; i++) {
+            std::copy(kr.begin() + i * kvd, kr.begin() + (i + 1) * kvd, qkv.begin() + i * ld + qd);
+            std::copy(vr.begin() + i * kvd, vr.begin() + (i + 1) * kvd, qkv.begin() + i * ld + qd + kvd);
+        }
+        floatX* f = dx_from(qkv);
+        floatX* outf = dx_nan(nq);
+        float* lsef = df_nan((size_t)B * nh * T);
+        attention_forward(outf, lsef, f, f + qd, f + qd + kvd, ld, ld, B, T, nh, nkv, hd);
+        expect_same_bits(nm("attention_forward out, fused qkv (ld %d) vs separate, B=%d T=%d nh=%d nkv=%d hd=%d", ld, B, T, nh, nkv, hd),
+                         hx(out, nq), hx(outf, nq));
+        floatX* df = dx_nan(rows * ld);
+        attention_backward(df, df + qd, df + qd + kvd, ddo, o2, f, f + qd, f + qd + kvd, ld, ld, l2, B, T, nh, nkv, hd);
+        std::vector<float> got = hx(df, rows * ld);
+        expect_same_bits(nm("attention_backward dq, fused qkv, B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(gq, nq),
+                         t_extract(got, rows, qd, ld, 0));
+        expect_same_bits(nm("attention_backward dk, fused qkv, B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), g1,
+                         t_extract(got, rows, kvd, ld, qd));
+        expect_same_bits(nm("attention_backward dv, fused qkv, B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd), hx(gv, nk),
+                         t_extract(got, rows, kvd, ld, qd + kvd));
+    }
     free_bufs();
 }
 
@@ -638,40 +710,44 @@ static void make_selection(int dim, int r, bool sorted, std::vector<int>& idx, s
     }
 }
 
-static void test_grass_gathered(int N, int in, int outd, int cols_side, int r, bool sorted) {
+// pad > 0: dY is a column block (at column pad) of a buffer whose rows are outd + 2 pad apart, as a
+// fused GEMM's gradient is
+static void test_grass_gathered(int N, int in, int outd, int cols_side, int r, bool sorted, int pad = 0) {
     std::vector<float> x = t_randn((size_t)N * in, 1.0f), dy = t_randn((size_t)N * outd, 1.0f);
+    int ldy = outd + 2 * pad;
     int dim = cols_side ? in : outd, other = cols_side ? outd : in;
     std::vector<int> idx;
     std::vector<float> sc, up;
     make_selection(dim, r, sorted, idx, sc, up, false);
     floatX* dX = dx_from(x);
-    floatX* dDY = dx_from(dy);
+    floatX* dDY = dx_from(pad ? t_embed(dy, N, outd, ldy, pad, NAN) : dy) + pad;
     int* didx = di_from(idx);
     float* dsc = df_from(sc);
     for (int acc = 0; acc <= 1; acc++) {
         std::vector<float> c0 = t_randn((size_t)r * other, 1.0f, false);
         float* C = acc ? df_from(c0) : df_nan((size_t)r * other);
-        grass_gathered_grad(C, dDY, dX, didx, dsc, r, N, in, outd, cols_side, acc);
+        grass_gathered_grad(C, dDY, ldy, dX, didx, dsc, r, N, in, outd, cols_side, acc);
         std::vector<float> rc = acc ? c0 : std::vector<float>((size_t)r * other, 0.0f);
-        cpu_grass_gathered_grad(rc.data(), dy.data(), x.data(), idx.data(), sc.data(), r, N, in, outd, cols_side, acc);
+        cpu_grass_gathered_grad(rc.data(), dy.data(), outd, x.data(), idx.data(), sc.data(), r, N, in, outd, cols_side, acc);
         // bf16: the gathered, scaled operand is rounded to bf16 before the GEMM
-        expect_close(nm("grass_gathered_grad %s N=%d in=%d out=%d r=%d %s acc=%d", cols_side ? "cols" : "rows", N, in, outd,
-                        r, sorted ? "sorted" : "shuffled", acc),
+        expect_close(nm("grass_gathered_grad %s N=%d in=%d out=%d r=%d %s acc=%d ld %d", cols_side ? "cols" : "rows", N, in, outd,
+                        r, sorted ? "sorted" : "shuffled", acc, ldy),
                      hf(C, rc.size()), rc, TOL(5e-3, 1e-5));
     }
     free_bufs();
 }
 
-static void test_grass_norms(int N, int in, int outd, int cols_side) {
+static void test_grass_norms(int N, int in, int outd, int cols_side, int pad = 0) {  // pad: as test_grass_gathered
     std::vector<float> x = t_randn((size_t)N * in, 1.0f), dy = t_randn((size_t)N * outd, 1.0f);
+    int ldy = outd + 2 * pad;
     int dim = cols_side ? in : outd;
     std::vector<float> n0 = t_randn(dim, 1.0f, false);
     for (int i = 0; i < dim; i++) n0[i] = fabsf(n0[i]);
     float* dn = df_from(n0);
-    grass_grad_norms(dn, dx_from(dy), dx_from(x), N, in, outd, cols_side);
+    grass_grad_norms(dn, dx_from(pad ? t_embed(dy, N, outd, ldy, pad, NAN) : dy) + pad, ldy, dx_from(x), N, in, outd, cols_side);
     std::vector<float> rn = n0;
-    cpu_grass_grad_norms(rn.data(), dy.data(), x.data(), N, in, outd, cols_side);
-    expect_close(nm("grass_grad_norms %s N=%d in=%d out=%d (accumulate)", cols_side ? "cols" : "rows", N, in, outd),
+    cpu_grass_grad_norms(rn.data(), dy.data(), outd, x.data(), N, in, outd, cols_side);
+    expect_close(nm("grass_grad_norms %s N=%d in=%d out=%d ld %d (accumulate)", cols_side ? "cols" : "rows", N, in, outd, ldy),
                  hf(dn, dim), rn, 1e-4);
     free_bufs();
 }
@@ -796,16 +872,18 @@ static void test_galore_projector(int outd, int in, int r) {
     free_bufs();
 }
 
-static void test_galore_project_grad(int N, int in, int outd, int r) {
+static void test_galore_project_grad(int N, int in, int outd, int r, int pad = 0) {  // pad: as test_grass_gathered
     int cols_side = outd > in, s = cols_side ? in : outd, other = cols_side ? outd : in;
     std::vector<float> x = t_randn((size_t)N * in, 1.0f), dy = t_randn((size_t)N * outd, 1.0f),
                        pt = t_randn((size_t)r * s, 0.2f), r0 = t_randn((size_t)r * other, 1.0f, false);
     float* dR = df_from(r0);
-    galore_project_grad(dR, dx_from(dy), dx_from(x), dx_from(pt), r, N, in, outd, cols_side);
+    int ldy = outd + 2 * pad;
+    galore_project_grad(dR, dx_from(pad ? t_embed(dy, N, outd, ldy, pad, NAN) : dy) + pad, ldy, dx_from(x), dx_from(pt), r, N, in,
+                        outd, cols_side);
     std::vector<float> rR = r0;
-    cpu_galore_project_grad(rR.data(), dy.data(), x.data(), pt.data(), r, N, in, outd, cols_side);
+    cpu_galore_project_grad(rR.data(), dy.data(), outd, x.data(), pt.data(), r, N, in, outd, cols_side);
     // bf16: the N x r projection is rounded to bf16 before the second GEMM
-    expect_close(nm("galore_project_grad %s N=%d in=%d out=%d r=%d (accumulate)", cols_side ? "cols" : "rows", N, in, outd, r),
+    expect_close(nm("galore_project_grad %s N=%d in=%d out=%d r=%d ld %d (accumulate)", cols_side ? "cols" : "rows", N, in, outd, r, ldy),
                  hf(dR, rR.size()), rR, TOL(5e-3, 1e-5));
     free_bufs();
 }
@@ -901,7 +979,7 @@ static void test_plan_cache(void) {
             floatX* y = dx_nan((size_t)N * outd);
             matmul_forward(y, dX, dW, N, in, outd);
             std::vector<float> ry((size_t)N * outd);
-            cpu_matmul_forward(ry.data(), x.data(), w.data(), N, in, outd);
+            cpu_matmul_forward(ry.data(), x.data(), in, w.data(), N, in, outd);
             bad += max_rel_err(hx(y, ry.size()), ry) > TOL(1e-2, 1e-5);
             bad += g_cu.plans->size() > 6 || g_cu.plan_index->size() != g_cu.plans->size();
             free_bufs();
@@ -938,9 +1016,10 @@ int main(void) {
     test_rope_qk(1, 9, 3, 1, 32, 1);    // q and k one element off 16 bytes: scalars
     test_rope_qk(2, 5, 2, 2, 12, 0);    // half 6: not a multiple of a pack
     printf("elementwise\n");
-    test_elementwise(39 * 72, 0);
-    test_elementwise(39 * 72, 1);
-    test_elementwise(4096 * 3 + 5, 0);
+    test_elementwise(39, 72, 0);      // packs
+    test_elementwise(39, 72, 1);      // one element off 16 bytes: scalars
+    test_elementwise(67, 187, 0);     // f not a multiple of a pack: scalars
+    test_elementwise(3, 4096, 0);
     printf("matmul\n");
     test_matmul(39, 48, 72);
     test_matmul(13, 97, 48);
@@ -985,6 +1064,10 @@ int main(void) {
         test_grass_norms(39, 48, 72, cols);
         test_grass_norms(13, 97, 48, cols);
         test_grass_norms(64, 4096, 5000, cols);  // more than one block of the bounded scratch
+        test_grass_gathered(39, 48, 72, cols, 16, true, 8);   // dY a column block of a fused gradient (ld 88)
+        test_grass_gathered(13, 97, 48, cols, 5, false, 3);   // ... at an unaligned column
+        test_grass_norms(39, 48, 72, cols, 8);
+        test_grass_norms(64, 1024, 2100, cols, 8);            // a larger strided dY
         test_grass_adam(72, 48, cols, 9, 0.0f, false);
         test_grass_adam(72, 48, cols, 9, 0.1f, true);
         test_grass_adam(97, 130, cols, 40, 0.0f, true);
@@ -996,6 +1079,8 @@ int main(void) {
     test_galore_project_grad(39, 48, 72, 9);
     test_galore_project_grad(39, 72, 48, 9);
     test_galore_project_grad(256, 512, 1376, 128);
+    test_galore_project_grad(39, 48, 72, 9, 8);    // dY a column block of a fused gradient
+    test_galore_project_grad(39, 72, 48, 9, 8);
     test_galore_adam(48, 72, 12, 0.0f);
     test_galore_adam(97, 40, 9, 0.1f);
     test_galore_adam(512, 1376, 128, 0.01f);

@@ -46,6 +46,27 @@ static float* frandn(size_t n, float s) { float* x = fnew(n); for (size_t i = 0;
 static float* fcopy(const float* x, size_t n) { float* y = fnew(n); memcpy(y, x, n * sizeof(float)); return y; }
 static double* dfrom(const float* x, size_t n) { double* y = dnew(n); for (size_t i = 0; i < n; i++) y[i] = x[i]; return y; }
 static void fill_nan(float* x, size_t n) { for (size_t i = 0; i < n; i++) x[i] = NAN; }
+// The fused layouts (q|k|v, gate|up): a rows x width matrix at column `col` of a rows x ld buffer
+// whose other entries are `fill`; and back out again
+static float* fembed(const float* x, size_t rows, int width, int ld, int col, float fill) {
+    float* b = fnew(rows * ld);
+    for (size_t i = 0; i < rows * ld; i++) b[i] = fill;
+    for (size_t i = 0; i < rows; i++) memcpy(b + i * ld + col, x + i * width, width * sizeof(float));
+    return b;
+}
+static float* fextract(const float* b, size_t rows, int width, int ld, int col) {
+    float* x = fnew(rows * width);
+    for (size_t i = 0; i < rows; i++) memcpy(x + i * width, b + i * ld + col, width * sizeof(float));
+    return x;
+}
+// the entries of a rows x ld buffer outside columns [col, col + width) that are no longer `fill`
+static size_t count_touched(const float* b, size_t rows, int width, int ld, int col, float fill) {
+    size_t n = 0;
+    for (size_t i = 0; i < rows; i++)
+        for (int j = 0; j < ld; j++)
+            if ((j < col || j >= col + width) && b[i * ld + j] != fill) n++;
+    return n;
+}
 static double maxabs(const double* x, size_t n) { double m = 0; for (size_t i = 0; i < n; i++) if (fabs(x[i]) > m) m = fabs(x[i]); return m; }
 static double dot_d(const double* a, const double* b, size_t n) { double s = 0; for (size_t i = 0; i < n; i++) s += a[i] * b[i]; return s; }
 // a distinct random subset of {0..n-1} of size r (partial Fisher-Yates)
@@ -308,9 +329,20 @@ static void test_rope_case(int B, int T, int nh, int hd, double theta) {
     double* xd = dfrom(x, n), *oref = dnew(n);
     ref_rope_forward(oref, xd, B, T, nh, hd, theta);
     float* y = fcopy(x, n);
-    cpu_rope_forward(y, ct, st, B, T, nh, hd);
+    cpu_rope_forward(y, nh * hd, ct, st, B, T, nh, hd);
     snprintf(name, sizeof name, "rope forward B=%d T=%d nh=%d hd=%d theta=%g", B, T, nh, hd, theta);
     check_kernel(name, y, oref, n);
+    {   // the fused qkv layout: the heads at column hd of rows ld = (nh + 3) hd apart; nothing else written
+        int w = nh * hd, ld = w + 3 * hd;
+        size_t rows = (size_t)B * T;
+        float* buf = fembed(x, rows, w, ld, hd, 7.0f);
+        cpu_rope_forward(buf + hd, ld, ct, st, B, T, nh, hd);
+        float* ys = fextract(buf, rows, w, ld, hd);
+        snprintf(name, sizeof name, "rope forward, rows ld=%d apart, B=%d T=%d nh=%d hd=%d", ld, B, T, nh, hd);
+        check_kernel(name, ys, oref, n);
+        CHECK(count_touched(buf, rows, w, ld, hd, 7.0f) == 0, "rope forward with ld=%d writes only its own columns", ld);
+        free(buf); free(ys);
+    }
 
     float* R = frandn(n, 1.0f);
     double* Rd = dfrom(R, n), *dref = dnew(n);
@@ -319,7 +351,7 @@ static void test_rope_case(int B, int T, int nh, int hd, double theta) {
     snprintf(name, sizeof name, "rope dx analytic B=%d T=%d nh=%d hd=%d", B, T, nh, hd);
     check_fd(name, xd, n, dref, rope_loss, &c, 600);
     float* g = fcopy(R, n);
-    cpu_rope_backward(g, ct, st, B, T, nh, hd);
+    cpu_rope_backward(g, nh * hd, ct, st, B, T, nh, hd);
     snprintf(name, sizeof name, "rope backward B=%d T=%d nh=%d hd=%d", B, T, nh, hd);
     check_kernel(name, g, dref, n);
     free(ct); free(st); free(x); free(xd); free(oref); free(y); free(R); free(Rd); free(dref); free(c.out); free(g);
@@ -418,7 +450,7 @@ static void test_attention_case(int B, int T, int nh, int nkv, int hd) {
     float* q = frandn(nq, 1.5f), *k = frandn(nk, 1.0f), *v = frandn(nk, 1.0f);
     float* out = fnew(nq), *lse = fnew(nl);
     fill_nan(out, nq); fill_nan(lse, nl);
-    cpu_attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd);
+    cpu_attention_forward(out, lse, q, k, v, nh * hd, nkv * hd, B, T, nh, nkv, hd);
     double* qd = dfrom(q, nq), *kd = dfrom(k, nk), *vd = dfrom(v, nk), *oref = dnew(nq), *lref = dnew(nl);
     ref_attention_forward(oref, lref, qd, kd, vd, B, T, nh, nkv, hd);
     snprintf(name, sizeof name, "attention forward out %s", tag); check_kernel(name, out, oref, nq);
@@ -434,12 +466,33 @@ static void test_attention_case(int B, int T, int nh, int nkv, int hd) {
 
     float* dq = fnew(nq), *dk = fnew(nk), *dv = fnew(nk);  // NaN: the backward must write, not accumulate
     fill_nan(dq, nq); fill_nan(dk, nk); fill_nan(dv, nk);
-    cpu_attention_backward(dq, dk, dv, R, out, q, k, v, lse, B, T, nh, nkv, hd);
+    cpu_attention_backward(dq, dk, dv, R, out, q, k, v, nh * hd, nkv * hd, lse, B, T, nh, nkv, hd);
     // floor 1 (q, k, v, dout are unit-scale): with T = 1, dq = dk = 0 exactly, while the kernel's
     // p (dp - D), D = dout . out, leaves fp32 rounding noise of ~1e-8
     snprintf(name, sizeof name, "attention backward dq %s", tag); check_kernel_floor(name, dq, dqr, nq, 1.0);
     snprintf(name, sizeof name, "attention backward dk %s", tag); check_kernel_floor(name, dk, dkr, nk, 1.0);
     snprintf(name, sizeof name, "attention backward dv %s", tag); check_kernel_floor(name, dv, dvr, nk, 1.0);
+    {   // the model's layout: q, k, v side by side in one buffer (rows ld = (nh + 2 nkv) hd apart),
+        // dq, dk, dv written into one such buffer (over NaN) and nothing else of it touched
+        int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd;
+        size_t rows = (size_t)B * T;
+        float* qkv = fembed(q, rows, qd, ld, 0, 0.0f);
+        for (size_t i = 0; i < rows; i++) {
+            memcpy(qkv + i * ld + qd, k + i * kvd, kvd * sizeof(float));
+            memcpy(qkv + i * ld + qd + kvd, v + i * kvd, kvd * sizeof(float));
+        }
+        float* outs = fnew(nq), *lses = fnew(nl), *dqkv = fnew(rows * ld);
+        fill_nan(outs, nq); fill_nan(lses, nl); fill_nan(dqkv, rows * ld);
+        cpu_attention_forward(outs, lses, qkv, qkv + qd, qkv + qd + kvd, ld, ld, B, T, nh, nkv, hd);
+        snprintf(name, sizeof name, "attention forward out, fused qkv (ld=%d) %s", ld, tag); check_kernel(name, outs, oref, nq);
+        snprintf(name, sizeof name, "attention forward lse, fused qkv %s", tag); check_kernel(name, lses, lref, nl);
+        cpu_attention_backward(dqkv, dqkv + qd, dqkv + qd + kvd, R, outs, qkv, qkv + qd, qkv + qd + kvd, ld, ld, lses, B, T, nh, nkv, hd);
+        float* e[3] = {fextract(dqkv, rows, qd, ld, 0), fextract(dqkv, rows, kvd, ld, qd), fextract(dqkv, rows, kvd, ld, qd + kvd)};
+        snprintf(name, sizeof name, "attention backward dq, fused qkv %s", tag); check_kernel_floor(name, e[0], dqr, nq, 1.0);
+        snprintf(name, sizeof name, "attention backward dk, fused qkv %s", tag); check_kernel_floor(name, e[1], dkr, nk, 1.0);
+        snprintf(name, sizeof name, "attention backward dv, fused qkv %s", tag); check_kernel_floor(name, e[2], dvr, nk, 1.0);
+        free(qkv); free(outs); free(lses); free(dqkv); free(e[0]); free(e[1]); free(e[2]);
+    }
     free(q); free(k); free(v); free(out); free(lse); free(qd); free(kd); free(vd); free(oref); free(lref);
     free(R); free(Rd); free(dqr); free(dkr); free(dvr); free(c.out); free(dq); free(dk); free(dv);
 }
@@ -453,15 +506,19 @@ static double swi_loss(void* p) {
     for (size_t i = 0; i < c->n; i++) L += c->g[i] * ref_sigmoid(c->g[i]) * c->u[i] * c->R[i];
     return L;
 }
+// gate and up as the model holds them: one N x 2f buffer, each row's gate then its up
 static void test_swiglu(void) {
-    const size_t n = 2000;
+    const int N = 40, f = 50;
+    const size_t n = (size_t)N * f;
     float* g = frandn(n, 3.0f), *u = frandn(n, 1.0f);
     g[0] = 20.0f; g[1] = -20.0f; g[2] = 90.0f; g[3] = -90.0f; g[4] = 0.0f;  // saturated / overflowing exp
+    float* gu = fembed(g, N, f, 2 * f, 0, 0.0f);
+    for (int i = 0; i < N; i++) memcpy(gu + (size_t)i * 2 * f + f, u + (size_t)i * f, f * sizeof(float));
     double* gd = dfrom(g, n), *ud = dfrom(u, n), *href = dnew(n);
     for (size_t i = 0; i < n; i++) href[i] = gd[i] * ref_sigmoid(gd[i]) * ud[i];
     float* h = fnew(n);
     fill_nan(h, n);
-    cpu_swiglu_forward(h, g, u, n);
+    cpu_swiglu_forward(h, gu, N, f);
     check_kernel("swiglu forward", h, href, n);
 
     float* R = frandn(n, 1.0f);
@@ -474,12 +531,14 @@ static void test_swiglu(void) {
     SwiCtx c = {gd, ud, Rd, n};
     check_fd("swiglu dgate analytic", gd, n, dgr, swi_loss, &c, 100000);
     check_fd("swiglu dup analytic", ud, n, dur, swi_loss, &c, 100000);
-    float* dg = fnew(n), *du = fnew(n);
-    fill_nan(dg, n); fill_nan(du, n);
-    cpu_swiglu_backward(dg, du, R, g, u, n);
+    float* dgu = fnew(2 * n);
+    fill_nan(dgu, 2 * n);
+    cpu_swiglu_backward(dgu, R, gu, N, f);
+    float* dg = fextract(dgu, N, f, 2 * f, 0), *du = fextract(dgu, N, f, 2 * f, f);
     check_kernel("swiglu backward dgate", dg, dgr, n);
     check_kernel("swiglu backward dup", du, dur, n);
-    free(g); free(u); free(gd); free(ud); free(href); free(h); free(R); free(Rd); free(dgr); free(dur); free(dg); free(du);
+    free(g); free(u); free(gu); free(gd); free(ud); free(href); free(h); free(R); free(Rd); free(dgr); free(dur); free(dgu);
+    free(dg); free(du);
 }
 
 // ==== matmul ==================================================================================
@@ -506,8 +565,14 @@ static void test_matmul_case(int N, int in, int outd) {
     ref_matmul(Yr, Xd, Wd, N, in, outd);
     float* Y = fnew(ny);
     fill_nan(Y, ny);
-    cpu_matmul_forward(Y, X, W, N, in, outd);
+    cpu_matmul_forward(Y, X, in, W, N, in, outd);
     snprintf(name, sizeof name, "matmul forward %s", tag); check_kernel(name, Y, Yr, ny);
+    {   // X a column block of a wider buffer (the norm pass's sketch of a fused gradient)
+        float* Xs = fembed(X, N, in, in + 5, 3, NAN), *Ys = fnew(ny);
+        cpu_matmul_forward(Ys, Xs + 3, in + 5, W, N, in, outd);
+        snprintf(name, sizeof name, "matmul forward, X rows %d apart %s", in + 5, tag); check_kernel(name, Ys, Yr, ny);
+        free(Xs); free(Ys);
+    }
 
     // analytic: dX = R W (N x in), dW = R^T X (out x in)
     double* dXr = dnew(nx), *dWr = dnew(nw);
@@ -530,19 +595,26 @@ static void test_matmul_case(int N, int in, int outd) {
     float* dX = fnew(nx), *dW = fnew(nw);
     fill_nan(dX, nx); fill_nan(dW, nw);
     cpu_matmul_backward_input(dX, R, W, N, in, outd, 0);
-    cpu_matmul_backward_weight(dW, R, X, N, in, outd, 0);
+    cpu_matmul_backward_weight(dW, R, outd, X, N, in, outd, 0);
     snprintf(name, sizeof name, "matmul backward_input accumulate=0 (over NaN) %s", tag); check_kernel(name, dX, dXr, nx);
     snprintf(name, sizeof name, "matmul backward_weight accumulate=0 (over NaN) %s", tag); check_kernel(name, dW, dWr, nw);
 
     float* dX0 = frandn(nx, 1.0f), *dW0 = frandn(nw, 1.0f);
     float* dXa = fcopy(dX0, nx), *dWa = fcopy(dW0, nw);
     cpu_matmul_backward_input(dXa, R, W, N, in, outd, 1);
-    cpu_matmul_backward_weight(dWa, R, X, N, in, outd, 1);
+    cpu_matmul_backward_weight(dWa, R, outd, X, N, in, outd, 1);
     double* wx = dnew(nx), *ww = dnew(nw);
     for (size_t i = 0; i < nx; i++) wx[i] = dX0[i] + dXr[i];
     for (size_t i = 0; i < nw; i++) ww[i] = dW0[i] + dWr[i];
     snprintf(name, sizeof name, "matmul backward_input accumulate=1 %s", tag); check_kernel(name, dXa, wx, nx);
     snprintf(name, sizeof name, "matmul backward_weight accumulate=1 %s", tag); check_kernel(name, dWa, ww, nw);
+    {   // dY a column block of a fused GEMM's gradient (rows outd + 7 apart, NaN around it)
+        float* Rs = fembed(R, N, outd, outd + 7, 4, NAN), *dWs = fnew(nw);
+        fill_nan(dWs, nw);
+        cpu_matmul_backward_weight(dWs, Rs + 4, outd + 7, X, N, in, outd, 0);
+        snprintf(name, sizeof name, "matmul backward_weight, dY rows %d apart %s", outd + 7, tag); check_kernel(name, dWs, dWr, nw);
+        free(Rs); free(dWs);
+    }
     free(X); free(W); free(R); free(Xd); free(Wd); free(Rd); free(Yr); free(Y); free(dXr); free(dWr); free(c.Y);
     free(dX); free(dW); free(dX0); free(dW0); free(dXa); free(dWa); free(wx); free(ww);
 }
@@ -640,15 +712,23 @@ static void test_gathered_grad(void) {
         else { for (int o = 0; o < outd; o++) for (int j = 0; j < r; j++) Cr[(size_t)o * r + j] = G[(size_t)o * in + idx[j]] * sc[j]; }
         float* C = fnew(nc);
         fill_nan(C, nc);
-        cpu_grass_gathered_grad(C, dY, X, idx, sc, r, N, in, outd, cols, 0);
+        cpu_grass_gathered_grad(C, dY, outd, X, idx, sc, r, N, in, outd, cols, 0);
         snprintf(name, sizeof name, "grass_gathered_grad %s side accumulate=0 (over NaN)", cols ? "cols" : "rows");
         check_kernel(name, C, Cr, nc);
         float* C0 = frandn(nc, 3.0f), *Ca = fcopy(C0, nc);
-        cpu_grass_gathered_grad(Ca, dY, X, idx, sc, r, N, in, outd, cols, 1);
+        cpu_grass_gathered_grad(Ca, dY, outd, X, idx, sc, r, N, in, outd, cols, 1);
         double* want = dnew(nc);
         for (size_t i = 0; i < nc; i++) want[i] = C0[i] + Cr[i];
         snprintf(name, sizeof name, "grass_gathered_grad %s side accumulate=1", cols ? "cols" : "rows");
         check_kernel(name, Ca, want, nc);
+        {   // dY a column block of a fused gradient: rows outd + 9 apart, NaN around it
+            float* dYs = fembed(dY, N, outd, outd + 9, 6, NAN), *Cs = fnew(nc);
+            fill_nan(Cs, nc);
+            cpu_grass_gathered_grad(Cs, dYs + 6, outd + 9, X, idx, sc, r, N, in, outd, cols, 0);
+            snprintf(name, sizeof name, "grass_gathered_grad %s side, dY rows %d apart", cols ? "cols" : "rows", outd + 9);
+            check_kernel(name, Cs, Cr, nc);
+            free(dYs); free(Cs);
+        }
         free(idx); free(sc); free(Cr); free(C); free(C0); free(Ca); free(want);
     }
     free(dY); free(X); free(G);
@@ -668,9 +748,15 @@ static void test_grad_norms_case(int N, int in, int outd, int cols) {
     for (int i = 0; i < len; i++) nk[i] = rng_unif(0.5, 1.5) * (float)mean;
     double* want = dfrom(nk, len);
     for (int i = 0; i < len; i++) want[i] += nr[i];
-    cpu_grass_grad_norms(nk, dY, X, N, in, outd, cols);
+    float* nks = fcopy(nk, len);
+    cpu_grass_grad_norms(nk, dY, outd, X, N, in, outd, cols);
     snprintf(name, sizeof name, "grass_grad_norms %s side N=%d in=%d out=%d (accumulating)", cols ? "cols" : "rows", N, in, outd);
     check_kernel(name, nk, want, len);
+    float* dYs = fembed(dY, N, outd, outd + 3, 2, NAN);  // dY a column block of a fused gradient
+    cpu_grass_grad_norms(nks, dYs + 2, outd + 3, X, N, in, outd, cols);
+    snprintf(name, sizeof name, "grass_grad_norms %s side, dY rows %d apart", cols ? "cols" : "rows", outd + 3);
+    check_kernel(name, nks, want, len);
+    free(nks); free(dYs);
     free(dY); free(X); free(G); free(nr); free(nk); free(want);
 }
 
@@ -958,8 +1044,8 @@ static void test_determinism(void) {
         for (int r = 0; r < 3; r++) {
             omp_set_num_threads(nthreads[r]);
             float* out = fnew(nq), *lse = fnew(nl), *dq = fnew(nq), *dk = fnew(nk), *dv = fnew(nk);
-            cpu_attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd);
-            cpu_attention_backward(dq, dk, dv, g, out, q, k, v, lse, B, T, nh, nkv, hd);
+            cpu_attention_forward(out, lse, q, k, v, nh * hd, nkv * hd, B, T, nh, nkv, hd);
+            cpu_attention_backward(dq, dk, dv, g, out, q, k, v, nh * hd, nkv * hd, lse, B, T, nh, nkv, hd);
             res[r][0] = out; res[r][1] = lse; res[r][2] = dq; res[r][3] = dk; res[r][4] = dv;
         }
         const char* what[5] = {"out", "lse", "dq", "dk", "dv"};

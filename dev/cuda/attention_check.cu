@@ -10,24 +10,47 @@
  * Built with cuDNN (cuda.mk: GRASS_CUDNN), it validates cuDNN's fused attention (--attention cudnn,
  * cuda/attention_cudnn.cuh) against the same CPU references and times it beside the own kernels:
  * the comparison scripts/gpu_check.sh reports (values and time).
+ * q, k and v (and dq, dk, dv) are laid out as the model holds them: side by side in one buffer of
+ * (nh + 2 nkv) hd per token, the output of the fused Q/K/V GEMM.
  */
 #include "dev/cuda/check_common.h"
 #include "cuda/attention.cuh"  // under test
 #include "cuda/lifecycle.cuh"  // backend_init
+
+// the fused layout: each token's q, k, v side by side (ld = (nh + 2 nkv) hd)
+static std::vector<float> pack_qkv(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                   size_t rows, int qd, int kvd) {
+    int ld = qd + 2 * kvd;
+    std::vector<float> f(rows * ld);
+    for (size_t i = 0; i < rows; i++) {
+        std::copy(q.begin() + i * qd, q.begin() + (i + 1) * qd, f.begin() + i * ld);
+        std::copy(k.begin() + i * kvd, k.begin() + (i + 1) * kvd, f.begin() + i * ld + qd);
+        std::copy(v.begin() + i * kvd, v.begin() + (i + 1) * kvd, f.begin() + i * ld + qd + kvd);
+    }
+    return f;
+}
+static std::vector<float> unpack(const std::vector<float>& f, size_t rows, int ld, int col, int width) {
+    std::vector<float> x(rows * width);
+    for (size_t i = 0; i < rows; i++) std::copy(f.begin() + i * ld + col, f.begin() + i * ld + col + width, x.begin() + i * width);
+    return x;
+}
 
 static void validate(int B, int T, int nh, int nkv, int hd) {
     size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
     std::vector<float> q = t_randn_pairs(nq, 1.0f), k = t_randn_pairs(nk, 1.0f), v = t_randn_pairs(nk, 1.0f),
                        dout = t_randn_pairs(nq, 1.0f);
     std::vector<float> ro(nq), rl(nl), rq(nq), rk(nk), rv(nk);
-    cpu_attention_forward(ro.data(), rl.data(), q.data(), k.data(), v.data(), B, T, nh, nkv, hd);
+    int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd;
+    size_t rows = (size_t)B * T;
+    cpu_attention_forward(ro.data(), rl.data(), q.data(), k.data(), v.data(), qd, kvd, B, T, nh, nkv, hd);
     for (size_t i = 0; i < nq; i++) ro[i] = t_round(ro[i]);
-    cpu_attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), ro.data(), q.data(), k.data(), v.data(), rl.data(),
-                           B, T, nh, nkv, hd);
-    floatX *dq = dx_from(q), *dk = dx_from(k), *dv = dx_from(v), *ddo = dx_from(dout);
+    cpu_attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), ro.data(), q.data(), k.data(), v.data(), qd, kvd,
+                           rl.data(), B, T, nh, nkv, hd);
+    floatX* fq = dx_from(pack_qkv(q, k, v, rows, qd, kvd));
+    floatX *dq = fq, *dk = fq + qd, *dv = fq + qd + kvd, *ddo = dx_from(dout);
     floatX* out = dx_nan(nq);
     float* lse = df_nan(nl);
-    attention_forward(out, lse, dq, dk, dv, B, T, nh, nkv, hd);
+    attention_forward(out, lse, dq, dk, dv, ld, ld, B, T, nh, nkv, hd);
     char name[128];
     snprintf(name, sizeof(name), "fwd out B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
     dc_validate(name, hx(out, nq), ro, 1.5e-2);
@@ -35,33 +58,35 @@ static void validate(int B, int T, int nh, int nkv, int hd) {
     dc_validate(name, hf(lse, nl), rl, 2e-3);
     floatX* o2 = dx_from(ro);
     float* l2 = df_from(rl);
-    floatX *gq = dx_nan(nq), *gk = dx_nan(nk), *gv = dx_nan(nk);
-    attention_backward(gq, gk, gv, ddo, o2, dq, dk, dv, l2, B, T, nh, nkv, hd);
+    floatX* fg = dx_nan(rows * ld);
+    attention_backward(fg, fg + qd, fg + qd + kvd, ddo, o2, dq, dk, dv, ld, ld, l2, B, T, nh, nkv, hd);
+    std::vector<float> g = hx(fg, rows * ld);
     snprintf(name, sizeof(name), "bwd dq B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
-    dc_validate(name, hx(gq, nq), rq, 2e-2);
+    dc_validate(name, unpack(g, rows, ld, 0, qd), rq, 2e-2);
     snprintf(name, sizeof(name), "bwd dk");
-    dc_validate(name, hx(gk, nk), rk, 2e-2);
+    dc_validate(name, unpack(g, rows, ld, qd, kvd), rk, 2e-2);
     snprintf(name, sizeof(name), "bwd dv");
-    dc_validate(name, hx(gv, nk), rv, 2e-2);
+    dc_validate(name, unpack(g, rows, ld, qd + kvd, kvd), rv, 2e-2);
 #ifdef GRASS_CUDNN
     char why[256];
     if (backend_attention_select(1, why, sizeof(why))) {  // the same inputs through cuDNN's SDPA
         floatX* co = dx_nan(nq);
         float* cl = df_nan(nl);
-        attention_forward(co, cl, dq, dk, dv, B, T, nh, nkv, hd);
+        attention_forward(co, cl, dq, dk, dv, ld, ld, B, T, nh, nkv, hd);
         snprintf(name, sizeof(name), "cudnn fwd out B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
         dc_validate(name, hx(co, nq), ro, 1.5e-2);
         // cuDNN's softmax stats, compared with the log-sum-exp of the scaled scores (our lse)
         snprintf(name, sizeof(name), "cudnn fwd stats vs lse");
         dc_validate(name, hf(cl, nl), rl, 2e-3);
-        floatX *cq = dx_nan(nq), *ck = dx_nan(nk), *cv = dx_nan(nk);
-        attention_backward(cq, ck, cv, ddo, o2, dq, dk, dv, cl, B, T, nh, nkv, hd);  // with its own stats
+        floatX* cg = dx_nan(rows * ld);
+        attention_backward(cg, cg + qd, cg + qd + kvd, ddo, o2, dq, dk, dv, ld, ld, cl, B, T, nh, nkv, hd);  // its own stats
+        std::vector<float> c = hx(cg, rows * ld);
         snprintf(name, sizeof(name), "cudnn bwd dq");
-        dc_validate(name, hx(cq, nq), rq, 2e-2);
+        dc_validate(name, unpack(c, rows, ld, 0, qd), rq, 2e-2);
         snprintf(name, sizeof(name), "cudnn bwd dk");
-        dc_validate(name, hx(ck, nk), rk, 2e-2);
+        dc_validate(name, unpack(c, rows, ld, qd, kvd), rk, 2e-2);
         snprintf(name, sizeof(name), "cudnn bwd dv");
-        dc_validate(name, hx(cv, nk), rv, 2e-2);
+        dc_validate(name, unpack(c, rows, ld, qd + kvd, kvd), rv, 2e-2);
         backend_attention_select(0, why, sizeof(why));
     } else {
         printf("  cudnn: not available here (%s)\n", why);
@@ -71,25 +96,26 @@ static void validate(int B, int T, int nh, int nkv, int hd) {
 }
 
 static void bench(const char* label, int B, int T, int nh, int nkv, int hd) {
-    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
-    floatX *q = dx_from(t_randn_pairs(nq, 1.0f)), *k = dx_from(t_randn_pairs(nk, 1.0f)), *v = dx_from(t_randn_pairs(nk, 1.0f));
+    size_t nq = (size_t)B * T * nh * hd, nl = (size_t)B * nh * T;
+    int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd;  // the fused layout, as the model runs it
+    size_t nf = (size_t)B * T * ld;
+    floatX *q = dx_from(t_randn_pairs(nf, 1.0f)), *k = q + qd, *v = q + qd + kvd;
     floatX *dout = dx_from(t_randn_pairs(nq, 1.0f)), *out = (floatX*)backend_malloc(nq * sizeof(floatX), "o");
-    floatX *gq = (floatX*)backend_malloc(nq * sizeof(floatX), "dq"), *gk = (floatX*)backend_malloc(nk * sizeof(floatX), "dk"),
-           *gv = (floatX*)backend_malloc(nk * sizeof(floatX), "dv");
+    floatX *gq = (floatX*)backend_malloc(nf * sizeof(floatX), "dqkv"), *gk = gq + qd, *gv = gq + qd + kvd;
     float* lse = (float*)backend_malloc(nl * sizeof(float), "lse");
     double ff = 4.0 * B * nh * (double)T * T * hd / 2.0, fb = 2.5 * ff;
     for (int use_cudnn = 0; use_cudnn <= 1; use_cudnn++) {
         char why[256];
         if (use_cudnn && !backend_attention_select(1, why, sizeof(why))) break;  // a build without cuDNN: own only
-        float tf = dc_bench_ms([&] { attention_forward(out, lse, q, k, v, B, T, nh, nkv, hd); });
-        float tb = dc_bench_ms([&] { attention_backward(gq, gk, gv, dout, out, q, k, v, lse, B, T, nh, nkv, hd); });
+        float tf = dc_bench_ms([&] { attention_forward(out, lse, q, k, v, ld, ld, B, T, nh, nkv, hd); });
+        float tb = dc_bench_ms([&] { attention_backward(gq, gk, gv, dout, out, q, k, v, ld, ld, lse, B, T, nh, nkv, hd); });
         printf("  %-6s %-5s B=%-3d T=%-5d nh=%-3d nkv=%-3d hd=%-4d fwd %8.3f ms %7.1f TFLOP/s | bwd %8.3f ms %7.1f TFLOP/s\n",
                label, use_cudnn ? "cudnn" : "own", B, T, nh, nkv, hd, tf, ff / tf / 1e9, tb, fb / tb / 1e9);
         backend_attention_select(0, why, sizeof(why));
     }
-    void* bufs[] = {out, gq, gk, gv, lse};
+    void* bufs[] = {out, gq, lse};
     for (void* p : bufs) backend_free(p);
-    free_bufs();  // q, k, v, dout
+    free_bufs();  // qkv, dout
 }
 
 int main(int argc, char** argv) {

@@ -20,15 +20,15 @@ static void validate(int N, int in, int outd, int cols_side, int r) {
     std::vector<float> sc(r);
     for (int j = 0; j < r; j++) sc[j] = 0.5f + (float)t_unif();
     std::vector<float> rc((size_t)r * other, 0.0f), rn(dim, 0.0f);
-    cpu_grass_gathered_grad(rc.data(), dy.data(), x.data(), idx.data(), sc.data(), r, N, in, outd, cols_side, 0);
-    cpu_grass_grad_norms(rn.data(), dy.data(), x.data(), N, in, outd, cols_side);
+    cpu_grass_gathered_grad(rc.data(), dy.data(), outd, x.data(), idx.data(), sc.data(), r, N, in, outd, cols_side, 0);
+    cpu_grass_grad_norms(rn.data(), dy.data(), outd, x.data(), N, in, outd, cols_side);
     floatX *dX = dx_from(x), *dDY = dx_from(dy);
     int* didx = di_from(idx);
     float* dsc = df_from(sc);
     float* C = df_nan((size_t)r * other);
     float* nrm = df_from(std::vector<float>(dim, 0.0f));  // accumulated into
-    grass_gathered_grad(C, dDY, dX, didx, dsc, r, N, in, outd, cols_side, 0);
-    grass_grad_norms(nrm, dDY, dX, N, in, outd, cols_side);
+    grass_gathered_grad(C, dDY, outd, dX, didx, dsc, r, N, in, outd, cols_side, 0);
+    grass_grad_norms(nrm, dDY, outd, dX, N, in, outd, cols_side);
     char name[128];
     snprintf(name, sizeof(name), "gathered %s N=%d in=%d out=%d r=%d", cols_side ? "cols" : "rows", N, in, outd, r);
     dc_validate(name, hf(C, (size_t)r * other), rc, 5e-3);
@@ -48,9 +48,9 @@ static void bench(const char* label, int N, int outd, int in, int r) {
     float* C = (float*)backend_malloc((size_t)r * other * sizeof(float), "C");
     float* nrm = (float*)backend_malloc(dim * sizeof(float), "norms");
     floatX* dW = (floatX*)backend_malloc((size_t)outd * in * sizeof(floatX), "dW");
-    float tg = dc_bench_ms([&] { grass_gathered_grad(C, dy, x, didx, dsc, r, N, in, outd, cols_side, 1); });
-    float tn = dc_bench_ms([&] { grass_grad_norms(nrm, dy, x, N, in, outd, cols_side); }, 1, 5);
-    float td = dc_bench_ms([&] { matmul_backward_weight(grad_buf(dW, GRAD_MODEL), dy, x, N, in, outd, 1); });
+    float tg = dc_bench_ms([&] { grass_gathered_grad(C, dy, outd, x, didx, dsc, r, N, in, outd, cols_side, 1); });
+    float tn = dc_bench_ms([&] { grass_grad_norms(nrm, dy, outd, x, N, in, outd, cols_side); }, 1, 5);
+    float td = dc_bench_ms([&] { matmul_backward_weight(grad_buf(dW, GRAD_MODEL), dy, outd, x, N, in, outd, 1); });
     double fg = 2.0 * N * (double)r * other, fd = 2.0 * N * (double)outd * in;
     printf("  %-10s N=%-5d %5dx%-5d r=%-5d %s | gathered %7.3f ms %6.1f TF/s | dense dW %7.3f ms %6.1f TF/s | "
            "norm pass %7.3f ms %6.1f TF/s | gathered/dense time %.3f\n",

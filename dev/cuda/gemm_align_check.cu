@@ -17,15 +17,15 @@ static void validate(int N, int in, int outd) {
     std::vector<float> x = t_randn_pairs((size_t)N * in, 1.0f), w = t_randn_pairs((size_t)outd * in, 0.1f),
                        dy = t_randn_pairs((size_t)N * outd, 1.0f);
     std::vector<float> ry((size_t)N * outd), rdx((size_t)N * in, 0.0f), rdw((size_t)outd * in, 0.0f);
-    cpu_matmul_forward(ry.data(), x.data(), w.data(), N, in, outd);
+    cpu_matmul_forward(ry.data(), x.data(), in, w.data(), N, in, outd);
     cpu_matmul_backward_input(rdx.data(), dy.data(), w.data(), N, in, outd, 0);
-    cpu_matmul_backward_weight(rdw.data(), dy.data(), x.data(), N, in, outd, 0);
+    cpu_matmul_backward_weight(rdw.data(), dy.data(), outd, x.data(), N, in, outd, 0);
     floatX *dX = dx_from(x), *dW = dx_from(w), *dDY = dx_from(dy);
     floatX *y = dx_nan((size_t)N * outd), *gx = dx_nan((size_t)N * in);
     float* gw = df_nan((size_t)outd * in);
     matmul_forward(y, dX, dW, N, in, outd);
     matmul_backward_input(gx, dDY, dW, N, in, outd, 0);
-    matmul_backward_weight(grad_buf(gw, GRAD_FP32), dDY, dX, N, in, outd, 0);
+    matmul_backward_weight(grad_buf(gw, GRAD_FP32), dDY, outd, dX, N, in, outd, 0);
     char name[128];
     snprintf(name, sizeof(name), "forward N=%d in=%d out=%d", N, in, outd);
     dc_validate(name, hx(y, ry.size()), ry, 1e-2);
@@ -46,7 +46,7 @@ static void time_layer(int N, int in, int outd, float ms[3]) {
     floatX* gw = (floatX*)backend_malloc((size_t)outd * in * sizeof(floatX), "dW");
     ms[0] = dc_bench_ms([&] { matmul_forward(y, x, w, N, in, outd); });
     ms[1] = dc_bench_ms([&] { matmul_backward_input(gx, dy, w, N, in, outd, 0); });
-    ms[2] = dc_bench_ms([&] { matmul_backward_weight(grad_buf(gw, GRAD_MODEL), dy, x, N, in, outd, 1); });
+    ms[2] = dc_bench_ms([&] { matmul_backward_weight(grad_buf(gw, GRAD_MODEL), dy, outd, x, N, in, outd, 1); });
     void* bufs[] = {y, gx, gw};
     for (void* p : bufs) backend_free(p);
     free_bufs();

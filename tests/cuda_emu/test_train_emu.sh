@@ -190,8 +190,10 @@ for z in "60m" "1b" "7b" "13b" "60m_topr --optimizer grass --grass-select topr -
 done
 out=$(GRASS_EMU_REQUIRE_ALIGNED=1 $E/train_llama -i "$W/data/synthetic_train_*.bin" -j none -c 1b --vocab 256 --layers 1 \
       -b 1 -t 16 -x 1 -v 0 --ffn-align 1 -o "$W/align_1b_unpadded" 2>&1); rc=$?
-[ $rc -ne 0 ] && echo "$out" | grep -q "GRASS_EMU_REQUIRE_ALIGNED: GEMM .*5461" \
-  && ok "1b unpadded (--ffn-align 1): stopped at a GEMM with ffn 5461 (the check can fail)" || bad "1b unpadded: rc=$rc, no GEMM named"
+# (the first MLP GEMM is the fused gate/up one: its output's leading dimension is 2 x 5461 = 10922)
+[ $rc -ne 0 ] && echo "$out" | grep -q "GRASS_EMU_REQUIRE_ALIGNED: GEMM .*\(5461\|10922\)" \
+  && ok "1b unpadded (--ffn-align 1): stopped at a GEMM with ffn 5461 ($(echo "$out" | grep -o -m1 'GEMM [^(]*' | head -c 80)) (the check can fail)" \
+  || bad "1b unpadded: rc=$rc, no GEMM named"
 out=$(GRASS_EMU_REQUIRE_ALIGNED=1 $E/train_llama -i "$W/data/synthetic_train_*.bin" -j none -c 60m --vocab 256 --layers 1 \
       -b 1 -t 16 -x 1 -v 0 --optimizer grass --grass-select multinorm --rank 0.25 --update-freq 10 --grass-row-align 1 \
       -o "$W/align_60m_rows1" 2>&1); rc=$?
