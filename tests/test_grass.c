@@ -648,6 +648,16 @@ static void test_model_level(void) {
 // column block (rows 14 apart) in the norm pass and in the gathered GEMM. Both against float64
 // dY_i^T X; and every value of dY outside a block is NaN in a second copy, so a block read past
 // its columns would show.
+// Grass top-r, rank 2, K = 1, unfused, over the table pt: initialised and at step 0's norm pass
+static void grass_norm_pass_start(Optimizer* o, const ParamTable* pt, float* W) {
+    OptimConfig oc; optim_config_defaults(&oc);
+    oc.type = OPT_GRASS; oc.select = SEL_TOPR; oc.grass_rank = 2; oc.update_freq = 1; oc.fused = 0;
+    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
+    optim_init(o, &oc, &rt, pt, W);
+    optim_begin_step(o, 0, 0.01f);
+    optim_begin_norm_pass(o);
+    optim_begin_micro(o, 0);
+}
 static void grad_linears_case(void) {
     ParamTable pt;
     memset(&pt, 0, sizeof(pt));
@@ -687,14 +697,8 @@ static void grad_linears_case(void) {
     for (int t = 0; t < 3; t++) {  // Grass: each block read alone, with NaN around it
         for (int i = 0; i < N * width; i++) dYn[i] = NAN;
         for (int n = 0; n < N; n++) memcpy(dYn + n * width + cols0[t], dY + n * width + cols0[t], outs[t] * sizeof(float));
-        OptimConfig oc; optim_config_defaults(&oc);
-        oc.type = OPT_GRASS; oc.select = SEL_TOPR; oc.grass_rank = 2; oc.update_freq = 1; oc.fused = 0;
-        OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
         Optimizer o;
-        optim_init(&o, &oc, &rt, &pt, W);
-        optim_begin_step(&o, 0, 0.01f);
-        optim_begin_norm_pass(&o);
-        optim_begin_micro(&o, 0);
+        grass_norm_pass_start(&o, &pt, W);
         grad_linear(&o, t, dYn + cols0[t], width, X, N);  // grad_linears' per-matrix call for block t
         const GrassMatrix* gm = &o.gm[o.gm_of_tensor[t]];
         double nerr = 0;
@@ -716,14 +720,8 @@ static void grad_linears_case(void) {
         optim_free(&o);
     }
     {   // and grad_linears over the whole dY gives each matrix the same C
-        OptimConfig oc; optim_config_defaults(&oc);
-        oc.type = OPT_GRASS; oc.select = SEL_TOPR; oc.grass_rank = 2; oc.update_freq = 1; oc.fused = 0;
-        OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
         Optimizer o;
-        optim_init(&o, &oc, &rt, &pt, W);
-        optim_begin_step(&o, 0, 0.01f);
-        optim_begin_norm_pass(&o);
-        optim_begin_micro(&o, 0);
+        grass_norm_pass_start(&o, &pt, W);
         grad_linears(&o, 0, 3, dY, X, N);
         optim_refresh(&o);
         optim_begin_micro(&o, 0);
