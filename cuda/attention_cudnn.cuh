@@ -6,16 +6,15 @@
  * CUDNN_FRONTEND_INCLUDE=...). The attention kernels of cuda/attention.cuh stay the default and
  * the emulator's path; scripts/gpu_check.sh compares the two (dev/cuda/attention_check).
  *
- * Layouts, the same buffers as the own kernels use: q, k and v side by side in the fused qkv buffer,
- * (B, T, heads, hd) each with its tokens ld_q (q) or ld_kv (k, v) elements apart (dq, dk, dv the
- * same), which cuDNN sees as [B, heads, T, hd] with strides (T*ld, hd, ld, 1); out and dout
- * contiguous (ld = nh*hd); the
- * statistics are cuDNN's softmax stats in the lse buffer, [B, nh, T] (its backward reads them;
- * nothing else does while this path is on).
+ * Layouts, the same buffers as the own kernels use: q, k and v side by side in the fused qkv
+ * buffer, (B, T, heads, hd) each with its tokens ld_q (q) or ld_kv (k, v) elements apart (dq, dk,
+ * dv the same), which cuDNN sees as [B, heads, T, hd] with strides (T*ld, hd, ld, 1); out and dout
+ * contiguous (ld = nh*hd); the statistics are cuDNN's softmax stats in the lse buffer, [B, nh, T]
+ * (its backward reads them; nothing else does while this path is on).
  *
- * One graph per (B, T, nh, nkv, hd, ld_q, ld_kv, direction), built on first use and kept (a training run uses
- * two, plus the evaluation's batch shape). Its workspace comes from a scratch buffer that grows
- * on the first calls only, so the steady state allocates nothing.
+ * One graph per (B, T, nh, nkv, hd, ld_q, ld_kv, direction), built on first use and kept (a
+ * training run uses two, plus the evaluation's batch shape). Its workspace comes from a scratch
+ * buffer that grows on the first calls only, so the steady state allocates nothing.
  * NOT RUN ON A GPU YET: compiled and linked here (nvcc, cuDNN 9), never executed; the first GPU
  * session runs dev/cuda/attention_check against the CPU reference before anything trusts it.
  */
