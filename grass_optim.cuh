@@ -929,8 +929,9 @@ static void grad_linears(Optimizer* o, int first, int count, const floatX* dout,
         const ParamTensor* t = &o->pt->t[first + i];
         if (t->cols != t0->cols)
             fatal("grad_linears: '%s' has %d inputs, '%s' %d; fused layers share their input", t0->name, t0->cols, t->name, t->cols);
-        if (o->gm_of_tensor[first + i] >= 0 || o->grad_offset[first + i] == (size_t)-1 ||
-            o->grad_offset[first + i] != o->grad_offset[first] + (size_t)width * t0->cols) one_gemm = 0;
+        // projected (no dense gradient: grad_offset -1), or not right after the previous one
+        if (o->gm_of_tensor[first + i] >= 0 || o->grad_offset[first + i] != o->grad_offset[first] + (size_t)width * t0->cols)
+            one_gemm = 0;
         width += t->rows;
     }
     if (one_gemm) {

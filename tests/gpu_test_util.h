@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <vector>
+#include <algorithm>
 #include "rng.h"
 #include "bf16.h"
 #include "backend.h"
@@ -103,6 +104,30 @@ static std::vector<float> hf(const float* d, size_t n) {
     std::vector<float> h(n);
     backend_download(h.data(), d, n * sizeof(float));
     return h;
+}
+
+// The model's fused layouts (q|k|v, gate|up): a rows x width matrix placed at column col of a
+// rows x ld matrix whose other entries are fill; a column block taken back out; and each token's
+// q, k, v side by side (ld = qd + 2 kvd), as the fused Q/K/V GEMM writes them
+static std::vector<float> t_embed(const std::vector<float>& x, size_t rows, int width, int ld, int col, float fill) {
+    std::vector<float> b(rows * ld, fill);
+    for (size_t i = 0; i < rows; i++) std::copy(x.begin() + i * width, x.begin() + (i + 1) * width, b.begin() + i * ld + col);
+    return b;
+}
+static std::vector<float> t_extract(const std::vector<float>& b, size_t rows, int width, int ld, int col) {
+    std::vector<float> x(rows * width);
+    for (size_t i = 0; i < rows; i++) std::copy(b.begin() + i * ld + col, b.begin() + i * ld + col + width, x.begin() + i * width);
+    return x;
+}
+static std::vector<float> t_pack_qkv(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                     size_t rows, int qd, int kvd) {
+    int ld = qd + 2 * kvd;
+    std::vector<float> f = t_embed(q, rows, qd, ld, 0, 0.0f);
+    for (size_t i = 0; i < rows; i++) {
+        std::copy(k.begin() + i * kvd, k.begin() + (i + 1) * kvd, f.begin() + i * ld + qd);
+        std::copy(v.begin() + i * kvd, v.begin() + (i + 1) * kvd, f.begin() + i * ld + qd + kvd);
+    }
+    return f;
 }
 
 // bf16 optimizer moments (STATE_BF16): the bits of h rounded to nearest even (bf16.h), a backend

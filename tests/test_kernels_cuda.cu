@@ -213,19 +213,6 @@ static void rope_tables(int maxT, int hd, std::vector<float>& c, std::vector<flo
         }
 }
 
-// The fused layouts (q|k|v, gate|up): a rows x width matrix at column col of a rows x ld matrix
-// whose other entries are fill; and back out
-static std::vector<float> t_embed(const std::vector<float>& x, size_t rows, int width, int ld, int col, float fill) {
-    std::vector<float> b(rows * ld, fill);
-    for (size_t i = 0; i < rows; i++) std::copy(x.begin() + i * width, x.begin() + (i + 1) * width, b.begin() + i * ld + col);
-    return b;
-}
-static std::vector<float> t_extract(const std::vector<float>& b, size_t rows, int width, int ld, int col) {
-    std::vector<float> x(rows * width);
-    for (size_t i = 0; i < rows; i++) std::copy(b.begin() + i * ld + col, b.begin() + i * ld + col + width, x.begin() + i * width);
-    return x;
-}
-
 static void test_rope(int B, int T, int nh, int hd) {
     std::vector<float> c, s;
     rope_tables(T + 3, hd, c, s);
@@ -278,8 +265,7 @@ static void test_rope_qk(int B, int T, int nh, int nkv, int hd, int off) {
         {   // the model's layout: q and k in one qkv buffer (tokens (nh + 2 nkv) hd apart); v untouched
             int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd;
             size_t rows = (size_t)B * T;
-            std::vector<float> qkv = t_embed(xq, rows, qd, ld, 0, 3.0f);
-            for (size_t i = 0; i < rows; i++) std::copy(xk.begin() + i * kvd, xk.begin() + (i + 1) * kvd, qkv.begin() + i * ld + qd);
+            std::vector<float> qkv = t_pack_qkv(xq, xk, std::vector<float>(rows * kvd, 3.0f), rows, qd, kvd);
             std::vector<float> pf(off + qkv.size(), 0.0f);
             std::copy(qkv.begin(), qkv.end(), pf.begin() + off);
             floatX* f = dx_from(pf) + off;
@@ -614,11 +600,7 @@ static void test_attention(int B, int T, int nh, int nkv, int hd) {
         // same kernels with other strides, so the same bits as the separate buffers above
         int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd;
         size_t rows = (size_t)B * T;
-        std::vector<float> qkv = t_embed(hx(dq_, nq), rows, qd, ld, 0, 0.0f), kr = hx(dk_, nk), vr = hx(dv_, nk);
-        for (size_t i = 0; i < rows; i++) {
-            std::copy(kr.begin() + i * kvd, kr.begin() + (i + 1) * kvd, qkv.begin() + i * ld + qd);
-            std::copy(vr.begin() + i * kvd, vr.begin() + (i + 1) * kvd, qkv.begin() + i * ld + qd + kvd);
-        }
+        std::vector<float> qkv = t_pack_qkv(hx(dq_, nq), hx(dk_, nk), hx(dv_, nk), rows, qd, kvd);
         floatX* f = dx_from(qkv);
         floatX* outf = dx_nan(nq);
         float* lsef = df_nan((size_t)B * nh * T);

@@ -17,24 +17,6 @@
 #include "cuda/attention.cuh"  // under test
 #include "cuda/lifecycle.cuh"  // backend_init
 
-// the fused layout: each token's q, k, v side by side (ld = (nh + 2 nkv) hd)
-static std::vector<float> pack_qkv(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
-                                   size_t rows, int qd, int kvd) {
-    int ld = qd + 2 * kvd;
-    std::vector<float> f(rows * ld);
-    for (size_t i = 0; i < rows; i++) {
-        std::copy(q.begin() + i * qd, q.begin() + (i + 1) * qd, f.begin() + i * ld);
-        std::copy(k.begin() + i * kvd, k.begin() + (i + 1) * kvd, f.begin() + i * ld + qd);
-        std::copy(v.begin() + i * kvd, v.begin() + (i + 1) * kvd, f.begin() + i * ld + qd + kvd);
-    }
-    return f;
-}
-static std::vector<float> unpack(const std::vector<float>& f, size_t rows, int ld, int col, int width) {
-    std::vector<float> x(rows * width);
-    for (size_t i = 0; i < rows; i++) std::copy(f.begin() + i * ld + col, f.begin() + i * ld + col + width, x.begin() + i * width);
-    return x;
-}
-
 static void validate(int B, int T, int nh, int nkv, int hd) {
     size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd, nl = (size_t)B * nh * T;
     std::vector<float> q = t_randn_pairs(nq, 1.0f), k = t_randn_pairs(nk, 1.0f), v = t_randn_pairs(nk, 1.0f),
@@ -46,7 +28,7 @@ static void validate(int B, int T, int nh, int nkv, int hd) {
     for (size_t i = 0; i < nq; i++) ro[i] = t_round(ro[i]);
     cpu_attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), ro.data(), q.data(), k.data(), v.data(), qd, kvd,
                            rl.data(), B, T, nh, nkv, hd);
-    floatX* fq = dx_from(pack_qkv(q, k, v, rows, qd, kvd));
+    floatX* fq = dx_from(t_pack_qkv(q, k, v, rows, qd, kvd));  // the fused layout (tests/gpu_test_util.h)
     floatX *dq = fq, *dk = fq + qd, *dv = fq + qd + kvd, *ddo = dx_from(dout);
     floatX* out = dx_nan(nq);
     float* lse = df_nan(nl);
@@ -62,11 +44,11 @@ static void validate(int B, int T, int nh, int nkv, int hd) {
     attention_backward(fg, fg + qd, fg + qd + kvd, ddo, o2, dq, dk, dv, ld, ld, l2, B, T, nh, nkv, hd);
     std::vector<float> g = hx(fg, rows * ld);
     snprintf(name, sizeof(name), "bwd dq B=%d T=%d nh=%d nkv=%d hd=%d", B, T, nh, nkv, hd);
-    dc_validate(name, unpack(g, rows, ld, 0, qd), rq, 2e-2);
+    dc_validate(name, t_extract(g, rows, qd, ld, 0), rq, 2e-2);
     snprintf(name, sizeof(name), "bwd dk");
-    dc_validate(name, unpack(g, rows, ld, qd, kvd), rk, 2e-2);
+    dc_validate(name, t_extract(g, rows, kvd, ld, qd), rk, 2e-2);
     snprintf(name, sizeof(name), "bwd dv");
-    dc_validate(name, unpack(g, rows, ld, qd + kvd, kvd), rv, 2e-2);
+    dc_validate(name, t_extract(g, rows, kvd, ld, qd + kvd), rv, 2e-2);
 #ifdef GRASS_CUDNN
     char why[256];
     if (backend_attention_select(1, why, sizeof(why))) {  // the same inputs through cuDNN's SDPA
@@ -82,11 +64,11 @@ static void validate(int B, int T, int nh, int nkv, int hd) {
         attention_backward(cg, cg + qd, cg + qd + kvd, ddo, o2, dq, dk, dv, ld, ld, cl, B, T, nh, nkv, hd);  // its own stats
         std::vector<float> c = hx(cg, rows * ld);
         snprintf(name, sizeof(name), "cudnn bwd dq");
-        dc_validate(name, unpack(c, rows, ld, 0, qd), rq, 2e-2);
+        dc_validate(name, t_extract(c, rows, qd, ld, 0), rq, 2e-2);
         snprintf(name, sizeof(name), "cudnn bwd dk");
-        dc_validate(name, unpack(c, rows, ld, qd, kvd), rk, 2e-2);
+        dc_validate(name, t_extract(c, rows, kvd, ld, qd), rk, 2e-2);
         snprintf(name, sizeof(name), "cudnn bwd dv");
-        dc_validate(name, unpack(c, rows, ld, qd + kvd, kvd), rv, 2e-2);
+        dc_validate(name, t_extract(c, rows, kvd, ld, qd + kvd), rv, 2e-2);
         backend_attention_select(0, why, sizeof(why));
     } else {
         printf("  cudnn: not available here (%s)\n", why);
