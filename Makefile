@@ -80,9 +80,11 @@ test-all: train_llama_cpu train_llama_cpu_nompi $(TEST_BINS)
 	bash tests/run_all.sh all
 
 clean:
-	rm -rf train_llama train_llama_cpu train_llama_cpu_nompi test_llama tests/bin build/emu
+	rm -rf train_llama train_llama_cpu train_llama_cpu_nompi test_llama tests/bin build/emu build/config
 
 # GPU build rules (nvcc, cuBLAS/cuBLASLt, NCCL/MPI detection) live in cuda.mk
 -include cuda.mk
 # the CUDA build run on the CPU through the emulator in tests/cuda_emu
 -include tests/cuda_emu/emu.mk
+# the stamps that make every binary depend on the configuration it was built with
+include build_config.mk
