@@ -13,7 +13,8 @@ Part B runs when torch and transformers import: LlamaForCausalLM.from_pretrained
 parameters bit for bit and gives finite logits; the fixtures' parameters exported this way reproduce the
 fixtures' logits; save_pretrained models (safetensors, sharded, bfloat16, pytorch_model.bin) import back
 bit for bit; the tokenizer is copied and loads.
-Prints "N passed, N failed" (and skipped parts) and exits non-zero on any failure.
+Prints "N passed, N failed[, N skipped]" (each skipped part on a line "skipped: REASON", which
+tests/run_all.sh counts) and exits non-zero on any failure.
 """
 import json
 import os
@@ -408,7 +409,7 @@ def part_b(tmp):
         b = open(ck, "rb").read()
         h = np.frombuffer(b[:256], dtype="<i4")
         cfg = m.config
-        check(list(h[:14]) == [20261102, 1, cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size,
+        check(list(h[:15]) == [20261102, 1, cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size,
                                cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
                                cfg.max_position_embeddings, int(cfg.tie_word_embeddings), 1 if bf16 else 0,
                                fbits(cfg.rms_norm_eps), fbits(cfg.rope_parameters["rope_theta"]), 0, 1]
@@ -533,7 +534,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     for s in skipped:
         print("skipped: " + s)
-    print("test_hf_roundtrip: %d passed, %d failed" % (passed, failed))
+    print("test_hf_roundtrip: %d passed, %d failed%s" % (passed, failed, ", %d skipped" % len(skipped) if skipped else ""))
     sys.exit(1 if failed else 0)
 
 

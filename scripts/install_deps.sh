@@ -2,7 +2,8 @@
 # Installs what grass.c needs and is missing, saying what and why; installs nothing that is there.
 #
 #   scripts/install_deps.sh            # what the quick start needs (build, data, training, plots)
-#   scripts/install_deps.sh test       # and what the tests need (MPI, safetensors, bible-kjv)
+#   scripts/install_deps.sh test       # and what the tests need (MPI, bible-kjv, safetensors, torch,
+#                                      #   transformers, protobuf)
 #   CHECK_ONLY=1 scripts/install_deps.sh test    # only report; exit 1 when something is missing
 #
 # Debian/Ubuntu packages go through apt-get, which needs root: without root the script lists the
@@ -64,7 +65,15 @@ need_py numpy numpy "data shards, references, plots"
 need_py sentencepiece sentencepiece "tokenizers: dev/data/prepare.py"
 need_py matplotlib matplotlib "loss plots: dev/plot_logs.py"
 need_py tqdm tqdm "progress bars in dev/data/prepare.py"
-[ "$MODE" = test ] && need_py safetensors safetensors "Hugging Face export/import and its test"
+if [ "$MODE" = test ]; then
+  need_py safetensors safetensors "Hugging Face export/import and its test"
+  # the transformers section of dev/test_hf_roundtrip.py: LlamaForCausalLM loads our exports bit for
+  # bit and its saved models import back. PyPI's Linux torch is the CUDA build with NVIDIA's
+  # wheels: about 5 GB on disk, 72 s to install on the 2-core test machine (2026-12-06)
+  need_py torch torch "transformers' LLaMA in dev/test_hf_roundtrip.py (the CUDA build from PyPI: ~5 GB)"
+  need_py transformers transformers "LlamaForCausalLM: dev/test_hf_roundtrip.py checks our exports load in it"
+  need_py google.protobuf protobuf "AutoTokenizer reads the exported SentencePiece model with it (dev/test_hf_roundtrip.py)"
+fi
 if [ ${#pip_missing[@]} -gt 0 ]; then
   if [ "$CHECK_ONLY" = 1 ]; then echo "CHECK_ONLY=1: not installing ${pip_missing[*]}"; exit 1; fi
   echo "== pip install ${pip_missing[*]}"

@@ -155,12 +155,13 @@ static std::vector<float> hs_bf16(const void* d, size_t n) {
 }
 
 // ---- the device -------------------------------------------------------------------------------------
-// 0 (after "prog: no CUDA device (...): skipped") where there is none; else backend_init(0), 1
+// 0 (after "skipped: needs a GPU (prog: no CUDA device ...)", the skip tests/run_all.sh counts and
+// tests/skip_allowlist.txt allows) where there is none; else backend_init(0), 1
 static int t_init_gpu(const char* prog) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
-        printf("%s: no CUDA device (%s): skipped\n", prog, e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        printf("skipped: needs a GPU (%s: no CUDA device: %s)\n", prog, e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         return 0;
     }
     backend_init(0);

@@ -24,10 +24,12 @@ SHARED="$ROOT/../shared/data"
 
 passed=0
 failed=0
+skipped=0
 fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
 pass() { passed=$((passed + 1)); }
+skip() { skipped=$((skipped + 1)); echo "skipped: $*"; }  # counted by tests/run_all.sh
 finish() {
-    echo "test_tokenizer.sh: $passed passed, $failed failed"
+    echo "test_tokenizer.sh: $passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
     [ "$failed" -eq 0 ] && exit 0 || exit 1
 }
 
@@ -215,7 +217,7 @@ if [ -f "$SHARED/llama2_tokenizer.model" ] && [ -f "$SHARED/tinyshakespeare.txt"
         fail "(a) export or reference generation"
     fi
 else
-    echo "== (a) skipped: $SHARED/llama2_tokenizer.model or tinyshakespeare.txt not found"
+    skip "(a) the LLaMA-2 tokenizer on TinyShakespeare: $SHARED/llama2_tokenizer.model or tinyshakespeare.txt not found"
 fi
 
 # ---------------------------------------------------------------------------------------

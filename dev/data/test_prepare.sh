@@ -29,10 +29,12 @@ PREP="python3 dev/data/prepare.py"
 
 passed=0
 failed=0
+skipped=0
 fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
 pass() { passed=$((passed + 1)); }
+skip() { skipped=$((skipped + 1)); echo "skipped: $*"; }  # counted by tests/run_all.sh
 finish() {
-    echo "test_prepare.sh: $passed passed, $failed failed"
+    echo "test_prepare.sh: $passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
     [ "$failed" -eq 0 ] && exit 0 || exit 1
 }
 # run a command that must succeed
@@ -398,7 +400,7 @@ PY
     must "prepare.py --dataset kjv again (cached text)" $PREP --dataset kjv --out-dir "$TMP/kjv" --train-tokenizer 4096
     grep -q "using the cached" "$TMP/last.log" && pass || fail "the second --dataset kjv did not use the cached kjv.txt"
 else
-    echo "== (skipped --dataset kjv: no 'bible' program; sudo apt-get install bible-kjv)"
+    skip "--dataset kjv: no 'bible' program (sudo apt-get install bible-kjv)"
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -410,7 +412,7 @@ if [ -f "$SHARED/llama2_tokenizer.model" ] && [ -f "$SHARED/tinyshakespeare.txt"
         "$SHARED/llama2_tokenizer.model" 100000 0.1
     tail -n 1 "$TMP/last.log"
 else
-    echo "== (skipped: no ../shared/data/llama2_tokenizer.model or tinyshakespeare.txt)"
+    skip "the LLaMA-2 tokenizer on TinyShakespeare: no ../shared/data/llama2_tokenizer.model or tinyshakespeare.txt"
 fi
 
 finish

@@ -143,7 +143,7 @@ PY
     lt "$lf" 2e-4 && lt "$lm" 2e-4 && ok "--grad-dtype fp32 / model: losses within $lf / $lm of the CPU build's" \
       || bad "--grad-dtype losses against the CPU build: fp32 $lf, model $lm"
   fi
-else echo "(./train_llama_cpu not built: the fp32 GPU vs CPU comparison is skipped)"; fi
+else skip "the fp32 GPU vs CPU comparison (./train_llama_cpu not built: make train_llama_cpu)"; fi
 
 # ---- the memory plan with fp32 dense gradients: 4 bytes per value, and twice the dense communication
 pm=$($E/train_llama -c 60m --plan-only 1 2>&1); pf=$($E/train_llama -c 60m --plan-only 1 --grad-dtype fp32 2>&1)
@@ -239,6 +239,6 @@ if [ -x $E/train_llama_mpi ] && command -v mpirun >/dev/null 2>&1; then
   d=$(rel_losses two_ov1 one); lt "$d" 3e-3 && ok "Grass: 2 ranks vs 1 rank with the same global batch: losses within $d (bf16 gradients on the wire)" || bad "2 ranks vs 1 rank: $d"
   cmp -s "$W/two_ov1/model_00000006.bin" "$W/two_ov0/model_00000006.bin" && ok "overlapped all-reduce == immediate all-reduce (bit-identical weights)" || bad "overlap changes the weights"
   cmp -s "$W/two_zero/model_00000006.bin" "$W/two_nozero/model_00000006.bin" && ok "ZeRO-1 == replicated AdamW moments (bit-identical weights)" || bad "ZeRO-1 changes the weights"
-else echo "(no $E/train_llama_mpi or mpirun: the two-rank checks are skipped)"; fi
+else skip "the two-rank checks (no $E/train_llama_mpi or mpirun: scripts/install_deps.sh test installs OpenMPI)"; fi
 
 finish test_train_emu
