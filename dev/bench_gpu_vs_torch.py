@@ -36,6 +36,7 @@ On a machine without a GPU (or without torch) it says so and exits 0 having meas
 (with --json it writes {"measured": false, "reason": ...}).
 """
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -352,6 +353,7 @@ def main(argv=None):
                 r = run_row(row, a, c)
             except (RuntimeError, MemoryError) as e:  # out of memory, a kernel failure: this row only
                 r = {"row": row, "text": ROW_TEXT[row], "status": "skipped", "reason": "failed: %s" % str(e).splitlines()[0][:200]}
+            gc.collect()  # the row's model and optimizer, before the next row's peak is measured
             if a.device == "cuda":
                 torch.cuda.empty_cache()
         results.append(r)
