@@ -15,10 +15,19 @@ such as -i, -x or -l, are accepted and ignored), so a training command line can 
     python3 dev/perf_model.py -c 1b -b 8 -t 1024 --optimizer grass --rank 512
     python3 dev/perf_model.py -c 1b -b 8 -t 1024 --optimizer grass --rank 512 --json
     python3 dev/perf_model.py --recipes          # AdamW, Grass, GaLore at 60m, 1b (T=256, 1024), 13b
+    python3 dev/perf_model.py -c 1b -b 8 -t 1024 --rank 512 --headline --gpu h100   # 8 GPUs: AdamW, Grass, GaLore
+    python3 dev/perf_model.py -c 1b -b 8 -t 1024 --gpus 16 --optimizer grass --rank 512  # 2 nodes over InfiniBand
+    python3 dev/perf_model.py -c 1b -b 8 -t 1024 --gpu h100 --compare measured.json      # after a GPU run
 
-What is derived from the code and what is assumed is listed by --assumptions (and in the JSON).
-Nothing here has been compared with a GPU yet: scripts/gpu_check.sh prints these predictions next
-to its measurements so that the first GPU run shows where the model is wrong.
+--gpu takes h100 (SXM), h100pcie, h200 or device names ("NVIDIA H100 PCIe"); MFU is at each GPU's
+own datasheet peak, as the trainer's. With --gpus N the step adds the exposed time of the trainer's
+data-parallel all-reduces (their bytes as optim_plan counts them: checked against the trainer's
+logged comm_mib). --compare prints measured per-group or per-kernel times beside the model's
+(--help-compare: the file's format).
+
+What is derived from the code, what is published and what is assumed is listed, with its source,
+by --assumptions (and in the JSON). Nothing here has been compared with a GPU yet: scripts/gpu_check.sh
+prints these predictions next to its measurements so that the first GPU run shows where the model is wrong.
 """
 import argparse
 import json
@@ -30,30 +39,105 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# ---- the machines (datasheet ceilings; the trainer's backend_peak_flops uses the same 989) -------
+# ---- the machines ----------------------------------------------------------------------------------
+# Datasheet ceilings (NVIDIA H100 and H200 datasheets; dense, no sparsity). The bf16 figure is
+# 4096 FLOP per clock per SM (4 tensor cores x 1024: the H100 whitepaper) at the clock the
+# datasheet rates it: 989.4 TFLOP/s = 132 SMs x 4096 x 1.83 GHz (SXM); the PCIe card's 756 TFLOP/s
+# = 114 SMs x 4096 x 1.62 GHz. The trainer's backend_peak_flops (cuda/common.cuh) uses the same
+# 989 and 756 and tells the two H100s apart by "PCIe" in the device name, as gpu_key() does here.
+# Links, per GPU and direction: NVLink 4 on SXM boards, 900 GB/s both ways = 450 GB/s each way;
+# PCIe 5.0 x16, 64 GB/s each way (the H100 PCIe's NVLink bridge joins pairs only, so an 8-card
+# all-reduce runs over PCIe); InfiniBand NDR, 400 Gb/s = 50 GB/s per GPU (one ConnectX-7 per GPU
+# as in DGX H100) between nodes.
+TENSOR_FLOP_CLK_SM = 4096   # dense bf16 FLOPs per clock per SM (Hopper)
+SMEM_BYTES_CLK_SM = 128     # shared-memory bandwidth per SM: 32 banks x 4 bytes per clock
 GPUS = {
-    "h100": {"name": "H100 SXM", "bf16_flops": 989e12, "fp32_flops": 67e12, "hbm_bytes_s": 3.35e12},
-    "h200": {"name": "H200", "bf16_flops": 989e12, "fp32_flops": 67e12, "hbm_bytes_s": 4.8e12},
+    "h100": {"name": "H100 SXM", "bf16_flops": 989e12, "fp32_flops": 67e12, "hbm_bytes_s": 3.35e12, "sms": 132,
+             "sustained_ghz": 1.755, "node_link": "NVLink 4", "node_link_bytes_s": 450e9, "ib_bytes_s": 50e9},
+    "h100pcie": {"name": "H100 PCIe", "bf16_flops": 756e12, "fp32_flops": 51e12, "hbm_bytes_s": 2.0e12, "sms": 114,
+                 "sustained_ghz": 1.56, "node_link": "PCIe 5.0 x16", "node_link_bytes_s": 64e9, "ib_bytes_s": 50e9},
+    "h200": {"name": "H200 SXM", "bf16_flops": 989e12, "fp32_flops": 67e12, "hbm_bytes_s": 4.8e12, "sms": 132,
+             "sustained_ghz": 1.755, "node_link": "NVLink 4", "node_link_bytes_s": 450e9, "ib_bytes_s": 50e9},
 }
-MFU_PEAK = 989e12  # the trainer's peak for H100 SXM / H200 (cuda/common.cuh backend_peak_flops)
+for _g in GPUS.values():  # the clock the datasheet's bf16 figure implies
+    _g["rated_ghz"] = _g["bf16_flops"] / (_g["sms"] * TENSOR_FLOP_CLK_SM) / 1e9
+GPU_SOURCES = [
+    "bf16/fp32 peaks and HBM: NVIDIA H100 datasheet (SXM 989/67 TFLOP/s, 3.35 TB/s; PCIe 756/51 TFLOP/s, 2.0 TB/s) "
+    "and H200 datasheet (989/67 TFLOP/s, 4.8 TB/s); the trainer's backend_peak_flops uses 989 and 756.",
+    "4096 dense bf16 FLOP/clock/SM: H100 whitepaper (4 tensor cores per SM, 1024 FLOP/clock each); with 132 SMs "
+    "it gives the SXM's 989 TFLOP/s at 1.83 GHz, and with the PCIe card's 114 SMs its 756 at 1.62 GHz.",
+    "shared memory: 32 banks x 4 bytes = 128 bytes/clock/SM (CUDA C Programming Guide, compute capability 9.0).",
+    "sustained_ghz: the SM clock assumed under dense tensor-core load at the power limit (SXM 700 W: 1.755 GHz, "
+    "0.96 of the rated 1.83; PCIe 350 W: 1.56, 0.96 of 1.62). An assumption: reported sustained clocks range "
+    "from 1.6 to 1.98 GHz; gpu_check records the clock, which should replace it.",
+    "links: NVLink 4, 900 GB/s per GPU both ways (H100 SXM/H200 datasheets) = 450 GB/s each way; PCIe 5.0 x16, "
+    "64 GB/s each way; InfiniBand NDR 400 Gb/s = 50 GB/s per GPU (DGX H100: one ConnectX-7 per GPU).",
+]
+
+
+def gpu_key(text):
+    """a --gpu entry: a key of GPUS, or a device name as nvidia-smi / cudaGetDeviceProperties print it
+    (the trainer's rule: 'H100' with 'PCIe' is the PCIe card, other H100s and H800s the SXM, 'H200')"""
+    t = text.strip()
+    if t.lower() in GPUS:
+        return t.lower()
+    u = t.upper()
+    if "H200" in u:
+        return "h200"
+    if "H100" in u and "PCIE" in u:
+        return "h100pcie"
+    if "H100" in u or "H800" in u:
+        return "h100"
+    raise SystemExit("--gpu: unknown '%s' (%s, or a device name with H100, H100 PCIe or H200)" % (t, ", ".join(GPUS)))
+
 
 X = 2   # bytes of floatX (bf16: parameters, activations, dense gradients)
 F = 4   # bytes of fp32 (Grass C, GaLore R and P, norms, rstd, lse, fp32 moments)
 
 # ---- assumptions: the efficiency factors and overheads (all overridable) ------------------------
+# None: derived per GPU (resolve_factors); the source of each is in FACTOR_SOURCES (--assumptions).
 DEFAULTS = {
-    "gemm_eff": 0.7,        # cuBLASLt bf16 GEMMs: fraction of the roofline reached
+    "gemm_eff": None,       # cuBLASLt bf16 GEMMs: fraction of the datasheet roofline (None: clock x gemm_kernel_eff)
+    "gemm_kernel_eff": 0.78,  # cuBLASLt's large bf16 GEMMs as a fraction of the tensor peak at the running clock
     "elem_eff": 0.8,        # elementwise / row-wise / reduction kernels, memsets: fraction of HBM bandwidth
-    "attn_eff": 0.25,       # the fused WMMA attention (fp32 accumulators in shared memory, no cp.async
-                            # pipelining; docs/CUDA.md expects it well below cuBLAS): fraction of the bf16 peak
-    "attn_cudnn_eff": 0.5,  # cuDNN's fused SDPA (--attention cudnn): fraction of the bf16 peak, an assumption
-                            # (flash attention on Hopper is published at 50-75%); not measured here
+    "attn_eff": None,       # the own WMMA attention: fraction of the bf16 peak (None: from its shared-memory traffic)
+    "attn_cudnn_eff": 0.35, # cuDNN's fused SDPA (--attention cudnn): fraction of the bf16 peak
     "unaligned_eff": 0.5,   # extra factor on a GEMM whose leading dimension is not a multiple of 16 bytes
     "svd_eff": 0.01,        # cuSOLVER sgesvd (GaLore refresh) as a fraction of the fp32 peak
     "floor_us": 2.0,        # the shortest a launched kernel takes on the GPU (launch gap, tail)
     "launch_us": 5.0,       # host time to issue one kernel or cuBLASLt call
     "sync_us": 15.0,        # one host synchronization (cudaStreamSynchronize after a small copy)
+    "comm_eff": 0.8,        # NCCL ring all-reduce: bus bandwidth reached, as a fraction of the link's
+    "allreduce_us": 15.0,   # fixed cost of one NCCL all-reduce call (latency of its ring steps)
 }
+FACTOR_SOURCES = {
+    "gemm_eff": "derived: (sustained_ghz / rated_ghz) x gemm_kernel_eff, per GPU (SXM: 0.96 x 0.78 = 0.75).",
+    "gemm_kernel_eff": "assumed: no published cuBLAS figure at exactly these shapes was at hand; public reports of "
+                       "bf16 GEMMs (cuBLAS through torch.matmul, CUTLASS) at large shapes on H100 SXM are around "
+                       "700-800 TFLOP/s, 0.7-0.8 of 989, at the clocks they ran at; we take 0.78 of the peak at the "
+                       "running clock. Our shapes are large (M = B T = 8192, N and K 2048-11008). Wave quantization "
+                       "and split-K at small shapes (Grass's r x n GEMMs, 60m) are not modeled.",
+    "elem_eff": "assumed: memory-bound streaming kernels on H100 reach about 90% of the HBM datasheet bandwidth in "
+                "public STREAM-like benchmarks; ours have short rows, scalar loads in places (docs/CUDA.md): 0.8.",
+    "attn_eff": "derived per kernel from cuda/attention.cuh: the shared-memory bytes one tile pair moves "
+                "(WMMA 16x16x16: two 512-byte operand fragments per mma, the fp32 accumulator tile loaded and "
+                "stored, the S/dP reads, P/dS writes, O rescale, tile stores) over 128 bytes/clock/SM, against "
+                "its FLOPs over 4096/clock/SM, times the sustained clock ratio; about 0.12 (see --assumptions).",
+    "attn_cudnn_eff": "published: FlashAttention-3 (Shah et al. 2024, Fig. 5, H100 SXM5) shows cuDNN's forward at "
+                      "head_dim 64, sequence 1k, at 373 TFLOP/s (0.38 of 989); causal masking and the backward "
+                      "(lower in the same paper) taken as 0.35 overall. An assumption for our shapes.",
+    "unaligned_eff": "assumed: cuBLASLt without its 16-byte-aligned tensor-core kernels; moot for the GPU build's "
+                     "padded ffn (5504) and 16-row Grass selections.",
+    "svd_eff": "assumed: cuSOLVER sgesvd on mid-size matrices is far below peak (bidiagonalization is "
+               "memory-bound); the least certain number here.",
+    "floor_us": "assumed: a kernel's launch gap and tail on the device.",
+    "launch_us": "assumed: host time per kernel launch or cuBLASLt call (a few microseconds, CUDA's documented range).",
+    "sync_us": "assumed: one cudaStreamSynchronize round trip after a small copy.",
+    "comm_eff": "assumed: NCCL's ring all-reduce bus bandwidth as a fraction of the link's per-direction bandwidth "
+                "(nccl-tests' busbw on NVLink/IB systems is typically 70-90% of the link); not measured here.",
+    "allreduce_us": "assumed: the fixed latency of one NCCL all-reduce call.",
+}
+
 ASSUMPTIONS = [
     "bf16 build: parameters, activations and dense gradients are bf16 (2 bytes); Adam moments fp32 "
     "(4 bytes; 2 with --state-dtype bf16); Grass C, GaLore R/P, norms, rstd and lse fp32.",
@@ -64,21 +148,31 @@ ASSUMPTIONS = [
     "Grass's gather reads whole 32-byte sectors: a row of dY or X of length ld read for r of its ld columns "
     "costs 32 * (ld/16) * (1 - (1 - r/ld)^16) bytes; its scatter on the column side (W[i, idx_j]) touches "
     "sectors the same way; the row side writes whole rows.",
-    "GEMM time = max(FLOPs / 989 TFLOP/s, bytes / HBM bandwidth) / gemm_eff; a GEMM with a leading dimension "
+    "GEMM time = max(FLOPs / the GPU's bf16 peak, bytes / HBM bandwidth) / gemm_eff; a GEMM with a leading dimension "
     "whose byte stride is not a multiple of 16 (ffn 5461 at 1b, or r_eff after merged duplicate draws) is "
     "divided by unaligned_eff as well: cuBLASLt then has no 16-byte-aligned tensor-core kernel (an assumption "
-    "to be measured: scripts/gpu_check.sh's 1b runs have ffn 5461).",
+    "to be measured; the GPU build pads 1b's ffn to 5504, so only --ffn-align 1 or unpadded selections meet it).",
     "GaLore's dense update U = P D is an fp32 GEMM (CUBLAS_COMPUTE_32F, no TF32): its ceiling is the fp32 "
     "CUDA-core peak, 67 TFLOP/s. Elementwise kernels use that same fp32 peak as their compute ceiling.",
     "attention FLOPs are counted from the kernels' tile loops (cuda/attention.cuh): forward 64x64 tiles up to "
     "the diagonal (S = Q K^T, O += P V), backward dK/dV (64-key x 32-query tiles: S, dP, dV, dK) and dQ "
-    "(64 x 32: S, dP, dQ), i.e. 3.5x the forward, head_dim padded to a multiple of 16; time at attn_eff of "
-    "the bf16 peak.",
+    "(64 x 32: S, dP, dQ), i.e. 3.5x the forward, head_dim padded to a multiple of 16; each kernel's time at "
+    "its own efficiency, derived from the shared-memory bytes of one tile pair (own_attention_traffic): the "
+    "WMMA operands and fp32 accumulators pass through shared memory at 128 bytes/clock/SM while the tensor "
+    "cores could do 4096 FLOP/clock/SM, so shared memory, not the tensor cores, bounds them (about 0.12 of "
+    "peak). Global loads are not pipelined (no cp.async) but 3 blocks per SM overlap them: not modeled.",
     "--attention cudnn (cuDNN's fused SDPA): the forward's FLOPs are the causal (query, key) pairs' "
     "S = Q K^T and O = P V at the real head_dim, the backward 2.5x that in one kernel (no separate D), "
-    "at attn_cudnn_eff (0.5) of the bf16 peak: an assumption, not a measurement; gpu_check.sh's "
+    "at attn_cudnn_eff of the bf16 peak (FlashAttention-3's published cuDNN figure): not measured here; gpu_check.sh's "
     "attention_check times both implementations.",
-    "one GPU (no communication), no validation or sampling steps, no checkpoint writes.",
+    "no validation or sampling steps, no checkpoint writes. One GPU unless --gpus N: then data parallel, each "
+    "GPU running the given B and T, and per optimizer step the trainer's all-reduces (optim_plan's "
+    "comm_step_bytes: the dense gradients in their dtype, the compressed gradients in bf16 on the wire; at a "
+    "refresh the norm pass's fp32 accumulators) as a ring: 2 (N-1)/N x bytes per GPU over the link at comm_eff, "
+    "plus allreduce_us per call. Within a node of --gpus-per-node (8) GPUs the link is NVLink (PCIe for the "
+    "H100 PCIe), across nodes InfiniBand (the slowest link bounds the ring). With --overlap-comm 1 (the "
+    "trainer's default) the layers' all-reduces hide behind the last micro-step's backward; the embedding, "
+    "head and final norm (reduced after it), the last layer's, and with --zero 1 the dense gradients are exposed.",
     "host: every kernel or library call costs launch_us of host time and every backend_upload/download a "
     "sync_us synchronization; between two synchronizations the GPU time and the host's launch time overlap, "
     "so a segment takes max(GPU, host).",
@@ -212,15 +306,18 @@ def optim_layout(c, o):
 
 
 def norm_path(o, accum):
-    """optim_runtime_norms: NP_DIRECT (one micro-batch, one rank, exact or micro), NP_FULL_G
-    (exact with accumulation), NP_SKETCH; GaLore: NP_LAYER_G without accumulation, else NP_FULL_G."""
+    """optim_runtime_norms: NP_DIRECT (one micro-batch, one rank, exact or micro), NP_LAYER_G (exact,
+    one micro-batch, several ranks), NP_FULL_G (exact with accumulation), NP_SKETCH; GaLore:
+    NP_LAYER_G without accumulation, else NP_FULL_G."""
     if o["type"] == "galore":
         return "layer_g" if accum == 1 else "full_g"
     if o["norms"] == "sketch":
         return "sketch"
     if o["norms"] == "micro":
         return "direct"
-    return "direct" if accum == 1 else "full_g"
+    if accum == 1:  # exact norms with several ranks: each layer's whole gradient, summed over the ranks
+        return "direct" if o.get("world", 1) == 1 else "layer_g"
+    return "full_g"
 
 
 def trainer_executed_flops_per_token(c, T, o, accum, refresh):
@@ -336,6 +433,61 @@ def attention_tiles(B, T, nh, hd):
     return fwd, dkdv, dq
 
 
+# The own attention kernels' tiles (cuda/attention.cuh, bf16 build): CU_ATT_FWD_BQ x _BK, _KV_BK x
+# _KV_BQ, _Q_BQ x _Q_BK
+ATT_TILES = {"fwd": (64, 64), "dkdv": (64, 32), "dq": (64, 32)}
+
+
+def wmma_smem_bytes(M, N, K, accumulate):
+    """shared-memory bytes of cu_att_mma: C (M x N, fp32) (+)= A (M x K) B (K x N), bf16 operands in
+    shared memory: each 16x16 output tile loads K/16 pairs of 16x16 bf16 fragments (512 bytes each),
+    and loads (when accumulating) and stores its fp32 16x16 accumulator (1024 bytes)"""
+    tiles = (M // 16) * (N // 16)
+    return tiles * ((K // 16) * 2 * 512 + 1024 * (2 if accumulate else 1))
+
+
+def own_attention_traffic(hd):
+    """FLOPs and shared-memory bytes of one tile pair of each own attention kernel (the body of its
+    inner loop), and the efficiency that bound gives: (FLOPs / 4096) / (bytes / 128) clocks."""
+    hdp = (hd + 15) // 16 * 16
+    out = {}
+    BQ, BK = ATT_TILES["fwd"]
+    smem = (2 * BK * hdp * X                              # K and V tiles stored
+            + wmma_smem_bytes(BQ, BK, hdp, False)         # S = Q K^T
+            + BQ * BK * F * 2 + BQ * BK * X               # softmax: S read twice (max, exp), P written
+            + BQ * hdp * F * 2                            # O rescaled (read, written)
+            + wmma_smem_bytes(BQ, hdp, BK, True))         # O += P V
+    out["fwd"] = {"flops": 2 * (2.0 * BQ * BK * hdp), "smem_bytes": smem}
+    BK, BQ = ATT_TILES["dkdv"]
+    smem = (2 * BQ * hdp * X                              # Q and dO tiles stored
+            + 2 * wmma_smem_bytes(BQ, BK, hdp, False)     # S = Q K^T, dP = dO V^T
+            + BQ * BK * F * 2 + BQ * BK * X * 2           # S, dP read; P, dS written
+            + 2 * wmma_smem_bytes(BK, hdp, BQ, True))     # dV += P^T dO, dK += dS^T Q
+    out["dkdv"] = {"flops": 4 * (2.0 * BQ * BK * hdp), "smem_bytes": smem}
+    BQ, BK = ATT_TILES["dq"]
+    smem = (2 * BK * hdp * X                              # K and V tiles stored
+            + 2 * wmma_smem_bytes(BQ, BK, hdp, False)     # S, dP
+            + BQ * BK * F * 2 + BQ * BK * X               # S, dP read; dS written
+            + wmma_smem_bytes(BQ, hdp, BK, True))         # dQ += dS K
+    out["dq"] = {"flops": 3 * (2.0 * BQ * BK * hdp), "smem_bytes": smem}
+    for v in out.values():
+        v["eff_at_clock"] = min(1.0, (v["flops"] / TENSOR_FLOP_CLK_SM) / (v["smem_bytes"] / SMEM_BYTES_CLK_SM))
+    return out
+
+
+def resolve_factors(e, gpu, hd):
+    """the factors for one GPU: the given ones, and the derived ones where None"""
+    r = dict(e)
+    clock = gpu["sustained_ghz"] / gpu["rated_ghz"]
+    r["clock_ratio"] = clock
+    if r["gemm_eff"] is None:
+        r["gemm_eff"] = clock * e["gemm_kernel_eff"]
+    traffic = own_attention_traffic(hd)
+    r["attn_eff_kernel"] = {k: (e["attn_eff"] if e["attn_eff"] is not None else v["eff_at_clock"] * clock)
+                            for k, v in traffic.items()}
+    return r
+
+
 # ---- the step, kernel by kernel -------------------------------------------------------------------
 def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
     """layer_forward (llama_model.h); count = calls per step; write_out adds down_proj and the add."""
@@ -357,6 +509,7 @@ def layer_forward_kernels(P, phase, seg, c, B, T, count, write_out, label):
     P.add(phase, seg, "attention", "attention_forward" + tag, kind, fwd,
           (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F, count, 1, "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd),
           (), "", True)
+    P.k[-1]["attn_kernel"] = "fwd"
     matmul_forward(P, phase, seg, "o gemm", "o_proj + residual" + tag, N, qd, d, count, residual=True)
     elem(P, phase, seg, "rmsnorm", "rmsnorm_forward ln2" + tag, 4.0 * N * d, N * d * X * 2 + d * X + N * F, count,
          per_layer=True)
@@ -561,8 +714,10 @@ def build_plan(c, B, T, accum, o):
             P.add(phase, "bwd", "attention", "attention_backward dK, dV", "attn", dkdv,
                   (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F * 2 + N * kvd * 2 * X, cl, 1,
                   "B=%d T=%d nh=%d nkv=%d hd=%d" % (B, T, nh, nkv, hd), (), "", True)
+            P.k[-1]["attn_kernel"] = "dkdv"
             P.add(phase, "bwd", "attention", "attention_backward dQ", "attn", dq,
                   (N * qd * 2 + N * kvd * 2) * X + B * nh * T * F * 2 + N * qd * X, cl, 1, "", (), "", True)
+            P.k[-1]["attn_kernel"] = "dq"
         rope_tab = T * (hd // 2) * F * 2
         elem(P, phase, "bwd", "rope", "rope_qk backward (dq, dk)", 3.0 * N * (qd + kvd), N * (qd + kvd) * X * 2 + rope_tab, cl,
              per_layer=True, note="q and k in one launch, 16-byte packs")
@@ -696,7 +851,7 @@ def kernel_time(k, gpu, e):
     if k["kind"] == "gemm" or k["kind"] == "gemm32":
         eff = e["gemm_eff"] * (1.0 if k["aligned"] else e["unaligned_eff"])
     elif k["kind"] == "attn":
-        eff = e["attn_eff"]
+        eff = e["attn_eff_kernel"][k.get("attn_kernel", "fwd")]
     elif k["kind"] == "attn_cudnn":
         eff = e["attn_cudnn_eff"]
     elif k["kind"] == "svd":
@@ -713,6 +868,90 @@ def kernel_time(k, gpu, e):
     if floor > t:
         t, bound = floor, "launch"
     return t, t_flops, t_bytes, bound
+
+
+# ---- data-parallel communication (grass_optim.cuh: optim_plan's comm bytes, optim_allreduce_*) ----
+def comm_plan(c, o, world, accum, grad_bytes=X, wire_bytes=X):
+    """Bytes the trainer all-reduces per optimizer step with `world` ranks, split by when they go:
+    dense gradients of the layers (during the backward with --overlap-comm), the dense tail
+    (embedding, final norm, head: after it), the compressed gradients (Grass C, GaLore R: r_eff x
+    other each, floatX on the wire), and at a refresh the norm pass's fp32 accumulators.
+    grad_bytes: the dense gradients' dtype (--grad-dtype: bf16 2, fp32 4); wire_bytes: floatX (2 on
+    the GPU build, 4 on the CPU build). With --zero 1 the dense part is a reduce-scatter plus an
+    all-gather of the floatX weights, counted as n (grad_bytes + floatX) / 2 (optim_dense_comm_bytes)."""
+    mats = optim_layout(c, o)
+    gm = {(m["layer"], m["name"]): m for m in mats}
+    path = norm_path(dict(o, world=world), accum)
+    dense_elem = (grad_bytes + wire_bytes) / 2.0 if o.get("zero") and world > 1 else float(grad_bytes)
+    layers = tail = 0.0
+    for (nm, r, k, kind, lin, layer) in param_table(c):
+        if gm.get((layer, nm)) is not None:
+            continue
+        if layer >= 0:
+            layers += r * k * dense_elem
+        else:
+            tail += r * k * dense_elem
+    compressed = sum(m["r_eff"] * m["other"] for m in mats) * wire_bytes
+    refresh = 0.0
+    for m in mats:
+        if path == "sketch":
+            refresh += m["dim_sel"] * o["sketch_dim"] * F
+        elif path == "direct":
+            refresh += m["dim_sel"] * F
+        else:
+            refresh += m["rows"] * m["cols"] * F
+    if o["type"] == "adamw":
+        refresh = 0.0
+    return {"dense_layers_bytes": layers, "dense_tail_bytes": tail, "compressed_bytes": compressed,
+            "step_bytes": layers + tail + compressed, "refresh_bytes": refresh, "n_matrices": len(mats),
+            "norm_path": path if mats else None}
+
+
+def ring_allreduce_s(nbytes, world, link_bytes_s, comm_eff):
+    """a ring all-reduce of nbytes over world ranks: each rank sends (and receives) 2 (N-1)/N nbytes"""
+    if world <= 1 or nbytes <= 0:
+        return 0.0
+    return 2.0 * (world - 1) / world * nbytes / (link_bytes_s * comm_eff)
+
+
+def comm_link(gpu, world, per_node, override_gb_s=None):
+    """the link that bounds the ring: within one node the node's (NVLink, or PCIe for the PCIe card),
+    across nodes InfiniBand"""
+    if override_gb_s:
+        return "given (--link-gb-s)", override_gb_s * 1e9
+    if world <= per_node:
+        return gpu["node_link"], gpu["node_link_bytes_s"]
+    return "InfiniBand NDR (across %d nodes)" % math.ceil(world / per_node), gpu["ib_bytes_s"]
+
+
+def predict_comm(cp, gpu, e, world, per_node, o, L, accum, t_bwd_s, link_gb_s=None):
+    """exposed all-reduce time of a plain step and of a refresh's extra work"""
+    link, bw = comm_link(gpu, world, per_node, link_gb_s)
+    ring = lambda b: ring_allreduce_s(b, world, bw, e["comm_eff"])
+    lat = e["allreduce_us"] * 1e-6
+    fused = o["type"] != "adamw" and o["fused"]
+    overlap = o.get("overlap", 1) and world > 1
+    zero = o.get("zero", 0) and world > 1
+    t_dense_layers, t_tail, t_comp = ring(cp["dense_layers_bytes"]), ring(cp["dense_tail_bytes"]), ring(cp["compressed_bytes"])
+    if world <= 1:
+        exposed, calls = 0.0, 0
+    elif not overlap:
+        calls = 1 + cp["n_matrices"]
+        exposed = t_dense_layers + t_tail + t_comp + calls * lat
+    else:
+        # during the last micro-step's backward: each layer's dense gradients (not with ZeRO) and,
+        # with the fused update, its compressed ones; layer 0's finish after the backward does
+        hidden = (0.0 if zero else t_dense_layers) + (t_comp if fused else 0.0)
+        calls_hidden = (0 if zero else L) + (cp["n_matrices"] if fused else 0)
+        t_hidden = hidden + calls_hidden * lat
+        exposed_tail = t_tail + (t_dense_layers if zero else 0.0) + (0.0 if fused else t_comp) + 2 * lat
+        exposed = exposed_tail + max(t_hidden / L, t_hidden - t_bwd_s / accum)
+        calls = calls_hidden + 2
+    t_ref = ring(cp["refresh_bytes"]) + (cp["n_matrices"] * lat if cp["refresh_bytes"] and world > 1 else 0.0)
+    return {"world": world, "gpus_per_node": per_node, "link": link, "link_bytes_s": bw,
+            "ring_factor": 2.0 * (world - 1) / world if world > 1 else 0.0, "overlap": bool(overlap), "zero": bool(zero),
+            "t_dense_layers_s": t_dense_layers, "t_dense_tail_s": t_tail, "t_compressed_s": t_comp,
+            "t_all_s": t_dense_layers + t_tail + t_comp, "calls": calls, "exposed_s": exposed, "refresh_s": t_ref}
 
 
 def predict(P, gpu, e, tokens_per_step, model_flops_tok, K):
@@ -740,8 +979,21 @@ def predict(P, gpu, e, tokens_per_step, model_flops_tok, K):
     for key, t in (("plain", plain), ("refresh", refresh), ("avg", avg)):
         tok_s = tokens_per_step / t
         res[key + "_tok_s"] = tok_s
-        res[key + "_mfu"] = model_flops_tok * tok_s / MFU_PEAK
+        res[key + "_mfu"] = model_flops_tok * tok_s / gpu["bf16_flops"]  # the trainer's peak for this GPU
     return rows, res
+
+
+def add_multi(res, rows, cm, tokens_per_step, model_flops_tok, K, gpu):
+    """N data-parallel GPUs: each step's time plus its exposed all-reduce time, N x the tokens"""
+    N = cm["world"]
+    plain = res["plain_step_s"] + cm["exposed_s"]
+    refresh = res["refresh_step_s"] + cm["exposed_s"] + cm["refresh_s"]
+    avg = plain + ((refresh - plain) / K if K else 0.0)
+    m = dict(cm, plain_step_s=plain, refresh_step_s=refresh, avg_step_s=avg)
+    for key, t in (("plain", plain), ("refresh", refresh), ("avg", avg)):
+        m[key + "_tok_s"] = N * tokens_per_step / t
+        m[key + "_mfu"] = model_flops_tok * tokens_per_step / t / gpu["bf16_flops"]  # per GPU
+    return m
 
 
 # ---- the command line: the trainer's flags -------------------------------------------------------
@@ -749,7 +1001,7 @@ IGNORED = ["-i", "--train-data", "-j", "--val-data", "-l", "--lr", "--min-lr-rat
            "--grad-clip", "--beta1", "--beta2", "--adam-eps", "-v", "--eval-every", "--eval-tokens", "-s",
            "--sample-every", "-g", "--sample-tokens", "-n", "--checkpoint-every", "-o", "--out-dir", "--seed", "-y",
            "--resume", "--init-from", "-e", "--tokenizer", "--grass-upscale", "--grass-scale", "--galore-scale",
-           "--zero", "--overlap-comm", "--matrix-lr-scale", "--peak-tflops", "--memory-limit-gb", "--log-every",
+           "--matrix-lr-scale", "--peak-tflops", "--memory-limit-gb", "--log-every",
            "--plan-only", "--norm-eps", "--rope-theta"]
 
 
@@ -782,12 +1034,29 @@ def build_parser():
                    help="Grass selections padded to a multiple of this many rows (the GPU build's 16; 1: unpadded, as the CPU build)")
     p.add_argument("--ffn-align", type=int, default=64,
                    help="the ffn stored padded to a multiple of this (the GPU build's 64; 1: unpadded, as the CPU build)")
+    p.add_argument("--grad-dtype", default="model", choices=["model", "fp32"],
+                   help="the dense gradients' dtype (the trainer's): sets their all-reduce bytes (the kernels are modeled in bf16)")
+    p.add_argument("--zero", type=int, default=0, choices=[0, 1], help="the trainer's ZeRO-1 (with --gpus > 1)")
+    p.add_argument("--overlap-comm", type=int, default=1, choices=[0, 1],
+                   help="the trainer's: the layers' all-reduces during the backward (default 1, as the trainer)")
+    g = p.add_argument_group("several GPUs (data parallel)")
+    g.add_argument("--gpus", type=int, default=1, help="data-parallel GPUs (ranks), each running -b x -t")
+    g.add_argument("--gpus-per-node", type=int, default=8, help="GPUs joined by NVLink (or PCIe) in one node; IB between nodes")
+    g.add_argument("--link-gb-s", type=float, default=None, help="override the ring's link bandwidth, GB/s per direction")
+    g.add_argument("--headline", action="store_true",
+                   help="AdamW, Grass and GaLore with these flags on --gpus GPUs (default 8): tokens/s and Grass/AdamW")
     for k in IGNORED:
         p.add_argument(k, dest="ignored_" + k.lstrip("-").replace("-", "_"), default=None, help=argparse.SUPPRESS)
-    g = p.add_argument_group("model assumptions")
+    g = p.add_argument_group("model assumptions (--assumptions: each one's source)")
     for k, v in DEFAULTS.items():
-        g.add_argument("--" + k.replace("_", "-"), type=float, default=v)
-    p.add_argument("--gpu", default="h100,h200", help="h100, h200 or both (comma separated)")
+        g.add_argument("--" + k.replace("_", "-"), type=float, default=v,
+                       help="default %s" % ("derived per GPU" if v is None else "%g" % v))
+    p.add_argument("--gpu", default="h100,h200",
+                   help="h100 (SXM), h100pcie, h200, or device names (e.g. 'NVIDIA H100 PCIe'), comma separated; "
+                        "the JSON's 'gpus' keys are these entries as given")
+    p.add_argument("--compare", default=None, metavar="MEASURED.json",
+                   help="print measured per-group (or per-kernel) times beside the model's (format: --help-compare)")
+    p.add_argument("--help-compare", action="store_true", help="print the --compare file's format and exit")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--kernels", type=int, default=1, help="print the per-kernel table (0: groups and totals only)")
     p.add_argument("--recipes", action="store_true", help="AdamW, Grass, GaLore at 60m, 1b (T=256, T=1024), 13b")
@@ -806,7 +1075,8 @@ def optim_from_args(a):
             "norms": "exact" if a.grass_norms == "auto" else a.grass_norms, "sketch_dim": a.sketch_dim,
             "fused": a.grass_fused, "layers": layers, "select_on_device": a.select_on_device,
             "weight_decay": a.weight_decay, "state_dtype": a.state_dtype, "master_weights": a.master_weights,
-            "recompute": a.recompute, "row_align": a.grass_row_align}
+            "recompute": a.recompute, "row_align": a.grass_row_align, "world": a.gpus, "overlap": a.overlap_comm,
+            "zero": a.zero, "grad_dtype": a.grad_dtype}
 
 
 def run_model(a):
@@ -830,9 +1100,10 @@ def run_model(a):
                     / total
                     for ph in ("step", "refresh")}
     gpus = [g.strip() for g in a.gpu.split(",") if g.strip()]
-    for g in gpus:
-        if g not in GPUS:
-            raise SystemExit("--gpu: unknown '%s' (h100, h200)" % g)
+    keys = {g: gpu_key(g) for g in gpus}
+    if a.gpus < 1 or a.gpus_per_node < 1:
+        raise SystemExit("--gpus and --gpus-per-node must be positive")
+    cp = comm_plan(c, o, a.gpus, accum, grad_bytes=F if a.grad_dtype == "fp32" else X, wire_bytes=X)
     result = {
         "config": dict(c, name=a.config), "B": B, "T": T, "accum": accum, "tokens_per_step": total,
         "optimizer": o, "norm_path": norm_path(o, accum) if o["type"] != "adamw" else None,
@@ -844,12 +1115,27 @@ def run_model(a):
                                      "definition": "train_llama.cu executed_flops_per_token"},
         "kernel_flops_per_token": {"plain": kernel_flops["step"], "refresh": kernel_flops["step"] + kernel_flops["refresh"],
                                    "definition": "the sum over this model's kernels, elementwise included"},
-        "assumptions": {"factors": e, "text": ASSUMPTIONS},
-        "ceilings": {g: GPUS[g] for g in gpus},
+        "assumptions": {"factors": e, "sources": FACTOR_SOURCES, "gpu_sources": GPU_SOURCES, "text": ASSUMPTIONS},
+        "ceilings": {g: dict(GPUS[keys[g]], key=keys[g]) for g in gpus},
+        "comm": dict(cp, world=a.gpus),
         "gpus": {},
     }
     for g in gpus:
-        rows, res = predict(P, GPUS[g], e, total, mft, K)
+        gpu = GPUS[keys[g]]
+        eg = resolve_factors(e, gpu, c["hd"])
+        rows, res = predict(P, gpu, eg, total, mft, K)
+        res["gpu_key"] = keys[g]
+        res["peak_flops"] = gpu["bf16_flops"]
+        ex = result["executed_flops_per_token"]
+        for key in ("plain", "refresh", "avg"):  # the trainer's mfu_exec: executed FLOPs over the same time
+            res[key + "_mfu_exec"] = ex[key] * res[key + "_tok_s"] / gpu["bf16_flops"]
+        res["factors"] = eg
+        if a.gpus > 1:
+            t_bwd = sum(k["t_step_s"] for k in rows if k["phase"] == "step" and k["segment"] == "bwd")
+            cm = predict_comm(cp, gpu, eg, a.gpus, a.gpus_per_node, o, c["layers"], accum, t_bwd, a.link_gb_s)
+            res["multi"] = add_multi(res, rows, cm, total, mft, K, gpu)
+            for key in ("plain", "refresh", "avg"):
+                res["multi"][key + "_mfu_exec"] = ex[key] * res["multi"][key + "_tok_s"] / a.gpus / gpu["bf16_flops"]
         result["gpus"][g] = res
         result["gpus"][g]["kernels"] = rows
     return result, P
@@ -900,19 +1186,28 @@ def print_result(result, show_kernels=True, out=sys.stdout):
                     ", tied" if c["tie"] else "", result["B"], result["T"], result["accum"], result["tokens_per_step"],
                     opt, ", recompute" if o["recompute"] else "", ", bf16 moments" if o["state_dtype"] == "bf16" else "",
                     ", master weights" if o["master_weights"] else ""))
-    w("PREDICTIONS of a roofline model, not measurements. Ceilings: dense bf16 989 TFLOP/s and fp32 67 TFLOP/s on both;"
-      " HBM %s.\n" % ", ".join("%s %.2f TB/s" % (GPUS[g]["name"], GPUS[g]["hbm_bytes_s"] / 1e12) for g in gpus))
-    e = result["assumptions"]["factors"]
-    w("Assumed: GEMM efficiency %.2f, elementwise %.2f, attention %.2f, unaligned GEMM x%.2f, SVD %.3f of fp32 peak, "
-      "kernel floor %.1f us, launch %.1f us (host), sync %.1f us (--assumptions: the list)\n\n"
-      % (e["gemm_eff"], e["elem_eff"], e["attn_eff"], e["unaligned_eff"], e["svd_eff"], e["floor_us"], e["launch_us"],
-         e["sync_us"]))
+    w("PREDICTIONS of a roofline model, not measurements. Ceilings (datasheet, dense): %s.\n"
+      % "; ".join("%s bf16 %.0f TFLOP/s, fp32 %.0f, HBM %.2f TB/s" % (GPUS[r["gpu_key"]]["name"], GPUS[r["gpu_key"]]["bf16_flops"] / 1e12,
+                                                                      GPUS[r["gpu_key"]]["fp32_flops"] / 1e12,
+                                                                      GPUS[r["gpu_key"]]["hbm_bytes_s"] / 1e12)
+                  for r in result["gpus"].values()))
+    for g in gpus:
+        e = result["gpus"][g]["factors"]
+        ak = e["attn_eff_kernel"]
+        w("Assumed on %s: GEMM efficiency %.2f%s, elementwise %.2f, own attention fwd/dKdV/dQ %.3f/%.3f/%.3f%s, "
+          "cuDNN attention %.2f, SVD %.3f of fp32 peak, kernel floor %.1f us, launch %.1f us, sync %.1f us\n"
+          % (GPUS[result["gpus"][g]["gpu_key"]]["name"], e["gemm_eff"],
+             " (clock %.3f x kernel %.2f)" % (e["clock_ratio"], e["gemm_kernel_eff"]) if result["assumptions"]["factors"]["gemm_eff"] is None else " (given)",
+             e["elem_eff"], ak["fwd"], ak["dkdv"], ak["dq"],
+             " (shared-memory bound)" if result["assumptions"]["factors"]["attn_eff"] is None else " (given)",
+             e["attn_cudnn_eff"], e["svd_eff"], e["floor_us"], e["launch_us"], e["sync_us"]))
+    w("(--assumptions: the sources of each)\n\n")
     if show_kernels:
         hdr = "%-58s %9s %10s %10s" % ("kernel (per call)", "calls", "FLOP", "bytes")
         for g in gpus:
-            hdr += " %10s" % ("%s us" % g.upper())
+            hdr += " %10s" % ("%s us" % result["gpus"][g]["gpu_key"].upper())
         for g in gpus:
-            hdr += " %9s" % ("%s ms" % g.upper())
+            hdr += " %9s" % ("%s ms" % result["gpus"][g]["gpu_key"].upper())
         w(hdr + "  bound / notes\n")
         for phase, title in (("step", "every step"), ("refresh", "refresh step only (every K steps)")):
             ks = [i for i, k in enumerate(result["gpus"][gpus[0]]["kernels"]) if k["phase"] == phase]
@@ -942,7 +1237,7 @@ def print_result(result, show_kernels=True, out=sys.stdout):
         w("-- %s\n" % title)
         line = "%-22s %9s %10s %10s" % ("group", "launches", "FLOP", "bytes")
         for g in gpus:
-            line += " %9s %6s" % ("%s ms" % g.upper(), "%")
+            line += " %9s %6s" % ("%s ms" % result["gpus"][g]["gpu_key"].upper(), "%")
         w(line + "\n")
         tot = {g: sum(G["t"][g] for G in groups.values()) for g in gpus}
         for name in order:
@@ -962,7 +1257,7 @@ def print_result(result, show_kernels=True, out=sys.stdout):
         per_layer = sum(k["t_step_s"] for k in ks if k["phase"] == "step" and k["per_layer"])
         if per_layer:
             w("%s: one layer's kernels, forward + backward (+ fused update) over the step: %.3f ms; x L = %d layers: %.3f ms\n"
-              % (GPUS[g]["name"], per_layer / L * 1e3, L, per_layer * 1e3))
+              % (GPUS[result["gpus"][g]["gpu_key"]]["name"], per_layer / L * 1e3, L, per_layer * 1e3))
     w("\n")
     ex = result["executed_flops_per_token"]
     kf = result["kernel_flops_per_token"]
@@ -973,16 +1268,239 @@ def print_result(result, show_kernels=True, out=sys.stdout):
                                              if any(not m["r_eff_exact"] for m in result["matrices"]) else ""))
     w("  the kernels' own sum (tile-exact attention, elementwise, the norm pass's attention, GaLore's P D and SVD): "
       "plain %s, refresh %s\n\n" % (fmt_si(kf["plain"]), fmt_si(kf["refresh"])))
-    hdr = "%-10s %12s %12s %12s %12s %12s %9s %9s %14s\n" % ("GPU", "plain ms", "refresh ms", "avg ms", "tok/s plain",
-                                                              "tok/s avg", "MFU", "MFU avg", "host-bound")
+    hdr = "%-10s %12s %12s %12s %12s %12s %9s %9s %9s %9s %14s\n" % (
+        "GPU", "plain ms", "refresh ms", "avg ms", "tok/s plain", "tok/s avg", "MFU", "MFU avg", "exec MFU", "exec avg",
+        "host-bound")
     w(hdr)
     for g in gpus:
         r = result["gpus"][g]
-        w("%-10s %12.2f %12.2f %12.2f %12.0f %12.0f %8.1f%% %8.1f%% %14s\n" % (
-            GPUS[g]["name"], r["plain_step_s"] * 1e3, r["refresh_step_s"] * 1e3, r["avg_step_s"] * 1e3, r["plain_tok_s"],
-            r["avg_tok_s"], 100 * r["plain_mfu"], 100 * r["avg_mfu"],
+        w("%-10s %12.2f %12.2f %12.2f %12.0f %12.0f %8.1f%% %8.1f%% %8.1f%% %8.1f%% %14s\n" % (
+            GPUS[r["gpu_key"]]["name"], r["plain_step_s"] * 1e3, r["refresh_step_s"] * 1e3, r["avg_step_s"] * 1e3, r["plain_tok_s"],
+            r["avg_tok_s"], 100 * r["plain_mfu"], 100 * r["avg_mfu"], 100 * r["plain_mfu_exec"], 100 * r["avg_mfu_exec"],
             ",".join(r["phases"]["step"]["host_bound_segments"]) or "-"))
-    w("(MFU: model FLOPs over the predicted time at 989 TFLOP/s; 'avg' amortizes the refresh over K steps)\n")
+    w("(MFU: model FLOPs (6N + 12LdT) over the predicted time at the GPU's datasheet bf16 peak, as the trainer counts "
+      "it; exec MFU: the FLOPs train_llama.cu counts as executed, its mfu_exec; 'avg' amortizes the refresh over K steps)\n")
+    for g in gpus:
+        m = result["gpus"][g].get("multi")
+        if m:
+            print_multi(result, g, m, out)
+
+
+def print_multi(result, g, m, out=sys.stdout):
+    w = out.write
+    cp = result["comm"]
+    r = result["gpus"][g]
+    w("\n%s x %d, data parallel (%s, %.0f GB/s per direction x comm_eff %.2f; ring factor 2(N-1)/N = %.3f; overlap %s%s):\n"
+      % (GPUS[r["gpu_key"]]["name"], m["world"], m["link"], m["link_bytes_s"] / 1e9, r["factors"]["comm_eff"], m["ring_factor"],
+         "on" if m["overlap"] else "off", ", ZeRO-1" if m["zero"] else ""))
+    w("  all-reduced per step: %.1f MiB (dense layers %.1f, dense embedding/head/final norm %.1f, compressed %.1f); "
+      "at a refresh %.1f MiB more (norm pass %s)\n"
+      % (cp["step_bytes"] / 2**20, cp["dense_layers_bytes"] / 2**20, cp["dense_tail_bytes"] / 2**20, cp["compressed_bytes"] / 2**20,
+         cp["refresh_bytes"] / 2**20, cp["norm_path"] or "-"))
+    w("  all-reduce time %.2f ms, exposed %.2f ms (%d calls); step %.2f ms (one GPU %.2f); refresh step %.2f ms\n"
+      % (m["t_all_s"] * 1e3, m["exposed_s"] * 1e3, m["calls"], m["plain_step_s"] * 1e3, r["plain_step_s"] * 1e3,
+         m["refresh_step_s"] * 1e3))
+    w("  tokens/s on %d GPUs: plain %.0f, avg %.0f (per GPU %.0f); MFU per GPU plain %.1f%%, avg %.1f%%\n"
+      % (m["world"], m["plain_tok_s"], m["avg_tok_s"], m["avg_tok_s"] / m["world"], 100 * m["plain_mfu"], 100 * m["avg_mfu"]))
+
+
+def print_assumptions(a, out=sys.stdout):
+    w = out.write
+    e = {k: getattr(a, k) for k in DEFAULTS}
+    w("Factors (value; source). 'published' figures are cited, 'assumed' ones are this model's guesses, "
+      "'derived' ones computed here:\n")
+    for k, v in DEFAULTS.items():
+        given = e[k]
+        w("  %-15s %-9s %s\n" % (k, "derived" if given is None else "%g" % given,
+                                 FACTOR_SOURCES[k] if given == v else "given on the command line"))
+    w("\nMachines:\n")
+    for key, g in GPUS.items():
+        w("  %-9s %-10s bf16 %4.0f TFLOP/s  fp32 %2.0f  HBM %.2f TB/s  %d SMs  rated %.3f GHz  sustained %.3f GHz (x%.3f)  "
+          "node link %s %.0f GB/s  IB %.0f GB/s\n"
+          % (key, g["name"], g["bf16_flops"] / 1e12, g["fp32_flops"] / 1e12, g["hbm_bytes_s"] / 1e12, g["sms"], g["rated_ghz"],
+             g["sustained_ghz"], g["sustained_ghz"] / g["rated_ghz"], g["node_link"], g["node_link_bytes_s"] / 1e9,
+             g["ib_bytes_s"] / 1e9))
+    for t in GPU_SOURCES:
+        w("  - " + t + "\n")
+    hd = 64
+    try:
+        hd = resolve_config(a)["hd"]
+    except SystemExit:
+        pass
+    w("\nThe own attention's efficiency (cuda/attention.cuh, head_dim %d padded to %d), from one tile pair's "
+      "shared-memory traffic:\n" % (hd, (hd + 15) // 16 * 16))
+    for k, v in own_attention_traffic(hd).items():
+        w("  %-5s tile %dx%d: %8.0f FLOP = %5.0f tensor clocks; %7.0f shared-memory bytes = %5.0f clocks -> %.4f at the "
+          "clock, x %.3f (SXM sustained) = %.4f of the datasheet peak\n"
+          % (k, ATT_TILES[k][0], ATT_TILES[k][1], v["flops"], v["flops"] / TENSOR_FLOP_CLK_SM, v["smem_bytes"],
+             v["smem_bytes"] / SMEM_BYTES_CLK_SM, v["eff_at_clock"], GPUS["h100"]["sustained_ghz"] / GPUS["h100"]["rated_ghz"],
+             v["eff_at_clock"] * GPUS["h100"]["sustained_ghz"] / GPUS["h100"]["rated_ghz"]))
+    w("  (WMMA compiles to mma.sync on Hopper, not wgmma: its own ceiling is below the 989 peak, but far above this bound.)\n")
+    w("\nModel:\n")
+    for t in ASSUMPTIONS:
+        w("- " + t + "\n")
+
+
+def headline(argv, a):
+    """AdamW, Grass and GaLore with the given flags on N GPUs: the paper's comparison (Grass vs
+    full-rank AdamW throughput on 8 GPUs), from each optimizer's all-reduce bytes and its step"""
+    N = a.gpus if a.gpus > 1 else 8
+    drop = {"--headline", "--json", "--optimizer", "--gpus"}
+    base, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+            continue
+        if x in ("--optimizer", "--gpus"):
+            skip = True
+            continue
+        if x.split("=")[0] in drop:
+            continue
+        base.append(x)
+    res = {}
+    for opt in ("adamw", "grass", "galore"):
+        r, _ = run_model(build_parser().parse_args(base + ["--optimizer", opt, "--gpus", str(N)]))
+        for g in r["gpus"].values():
+            g.pop("kernels")
+        res[opt] = r
+    gpus = list(res["adamw"]["gpus"])
+    if a.json:
+        json.dump({"gpus_n": N, "runs": res}, sys.stdout, indent=1)
+        print()
+        return 0
+    c = res["adamw"]["config"]
+    o = res["grass"]["optimizer"]
+    print("PREDICTIONS (dev/perf_model.py --headline): %s, B=%d T=%d per GPU, %d GPUs data parallel, %d per node; "
+          "Grass/GaLore rank %s, K=%d; overlap %s%s\n"
+          % (c["name"], res["adamw"]["B"], res["adamw"]["T"], N, a.gpus_per_node, o["rank"], o["K"],
+             "on" if a.overlap_comm else "off", ", ZeRO-1" if a.zero else ""))
+    for g in gpus:
+        m0 = res["adamw"]["gpus"][g]["multi"]
+        print("%s x %d over %s (%.0f GB/s per direction):" % (GPUS[res["adamw"]["gpus"][g]["gpu_key"]]["name"], N, m0["link"],
+                                                              m0["link_bytes_s"] / 1e9))
+        print("  %-7s %12s %12s %12s %12s %12s %14s %10s %9s" % ("opt", "MiB/step", "allred. ms", "exposed ms", "1-GPU ms",
+                                                                "step ms", "tok/s (all)", "MFU/GPU", "vs AdamW"))
+        for opt in ("adamw", "grass", "galore"):
+            r = res[opt]
+            x = r["gpus"][g]
+            m = x["multi"]
+            print("  %-7s %12.1f %12.2f %12.2f %12.2f %12.2f %14.0f %9.1f%% %8.2fx"
+                  % (opt, r["comm"]["step_bytes"] / 2**20, m["t_all_s"] * 1e3, m["exposed_s"] * 1e3, x["avg_step_s"] * 1e3,
+                     m["avg_step_s"] * 1e3, m["avg_tok_s"], 100 * m["avg_mfu"], m["avg_tok_s"] / m0["avg_tok_s"]))
+    print("\n(step times amortize the refresh over K; MiB/step excludes the refresh's norm-pass all-reduce, which "
+          "is in the step time; the compute and the all-reduces are assumed not to slow each other)")
+    return 0
+
+
+COMPARE_FORMAT = """--compare MEASURED.json: a JSON object, every field optional but one of step_ms, groups_ms, kernels_ms:
+  {"gpu": "h100",                  the --gpu entry to compare with (default: the first of --gpu)
+   "source": "nsys cuda_gpu_kern_sum, 10 steps",   free text, printed
+   "step_ms": 150.2,               the measured plain step (median of the steady steps)
+   "tok_s": 54000,                 the measured tokens/s (the trainer's log), printed beside the model's
+   "groups_ms": {"attention": 30.1, "mlp gemm": 36.0},   per-step time of the model's groups, by its names
+   "kernels_ms": {"gk_attention_forward": 9.1, "sm90_xmma_gemm_bf16bf16_...": 80.2}}   per-step time per CUDA
+                                    kernel name (a profile's kernel summary divided by the steps profiled)
+kernels_ms is mapped onto coarse groups (KERNEL_GROUPS: the cuBLAS GEMMs cannot be told apart by name,
+so every GEMM group of the model is summed into 'gemm (cuBLAS)'); a name that no pattern matches is
+listed as unmapped. The model's figure is its plain step's per-group time."""
+
+# CUDA kernel names (cuda/*.cuh, cuBLAS/cuDNN/CUB/NCCL) -> coarse groups, first match wins
+KERNEL_GROUPS = [
+    (r"gk_attention|flash|fmha|sdpa|cudnn", "attention"),
+    (r"gk_rmsnorm", "rmsnorm"),
+    (r"gk_rope", "rope"),
+    (r"gk_swiglu", "swiglu"),
+    (r"gk_classifier|gk_loss", "classifier"),
+    (r"gk_embedding|gk_iota|radix|cub::|DeviceRadixSort|DeviceSegmented", "embedding"),
+    (r"gk_adamw", "optimizer adamw"),
+    (r"gk_grass_adam|gk_decay|gk_add_inplace", "optimizer grass"),
+    (r"gk_galore_adam|gk_galore_apply", "optimizer galore"),
+    (r"gesvd|gebrd|orgbr|bdsqr|gk_galore_signed|gk_transpose|cusolver", "galore svd"),
+    (r"gk_grass_gather", "wgrad grass"),
+    (r"gk_sumsq_rows|gk_cols_sumsq", "norm pass"),
+    (r"gk_sel_", "selection"),
+    (r"gk_sumsq|gk_clip", "grad norm"),
+    (r"memset|fill", "memset"),
+    (r"nccl", "all-reduce (NCCL)"),
+    (r"gemm|cutlass|xmma|nvjet|Kernel2|sm90_|sm80_|gk_x_to_float|gk_float_to_x|gk_scale_floats", "gemm (cuBLAS)"),
+]
+
+
+def coarse_group(k):
+    return "gemm (cuBLAS)" if k["kind"] in ("gemm", "gemm32") else k["group"]
+
+
+def kernel_group(name):
+    for pat, grp in KERNEL_GROUPS:
+        if re.search(pat, name, re.IGNORECASE):
+            return grp
+    return None
+
+
+def compare(result, path, out=sys.stdout):
+    """the measured per-group (or per-kernel) times beside the model's, and the step; returns the rows"""
+    try:
+        meas = json.load(open(path))
+    except (OSError, ValueError) as e:
+        raise SystemExit("--compare: cannot read %s: %s" % (path, e))
+    if not isinstance(meas, dict) or not any(k in meas for k in ("step_ms", "groups_ms", "kernels_ms")):
+        raise SystemExit("--compare: %s has none of step_ms, groups_ms, kernels_ms (--help-compare)" % path)
+    g = meas.get("gpu") or list(result["gpus"])[0]
+    if g not in result["gpus"]:
+        matches = [x for x in result["gpus"] if result["gpus"][x]["gpu_key"] == gpu_key(g)]
+        if not matches:
+            raise SystemExit("--compare: the file's gpu '%s' is not among --gpu %s" % (g, ",".join(result["gpus"])))
+        g = matches[0]
+    r = result["gpus"][g]
+    kernels = [k for k in r["kernels"] if k["phase"] == "step"]
+    w = out.write
+    w("measured (%s) beside the model (%s, plain step), %s:\n" % (meas.get("source", path), GPUS[r["gpu_key"]]["name"],
+                                                                  result["config"]["name"]))
+    rows = []
+    if "kernels_ms" in meas:
+        model = {}
+        for k in kernels:
+            model[coarse_group(k)] = model.get(coarse_group(k), 0.0) + k["t_step_s"] * 1e3
+        measured, unmapped = {}, {}
+        for name, ms in meas["kernels_ms"].items():
+            grp = kernel_group(name)
+            if grp is None:
+                unmapped[name] = float(ms)
+            else:
+                measured[grp] = measured.get(grp, 0.0) + float(ms)
+    elif "groups_ms" in meas:
+        model = {}
+        for k in kernels:
+            model[k["group"]] = model.get(k["group"], 0.0) + k["t_step_s"] * 1e3
+        measured, unmapped = {}, {}
+        for grp, ms in meas["groups_ms"].items():
+            (measured if grp in model else unmapped)[grp] = float(ms)
+    else:
+        model, measured, unmapped = {}, {}, {}
+    if model:
+        w("  %-22s %12s %12s %10s\n" % ("group", "model ms", "measured ms", "meas/model"))
+        for grp in list(model) + [x for x in measured if x not in model]:
+            mo, me = model.get(grp), measured.get(grp)
+            ratio = me / mo if (mo and me is not None) else None
+            rows.append({"group": grp, "model_ms": mo, "measured_ms": me, "ratio": ratio})
+            w("  %-22s %12s %12s %10s\n" % (grp, "%.3f" % mo if mo is not None else "-", "%.3f" % me if me is not None else "-",
+                                            "%.2f" % ratio if ratio is not None else "-"))
+        for name, ms in unmapped.items():
+            rows.append({"group": None, "name": name, "model_ms": None, "measured_ms": ms, "ratio": None})
+            w("  %-22s %12s %12.3f %10s   (not in the model: %s)\n" % ("unmapped", "-", ms, "-", name[:60]))
+        tm, tk = sum(model.values()), sum(measured.values()) + sum(unmapped.values())
+        rows.append({"group": "sum of kernels", "model_ms": tm, "measured_ms": tk, "ratio": tk / tm if tm else None})
+        w("  %-22s %12.3f %12.3f %10.2f\n" % ("sum of kernels", tm, tk, tk / tm if tm else 0))
+    if "step_ms" in meas:
+        mo = r["plain_step_s"] * 1e3
+        me = float(meas["step_ms"])
+        rows.append({"group": "step", "model_ms": mo, "measured_ms": me, "ratio": me / mo})
+        w("  %-22s %12.3f %12.3f %10.2f\n" % ("step (wall)", mo, me, me / mo))
+    if "tok_s" in meas:
+        w("  tokens/s: model %.0f, measured %.0f (measured/model %.2f)\n"
+          % (r["plain_tok_s"], float(meas["tok_s"]), float(meas["tok_s"]) / r["plain_tok_s"]))
+    w("(a ratio above 1: slower than the model predicts)\n")
+    return rows
 
 
 RECIPES = [  # (label, trainer flags): scripts/run_llama.sh's recipes; 1b at T=1024 as scripts/gpu_check.sh runs it
@@ -1008,11 +1526,20 @@ def recipe_runs(extra):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
+    if a.help_compare:
+        print(COMPARE_FORMAT)
+        return 0
     if a.assumptions:
-        for k, v in DEFAULTS.items():
-            print("%-14s %g" % (k, v))
-        for t in ASSUMPTIONS:
-            print("- " + t)
+        print_assumptions(a)
+        return 0
+    if a.headline:
+        return headline(argv, a)
+    if a.compare:
+        result, _ = run_model(a)
+        rows = compare(result, a.compare)
+        if a.json:
+            json.dump(rows, sys.stdout, indent=1)
+            print()
         return 0
     if a.recipes:
         extra = [x for x in argv if x not in ("--recipes", "--json")]

@@ -11,7 +11,17 @@
   (c) every kernel's predicted time respects the roofline: never below FLOPs / peak or bytes /
       bandwidth, on both GPUs, whatever the efficiency factors;
   (d) a GEMM with a leading dimension that is not a multiple of 8 elements (ffn 5461 in 1b) is
-      flagged unaligned and pays --unaligned-eff; aligned configs have no such flag.
+      flagged unaligned and pays --unaligned-eff; aligned configs have no such flag;
+  (e) --attention cudnn: cuDNN's causal FLOPs, only the attention group changes;
+  (f) the machines: the SXM, PCIe and H200 datasheet ceilings, the trainer's peaks read from
+      cuda/common.cuh, device names mapped as the trainer does, MFU and exec MFU at each GPU's peak;
+  (g) the own attention's efficiency from its shared-memory traffic per tile pair, counted here
+      (270336, 245760, 176128 bytes at head_dim 64), and each kernel's time at it;
+  (h) several GPUs: a ring all-reduce's time by hand, the 1b all-reduce bytes (AdamW, Grass) by
+      hand, the exposed time with and without overlap, the links (NVLink, PCIe, IB), --headline;
+  (i) the model's all-reduce bytes equal the trainer's logged comm_mib under mpirun -np 2 (AdamW,
+      Grass exact and sketch norms, GaLore; plain and refresh steps);
+  (j) --compare: measured groups or kernel names beside the model's, and --assumptions' sources.
 Prints "N passed, N failed" (tests/run_all.sh reads it); exits non-zero on a failure.
     python3 dev/test_perf_model.py
 """
@@ -204,7 +214,7 @@ check(r["ceilings"]["h100"]["bf16_flops"] == 989e12 and r["ceilings"]["h100"]["h
 gemm_eff_half = model(["-c", "1b", "-b", "8", "-t", "1024", "--gemm-eff", "0.35"])
 QKV = "qkv_proj (fused q, k, v)"
 GU = "gate_up_proj (fused gate, up)"
-k1 = [k for k in h100["kernels"] if k["name"] == QKV][0]
+k1 = [k for k in model(["-c", "1b", "-b", "8", "-t", "1024", "--gemm-eff", "0.7"])["gpus"]["h100"]["kernels"] if k["name"] == QKV][0]
 k2 = [k for k in gemm_eff_half["gpus"]["h100"]["kernels"] if k["name"] == QKV][0]
 check(abs(k2["t_call_s"] / k1["t_call_s"] - 2.0) < 1e-9, "(c) --gemm-eff scales an aligned GEMM's time (0.35 -> 2x 0.7)")
 
@@ -261,6 +271,207 @@ check(len(fw) == 1 and abs(fw[0]["flops"] - want) < 1e-6 * want and fw[0]["kind"
 other = lambda r: sum(k["t_step_s"] for k in r["gpus"]["h100"]["kernels"] if k["group"] != "attention")
 check(abs(other(own) - other(cud)) < 1e-12 and cud["gpus"]["h100"]["plain_step_s"] != own["gpus"]["h100"]["plain_step_s"],
       "(e) --attention cudnn changes the attention group only")
+
+# ---- (f) the machines: SXM, PCIe, H200 --------------------------------------------------------------
+# the trainer's peaks, read from cuda/common.cuh's backend_peak_flops (bf16 branch)
+src = open(os.path.join(ROOT, "cuda", "common.cuh")).read()
+bf16_branch = src[src.index("double backend_peak_flops"):]
+bf16_branch = bf16_branch[bf16_branch.index("#else"):bf16_branch.index("#endif")]
+check('strstr(n, "PCIe")) return 756e12' in bf16_branch and '"H200"' in bf16_branch and "return 989e12" in bf16_branch,
+      "(f) the trainer's bf16 peaks: 756e12 for an H100 PCIe, 989e12 for H100 SXM and H200 (cuda/common.cuh)")
+G = pm.GPUS
+check((G["h100"]["bf16_flops"], G["h100pcie"]["bf16_flops"], G["h200"]["bf16_flops"]) == (989e12, 756e12, 989e12) and
+      (G["h100"]["hbm_bytes_s"], G["h100pcie"]["hbm_bytes_s"], G["h200"]["hbm_bytes_s"]) == (3.35e12, 2.0e12, 4.8e12) and
+      (G["h100"]["fp32_flops"], G["h100pcie"]["fp32_flops"]) == (67e12, 51e12),
+      "(f) datasheet ceilings: bf16 989/756/989 TFLOP/s, HBM 3.35/2.0/4.8 TB/s, fp32 67/51 (SXM/PCIe/H200)")
+check(abs(G["h100"]["rated_ghz"] - 989e12 / (132 * 4096) / 1e9) < 1e-12 and abs(G["h100"]["rated_ghz"] - 1.8293) < 1e-3 and
+      abs(G["h100pcie"]["rated_ghz"] - 756e12 / (114 * 4096) / 1e9) < 1e-12,
+      "(f) the rated clocks: 989e12 / (132 SMs x 4096) = 1.829 GHz, 756e12 / (114 x 4096) = %.3f GHz" % G["h100pcie"]["rated_ghz"])
+names = {"NVIDIA H100 80GB HBM3": "h100", "NVIDIA H100 PCIe": "h100pcie", "NVIDIA H100 NVL": "h100", "NVIDIA H200": "h200",
+         "NVIDIA GH200 480GB": "h200", "h100pcie": "h100pcie", "H800": "h100"}
+check(all(pm.gpu_key(n) == k for n, k in names.items()), "(f) device names map as the trainer's rule does (PCIe in the name)")
+try:
+    pm.gpu_key("NVIDIA A100-SXM4-80GB")
+    check(False, "(f) an unknown GPU is an error")
+except SystemExit as e:
+    check("unknown" in str(e), "(f) an unknown GPU is an error (%s)" % str(e)[:50])
+r = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100,NVIDIA H100 PCIe,h200"])
+ok = True
+for g, peak in (("h100", 989e12), ("NVIDIA H100 PCIe", 756e12), ("h200", 989e12)):
+    x = r["gpus"][g]
+    ok &= rel(x["plain_mfu"] * peak / x["plain_tok_s"], r["model_flops_per_token"]) < 1e-12
+check(ok, "(f) MFU uses each GPU's own peak: mfu x peak / tok_s = model FLOPs/token (989, 756, 989)")
+rg1 = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--optimizer", "grass", "--rank", "512"])
+x, ex = rg1["gpus"]["h100"], rg1["executed_flops_per_token"]
+check(all(rel(x[k + "_mfu_exec"] * 989e12 / x[k + "_tok_s"], ex[k]) < 1e-12 for k in ("plain", "refresh", "avg")) and
+      x["plain_mfu_exec"] < x["plain_mfu"],
+      "(f) exec MFU (the trainer's mfu_exec): executed FLOPs/token x tok/s / peak; below MFU for Grass's plain step")
+check(r["gpus"]["NVIDIA H100 PCIe"]["plain_step_s"] > r["gpus"]["h100"]["plain_step_s"] > r["gpus"]["h200"]["plain_step_s"],
+      "(f) 1b step: PCIe %.1f ms > SXM %.1f ms > H200 %.1f ms" % tuple(1e3 * r["gpus"][g]["plain_step_s"] for g in
+                                                                      ("NVIDIA H100 PCIe", "h100", "h200")))
+
+# ---- (g) the own attention's efficiency, from its shared-memory traffic --------------------------
+# one tile pair at head_dim 64, by hand: a WMMA 16x16 output tile over K loads K/16 x (512 + 512)
+# operand bytes and stores its 1024-byte fp32 accumulator (loads it too when accumulating)
+fwd_bytes = (2 * 64 * 64 * 2            # K, V tiles stored
+             + 16 * (4 * 1024 + 1024)    # S = Q K^T: 16 tiles, K = 64
+             + 64 * 64 * 4 * 2 + 64 * 64 * 2  # S read twice, P written
+             + 64 * 64 * 4 * 2           # O rescaled
+             + 16 * (4 * 1024 + 2048))   # O += P V: 16 tiles of 64 x 64, K = 64, accumulating
+kv_bytes = 2 * 32 * 64 * 2 + 2 * 8 * (4 * 1024 + 1024) + 32 * 64 * 4 * 2 + 32 * 64 * 2 * 2 + 2 * 16 * (2 * 1024 + 2048)
+q_bytes = 2 * 32 * 64 * 2 + 2 * 8 * (4 * 1024 + 1024) + 64 * 32 * 4 * 2 + 64 * 32 * 2 + 16 * (2 * 1024 + 2048)
+hand = {"fwd": (2 * 2 * 64 * 64 * 64, fwd_bytes), "dkdv": (4 * 2 * 32 * 64 * 64, kv_bytes), "dq": (3 * 2 * 64 * 32 * 64, q_bytes)}
+tr = pm.own_attention_traffic(64)
+check(all(tr[k]["flops"] == f and tr[k]["smem_bytes"] == b for k, (f, b) in hand.items()) and
+      (fwd_bytes, kv_bytes, q_bytes) == (270336, 245760, 176128),
+      "(g) shared-memory bytes per tile pair: fwd 270336, dK/dV 245760, dQ 176128 (counted here)")
+effs = {k: (f / 4096.0) / (b / 128.0) for k, (f, b) in hand.items()}
+check(all(abs(tr[k]["eff_at_clock"] - effs[k]) < 1e-12 for k in effs) and abs(effs["fwd"] - 256 / 2112.0) < 1e-12,
+      "(g) efficiency at the clock = (FLOPs / 4096) / (bytes / 128): fwd %.4f, dK/dV %.4f, dQ %.4f" % (effs["fwd"], effs["dkdv"], effs["dq"]))
+r = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100"])
+clock = 1.755 / (989e12 / (132 * 4096) / 1e9)
+ok, worst, n = True, 0.0, 0
+for k in r["gpus"]["h100"]["kernels"]:
+    if k["kind"] != "attn":
+        continue
+    n += 1
+    e = effs[k["attn_kernel"]] * clock
+    ok &= 0.08 < e < 0.16
+    want = max(k["flops"] / 989e12, k["bytes"] / 3.35e12) / e
+    worst = max(worst, abs(k["t_call_s"] / want - 1))
+check(ok and n == 3 and worst < 1e-9, "(g) each own attention kernel runs at its efficiency x the clock ratio %.3f (0.08-0.16 of peak)" % clock)
+r25 = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--attn-eff", "0.25"])
+check(set(r25["gpus"]["h100"]["factors"]["attn_eff_kernel"].values()) == {0.25}, "(g) --attn-eff 0.25 overrides all three")
+check(abs(r["gpus"]["h100"]["factors"]["gemm_eff"] - clock * 0.78) < 1e-12,
+      "(g) the GEMM efficiency: clock ratio x gemm_kernel_eff = %.4f" % (clock * 0.78))
+
+# ---- (h) several GPUs: the all-reduce ------------------------------------------------------------
+check(abs(pm.ring_allreduce_s(1e9, 8, 450e9, 0.8) - 2 * 7 / 8.0 * 1e9 / 360e9) < 1e-15 and pm.ring_allreduce_s(1e9, 1, 450e9, 0.8) == 0,
+      "(h) a ring all-reduce of 1 GB on 8 GPUs at 450 GB/s x 0.8: 2 (7/8) 1e9 / 360e9 = %.3f ms" % (1.75e9 / 360e9 * 1e3))
+V, d, L, f = 32000, 2048, 24, 5504
+dense_all = 2 * V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d            # the stored 1b, every tensor dense
+dense_grass = 2 * V * d + L * 2 * d + d                                    # Grass: embeddings, head, norms
+comp_grass = L * (4 * 512 * d + 3 * 512 * f)                               # r x other: q k v o (other d), gate up down (other 5504)
+ra = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--gpus", "8"])
+rg = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--gpus", "8", "--optimizer", "grass", "--rank", "512",
+            "--grass-select", "topr"])  # topr: r_eff = r (multinorm's r_eff is the expected distinct draws)
+check(ra["comm"]["step_bytes"] == 2 * dense_all == 2690846720 and rg["comm"]["step_bytes"] == 2 * (dense_grass + comp_grass),
+      "(h) 1b all-reduce bytes per step: AdamW 2 x %d = %d, Grass rank 512 2 x (%d + %d) = %d"
+      % (dense_all, 2 * dense_all, dense_grass, comp_grass, 2 * (dense_grass + comp_grass)))
+ma, mg = ra["gpus"]["h100"]["multi"], rg["gpus"]["h100"]["multi"]
+check(abs(ma["t_all_s"] - 1.75 * 2 * dense_all / 360e9) < 1e-12 and ma["link"] == "NVLink 4",
+      "(h) AdamW on 8 GPUs in one node: all-reduce %.2f ms over NVLink" % (1.75 * 2 * dense_all / 360e9 * 1e3))
+# --overlap-comm 0: every byte and call exposed
+r0 = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--gpus", "8", "--overlap-comm", "0", "--optimizer", "grass",
+            "--rank", "512", "--grass-select", "topr"])
+m0 = r0["gpus"]["h100"]["multi"]
+want = 1.75 * 2 * (dense_grass + comp_grass) / 360e9 + (1 + 168) * 15e-6
+check(abs(m0["exposed_s"] - want) < 1e-12 and abs(m0["plain_step_s"] - r0["gpus"]["h100"]["plain_step_s"] - want) < 1e-12,
+      "(h) without overlap the step grows by the whole all-reduce plus 169 calls x 15 us (%.3f ms)" % (want * 1e3))
+check(abs(m0["plain_tok_s"] - 8 * 8192 / m0["plain_step_s"]) < 1e-6 and
+      abs(m0["plain_mfu"] - r0["model_flops_per_token"] * 8192 / m0["plain_step_s"] / 989e12) < 1e-12,
+      "(h) tokens/s on 8 GPUs = 8 x 8192 / step; MFU per GPU")
+# with overlap (the default): the tail (embedding, head, final norm) after the backward, the layers hidden
+t_bwd = sum(k["t_step_s"] for k in ra["gpus"]["h100"]["kernels"] if k["phase"] == "step" and k["segment"] == "bwd")
+tail = 1.75 * 2 * (2 * V * d + d) / 360e9
+layers = 1.75 * 2 * (dense_all - 2 * V * d - d) / 360e9 + L * 15e-6
+want = tail + 2 * 15e-6 + max(layers / L, layers - t_bwd)
+check(abs(ma["exposed_s"] - want) < 1e-12, "(h) with overlap: exposed = tail %.2f ms + max(one layer, layers - backward) = %.3f ms"
+      % (tail * 1e3, want * 1e3))
+ri = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--gpus", "16"])
+rj = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--gpus", "8", "--gpus-per-node", "1"])
+rk = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100pcie", "--gpus", "8"])
+rl = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100", "--gpus", "8", "--link-gb-s", "100"])
+check(ri["gpus"]["h100"]["multi"]["link_bytes_s"] == 50e9 and rj["gpus"]["h100"]["multi"]["link_bytes_s"] == 50e9 and
+      rk["gpus"]["h100pcie"]["multi"]["link_bytes_s"] == 64e9 and rl["gpus"]["h100"]["multi"]["link_bytes_s"] == 100e9 and
+      abs(ri["gpus"]["h100"]["multi"]["ring_factor"] - 2 * 15 / 16.0) < 1e-15,
+      "(h) links: 16 GPUs (2 nodes) and 8 single-GPU nodes over IB 50 GB/s, the PCIe card over PCIe 64 GB/s, --link-gb-s")
+check(rg["norm_path"] == "layer_g" and rg["comm"]["refresh_bytes"] == 4 * L * (4 * d * d + 3 * d * f),
+      "(h) Grass on several ranks: the norm pass sums each layer's whole fp32 gradient (NP_LAYER_G), %d bytes at a refresh"
+      % (4 * L * (4 * d * d + 3 * d * f)))
+q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "-c", "1b", "-b", "8", "-t", "1024", "--rank", "512",
+                    "--gpu", "h100", "--grass-select", "topr", "--headline", "--json"], stdout=subprocess.PIPE, text=True)
+hl = json.loads(q.stdout) if q.returncode == 0 else {}
+check(hl.get("gpus_n") == 8 and set(hl.get("runs", {})) == {"adamw", "grass", "galore"} and
+      hl["runs"]["grass"]["comm"]["step_bytes"] == 2 * (dense_grass + comp_grass) and
+      hl["runs"]["adamw"]["gpus"]["h100"]["multi"]["avg_tok_s"] == ma["avg_tok_s"],
+      "(h) --headline: AdamW, Grass, GaLore on 8 GPUs, each as its own --gpus 8 run")
+
+# ---- (i) the all-reduce bytes equal what the trainer counts (mpirun -np 2, CPU build: fp32 on the wire) ----
+MPIRUN = shutil.which("mpirun")
+if have_bin and MPIRUN:
+    tmp = tempfile.mkdtemp(prefix="test_perf_model_mpi_")
+    data = os.path.join(tmp, "data")
+    subprocess.run([sys.executable, os.path.join(ROOT, "dev", "data", "make_synthetic.py"), "--out-dir", data, "--vocab",
+                    "256", "--train-tokens", "20000", "--val-tokens", "2000"], check=True, stdout=subprocess.DEVNULL)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for label, extra in [("adamw", []),
+                         ("grass topr", ["--optimizer", "grass", "--rank", "12", "--update-freq", "2", "--grass-select", "topr"]),
+                         ("grass sketch", ["--optimizer", "grass", "--rank", "12", "--update-freq", "2", "--grass-select", "topr",
+                                           "--grass-norms", "sketch", "--sketch-dim", "8"]),
+                         ("galore", ["--optimizer", "galore", "--rank", "8", "--update-freq", "2"])]:
+        out = os.path.join(tmp, label.replace(" ", "_"))
+        argv = TINY + ["-x", "3", "-i", os.path.join(data, "synthetic_train_*.bin"), "-o", out] + extra
+        p = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", BIN] + argv, cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 0 or not os.path.exists(os.path.join(out, "log.txt")):
+            check(False, "(i) %s: mpirun -np 2 train_llama_cpu ran (%s)" % (label, p.stdout.strip().splitlines()[-1:]))
+            continue
+        a = pm.build_parser().parse_args(argv + ["--ffn-align", "1", "--grass-row-align", "1", "--gpus", "2"])
+        c = pm.resolve_config(a)
+        cp = pm.comm_plan(c, pm.optim_from_args(a), 2, 1, grad_bytes=4, wire_bytes=4)  # the CPU build: fp32 everywhere
+        steps, refresh = read_log(os.path.join(out, "log.txt"))
+        plain = [float(kv["comm_mib"]) for kv in steps if int(kv["step"]) not in refresh]
+        ref = [float(kv["comm_mib"]) for kv in steps if int(kv["step"]) in refresh]
+        ok = plain and all(abs(x - cp["step_bytes"] / 2**20) < 1e-4 for x in plain)
+        ok_r = "adamw" in label or (ref and all(abs(x - (cp["step_bytes"] + cp["refresh_bytes"]) / 2**20) < 1e-4 for x in ref))
+        check(ok and ok_r, "(i) %s: the trainer's comm_mib (plain %s, refresh %s) == the model's %.4f + %.4f MiB at a refresh"
+              % (label, plain[:1], ref[:1], cp["step_bytes"] / 2**20, cp["refresh_bytes"] / 2**20))
+    shutil.rmtree(tmp, ignore_errors=True)
+else:
+    check(False, "(i) mpirun and train_llama_cpu are needed to compare the all-reduce bytes with the trainer's")
+
+# ---- (j) --compare: measured beside the model --------------------------------------------------
+tmp = tempfile.mkdtemp(prefix="test_perf_model_cmp_")
+r = model(["-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100"])
+grp = {}
+for k in r["gpus"]["h100"]["kernels"]:
+    if k["phase"] == "step":
+        grp[k["group"]] = grp.get(k["group"], 0.0) + k["t_step_s"] * 1e3
+meas = dict(grp)
+meas["attention"] *= 2
+mpath = os.path.join(tmp, "m.json")
+json.dump({"gpu": "NVIDIA H100 80GB HBM3", "step_ms": 2 * r["gpus"]["h100"]["plain_step_s"] * 1e3, "groups_ms": meas}, open(mpath, "w"))
+q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100",
+                    "--compare", mpath, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+rows = json.loads(q.stdout[q.stdout.index("["):]) if q.returncode == 0 else []
+byg = {x["group"]: x for x in rows}
+check(rows and abs(byg["attention"]["ratio"] - 2.0) < 1e-9 and
+      all(abs(byg[g]["ratio"] - 1.0) < 1e-9 for g in grp if g != "attention") and abs(byg["step"]["ratio"] - 2.0) < 1e-9,
+      "(j) --compare groups_ms: attention at 2x the model reads 2.00, the other %d groups 1.00, the step 2.00" % (len(grp) - 1))
+json.dump({"kernels_ms": {"gk_attention_forward": 3.0, "gk_attention_backward_dq": 4.0, "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn": 50.0,
+                          "gk_rmsnorm_backward": 1.0, "ncclDevKernel_AllReduce_Sum_bf16_RING_LL": 2.0, "mystery_kernel": 0.5}},
+          open(mpath, "w"))
+q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "-c", "1b", "-b", "8", "-t", "1024", "--gpu", "h100",
+                    "--compare", mpath, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+rows = json.loads(q.stdout[q.stdout.index("["):]) if q.returncode == 0 else []
+byg = {x["group"]: x for x in rows if x["group"]}
+gemm_model = sum(k["t_step_s"] for k in r["gpus"]["h100"]["kernels"] if k["phase"] == "step" and k["kind"] in ("gemm", "gemm32")) * 1e3
+check(rows and byg["attention"]["measured_ms"] == 7.0 and byg["gemm (cuBLAS)"]["measured_ms"] == 50.0 and
+      abs(byg["gemm (cuBLAS)"]["model_ms"] - gemm_model) < 1e-9 and byg["rmsnorm"]["measured_ms"] == 1.0 and
+      byg["all-reduce (NCCL)"]["model_ms"] is None and any(x.get("name") == "mystery_kernel" for x in rows) and
+      abs(byg["sum of kernels"]["measured_ms"] - 60.5) < 1e-9,
+      "(j) --compare kernels_ms: kernel names to groups (attention 3+4, every GEMM as 'gemm (cuBLAS)' = %.1f ms in the model, "
+      "NCCL apart, unknown names listed)" % gemm_model)
+json.dump({"nothing": 1}, open(mpath, "w"))
+q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "-c", "1b", "--compare", mpath],
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+check(q.returncode != 0 and "none of step_ms" in q.stdout, "(j) --compare with a file lacking every field: a clear error")
+shutil.rmtree(tmp, ignore_errors=True)
+q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--assumptions", "-c", "1b"], stdout=subprocess.PIPE,
+                   text=True)
+check(q.returncode == 0 and all(k in q.stdout for k in pm.DEFAULTS) and "FlashAttention-3" in q.stdout and "datasheet" in q.stdout
+      and "270336" in q.stdout, "(j) --assumptions names every factor with its source and the attention traffic")
 
 # ---- the outputs ---------------------------------------------------------------------------------
 q = subprocess.run([sys.executable, os.path.join(ROOT, "dev", "perf_model.py"), "--recipes", "--json"],
