@@ -1029,6 +1029,7 @@ static void test_upscale_rules(void) {
 }
 
 int main(void) {
+    test_line_buffered_stdout();
     backend_init(0);
     test_upscale_rules();
     grad_linears_case();

@@ -976,6 +976,7 @@ static void test_plan_cache(void) {
 }
 
 int main(void) {
+    test_line_buffered_stdout();
     if (!t_init_gpu("test_kernels_cuda")) return 0;
     printf("backend: %s\n", backend_name());
     printf("the CPU reference of GaLore's SVD: %s\n", CPU_GESVD_NAME);
