@@ -312,8 +312,8 @@ static void lapack_svd(const float* A, int m, int n, float* sv, float* VT) {
 // Tolerances, with E = A - U S V^T the fp32 rounding (|E|_F measured, ~eps32 |A|_F):
 //  - values: Weyl's theorem gives |sigma_k(A) - sigma_k| <= |E|_2 <= |E|_F. The own SVD adds the
 //    float64 error of A^T A's eigenvalues, ~ n eps64 sigma_1^2, which is a singular value error of
-//    up to sqrt(n eps64) sigma_1 (~4e-8 sigma_1 at n = 24) where sigma is near 0; LAPACK adds its
-//    backward error, c eps32 |A|_F with a modest c (measured below 2 for these shapes; allowed 8).
+//    up to sqrt(n eps64) sigma_1 (~7e-8 sigma_1 at n = 24) where sigma is near 0; LAPACK adds its
+//    backward error, c eps32 |A|_F with a modest c (below 4 measured for these shapes; 8 allowed).
 //  - vectors: the right singular subspace of a cluster of equal sigma, as its orthogonal projector
 //    V_C V_C^T (which is free of the signs and of the basis within the cluster), moves by at most
 //    ~sqrt(2) |perturbation| / gap (Wedin's theorem; gap = the distance of the cluster's sigma to
