@@ -405,8 +405,85 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
 }
 
 // ---- GaLore ops ------------------------------------------------------------------------------
-// LAPACK's single-precision SVD (OpenBLAS carries LAPACK), through its Fortran interface.
-// GRASS_NO_LAPACK: the GPU checks built with dev/cuda/cblas_fallback (no OpenBLAS) have none.
+// The eigen-decomposition of the symmetric n x n row-major matrix A (float64, destroyed) by cyclic
+// Jacobi rotations: column k of V (row-major n x n) is the k-th eigenvector, lam[k] its eigenvalue,
+// sorted by eigenvalue, largest first (ties keep their order). A pair (p, q) is rotated while
+// |a_pq| > 1e-17 sqrt|a_pp a_qq| (below that a rotation moves the eigenvalues by less than a
+// double's rounding of them) and |a_pq| > 1e-32 |A|_F (the floor that ends the rotations among
+// the zero eigenvalues of a rank-deficient Gram matrix); it stops after a sweep that rotates nothing.
+// Used by GaLore's own SVD below and, as the float64 reference, by tests/test_grass.c.
+static inline void cpu_sym_eigen_f64(double* A, int n, double* V, double* lam) {
+    double fro2 = 0.0;
+    for (size_t i = 0; i < (size_t)n * n; i++) { V[i] = (i / n == i % n) ? 1.0 : 0.0; fro2 += A[i] * A[i]; }
+    const double floor_abs = 1e-32 * sqrt(fro2);
+    for (int sweep = 0; sweep < 100; sweep++) {
+        int rotated = 0;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                double apq = A[(size_t)p * n + q], app = A[(size_t)p * n + p], aqq = A[(size_t)q * n + q];
+                if (fabs(apq) <= 1e-17 * sqrt(fabs(app)) * sqrt(fabs(aqq)) || fabs(apq) <= floor_abs) continue;
+                rotated = 1;
+                // the rotation J (c, s) that zeroes a_pq of J^T A J: t = tan of its angle, the smaller root
+                double theta = (aqq - app) / (2.0 * apq);
+                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+                for (int k = 0; k < n; k++) {  // A J: columns p and q
+                    double akp = A[(size_t)k * n + p], akq = A[(size_t)k * n + q];
+                    A[(size_t)k * n + p] = c * akp - s * akq; A[(size_t)k * n + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < n; k++) {  // J^T (A J): rows p and q
+                    double apk = A[(size_t)p * n + k], aqk = A[(size_t)q * n + k];
+                    A[(size_t)p * n + k] = c * apk - s * aqk; A[(size_t)q * n + k] = s * apk + c * aqk;
+                }
+                A[(size_t)p * n + q] = A[(size_t)q * n + p] = 0.0;  // exactly, where rounding leaves a residue
+                for (int k = 0; k < n; k++) {  // V J
+                    double vkp = V[(size_t)k * n + p], vkq = V[(size_t)k * n + q];
+                    V[(size_t)k * n + p] = c * vkp - s * vkq; V[(size_t)k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        if (!rotated) break;
+    }
+    for (int i = 0; i < n; i++) lam[i] = A[(size_t)i * n + i];
+    for (int i = 0; i < n; i++)  // selection sort of the columns by eigenvalue, descending
+        for (int j = i + 1; j < n; j++)
+            if (lam[j] > lam[i]) {
+                double t = lam[i]; lam[i] = lam[j]; lam[j] = t;
+                for (int k = 0; k < n; k++) { t = V[(size_t)k * n + i]; V[(size_t)k * n + i] = V[(size_t)k * n + j]; V[(size_t)k * n + j] = t; }
+            }
+}
+
+// GaLore's own SVD, where LAPACK is absent (GRASS_NO_LAPACK) and compiled everywhere so that
+// tests/test_grass.c compares it with LAPACK: the singular values sv (n, descending) and the right
+// singular vectors VT (n x n, column-major: row k is v_k, as LAPACK's sgesvd with jobvt 'S') of
+// the column-major m x n matrix A (any m, n), from the eigen-decomposition of A^T A in float64:
+// sigma_k = sqrt(lambda_k). Squaring the matrix costs accuracy only in singular values below
+// ~1e-8 sigma_1 (double's 1e-16 of sigma_1^2), where fp32's own rounding of A (~1e-7 sigma_1)
+// has already left the vectors undetermined; an fp32 SVD does no better there.
+// work: cpu_svd_f64_work_floats(n) floats (the Gram matrix, V and lambda in float64).
+static inline size_t cpu_svd_f64_work_floats(int n) { return 2 * (2 * (size_t)n * n + n) + 2; }  // +2: alignment
+static inline void cpu_svd_f64(const float* A, int m, int n, float* sv, float* VT, float* work) {
+    double* M = (double*)(((uintptr_t)work + 7) & ~(uintptr_t)7);  // work need only be float-aligned
+    double* V = M + (size_t)n * n;
+    double* lam = V + (size_t)n * n;
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++)  // M = A^T A (float64 sums in a fixed order: independent of the threads)
+        for (int j = i; j < n; j++) {
+            const float* ai = A + (size_t)i * m;
+            const float* aj = A + (size_t)j * m;
+            double sum = 0.0;
+            for (int k = 0; k < m; k++) sum += (double)ai[k] * aj[k];
+            M[(size_t)i * n + j] = M[(size_t)j * n + i] = sum;
+        }
+    cpu_sym_eigen_f64(M, n, V, lam);
+    for (int k = 0; k < n; k++) sv[k] = (float)sqrt(lam[k] > 0.0 ? lam[k] : 0.0);  // rounding may leave -1e-17
+    for (size_t i = 0; i < (size_t)n * n; i++) VT[i] = (float)V[i];  // row-major V = column-major V^T
+}
+
+// LAPACK's single-precision SVD (OpenBLAS carries LAPACK), through its Fortran interface, where
+// LAPACK is; GRASS_NO_LAPACK (the GPU checks built with dev/cuda/cblas_fallback, where no OpenBLAS
+// was found) uses cpu_svd_f64. Either way the same contract: cpu_gesvd_right(A, m, n, sv, VT, work)
+// with m >= n leaves the singular values and VT as sgesvd with jobu 'N', jobvt 'S', and destroys A;
+// work holds cpu_gesvd_lwork(m, n) floats.
 #ifndef GRASS_NO_LAPACK
 #ifdef __cplusplus
 extern "C" {
@@ -416,14 +493,6 @@ void sgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, fl
 #ifdef __cplusplus
 }
 #endif
-#else
-static void sgesvd_(const char*, const char*, const int*, const int*, float*, const int*, float*, float*, const int*, float*,
-                    const int*, float*, const int*, int*) {
-    fatal("this binary was built without LAPACK (no OpenBLAS found): GaLore's CPU SVD is unavailable");
-}
-#endif
-
-// the LAPACK workspace (floats) of the SVD of an m x n matrix with jobu 'N', jobvt 'S'
 static inline int cpu_gesvd_lwork(int m, int n) {
     float q = 0.0f, dummy = 0.0f;
     int lwork = -1, info = 0, one = 1;
@@ -431,8 +500,21 @@ static inline int cpu_gesvd_lwork(int m, int n) {
     if (info != 0) fatal("LAPACK sgesvd workspace query for %d x %d failed (info %d)", m, n, info);
     return (int)q + 1;
 }
+static inline void cpu_gesvd_right(float* A, int m, int n, float* sv, float* VT, float* work) {
+    int lwork = cpu_gesvd_lwork(m, n), info = 0, one = 1;
+    float dummy = 0.0f;
+    sgesvd_("N", "S", &m, &n, A, &m, sv, &dummy, &one, VT, &n, work, &lwork, &info);
+    if (info != 0) fatal("LAPACK sgesvd of a %d x %d GaLore gradient failed (info %d)", m, n, info);
+}
+#define CPU_GESVD_NAME "LAPACK sgesvd"
+#else
+static inline int cpu_gesvd_lwork(int m, int n) { (void)m; return (int)cpu_svd_f64_work_floats(n); }
+static inline void cpu_gesvd_right(float* A, int m, int n, float* sv, float* VT, float* work) { cpu_svd_f64(A, m, n, sv, VT, work); }
+#define CPU_GESVD_NAME "float64 Jacobi (GRASS_NO_LAPACK)"
+#endif
+
 // GaLore's scratch for one matrix: the column-major copy (other x s), s singular values, VT
-// (s x s) and LAPACK's workspace for the projector; the out x in update for galore_adam_update
+// (s x s) and the SVD's workspace for the projector; the out x in update for galore_adam_update
 static inline size_t cpu_galore_work_floats(int outd, int in) {
     int s = outd <= in ? outd : in, other = outd <= in ? in : outd;
     size_t svd = (size_t)other * s + s + (size_t)s * s + (size_t)cpu_gesvd_lwork(other, s);
@@ -467,10 +549,7 @@ static inline void cpu_galore_projector(float* Pt, const float* G, int outd, int
         for (int j = 0; j < in; j++)
             for (int i = 0; i < outd; i++) A[i + (size_t)j * outd] = G[(size_t)i * in + j];
     }
-    int lwork = cpu_gesvd_lwork(other, s), info = 0, one = 1;
-    float dummy = 0.0f;
-    sgesvd_("N", "S", &other, &s, A, &other, sv, &dummy, &one, VT, &s, lw, &lwork, &info);
-    if (info != 0) fatal("LAPACK sgesvd of a %d x %d GaLore gradient failed (info %d)", other, s, info);
+    cpu_gesvd_right(A, other, s, sv, VT, lw);
     galore_signed_rows(Pt, VT, s, r);
 }
 

@@ -194,6 +194,7 @@ static void check_fixture(const char* path) {
 }
 
 int main(int argc, char** argv) {
+    test_line_buffered_stdout();
     backend_init(0);
     printf("backend: %s\n", backend_name());
     const char* defaults[] = {"tests/fixtures/tiny_gqa.bin", "tests/fixtures/tiny_mha_tied.bin", "tests/fixtures/tiny_odd.bin"};

@@ -922,6 +922,7 @@ static void fault_injection(ProcessGroup* pg, int step) {
 }
 
 int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);  // a run killed at a time limit keeps its last log lines
     ProcessGroup pg;
     comm_init(&pg, &argc, &argv);
     TrainArgs a;

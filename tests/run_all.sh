@@ -78,6 +78,7 @@ E=build/emu
 run emu_test_emu $E/test_emu
 run emu_test_kernels_cuda $E/test_kernels_cuda
 run emu_test_kernels_cuda_fp32 $E/test_kernels_cuda_fp32
+run emu_test_kernels_cuda_nolapack $E/test_kernels_cuda_nolapack  # as built without cblas.h: GaLore's own SVD
 run emu_test_kernels_cuda_reverse env GRASS_EMU_BLOCK_ORDER=reverse $E/test_kernels_cuda  # blocks backwards
 run emu_test_llama $E/test_llama
 run emu_test_llama_fp32 $E/test_llama_fp32

@@ -513,6 +513,7 @@ static void cleanup_dir(void) {
 }
 
 int main(void) {
+    test_line_buffered_stdout();
     const char* tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof(g_dir), "%s/grass_dl_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     if (mkdtemp(g_dir) == NULL) fatal("mkdtemp '%s': %s", g_dir, strerror(errno));

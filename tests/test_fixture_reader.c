@@ -217,6 +217,7 @@ static void check_bad_files(const char* good_path) {
 }
 
 int main(int argc, char** argv) {
+    test_line_buffered_stdout();
     int n = argc > 1 ? argc - 1 : (int)(sizeof(DEFAULT_FIXTURES) / sizeof(DEFAULT_FIXTURES[0]));
     for (int i = 0; i < n; i++) {
         const char* path = argc > 1 ? argv[1 + i] : DEFAULT_FIXTURES[i];

@@ -272,48 +272,222 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
     param_table_free(&pt);
 }
 
-// ---- GaLore: one matrix against a float64 implementation -------------------------------------
-// eigenvectors of the symmetric n x n matrix A (double, destroyed) by cyclic Jacobi rotations:
-// V (n x n, column k the k-th eigenvector), eigenvalues in lam; then sorted by eigenvalue, largest first
-static void jacobi_eigen(double* A, int n, double* V, double* lam) {
-    for (int i = 0; i < n * n; i++) V[i] = (i / n == i % n) ? 1.0 : 0.0;
-    for (int sweep = 0; sweep < 100; sweep++) {
-        double off = 0;
-        for (int p = 0; p < n; p++) for (int q = p + 1; q < n; q++) off += A[p * n + q] * A[p * n + q];
-        if (off < 1e-30) break;
-        for (int p = 0; p < n; p++)
-            for (int q = p + 1; q < n; q++) {
-                if (fabs(A[p * n + q]) < 1e-300) continue;
-                double theta = (A[q * n + q] - A[p * n + p]) / (2 * A[p * n + q]);
-                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1));
-                double c = 1 / sqrt(t * t + 1), s = t * c;
-                for (int k = 0; k < n; k++) {  // A = J^T A J, columns then rows
-                    double akp = A[k * n + p], akq = A[k * n + q];
-                    A[k * n + p] = c * akp - s * akq; A[k * n + q] = s * akp + c * akq;
-                }
-                for (int k = 0; k < n; k++) {
-                    double apk = A[p * n + k], aqk = A[q * n + k];
-                    A[p * n + k] = c * apk - s * aqk; A[q * n + k] = s * apk + c * aqk;
-                }
-                for (int k = 0; k < n; k++) {
-                    double vkp = V[k * n + p], vkq = V[k * n + q];
-                    V[k * n + p] = c * vkp - s * vkq; V[k * n + q] = s * vkp + c * vkq;
-                }
+// ---- GaLore's own SVD (cpu_svd_f64, where LAPACK is absent) against LAPACK and the truth -------
+static const double EPS32 = 5.960464477539063e-8;  // 2^-24, fp32's unit roundoff
+
+// Q (rows x cols, row-major, rows >= cols): orthonormal columns from normal draws, by modified
+// Gram-Schmidt done twice (the second pass leaves them orthonormal to ~1e-16)
+static void random_orthonormal(double* Q, int rows, int cols) {
+    for (int i = 0; i < rows * cols; i++) Q[i] = randn();
+    for (int pass = 0; pass < 2; pass++)
+        for (int j = 0; j < cols; j++) {
+            for (int k = 0; k < j; k++) {
+                double d = 0;
+                for (int i = 0; i < rows; i++) d += Q[i * cols + j] * Q[i * cols + k];
+                for (int i = 0; i < rows; i++) Q[i * cols + j] -= d * Q[i * cols + k];
             }
-    }
-    for (int i = 0; i < n; i++) lam[i] = A[i * n + i];
-    for (int i = 0; i < n; i++)  // selection sort of the columns by eigenvalue, descending
-        for (int j = i + 1; j < n; j++)
-            if (lam[j] > lam[i]) {
-                double t = lam[i]; lam[i] = lam[j]; lam[j] = t;
-                for (int k = 0; k < n; k++) { t = V[k * n + i]; V[k * n + i] = V[k * n + j]; V[k * n + j] = t; }
-            }
+            double nn = 0;
+            for (int i = 0; i < rows; i++) nn += Q[i * cols + j] * Q[i * cols + j];
+            for (int i = 0; i < rows; i++) Q[i * cols + j] /= sqrt(nn);
+        }
 }
 
+// LAPACK's sgesvd, jobu 'N', jobvt 'S', of the column-major m x n A (copied): p = min(m, n) values and
+// rows of VT (p x n, leading dimension p)
+static void lapack_svd(const float* A, int m, int n, float* sv, float* VT) {
+    int p = m < n ? m : n, lwork = cpu_gesvd_lwork(m, n), info = 0, one = 1;
+    float* a = (float*)malloc_check((size_t)m * n * sizeof(float));
+    float* w = (float*)malloc_check((size_t)lwork * sizeof(float));
+    float dummy = 0;
+    memcpy(a, A, (size_t)m * n * sizeof(float));
+    sgesvd_("N", "S", &m, &n, a, &m, sv, &dummy, &one, VT, &p, w, &lwork, &info);
+    if (info != 0) fatal("sgesvd %d x %d: info %d", m, n, info);
+    free(a); free(w);
+}
+
+// A = U diag(sigma) V^T (column-major m x n), rounded to fp32, with U (m x k) and V (n x k) random
+// orthonormal, k = the number of sigma given (k <= min(m, n)); dup: V = [Q; Q] / sqrt(2) (n even),
+// so that A = [B, B] holds its rank k exactly in fp32 and n - k singular values are exactly 0.
+// The own SVD (float64) and LAPACK's (fp32) are compared with the truth and with each other.
+// Tolerances, with E = A - U S V^T the fp32 rounding (|E|_F measured, ~eps32 |A|_F):
+//  - values: Weyl's theorem gives |sigma_k(A) - sigma_k| <= |E|_2 <= |E|_F. The own SVD adds the
+//    float64 error of A^T A's eigenvalues, ~ n eps64 sigma_1^2, which is a singular value error of
+//    up to sqrt(n eps64) sigma_1 (~7e-8 sigma_1 at n = 24) where sigma is near 0; LAPACK adds its
+//    backward error, c eps32 |A|_F with a modest c (below 4 measured for these shapes; 8 allowed).
+//  - vectors: the right singular subspace of a cluster of equal sigma, as its orthogonal projector
+//    V_C V_C^T (which is free of the signs and of the basis within the cluster), moves by at most
+//    ~sqrt(2) |perturbation| / gap (Wedin's theorem; gap = the distance of the cluster's sigma to
+//    the rest of the spectrum), so: own vs truth 2 |E|_F / gap, own vs LAPACK 2 * 8 eps32 |A|_F / gap.
+//  - the first r rows after galore_signed_rows (singletons only): the same bound as the projector.
+static void svd_case(int m, int n, const double* sigma, int k, int dup, const char* label) {
+    int p = m < n ? m : n;
+    double* U = (double*)malloc_check((size_t)m * k * sizeof(double));
+    double* V = (double*)calloc_check((size_t)n * k, sizeof(double));
+    random_orthonormal(U, m, k);
+    if (dup) {
+        random_orthonormal(V, n / 2, k);
+        for (int i = 0; i < n / 2 * k; i++) { V[i] /= sqrt(2.0); V[n / 2 * k + i] = V[i]; }
+    } else {
+        random_orthonormal(V, n, k);
+    }
+    float* A = (float*)malloc_check((size_t)m * n * sizeof(float));
+    double e2 = 0, a2 = 0;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int l = 0; l < k; l++) s += U[i * k + l] * sigma[l] * V[j * k + l];
+            A[i + (size_t)j * m] = (float)s;
+            e2 += (A[i + (size_t)j * m] - s) * (A[i + (size_t)j * m] - s);
+            a2 += s * s;
+        }
+    const double ef = sqrt(e2), af = sqrt(a2), s1 = k > 0 ? sigma[0] : 0.0;
+    // the true spectrum, n values (sigma, then zeros), and the own SVD's
+    double* st = (double*)calloc_check(n, sizeof(double));
+    for (int l = 0; l < k; l++) st[l] = sigma[l];
+    float* so = (float*)malloc_check(n * sizeof(float));
+    float* VTo = (float*)malloc_check((size_t)n * n * sizeof(float));
+    float* work = (float*)malloc_check(cpu_svd_f64_work_floats(n) * sizeof(float) + sizeof(float));
+    cpu_svd_f64(A, m, n, so, VTo, work + 1);  // work + 1: a float-aligned workspace must do
+    float* sl = (float*)malloc_check(p * sizeof(float));
+    float* VTl = (float*)malloc_check((size_t)p * n * sizeof(float));
+    lapack_svd(A, m, n, sl, VTl);
+    double sv_noise = sqrt(n * 2.2e-16) * s1;
+    double e_val = 0, e_val_l = 0, e_res = 0, e_orth = 0;
+    int finite = 1, descending = 1;
+    for (int i = 0; i < n; i++) {
+        e_val = fmax(e_val, fabs(so[i] - st[i]));
+        if (i < p) e_val_l = fmax(e_val_l, fabs(so[i] - sl[i]));
+        if (i > 0 && so[i] > so[i - 1]) descending = 0;
+        double r2 = 0;  // |A v_i| - sigma_i: the vectors belong to the values
+        for (int a = 0; a < m; a++) {
+            double s = 0;
+            for (int b = 0; b < n; b++) s += (double)A[a + (size_t)b * m] * VTo[i + (size_t)b * n];
+            r2 += s * s;
+        }
+        e_res = fmax(e_res, fabs(sqrt(r2) - so[i]));
+        for (int j = 0; j < n; j++) {
+            double d = 0;
+            for (int b = 0; b < n; b++) d += (double)VTo[i + (size_t)b * n] * VTo[j + (size_t)b * n];
+            e_orth = fmax(e_orth, fabs(d - (i == j)));
+            if (!isfinite(VTo[i + (size_t)j * n])) finite = 0;
+        }
+    }
+    CHECK(finite, "%s: the own VT is finite", label);
+    CHECK(descending, "%s: the own singular values descend", label);
+    const double tol_val = ef + sv_noise, tol_val_l = 8 * EPS32 * af + sv_noise;
+    CHECK(e_val <= tol_val, "%s: own singular values vs the truth: %.3g > |E|_F + sqrt(n eps64) sigma_1 = %.3g", label, e_val, tol_val);
+    CHECK(e_val_l <= tol_val_l, "%s: own singular values vs LAPACK's: %.3g > 8 eps32 |A|_F + sqrt(n eps64) sigma_1 = %.3g", label,
+          e_val_l, tol_val_l);
+    // |A v| - sigma: A v in float64 from the fp32 v, whose rounding moves it by ~eps32 sqrt(n) |A|_2
+    const double tol_res = 4 * EPS32 * sqrt((double)n) * (s1 > 0 ? s1 : 1) + sv_noise, tol_orth = 2 * EPS32 * sqrt((double)n);
+    CHECK(e_res <= tol_res, "%s: |A v_k| = sigma_k (max dev %.3g > %.3g)", label, e_res, tol_res);
+    // V^T V = I: float64 eigenvectors rounded to fp32 (each entry by eps32 |v|), n products summed
+    CHECK(e_orth <= tol_orth, "%s: own VT orthonormal (max |V^T V - I| %.3g > %.3g)", label, e_orth, tol_orth);
+    // the clusters of the nonzero singular values: subspace projectors, own vs truth and vs LAPACK
+    double worst_t = 0, worst_l = 0, worst_signed = 0;
+    float* ro = (float*)malloc_check((size_t)p * n * sizeof(float));
+    float* rl = (float*)malloc_check((size_t)p * n * sizeof(float));
+    float* VTl_n = (float*)malloc_check((size_t)n * n * sizeof(float));  // LAPACK's VT laid out with leading dimension n
+    for (int r = 0; r < p; r++) for (int j = 0; j < n; j++) VTl_n[r + (size_t)j * n] = VTl[r + (size_t)j * p];
+    galore_signed_rows(ro, VTo, n, p);
+    galore_signed_rows(rl, VTl_n, n, p);
+    for (int c0 = 0; c0 < k;) {
+        int c1 = c0 + 1;
+        while (c1 < k && fabs(sigma[c1] - sigma[c0]) <= 1e-12 * s1) c1++;
+        double gap = INFINITY;
+        if (c0 > 0) gap = fmin(gap, sigma[c0 - 1] - sigma[c0]);
+        gap = fmin(gap, sigma[c0] - (c1 < n ? st[c1] : 0.0));
+        double et = 0, el = 0;
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) {
+                double pt = 0, po = 0, pl = 0;
+                for (int l = c0; l < c1; l++) {
+                    pt += V[a * k + l] * V[b * k + l];
+                    po += (double)VTo[l + (size_t)a * n] * VTo[l + (size_t)b * n];
+                    pl += (double)VTl[l + (size_t)a * p] * VTl[l + (size_t)b * p];
+                }
+                et = fmax(et, fabs(po - pt)); el = fmax(el, fabs(po - pl));
+            }
+        worst_t = fmax(worst_t, et * gap / (2 * ef));
+        worst_l = fmax(worst_l, el * gap / (2 * 8 * EPS32 * af));
+        if (c1 == c0 + 1)  // a singleton: the signed rows agree too
+            for (int j = 0; j < n; j++)
+                worst_signed = fmax(worst_signed, fabs(ro[(size_t)c0 * n + j] - rl[(size_t)c0 * n + j]) * gap / (2 * 8 * EPS32 * af));
+        c0 = c1;
+    }
+    // printed: the errors as fractions of their bounds
+    printf("svd %-30s |E|_F %.1e; fractions of the bounds: values %.2f, vs LAPACK %.2f; |Av|-s %.2f; V^T V %.2f; "
+           "subspaces %.2f, vs LAPACK %.2f; signed rows %.2f\n", label, ef, tol_val > 0 ? e_val / tol_val : 0, tol_val_l > 0 ? e_val_l / tol_val_l : 0,
+           e_res / tol_res, e_orth / tol_orth, worst_t, worst_l, worst_signed);
+    CHECK(worst_t <= 1, "%s: own singular subspaces vs the truth: %.3g of 2 |E|_F / gap", label, worst_t);
+    CHECK(worst_l <= 1, "%s: own singular subspaces vs LAPACK's: %.3g of 16 eps32 |A|_F / gap", label, worst_l);
+    CHECK(worst_signed <= 1, "%s: own signed rows vs LAPACK's: %.3g of 16 eps32 |A|_F / gap", label, worst_signed);
+    free(U); free(V); free(A); free(st); free(so); free(VTo); free(work); free(sl); free(VTl); free(ro); free(rl); free(VTl_n);
+}
+
+// GaLore's projector as kernels_cpu.h builds it (LAPACK here) against the own SVD of the same
+// column-major view (rows side: G itself as in x out; cols side: G^T), both through galore_signed_rows
+static void projector_own_vs_lapack(int out, int in, int r, const char* label) {
+    int cols = out > in, s = cols ? in : out, other = cols ? out : in;
+    float* G = (float*)malloc_check((size_t)out * in * sizeof(float));
+    for (int i = 0; i < out * in; i++) G[i] = randn();
+    float* work = (float*)malloc_check(cpu_galore_work_floats(out, in) * sizeof(float));
+    float* Pl = (float*)malloc_check((size_t)r * s * sizeof(float));
+    cpu_galore_projector(Pl, G, out, in, cols, r, work);
+    float* A = (float*)malloc_check((size_t)out * in * sizeof(float));
+    for (int i = 0; i < out; i++)
+        for (int j = 0; j < in; j++) {
+            if (cols) A[i + (size_t)j * out] = G[(size_t)i * in + j];
+            else A[j + (size_t)i * in] = G[(size_t)i * in + j];
+        }
+    float* sv = (float*)malloc_check(s * sizeof(float));
+    float* VT = (float*)malloc_check((size_t)s * s * sizeof(float));
+    float* w = (float*)malloc_check(cpu_svd_f64_work_floats(s) * sizeof(float));
+    cpu_svd_f64(A, other, s, sv, VT, w);
+    float* Po = (float*)malloc_check((size_t)r * s * sizeof(float));
+    galore_signed_rows(Po, VT, s, r);
+    // gap: the smallest distance from one of the r values to its neighbours; bound as in svd_case
+    double af = 0, gap = INFINITY, err = 0;
+    for (int i = 0; i < out * in; i++) af += (double)G[i] * G[i];
+    af = sqrt(af);
+    for (int k = 0; k < r; k++) {
+        if (k > 0) gap = fmin(gap, sv[k - 1] - sv[k]);
+        gap = fmin(gap, k + 1 < s ? sv[k] - sv[k + 1] : sv[k]);
+    }
+    for (int i = 0; i < r * s; i++) err = fmax(err, fabs(Po[i] - Pl[i]));
+    printf("projector %-28s gap %.3f of sigma_1 %.3f: max |own - LAPACK| %.3g (bound %.3g)\n", label, gap, sv[0], err,
+           16 * EPS32 * af / gap);
+    CHECK(err <= 16 * EPS32 * af / gap, "%s: projector own vs LAPACK %.3g > 16 eps32 |G|_F / gap %.3g", label, err,
+          16 * EPS32 * af / gap);
+    free(G); free(work); free(Pl); free(A); free(sv); free(VT); free(w); free(Po);
+}
+
+static void test_own_svd(void) {
+    double sep[24], rep[24], zero[1] = {0};
+    for (int i = 0; i < 24; i++) sep[i] = 3.0 * pow(0.8, i);  // relative gaps of 20%: from 3 down to 0.02
+    // repeated values: 2, 2, 1, 1, 1, 0.5, 0.25, 0.25, then 0.8^i down
+    const double r0[8] = {2, 2, 1, 1, 1, 0.5, 0.25, 0.25};
+    for (int i = 0; i < 24; i++) rep[i] = i < 8 ? r0[i] : 0.25 * pow(0.8, i - 7);
+    svd_case(40, 12, sep, 12, 0, "tall 40x12");
+    svd_case(16, 16, sep, 16, 0, "square 16x16");
+    svd_case(10, 24, sep, 10, 0, "wide 10x24");
+    svd_case(30, 12, sep, 4, 1, "rank 4 of 30x12 ([B, B])");
+    svd_case(20, 20, sep, 7, 1, "rank 7 of 20x20 ([B, B])");
+    svd_case(12, 16, sep, 5, 1, "rank 5 of wide 12x16 ([B, B])");
+    svd_case(36, 16, rep, 16, 0, "repeated 36x16");
+    svd_case(12, 12, rep, 12, 0, "repeated square 12x12");
+    svd_case(9, 6, zero, 0, 0, "zero 9x6");
+    projector_own_vs_lapack(24, 40, 6, "rows side 24x40");
+    projector_own_vs_lapack(50, 20, 5, "cols side 50x20");
+    projector_own_vs_lapack(16, 16, 16, "square, full rank");
+}
+
+// ---- GaLore: one matrix against a float64 implementation -------------------------------------
 // GaLore on one out x in matrix for `steps` steps of `accum` micro-batches, K steps between
 // projectors: the projector against the top-r eigenvectors of G G^T (rows side) or G^T G (cols
-// side) in float64, signed as documented; R = P^T G (or G P); moments carried across projector
-// changes; W after every step against W -= lr (alpha P D + wd W) in float64.
+// side) in float64 (kernels_cpu.h's cpu_sym_eigen_f64), signed as documented; R = P^T G (or G P);
+// moments carried across projector changes; W after every step against W -= lr (alpha P D + wd W)
+// in float64.
 static void galore_matrix_case(int out, int in, int r, int K, int accum, float wd, const char* label) {
     ParamTable pt;
     memset(&pt, 0, sizeof(pt));
@@ -374,7 +548,7 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
                         sum += cols ? G[(size_t)k * in + i] * G[(size_t)k * in + j] : G[(size_t)i * in + k] * G[(size_t)j * in + k];
                     M[i * s + j] = sum;
                 }
-            jacobi_eigen(M, s, V, lam);
+            cpu_sym_eigen_f64(M, s, V, lam);  // kernels_cpu.h, tested against LAPACK by svd_case
             {   // the logged share: the top r eigenvalues of G G^T (squared singular values) over all
                 double kept = 0, total = 0;
                 for (int k = 0; k < s; k++) { total += lam[k]; if (k < r) kept += lam[k]; }
@@ -855,6 +1029,7 @@ static void test_upscale_rules(void) {
 }
 
 int main(void) {
+    test_line_buffered_stdout();
     backend_init(0);
     test_upscale_rules();
     grad_linears_case();
@@ -862,6 +1037,7 @@ int main(void) {
     norm_pass_case(9, 6, 2, "cols side, 2 micro-batches");
     norm_pass_case(6, 9, 1, "rows side, 1 micro-batch");
     test_selection();
+    test_own_svd();
     galore_matrix_case(10, 18, 4, 2, 1, 0.0f, "galore rows");
     galore_matrix_case(20, 9, 3, 3, 1, 0.1f, "galore cols wd");
     galore_matrix_case(12, 16, 5, 2, 2, 0.0f, "galore rows, 2 micro-batches");

@@ -976,8 +976,10 @@ static void test_plan_cache(void) {
 }
 
 int main(void) {
+    test_line_buffered_stdout();
     if (!t_init_gpu("test_kernels_cuda")) return 0;
     printf("backend: %s\n", backend_name());
+    printf("the CPU reference of GaLore's SVD: %s\n", CPU_GESVD_NAME);
     t_seed(0x1234567ULL);  // the inputs' random stream
 
     test_memory();

@@ -1099,6 +1099,7 @@ static void test_determinism(void) {
 }
 
 int main(void) {
+    test_line_buffered_stdout();
     const char* e = getenv("TEST_OPS_MUTATE");
     g_mutate = e != NULL && atoi(e) != 0;
     e = getenv("TEST_OPS_VERBOSE");

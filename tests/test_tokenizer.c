@@ -115,6 +115,7 @@ static void show_ids(const char* label, const int* ids, int n, long pos) {
 }
 
 int main(int argc, char** argv) {
+    test_line_buffered_stdout();
     if (argc == 3 && strcmp(argv[1], "--load-only") == 0) {
         Tokenizer t;
         tokenizer_init(&t, argv[2]);

@@ -101,6 +101,7 @@ static void bench(const char* label, int B, int T, int nh, int nkv, int hd) {
 }
 
 int main(int argc, char** argv) {
+    test_line_buffered_stdout();
     if (!dc_have_gpu("attention_check")) return 0;
     printf("validation against cpu_attention_forward/backward:\n");
     validate(1, 100, 4, 2, 64);

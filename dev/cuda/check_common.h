@@ -20,6 +20,7 @@
 #include "backend.h"
 #include "cuda/common.cuh"
 #include "tests/gpu_test_util.h"
+#include "tests/test_util.h"  // test_line_buffered_stdout
 
 // the seed of the checks' inputs (t_seed, tests/gpu_test_util.h)
 static const uint64_t DC_SEED = 0xC0FFEEULL;

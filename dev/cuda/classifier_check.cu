@@ -39,6 +39,7 @@ static void bench(int N, int V) {
 }
 
 int main(int argc, char** argv) {
+    test_line_buffered_stdout();
     if (!dc_have_gpu("classifier_check")) return 0;
     printf("validation against cpu_classifier_forward_backward:\n");
     validate(13, 97);

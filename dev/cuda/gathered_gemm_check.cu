@@ -61,6 +61,7 @@ static void bench(const char* label, int N, int outd, int in, int r) {
 }
 
 int main(int argc, char** argv) {
+    test_line_buffered_stdout();
     if (!dc_have_gpu("gathered_gemm_check")) return 0;
     printf("validation against cpu_grass_gathered_grad / cpu_grass_grad_norms:\n");
     validate(39, 48, 72, 0, 20);

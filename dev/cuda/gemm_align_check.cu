@@ -66,6 +66,7 @@ static void bench(const char* label, int N, int in, int outd, int in_pad, int ou
 }
 
 int main(int argc, char** argv) {
+    test_line_buffered_stdout();
     if (!dc_have_gpu("gemm_align_check")) return 0;
     int N = argc > 1 ? atoi(argv[1]) : 8192;
     printf("validation against the CPU kernels (odd and aligned widths):\n");

@@ -559,6 +559,7 @@ static void test_runtime_checks(void) {
 #endif
 
 int main(void) {
+    test_line_buffered_stdout();
     printf("test_emu: the CUDA emulator against host computations\n");
     test_indices();
     test_block_sum();
