@@ -21,13 +21,18 @@
 #define GRASS_COMM_H
 
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include "utils.h"
 #ifdef USE_MPI
 #include <mpi.h>
 #endif
 
+#define COMM_HOST_LEN 64
 typedef struct {
     int rank, world_size, local_rank;
+    int n_hosts;                      // distinct host names among the ranks
+    char (*hosts)[COMM_HOST_LEN];     // every rank's host name (world_size entries; messages name a peer's host)
 } ProcessGroup;
 
 #ifdef USE_MPI
@@ -47,8 +52,14 @@ static int launcher_world_size(void) {
     return 1;
 }
 
+// this machine's host name, or "?" when it has none
+static void comm_hostname(char* out) {
+    if (gethostname(out, COMM_HOST_LEN) != 0) snprintf(out, COMM_HOST_LEN, "?");
+    out[COMM_HOST_LEN - 1] = '\0';
+}
+
 static void comm_init(ProcessGroup* pg, int* argc, char*** argv) {
-    pg->rank = 0; pg->world_size = 1; pg->local_rank = 0;
+    pg->rank = 0; pg->world_size = 1; pg->local_rank = 0; pg->n_hosts = 1; pg->hosts = NULL;
 #ifdef USE_MPI
     MPI_CHECK(MPI_Init(argc, argv));
     MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &pg->rank));
@@ -59,6 +70,16 @@ static void comm_init(ProcessGroup* pg, int* argc, char*** argv) {
     MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, pg->rank, MPI_INFO_NULL, &local));
     MPI_CHECK(MPI_Comm_rank(local, &pg->local_rank));
     MPI_CHECK(MPI_Comm_free(&local));
+    pg->hosts = (char(*)[COMM_HOST_LEN])calloc((size_t)pg->world_size, COMM_HOST_LEN);
+    if (pg->hosts == NULL) fatal("out of host memory for %d host names", pg->world_size);
+    comm_hostname(pg->hosts[pg->rank]);
+    MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, pg->hosts, COMM_HOST_LEN, MPI_CHAR, MPI_COMM_WORLD));
+    pg->n_hosts = 0;
+    for (int r = 0; r < pg->world_size; r++) {
+        int seen = 0;
+        for (int q = 0; q < r && !seen; q++) seen = strcmp(pg->hosts[q], pg->hosts[r]) == 0;
+        pg->n_hosts += !seen;
+    }
 #else
     (void)argc; (void)argv;
     int n = launcher_world_size();
@@ -68,10 +89,31 @@ static void comm_init(ProcessGroup* pg, int* argc, char*** argv) {
               "or run a single process", n);
     }
 #endif
+    if (pg->hosts == NULL) {
+        pg->hosts = (char(*)[COMM_HOST_LEN])calloc(1, COMM_HOST_LEN);
+        if (pg->hosts == NULL) fatal("out of host memory");
+        comm_hostname(pg->hosts[0]);
+    }
+}
+
+// "hosts: 2 for 4 ranks: node1 (ranks 0 1) node2 (ranks 2 3)", on rank 0
+static void comm_print_hosts(const ProcessGroup* pg) {
+    if (pg->rank != 0 || pg->world_size == 1) return;
+    printf("hosts: %d for %d ranks:", pg->n_hosts, pg->world_size);
+    for (int r = 0; r < pg->world_size; r++) {
+        int first = 1;
+        for (int q = 0; q < r && first; q++) first = strcmp(pg->hosts[q], pg->hosts[r]) != 0;
+        if (!first) continue;
+        printf(" %s (ranks", pg->hosts[r]);
+        for (int q = r; q < pg->world_size; q++) if (strcmp(pg->hosts[q], pg->hosts[r]) == 0) printf(" %d", q);
+        printf(")");
+    }
+    printf("\n");
 }
 
 static void comm_finalize(ProcessGroup* pg) {
-    (void)pg;
+    free(pg->hosts);
+    pg->hosts = NULL;
 #ifdef USE_MPI
     MPI_Finalize();
 #endif

@@ -971,6 +971,7 @@ int main(int argc, char** argv) {
     }
     if (master) {
         printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg.world_size, pg.world_size > 1 ? "s" : "");
+        comm_print_hosts(&pg);
         llama_config_print(&config, stdout);
         const char* gdt = a.oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);

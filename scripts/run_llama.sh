@@ -53,9 +53,10 @@ else
   echo "unknown optimizer $OPT (adamw grass galore)"; exit 1
 fi
 ARGS+=(${EXTRA:-})
-if [ "$NGPU" -gt 1 ] || [ -n "${HOSTFILE:-}" ]; then
+# several nodes: scripts/multinode_mpirun.sh builds the mpirun line (hostfile, rsh agent, network)
+[ -n "${HOSTFILE:-}" ] && exec scripts/multinode_mpirun.sh -- $BIN "${ARGS[@]}"
+if [ "$NGPU" -gt 1 ]; then
   launcher=(mpirun -np $NGPU --bind-to none)
-  [ -n "${HOSTFILE:-}" ] && launcher+=(--hostfile "$HOSTFILE")
   [ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
   exec "${launcher[@]}" $BIN "${ARGS[@]}"
 fi

@@ -72,6 +72,10 @@ else
 fi
 run test_build_config bash tests/test_build_config.sh
 }
+# the CPU checks that only make test-all runs: several hosts (network namespaces) and their faults
+cpu_all_suite() {
+run test_multinode bash tests/test_multinode.sh
+}
 # the CUDA build on the CPU through the emulator (tests/cuda_emu; built by make cuda_emu)
 emu_suite() {
 E=build/emu
@@ -119,6 +123,7 @@ case "${1:-all}" in
     if [ -x build/emu/test_emu ]; then emu_fast_suite; else echo "$no_emu"; note_skips cuda_emu "the emulated GPU build (not built)"; fi ;;
   all)
     cpu_suite
+    cpu_all_suite
     if [ -x build/emu/test_emu ]; then emu_suite; else echo "$no_emu"; note_skips cuda_emu "the emulated GPU build (not built)"; fi ;;
   *) echo "usage: tests/run_all.sh [fast|all|cpu|cuda_emu]"; exit 2 ;;
 esac
