@@ -91,6 +91,7 @@ case "${1:-all}" in
     if [ -x build/emu/test_emu ]; then emu_fast_suite; else echo "$no_emu"; fi ;;
   all)
     cpu_suite
+    run test_gpu_prebuilt bash tests/test_gpu_prebuilt.sh
     if [ -x build/emu/test_emu ]; then emu_suite; else echo "$no_emu"; fi ;;
   *) echo "usage: tests/run_all.sh [fast|all|cpu|cuda_emu]"; exit 2 ;;
 esac
