@@ -55,9 +55,13 @@ int backend_attention_select(int use_cudnn, char* why, size_t n);
 // sizes that drive it. N = B*T rows; att_rows = B*heads*T; d the width; T the sequence; gather
 // the largest Grass gathered operand (N x r elements); norm_block the largest projected matrix
 // (elements, the norm pass's block is at most that); wire the largest compressed gradient
-// all-reduced at once (elements); select_dim the largest dimension Grass selects from.
-typedef struct { size_t N, att_rows, d, T, gather, norm_block, wire, select_dim; } WorkspaceSizes;
+// all-reduced at once (elements); select_dim the largest dimension Grass selects from; B, nh,
+// nkv, hd the attention's batch, heads, kv heads and head dim (its library's workspace).
+typedef struct { size_t N, att_rows, d, T, gather, norm_block, wire, select_dim; int B, nh, nkv, hd; } WorkspaceSizes;
 size_t backend_workspace_bytes(const WorkspaceSizes* w);
+// The workspace of an attention library (cuDNN's with --attention cudnn) for a step of these
+// sizes, and in `note` what it is; 0 and an empty note where the own attention runs.
+size_t backend_attention_workspace_bytes(const WorkspaceSizes* w, char* note, size_t n);
 
 // Dense weight gradients (the full-rank tensors' dW) are stored as floatX (GRAD_MODEL), or as fp32
 // (GRAD_FP32, --grad-dtype fp32) so that a bf16 build accumulates, all-reduces and reads them in

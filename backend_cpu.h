@@ -70,6 +70,11 @@ int backend_attention_select(int use_cudnn, char* why, size_t n) {
     if (use_cudnn) snprintf(why, n, "the CPU build has one attention (kernels_cpu.h); cuDNN's is for the GPU build");
     return !use_cudnn;
 }
+size_t backend_attention_workspace_bytes(const WorkspaceSizes* w, char* note, size_t n) {
+    (void)w;
+    if (n > 0) note[0] = '\0';
+    return 0;  // one attention, its scratch in backend_workspace_bytes
+}
 // the attention's per-thread score blocks (two of cpu_att_block x T floats); the rest is small
 size_t backend_workspace_bytes(const WorkspaceSizes* w) {
     int threads = 1;

@@ -536,9 +536,12 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
     ws.N = (size_t)B * T; ws.att_rows = (size_t)B * c->n_heads * T; ws.d = c->dim; ws.T = T;
     ws.gather = ws.N * op.max_gather; ws.norm_block = op.max_matrix; ws.wire = op.max_sub;
     ws.select_dim = oc->select_on_device ? op.max_dim_sel : 0;
+    ws.B = B; ws.nh = c->n_heads; ws.nkv = c->n_kv_heads; ws.hd = llama_head_dim(c);
     size_t work = backend_workspace_bytes(&ws);
+    char att_note[768];
+    size_t att_work = backend_attention_workspace_bytes(&ws, att_note, sizeof(att_note));  // cuDNN's, with --attention cudnn
     size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes +
-                   op.normpass_bytes + op.work_bytes + acts + work;
+                   op.normpass_bytes + op.work_bytes + acts + work + att_work;
     if (rank == 0) {
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
@@ -576,6 +579,7 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
                recompute ? ", recomputed per layer" : "");
         printf("  backend workspace %12s  %s   (GEMM workspace, scratch; estimate)\n", "", fmt_bytes(work, b[5]));
+        if (att_note[0]) printf("  attention workspace%11s  %s   (%s)\n", "", fmt_bytes(att_work, b[5]), att_note);
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
         printf("communication per optimizer step with several ranks: %.3f MiB all-reduced (dense gradients %.3f MiB in %s)",
                op.comm_step_bytes / 1048576.0, op.comm_dense_bytes / 1048576.0, oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME);
@@ -945,11 +949,12 @@ int main(int argc, char** argv) {
     g_llama_ffn_align = a.ffn_align;  // before any model or plan is built
     backend_init(pg.local_rank);
     int master = pg.rank == 0;
+    char attention_note[256] = "";  // with --attention cudnn: cuDNN's and its frontend's versions, for the banner
     {
         int use_cudnn = strcmp(a.attention, "cudnn") == 0;
         if (!use_cudnn && strcmp(a.attention, "own") != 0) fatal("--attention '%s': own | cudnn", a.attention);
-        char why[256] = "";
-        if (!backend_attention_select(use_cudnn, why, sizeof(why))) fatal("--attention cudnn: %s", why);
+        if (!backend_attention_select(use_cudnn, attention_note, sizeof(attention_note)))
+            fatal("--attention cudnn: %s", attention_note);
     }
 
     if (a.T > config.max_seq_len) fatal("-t/--seq %d is longer than the model's max_seq_len %d", a.T, config.max_seq_len);
@@ -973,6 +978,7 @@ int main(int argc, char** argv) {
         printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg.world_size, pg.world_size > 1 ? "s" : "");
         comm_print_hosts(&pg);
         llama_config_print(&config, stdout);
+        if (attention_note[0]) printf("attention: cuDNN fused SDPA (%s)\n", attention_note);
         const char* gdt = a.oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
         if (a.oc.type == OPT_GRASS)

@@ -429,19 +429,56 @@ static int cu_att_vec(const void* a, const void* b, const void* c, int ldq, int 
 }
 
 #ifdef GRASS_CUDNN
-#include "attention_cudnn.cuh"
+// cuDNN's fused attention lives in its own translation unit (cuda/attention_cudnn.cpp, compiled
+// once by cuda.mk and linked where USE_CUDNN=1): this build calls it through the C-style header,
+// with its workspace from a scratch buffer of the backend (accounted like every allocation)
+#include "attention_cudnn.h"
+static CuScratch cu_cudnn_ws = {NULL, 0};
+
+static void* cu_cudnn_workspace(int B, int T, int nh, int nkv, int hd, int ld_q, int ld_kv, size_t* bytes) {
+    *bytes = cudnn_att_workspace_bytes(B, T, nh, nkv, hd, ld_q, ld_kv, NULL, NULL, 0);  // the graphs' cache after the first call
+    return *bytes > 0 ? cu_scratch(&cu_cudnn_ws, *bytes, "cuDNN attention workspace") : NULL;
+}
 #endif
 
-// --attention: the own kernels (0, every build) or cuDNN's fused attention (1, GRASS_CUDNN builds)
+// --attention: the own kernels (0, every build) or cuDNN's fused attention (1, GRASS_CUDNN builds).
+// On success with cuDNN, `why` holds the versions (for the banner).
 int backend_attention_select(int use_cudnn, char* why, size_t n) {
+    if (n > 0) why[0] = '\0';
     if (!use_cudnn) { g_cu.attention_cudnn = 0; return 1; }
 #ifdef GRASS_CUDNN
-    if (!cudnn_attention_supported(why, n)) return 0;
+    if (sizeof(floatX) != 2) { snprintf(why, n, "this is the fp32 build; cuDNN's fused attention needs bf16"); return 0; }
     g_cu.attention_cudnn = 1;
+    char ver[160];
+    cudnn_att_versions(ver, sizeof(ver));
+    snprintf(why, n, "%s; backward with set_deterministic_algorithm", ver);
     return 1;
 #else
     snprintf(why, n, "this GPU build was made without cuDNN's frontend (cudnn_frontend.h not found, or USE_CUDNN=0): "
              "pip install nvidia-cudnn-frontend, then rebuild (make train_llama)");
+    return 0;
+#endif
+}
+
+// the attention library's own workspace for a step of this shape: cuDNN's (queried from its forward
+// and backward graphs, which are built here, so that a shape cuDNN refuses stops the run before it
+// allocates anything) when --attention cudnn, else 0 (the own kernels' scratch is in
+// backend_workspace_bytes). `note` says what it is, and whether the backward is deterministic.
+size_t backend_attention_workspace_bytes(const WorkspaceSizes* w, char* note, size_t n) {
+    if (n > 0) note[0] = '\0';
+    if (!g_cu.attention_cudnn) return 0;
+#ifdef GRASS_CUDNN
+    int ld = (w->nh + 2 * w->nkv) * w->hd;  // the fused qkv buffer's width (llama_model.h)
+    int det = 0;
+    char why[512] = "";
+    size_t b = cudnn_att_workspace_bytes(w->B, (int)w->T, w->nh, w->nkv, w->hd, ld, ld, &det, why, sizeof(why));
+    size_t grow = b + b / 4;  // cu_scratch grows by a quarter
+    if (det) snprintf(note, n, "cuDNN attention, queried from its graphs; deterministic backward");
+    else snprintf(note, n, "cuDNN attention, queried from its graphs; backward NOT deterministic: cuDNN refused "
+                           "set_deterministic_algorithm for this shape: %s", why);
+    return grow;
+#else
+    (void)w;
     return 0;
 #endif
 }
@@ -451,7 +488,13 @@ void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k
     if (B <= 0 || T <= 0) return;
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_forward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
-    if (g_cu.attention_cudnn) { attention_forward_cudnn(out, lse, q, k, v, ld_q, ld_kv, B, T, nh, nkv, hd); return; }
+    if (g_cu.attention_cudnn) {
+        size_t wsb = 0;
+        void* ws = cu_cudnn_workspace(B, T, nh, nkv, hd, ld_q, ld_kv, &wsb);
+        cudnn_att_forward(out, lse, q, k, v, ld_q, ld_kv, B, T, nh, nkv, hd, ws, wsb, g_cu.stream);
+        CU_LAUNCHED("cuDNN fused attention forward");
+        return;
+    }
 #endif
     int hdp = (hd + 15) / 16 * 16;
     static int done = 0;
@@ -471,7 +514,10 @@ void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, 
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_backward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
     if (g_cu.attention_cudnn) {
-        attention_backward_cudnn(dq, dk, dv, dout, out, q, k, v, ld_q, ld_kv, lse, B, T, nh, nkv, hd);
+        size_t wsb = 0;
+        void* ws = cu_cudnn_workspace(B, T, nh, nkv, hd, ld_q, ld_kv, &wsb);
+        cudnn_att_backward(dq, dk, dv, dout, out, q, k, v, ld_q, ld_kv, lse, B, T, nh, nkv, hd, ws, wsb, g_cu.stream);
+        CU_LAUNCHED("cuDNN fused attention backward");
         return;
     }
 #endif

@@ -75,6 +75,8 @@ run test_build_config bash tests/test_build_config.sh
 # the CPU checks that only make test-all runs: several hosts (network namespaces) and their faults
 cpu_all_suite() {
 run test_multinode bash tests/test_multinode.sh
+# the binaries make gpu_prebuilt leaves for the GPU machine (built by make test-all where nvcc is)
+run test_gpu_prebuilt bash tests/test_gpu_prebuilt.sh
 }
 # the CUDA build on the CPU through the emulator (tests/cuda_emu; built by make cuda_emu)
 emu_suite() {

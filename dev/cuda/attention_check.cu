@@ -7,9 +7,10 @@
  * 3.5x; the figure is comparable across implementations, not our arithmetic).
  *   ./build/dev_cuda/attention_check                 validation + the default size table
  *   ./build/dev_cuda/attention_check B T nh nkv hd   validation + one size
- * Built with cuDNN (cuda.mk: GRASS_CUDNN), it validates cuDNN's fused attention (--attention cudnn,
- * cuda/attention_cudnn.cuh) against the same CPU references and times it beside the own kernels:
- * the comparison scripts/gpu_check.sh reports (values and time).
+ * Built with cuDNN (cuda.mk: GRASS_CUDNN, linking build/cuda/attention_cudnn.o), it validates cuDNN's
+ * fused attention (--attention cudnn, cuda/attention_cudnn.cpp) against the same CPU references,
+ * checks that its backward gives the same bits twice (where cuDNN's deterministic algorithm was
+ * accepted) and times it beside the own kernels: the comparison scripts/gpu_check.sh reports.
  * q, k and v (and dq, dk, dv) are laid out as the model holds them: side by side in one buffer of
  * (nh + 2 nkv) hd per token, the output of the fused Q/K/V GEMM.
  */
@@ -69,6 +70,16 @@ static void validate(int B, int T, int nh, int nkv, int hd) {
         dc_validate(name, t_extract(c, rows, kvd, ld, qd), rk, 2e-2);
         snprintf(name, sizeof(name), "cudnn bwd dv");
         dc_validate(name, t_extract(c, rows, kvd, ld, qd + kvd), rv, 2e-2);
+        // the backward again: with cuDNN's deterministic algorithm the same bits (tolerance 0)
+        WorkspaceSizes ws = {};
+        ws.T = T; ws.B = B; ws.nh = nh; ws.nkv = nkv; ws.hd = hd;
+        char note[768];
+        size_t wsb = backend_attention_workspace_bytes(&ws, note, sizeof(note));
+        printf("  cudnn workspace %zu bytes (%s)\n", wsb, note);
+        if (strstr(note, "NOT deterministic") == NULL) {
+            attention_backward(cg, cg + qd, cg + qd + kvd, ddo, o2, dq, dk, dv, ld, ld, cl, B, T, nh, nkv, hd);
+            dc_validate("cudnn bwd twice: identical dq|dk|dv", hx(cg, rows * ld), c, 0.0);
+        }
         backend_attention_select(0, why, sizeof(why));
     } else {
         printf("  cudnn: not available here (%s)\n", why);
@@ -103,6 +114,13 @@ static void bench(const char* label, int B, int T, int nh, int nkv, int hd) {
 int main(int argc, char** argv) {
     test_line_buffered_stdout();
     if (!dc_have_gpu("attention_check")) return 0;
+#ifdef GRASS_CUDNN
+    {
+        char why[256];
+        if (backend_attention_select(1, why, sizeof(why))) printf("cudnn: %s\n", why);
+        backend_attention_select(0, why, sizeof(why));
+    }
+#endif
     printf("validation against cpu_attention_forward/backward:\n");
     validate(1, 100, 4, 2, 64);
     validate(2, 257, 4, 1, 128);
