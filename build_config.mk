@@ -5,7 +5,8 @@
 # cuDNN, every flag) is written to a stamp file per build, and every binary of that build depends
 # on its stamp:
 #   build/config/cpu.txt    train_llama_cpu, train_llama_cpu_nompi, tests/bin/test_* (g++ / mpicxx)
-#   build/config/cuda.txt   train_llama, test_llama, tests/bin/test_kernels_cuda, dev/cuda checks (nvcc)
+#   build/config/cuda.txt   train_llama, test_llama, tests/bin/test_kernels_cuda, dev/cuda checks, the cuDNN
+#                           object and build/gpu_prebuilt/* (nvcc)
 #   build/config/emu.txt    build/emu/* (the CUDA build through the emulator)
 # A stamp is rewritten only when its text changed, so an unchanged configuration rebuilds nothing,
 # and a changed one (say `NO_MPI=1 make train_llama_cpu`, then OpenMPI installed and `make
@@ -43,6 +44,8 @@ $(CUDA_CUDNN_NOTE)
 $(CUDA_CBLAS_NOTE)
 train: $(CUDA_TRAIN_FLAGS) $(CUDA_CUDNN_FLAGS) | $(CUDA_TRAIN_LIBS) $(CUDA_CUDNN_LIBS)
 reference: $(CUDA_REF_FLAGS) | $(CUDA_REF_LIBS)
+cudnn object: $(CUDNN_OBJ_FLAGS)
+gpu_prebuilt: $(PB_TRAIN_FLAGS) | $(PB_REF_FLAGS) | $(PB_REF_LIBS)
 endef
 
 define EMU_CONFIG
@@ -82,5 +85,5 @@ train_llama_cpu train_llama_cpu_nompi $(TEST_BINS): $(CPU_CONFIG_STAMP)
 $(EMU_BINS): $(EMU_CONFIG_STAMP)
 ifneq ($(NVCC),)
 train_llama train_llama_fp32 test_llama tests/bin/test_kernels_cuda tests/bin/test_kernels_cuda_fp32 $(DEV_CUDA_BINS) \
-tests/bin/test_emu_gpu: $(CUDA_CONFIG_STAMP)
+tests/bin/test_emu_gpu $(CUDNN_OBJ) $(PB_BINS): $(CUDA_CONFIG_STAMP)
 endif

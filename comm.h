@@ -41,6 +41,7 @@ typedef struct {
     fprintf(stderr, "error: MPI call %s failed: %s\n  at %s:%d\n", #call, msg_, __FILE__, __LINE__); \
     MPI_Abort(MPI_COMM_WORLD, 1); exit(1); } } while (0)
 #endif
+#include "comm_watchdog.h"  // every wait below is timed (--comm-timeout)
 
 // the world size a launcher asked for, from its environment (1 when not launched by one)
 static int launcher_world_size(void) {
@@ -112,6 +113,7 @@ static void comm_print_hosts(const ProcessGroup* pg) {
 }
 
 static void comm_finalize(ProcessGroup* pg) {
+    watchdog_stop();
     free(pg->hosts);
     pg->hosts = NULL;
 #ifdef USE_MPI
@@ -156,8 +158,10 @@ static void mpi_allreduce_floats(float* x, size_t n) {
     if (n == 0 || mpi_world(&rank) == 1) return;
     for (size_t off = 0; off < n; off += COMM_MPI_MAX_COUNT) {
         int cnt = mpi_chunk(n, off);
+        watchdog_begin("an all-reduce of floats (MPI_Allreduce)");
         mpi_check(MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
                   "MPI_Allreduce", (size_t)cnt, "floats");
+        watchdog_end();
     }
 }
 
@@ -169,8 +173,10 @@ static void mpi_bcast(void* x, size_t n, MPI_Datatype type, int root) {
     mpi_check(MPI_Type_size(type, &size), "MPI_Type_size", 1, "datatype");
     for (size_t off = 0; off < n; off += COMM_MPI_MAX_COUNT) {
         int cnt = mpi_chunk(n, off);
+        watchdog_begin("a broadcast (MPI_Bcast)");
         mpi_check(MPI_Bcast((char*)x + off * (size_t)size, cnt, type, root, MPI_COMM_WORLD),
                   "MPI_Bcast", (size_t)cnt, "elements");
+        watchdog_end();
     }
 }
 
@@ -186,8 +192,10 @@ static void mpi_reducescatter_floats(float* x, size_t shard) {
         return;
     }
     // the in-place form leaves this rank's block of the sum at the start of x
+    watchdog_begin("ZeRO-1's reduce-scatter (MPI_Reduce_scatter_block)");
     mpi_check(MPI_Reduce_scatter_block(MPI_IN_PLACE, x, (int)shard, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
               "MPI_Reduce_scatter_block", shard, "floats per rank");
+    watchdog_end();
     if (rank > 0) memmove(x + (size_t)rank * shard, x, shard * sizeof(float));
 }
 
@@ -201,8 +209,10 @@ static void mpi_allgather_floats(float* x, size_t shard) {
         for (int r = 0; r < world; r++) mpi_bcast(x + (size_t)r * shard, shard, MPI_FLOAT, r);
         return;
     }
+    watchdog_begin("ZeRO-1's all-gather (MPI_Allgather)");
     mpi_check(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)shard, MPI_FLOAT, MPI_COMM_WORLD),
               "MPI_Allgather", shard, "floats per rank");
+    watchdog_end();
 }
 
 // starts an in-place sum of n floats over the ranks (MPI_Iallreduce, one per piece) and
@@ -223,16 +233,21 @@ static void mpi_iallreduce_floats(float* x, size_t n, MPI_Request* reqs, int* co
 // completes the *count requests of reqs (from mpi_iallreduce_floats) and sets *count to 0
 static void mpi_waitall(MPI_Request* reqs, int* count) {
     if (*count == 0) return;
+    watchdog_begin("the overlapped gradient all-reduce (MPI_Waitall)");
     mpi_check(MPI_Waitall(*count, reqs, MPI_STATUSES_IGNORE), "MPI_Waitall", (size_t)*count, "requests");
+    watchdog_end();
     *count = 0;
 }
 #endif
 
-// sum doubles over ranks, in place
-static void comm_allreduce_sum_double(ProcessGroup* pg, double* x, int n) {
-    (void)pg; (void)x; (void)n;
+// sum doubles over ranks, in place; `what` names the wait for the watchdog (a string literal)
+static void comm_allreduce_sum_double(ProcessGroup* pg, double* x, int n, const char* what) {
+    (void)pg; (void)x; (void)n; (void)what;
 #ifdef USE_MPI
-    if (pg->world_size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    if (pg->world_size <= 1) return;
+    watchdog_begin(what);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    watchdog_end();
 #endif
 }
 
@@ -243,8 +258,10 @@ static void comm_check_same_u64(ProcessGroup* pg, uint64_t v, const char* what) 
 #ifdef USE_MPI
     if (pg->world_size <= 1) return;
     unsigned long long lo = v, hi = v;
+    watchdog_begin("the ranks' comparison of weight and selection hashes (MPI_Allreduce)");
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, MPI_COMM_WORLD));
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD));
+    watchdog_end();
     if (lo != hi) fatal("rank %d: the ranks disagree on %s (hashes %016llx .. %016llx); data-parallel state diverged",
                         pg->rank, what, lo, hi);
 #endif
@@ -253,7 +270,10 @@ static void comm_check_same_u64(ProcessGroup* pg, uint64_t v, const char* what) 
 static void comm_barrier(ProcessGroup* pg) {
     (void)pg;
 #ifdef USE_MPI
-    if (pg->world_size > 1) MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    if (pg->world_size <= 1) return;
+    watchdog_begin("the barrier around a checkpoint write (MPI_Barrier)");
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    watchdog_end();
 #endif
 }
 

@@ -123,6 +123,7 @@ typedef struct {
     const char* grass_layers;
     float peak_tflops;
     float memory_limit_gb;
+    float comm_timeout;     // seconds a rank may wait on the others before the job stops (0: never)
     int log_every;
     int plan_only;
     int recompute;
@@ -207,6 +208,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
     OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
+    OPT("", "--comm-timeout", 'f', &a->comm_timeout, 0, 1e6, "with several ranks: seconds one wait on the other ranks (a collective) "
+        "may last before every rank says what it waited on and the job stops, exit 75, to resume with -y 1 (0: wait forever)");
     OPT("", "--log-every", 'i', &a->log_every, 1, 1 << 30, "print a progress line every N steps");
     OPT("", "--plan-only", 'i', &a->plan_only, 0, 1, "print the memory and communication plan and exit (0/1); needs no data");
 #undef OPT
@@ -226,7 +229,7 @@ static void train_args_defaults(TrainArgs* a) {
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
     a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
-    a->peak_tflops = 0; a->memory_limit_gb = 0; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
+    a->peak_tflops = 0; a->memory_limit_gb = 0; a->comm_timeout = 600; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
 }
@@ -299,7 +302,7 @@ static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
 static const char* RUN_OPTIONS[] = {"--train-data", "--val-data", "--lr", "--min-lr-ratio", "--warmup", "--steps",
     "--eval-every", "--eval-tokens", "--sample-every", "--sample-tokens", "--checkpoint-every", "--out-dir", "--resume",
     "--init-from", "--tokenizer", "--peak-tflops", "--memory-limit-gb", "--log-every", "--plan-only", "--overlap-comm",
-    "--recompute", "--select-on-device", "--grad-dtype", "--grass-row-align", "--attention"};
+    "--recompute", "--select-on-device", "--grad-dtype", "--grass-row-align", "--attention", "--comm-timeout"};
 static int is_run_option(const char* name) {
     for (size_t i = 0; i < sizeof(RUN_OPTIONS) / sizeof(RUN_OPTIONS[0]); i++) if (strcmp(RUN_OPTIONS[i], name) == 0) return 1;
     return 0;
@@ -645,7 +648,7 @@ static double evaluate(Llama* m, DataLoader* val, int eval_batches, ProcessGroup
         sum += llama_forward(m, val->inputs, val->targets, val->B, val->T, 0, 0.0f);
     }
     double buf[2] = {sum, (double)eval_batches};
-    comm_allreduce_sum_double(pg, buf, 2);
+    comm_allreduce_sum_double(pg, buf, 2, "the all-reduce of the validation loss (MPI_Allreduce)");
     return buf[0] / buf[1];
 }
 
@@ -792,7 +795,8 @@ static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long lo
         int ok = checkpoint_file_intact(mp, 0, why, sizeof(why)) && checkpoint_file_intact(sp, 1, why, sizeof(why)) &&
                  (!file_exists(zp) || checkpoint_file_intact(zp, 2, why, sizeof(why)));
         double all[1] = {ok ? 1.0 : 0.0};
-        comm_allreduce_sum_double(pg, all, 1);  // intact on every rank, or not used
+        // intact on every rank, or not used
+        comm_allreduce_sum_double(pg, all, 1, "the agreement on a checkpoint to resume from (MPI_Allreduce)");
         if (all[0] == (double)pg->world_size) {
             if (i > 0 && pg->rank == 0) fprintf(stderr, "falling back to the checkpoint at step %lld, the newest intact one\n", cand[i]);
             *step = cand[i];
@@ -932,6 +936,8 @@ int main(int argc, char** argv) {
     TrainArgs a;
     train_args_defaults(&a);
     parse_args(&a, argc, argv, pg.rank);
+    // from here on, every wait on the other ranks is timed (comm_watchdog.h)
+    watchdog_start(pg.rank, pg.world_size, (const char(*)[64])pg.hosts, a.comm_timeout);
     // -y 1 with a checkpoint: the run's setup (model, batch, optimizer, data, schedule) comes from
     // its state file, the command line only changes what may change (apply_saved_setup)
     char resume_model[1024] = "", resume_state[1024] = "";
@@ -977,6 +983,10 @@ int main(int argc, char** argv) {
     if (master) {
         printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg.world_size, pg.world_size > 1 ? "s" : "");
         comm_print_hosts(&pg);
+        if (pg.world_size > 1 && a.comm_timeout > 0)
+            printf("comm watchdog: a wait on the other ranks longer than %g s stops the job (--comm-timeout)\n", a.comm_timeout);
+        else if (pg.world_size > 1)
+            printf("comm watchdog: off (--comm-timeout 0): a lost or stalled peer hangs the job\n");
         llama_config_print(&config, stdout);
         if (attention_note[0]) printf("attention: cuDNN fused SDPA (%s)\n", attention_note);
         const char* gdt = a.oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
@@ -1103,6 +1113,7 @@ int main(int argc, char** argv) {
     int stopped = 0;
     install_stop_handlers();
     for (int step = start_step; step <= a.steps; step++) {
+        watchdog_set_step(step);
         int last = step == a.steps;
         if (have_val && ((a.eval_every > 0 && step % a.eval_every == 0) || last)) {
             double vl = evaluate(&model, &val, eval_batches, &pg);
@@ -1165,7 +1176,7 @@ int main(int argc, char** argv) {
         float gnorm = optim_step(&opt);
         double loss = opt.loss_sum / accum;
         double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
-        comm_allreduce_sum_double(&pg, lb, 2);
+        comm_allreduce_sum_double(&pg, lb, 2, "the all-reduce of the step's loss and stop signal (MPI_Allreduce)");
         loss = lb[0] / pg.world_size;
         int stop_now = lb[1] > 0;
         // a non-finite loss has updated the weights by now; the checkpoints on disk are all older

@@ -18,7 +18,7 @@ void allreduce_sum_float(float* x, size_t n) {
     if (g_cu.world <= 1 || n == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
-        ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));  // count in elements
+        ncclCollective(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));  // count in elements
         return;
     }
 #endif
@@ -37,9 +37,9 @@ void allreduce_sum_floatX(floatX* x, size_t n) {
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
 #ifdef ENABLE_FP32
-        ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));
 #else
-        ncclCheck(ncclAllReduce(x, x, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclAllReduce(x, x, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.stream));
 #endif
         return;
     }
@@ -67,7 +67,7 @@ void reducescatter_sum_floatX(floatX* x, size_t shard) {
     if (g_cu.world <= 1 || shard == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {  // in-place form: recvbuff = sendbuff + rank * recvcount
-        ncclCheck(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.stream));
         return;
     }
 #endif
@@ -78,7 +78,7 @@ void reducescatter_sum_float(float* x, size_t shard) {
     if (g_cu.world <= 1 || shard == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
-        ncclCheck(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));
         return;
     }
 #endif
@@ -88,7 +88,7 @@ void allgather_floatX(floatX* x, size_t shard) {
     if (g_cu.world <= 1 || shard == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {  // in-place form: sendbuff = recvbuff + rank * sendcount
-        ncclCheck(ncclAllGather(x + (size_t)g_cu.rank * shard, x, shard, CU_NCCL_FLOATX, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclAllGather(x + (size_t)g_cu.rank * shard, x, shard, CU_NCCL_FLOATX, g_cu.nccl, g_cu.stream));
         return;
     }
 #endif
@@ -131,7 +131,7 @@ void allreduce_sum_float_wire_floatX(float* x, size_t n) {
         floatX* wire = (floatX*)cu_scratch(&g_cu.sc_wire, n * sizeof(floatX), "all-reduce wire buffer");
         gk_float_to_x<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(wire, x, n);
         CU_LAUNCHED("gk_float_to_x");
-        ncclCheck(ncclAllReduce(wire, wire, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclAllReduce(wire, wire, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.stream));
         backend_widen(x, wire, n);
         return;
     }
@@ -180,7 +180,7 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     if (g_cu.use_nccl) {
         cu_comm_begin();
 #ifdef ENABLE_FP32
-        ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        ncclCollective(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
 #else
         if (g_cu.async_used[slot] + n > g_cu.async_cap)
             fatal("allreduce_start: %zu floats in flight in group %d exceed the %zu reserved (allreduce_async_reserve)",
@@ -189,7 +189,7 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
         g_cu.async_used[slot] += n;
         gk_float_to_x<<<cu_grid_for(n, 256), 256, 0, g_cu.comm_stream>>>(wire, x, n);
         cu_comm_launched("gk_float_to_x");
-        ncclCheck(ncclAllReduce(wire, wire, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        ncclCollective(ncclAllReduce(wire, wire, n, ncclBfloat16, ncclSum, g_cu.nccl, g_cu.comm_stream));
         gk_x_to_float<<<cu_grid_for(n, 256), 256, 0, g_cu.comm_stream>>>(x, wire, n);
         cu_comm_launched("gk_x_to_float");
 #endif
@@ -205,7 +205,7 @@ void allreduce_start_floatX(floatX* x, size_t n, int slot) {
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
         cu_comm_begin();
-        ncclCheck(ncclAllReduce(x, x, n, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        ncclCollective(ncclAllReduce(x, x, n, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.comm_stream));
         cu_comm_end(slot);
         return;
     }
@@ -218,7 +218,7 @@ void allreduce_start_float(float* x, size_t n, int slot) {
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
         cu_comm_begin();
-        ncclCheck(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        ncclCollective(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
         cu_comm_end(slot);
         return;
     }

@@ -97,6 +97,9 @@ static void nccl_check_(ncclResult_t r, const char* call, const char* file, int 
     exit(1);
 }
 #define ncclCheck(call) nccl_check_((call), #call, __FILE__, __LINE__)
+// a collective: checked, and timed by the watchdog (comm_watchdog.h; the emulator's NCCL waits
+// inside the call, the hardware's in the stream, which cu_stream_wait times)
+#define ncclCollective(call) do { watchdog_begin("NCCL: " #call); ncclCheck(call); watchdog_end(); } while (0)
 #endif
 
 // ---- global state ------------------------------------------------------------------------------
@@ -290,10 +293,17 @@ void backend_copy(void* dst, const void* src, size_t bytes) {
     if (bytes == 0) return;
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_cu.stream));
 }
+// a host wait on a stream; with several ranks the stream may hold NCCL work waiting on a peer, so the
+// wait is timed (comm_watchdog.h: a no-op on one rank)
+static void cu_stream_wait(cudaStream_t s) {
+    watchdog_begin("a host wait on the GPU stream (cudaStreamSynchronize; NCCL work may be queued)");
+    cudaCheck(cudaStreamSynchronize(s));
+    watchdog_end();
+}
 void backend_upload(void* dst, const void* host_src, size_t bytes) {
     if (bytes == 0) return;
     cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, g_cu.stream));
-    cudaCheck(cudaStreamSynchronize(g_cu.stream));  // the host buffer may be reused at once
+    cu_stream_wait(g_cu.stream);  // the host buffer may be reused at once
 }
 void backend_upload_async(void* dst, const void* host_src, size_t bytes) {
     if (bytes == 0) return;
@@ -320,7 +330,7 @@ void backend_upload_async(void* dst, const void* host_src, size_t bytes) {
 void backend_download(void* host_dst, const void* src, size_t bytes) {
     if (bytes == 0) return;
     cudaCheck(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, g_cu.stream));
-    cudaCheck(cudaStreamSynchronize(g_cu.stream));
+    cu_stream_wait(g_cu.stream);
 }
 
 static const size_t CU_CONVERT_CHUNK = (size_t)1 << 22;
@@ -351,8 +361,8 @@ void backend_download_floats(float* dst, const floatX* src, size_t n) {
 }
 
 void backend_synchronize(void) {
-    cudaCheck(cudaStreamSynchronize(g_cu.stream));
-    if (g_cu.comm_stream) cudaCheck(cudaStreamSynchronize(g_cu.comm_stream));
+    cu_stream_wait(g_cu.stream);
+    if (g_cu.comm_stream) cu_stream_wait(g_cu.comm_stream);
     cudaCheck(cudaGetLastError());
 }
 size_t backend_memory_free(void) {

@@ -10,6 +10,13 @@
 
 // ---- lifecycle ----------------------------------------------------------------------------------
 
+#ifdef USE_NCCL
+// the watchdog's last act before _exit (comm_watchdog.h): ncclCommAbort is the one NCCL call meant
+// to be made from another thread while a collective hangs
+static void cu_nccl_abort(void) {
+    if (g_cu.nccl != NULL) (void)ncclCommAbort(g_cu.nccl);
+}
+#endif
 void backend_init(int local_rank) {
     if (g_cu.initialized) return;
     int count = 0;
@@ -65,6 +72,7 @@ void backend_init(int local_rank) {
             mpi_bcast(&id, sizeof(id), MPI_BYTE, 0);  // the NCCL id, from rank 0
             ncclCheck(ncclCommInitRank(&g_cu.nccl, g_cu.world, id, g_cu.rank));
             g_cu.use_nccl = 1;
+            watchdog_on_fire(cu_nccl_abort);  // a lost peer: abort NCCL's kernels before the process ends
         }
 #else
         (void)no;

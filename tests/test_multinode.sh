@@ -66,7 +66,7 @@ PY
 multi() {
   local name=$1 bin=$2; shift 2
   testhost_exec $H1 env HOSTFILE="$S/hostfile" NGPU=4 RSH_AGENT="$TH_AGENT" MPI_NET="$TH_NET.0/24" OMP_NUM_THREADS=1 \
-    timeout 180 scripts/multinode_mpirun.sh -- "$bin" "${C[@]}" -o "$S/$name" "$@" > "$S/$name.out" 2>&1
+    OOB_KEEPALIVE=2 timeout 180 scripts/multinode_mpirun.sh -- "$bin" "${C[@]}" -o "$S/$name" "$@" > "$S/$name.out" 2>&1
 }
 
 declare -A opt_args=([adamw]="--optimizer adamw" [multinorm]="--optimizer grass --grass-select multinorm --rank 8 --update-freq 3"
@@ -114,4 +114,60 @@ if [ -x $EMU_MPI ]; then
 else
   skip "the emulated GPU build across hosts: no $EMU_MPI (make $EMU_MPI)"
 fi
+
+# ---- faults: the collective watchdog (--comm-timeout) turns a lost or stalled peer into a stop ----
+TO=4                      # --comm-timeout of these runs
+# seconds beyond it for every rank and mpirun to be gone: after the ranks stop, mpirun's channel to
+# the cut-off host gives up after the hosts' TCP retransmissions (tcp_retries2 5: about 13 s)
+MARGIN=${MULTINODE_MARGIN:-20}
+F=(--optimizer grass --rank 8 --update-freq 3 -x 120 -n 20 -v 0 --comm-timeout $TO)
+gone_within() {  # gone_within SECONDS PATTERN: 0 when no process matches PATTERN within SECONDS
+  local t=0
+  while pgrep -f "$2" >/dev/null; do sleep 0.2; t=$((t + 1)); [ $t -gt $(( $1 * 5 )) ] && return 1; done
+  return 0
+}
+# fault NAME BIN ACTION: a 2 x 2 run of BIN; once it has a checkpoint past step 40, ACTION (a command)
+# is done to it; then mpirun must end non-zero within TO + MARGIN, and no rank may be left on any host
+fault() {
+  local name=$1 bin=$2; shift 2
+  multi "$name" "$bin" "${F[@]}" & local job=$!
+  local t=0
+  until [ "$(cat "$S/$name/checkpoint_latest.txt" 2>/dev/null || echo 0)" -ge 40 ]; do
+    sleep 0.1; t=$((t + 1))
+    if [ $t -gt 1200 ] || ! kill -0 $job 2>/dev/null; then bad "$name: the run never reached a checkpoint at step 40"; tail -5 "$S/$name.out"; wait $job; return 1; fi
+  done
+  local t0; t0=$(date +%s.%N)
+  "$@"
+  wait $job; local rc=$?
+  local dt; dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  [ $rc -ne 0 ] && awk -v d="$dt" -v l=$((TO + MARGIN)) 'BEGIN { exit !(d <= l) }' \
+    && ok "$name: mpirun ended (exit $rc) $dt s after the fault (--comm-timeout $TO, allowed $((TO + MARGIN)) s)" \
+    || bad "$name: mpirun exit $rc after $dt s (allowed $((TO + MARGIN)) s)"
+  gone_within 5 "train_llama.*$S/$name( |$)" && ok "$name: no rank left on any host" || { bad "$name: ranks still running"; pkill -9 -f "$S/$name( |$)"; }
+}
+cut_h2() { testhost_link $H2 down; }
+fault cut "$BIN" cut_h2
+grep -q "error: rank [01] on $H1: step [0-9]*: no answer from the other ranks for [0-9.]* s in .*waiting on rank [23] on $H2" "$S/cut.out" \
+  && ok "link cut: the ranks of $H1 name the step, the wait and a rank of $H2 they waited on" \
+  || { bad "link cut: no message naming a rank of $H2"; grep -m3 error "$S/cut.out"; }
+echo "  $(grep -m1 "error: rank" "$S/cut.out" | cut -c1-300)"
+testhost_link $H2 up
+# the link back: -y 1 continues from the last checkpoint to the weights of a run that never stopped
+multi cut "$BIN" "${F[@]}" -y 1 || { bad "resume after the cut failed"; tail -5 "$S/cut.out"; }
+grep -q "resum" "$S/cut.out" || bad "the -y 1 run did not say it resumed"
+multi whole "$BIN" "${F[@]}" || { bad "the uninterrupted run failed"; tail -5 "$S/whole.out"; }
+cmp -s "$S/cut/model_00000120.bin" "$S/whole/model_00000120.bin" \
+  && ok "link restored: -y 1 reaches the weights of the uninterrupted run, bit for bit" || bad "resumed weights differ from the uninterrupted run's"
+
+# a stalled rank: SIGSTOP to the newest rank process; the CPU build, then the emulated GPU build
+# (its NCCL calls wait inside the emulator, and the watchdog aborts NCCL before it ends the rank)
+for b in "$BIN" $EMU_MPI; do
+  [ -x "$b" ] || { skip "a stalled rank of $b: not built"; continue; }
+  name=stall_$(basename "$b")
+  stop_one() { pkill -STOP -n -f "^$b .*$S/$name( |$)"; }
+  fault "$name" "$b" stop_one
+  grep -q "waiting on rank [0-9] on ${TH_PREFIX}-h[12]: last heard" "$S/$name.out" \
+    && ok "$name: its neighbours name the stalled rank" || { bad "$name: no message naming the stalled rank"; grep -m3 error "$S/$name.out"; }
+  echo "  $(grep -m1 "waiting on" "$S/$name.out" | cut -c1-300)"
+done
 finish test_multinode

@@ -10,11 +10,15 @@
 #   testhost_exec HOST CMD  runs CMD on HOST, in the current directory
 #   testhost_link HOST up|down   plugs HOST's cable in or out (at the switch)
 # $TH_AGENT is the rsh agent for mpirun (tests/testhost_rsh.sh): `agent HOST COMMAND...`.
+# Each host's kernel gives up on an unanswered TCP connection after TH_TCP_RETRIES2 (5: about 13 s)
+# retransmissions, as docs/DISTRIBUTED.md asks of a cluster's launch node; Linux's default, 15,
+# keeps mpirun waiting about 15 minutes on a host whose link was cut.
 # Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN), iproute2 and util-linux's unshare and nsenter;
 # testhosts_can tells whether this machine allows it, and why not.
 TH_PREFIX=${TH_PREFIX:-gcmn}
 TH_DIR=/run/$TH_PREFIX         # namespace handles (a private bind mount, as unshare --mount=FILE needs)
 TH_NET=10.199.77
+TH_TCP_RETRIES2=${TH_TCP_RETRIES2:-5}
 TH_AGENT=$PWD/tests/testhost_rsh.sh
 export TH_PREFIX TH_DIR
 TH_ORIGIN_PID=$$               # the agent enters hosts from this process's mount namespace
@@ -53,6 +57,7 @@ testhosts_create() {  # testhosts_create N
     ip -n "${TH_PREFIX}-sw" link set "port$i" master br0 up
     ip -n "$h" addr add "$TH_NET.$i/24" dev eth0
     ip -n "$h" link set eth0 up && ip -n "$h" link set lo up || return 1
+    ip netns exec "$h" sysctl -q -w net.ipv4.tcp_retries2="$TH_TCP_RETRIES2" || return 1
     touch "$TH_DIR/$h.uts" "$TH_DIR/$h.mnt"
     unshare --uts="$TH_DIR/$h.uts" --mount="$TH_DIR/$h.mnt" --propagation private sh -c \
       "hostname $h && mount -t tmpfs -o size=512m tmpfs /tmp && mount -t tmpfs -o size=512m tmpfs /dev/shm \
