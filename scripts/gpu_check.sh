@@ -38,7 +38,8 @@
 #   GPU_CHECK_EMULATE=1, GPU_CHECK_WORK (the logs; build/gpu_check[_emu]), GPU_CHECK_PREBUILT
 #   (build/gpu_prebuilt), GPU_CHECK_REF (the reference file), GPU_CHECK_DATA (the data folder),
 #   GPU_ARCH (sm_90), JOBS, B_1B (8), STEPS_1B (10), STEPS_60M (20), RANK_13B (256), E2E_TOL,
-#   GPU_CHECK_BUILD=0 (never build on the machine: a step whose binary is missing is skipped).
+#   GPU_CHECK_BUILD=0 (never build on the machine: a step whose binary is missing is skipped),
+#   GPU_CHECK_PEER_ARGS (appended to the peer's flags, e.g. "--device cpu -c tiny -b 2 -t 64" to try it on a CPU).
 # For the tests (tests/test_gpu_check.sh): GPU_CHECK_FORCE_TIMEOUT=step[,step] (the step's
 #   command sleeps and its timeout is GPU_CHECK_FORCE_TIMEOUT_S, 3 s), GPU_CHECK_FORCE_CRASH=
 #   step[:SIG][,...] (the step's command kills itself with SIGSEGV or SIG).
@@ -50,8 +51,9 @@ MAKE_REF=0
 case "${1:-}" in
     "") ;;
     --make-reference) MAKE_REF=1 ;;
+    --sources-hash) MAKE_REF=2 ;;  # for build/gpu_prebuilt/MANIFEST.txt: a line "sources <this>"
     -h|--help) sed -n '2,/^set -u/p' "$0" | grep -v '^set -u' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "error: unknown argument '$1' (scripts/gpu_check.sh [--make-reference | --help])" >&2; exit 2 ;;
+    *) echo "error: unknown argument '$1' (scripts/gpu_check.sh [--make-reference | --sources-hash | --help])" >&2; exit 2 ;;
 esac
 
 EMU=${GPU_CHECK_EMULATE:-0}
@@ -118,8 +120,8 @@ E2E_TOL_STEP1=${E2E_TOL_STEP1:-1e-4}
 [ $EMU = 1 ] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # the emulator on a shared 2-core machine
 
 # ---- the one PyTorch peer line (dev/bench_gpu_vs_torch.py; flags checked against its --help) ----
-peer_args() {  # ROWS BUDGET: the peer's command line after python3 dev/bench_gpu_vs_torch.py (no spaces in values)
-    echo -c 1b -b "$B_1B" -t 1024 --steps 10 --warmup 3 --rows "$1" --budget-s "$2" --json "$WORK/torch_peer_$1.json"
+peer_args() {  # ROWS BUDGET JSON: the peer's command line after python3 dev/bench_gpu_vs_torch.py (no spaces in values)
+    echo -c 1b -b "$B_1B" -t 1024 --steps 10 --warmup 3 --rows "$1" --budget-s "$2" --json "$3" ${GPU_CHECK_PEER_ARGS:-}
     local r; for r in adamw grass galore; do
         [ -s "$WORK/run_1b_$r/log.txt" ] && echo --ours-log "$r=$WORK/run_1b_$r/log.txt"
     done
@@ -145,10 +147,12 @@ git_commit() {
     git -C "$ROOT" status --porcelain -- '*.h' '*.cuh' '*.cu' 2>/dev/null | grep -q . && c+="+changes"
     echo "$c"
 }
+[ $MAKE_REF = 2 ] && { sources_hash; exit 0; }
 data_hash() { cat "$DATA_DIR"/check_train_*.bin "$DATA_DIR"/check_val_*.bin 2>/dev/null | sha256sum | cut -c1-16; }
-# the trainer's init weight hash line (e.g. "init hash 0x1234abcd..."), or nothing
-init_hash_of() {
-    grep -m1 -oiE 'init[a-z_ ]*hash[^0-9a-f]*(0x)?[0-9a-f]{8,}' "$1" 2>/dev/null | grep -oiE '[0-9a-f]{8,}$' | tr 'A-F' 'a-f'
+# the trainer's init weight hash (a line like "init hash 0x1234abcd..."), or nothing:
+init_hash_of() {  # the first hex number of 8+ digits after "hash" on the first line with "init ... hash"
+    grep -m1 -aiE 'init[a-z_ ]*hash' "$1" 2>/dev/null | sed -E 's/.*[Hh][Aa][Ss][Hh]//' | grep -oiE '\b(0x)?[0-9a-f]{8,}\b' | head -n 1 \
+        | sed 's/^0[xX]//' | tr 'A-F' 'a-f'
 }
 # "step=N loss=X grad_norm=Y" and "step=N val_loss=X" of a log.txt: what two identical runs share exactly
 loss_lines() {
@@ -344,7 +348,7 @@ write_report() {
         done
         if [ -s "$WORK/e2e_losses.md" ]; then echo; echo "## e2e losses against the emulator"; echo; cat "$WORK/e2e_losses.md"; fi
         local pj
-        for pj in "$WORK"/torch_peer_*.table.md; do
+        for pj in "$WORK"/torch_peer*.table.md; do
             [ -s "$pj" ] || continue
             echo; echo "## PyTorch peer ($(basename "$pj" .table.md))"; echo; cat "$pj"
         done
@@ -669,9 +673,10 @@ resolve_bins
 if gate binaries; then
     s=$SECONDS; note=""; st=PASS
     if [ $EMU = 0 ] && [ "${GPU_CHECK_BUILD:-1}" = 1 ] && { [ -z "${BIN[train_llama]}" ] || [ -z "${BIN[test_kernels_cuda]}" ]; }; then
-        # the fast build: no cuDNN (its frontend alone takes minutes of host compilation)
-        run_cmd binaries make -j"$JOBS" train_llama tests/bin/test_kernels_cuda GPU_ARCH="$GPU_ARCH" USE_CUDNN=0 NO_MPI=1
-        st=$ST; note="built here: make train_llama test_kernels_cuda USE_CUDNN=0 ($DT s)${WHY:+: $WHY}"
+        # the fast build of what the priority tier needs: no cuDNN (its frontend alone takes minutes)
+        need=(); [ -z "${BIN[train_llama]}" ] && need+=(train_llama); [ -z "${BIN[test_kernels_cuda]}" ] && need+=(tests/bin/test_kernels_cuda)
+        run_cmd binaries make -j"$JOBS" "${need[@]}" GPU_ARCH="$GPU_ARCH" USE_CUDNN=0 NO_MPI=1
+        st=$ST; note="built here: make ${need[*]} USE_CUDNN=0 ($DT s)${WHY:+: $WHY}"
         resolve_bins
     fi
     missing=(); for b in "${BIN_NAMES[@]}"; do [ -z "${BIN[$b]}" ] && missing+=("$b"); done
@@ -703,7 +708,11 @@ if gate binaries; then
     fi
     BIN_NOTE=""
     for b in "${BIN_NAMES[@]}"; do BIN_NOTE+="$b: ${BIN[$b]:-missing}; "; done
-    [ $EMU = 0 ] && [ -f "$PREBUILT/MANIFEST.txt" ] && note+="${note:+; }MANIFEST: $(head -n 1 "$PREBUILT/MANIFEST.txt")"
+    if [ $EMU = 0 ] && [ -f "$PREBUILT/MANIFEST.txt" ]; then
+        note+="${note:+; }MANIFEST: $(head -n 1 "$PREBUILT/MANIFEST.txt" | cut -c1-100)"
+        ms=$(grep -m1 '^sources ' "$PREBUILT/MANIFEST.txt" | cut -d' ' -f2)
+        if [ -n "$ms" ] && [ "$ms" != "$SRC_HASH" ]; then st=FAIL; note+="; the prebuilt binaries are of other sources ($ms, this tree $SRC_HASH)"; fi
+    fi
     [ -z "${BIN[train_llama]}" ] && st="FAIL" && note="no train_llama: ${BIN_WHY[train_llama]}; $note"
     set_step binaries "$st" $((SECONDS - s)) "${note:-every binary resolved}; missing: ${missing[*]:-none}"
     checkpoint_report
@@ -883,15 +892,15 @@ peer() {
     if [ ! -f dev/bench_gpu_vs_torch.py ]; then set_step "$name" SKIPPED 0 "dev/bench_gpu_vs_torch.py is not in this tree"; return 1; fi
     local help; help=$(timeout 60 python3 dev/bench_gpu_vs_torch.py --help 2>&1)
     local args=() unknown="" a prev=""
-    read -r -a all <<< "$(peer_args "$rows" "$budget" | tr '\n' ' ')"
+    read -r -a all <<< "$(peer_args "$rows" "$budget" "$WORK/$name.json" | tr '\n' ' ')"
     for a in "${all[@]}"; do  # keep a flag (and its value) only when --help names it
         if [[ "$a" == -* ]]; then
             if grep -qE -- "(^|[][ ,])$a([][ ,=]|\$)" <<< "$help"; then args+=("$a"); prev=keep; else unknown+=" $a"; prev=drop; fi
         elif [ "$prev" = keep ]; then args+=("$a"); fi
     done
     run_cmd "$name" python3 dev/bench_gpu_vs_torch.py "${args[@]}"
-    local st=$ST note="" j="$WORK/torch_peer_$rows.json"
-    grep -a '^|' "$WORK/$name.log" > "$WORK/torch_peer_$rows.table.md"
+    local st=$ST note="" j="$WORK/$name.json"
+    grep -a '^|' "$WORK/$name.log" > "$WORK/$name.table.md"
     if [ -f "$j" ]; then
         # our tok/s over each peer row's, into the throughput table (1b runs)
         local ratios; ratios=$(python3 - "$j" "$WORK" <<'PY'
@@ -918,7 +927,7 @@ PY
                     [ "${R_NAME[$i]}" = "$run" ] && R_PEER[$i]=${val//_/ }
                 done
             done <<< "$ratios"
-            note="ours / peer: $(echo $ratios)"
+            note="ours / peer: $(echo $ratios)"; [ -n "$ratios" ] || note="no 1b run of ours to compare with"
         fi
     fi
     [ -n "$unknown" ] && note+="${note:+ | }flags not in its --help, left out:$unknown"
