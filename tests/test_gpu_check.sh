@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/gpu_check.sh, run here end to end in its emulated mode (GPU_CHECK_EMULATE=1: the emulated
 # build in build/emu at tiny shapes), and its report asserted:
-#   - a full run, with one step forced to time out and two forced to crash (SIGSEGV, SIGABRT):
+#   - a full run, with one step forced to time out and three forced to crash (SIGSEGV, SIGABRT, SIGKILL):
 #     every step has a status, the forced ones are TIMEOUT and CRASH(...) and the steps after them
 #     still run; the GPU-only steps, and only they, are SKIPPED "needs a GPU"; the two e2e runs of
 #     each optimizer are bit-identical and match the reference (--make-reference), and a reference
@@ -56,7 +56,7 @@ awk '$1 == "grass" && $2 == "step=5" && $3 ~ /^loss=/ { split($3, a, "="); $3 = 
 # ---- a full run: forced timeout and crashes; everything else as on a GPU machine, GPU-only steps skipped
 t0=$SECONDS
 GPU_CHECK_REF="$W/ref_moved.txt" OUT="$W/full" GPU_CHECK_WORK="$W/work_full" GPU_CHECK_FORCE_TIMEOUT=gathered_gemm_check \
-    GPU_CHECK_FORCE_CRASH=1b_grass,test_llama:ABRT scripts/gpu_check.sh > "$W/full.out" 2>&1
+    GPU_CHECK_FORCE_CRASH=1b_grass,test_llama:ABRT,gemm_align_check:KILL scripts/gpu_check.sh > "$W/full.out" 2>&1
 rc=$?
 echo "full emulated run: $((SECONDS - t0)) s, rc $rc"
 D="$W/full"
@@ -68,8 +68,10 @@ every_status "$D" "full run" '^(PASS|SKIPPED|TIMEOUT|CRASH\(SIG[A-Z]+\)|FAIL.*)$
     || bad "forced timeout: gathered_gemm_check is $(status_of "$D" gathered_gemm_check)"
 [ "$(status_of "$D" 1b_grass)" = "CRASH(SIGSEGV)" ] && ok "forced crash: 1b_grass CRASH(SIGSEGV)" || bad "1b_grass is $(status_of "$D" 1b_grass)"
 [ "$(status_of "$D" test_llama)" = "CRASH(SIGABRT)" ] && ok "forced abort: test_llama CRASH(SIGABRT)" || bad "test_llama is $(status_of "$D" test_llama)"
+[ "$(status_of "$D" gemm_align_check)" = "CRASH(SIGKILL)" ] && ok "forced SIGKILL: gemm_align_check CRASH(SIGKILL)" \
+    || bad "gemm_align_check is $(status_of "$D" gemm_align_check)"
 # the steps after each forced one still ran
-for s in 1b_galore gemm_align_check 60m_adamw classifier_check test_emu_gpu; do
+for s in 1b_galore 60m_adamw classifier_check test_emu_gpu; do
     [ "$(status_of "$D" $s)" = PASS ] && ok "after the forced failures: $s PASS" || bad "after the forced failures: $s is $(status_of "$D" $s)"
 done
 # exactly the GPU-only steps are "needs a GPU"
