@@ -100,6 +100,7 @@ run emu_test_train bash tests/cuda_emu/test_train_emu.sh
 # the CPU build's end-to-end checks (loss, resume, HF round trip, 37 kinds of bad input), on the GPU build
 run emu_test_train_cpu_suite env TRAIN_BIN=build/emu/train_llama bash tests/test_train.sh
 run emu_test_faults env TRAIN_BIN=build/emu/train_llama bash tests/test_faults.sh
+run test_gpu_check bash tests/test_gpu_check.sh  # scripts/gpu_check.sh end to end on the emulated build
 if [ -x $E/train_llama_mpi ] && command -v mpirun >/dev/null 2>&1; then  # and the data-parallel checks, NCCL emulated
   run emu_test_mpi_cpu_suite env TRAIN_BIN=$E/train_llama_mpi bash tests/test_mpi.sh
 else
