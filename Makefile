@@ -86,5 +86,7 @@ clean:
 -include cuda.mk
 # the CUDA build run on the CPU through the emulator in tests/cuda_emu
 -include tests/cuda_emu/emu.mk
+# make gpu_reference (the emulator's losses the GPU check compares with) and make gpu_check_emu
+include scripts/gpu_check.mk
 # the stamps that make every binary depend on the configuration it was built with
 include build_config.mk

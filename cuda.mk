@@ -272,6 +272,7 @@ gpu_prebuilt: $(PB_BINS)
 	   echo "arch: sm_90 (compressed fatbins); MPI: none (NO_MPI); CPU references: dev/cuda/cblas_fallback, GRASS_NO_LAPACK; libgomp static; host symbols stripped"; \
 	   echo "$(CUDA_NCCL_NOTE)"; echo "$(CUDA_CUDNN_NOTE)"; \
 	   echo "RUNPATH: $(GPU_PREBUILT_RUNPATH)"; \
+	   echo "sources $$(bash scripts/gpu_check.sh --sources-hash)"; \
 	   total=0; for b in $(PB_BINS); do \
 	     sz=$$(stat -c %s $$b); total=$$((total + sz)); \
 	     printf '%-24s %10s bytes  NEEDED: %s\n' "$$(basename $$b)" "$$sz" \

@@ -488,7 +488,7 @@ classify() {
     WHY=""
     line=$(grep -m1 -aE "$CRASH_RE" "$log" 2>/dev/null | cut -c1-200)
     if (( rc == 0 )); then
-        if grep -aq 'no CUDA device.*skipped' "$log"; then ST=SKIPPED; WHY="the binary found no CUDA device"; else ST=PASS; fi
+        if grep -aqE 'no CUDA device.*skipped|^skipped: needs a GPU' "$log"; then ST=SKIPPED; WHY="the binary found no CUDA device"; else ST=PASS; fi
         return
     fi
     if (( rc == 124 )) || { (( rc == 137 )) && (( dt >= t )); }; then ST=TIMEOUT; WHY="stopped at its ${t} s limit${CLAMPED:-}"; return; fi
@@ -517,7 +517,7 @@ step() {
     checkpoint_report
     [ "$ST" = PASS ]
 }
-summary_line() { grep -aoE '[0-9]+ passed, [0-9]+ failed.*|no CUDA device.*' "$1" | tail -n 1; }
+summary_line() { grep -aoE '[0-9]+ passed, [0-9]+ failed.*|no CUDA device.*|^skipped: needs a GPU.*' "$1" | tail -n 1; }
 last_line() { grep -av -e '^\s*$' -e '^\$ ' "$1" | tail -n 1 | cut -c1-200; }
 
 # ================================== the binaries ========================================================
