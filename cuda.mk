@@ -27,8 +27,10 @@ GENCODE := $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(subst sm_,,$(a)),code
 
 # Not --use_fast_math: the softmax, RMSNorm and Adam kernels keep IEEE expf/sqrtf/division,
 # and denormals are not flushed, so the GPU matches the fp32 CPU reference closely.
-NVCC_FLAGS = -O3 -std=c++17 -lineinfo $(GENCODE) -I. -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas
-NVCC_LIBS = -lcublas -lcublasLt -lcusolver
+# -fopenmp: the host loops (OpenMP pragmas in the shared headers) run on every core here too; no
+# -Wno-unknown-pragmas, so that a pragma the host compiler ignores is reported.
+NVCC_FLAGS = -O3 -std=c++17 -lineinfo $(GENCODE) -I. -Xcompiler -Wall,-Wno-unused-function,-fopenmp
+NVCC_LIBS = -lcublas -lcublasLt -lcusolver -lgomp
 
 # MPI (the Makefile has already looked for mpicxx and honoured NO_MPI=1)
 ifeq ($(NO_MPI),1)
