@@ -4,7 +4,7 @@
  *                    activations and backward scratch, every field with its shape
  *   llama_buffers    THE table of activation buffers (pointer, dtype, count, label): allocation,
  *                    free and the memory plan's activation bytes all come from it
- *   llama_build / llama_free / llama_init_random
+ *   llama_build / llama_free / llama_init_random (llama_init_tensor)
  *   layer_forward, llama_forward, llama_backward
  *   checkpoint_*     the model file (docs/FORMATS.md): header, save, load
  * The kernels come from backend.h (backend_cpu.h or backend_cuda.cuh, chosen by the compiler);
@@ -230,18 +230,23 @@ static void llama_free(Llama* m) {
 // fp32 values, bit for bit (the GPU's bf16 build stores them rounded to nearest).
 // hash (may be NULL): [0] the hash of the fp32 values drawn, [1] of those values rounded to bf16,
 // each over the Hugging Face layout in table order (rng_hash_term); equal on every build.
+// llama_init_tensor: tensor i's values into dst (its stored layout); first: the hash index of its
+// first value (the Hugging Face sizes of the tensors before it). dev/init_hash.c calls it alone.
+static void llama_init_tensor(const ParamTable* pt, int i, uint64_t seed, uint64_t first, floatX* dst, uint64_t hash[2]) {
+    const ParamTensor* t = &pt->t[i];
+    ParamInit p;
+    p.rows = t->rows; p.cols = t->cols; p.rows_hf = t->rows_hf; p.cols_hf = t->cols_hf;
+    p.key = rng_seed_for(seed, 0x1417, (uint64_t)i);
+    p.std = t->kind == PT_NORM ? 0.0 : 0.02;
+    p.fill = 1.0f;
+    p.first = first;
+    param_init_tensor(dst, &p, hash);
+}
 static void llama_init_random(Llama* m, uint64_t seed, uint64_t hash[2]) {
     uint64_t h[2] = {0, 0}, first = 0;
     for (int i = 0; i < m->pt.n; i++) {
-        const ParamTensor* t = &m->pt.t[i];
-        ParamInit p;
-        p.rows = t->rows; p.cols = t->cols; p.rows_hf = t->rows_hf; p.cols_hf = t->cols_hf;
-        p.key = rng_seed_for(seed, 0x1417, (uint64_t)i);
-        p.std = t->kind == PT_NORM ? 0.0 : 0.02;
-        p.fill = 1.0f;
-        p.first = first;
-        param_init_tensor(m->params + t->offset, &p, h);
-        first += t->numel_hf;
+        llama_init_tensor(&m->pt, i, seed, first, m->params + m->pt.t[i].offset, h);
+        first += m->pt.t[i].numel_hf;
     }
     if (hash != NULL) { hash[0] = h[0]; hash[1] = h[1]; }
 }
