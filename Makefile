@@ -6,7 +6,7 @@
 #   make test_llama        the GPU parity test
 
 CXX ?= g++
-CPU_FLAGS = -O3 -march=native -fopenmp -Wall -Wno-unused-function -Wno-unknown-pragmas -I.
+CPU_FLAGS = -O3 -march=native -fopenmp -Wall -Wno-unused-function -I.
 CPU_LIBS = -lopenblas -lm
 
 # OpenBLAS: prefer Debian's OpenMP build (libopenblas-openmp-dev). The pthread build spins its

@@ -73,6 +73,23 @@ typedef struct { void* p; int dtype; } GradBuf;
 static inline size_t grad_dtype_size(int dt) { return dt == GRAD_FP32 ? sizeof(float) : sizeof(floatX); }
 static inline GradBuf grad_buf(void* p, int dtype) { GradBuf g; g.p = p; g.dtype = dtype; return g; }
 
+// ---- initialization (llama_init_random) ------------------------------------------------------
+// One tensor's initial values, drawn where they are stored (no host copy on the GPU): in the
+// Hugging Face layout (rows_hf x cols_hf, row-major), pair k = values (2k, 2k+1) from rng.h's
+// rng_init_pair(key, k, std), or every value `fill` when std == 0 (the norms); written into the
+// stored layout (rows x cols: the real rows and columns first, zeros in the padding, as
+// param_to_stored). hash[0] += rng_hash_term(first + j, v_j) over the values v_j as drawn (fp32),
+// hash[1] += the same over the values rounded to bf16 (nearest even; the GPU's bf16 build hashes
+// the values it stored). Both sums are the same on every build for the same tensors.
+typedef struct {
+    int rows, cols, rows_hf, cols_hf;
+    uint64_t key;     // the tensor's stream (rng_seed_for)
+    double std;       // 0: every value is fill
+    float fill;
+    uint64_t first;   // the hash index of the tensor's first value
+} ParamInit;
+void param_init_tensor(floatX* dst, const ParamInit* p, uint64_t hash[2]);
+
 // ---- model ops ---------------------------------------------------------------------------
 // out[i,:] = wte[tokens[i],:]
 void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d);

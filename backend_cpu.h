@@ -86,6 +86,7 @@ size_t backend_workspace_bytes(const WorkspaceSizes* w) {
 }
 
 // ---- the interface: each op forwards to its cpu_ kernel (kernels_cpu.h) ----------------------
+void param_init_tensor(floatX* dst, const ParamInit* p, uint64_t hash[2]) { cpu_param_init_tensor(dst, p, hash); }
 void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d) { cpu_embedding_forward(out, d_tokens, wte, N, d); }
 // dense gradients: floatX is float here, so both GradBuf dtypes are float buffers
 void embedding_backward(GradBuf dwte, const floatX* dout, const int* d_tokens, int N, int d) { cpu_embedding_backward((float*)dwte.p, dout, d_tokens, N, d); }

@@ -23,6 +23,7 @@
 #define GRASS_BACKEND_CUDA_CUH
 
 #include "cuda/common.cuh"       // includes, checked calls, global state g_cu, memory, device helpers
+#include "cuda/init.cuh"         // the initial weights, drawn on the device (param_init_tensor)
 #include "cuda/elementwise.cuh"  // embedding, RMSNorm, RoPE, SwiGLU, add (forward and backward)
 #include "cuda/gemm.cuh"         // cuBLASLt GEMM with a plan cache (cu_gemm); matmul_forward/backward_*
 #include "cuda/classifier.cuh"   // fused classifier: loss, and dlogits in place

@@ -31,9 +31,11 @@ GENCODE := $(foreach a,$(GPU_ARCH),-gencode arch=compute_$(subst sm_,,$(a)),code
 
 # Not --use_fast_math: the softmax, RMSNorm and Adam kernels keep IEEE expf/sqrtf/division,
 # and denormals are not flushed, so the GPU matches the fp32 CPU reference closely.
-NVCC_FLAGS_NOARCH = -O3 -std=c++17 -lineinfo -I. -Xcompiler -Wall,-Wno-unused-function,-Wno-unknown-pragmas
+# -fopenmp: the host loops (OpenMP pragmas in the shared headers) run on every core here too; no
+# -Wno-unknown-pragmas, so that a pragma the host compiler ignores is reported.
+NVCC_FLAGS_NOARCH = -O3 -std=c++17 -lineinfo -I. -Xcompiler -Wall,-Wno-unused-function,-fopenmp
 NVCC_FLAGS = $(NVCC_FLAGS_NOARCH) $(GENCODE)
-NVCC_LIBS = -lcublas -lcublasLt -lcusolver
+NVCC_LIBS = -lcublas -lcublasLt -lcusolver -lgomp
 
 # MPI (the Makefile has already looked for mpicxx and honoured NO_MPI=1)
 ifeq ($(NO_MPI),1)
@@ -253,8 +255,9 @@ PB_FLAGS = $(NVCC_FLAGS_NOARCH) -gencode arch=compute_90,code=sm_90 -Xfatbin -co
 PB_TRAIN_FLAGS = $(PB_FLAGS) $(CUDA_NCCL_FLAGS)
 PB_REF_FLAGS = $(PB_FLAGS) -Xcompiler -fopenmp -Idev/cuda/cblas_fallback -DGRASS_NO_LAPACK
 PB_LINK = -Xlinker --enable-new-dtags -Xlinker -rpath -Xlinker $(GPU_PREBUILT_RUNPATH) -Xlinker -s
-PB_LIBS = $(NVCC_LIBS) $(PB_LINK)
-PB_REF_LIBS = $(NVCC_LIBS) $(shell $(CXX) -print-file-name=libgomp.a) $(PB_LINK)
+PB_GOMP = $(shell $(CXX) -print-file-name=libgomp.a)
+PB_LIBS = $(filter-out -lgomp,$(NVCC_LIBS)) $(PB_GOMP) $(PB_LINK)
+PB_REF_LIBS = $(filter-out -lgomp,$(NVCC_LIBS)) $(PB_GOMP) $(PB_LINK)
 PB_BINS := $(addprefix $(GPU_PREBUILT_DIR)/,train_llama test_kernels_cuda test_llama attention_check gathered_gemm_check \
            gemm_align_check classifier_check test_emu_gpu)
 PB_CHECK_DEPS = dev/cuda/check_common.h tests/gpu_test_util.h kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h utils.h rng.h bf16.h

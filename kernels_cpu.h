@@ -15,7 +15,8 @@
 #include <cblas.h>
 #include "utils.h"
 #include "bf16.h"
-#include "backend.h"  // AdamParams
+#include "rng.h"      // rng_init_pair, rng_hash_term
+#include "backend.h"  // AdamParams, ParamInit
 
 // scratch for gathers and blockwise norms; grows on demand, never shrinks
 static float* g_cpu_scratch = NULL;
@@ -28,6 +29,28 @@ static float* cpu_scratch(size_t n) {
         g_cpu_scratch_floats = n;
     }
     return g_cpu_scratch;
+}
+
+// ---- initialization ------------------------------------------------------------------------
+// backend.h's param_init_tensor (dst: rows x cols floats). The hashes are integer sums, so the
+// OpenMP reduction gives the same bits for any thread count.
+static void cpu_param_init_tensor(float* dst, const ParamInit* p, uint64_t hash[2]) {
+    size_t n = (size_t)p->rows_hf * p->cols_hf, pairs = (n + 1) / 2;
+    if (p->rows != p->rows_hf || p->cols != p->cols_hf) memset(dst, 0, (size_t)p->rows * p->cols * sizeof(float));
+    uint64_t h0 = 0, h1 = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : h0, h1)
+    for (size_t k = 0; k < pairs; k++) {
+        float v[2] = {p->fill, p->fill};
+        if (p->std != 0.0) rng_init_pair(p->key, k, p->std, &v[0], &v[1]);
+        for (int e = 0; e < 2 && 2 * k + e < n; e++) {
+            size_t j = 2 * k + e, row = j / p->cols_hf, col = j - row * p->cols_hf;
+            dst[row * p->cols + col] = v[e];
+            h0 += rng_hash_term(p->first + j, v[e]);
+            h1 += rng_hash_term(p->first + j, bf16_to_float(bf16_from_float(v[e])));
+        }
+    }
+    hash[0] += h0;
+    hash[1] += h1;
 }
 
 // ---- model ops ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  *                    activations and backward scratch, every field with its shape
  *   llama_buffers    THE table of activation buffers (pointer, dtype, count, label): allocation,
  *                    free and the memory plan's activation bytes all come from it
- *   llama_build / llama_free / llama_init_random
+ *   llama_build / llama_free / llama_init_random (llama_init_tensor)
  *   layer_forward, llama_forward, llama_backward
  *   checkpoint_*     the model file (docs/FORMATS.md): header, save, load
  * The kernels come from backend.h (backend_cpu.h or backend_cuda.cuh, chosen by the compiler);
@@ -222,33 +222,33 @@ static void llama_free(Llama* m) {
 }
 
 // LLaMA's initialization as in HF (normal(0, 0.02) for matrices, ones for norms), from a seed.
-// Counter-based (each pair of values from a hash of (seed, tensor, pair)), so the values do not
-// depend on the thread count and a 13b model initializes in seconds.
-// The values are drawn in the Hugging Face layout, so a padded model starts from the same weights.
-static void llama_init_random(Llama* m, uint64_t seed) {
-    float* host = (float*)malloc_check(m->pt.total * sizeof(float));
-    float* hf = NULL;  // a padded tensor's values before they are laid out
+// Counter-based: each pair of values comes from a hash of (seed, tensor, pair) (rng.h's
+// rng_init_pair), so the values depend neither on the thread count nor on the build. The backend
+// draws them where they are stored (param_init_tensor: on the GPU a kernel, with no host copy of
+// the weights), in the Hugging Face layout, so a padded model starts from the same weights; and
+// its arithmetic rounds identically on the CPU and the GPU, so both builds start from the same
+// fp32 values, bit for bit (the GPU's bf16 build stores them rounded to nearest).
+// hash (may be NULL): [0] the hash of the fp32 values drawn, [1] of those values rounded to bf16,
+// each over the Hugging Face layout in table order (rng_hash_term); equal on every build.
+// llama_init_tensor: tensor i's values into dst (its stored layout); first: the hash index of its
+// first value (the Hugging Face sizes of the tensors before it). dev/init_hash.c calls it alone.
+static void llama_init_tensor(const ParamTable* pt, int i, uint64_t seed, uint64_t first, floatX* dst, uint64_t hash[2]) {
+    const ParamTensor* t = &pt->t[i];
+    ParamInit p;
+    p.rows = t->rows; p.cols = t->cols; p.rows_hf = t->rows_hf; p.cols_hf = t->cols_hf;
+    p.key = rng_seed_for(seed, 0x1417, (uint64_t)i);
+    p.std = t->kind == PT_NORM ? 0.0 : 0.02;
+    p.fill = 1.0f;
+    p.first = first;
+    param_init_tensor(dst, &p, hash);
+}
+static void llama_init_random(Llama* m, uint64_t seed, uint64_t hash[2]) {
+    uint64_t h[2] = {0, 0}, first = 0;
     for (int i = 0; i < m->pt.n; i++) {
-        ParamTensor* t = &m->pt.t[i];
-        float* p = host + t->offset;
-        if (t->kind == PT_NORM) { for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f; continue; }
-        if (t->numel != t->numel_hf) { hf = (float*)realloc(hf, t->numel_hf * sizeof(float)); if (hf == NULL) fatal("out of host memory"); p = hf; }
-        uint64_t base = rng_seed_for(seed, 0x1417, (uint64_t)i);
-        size_t n = t->numel_hf, pairs = (n + 1) / 2;
-        #pragma omp parallel for schedule(static)
-        for (size_t k = 0; k < pairs; k++) {  // Box-Muller
-            uint64_t s = base ^ (k * 0xD1B54A32D192ED03ULL);
-            double u1 = rng_uniform01(&s), u2 = rng_uniform01(&s);
-            if (u1 < 1e-300) u1 = 1e-300;
-            double rad = sqrt(-2.0 * log(u1));
-            p[2 * k] = (float)(0.02 * rad * cos(2.0 * M_PI * u2));
-            if (2 * k + 1 < n) p[2 * k + 1] = (float)(0.02 * rad * sin(2.0 * M_PI * u2));
-        }
-        if (p == hf) param_to_stored(t, hf, host + t->offset);
+        llama_init_tensor(&m->pt, i, seed, first, m->params + m->pt.t[i].offset, h);
+        first += m->pt.t[i].numel_hf;
     }
-    free(hf);
-    backend_upload_floats(m->params, host, m->pt.total);
-    free(host);
+    if (hash != NULL) { hash[0] = h[0]; hash[1] = h[1]; }
 }
 
 // One layer's activations for a batch of B x T (layer l's slice of each per-layer buffer;

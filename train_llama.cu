@@ -1074,7 +1074,11 @@ int main(int argc, char** argv) {
             checkpoint_load_model(&model, a.init_from, 0);
             if (master) printf("initialized from %s\n", a.init_from);
         } else {
-            llama_init_random(&model, (uint64_t)a.seed);
+            uint64_t ih[2];
+            llama_init_random(&model, (uint64_t)a.seed, ih);
+            // the same on every build (the GPU's fp32 draws equal the CPU's bit for bit): a GPU run's
+            // line can be compared with the CPU build's for the same config and seed
+            if (master) printf("init hash: fp32 %016llx bf16 %016llx (seed %lld)\n", (unsigned long long)ih[0], (unsigned long long)ih[1], a.seed);
         }
         optim_weights_changed(&opt);
     }

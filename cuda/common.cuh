@@ -342,6 +342,7 @@ void backend_upload_floats(floatX* dst, const float* src, size_t n) {
     __nv_bfloat16* buf = (__nv_bfloat16*)cu_host_stage(CU_CONVERT_CHUNK);
     for (size_t off = 0; off < n; off += CU_CONVERT_CHUNK) {
         size_t c = n - off < CU_CONVERT_CHUNK ? n - off : CU_CONVERT_CHUNK;
+        #pragma omp parallel for schedule(static)  // a checkpoint's 13e9 values: on every core
         for (size_t i = 0; i < c; i++) buf[i] = __float2bfloat16(src[off + i]);  // round to nearest even
         backend_upload(dst + off, buf, c * sizeof(__nv_bfloat16));
     }
@@ -355,6 +356,7 @@ void backend_download_floats(float* dst, const floatX* src, size_t n) {
     for (size_t off = 0; off < n; off += CU_CONVERT_CHUNK) {
         size_t c = n - off < CU_CONVERT_CHUNK ? n - off : CU_CONVERT_CHUNK;
         backend_download(buf, src + off, c * sizeof(__nv_bfloat16));
+        #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < c; i++) dst[off + i] = __bfloat162float(buf[i]);
     }
 #endif

@@ -97,6 +97,8 @@ run emu_classifier_check $E/classifier_check 16 97
 run emu_gathered_gemm_check $E/gathered_gemm_check 64 48 72 16
 run emu_gemm_align_check $E/gemm_align_check 16
 run emu_test_train bash tests/cuda_emu/test_train_emu.sh
+# the initial weights' arithmetic: nothing for nvcc or g++ to contract (the GPU's draws = the CPU's)
+run check_fp_contract bash dev/check_fp_contract.sh
 # the CPU build's end-to-end checks (loss, resume, HF round trip, 37 kinds of bad input), on the GPU build
 run emu_test_train_cpu_suite env TRAIN_BIN=build/emu/train_llama bash tests/test_train.sh
 run emu_test_faults env TRAIN_BIN=build/emu/train_llama bash tests/test_faults.sh

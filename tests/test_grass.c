@@ -617,7 +617,7 @@ typedef struct { Llama m; Optimizer o; float last_norm; } Run;
 static void run_steps(Run* run, const LlamaConfig* c, const OptimConfig* oc, int B, int T, int accum, int steps,
                       const int* tokens /* steps*accum*B*(T+1) */, int overlap = 0) {
     llama_build(&run->m, c, B, T, 0);
-    llama_init_random(&run->m, 5);
+    llama_init_random(&run->m, 5, NULL);
     OptimRuntime rt = optim_runtime(oc, 0, 1, accum, B * T);
     rt.overlap = overlap;
     optim_init(&run->o, oc, &rt, &run->m.pt, run->m.params);

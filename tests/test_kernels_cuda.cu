@@ -83,6 +83,37 @@ static const char* nm(const char* fmt, ...) {
     return g_name;
 }
 
+// ---- initialization ---------------------------------------------------------------------------------
+// param_init_tensor on the device == cpu_param_init_tensor: the same fp32 draws (the hashes, bit for
+// bit), stored rounded to nearest (bf16.h's rounding, not the device's) with zeros in the padding;
+// the output starts as NaN, so an element it forgets fails
+static void test_param_init(int rows_hf, int cols_hf, int rows, int cols, double std) {
+    ParamInit p = {rows, cols, rows_hf, cols_hf, rng_seed_for(1337, 0x1417, 7), std, 1.0f, 12345};
+    size_t ns = (size_t)rows * cols;
+    std::vector<float> ref(ns, NAN), want(ns);
+    uint64_t rh[2] = {0, 0}, gh[2] = {0, 0};
+    cpu_param_init_tensor(ref.data(), &p, rh);
+    floatX* d = dx_nan(ns);
+    param_init_tensor(d, &p, gh);
+    std::vector<float> got = hx(d, ns);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < ns; i++) {
+#ifdef ENABLE_FP32
+        want[i] = ref[i];
+#else
+        want[i] = bf16_to_float(bf16_from_float(ref[i]));
+#endif
+        if (memcmp(&got[i], &want[i], 4) != 0) { if (bad == 0) first = i; bad++; }
+    }
+    CHECK(bad == 0, "param_init_tensor %dx%d (stored %dx%d) std %g: %zu of %zu values differ from the CPU's rounded, first [%zu] %a vs %a",
+          rows_hf, cols_hf, rows, cols, std, bad, ns, first, ns ? got[first] : 0.0f, ns ? want[first] : 0.0f);
+    CHECK(gh[0] == rh[0] && gh[1] == rh[1], "param_init_tensor %dx%d: hashes %016llx %016llx, CPU %016llx %016llx", rows_hf, cols_hf,
+          (unsigned long long)gh[0], (unsigned long long)gh[1], (unsigned long long)rh[0], (unsigned long long)rh[1]);
+    printf("  %-64s %s\n", nm("param_init_tensor %dx%d stored %dx%d std %g", rows_hf, cols_hf, rows, cols, std),
+           bad == 0 && gh[0] == rh[0] && gh[1] == rh[1] ? "the CPU's values and hashes, bit for bit" : "DIFFERS from the CPU");
+    free_bufs();
+}
+
 // ---- memory, copies -------------------------------------------------------------------------------
 
 static void test_memory(void) {
@@ -983,6 +1014,12 @@ int main(void) {
     t_seed(0x1234567ULL);  // the inputs' random stream
 
     test_memory();
+    printf("initialization\n");
+    test_param_init(37, 19, 64, 64, 0.02);    // padded rows and columns, odd: pairs straddle rows
+    test_param_init(80, 48, 128, 48, 0.02);   // gate/up: padded rows
+    test_param_init(48, 80, 48, 128, 0.02);   // down: padded columns
+    test_param_init(1, 48, 1, 48, 0.0);       // a norm: ones
+    test_param_init(601, 999, 601, 999, 0.02);  // 300k pairs: threads loop over the grid
     printf("embedding\n");
     test_embedding(39, 48, 97);
     test_embedding(256, 64, 1000);

@@ -27,6 +27,9 @@
 #include "rng.h"
 #include "tests/test_util.h"
 
+#define PINNED_H0 0x0de3e17fded4dafeULL
+#define PINNED_H1 0x276d124ffe337a0cULL
+
 // ---- fixed-seed RNG: one stream of rng.h's splitmix64 --------------------------------------
 static uint64_t g_seed = 0x243F6A8885A308D3ull;
 static uint64_t rng_u64(void) { return splitmix64(&g_seed); }
@@ -1032,6 +1035,179 @@ static void test_rows_sumsq(void) {
     free(M);
 }
 
+// ---- the initial weights' draws (rng.h) against long double libm, and their distribution --------
+// max |got - ref| and max |got - ref| / |ref| (over |ref| >= rel_floor) of f on many points
+typedef struct { double abs, rel; } ErrMax;
+static void err_note(ErrMax* m, double got, long double ref, double rel_floor) {
+    double e = (double)fabsl((long double)got - ref);
+    if (!(e <= m->abs)) m->abs = e;  // NaN sticks
+    if (fabsl(ref) >= rel_floor && !(e / (double)fabsl(ref) <= m->rel)) m->rel = e / (double)fabsl(ref);
+}
+static double bits_to_u53(uint64_t b) { return (double)(b >> 11) * (1.0 / 9007199254740992.0); }
+// TEST_OPS_MUTATE: an exact expected value one bit off, so that every exact check below trips
+static double mut_d(double x) { return g_mutate ? nextafter(x, INFINITY) : x; }
+static uint64_t mut_u64(uint64_t x) { return g_mutate ? x ^ 1 : x; }
+
+static void test_init_log_sincos(void) {
+    const long double two_pi = 6.283185307179586476925286766559005768L;
+    ErrMax lg = {0, 0}, sc = {0, 0}, nz = {0, 0};
+    uint64_t s = 0x1417ULL;
+    for (int i = 0; i < 2000000; i++) {
+        uint64_t b = splitmix64(&s);
+        double x;
+        switch (i % 4) {
+            case 0: x = (double)((b >> 11) + 1) * (1.0 / 9007199254740992.0); break;       // the draws' domain (0, 1]
+            case 1: x = 0.5 + 1.5 * bits_to_u53(b); break;                                  // around 1 and sqrt(2)
+            case 2: x = 1.0 + (bits_to_u53(b) - 0.5) * 1e-6; break;                         // log x near 0
+            default: {                                                                      // every positive normal double
+                uint64_t e = 1 + (b >> 40) % 2046;
+                x = rng_bits_double((e << 52) | (b & 0x000FFFFFFFFFFFFFULL));
+            }
+        }
+        err_note(&lg, rng_log(x), logl((long double)x), 1e-300);
+        double u = bits_to_u53(splitmix64(&s)), sn, cs;
+        rng_sincos_2pi(u, &sn, &cs);
+        err_note(&sc, sn, sinl(two_pi * u), 2.0);  // absolute error only (rel_floor above 1)
+        err_note(&sc, cs, cosl(two_pi * u), 2.0);
+    }
+    // Box-Muller with the same two draws, in long double libm
+    size_t float_differ = 0, nvals = 0;
+    for (int i = 0; i < 1000000; i++) {
+        uint64_t b1 = splitmix64(&s), b2 = splitmix64(&s);
+        double z0, z1;
+        rng_normal_pair(b1, b2, &z0, &z1);
+        long double u1 = (long double)((b1 >> 11) + 1) / 9007199254740992.0L, u2 = (long double)(b2 >> 11) / 9007199254740992.0L;
+        long double rad = sqrtl(-2.0L * logl(u1));
+        long double r0 = rad * cosl(two_pi * u2), r1 = rad * sinl(two_pi * u2);
+        err_note(&nz, z0, r0, 1e-3);
+        err_note(&nz, z1, r1, 1e-3);
+        float_differ += ((float)(0.02 * z0) != (float)(0.02L * r0)) + ((float)(0.02 * z1) != (float)(0.02L * r1));
+        nvals += 2;
+    }
+    printf("init draws vs long double libm: log max abs %.3g rel %.3g; sin/cos(2 pi u) max abs %.3g; "
+           "normals max abs %.3g rel %.3g (|z| >= 1e-3); floats that differ %zu of %zu\n",
+           lg.abs, lg.rel, sc.abs, nz.abs, nz.rel, float_differ, nvals);
+    double m = g_mutate ? 1e-3 : 1.0;  // TEST_OPS_MUTATE: bounds 1000x tighter, must trip
+    CHECK(lg.rel <= 4e-16 * m, "rng_log: max relative error %.3g > 4e-16", lg.rel);
+    CHECK(sc.abs <= 4e-16 * m, "rng_sincos_2pi: max absolute error %.3g > 4e-16", sc.abs);
+    CHECK(nz.abs <= 4e-15 * m && nz.rel <= 1e-13 * m, "rng_normal_pair: max error abs %.3g rel %.3g > 4e-15, 1e-13", nz.abs, nz.rel);
+    CHECK(float_differ <= 20 && !g_mutate, "rng_normal_pair: %zu of %zu float values differ from libm's (at most 20)", float_differ, nvals);
+    // exact points
+    double sn, cs;
+    rng_sincos_2pi(0.0, &sn, &cs);
+    CHECK(sn == mut_d(0.0) && cs == 1.0, "rng_sincos_2pi(0) = (%g, %g)", sn, cs);
+    rng_sincos_2pi(0.25, &sn, &cs);
+    CHECK(sn == mut_d(1.0) && cs == 0.0, "rng_sincos_2pi(1/4) = (%g, %g)", sn, cs);
+    rng_sincos_2pi(0.5, &sn, &cs);
+    CHECK(sn == mut_d(0.0) && cs == -1.0, "rng_sincos_2pi(1/2) = (%g, %g)", sn, cs);
+    CHECK(rng_log(1.0) == mut_d(0.0) && rng_log(2.0) == (double)logl(2.0L), "rng_log(1) = %g, rng_log(2) = %.17g", rng_log(1.0), rng_log(2.0));
+}
+
+// moments and tail fractions of one large tensor's draws, within 5 standard errors
+static void test_init_distribution(void) {
+    int rows = 2048, cols = 2049;  // odd cols: pairs straddle rows
+    size_t n = (size_t)rows * cols;
+    float* w = fnew(n);
+    ParamInit p = {rows, cols, rows, cols, rng_seed_for(7, 0x1417, 3), 0.02, 1.0f, 0};
+    uint64_t h[2] = {0, 0};
+    cpu_param_init_tensor(w, &p, h);
+    double sum = 0, sum2 = 0, sum4 = 0, pair = 0, maxabs_z = 0;
+    size_t in1 = 0, in2 = 0, in3 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double z = w[i] / 0.02;
+        sum += z; sum2 += z * z; sum4 += z * z * z * z;
+        if (fabs(z) < 1) in1++;
+        if (fabs(z) < 2) in2++;
+        if (fabs(z) < 3) in3++;
+        if (fabs(z) > maxabs_z) maxabs_z = fabs(z);
+        if (i % 2 == 1) pair += z * (w[i - 1] / 0.02);
+    }
+    double mean = sum / n, sd = sqrt(sum2 / n - mean * mean), kurt = sum4 / n, corr = pair / (n / 2);
+    double f1 = (double)in1 / n, f2 = (double)in2 / n, f3 = (double)in3 / n;
+    double p1 = erf(1 / sqrt(2.0)), p2 = erf(2 / sqrt(2.0)), p3 = erf(3 / sqrt(2.0));
+    double tol = g_mutate ? 1e-3 : 1.0;
+    printf("init distribution, %zu values of normal(0, 0.02) / 0.02: mean %.3g, std %.6f, E z^4 %.4f, "
+           "pair correlation %.3g, within 1/2/3 sd %.5f/%.5f/%.6f (normal %.5f/%.5f/%.6f), max |z| %.3f\n",
+           n, mean, sd, kurt, corr, f1, f2, f3, p1, p2, p3, maxabs_z);
+    CHECK(fabs(mean) <= tol * 5 / sqrt((double)n), "init mean %.3g (std error %.3g)", mean, 1 / sqrt((double)n));
+    CHECK(fabs(sd - 1) <= tol * 5 / sqrt(2.0 * n), "init std %.6f of 0.02 (std error %.3g)", sd, 1 / sqrt(2.0 * n));
+    CHECK(fabs(kurt - 3) <= tol * 5 * sqrt(96.0 / n), "init E z^4 %.4f, normal 3 (std error %.3g)", kurt, sqrt(96.0 / n));
+    CHECK(fabs(corr) <= tol * 5 / sqrt(n / 2.0), "init correlation within pairs %.3g", corr);
+    CHECK(fabs(f1 - p1) <= tol * 5 * sqrt(p1 * (1 - p1) / n), "init fraction within 1 sd %.5f, normal %.5f", f1, p1);
+    CHECK(fabs(f2 - p2) <= tol * 5 * sqrt(p2 * (1 - p2) / n), "init fraction within 2 sd %.5f, normal %.5f", f2, p2);
+    CHECK(fabs(f3 - p3) <= tol * 5 * sqrt(p3 * (1 - p3) / n), "init fraction within 3 sd %.6f, normal %.6f", f3, p3);
+    CHECK(maxabs_z <= 8.58 * tol, "init max |z| %.3f above Box-Muller's bound sqrt(-2 log 2^-53) = 8.57", maxabs_z);
+    free(w);
+}
+
+// the stored layout, the fill, the hashes, thread-count independence and the pinned values
+static void test_init_layout(void) {
+    int rh = 37, ch = 19, r = 64, c = 64;
+    size_t nh = (size_t)rh * ch;
+    float* hf = fnew(nh);
+    ParamInit p = {rh, ch, rh, ch, rng_seed_for(1234, 0x1417, 5), 0.02, 1.0f, 1000};
+    uint64_t h[2] = {0, 0}, hp[2] = {0, 0}, hr[2] = {0, 0}, hc[2] = {0, 0};
+    cpu_param_init_tensor(hf, &p, h);
+    for (int variant = 0; variant < 3; variant++) {  // padded rows and columns; rows only (gate/up); columns only (down)
+        ParamInit q = p;
+        q.rows = variant == 2 ? rh : r;
+        q.cols = variant == 1 ? ch : c;
+        size_t ns = (size_t)q.rows * q.cols;
+        float* st = fnew(ns);
+        for (size_t i = 0; i < ns; i++) st[i] = NAN;
+        uint64_t* hh = variant == 0 ? hp : variant == 1 ? hr : hc;
+        cpu_param_init_tensor(st, &q, hh);
+        float* expect = fnew(ns);  // zeros, the real block from hf
+        for (int i = 0; i < rh; i++) memcpy(expect + (size_t)i * q.cols, hf + (size_t)i * ch, ch * sizeof(float));
+        check_exact(variant == 0 ? "init padded rows and cols = HF layout + zeros" : variant == 1 ? "init padded rows = HF layout + zeros"
+                                                                                 : "init padded cols = HF layout + zeros", st, expect, ns);
+        CHECK(hh[0] == mut_u64(h[0]) && hh[1] == h[1], "init hash of the padded tensor %d differs", variant);
+        free(st); free(expect);
+    }
+    // the bf16 hash is of the bf16-rounded values; differs from the fp32 hash
+    uint64_t hb = 0, hf32 = 0;
+    for (size_t j = 0; j < nh; j++) { hb += rng_hash_term(1000 + j, bf16_to_float(bf16_from_float(hf[j]))); hf32 += rng_hash_term(1000 + j, hf[j]); }
+    CHECK(hb == mut_u64(h[1]) && hf32 == h[0] && h[0] != h[1], "init hashes: fp32 %016llx (recomputed %016llx), bf16 %016llx (%016llx)",
+          (unsigned long long)h[0], (unsigned long long)hf32, (unsigned long long)h[1], (unsigned long long)hb);
+    // one flipped bit, or the same values at other indices, change the hash
+    uint32_t u; memcpy(&u, &hf[5], 4); u ^= 1; float f5; memcpy(&f5, &u, 4);
+    CHECK(hf32 - rng_hash_term(1005, hf[5]) + rng_hash_term(1005, f5) != hf32 && !g_mutate, "init hash blind to a flipped bit");
+    ParamInit p2 = p; p2.first = 1001;
+    uint64_t h2[2] = {0, 0};
+    float* tmp = fnew(nh);
+    cpu_param_init_tensor(tmp, &p2, h2);
+    CHECK(h2[0] != h[0] && !g_mutate, "init hash blind to the index");
+    // the fill (norms): every value 1, hashes of 1.0 (bf16-exact: both equal)
+    ParamInit pf = p; pf.std = 0.0;
+    uint64_t hfill[2] = {0, 0};
+    cpu_param_init_tensor(tmp, &pf, hfill);
+    size_t not1 = 0;
+    for (size_t j = 0; j < nh; j++) not1 += tmp[j] != 1.0f;
+    CHECK(not1 == 0 && hfill[0] == mut_u64(hfill[1]), "init fill: %zu values not 1, hashes %016llx %016llx", not1,
+          (unsigned long long)hfill[0], (unsigned long long)hfill[1]);
+    // 1 and 3 threads: the same bits and hashes
+    int nt0 = omp_get_max_threads();
+    int rows = 300, cols = 301;
+    float* a = fnew((size_t)rows * cols);
+    float* b = fnew((size_t)rows * cols);
+    ParamInit pt = {rows, cols, rows, cols, 99, 0.02, 1.0f, 0};
+    uint64_t ha[2] = {0, 0}, hb3[2] = {0, 0};
+    omp_set_num_threads(1);
+    cpu_param_init_tensor(a, &pt, ha);
+    omp_set_num_threads(3);
+    cpu_param_init_tensor(b, &pt, hb3);
+    omp_set_num_threads(nt0);
+    check_exact("init 1 thread = 3 threads", b, a, (size_t)rows * cols);
+    CHECK(ha[0] == mut_u64(hb3[0]) && ha[1] == hb3[1], "init hashes with 1 and 3 threads differ");
+    // pinned: these values define every model's initial weights (a change to the draws changes
+    // every run's start, and breaks a comparison with a GPU run of an older build)
+    printf("init pinned: w[0] %a w[1] %a w[90299] %a, hash %016llx %016llx\n", a[0], a[1], a[90299], (unsigned long long)ha[0],
+           (unsigned long long)ha[1]);
+    CHECK(ha[0] == mut_u64(PINNED_H0) && ha[1] == PINNED_H1, "init hashes of the pinned tensor: %016llx %016llx, pinned %016llx %016llx",
+          (unsigned long long)ha[0], (unsigned long long)ha[1], (unsigned long long)PINNED_H0, (unsigned long long)PINNED_H1);
+    free(hf); free(tmp); free(a); free(b);
+}
+
 static void test_determinism(void) {
     int nt0 = omp_get_max_threads();
     const int nthreads[3] = {1, 2, 3};
@@ -1146,6 +1322,9 @@ int main(void) {
     test_small();
     test_sumsq();
     test_determinism();
+    test_init_log_sincos();
+    test_init_distribution();
+    test_init_layout();
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
     printf("test_ops: %.2f s with %d OpenMP threads\n", (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec),

@@ -5,6 +5,8 @@
 #   make test               runs a representative subset of them (EMU_FAST_BINS)
 # -fno-strict-aliasing: device code reads packs of bf16 through int4 pointers, an idiom nvcc
 # compiles as meant and g++ -O2 need not.
+# -Wno-unknown-pragmas: the kernels' #pragma unroll is nvcc's; g++ compiles the kernels' bodies
+# here and would report each one (nvcc's host pass never sees them, so cuda.mk reports pragmas).
 # The sources are first copied by tests/cuda_emu/rewrite.py into build/emu/src (kernel launches
 # and extern __shared__ turned into emulator calls); the binaries land in build/emu/.
 

@@ -89,6 +89,26 @@ if GRASS_EMU_GPU_GIB=0.2 $E/train_llama "${C[@]}" --dim 512 --ffn 1376 --layers 
 else grep -q "this run needs .* GiB but .* GiB is available" "$W/oom.out" && ok "too little GPU memory: $(grep -o 'this run needs [0-9.]* GiB but [0-9.]* GiB is available' "$W/oom.out")" \
   || { bad "too little GPU memory: unclear message"; tail -3 "$W/oom.out"; }; fi
 
+# ---- the initial weights: drawn on the device, the CPU build's bit for bit ------------------------
+# "init hash": the hash of the fp32 values drawn (llama_init_random) and of their bf16 rounding,
+# which the bf16 build computes from the values it stored. d6 (vocab 32000), and the padded
+# config (ffn 80, stored as 128 on the GPU); another seed must change them.
+if [ -x ./train_llama_cpu ]; then
+  D=(-i "$W/data/synthetic_train_*.bin" -j "$W/data/synthetic_val_*.bin" --max-seq 64 -b 1 -t 32 -x 1 -v 0 --eval-tokens 32)
+  for cfg in d6 padded; do
+    if [ $cfg = d6 ]; then a=(-c d6); else a=(-c tiny --vocab 256 --dim 48 --ffn 80 --heads 4 --kv-heads 2 --layers 2); fi
+    declare -A ih=()
+    for b in cpu:./train_llama_cpu bf16:$E/train_llama f32:$E/train_llama_fp32 seed:./train_llama_cpu; do
+      seed=7; [ ${b%%:*} = seed ] && seed=8
+      ih[${b%%:*}]=$("${b#*:}" "${D[@]}" "${a[@]}" --seed $seed -o "$W/init_$cfg" 2>&1 | tee "$W/init_${cfg}_${b%%:*}.out" | grep '^init hash:')
+    done
+    [ $cfg = padded ] && { grep -q "the ffn padded from 80 to 128" "$W/init_padded_bf16.out" || bad "init: the padded config is not padded on the GPU build"; }
+    if [ -n "${ih[cpu]}" ] && [ "${ih[bf16]}" = "${ih[cpu]}" ] && [ "${ih[f32]}" = "${ih[cpu]}" ] && [ "${ih[seed]}" != "${ih[cpu]}" ]; then
+      ok "init $cfg: the GPU builds (bf16, fp32) draw the CPU build's weights bit for bit (${ih[cpu]#init hash: })"
+    else bad "init $cfg: cpu '${ih[cpu]}', bf16 '${ih[bf16]}', fp32 '${ih[f32]}', cpu seed 8 '${ih[seed]}'"; fi
+  done
+fi
+
 # ---- the fp32 GPU build follows the CPU build ---------------------------------------------------
 if [ -x ./train_llama_cpu ]; then
   for opt in adamw grass; do
