@@ -93,13 +93,20 @@ have_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]
 fe_header() { python3 -c "import os, sys, sysconfig; sys.exit(0 if os.path.isfile(os.path.join(sysconfig.get_paths()['purelib'], 'include', 'cudnn_frontend.h')) else 1)"; }
 # cuobjdump lists the cubins of the GPU prebuilt binaries (tests/test_gpu_prebuilt.sh); some toolkit
 # installs leave it out, NVIDIA's wheel has it (site-packages/nvidia/cu13/bin)
-cuobjdump_found() { command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump \
-  "$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")"/nvidia/*/bin/cuobjdump; } >/dev/null 2>&1
-if [ "$MODE" = test ] && [ "$CHECK_ONLY" != 1 ] && have_nvcc && ! cuobjdump_found; then
-  echo "== pip install nvidia-cuda-cuobjdump (cuobjdump: tests/test_gpu_prebuilt.sh lists the prebuilt binaries' cubins)"
-  python3 -m pip install -q --disable-pip-version-check nvidia-cuda-cuobjdump >/tmp/grass_cuobjdump.log 2>&1 \
-    || python3 -m pip install -q --disable-pip-version-check --break-system-packages nvidia-cuda-cuobjdump >>/tmp/grass_cuobjdump.log 2>&1 \
-    || echo "note: nvidia-cuda-cuobjdump did not install (/tmp/grass_cuobjdump.log); tests/test_gpu_prebuilt.sh will count a skip"
+cuda_tools_found() {
+  local f site; site=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" 2>/dev/null)
+  command -v cuobjdump >/dev/null 2>&1 && command -v nvdisasm >/dev/null 2>&1 && return 0
+  for f in /usr/local/cuda/bin/nvdisasm "$site"/nvidia/*/bin/nvdisasm; do [ -x "$f" ] || continue
+    for f in /usr/local/cuda/bin/cuobjdump "$site"/nvidia/*/bin/cuobjdump; do [ -x "$f" ] && return 0; done; done
+  return 1
+}
+if [ "$MODE" = test ] && [ "$CHECK_ONLY" != 1 ] && have_nvcc && ! cuda_tools_found; then
+  echo "== pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (tests/test_gpu_prebuilt.sh lists the prebuilt" \
+       "binaries' cubins; dev/check_fp_contract.sh reads the init kernel's SASS)"
+  pkgs=(nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)
+  python3 -m pip install -q --disable-pip-version-check "${pkgs[@]}" >/tmp/grass_cuobjdump.log 2>&1 \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages "${pkgs[@]}" >>/tmp/grass_cuobjdump.log 2>&1 \
+    || echo "note: ${pkgs[*]} did not install (/tmp/grass_cuobjdump.log); the tests that need them will count skips"
 fi
 if [ "$MODE" = test ] && [ "$CHECK_ONLY" != 1 ] && have_nvcc && ! fe_header >/dev/null 2>&1; then
   echo "== pip install nvidia-cudnn-frontend (optional: the GPU build's --attention cudnn)"
