@@ -18,9 +18,10 @@
  * Neighbours: a collective cannot say which rank it is waiting for, so each rank's watchdog thread
  * sends its progress (step, waits begun and finished) in a small UDP datagram to the ranks before
  * and after it in the ring, every 0.5 s, at the address its host name resolves to (exchanged once
- * over MPI). A neighbour silent for longer than 2 s, or stuck behind this rank, is named as the
- * peer waited on. The datagrams are only for that message: where UDP does not pass, the watchdog
- * still stops the job, and says it heard nothing.
+ * over MPI). A neighbour silent for longer than 2 s is named as the peer waited on; a rank that can
+ * name none waits 2 s before it ends, so that the lost peer's neighbours are the ones heard. The
+ * datagrams are only for that message: where UDP does not pass, the watchdog still stops the job,
+ * and says it heard nothing.
  *
  *   watchdog_start(pg, seconds)   starts it (several ranks and seconds > 0; else it does nothing)
  *   watchdog_set_step(step)       the step the messages name
@@ -155,29 +156,34 @@ static void watchdog_fire(Watchdog* w, int64_t now, int64_t start, double frozen
         int r = w->nb[i];
         if (w->heard_ns[i] == 0) {
             PUT("; waiting on rank %d on %s: never heard from%s", r, w->hosts[r],
-                          w->addrs[r].sin_port == 0 ? " (no heartbeat address)" : "");
+                w->addrs[r].sin_port == 0 ? " (no heartbeat address)" : "");
             named++;
             continue;
         }
         double quiet = (now - w->heard_ns[i]) * 1e-9;
         const WatchdogBeat* b = &w->last[i];
-        int behind = b->waits_begun < mine;
-        if (now - w->heard_ns[i] > WATCHDOG_QUIET_NS || behind) {
-            PUT("; waiting on rank %d on %s: %s %.1f s ago at step %lld wait #%lld%s",
-                          r, w->hosts[r], "last heard", quiet, (long long)b->step, (long long)b->waits_begun,
-                          behind ? " (behind this rank)" : "");
+        if (now - w->heard_ns[i] > WATCHDOG_QUIET_NS) {  // silent: lost, or stopped
+            PUT("; waiting on rank %d on %s: last heard %.1f s ago at step %lld wait #%lld", r, w->hosts[r], quiet,
+                (long long)b->step, (long long)b->waits_begun);
             named++;
-        } else {
-            PUT("; rank %d on %s is alive (heard %.1f s ago, wait #%lld)", r, w->hosts[r],
-                          quiet, (long long)b->waits_begun);
+        } else {  // alive; a wait behind this rank's means it is stuck one collective earlier, on someone else
+            PUT("; rank %d on %s is alive (heard %.1f s ago, wait #%lld%s)", r, w->hosts[r], quiet,
+                (long long)b->waits_begun, b->waits_begun < mine ? ", behind this rank: waiting too" : "");
         }
     }
     if (named == 0 && w->n_nb > 0)
         PUT("; the lost peer is not a neighbour of this rank: see the other ranks' messages");
     PUT(". A peer is lost (host down, link cut) or stalled: stopping this rank "
-                  "(exit %d); resume the job with -y 1\n", WATCHDOG_EXIT);
+        "(exit %d); resume the job with -y 1\n", WATCHDOG_EXIT);
     ssize_t wrote = write(2, msg, (size_t)n);
     (void)wrote;
+    // every rank times out at about the same moment, and mpirun ends the job at the first exit: a
+    // rank that could not name the lost peer leaves a moment later, so that the lost peer's
+    // neighbours, which can, are heard first
+    if (named == 0) {
+        struct timespec later = {WATCHDOG_QUIET_NS / 1000000000LL, 0};
+        nanosleep(&later, NULL);
+    }
     if (w->on_fire) w->on_fire();
     _exit(WATCHDOG_EXIT);
 #undef PUT

@@ -110,7 +110,7 @@ start_check() {  # NAME RC EXPECT CMD...: CMD exits with RC (any: -) and prints 
 }
 [ -x "$DIR/train_llama" ] && start_check "train_llama --help" 0 "usage|--attention" "$DIR/train_llama" --help
 for c in test_kernels_cuda attention_check gathered_gemm_check gemm_align_check classifier_check; do
-    [ -x "$DIR/$c" ] && start_check "$c (no GPU here)" 0 "no CUDA device.*skipped" "$DIR/$c"
+    [ -x "$DIR/$c" ] && start_check "$c (no GPU here)" 0 "skipped: needs a GPU" "$DIR/$c"
 done
 # test_llama stops with its error where there is no GPU: it got as far as asking for one
 [ -x "$DIR/test_llama" ] && start_check "test_llama (no GPU here)" - "no usable CUDA GPU" "$DIR/test_llama"
