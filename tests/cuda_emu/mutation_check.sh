@@ -9,6 +9,9 @@
 #   bash tests/cuda_emu/mutation_check.sh            the mutants CI runs (block sum, attention fwd/bwd)
 #   bash tests/cuda_emu/mutation_check.sh all        every __syncthreads in cuda/*.cuh
 #   bash tests/cuda_emu/mutation_check.sh 3 12       the 3rd and the 12th
+#   bash tests/cuda_emu/mutation_check.sh cuda/attention.cuh:7   the 7th barrier of that header
+# CI's mutants are named by header and place there, so a barrier added in another header (as
+# cuda/init.cuh's were) does not move them onto other kernels.
 # Prints "N passed, N failed" (a mutant the tests catch is a pass).
 set -u
 cd "$(dirname "$0")/../.."
@@ -21,18 +24,24 @@ mapfile -t PARTS < <(sed -n 's|^#include "\(cuda/[A-Za-z0-9_]*\.cuh\)".*|\1|p' $
 [ ${#PARTS[@]} -gt 0 ] || { echo "no #include \"cuda/...\" in $SRC/backend_cuda.cuh"; exit 1; }
 total=0
 for f in "${PARTS[@]}"; do total=$((total + $(grep -c '__syncthreads();' $SRC/$f))); done
-if [ "${1:-}" = all ]; then picks=$(seq 1 $total); elif [ $# -gt 0 ]; then picks="$*"; else picks="2 10 16"; fi
+if [ "${1:-}" = all ]; then picks=$(seq 1 $total); elif [ $# -gt 0 ]; then picks="$*"
+else picks="cuda/common.cuh:2 cuda/attention.cuh:1 cuda/attention.cuh:7"; fi
 M=build/emu/mutant
 mkdir -p $M
 pass=0; fail=0
 for k in $picks; do
-  # the header that holds the k-th barrier, and its number (j) there
+  # the header that holds the k-th barrier, and its number (j) there; or HEADER:J as given
   part=; j=$k
-  for f in "${PARTS[@]}"; do
-    c=$(grep -c '__syncthreads();' $SRC/$f)
-    if [ $j -le $c ]; then part=$f; break; fi
-    j=$((j - c))
-  done
+  if [[ $k == *:* ]]; then
+    part=${k%%:*}; j=${k##*:}
+    [ -f "$SRC/$part" ] && [ "$j" -le "$(grep -c '__syncthreads();' "$SRC/$part")" ] || part=
+  else
+    for f in "${PARTS[@]}"; do
+      c=$(grep -c '__syncthreads();' $SRC/$f)
+      if [ $j -le $c ]; then part=$f; break; fi
+      j=$((j - c))
+    done
+  fi
   [ -n "$part" ] || { fail=$((fail+1)); echo "FAIL mutant $k: there are only $total barriers"; continue; }
   # a copy of the backend in $M in which the j-th "__syncthreads();" (and nothing else) of that header is deleted
   rm -rf $M/cuda && mkdir -p $M/cuda
