@@ -1097,6 +1097,7 @@ int main(void) {
     test_galore_projector(48, 72, 12);    // rows side
     test_galore_projector(97, 40, 9);     // cols side
     test_galore_projector(64, 64, 64);    // square, full rank
+    test_galore_projector(200, 300, 32);  // s = 200 > 128: the sign search's upper half of 256 threads
     test_galore_project_grad(39, 48, 72, 9);
     test_galore_project_grad(39, 72, 48, 9);
     test_galore_project_grad(256, 512, 1376, 128);

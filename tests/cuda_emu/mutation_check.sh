@@ -6,7 +6,7 @@
 # next thread starts, so the stale read always happens.
 # The barriers are numbered through the cuda/*.cuh headers in the order backend_cuda.cuh
 # includes them.
-#   bash tests/cuda_emu/mutation_check.sh            the mutants CI runs (block sum, attention fwd/bwd)
+#   bash tests/cuda_emu/mutation_check.sh            the mutants CI runs (block sum, attention fwd/bwd, GaLore sign)
 #   bash tests/cuda_emu/mutation_check.sh all        every __syncthreads in cuda/*.cuh
 #   bash tests/cuda_emu/mutation_check.sh 3 12       the 3rd and the 12th
 #   bash tests/cuda_emu/mutation_check.sh cuda/attention.cuh:7   the 7th barrier of that header
@@ -25,7 +25,7 @@ mapfile -t PARTS < <(sed -n 's|^#include "\(cuda/[A-Za-z0-9_]*\.cuh\)".*|\1|p' $
 total=0
 for f in "${PARTS[@]}"; do total=$((total + $(grep -c '__syncthreads();' $SRC/$f))); done
 if [ "${1:-}" = all ]; then picks=$(seq 1 $total); elif [ $# -gt 0 ]; then picks="$*"
-else picks="cuda/common.cuh:2 cuda/attention.cuh:1 cuda/attention.cuh:7"; fi
+else picks="cuda/common.cuh:2 cuda/attention.cuh:1 cuda/attention.cuh:7 cuda/galore.cuh:1"; fi
 M=build/emu/mutant
 mkdir -p $M
 pass=0; fail=0
