@@ -20,23 +20,6 @@ C=(-i "$W/data/synthetic_train_*.bin" -j "$W/data/synthetic_val_*.bin" -c tiny -
 
 # losses from a log: "step loss" for train lines, "v step val" for eval lines
 losses() { grep -E '^step=' "$1" | sed -E 's/^step=([0-9]+) loss=([0-9.e+-]+).*/\1 \2/; s/^step=([0-9]+) val_loss=([0-9.e+-]+).*/v\1 \2/'; }
-same_losses() {  # same_losses log1 log2 tolerance
-  python3 - "$1" "$2" "$3" <<'PY'
-import re, sys
-def read(p):
-    out = {}
-    for line in open(p):
-        m = re.match(r"step=(\d+) (loss|val_loss)=([-0-9.e+]+)", line)
-        if m: out[(m.group(2), int(m.group(1)))] = float(m.group(3))
-    return out
-a, b, tol = read(sys.argv[1]), read(sys.argv[2]), float(sys.argv[3])
-if not a or a.keys() != b.keys():
-    print("different steps logged"); sys.exit(1)
-worst = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-9) for k in a)
-print(f"{len(a)} losses, worst relative difference {worst:.2e}")
-sys.exit(0 if worst <= tol else 1)
-PY
-}
 
 for opt in adamw topr multinorm multinorm-nr uniform uniform-nr galore; do
   if [ $opt = adamw ]; then extra=(); else extra=(--optimizer grass --grass-select $opt --rank 8 --update-freq 3); fi

@@ -44,23 +44,6 @@ testhost_exec $H2 test ! -e /tmp/gcmn_h1_only && ok "hosts have a private /tmp" 
 python3 dev/data/make_synthetic.py --out-dir "$S/data" --vocab 256 --train-tokens 40000 --val-tokens 6000 >/dev/null
 C=(-i "$S/data/synthetic_train_*.bin" -j "$S/data/synthetic_val_*.bin" -c tiny --vocab 256 --dim 48 --ffn 80
    --heads 4 --kv-heads 2 --layers 2 --max-seq 64 -b 2 -t 32 -d 256 --eval-tokens 1024 --log-every 1000 -l 5e-3 -x 7 -v 3)
-same_losses() {  # same_losses log1 log2 tolerance (relative, every train and eval loss)
-  python3 - "$1" "$2" "$3" <<'PY'
-import re, sys
-def read(p):
-    out = {}
-    for line in open(p):
-        m = re.match(r"step=(\d+) (loss|val_loss)=([-0-9.e+]+)", line)
-        if m: out[(m.group(2), int(m.group(1)))] = float(m.group(3))
-    return out
-a, b, tol = read(sys.argv[1]), read(sys.argv[2]), float(sys.argv[3])
-if not a or a.keys() != b.keys():
-    print("different steps logged"); sys.exit(1)
-worst = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-9) for k in a)
-print(f"{len(a)} losses, worst relative difference {worst:.2e}")
-sys.exit(0 if worst <= tol else 1)
-PY
-}
 # multi NAME ARGS...: the trainer on 2 hosts x 2 ranks through scripts/multinode_mpirun.sh, started
 # from host 1 as from a login node
 multi() {
