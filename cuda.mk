@@ -158,8 +158,9 @@ CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp $(CUDA_RPATH)
 
 # backend_cuda.cuh is a list of includes: the CUDA backend itself is cuda/*.cuh
 CUDA_BACKEND = backend_cuda.cuh $(wildcard cuda/*.cuh)
-CUDA_HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h llama_model.h grad_sink.h \
-               grass_optim.cuh dataloader.h tokenizer.h
+# (OPTIM_HEADERS, the Makefile's: grass_optim.cuh and optim/*.h)
+CUDA_HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h \
+               llama_model.h grad_sink.h $(OPTIM_HEADERS) dataloader.h tokenizer.h
 DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check build/dev_cuda/gemm_align_check
 
 .PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info test_emu_gpu cudnn_obj
@@ -199,8 +200,8 @@ test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS)
 
 test_kernels_cuda: tests/bin/test_kernels_cuda
 
-tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h utils.h \
-                             rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
+tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h $(OPTIM_HEADERS) \
+                             llama_params.h utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
 	$(info $(CUDA_CBLAS_NOTE))
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
@@ -209,8 +210,8 @@ build/dev_cuda:
 
 test_kernels_cuda_fp32: tests/bin/test_kernels_cuda_fp32
 
-tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h \
-                                  utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
+tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h \
+                                  $(OPTIM_HEADERS) llama_params.h utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) -DENABLE_FP32 tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
 dev_cuda: $(DEV_CUDA_BINS)
@@ -290,7 +291,7 @@ $(GPU_PREBUILT_DIR)/train_llama: train_llama.cu $(CUDA_HEADERS) $(CUDA_CUDNN_DEP
 	$(NVCC) $(PB_TRAIN_FLAGS) $(CUDA_CUDNN_FLAGS) train_llama.cu -o $@ $(PB_LIBS) $(CUDA_NCCL_LIBS) $(CUDA_CUDNN_LIBS)
 $(GPU_PREBUILT_DIR)/test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS) | $(GPU_PREBUILT_DIR)
 	$(NVCC) $(PB_TRAIN_FLAGS) test_llama.cu -o $@ $(PB_LIBS) $(CUDA_NCCL_LIBS)
-$(GPU_PREBUILT_DIR)/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh \
+$(GPU_PREBUILT_DIR)/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h $(OPTIM_HEADERS) \
                                        llama_params.h utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | $(GPU_PREBUILT_DIR)
 	$(NVCC) $(PB_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(PB_REF_LIBS)
 $(GPU_PREBUILT_DIR)/test_emu_gpu: tests/cuda_emu/test_emu.cu tests/test_util.h | $(GPU_PREBUILT_DIR)

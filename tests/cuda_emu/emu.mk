@@ -14,7 +14,7 @@ EMU_CUDA_HOME ?= /usr/local/cuda
 EMU_DIR = build/emu
 EMU_SRC = $(EMU_DIR)/src
 EMU_LIB = tests/cuda_emu/cuda_emu.h tests/cuda_emu/emu_fiber.h tests/cuda_emu/include/mma.h tests/cuda_emu/include/cub/cub.cuh
-EMU_SOURCES = $(wildcard *.h *.cuh *.cu cuda/*.cuh tests/*.h tests/*.cu tests/cuda_emu/*.cu dev/cuda/*.h dev/cuda/*.cu)
+EMU_SOURCES = $(wildcard *.h *.cuh *.cu cuda/*.cuh optim/*.h tests/*.h tests/*.cu tests/cuda_emu/*.cu dev/cuda/*.h dev/cuda/*.cu)
 EMU_CXX ?= $(CXX)
 EMU_MPICXX := $(if $(filter 1,$(NO_MPI)),,$(shell command -v mpicxx 2>/dev/null))
 EMU_FLAGS = -std=c++17 -O2 -g -fno-strict-aliasing -fopenmp -Wall -Wno-unused-function -Wno-unknown-pragmas -Wno-unused-variable \
