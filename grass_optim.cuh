@@ -20,9 +20,9 @@
 
 #include "optim/config.h"        // flags and facts: OptimConfig, OptimRuntime, defaults, validation
 #include "optim/select.h"        // Grass's row selection on the host (top-r, multinorm, uniform; padding)
-#include "optim/optimizer.h"     // the state: GrassMatrix per projected matrix, the Optimizer struct
+#include "optim/optimizer.h"     // the state: ProjMatrix per projected matrix, the Optimizer struct
+#include "optim/zero.h"          // ZeRO-1's block, --overlap-comm's dense ranges, the all-reduces
 #include "optim/layout.h"        // buffer layout, the backend buffer table, init/free, the memory plan
-#include "optim/zero.h"          // all-reduces, --overlap-comm's dense exchange, the ZeRO-1 block
 #include "optim/refresh.h"       // the norm pass, GaLore's SVD, the new rows or projector every K steps
 #include "optim/grads.h"         // the gradient hand-off the backward pass calls (grad_sink.h)
 #include "optim/step.h"          // the updates (AdamW, subspace Adam, fused per layer), clipping, the step protocol

@@ -1178,7 +1178,7 @@ int main(int argc, char** argv) {
             llama_backward(&model, &opt, a.B, a.T);
         }
         float gnorm = optim_step(&opt);
-        double loss = opt.loss_sum / accum;
+        double loss = opt.report.loss_sum / accum;
         double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
         comm_allreduce_sum_double(&pg, lb, 2, "the all-reduce of the step's loss and stop signal (MPI_Allreduce)");
         loss = lb[0] / pg.world_size;

@@ -10,15 +10,15 @@
 
 // zero the gradient accumulators at the start of a step
 static void optim_zero_grads(Optimizer* o) {
-    backend_memset0(o->grads, o->grad_alloc * grad_dtype_size(o->cfg.grad_dtype));
+    backend_memset0(o->grads, o->zero.grad_alloc * grad_dtype_size(o->cfg.grad_dtype));
     if (o->C_pool != NULL) {
         backend_memset0(o->C_pool, o->C_pool_numel * sizeof(float));
     } else {
-        for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, grass_cap_numel(&o->gm[k]) * sizeof(float));
+        for (int k = 0; k < o->n_gm; k++) backend_memset0(o->gm[k].C, proj_cap_numel(&o->gm[k]) * sizeof(float));
     }
-    backend_memset0(o->d_report, optim_report_bytes(o));  // the loss sum and the norm scalars
-    o->pending_layer = -1;
-    o->dense_started = 0;
+    backend_memset0(o->report.block, optim_report_bytes(o));  // the loss sum and the norm scalars
+    o->overlap.pending_layer = -1;
+    o->overlap.dense_started = 0;
 }
 
 // ---- the gradient hand-off (grad_sink.h): what the model's backward pass calls ------------------
@@ -29,12 +29,12 @@ static void grad_linear(Optimizer* o, int tensor, const floatX* dout, int ld_dou
     const ParamTensor* t = &o->pt->t[tensor];
     int k = o->gm_of_tensor[tensor];
     if (k < 0) {
-        if (o->mode == BWD_NORMS) return;  // the norm pass computes nothing for dense tensors
+        if (o->mode == BWD_REFRESH) return;  // the norm pass computes nothing for dense tensors
         matmul_backward_weight(optim_grad_of(o, tensor), dout, ld_dout, inp, N, t->cols, t->rows, 1);
         return;
     }
-    GrassMatrix* g = &o->gm[k];
-    if (o->mode == BWD_NORMS) {
+    ProjMatrix* g = &o->gm[k];
+    if (o->mode == BWD_REFRESH) {
         optim_norm_pass_grad(o, g, dout, ld_dout, inp, N);
     } else if (o->cfg.type == OPT_GALORE) {
         galore_project_grad(g->C, dout, ld_dout, inp, g->Ptx, g->r, N, t->cols, t->rows, g->cols_side);

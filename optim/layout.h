@@ -7,17 +7,12 @@
 #ifndef GRASS_OPTIM_LAYOUT_H
 #define GRASS_OPTIM_LAYOUT_H
 
-#include "optim/optimizer.h"
+#include "optim/zero.h"
 
-static int optim_max_layer(const ParamTable* pt) {
-    int l = -1;
-    for (int i = 0; i < pt->n; i++) if (pt->t[i].layer > l) l = pt->t[i].layer;
-    return l;
-}
 // elements of the compressed gradients of one layer's projected matrices
 static size_t optim_layer_C_numel(const Optimizer* o, int layer) {
     size_t n = 0;
-    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += grass_cap_numel(&o->gm[k]);
+    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += proj_cap_numel(&o->gm[k]);
     return n;
 }
 // the largest layer's compressed-gradient elements: the size of the shared pool (of each half)
@@ -36,13 +31,13 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
     if (o->cfg.row_align == 0) o->cfg.row_align = backend_grass_row_align();
     o->grad_offset = (size_t*)malloc_check(pt->n * sizeof(size_t));
     o->gm_of_tensor = (int*)malloc_check(pt->n * sizeof(int));
-    o->gm = (GrassMatrix*)calloc_check(pt->n, sizeof(GrassMatrix));
+    o->gm = (ProjMatrix*)calloc_check(pt->n, sizeof(ProjMatrix));
     char err[512];
     for (int i = 0; i < pt->n; i++) {
         const ParamTensor* t = &pt->t[i];
         o->gm_of_tensor[i] = -1;
         if (optim_is_projected(cfg, t)) {
-            GrassMatrix* g = &o->gm[o->n_gm];
+            ProjMatrix* g = &o->gm[o->n_gm];
             g->tensor = i;
             g->cols_side = t->rows > t->cols;  // select along the smaller dimension
             g->dim_sel = g->cols_side ? t->cols : t->rows;
@@ -63,39 +58,31 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
     // the shared compressed-gradient pool: the largest layer's set, reused by every layer in
     // turn; with rt.overlap layer l reduces in one half while layer l-1 accumulates in the other
     if (rt->share_compressed && o->n_gm > 0) o->C_pool_numel = (rt->overlap ? 2 : 1) * optim_largest_layer_C(o);
-    o->pending_layer = -1;
-    if (rt->sharded && cfg->master_weights) fatal("--zero 1 with --master-weights 1 is not supported (the master copy is not sharded)");
-    o->shard = o->grad_total; o->shard_lo = 0; o->shard_hi = o->grad_total; o->grad_alloc = o->grad_total;
-    if (rt->sharded) {
-        o->shard = (o->grad_total + rt->world_size - 1) / rt->world_size;
-        o->grad_alloc = o->shard * rt->world_size;
-        o->shard_lo = o->shard * rt->rank;
-        o->shard_hi = o->shard_lo + o->shard < o->grad_total ? o->shard_lo + o->shard : o->grad_total;
-        if (o->shard_hi < o->shard_lo) o->shard_hi = o->shard_lo;
-    }
+    o->overlap.pending_layer = -1;
+    optim_zero_layout(o);
     // the norm pass: identity selections as long as the largest selected dimension; the shared
     // per-layer gradient buffer; one sketch per distinct dimension the sketch multiplies
     if (o->n_gm > 0 && rt->norm_path != NP_DIRECT) {
         for (int k = 0; k < o->n_gm; k++) {
-            const GrassMatrix* g = &o->gm[k];
+            const ProjMatrix* g = &o->gm[k];
             const ParamTensor* t = &pt->t[g->tensor];
             int len = rt->norm_path == NP_SKETCH ? (g->cols_side ? t->cols : t->rows) : g->dim_sel;
-            if (len > o->iota_len) o->iota_len = len;
+            if (len > o->np.iota_len) o->np.iota_len = len;
         }
         if (rt->norm_path == NP_LAYER_G) {
             for (int l = 0; l <= optim_max_layer(pt); l++) {
                 size_t n = 0;
                 for (int k = 0; k < o->n_gm; k++) if (pt->t[o->gm[k].tensor].layer == l) n += pt->t[o->gm[k].tensor].numel;
-                if (n > o->nacc_pool_numel) o->nacc_pool_numel = n;
+                if (n > o->np.nacc_pool_numel) o->np.nacc_pool_numel = n;
             }
         }
         if (rt->norm_path == NP_SKETCH) {
-            o->sketch_dim_of = (int*)calloc_check(o->n_gm, sizeof(int));
-            o->sketch_S = (floatX**)calloc_check(o->n_gm, sizeof(floatX*));
+            o->np.sketch_dim_of = (int*)calloc_check(o->n_gm, sizeof(int));
+            o->np.sketch_S = (floatX**)calloc_check(o->n_gm, sizeof(floatX*));
             for (int k = 0; k < o->n_gm; k++) {  // S multiplies X (rows side: in) or dY (cols side: out)
                 int dim = o->gm[k].other, found = 0;
-                for (int j = 0; j < o->n_sketch; j++) found |= o->sketch_dim_of[j] == dim;
-                if (!found) o->sketch_dim_of[o->n_sketch++] = dim;
+                for (int j = 0; j < o->np.n_sketch; j++) found |= o->np.sketch_dim_of[j] == dim;
+                if (!found) o->np.sketch_dim_of[o->np.n_sketch++] = dim;
             }
         }
     }
@@ -103,25 +90,9 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
         for (int k = 0; k < o->n_gm; k++) {
             const ParamTensor* t = &pt->t[o->gm[k].tensor];
             size_t w = galore_work_floats(t->rows, t->cols);
-            if (w > o->galore_work_numel) o->galore_work_numel = w;
+            if (w > o->galore.work_numel) o->galore.work_numel = w;
         }
-    // each layer's dense gradients: one contiguous range (the compact buffer follows table order)
-    o->n_layers = optim_max_layer(pt) + 1;
-    o->dense_lo = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
-    o->dense_hi = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
-    o->dense_overlap = rt->overlap && !rt->sharded && o->n_layers > 0;
-    for (int l = 0; l < o->n_layers; l++) {
-        size_t lo = (size_t)-1, hi = 0, count = 0;
-        for (int i = 0; i < pt->n; i++) {
-            if (pt->t[i].layer != l || o->grad_offset[i] == (size_t)-1) continue;
-            if (o->grad_offset[i] < lo) lo = o->grad_offset[i];
-            if (o->grad_offset[i] + pt->t[i].numel > hi) hi = o->grad_offset[i] + pt->t[i].numel;
-            count += pt->t[i].numel;
-        }
-        if (count == 0) { lo = hi = l > 0 ? o->dense_hi[l - 1] : 0; }
-        if (hi - lo != count || (l > 0 && lo != o->dense_hi[l - 1])) o->dense_overlap = 0;  // not one run: no overlap
-        o->dense_lo[l] = lo; o->dense_hi[l] = hi;
-    }
+    optim_overlap_layout(o);
 }
 
 // Every backend buffer the optimizer holds, in allocation order: where its pointer lives, its
@@ -134,8 +105,8 @@ typedef struct { void** ptr; size_t bytes; int kind; const char* label; } OptimB
 // factor, and one sum of squares per projected matrix (at least one)
 static size_t optim_report_bytes(const Optimizer* o) { return 16 + (size_t)(o->n_gm > 0 ? o->n_gm : 1) * sizeof(float); }
 // the backend double that llama_forward_train adds each micro-step's mean loss to (reset by
-// optim_begin_step, read by optim_step into o->loss_sum)
-static double* optim_loss_acc(Optimizer* o) { return o->d_loss_acc; }
+// optim_begin_step, read by optim_step into o->report.loss_sum)
+static double* optim_loss_acc(Optimizer* o) { return o->report.loss_acc; }
 
 static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
@@ -143,8 +114,8 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
 #define OBUF(p, bytes, kind, label) b[n++] = (OptimBuffer){(void**)&(p), (size_t)(bytes), kind, label}
     int galore = o->cfg.type == OPT_GALORE;
     for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
-        size_t sub = grass_cap_numel(g);
+        ProjMatrix* g = &o->gm[k];
+        size_t sub = proj_cap_numel(g);
         if (galore) {
             OBUF(g->Pt, (size_t)g->r * g->dim_sel * sizeof(float), OB_STATE, "galore projector");
             if (sizeof(floatX) != sizeof(float))  // else Ptx is Pt (optim_init)
@@ -162,28 +133,28 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
         OBUF(o->C_pool, o->C_pool_numel * sizeof(float), OB_COMPRESSED, "grass compressed gradients (shared)");
     } else {
         for (int k = 0; k < o->n_gm; k++)
-            OBUF(o->gm[k].C, grass_cap_numel(&o->gm[k]) * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
+            OBUF(o->gm[k].C, proj_cap_numel(&o->gm[k]) * sizeof(float), OB_COMPRESSED, "grass compressed gradients");
     }
-    size_t moments = o->rt.sharded ? o->shard : o->grad_total;
-    OBUF(o->grads, o->grad_alloc * grad_dtype_size(o->cfg.grad_dtype), OB_DENSE_GRAD, "dense gradients");
+    size_t moments = o->rt.sharded ? o->zero.shard : o->grad_total;
+    OBUF(o->grads, o->zero.grad_alloc * grad_dtype_size(o->cfg.grad_dtype), OB_DENSE_GRAD, "dense gradients");
     OBUF(o->m, moments * ssz, OB_STATE, "adamw m");
     OBUF(o->v, moments * ssz, OB_STATE, "adamw v");
-    OBUF(o->d_report, optim_report_bytes(o), OB_OTHER, "step report (loss, norms)");
+    OBUF(o->report.block, optim_report_bytes(o), OB_OTHER, "step report (loss, norms)");
     if (o->cfg.master_weights) OBUF(o->master, o->pt->total * sizeof(float), OB_MASTER, "fp32 master weights");
-    if (o->iota_len > 0) {
-        OBUF(o->d_iota, o->iota_len * sizeof(int), OB_NORMPASS, "grass norm pass (identity indices)");
-        OBUF(o->d_ones, o->iota_len * sizeof(float), OB_NORMPASS, "grass norm pass (unit scales)");
+    if (o->np.iota_len > 0) {
+        OBUF(o->np.d_iota, o->np.iota_len * sizeof(int), OB_NORMPASS, "grass norm pass (identity indices)");
+        OBUF(o->np.d_ones, o->np.iota_len * sizeof(float), OB_NORMPASS, "grass norm pass (unit scales)");
     }
-    if (o->nacc_pool_numel > 0) OBUF(o->nacc_pool, o->nacc_pool_numel * sizeof(float), OB_NORMPASS, "grass norm pass (one layer's gradients)");
+    if (o->np.nacc_pool_numel > 0) OBUF(o->np.nacc_pool, o->np.nacc_pool_numel * sizeof(float), OB_NORMPASS, "grass norm pass (one layer's gradients)");
     for (int k = 0; k < o->n_gm && (o->rt.norm_path == NP_FULL_G || o->rt.norm_path == NP_SKETCH); k++) {
-        const GrassMatrix* g = &o->gm[k];
+        const ProjMatrix* g = &o->gm[k];
         size_t numel = o->rt.norm_path == NP_FULL_G ? o->pt->t[g->tensor].numel : (size_t)g->dim_sel * o->cfg.sketch_dim;
         OBUF(o->gm[k].nacc, numel * sizeof(float), OB_NORMPASS, o->rt.norm_path == NP_FULL_G ? "grass norm pass (gradients)" : "grass norm pass (sketches)");
     }
-    for (int j = 0; j < o->n_sketch; j++)
-        OBUF(o->sketch_S[j], (size_t)o->cfg.sketch_dim * o->sketch_dim_of[j] * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch matrices)");
-    if (o->n_sketch > 0) OBUF(o->sketch_tmp, (size_t)o->rt.micro_rows * o->cfg.sketch_dim * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch scratch)");
-    if (o->galore_work_numel > 0) OBUF(o->galore_work, o->galore_work_numel * sizeof(float), OB_WORK, "galore SVD and update scratch");
+    for (int j = 0; j < o->np.n_sketch; j++)
+        OBUF(o->np.sketch_S[j], (size_t)o->cfg.sketch_dim * o->np.sketch_dim_of[j] * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch matrices)");
+    if (o->np.n_sketch > 0) OBUF(o->np.sketch_tmp, (size_t)o->rt.micro_rows * o->cfg.sketch_dim * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch scratch)");
+    if (o->galore.work_numel > 0) OBUF(o->galore.work, o->galore.work_numel * sizeof(float), OB_WORK, "galore SVD and update scratch");
 #undef OBUF
     return n;
 }
@@ -196,11 +167,11 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
     int n = optim_buffers(o, b);
     for (int i = 0; i < n; i++) *b[i].ptr = backend_malloc(b[i].bytes, b[i].label);
     free(b);
-    o->d_loss_acc = (double*)o->d_report;
-    o->d_sumsq = (float*)((char*)o->d_report + 8);
-    o->d_grad_scale = (float*)((char*)o->d_report + 12);
-    o->d_layer_sumsq = (float*)((char*)o->d_report + 16);
-    o->h_report = (char*)malloc_check(optim_report_bytes(o));
+    o->report.loss_acc = (double*)o->report.block;
+    o->report.sumsq = (float*)((char*)o->report.block + 8);
+    o->report.grad_scale = (float*)((char*)o->report.block + 12);
+    o->report.layer_sumsq = (float*)((char*)o->report.block + 16);
+    o->report.host = (char*)malloc_check(optim_report_bytes(o));
     if (cfg->type == OPT_GALORE && sizeof(floatX) == sizeof(float))
         for (int k = 0; k < o->n_gm; k++) o->gm[k].Ptx = (floatX*)o->gm[k].Pt;  // one buffer in an fp32 build
     if (rt->overlap && cfg->fused) allreduce_async_reserve(optim_largest_layer_C(o));
@@ -209,29 +180,29 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
         for (int l = 0; l <= optim_max_layer(pt); l++) {
             size_t off = rt->overlap && (l % 2) ? half : 0;
             for (int k = 0; k < o->n_gm; k++) {
-                GrassMatrix* g = &o->gm[k];
+                ProjMatrix* g = &o->gm[k];
                 if (pt->t[g->tensor].layer != l) continue;
                 g->C = o->C_pool + off;
-                off += grass_cap_numel(g);
+                off += proj_cap_numel(g);
             }
         }
     }
     if (o->master != NULL) backend_widen(o->master, params, pt->total);
-    if (o->iota_len > 0) {  // the identity selection: every index, scale 1
-        int* iota = (int*)malloc_check(o->iota_len * sizeof(int));
-        float* ones = (float*)malloc_check(o->iota_len * sizeof(float));
-        for (int i = 0; i < o->iota_len; i++) { iota[i] = i; ones[i] = 1.0f; }
-        backend_upload(o->d_iota, iota, o->iota_len * sizeof(int));
-        backend_upload(o->d_ones, ones, o->iota_len * sizeof(float));
+    if (o->np.iota_len > 0) {  // the identity selection: every index, scale 1
+        int* iota = (int*)malloc_check(o->np.iota_len * sizeof(int));
+        float* ones = (float*)malloc_check(o->np.iota_len * sizeof(float));
+        for (int i = 0; i < o->np.iota_len; i++) { iota[i] = i; ones[i] = 1.0f; }
+        backend_upload(o->np.d_iota, iota, o->np.iota_len * sizeof(int));
+        backend_upload(o->np.d_ones, ones, o->np.iota_len * sizeof(float));
         free(iota); free(ones);
     }
-    if (o->nacc_pool != NULL) {  // each layer's matrices take consecutive pieces of the buffer
+    if (o->np.nacc_pool != NULL) {  // each layer's matrices take consecutive pieces of the buffer
         for (int l = 0; l <= optim_max_layer(pt); l++) {
             size_t off = 0;
             for (int k = 0; k < o->n_gm; k++) {
-                GrassMatrix* g = &o->gm[k];
+                ProjMatrix* g = &o->gm[k];
                 if (pt->t[g->tensor].layer != l) continue;
-                g->nacc = o->nacc_pool + off;
+                g->nacc = o->np.nacc_pool + off;
                 off += pt->t[g->tensor].numel;
             }
         }
@@ -250,14 +221,14 @@ static void optim_free_layout(Optimizer* o) {
         Selection* s = &o->gm[k].h_sel;
         free(s->idx); free(s->scale); free(s->upscale);
     }
-    free(o->dense_lo); free(o->dense_hi);
-    free(o->sketch_dim_of); free(o->sketch_S);
+    free(o->overlap.dense_lo); free(o->overlap.dense_hi);
+    free(o->np.sketch_dim_of); free(o->np.sketch_S);
     free(o->grad_offset); free(o->gm_of_tensor); free(o->gm);
 }
 
 static void optim_free(Optimizer* o) {
-    free(o->h_report);
-    o->h_report = NULL;
+    free(o->report.host);
+    o->report.host = NULL;
     OptimBuffer* b = (OptimBuffer*)malloc_check(optim_max_buffers(o) * sizeof(OptimBuffer));
     int n = optim_buffers(o, b);
     for (int i = 0; i < n; i++) backend_free(*b[i].ptr);
@@ -284,14 +255,6 @@ typedef struct {
     size_t comm_refresh_bytes; // extra at a Grass refresh: the row-norm vectors
 } OptimPlan;
 
-// Bytes counted for one step's exchange of n dense gradients: an all-reduce of them in their dtype,
-// or with ZeRO-1 a reduce-scatter of them and an all-gather of the floatX weights (each half of an
-// all-reduce's wire volume)
-static double optim_dense_comm_bytes(const OptimConfig* c, const OptimRuntime* rt, size_t n) {
-    double g = (double)grad_dtype_size(c->grad_dtype);
-    return rt->sharded ? (double)n * (g + sizeof(floatX)) / 2 : (double)n * g;
-}
-
 static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const ParamTable* pt, OptimPlan* p) {
     memset(p, 0, sizeof(*p));
     Optimizer o;
@@ -309,9 +272,9 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
         p->other_bytes += ALLREDUCE_LAYER_SLOTS * optim_largest_layer_C(&o) * sizeof(floatX);
     p->comm_dense_bytes = p->comm_step_bytes = (size_t)optim_dense_comm_bytes(c, rt, o.grad_total);
     for (int k = 0; k < o.n_gm; k++) {
-        const GrassMatrix* g = &o.gm[k];
+        const ProjMatrix* g = &o.gm[k];
         const ParamTensor* t = &pt->t[g->tensor];
-        size_t sub = grass_cap_numel(g);
+        size_t sub = proj_cap_numel(g);
         p->comm_step_bytes += sub * sizeof(floatX);  // floatX on the wire
         size_t nacc = rt->norm_path == NP_SKETCH ? (size_t)g->dim_sel * c->sketch_dim
                     : rt->norm_path == NP_DIRECT ? (size_t)g->dim_sel : t->numel;
@@ -322,7 +285,7 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
         if ((size_t)g->dim_sel > p->max_dim_sel) p->max_dim_sel = g->dim_sel;
         p->projected_params += t->numel;
     }
-    p->max_gather = o.iota_len > (int)p->max_rank ? (size_t)o.iota_len : p->max_rank;
+    p->max_gather = o.np.iota_len > (int)p->max_rank ? (size_t)o.np.iota_len : p->max_rank;
     optim_free_layout(&o);
 }
 

@@ -6,10 +6,10 @@
 #ifndef GRASS_OPTIM_REFRESH_H
 #define GRASS_OPTIM_REFRESH_H
 
-#include "optim/zero.h"
+#include "optim/layout.h"
 
 // The norm pass's share of one micro-batch for matrix g (dout: N x out, rows ld_dout apart; inp: N x in).
-static void optim_norm_pass_grad(Optimizer* o, GrassMatrix* g, const floatX* dout, int ld_dout, const floatX* inp, int N) {
+static void optim_norm_pass_grad(Optimizer* o, ProjMatrix* g, const floatX* dout, int ld_dout, const floatX* inp, int N) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     int in = t->cols, out = t->rows, k = o->cfg.sketch_dim;
     switch (o->rt.norm_path) {
@@ -18,16 +18,16 @@ static void optim_norm_pass_grad(Optimizer* o, GrassMatrix* g, const floatX* dou
         break;
     case NP_LAYER_G:
     case NP_FULL_G:  // the whole fp32 gradient out x in: the gathered GEMM with every index, scale 1
-        grass_gathered_grad(g->nacc, dout, ld_dout, inp, o->d_iota, o->d_ones, g->dim_sel, N, in, out, g->cols_side, 1);
+        grass_gathered_grad(g->nacc, dout, ld_dout, inp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, in, out, g->cols_side, 1);
         break;
     case NP_SKETCH: {  // Y += G S, G = dY^T X: rows side dY^T (X S), cols side X^T (dY S) (= G^T S)
         const floatX* S = NULL;
-        for (int j = 0; j < o->n_sketch; j++) if (o->sketch_dim_of[j] == g->other) S = o->sketch_S[j];
+        for (int j = 0; j < o->np.n_sketch; j++) if (o->np.sketch_dim_of[j] == g->other) S = o->np.sketch_S[j];
         const floatX* left = g->cols_side ? inp : dout;    // N x dim_sel
         const floatX* right = g->cols_side ? dout : inp;   // N x other
         int ld_left = g->cols_side ? in : ld_dout, ld_right = g->cols_side ? ld_dout : in;
-        matmul_forward_strided(o->sketch_tmp, right, ld_right, S, N, g->other, k);  // N x k = right S
-        grass_gathered_grad(g->nacc, left, ld_left, o->sketch_tmp, o->d_iota, o->d_ones, g->dim_sel, N, k, g->dim_sel, 0, 1);
+        matmul_forward_strided(o->np.sketch_tmp, right, ld_right, S, N, g->other, k);  // N x k = right S
+        grass_gathered_grad(g->nacc, left, ld_left, o->np.sketch_tmp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, k, g->dim_sel, 0, 1);
         break;
     }
     }
@@ -35,11 +35,11 @@ static void optim_norm_pass_grad(Optimizer* o, GrassMatrix* g, const floatX* dou
 
 // GaLore: the projector of matrix g from its whole gradient G (fp32, summed over micro-batches and
 // ranks), and the energy it keeps (the singular values, which galore_projector leaves in work)
-static void optim_galore_svd(Optimizer* o, GrassMatrix* g, const float* G) {
+static void optim_galore_svd(Optimizer* o, ProjMatrix* g, const float* G) {
     const ParamTensor* t = &o->pt->t[g->tensor];
-    galore_projector(g->Pt, g->Ptx, G, t->rows, t->cols, g->cols_side, g->r, o->galore_work);
+    galore_projector(g->Pt, g->Ptx, G, t->rows, t->cols, g->cols_side, g->r, o->galore.work);
     float* sv = (float*)malloc_check((size_t)g->dim_sel * sizeof(float));
-    backend_download(sv, o->galore_work + (size_t)g->other * g->dim_sel, (size_t)g->dim_sel * sizeof(float));
+    backend_download(sv, o->galore.work + (size_t)g->other * g->dim_sel, (size_t)g->dim_sel * sizeof(float));
     for (int j = 0; j < g->dim_sel; j++) {
         double e = (double)sv[j] * sv[j];
         o->refreshed.total += e;
@@ -52,7 +52,7 @@ static void optim_galore_svd(Optimizer* o, GrassMatrix* g, const float* G) {
 // them, and leave the shared buffer zeroed for the next layer
 static void optim_norm_pass_layer(Optimizer* o, int layer) {
     for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
+        ProjMatrix* g = &o->gm[k];
         const ParamTensor* t = &o->pt->t[g->tensor];
         if (t->layer != layer) continue;
         optim_allreduce_float(o, g->nacc, t->numel);
@@ -63,7 +63,7 @@ static void optim_norm_pass_layer(Optimizer* o, int layer) {
 }
 
 // the host selection's indices and scales to the backend copies the kernels read
-static void grass_upload_selection(GrassMatrix* g) {
+static void grass_upload_selection(ProjMatrix* g) {
     backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
     backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
     backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
@@ -72,30 +72,30 @@ static void grass_upload_selection(GrassMatrix* g) {
 static void optim_begin_norm_pass(Optimizer* o) {
     o->refreshed.kept = 0.0; o->refreshed.total = 0.0;
     for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
+        ProjMatrix* g = &o->gm[k];
         if (g->norms != NULL) backend_memset0(g->norms, g->dim_sel * sizeof(float));
         if (o->rt.norm_path == NP_FULL_G) backend_memset0(g->nacc, o->pt->t[g->tensor].numel * sizeof(float));
         if (o->rt.norm_path == NP_SKETCH) backend_memset0(g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim * sizeof(float));
     }
-    if (o->nacc_pool != NULL) backend_memset0(o->nacc_pool, o->nacc_pool_numel * sizeof(float));
+    if (o->np.nacc_pool != NULL) backend_memset0(o->np.nacc_pool, o->np.nacc_pool_numel * sizeof(float));
     // a fresh sketch per refresh, the same on every rank: S^T (k x dim), entries +-1 with equal
     // probability (exact in bf16, E[S S^T] = k I), drawn from (seed, step, dim)
-    for (int j = 0; j < o->n_sketch; j++) {
-        size_t n = (size_t)o->cfg.sketch_dim * o->sketch_dim_of[j];
+    for (int j = 0; j < o->np.n_sketch; j++) {
+        size_t n = (size_t)o->cfg.sketch_dim * o->np.sketch_dim_of[j];
         float* h = (float*)malloc_check(n * sizeof(float));
-        uint64_t rng = rng_seed_for(o->cfg.seed ^ 0x5E7C11ULL, (uint64_t)o->step, (uint64_t)o->sketch_dim_of[j]);
+        uint64_t rng = rng_seed_for(o->cfg.seed ^ 0x5E7C11ULL, (uint64_t)o->step, (uint64_t)o->np.sketch_dim_of[j]);
         for (size_t i = 0; i < n; i += 64) {
             uint64_t bits = splitmix64(&rng);
             for (size_t b = 0; b < 64 && i + b < n; b++) h[i + b] = (bits >> b) & 1 ? 1.0f : -1.0f;
         }
-        backend_upload_floats(o->sketch_S[j], h, n);
+        backend_upload_floats(o->np.sketch_S[j], h, n);
         free(h);
     }
-    o->mode = BWD_NORMS;
+    o->mode = BWD_REFRESH;
 }
 
 // After the norm pass: each matrix's scores of the whole step, summed over the ranks
-static void optim_finish_norms(Optimizer* o, GrassMatrix* g) {
+static void optim_finish_norms(Optimizer* o, ProjMatrix* g) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     switch (o->rt.norm_path) {
     case NP_DIRECT: optim_allreduce_float(o, g->norms, g->dim_sel); break;  // a no-op for exact (one rank)
@@ -148,7 +148,7 @@ static void optim_refresh(Optimizer* o) {
         o->gm[k].r_eff = o->gm[k].r;
     }
     for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GRASS; k++) {
-        GrassMatrix* g = &o->gm[k];
+        ProjMatrix* g = &o->gm[k];
         optim_finish_norms(o, g);
         uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
         int r_eff = o->cfg.select_on_device
@@ -171,7 +171,7 @@ static void optim_refresh(Optimizer* o) {
         int padded = grass_pad_selection(&g->h_sel, g->dim_sel, o->cfg.row_align);
         g->r_eff = g->h_sel.r_eff;
         if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER || padded > 0) grass_upload_selection(g);
-        size_t sub = grass_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
+        size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
         backend_memset0(g->v, sub);
         g->t = 0;
@@ -182,7 +182,7 @@ static void optim_refresh(Optimizer* o) {
     // the factor on alpha * lr * the Adam direction; 1 for top-r)
     o->refreshed.distinct = 0; o->refreshed.draws = 0; o->refreshed.rows = 0; o->refreshed.mult_mean = 0; o->refreshed.mult_max = 0;
     for (int k = 0; k < o->n_gm; k++) {
-        const GrassMatrix* g = &o->gm[k];
+        const ProjMatrix* g = &o->gm[k];
         o->refreshed.draws += g->r;
         o->refreshed.rows += g->r_eff;
         o->refreshed.distinct += o->cfg.type == OPT_GALORE ? g->r_eff : selection_real_rows(&g->h_sel);

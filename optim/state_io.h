@@ -82,7 +82,7 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
         write_backend_bytes(f, o->v, o->grad_total * ssz, path);
     }
     for (int k = 0; k < o->n_gm; k++) {
-        const GrassMatrix* g = &o->gm[k];
+        const ProjMatrix* g = &o->gm[k];
         int32_t hdr[4] = {g->tensor, g->cols_side, g->r, g->r_eff};
         fwrite_check(hdr, sizeof(int32_t), 4, f, path);
         fwrite_check(&g->t, sizeof(int64_t), 1, f, path);
@@ -93,8 +93,8 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
             fwrite_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
             fwrite_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
         }
-        write_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
-        write_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
+        write_backend_bytes(f, g->m, proj_sub_numel(g) * ssz, path);
+        write_backend_bytes(f, g->v, proj_sub_numel(g) * ssz, path);
     }
     if (o->master != NULL) write_backend_bytes(f, o->master, o->pt->total * sizeof(float), path);
 }
@@ -146,7 +146,7 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         read_backend_bytes(f, o->v, o->grad_total * ssz, path);
     }
     for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
+        ProjMatrix* g = &o->gm[k];
         int32_t hdr[4];
         fread_check(hdr, sizeof(int32_t), 4, f, path);
         if (hdr[0] != g->tensor || hdr[1] != g->cols_side || hdr[2] != g->r || hdr[3] < 0 || hdr[3] > g->r_cap)
@@ -171,8 +171,8 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
                 if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel) fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
             grass_upload_selection(g);
         }
-        read_backend_bytes(f, g->m, grass_sub_numel(g) * ssz, path);
-        read_backend_bytes(f, g->v, grass_sub_numel(g) * ssz, path);
+        read_backend_bytes(f, g->m, proj_sub_numel(g) * ssz, path);
+        read_backend_bytes(f, g->v, proj_sub_numel(g) * ssz, path);
     }
     if (o->master != NULL) read_backend_bytes(f, o->master, o->pt->total * sizeof(float), path);
 }
@@ -185,12 +185,12 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
 static void optim_save_shard(const Optimizer* o, const char* path) {
     char tmp[1200];
     FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
-    int64_t h[6] = {ZERO_SHARD_MAGIC, o->rt.rank, o->rt.world_size, (int64_t)o->shard, o->cfg.state_dtype,
+    int64_t h[6] = {ZERO_SHARD_MAGIC, o->rt.rank, o->rt.world_size, (int64_t)o->zero.shard, o->cfg.state_dtype,
                     (int64_t)o->grad_total};
     fwrite_check(h, sizeof(int64_t), 6, f, tmp);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
-    write_backend_bytes(f, o->m, o->shard * ssz, tmp);
-    write_backend_bytes(f, o->v, o->shard * ssz, tmp);
+    write_backend_bytes(f, o->m, o->zero.shard * ssz, tmp);
+    write_backend_bytes(f, o->v, o->zero.shard * ssz, tmp);
     int64_t end = ZERO_SHARD_MAGIC;
     fwrite_check(&end, sizeof(int64_t), 1, f, tmp);
     ckpt_file_commit(f, tmp, path);
@@ -201,14 +201,14 @@ static void optim_load_shard(Optimizer* o, const char* path) {
     fread_check(h, sizeof(int64_t), 6, f, path);
     if (h[0] != ZERO_SHARD_MAGIC && h[0] != ZERO_SHARD_MAGIC_UNCHECKED) fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
     int64_t magic = h[0];  // ZERO_SHARD_MAGIC: its trailer was checked by the resume's find_resume_checkpoint
-    if (h[1] != o->rt.rank || h[2] != o->rt.world_size || h[3] != (int64_t)o->shard || h[4] != o->cfg.state_dtype ||
+    if (h[1] != o->rt.rank || h[2] != o->rt.world_size || h[3] != (int64_t)o->zero.shard || h[4] != o->cfg.state_dtype ||
         h[5] != (int64_t)o->grad_total)
         fatal("'%s' holds block %lld of %lld (length %lld, dtype %lld, %lld dense values); this rank needs block %d of %d "
               "(length %zu, dtype %d, %zu)", path, (long long)h[1], (long long)h[2], (long long)h[3], (long long)h[4],
-              (long long)h[5], o->rt.rank, o->rt.world_size, o->shard, o->cfg.state_dtype, o->grad_total);
+              (long long)h[5], o->rt.rank, o->rt.world_size, o->zero.shard, o->cfg.state_dtype, o->grad_total);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
-    read_backend_bytes(f, o->m, o->shard * ssz, path);
-    read_backend_bytes(f, o->v, o->shard * ssz, path);
+    read_backend_bytes(f, o->m, o->zero.shard * ssz, path);
+    read_backend_bytes(f, o->v, o->zero.shard * ssz, path);
     int64_t end = 0;
     fread_check(&end, sizeof(int64_t), 1, f, path);
     if (end != magic) fatal("'%s' is corrupt (bad end marker)", path);

@@ -16,7 +16,7 @@ static uint64_t optim_update_seed(const Optimizer* o, int tensor) {
 }
 
 // grad_scale_dev: the backend clipping factor (NULL: grad_scale)
-static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad_scale, const float* grad_scale_dev) {
+static void optim_apply_projected(Optimizer* o, ProjMatrix* g, float lr, float grad_scale, const float* grad_scale_dev) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
     AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, g->t, grad_scale);
@@ -24,7 +24,7 @@ static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad
     if (o->cfg.type == OPT_GALORE) {
         galore_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v,
                            o->cfg.state_dtype, g->Pt, g->r, t->rows, t->cols, g->cols_side, ap, o->cfg.alpha,
-                           optim_update_seed(o, g->tensor), o->galore_work);
+                           optim_update_seed(o, g->tensor), o->galore.work);
         return;
     }
     grass_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v, o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
@@ -33,9 +33,9 @@ static void optim_apply_grass(Optimizer* o, GrassMatrix* g, float lr, float grad
 
 // acc += the squared norm of matrix g's part of the gradient the optimizer uses, unscaled: Grass's
 // B G (C = rho B G with each row's rho divided out), GaLore's R = P^T G (P orthonormal: no scale)
-static void optim_sumsq_projected(Optimizer* o, float* acc, GrassMatrix* g) {
+static void optim_sumsq_projected(Optimizer* o, float* acc, ProjMatrix* g) {
     if (o->cfg.type == OPT_GRASS) sumsq_unscaled(acc, g->C, g->d_scale, g->r_eff, g->other, g->cols_side);
-    else sumsq_float(acc, g->C, grass_sub_numel(g));
+    else sumsq_float(acc, g->C, proj_sub_numel(g));
 }
 
 // Fused path, second half: the layer's compressed gradients are summed over ranks; measure
@@ -43,12 +43,12 @@ static void optim_sumsq_projected(Optimizer* o, float* acc, GrassMatrix* g) {
 static void optim_finish_layer(Optimizer* o, int layer) {
     if (o->rt.overlap) allreduce_wait(layer % ALLREDUCE_LAYER_SLOTS);
     for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
+        ProjMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
-        optim_sumsq_projected(o, o->d_layer_sumsq + k, g);
-        optim_apply_grass(o, g, o->lr, o->clip_scale, NULL);
+        optim_sumsq_projected(o, o->report.layer_sumsq + k, g);
+        optim_apply_projected(o, g, o->lr, o->clip_scale, NULL);
         // a later layer accumulates into the same pool: leave it zeroed
-        if (o->C_pool != NULL) backend_memset0(g->C, grass_cap_numel(g) * sizeof(float));
+        if (o->C_pool != NULL) backend_memset0(g->C, proj_cap_numel(g) * sizeof(float));
     }
 }
 
@@ -59,31 +59,31 @@ static void optim_finish_layer(Optimizer* o, int layer) {
 // runs during that backward (on the GPU's communication stream). Layer l's weights are not
 // read again in this backward pass, so the later update gives the same result.
 static void grad_layer_done(Optimizer* o, int layer) {
-    if (o->mode == BWD_NORMS && o->rt.norm_path == NP_LAYER_G) optim_norm_pass_layer(o, layer);
-    if (o->dense_overlap && o->last_micro && o->mode == BWD_GRADS && o->rt.world_size > 1) {
-        size_t lo = o->dense_lo[layer], hi = o->dense_hi[layer];
+    if (o->mode == BWD_REFRESH && o->rt.norm_path == NP_LAYER_G) optim_norm_pass_layer(o, layer);
+    if (o->overlap.dense && o->last_micro && o->mode == BWD_GRADS && o->rt.world_size > 1) {
+        size_t lo = o->overlap.dense_lo[layer], hi = o->overlap.dense_hi[layer];
         if (hi > lo) {
             optim_allreduce_dense(o, lo, hi - lo, 1);
-            o->dense_started = 1;
+            o->overlap.dense_started = 1;
         }
     }
     if (!o->apply_fused || o->mode != BWD_GRADS) return;
     if (!o->rt.overlap) {
         for (int k = 0; k < o->n_gm; k++)
-            if (o->pt->t[o->gm[k].tensor].layer == layer) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
+            if (o->pt->t[o->gm[k].tensor].layer == layer) optim_allreduce_compressed(o, o->gm[k].C, proj_sub_numel(&o->gm[k]));
         optim_finish_layer(o, layer);
         return;
     }
     for (int k = 0; k < o->n_gm; k++) {
-        GrassMatrix* g = &o->gm[k];
+        ProjMatrix* g = &o->gm[k];
         if (o->pt->t[g->tensor].layer != layer) continue;
         if (o->rt.world_size > 1) {
-            allreduce_start_float_wire_floatX(g->C, grass_sub_numel(g), layer % ALLREDUCE_LAYER_SLOTS);
-            o->comm_bytes += (double)grass_sub_numel(g) * sizeof(floatX);
+            allreduce_start_float_wire_floatX(g->C, proj_sub_numel(g), layer % ALLREDUCE_LAYER_SLOTS);
+            o->comm_bytes += (double)proj_sub_numel(g) * sizeof(floatX);
         }
     }
-    if (o->pending_layer >= 0) optim_finish_layer(o, o->pending_layer);
-    o->pending_layer = layer;
+    if (o->overlap.pending_layer >= 0) optim_finish_layer(o, o->overlap.pending_layer);
+    o->overlap.pending_layer = layer;
 }
 
 // fused path: the sum of squares of every compressed gradient applied during the backward
@@ -97,7 +97,7 @@ static double optim_fused_sumsq(const Optimizer* o, const float* ss) {
 }
 
 // After the backward passes of a step: reduce, measure, clip, update everything not yet
-// updated, then read the step's report (its one host sync): o->loss_sum is the loss summed over
+// updated, then read the step's report (its one host sync): o->report.loss_sum is the loss summed over
 // the step's micro-steps on this rank (llama_forward_train into optim_loss_acc). The clipping
 // factor is formed on the backend (clip_factor), so nothing waits for the norm before the
 // updates are queued. Returns the global gradient norm before clipping, of the gradient the optimizer uses,
@@ -107,43 +107,43 @@ static double optim_fused_sumsq(const Optimizer* o, const float* ss) {
 static float optim_step(Optimizer* o) {
     float lr = o->lr;
     int fused = o->cfg.type != OPT_ADAMW && o->cfg.fused;
-    if (o->pending_layer >= 0) { optim_finish_layer(o, o->pending_layer); o->pending_layer = -1; }
+    if (o->overlap.pending_layer >= 0) { optim_finish_layer(o, o->overlap.pending_layer); o->overlap.pending_layer = -1; }
     if (o->rt.sharded) {
         // ZeRO-1: each rank receives the summed gradients of its block only; the reduce-scatter
         // and the all-gather below move what one all-reduce of the dense gradients does, and are
         // counted as that (optim_dense_comm_bytes)
-        if (o->cfg.grad_dtype == GRAD_FP32) reducescatter_sum_float((float*)o->grads, o->shard);
-        else reducescatter_sum_floatX((floatX*)o->grads, o->shard);
+        if (o->cfg.grad_dtype == GRAD_FP32) reducescatter_sum_float((float*)o->grads, o->zero.shard);
+        else reducescatter_sum_floatX((floatX*)o->grads, o->zero.shard);
         o->comm_bytes += optim_dense_comm_bytes(&o->cfg, &o->rt, o->grad_total);
-    } else if (o->dense_started) {
+    } else if (o->overlap.dense_started) {
         // the layers' dense gradients were reduced during the backward pass; what is left are
         // the embeddings (before layer 0) and the final norm and head (after the last layer)
         allreduce_wait(ALLREDUCE_SLOT_DENSE);
-        size_t first = o->dense_lo[0], last = o->dense_hi[o->n_layers - 1];
+        size_t first = o->overlap.dense_lo[0], last = o->overlap.dense_hi[o->n_layers - 1];
         optim_allreduce_dense(o, 0, first, 0);
         optim_allreduce_dense(o, last, o->grad_total - last, 0);
-        o->dense_started = 0;
+        o->overlap.dense_started = 0;
     } else {
         optim_allreduce_dense(o, 0, o->grad_total, 0);
     }
-    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, grass_sub_numel(&o->gm[k]));
-    backend_memset0(o->d_sumsq, sizeof(float));
-    GradBuf mine = optim_grads_from(o, o->shard_lo);
-    if (mine.dtype == GRAD_FP32) sumsq_float(o->d_sumsq, (const float*)mine.p, o->shard_hi - o->shard_lo);
-    else sumsq_floatX(o->d_sumsq, (const floatX*)mine.p, o->shard_hi - o->shard_lo);
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_allreduce_compressed(o, o->gm[k].C, proj_sub_numel(&o->gm[k]));
+    backend_memset0(o->report.sumsq, sizeof(float));
+    GradBuf mine = optim_grads_from(o, o->zero.lo);
+    if (mine.dtype == GRAD_FP32) sumsq_float(o->report.sumsq, (const float*)mine.p, o->zero.hi - o->zero.lo);
+    else sumsq_floatX(o->report.sumsq, (const floatX*)mine.p, o->zero.hi - o->zero.lo);
     if (o->rt.sharded) {  // the dense part of the norm, summed over the blocks
-        allreduce_sum_float(o->d_sumsq, 1);
+        allreduce_sum_float(o->report.sumsq, 1);
         o->comm_bytes += sizeof(float);
     }
-    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_sumsq_projected(o, o->d_sumsq, &o->gm[k]);
-    // clipping: this step's norm (the factor formed on the backend from d_sumsq: the norm of the
-    // non-fused step is sqrt(d_sumsq) alone), or under the fused rule the factor set at its start
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_sumsq_projected(o, o->report.sumsq, &o->gm[k]);
+    // clipping: this step's norm (the factor formed on the backend from report.sumsq: the norm of the
+    // non-fused step is sqrt(report.sumsq) alone), or under the fused rule the factor set at its start
     float grad_scale = 1.0f;
     const float* grad_scale_dev = NULL;
     if (fused) grad_scale = o->clip_scale;
     else if (o->cfg.grad_clip > 0.0f) {
-        clip_factor(o->d_grad_scale, o->d_sumsq, o->cfg.grad_clip);
-        grad_scale_dev = o->d_grad_scale;
+        clip_factor(o->report.grad_scale, o->report.sumsq, o->cfg.grad_clip);
+        grad_scale_dev = o->report.grad_scale;
     }
     o->step++;
     // AdamW on the part of each dense tensor that lies in this rank's block (all of it unsharded)
@@ -152,7 +152,7 @@ static float optim_step(Optimizer* o) {
         const ParamTensor* t = &o->pt->t[i];
         size_t a, b;
         if (!optim_shard_part(o, i, &a, &b)) continue;
-        size_t in_t = a - o->grad_offset[i], soff = (a - o->shard_lo) * ssz;
+        size_t in_t = a - o->grad_offset[i], soff = (a - o->zero.lo) * ssz;
         float lr_t = t->kind == PT_LINEAR && ((o->cfg.proj_mask >> t->lin) & 1) ? lr * o->cfg.matrix_lr_scale : lr;
         AdamParams ap = adam_params(&o->cfg, lr_t, t->decay ? o->cfg.weight_decay : 0.0f, o->step, grad_scale);
         ap.grad_scale_dev = grad_scale_dev;
@@ -168,18 +168,18 @@ static float optim_step(Optimizer* o) {
             if (optim_shard_part(o, i, &a, &b))
                 backend_copy(stage + a, o->params + o->pt->t[i].offset + (a - o->grad_offset[i]), (b - a) * sizeof(floatX));
         }
-        allgather_floatX(stage, o->shard);
+        allgather_floatX(stage, o->zero.shard);
         for (int i = 0; i < o->pt->n; i++) {
             size_t off = o->grad_offset[i];
             if (off != (size_t)-1) backend_copy(o->params + o->pt->t[i].offset, stage + off, o->pt->t[i].numel * sizeof(floatX));
         }
     }
-    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_grass(o, &o->gm[k], lr, grad_scale, grad_scale_dev);
+    if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_projected(o, &o->gm[k], lr, grad_scale, grad_scale_dev);
     // the report: one download, after everything above is queued
-    char* rep = o->h_report;
-    backend_download(rep, o->d_report, optim_report_bytes(o));
+    char* rep = o->report.host;
+    backend_download(rep, o->report.block, optim_report_bytes(o));
     float ss;
-    memcpy(&o->loss_sum, rep, sizeof(double));
+    memcpy(&o->report.loss_sum, rep, sizeof(double));
     memcpy(&ss, rep + 8, sizeof(float));
     double total = (double)ss + (fused ? optim_fused_sumsq(o, (const float*)(rep + 16)) : 0.0);
     float norm = (float)sqrt(total);

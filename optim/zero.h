@@ -7,7 +7,52 @@
 #ifndef GRASS_OPTIM_ZERO_H
 #define GRASS_OPTIM_ZERO_H
 
-#include "optim/layout.h"
+#include "optim/optimizer.h"
+
+// ZeRO-1's block of this rank (rt.sharded): the dense gradients padded to world_size blocks of
+// `shard`, this rank's [lo, hi) of them; unsharded, one block of everything (called by optim_layout)
+static void optim_zero_layout(Optimizer* o) {
+    if (o->rt.sharded && o->cfg.master_weights)
+        fatal("--zero 1 with --master-weights 1 is not supported (the master copy is not sharded)");
+    o->zero.shard = o->grad_total; o->zero.lo = 0; o->zero.hi = o->grad_total; o->zero.grad_alloc = o->grad_total;
+    if (o->rt.sharded) {
+        o->zero.shard = (o->grad_total + o->rt.world_size - 1) / o->rt.world_size;
+        o->zero.grad_alloc = o->zero.shard * o->rt.world_size;
+        o->zero.lo = o->zero.shard * o->rt.rank;
+        o->zero.hi = o->zero.lo + o->zero.shard < o->grad_total ? o->zero.lo + o->zero.shard : o->grad_total;
+        if (o->zero.hi < o->zero.lo) o->zero.hi = o->zero.lo;
+    }
+}
+
+// --overlap-comm's dense ranges: each layer's dense gradients, one contiguous range (the compact
+// buffer follows table order); overlap.dense is off where they are not (called by optim_layout)
+static void optim_overlap_layout(Optimizer* o) {
+    const ParamTable* pt = o->pt;
+    o->n_layers = optim_max_layer(pt) + 1;
+    o->overlap.dense_lo = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
+    o->overlap.dense_hi = (size_t*)calloc_check(o->n_layers > 0 ? o->n_layers : 1, sizeof(size_t));
+    o->overlap.dense = o->rt.overlap && !o->rt.sharded && o->n_layers > 0;
+    for (int l = 0; l < o->n_layers; l++) {
+        size_t lo = (size_t)-1, hi = 0, count = 0;
+        for (int i = 0; i < pt->n; i++) {
+            if (pt->t[i].layer != l || o->grad_offset[i] == (size_t)-1) continue;
+            if (o->grad_offset[i] < lo) lo = o->grad_offset[i];
+            if (o->grad_offset[i] + pt->t[i].numel > hi) hi = o->grad_offset[i] + pt->t[i].numel;
+            count += pt->t[i].numel;
+        }
+        if (count == 0) { lo = hi = l > 0 ? o->overlap.dense_hi[l - 1] : 0; }
+        if (hi - lo != count || (l > 0 && lo != o->overlap.dense_hi[l - 1])) o->overlap.dense = 0;  // not one run
+        o->overlap.dense_lo[l] = lo; o->overlap.dense_hi[l] = hi;
+    }
+}
+
+// Bytes counted for one step's exchange of n dense gradients: an all-reduce of them in their dtype,
+// or with ZeRO-1 a reduce-scatter of them and an all-gather of the floatX weights (each half of an
+// all-reduce's wire volume)
+static double optim_dense_comm_bytes(const OptimConfig* c, const OptimRuntime* rt, size_t n) {
+    double g = (double)grad_dtype_size(c->grad_dtype);
+    return rt->sharded ? (double)n * (g + sizeof(floatX)) / 2 : (double)n * g;
+}
 
 // all-reduces through the backend, counting the payload (the communication accounting)
 static void optim_allreduce_float(Optimizer* o, float* x, size_t n) {
@@ -50,8 +95,8 @@ static int optim_shard_part(const Optimizer* o, int i, size_t* a, size_t* b) {
     size_t off = o->grad_offset[i];
     if (off == (size_t)-1) return 0;
     size_t end = off + o->pt->t[i].numel;
-    *a = off > o->shard_lo ? off : o->shard_lo;
-    *b = end < o->shard_hi ? end : o->shard_hi;
+    *a = off > o->zero.lo ? off : o->zero.lo;
+    *b = end < o->zero.hi ? end : o->zero.hi;
     return *a < *b;
 }
 
