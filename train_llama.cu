@@ -44,7 +44,7 @@ static void state_save(const char* path, const Llama* m, const Optimizer* o, con
     FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
     int32_t h[64];
     checkpoint_header(&m->config, h, 0, ts->step);
-    h[0] = STATE_MAGIC;
+    h[CKPT_H_MAGIC] = STATE_MAGIC;
     h[STATE_HAS_SETUP] = 1;
     h[STATE_HAS_CHECKSUM] = 1;
     h[STATE_FFN_STORED] = m->pt.ffn_stored;
@@ -65,10 +65,12 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
     int32_t h[64], want[64];
     fread_check(h, sizeof(int32_t), 64, f, path);
     checkpoint_header(&m->config, want, 0, 0);
-    want[0] = STATE_MAGIC;
-    if (h[0] != STATE_MAGIC) fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[0]);
-    if (h[1] != CHECKPOINT_VERSION) fatal("'%s' has state version %d; this build reads %d", path, h[1], CHECKPOINT_VERSION);
-    h[13] = 0;
+    want[CKPT_H_MAGIC] = STATE_MAGIC;
+    if (h[CKPT_H_MAGIC] != STATE_MAGIC)
+        fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[CKPT_H_MAGIC]);
+    if (h[CKPT_H_VERSION] != CHECKPOINT_VERSION)
+        fatal("'%s' has state version %d; this build reads %d", path, h[CKPT_H_VERSION], CHECKPOINT_VERSION);
+    h[CKPT_H_STEP] = 0;
     int has_setup = h[STATE_HAS_SETUP] == 1;
     want[STATE_HAS_SETUP] = h[STATE_HAS_SETUP];
     want[STATE_HAS_CHECKSUM] = h[STATE_HAS_CHECKSUM];  // its trailer: checked by find_resume_checkpoint
@@ -345,7 +347,8 @@ static char* run_setup_from_state(const char* path) {
     FILE* f = fopen_check(path, "rb");
     int32_t h[64];
     fread_check(h, sizeof(int32_t), 64, f, path);
-    if (h[0] != STATE_MAGIC) fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[0]);
+    if (h[CKPT_H_MAGIC] != STATE_MAGIC)
+        fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[CKPT_H_MAGIC]);
     char* text = NULL;
     if (h[STATE_HAS_SETUP] == 1) {
         TrainState ts;
@@ -723,11 +726,12 @@ static void zero_shard_path(char* buf, size_t len, const char* out_dir, long lon
     snprintf(buf, len, "%s/state_%08lld.zero%d.bin", out_dir, step, rank);
 }
 
+// the three files of a checkpoint, for checkpoint_file_intact
+typedef enum { CKPT_KIND_MODEL = 0, CKPT_KIND_STATE = 1, CKPT_KIND_SHARD = 2 } CheckpointKind;
 // 1 if a checkpoint file is complete: its header says it has a checksum trailer and the trailer
 // matches, or it predates trailers (then the loader's size and end-marker checks are all there
 // is). 0 with the file's name and the reason in why[] otherwise.
-static int checkpoint_file_intact(const char* path, int kind, char* why, size_t n) {
-    enum { KIND_MODEL, KIND_STATE, KIND_SHARD };
+static int checkpoint_file_intact(const char* path, CheckpointKind kind, char* why, size_t n) {
     FILE* f = fopen(path, "rb");
     if (f == NULL) { snprintf(why, n, "'%s': %s", path, strerror(errno)); return 0; }
     int32_t h[64] = {0};
@@ -735,15 +739,15 @@ static int checkpoint_file_intact(const char* path, int kind, char* why, size_t 
     fclose(f);
     int64_t shard_magic = (int64_t)(uint32_t)h[0] | ((int64_t)h[1] << 32);
     int flagged;
-    if (kind == KIND_SHARD) {
+    if (kind == CKPT_KIND_SHARD) {
         if (got < 2 || (shard_magic != ZERO_SHARD_MAGIC && shard_magic != ZERO_SHARD_MAGIC_UNCHECKED)) {
             snprintf(why, n, "'%s' is not a ZeRO-1 shard file (bad magic or shorter than its header)", path); return 0;
         }
         flagged = shard_magic == ZERO_SHARD_MAGIC;
     } else {
-        int magic = kind == KIND_MODEL ? MODEL_MAGIC : STATE_MAGIC;
+        int magic = kind == CKPT_KIND_MODEL ? MODEL_MAGIC : STATE_MAGIC;
         if (got < 64 || h[0] != magic) { snprintf(why, n, "'%s' has a bad magic or is shorter than its header", path); return 0; }
-        flagged = kind == KIND_MODEL ? h[CKPT_HAS_CHECKSUM] == 1 : h[STATE_HAS_CHECKSUM] == 1;
+        flagged = kind == CKPT_KIND_MODEL ? h[CKPT_HAS_CHECKSUM] == 1 : h[STATE_HAS_CHECKSUM] == 1;
     }
     if (!flagged) return 1;
     char reason[256];
@@ -792,8 +796,9 @@ static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long lo
         char mp[1024], sp[1024], zp[1100], why[1400] = "";
         checkpoint_paths(out_dir, cand[i], mp, sp, sizeof(mp));
         zero_shard_path(zp, sizeof(zp), out_dir, cand[i], pg->rank);
-        int ok = checkpoint_file_intact(mp, 0, why, sizeof(why)) && checkpoint_file_intact(sp, 1, why, sizeof(why)) &&
-                 (!file_exists(zp) || checkpoint_file_intact(zp, 2, why, sizeof(why)));
+        int ok = checkpoint_file_intact(mp, CKPT_KIND_MODEL, why, sizeof(why)) &&
+                 checkpoint_file_intact(sp, CKPT_KIND_STATE, why, sizeof(why)) &&
+                 (!file_exists(zp) || checkpoint_file_intact(zp, CKPT_KIND_SHARD, why, sizeof(why)));
         double all[1] = {ok ? 1.0 : 0.0};
         // intact on every rank, or not used
         comm_allreduce_sum_double(pg, all, 1, "the agreement on a checkpoint to resume from (MPI_Allreduce)");

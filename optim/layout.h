@@ -9,17 +9,41 @@
 
 #include "optim/zero.h"
 
-// elements of the compressed gradients of one layer's projected matrices
-static size_t optim_layer_C_numel(const Optimizer* o, int layer) {
+// The buffers the layers share in turn, one layer's projected matrices at a time, each matrix a
+// consecutive piece: the compressed gradients (C, rt.share_compressed) and the norm pass's
+// whole gradients (nacc, NP_LAYER_G).
+typedef enum { POOL_C = 0, POOL_NACC } LayerPool;
+static size_t optim_pool_piece(const Optimizer* o, const ProjMatrix* g, int pool) {
+    return pool == POOL_C ? proj_cap_numel(g) : o->pt->t[g->tensor].numel;
+}
+// the elements of one layer's pieces
+static size_t optim_layer_pool_numel(const Optimizer* o, int layer, int pool) {
     size_t n = 0;
-    for (int k = 0; k < o->n_gm; k++) if (o->pt->t[o->gm[k].tensor].layer == layer) n += proj_cap_numel(&o->gm[k]);
+    for (int k = 0; k < o->n_gm; k++)
+        if (o->pt->t[o->gm[k].tensor].layer == layer) n += optim_pool_piece(o, &o->gm[k], pool);
     return n;
 }
-// the largest layer's compressed-gradient elements: the size of the shared pool (of each half)
-static size_t optim_largest_layer_C(const Optimizer* o) {
-    size_t pool = 0;
-    for (int l = 0; l <= optim_max_layer(o->pt); l++) pool = pool > optim_layer_C_numel(o, l) ? pool : optim_layer_C_numel(o, l);
-    return pool;
+// the largest layer's: the size of the pool (of each half of C's with rt.overlap)
+static size_t optim_largest_layer_pool(const Optimizer* o, int pool) {
+    size_t most = 0;
+    for (int l = 0; l <= optim_max_layer(o->pt); l++) {
+        size_t n = optim_layer_pool_numel(o, l, pool);
+        if (n > most) most = n;
+    }
+    return most;
+}
+// points each layer's matrices at consecutive pieces of base, the odd layers' from base + odd_start
+static void optim_carve_pool(Optimizer* o, float* base, size_t odd_start, int pool) {
+    for (int l = 0; l <= optim_max_layer(o->pt); l++) {
+        size_t off = l % 2 ? odd_start : 0;
+        for (int k = 0; k < o->n_gm; k++) {
+            ProjMatrix* g = &o->gm[k];
+            if (o->pt->t[g->tensor].layer != l) continue;
+            if (pool == POOL_C) g->C = base + off;
+            else g->nacc = base + off;
+            off += optim_pool_piece(o, g, pool);
+        }
+    }
 }
 
 // The optimizer's layout, on the host only: which tensors are projected and how (side, rank),
@@ -57,7 +81,8 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
     }
     // the shared compressed-gradient pool: the largest layer's set, reused by every layer in
     // turn; with rt.overlap layer l reduces in one half while layer l-1 accumulates in the other
-    if (rt->share_compressed && o->n_gm > 0) o->C_pool_numel = (rt->overlap ? 2 : 1) * optim_largest_layer_C(o);
+    if (rt->share_compressed && o->n_gm > 0)
+        o->C_pool_numel = (rt->overlap ? 2 : 1) * optim_largest_layer_pool(o, POOL_C);
     o->overlap.pending_layer = -1;
     optim_zero_layout(o);
     // the norm pass: identity selections as long as the largest selected dimension; the shared
@@ -69,13 +94,7 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
             int len = rt->norm_path == NP_SKETCH ? (g->cols_side ? t->cols : t->rows) : g->dim_sel;
             if (len > o->np.iota_len) o->np.iota_len = len;
         }
-        if (rt->norm_path == NP_LAYER_G) {
-            for (int l = 0; l <= optim_max_layer(pt); l++) {
-                size_t n = 0;
-                for (int k = 0; k < o->n_gm; k++) if (pt->t[o->gm[k].tensor].layer == l) n += pt->t[o->gm[k].tensor].numel;
-                if (n > o->np.nacc_pool_numel) o->np.nacc_pool_numel = n;
-            }
-        }
+        if (rt->norm_path == NP_LAYER_G) o->np.nacc_pool_numel = optim_largest_layer_pool(o, POOL_NACC);
         if (rt->norm_path == NP_SKETCH) {
             o->np.sketch_dim_of = (int*)calloc_check(o->n_gm, sizeof(int));
             o->np.sketch_S = (floatX**)calloc_check(o->n_gm, sizeof(floatX*));
@@ -174,19 +193,10 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
     o->report.host = (char*)malloc_check(optim_report_bytes(o));
     if (cfg->type == OPT_GALORE && sizeof(floatX) == sizeof(float))
         for (int k = 0; k < o->n_gm; k++) o->gm[k].Ptx = (floatX*)o->gm[k].Pt;  // one buffer in an fp32 build
-    if (rt->overlap && cfg->fused) allreduce_async_reserve(optim_largest_layer_C(o));
-    if (o->C_pool != NULL) {  // each layer's matrices take consecutive pieces of its half of the pool
-        size_t half = optim_largest_layer_C(o);
-        for (int l = 0; l <= optim_max_layer(pt); l++) {
-            size_t off = rt->overlap && (l % 2) ? half : 0;
-            for (int k = 0; k < o->n_gm; k++) {
-                ProjMatrix* g = &o->gm[k];
-                if (pt->t[g->tensor].layer != l) continue;
-                g->C = o->C_pool + off;
-                off += proj_cap_numel(g);
-            }
-        }
-    }
+    if (rt->overlap && cfg->fused) allreduce_async_reserve(optim_largest_layer_pool(o, POOL_C));
+    // each layer's matrices take consecutive pieces of its half of the pool (the same half without overlap)
+    if (o->C_pool != NULL)
+        optim_carve_pool(o, o->C_pool, rt->overlap ? optim_largest_layer_pool(o, POOL_C) : 0, POOL_C);
     if (o->master != NULL) backend_widen(o->master, params, pt->total);
     if (o->np.iota_len > 0) {  // the identity selection: every index, scale 1
         int* iota = (int*)malloc_check(o->np.iota_len * sizeof(int));
@@ -196,17 +206,7 @@ static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime*
         backend_upload(o->np.d_ones, ones, o->np.iota_len * sizeof(float));
         free(iota); free(ones);
     }
-    if (o->np.nacc_pool != NULL) {  // each layer's matrices take consecutive pieces of the buffer
-        for (int l = 0; l <= optim_max_layer(pt); l++) {
-            size_t off = 0;
-            for (int k = 0; k < o->n_gm; k++) {
-                ProjMatrix* g = &o->gm[k];
-                if (pt->t[g->tensor].layer != l) continue;
-                g->nacc = o->np.nacc_pool + off;
-                off += pt->t[g->tensor].numel;
-            }
-        }
-    }
+    if (o->np.nacc_pool != NULL) optim_carve_pool(o, o->np.nacc_pool, 0, POOL_NACC);  // one layer's at a time
 }
 
 // The weights were (re)set from outside (random init, a checkpoint): the master copy follows.
@@ -269,7 +269,7 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
     free(b);
     // overlap on a bf16 build: the backend's floatX wire buffer per all-reduce group in flight
     if (rt->overlap && c->fused && sizeof(floatX) < sizeof(float))
-        p->other_bytes += ALLREDUCE_LAYER_SLOTS * optim_largest_layer_C(&o) * sizeof(floatX);
+        p->other_bytes += ALLREDUCE_LAYER_SLOTS * optim_largest_layer_pool(&o, POOL_C) * sizeof(floatX);
     p->comm_dense_bytes = p->comm_step_bytes = (size_t)optim_dense_comm_bytes(c, rt, o.grad_total);
     for (int k = 0; k < o.n_gm; k++) {
         const ProjMatrix* g = &o.gm[k];

@@ -32,50 +32,58 @@ static void read_backend_bytes(FILE* f, void* d, size_t n, const char* path) {
     free(buf);
 }
 
+// the signature's int32 fields (16 of them, the last two unused): their indices
+enum {
+    SIG_OPTIMIZER = 0, SIG_N_PROJECTED = 1, SIG_DENSE_VALUES = 2, SIG_SELECT = 3, SIG_UPDATE_FREQ = 4,
+    SIG_PROJ_MASK = 5, SIG_FUSED = 6, SIG_RANK_SUM = 7, SIG_SEED = 8, SIG_STATE_DTYPE = 9, SIG_MASTER_WEIGHTS = 10,
+    SIG_ZERO_RANKS = 11, SIG_UPSCALE = 12, SIG_LAYOUT = 13, SIG_COUNT = 16
+};
 // the optimizer fields that must match for a state file to be loadable
-static void optim_signature(const Optimizer* o, int32_t sig[16]) {
-    memset(sig, 0, 16 * sizeof(int32_t));
-    sig[0] = o->cfg.type; sig[1] = o->n_gm; sig[2] = (int32_t)(o->grad_total & 0x7fffffff);
-    sig[3] = o->cfg.type == OPT_GRASS ? o->cfg.select : -1;
-    sig[4] = o->cfg.type != OPT_ADAMW ? o->cfg.update_freq : 0;
-    sig[5] = o->cfg.type != OPT_ADAMW ? o->cfg.proj_mask : 0;
-    sig[6] = o->cfg.type != OPT_ADAMW ? o->cfg.fused : 0;
-    for (int k = 0; k < o->n_gm; k++) sig[7] += o->gm[k].r;
-    sig[8] = (int32_t)(o->cfg.seed & 0x7fffffff);
-    sig[9] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
-    sig[10] = o->cfg.master_weights;
-    sig[11] = o->rt.sharded ? o->rt.world_size : 0;
-    sig[12] = o->cfg.type == OPT_GRASS ? o->cfg.upscale : 0;  // 0 (paper) in files written before the rule existed
-    sig[13] = 1;  // the layout: 1 = the previous step's gradient norm follows the step count (0 in older files)
+static void optim_signature(const Optimizer* o, int32_t sig[SIG_COUNT]) {
+    memset(sig, 0, SIG_COUNT * sizeof(int32_t));
+    sig[SIG_OPTIMIZER] = o->cfg.type; sig[SIG_N_PROJECTED] = o->n_gm;
+    sig[SIG_DENSE_VALUES] = (int32_t)(o->grad_total & 0x7fffffff);
+    sig[SIG_SELECT] = o->cfg.type == OPT_GRASS ? o->cfg.select : -1;
+    sig[SIG_UPDATE_FREQ] = o->cfg.type != OPT_ADAMW ? o->cfg.update_freq : 0;
+    sig[SIG_PROJ_MASK] = o->cfg.type != OPT_ADAMW ? o->cfg.proj_mask : 0;
+    sig[SIG_FUSED] = o->cfg.type != OPT_ADAMW ? o->cfg.fused : 0;
+    for (int k = 0; k < o->n_gm; k++) sig[SIG_RANK_SUM] += o->gm[k].r;
+    sig[SIG_SEED] = (int32_t)(o->cfg.seed & 0x7fffffff);
+    sig[SIG_STATE_DTYPE] = o->cfg.state_dtype;  // 0 (fp32) in files written before bf16 states existed
+    sig[SIG_MASTER_WEIGHTS] = o->cfg.master_weights;
+    sig[SIG_ZERO_RANKS] = o->rt.sharded ? o->rt.world_size : 0;
+    sig[SIG_UPSCALE] = o->cfg.type == OPT_GRASS ? o->cfg.upscale : 0;  // 0 (paper) in files before the rule existed
+    sig[SIG_LAYOUT] = 1;  // 1 = the previous step's gradient norm follows the step count (0 in older files)
 }
 
 // what each signature field is, by name, and its value as a reader would write it
-static const char* OPTIM_SIGNATURE_NAMES[16] = {"--optimizer", "projected matrices", "full-rank values", "--grass-select",
+static const char* OPTIM_SIGNATURE_NAMES[SIG_COUNT] = {
+    "--optimizer", "projected matrices", "full-rank values", "--grass-select",
     "--update-freq", "--grass-layers", "--grass-fused", "sum of Grass ranks (--rank)", "--seed (low 31 bits)", "--state-dtype",
     "--master-weights", "--zero ranks", "--grass-upscale", "state layout", "(unused)", "(unused)"};
 static void optim_signature_value(int field, int32_t v, char* buf, size_t n) {
-    if (field == 0 && v >= 0 && v < OPTIMIZER_COUNT) snprintf(buf, n, "%s", OPTIMIZER_NAMES[v]);
-    else if (field == 3 && v >= 0 && v < SEL_COUNT) snprintf(buf, n, "%s", GRASS_SELECT_NAMES[v]);
-    else if (field == 3 && v < 0) snprintf(buf, n, "none (not grass)");
-    else if (field == 5) {
+    if (field == SIG_OPTIMIZER && v >= 0 && v < OPTIMIZER_COUNT) snprintf(buf, n, "%s", OPTIMIZER_NAMES[v]);
+    else if (field == SIG_SELECT && v >= 0 && v < SEL_COUNT) snprintf(buf, n, "%s", GRASS_SELECT_NAMES[v]);
+    else if (field == SIG_SELECT && v < 0) snprintf(buf, n, "none (not grass)");
+    else if (field == SIG_PROJ_MASK) {
         size_t len = 0;
         buf[0] = '\0';
         for (int t = 0; t < LIN_NONE; t++)
             if ((v >> t) & 1) len += snprintf(buf + len, len < n ? n - len : 0, "%s%s", len ? "," : "", LINEAR_TYPE_NAMES[t]);
         if (len == 0) snprintf(buf, n, "none");
     }
-    else if (field == 9) snprintf(buf, n, "%s", v == STATE_BF16 ? "bf16" : "fp32");
-    else if (field == 12 && v >= 0 && v < UPSCALE_COUNT) snprintf(buf, n, "%s", GRASS_UPSCALE_NAMES[v]);
+    else if (field == SIG_STATE_DTYPE) snprintf(buf, n, "%s", v == STATE_BF16 ? "bf16" : "fp32");
+    else if (field == SIG_UPSCALE && v >= 0 && v < UPSCALE_COUNT) snprintf(buf, n, "%s", GRASS_UPSCALE_NAMES[v]);
     else snprintf(buf, n, "%d", (int)v);
 }
 
 static void optim_save(const Optimizer* o, FILE* f, const char* path) {
-    int32_t sig[16];
+    int32_t sig[SIG_COUNT];
     optim_signature(o, sig);
-    fwrite_check(sig, sizeof(int32_t), 16, f, path);
+    fwrite_check(sig, sizeof(int32_t), SIG_COUNT, f, path);
     int64_t step = o->step;
     fwrite_check(&step, sizeof(int64_t), 1, f, path);
-    fwrite_check(&o->prev_norm, sizeof(float), 1, f, path);  // sig[13] = 1
+    fwrite_check(&o->prev_norm, sizeof(float), 1, f, path);  // sig[SIG_LAYOUT] = 1
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     if (!o->rt.sharded) {  // sharded moments go to one file per rank (optim_save_shard)
         write_backend_bytes(f, o->m, o->grad_total * ssz, path);
@@ -100,32 +108,34 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
 }
 
 static void optim_load(Optimizer* o, FILE* f, const char* path) {
-    int32_t sig[16], want[16];
-    fread_check(sig, sizeof(int32_t), 16, f, path);
+    int32_t sig[SIG_COUNT], want[SIG_COUNT];
+    fread_check(sig, sizeof(int32_t), SIG_COUNT, f, path);
     optim_signature(o, want);
-    int has_prev_norm = sig[13] == 1;
-    want[13] = sig[13];  // either layout loads
-    if (sig[0] != want[0]) {  // another optimizer: its other fields mean other things, name this one
+    int has_prev_norm = sig[SIG_LAYOUT] == 1;
+    want[SIG_LAYOUT] = sig[SIG_LAYOUT];  // either layout loads
+    if (sig[SIG_OPTIMIZER] != want[SIG_OPTIMIZER]) {  // another optimizer: its other fields mean other things
         char a[48], b[48];
-        optim_signature_value(0, sig[0], a, sizeof(a));
-        optim_signature_value(0, want[0], b, sizeof(b));
+        optim_signature_value(SIG_OPTIMIZER, sig[SIG_OPTIMIZER], a, sizeof(a));
+        optim_signature_value(SIG_OPTIMIZER, want[SIG_OPTIMIZER], b, sizeof(b));
         fatal("'%s' holds the state of another optimizer setup (--optimizer: file %s, this run %s); resume with the same "
               "optimizer flags", path, a, b);
     }
-    if (sig[11] != want[11])
+    if (sig[SIG_ZERO_RANKS] != want[SIG_ZERO_RANKS])
         fatal("'%s' was written %s ZeRO-1 (%d ranks) and this run %s; resume with the same --zero and number of ranks",
-              path, sig[11] ? "with" : "without", sig[11], want[11] ? "shards" : "does not shard");
-    if (sig[12] != want[12])
+              path, sig[SIG_ZERO_RANKS] ? "with" : "without", sig[SIG_ZERO_RANKS],
+              want[SIG_ZERO_RANKS] ? "shards" : "does not shard");
+    if (sig[SIG_UPSCALE] != want[SIG_UPSCALE])
         fatal("'%s' was written with --grass-upscale %s and this run uses %s; resume with the same rule", path,
-              sig[12] >= 0 && sig[12] < UPSCALE_COUNT ? GRASS_UPSCALE_NAMES[sig[12]] : "?", GRASS_UPSCALE_NAMES[want[12]]);
-    if (sig[10] != want[10])
+              sig[SIG_UPSCALE] >= 0 && sig[SIG_UPSCALE] < UPSCALE_COUNT ? GRASS_UPSCALE_NAMES[sig[SIG_UPSCALE]] : "?",
+              GRASS_UPSCALE_NAMES[want[SIG_UPSCALE]]);
+    if (sig[SIG_MASTER_WEIGHTS] != want[SIG_MASTER_WEIGHTS])
         fatal("'%s' was written %s fp32 master weights and this run %s them; resume with the same --master-weights",
-              path, sig[10] ? "with" : "without", want[10] ? "keeps" : "does not keep");
+              path, sig[SIG_MASTER_WEIGHTS] ? "with" : "without", want[SIG_MASTER_WEIGHTS] ? "keeps" : "does not keep");
     if (memcmp(sig, want, sizeof(sig)) != 0) {
         // name every field that differs, with the file's value and this run's
         char diff[1024] = "";
         size_t len = 0;
-        for (int i = 0; i < 16; i++) {
+        for (int i = 0; i < SIG_COUNT; i++) {
             if (sig[i] == want[i]) continue;
             char a[48], b[48];
             optim_signature_value(i, sig[i], a, sizeof(a));
