@@ -975,7 +975,6 @@ int main(int argc, char** argv) {
         fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
     int accum = (int)(a.total_batch / micro_tokens);
     OptimRuntime rt = optim_runtime(&a.oc, pg.rank, pg.world_size, accum, a.B * a.T);
-    if (a.oc.zero && a.oc.master_weights) fatal("--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
     if (a.warmup < 0) a.warmup = a.steps / 10;
     if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
     char err[512];

@@ -187,6 +187,12 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
                  "(--grass-scale)", OPTIMIZER_NAMES[c->type]);
         return 0;
     }
+    // The one rule for --zero and --master-weights: refused together on any number of ranks (on one
+    // rank ZeRO-1 is off, but a job that passes alone would stop once it runs on several)
+    if (c->zero && c->master_weights) {
+        snprintf(err, errlen, "--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
+        return 0;
+    }
     if (c->type == OPT_ADAMW) return 1;
     if (c->type == OPT_GALORE && c->norms != NORMS_AUTO && c->norms != NORMS_EXACT) {
         snprintf(err, errlen, "--grass-norms %s: GaLore's projector is the SVD of the step's whole gradient (exact); "

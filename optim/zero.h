@@ -12,8 +12,6 @@
 // ZeRO-1's block of this rank (rt.sharded): the dense gradients padded to world_size blocks of
 // `shard`, this rank's [lo, hi) of them; unsharded, one block of everything (called by optim_layout)
 static void optim_zero_layout(Optimizer* o) {
-    if (o->rt.sharded && o->cfg.master_weights)
-        fatal("--zero 1 with --master-weights 1 is not supported (the master copy is not sharded)");
     o->zero.shard = o->grad_total; o->zero.lo = 0; o->zero.hi = o->grad_total; o->zero.grad_alloc = o->grad_total;
     if (o->rt.sharded) {
         o->zero.shard = (o->grad_total + o->rt.world_size - 1) / o->rt.world_size;

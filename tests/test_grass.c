@@ -810,6 +810,14 @@ static void test_model_level(void) {
         CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--matrix-lr-scale"), "matrix lr scale 0 refused: %s", err);
         bad = g; bad.matrix_lr_scale = 0.5f;
         CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--grass-scale"), "matrix lr scale with Grass refused: %s", err);
+        // the one rule for --zero 1 --master-weights 1: refused for every optimizer (whatever the ranks)
+        for (int t = 0; t < 3; t++) {
+            bad = t == 0 ? a : g; bad.type = (OptimizerType)t; bad.zero = 1; bad.master_weights = 1;
+            CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--zero 1 with --master-weights 1"),
+                  "--zero 1 --master-weights 1 refused (%s): %s", OPTIMIZER_NAMES[t], err);
+            bad.master_weights = 0;
+            CHECK(optim_config_validate(&bad, &vpt, err, sizeof(err)), "--zero 1 alone accepted (%s)", OPTIMIZER_NAMES[t]);
+        }
         param_table_free(&vpt);
     }
     free(tokens);
