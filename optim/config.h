@@ -190,7 +190,8 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
     // The one rule for --zero and --master-weights: refused together on any number of ranks (on one
     // rank ZeRO-1 is off, but a job that passes alone would stop once it runs on several)
     if (c->zero && c->master_weights) {
-        snprintf(err, errlen, "--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
+        snprintf(err, errlen, "--zero 1 with --master-weights 1 is not supported yet "
+                 "(the fp32 master copy is not sharded)");
         return 0;
     }
     if (c->type == OPT_ADAMW) return 1;

@@ -164,16 +164,22 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
         OBUF(o->np.d_iota, o->np.iota_len * sizeof(int), OB_NORMPASS, "grass norm pass (identity indices)");
         OBUF(o->np.d_ones, o->np.iota_len * sizeof(float), OB_NORMPASS, "grass norm pass (unit scales)");
     }
-    if (o->np.nacc_pool_numel > 0) OBUF(o->np.nacc_pool, o->np.nacc_pool_numel * sizeof(float), OB_NORMPASS, "grass norm pass (one layer's gradients)");
+    if (o->np.nacc_pool_numel > 0)
+        OBUF(o->np.nacc_pool, o->np.nacc_pool_numel * sizeof(float), OB_NORMPASS,
+             "grass norm pass (one layer's gradients)");
     for (int k = 0; k < o->n_gm && (o->rt.norm_path == NP_FULL_G || o->rt.norm_path == NP_SKETCH); k++) {
         const ProjMatrix* g = &o->gm[k];
         size_t numel = o->rt.norm_path == NP_FULL_G ? o->pt->t[g->tensor].numel : (size_t)g->dim_sel * o->cfg.sketch_dim;
         OBUF(o->gm[k].nacc, numel * sizeof(float), OB_NORMPASS, o->rt.norm_path == NP_FULL_G ? "grass norm pass (gradients)" : "grass norm pass (sketches)");
     }
     for (int j = 0; j < o->np.n_sketch; j++)
-        OBUF(o->np.sketch_S[j], (size_t)o->cfg.sketch_dim * o->np.sketch_dim_of[j] * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch matrices)");
-    if (o->np.n_sketch > 0) OBUF(o->np.sketch_tmp, (size_t)o->rt.micro_rows * o->cfg.sketch_dim * sizeof(floatX), OB_NORMPASS, "grass norm pass (sketch scratch)");
-    if (o->galore.work_numel > 0) OBUF(o->galore.work, o->galore.work_numel * sizeof(float), OB_WORK, "galore SVD and update scratch");
+        OBUF(o->np.sketch_S[j], (size_t)o->cfg.sketch_dim * o->np.sketch_dim_of[j] * sizeof(floatX), OB_NORMPASS,
+             "grass norm pass (sketch matrices)");
+    if (o->np.n_sketch > 0)
+        OBUF(o->np.sketch_tmp, (size_t)o->rt.micro_rows * o->cfg.sketch_dim * sizeof(floatX), OB_NORMPASS,
+             "grass norm pass (sketch scratch)");
+    if (o->galore.work_numel > 0)
+        OBUF(o->galore.work, o->galore.work_numel * sizeof(float), OB_WORK, "galore SVD and update scratch");
 #undef OBUF
     return n;
 }

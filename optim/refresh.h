@@ -9,7 +9,8 @@
 #include "optim/layout.h"
 
 // The norm pass's share of one micro-batch for matrix g (dout: N x out, rows ld_dout apart; inp: N x in).
-static void optim_norm_pass_grad(Optimizer* o, ProjMatrix* g, const floatX* dout, int ld_dout, const floatX* inp, int N) {
+static void optim_norm_pass_grad(Optimizer* o, ProjMatrix* g, const floatX* dout, int ld_dout, const floatX* inp,
+                                 int N) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     int in = t->cols, out = t->rows, k = o->cfg.sketch_dim;
     switch (o->rt.norm_path) {
@@ -18,7 +19,8 @@ static void optim_norm_pass_grad(Optimizer* o, ProjMatrix* g, const floatX* dout
         break;
     case NP_LAYER_G:
     case NP_FULL_G:  // the whole fp32 gradient out x in: the gathered GEMM with every index, scale 1
-        grass_gathered_grad(g->nacc, dout, ld_dout, inp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, in, out, g->cols_side, 1);
+        grass_gathered_grad(g->nacc, dout, ld_dout, inp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, in, out,
+                            g->cols_side, 1);
         break;
     case NP_SKETCH: {  // Y += G S, G = dY^T X: rows side dY^T (X S), cols side X^T (dY S) (= G^T S)
         const floatX* S = NULL;
@@ -27,7 +29,8 @@ static void optim_norm_pass_grad(Optimizer* o, ProjMatrix* g, const floatX* dout
         const floatX* right = g->cols_side ? dout : inp;   // N x other
         int ld_left = g->cols_side ? in : ld_dout, ld_right = g->cols_side ? ld_dout : in;
         matmul_forward_strided(o->np.sketch_tmp, right, ld_right, S, N, g->other, k);  // N x k = right S
-        grass_gathered_grad(g->nacc, left, ld_left, o->np.sketch_tmp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, k, g->dim_sel, 0, 1);
+        grass_gathered_grad(g->nacc, left, ld_left, o->np.sketch_tmp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, k,
+                            g->dim_sel, 0, 1);
         break;
     }
     }

@@ -211,7 +211,8 @@ static void optim_load_shard(Optimizer* o, const char* path) {
     fread_check(h, sizeof(int64_t), 6, f, path);
     if (h[0] != ZERO_SHARD_MAGIC && h[0] != ZERO_SHARD_MAGIC_UNCHECKED) fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
     int64_t magic = h[0];  // ZERO_SHARD_MAGIC: its trailer was checked by the resume's find_resume_checkpoint
-    if (h[1] != o->rt.rank || h[2] != o->rt.world_size || h[3] != (int64_t)o->zero.shard || h[4] != o->cfg.state_dtype ||
+    if (h[1] != o->rt.rank || h[2] != o->rt.world_size || h[3] != (int64_t)o->zero.shard ||
+        h[4] != o->cfg.state_dtype ||
         h[5] != (int64_t)o->grad_total)
         fatal("'%s' holds block %lld of %lld (length %lld, dtype %lld, %lld dense values); this rank needs block %d of %d "
               "(length %zu, dtype %d, %zu)", path, (long long)h[1], (long long)h[2], (long long)h[3], (long long)h[4],

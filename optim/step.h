@@ -16,7 +16,8 @@ static uint64_t optim_update_seed(const Optimizer* o, int tensor) {
 }
 
 // grad_scale_dev: the backend clipping factor (NULL: grad_scale)
-static void optim_apply_projected(Optimizer* o, ProjMatrix* g, float lr, float grad_scale, const float* grad_scale_dev) {
+static void optim_apply_projected(Optimizer* o, ProjMatrix* g, float lr, float grad_scale,
+                                  const float* grad_scale_dev) {
     const ParamTensor* t = &o->pt->t[g->tensor];
     g->t++;
     AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, g->t, grad_scale);
@@ -70,7 +71,8 @@ static void grad_layer_done(Optimizer* o, int layer) {
     if (!o->apply_fused || o->mode != BWD_GRADS) return;
     if (!o->rt.overlap) {
         for (int k = 0; k < o->n_gm; k++)
-            if (o->pt->t[o->gm[k].tensor].layer == layer) optim_allreduce_compressed(o, o->gm[k].C, proj_sub_numel(&o->gm[k]));
+            if (o->pt->t[o->gm[k].tensor].layer == layer)
+                optim_allreduce_compressed(o, o->gm[k].C, proj_sub_numel(&o->gm[k]));
         optim_finish_layer(o, layer);
         return;
     }
@@ -107,7 +109,10 @@ static double optim_fused_sumsq(const Optimizer* o, const float* ss) {
 static float optim_step(Optimizer* o) {
     float lr = o->lr;
     int fused = o->cfg.type != OPT_ADAMW && o->cfg.fused;
-    if (o->overlap.pending_layer >= 0) { optim_finish_layer(o, o->overlap.pending_layer); o->overlap.pending_layer = -1; }
+    if (o->overlap.pending_layer >= 0) {
+        optim_finish_layer(o, o->overlap.pending_layer);
+        o->overlap.pending_layer = -1;
+    }
     if (o->rt.sharded) {
         // ZeRO-1: each rank receives the summed gradients of its block only; the reduce-scatter
         // and the all-gather below move what one all-reduce of the dense gradients does, and are

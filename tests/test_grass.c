@@ -703,7 +703,8 @@ static void test_model_level(void) {
     CHECK(ov_shared.o.overlap.dense == 1, "dense-gradient overlap enabled with overlap_comm");
     {
         size_t emb = ov_shared.m.pt.t[ov_shared.m.pt.embed].numel;
-        CHECK(ov_shared.o.overlap.dense_lo[0] == emb && ov_shared.o.overlap.dense_hi[c.n_layers - 1] < ov_shared.o.grad_total,
+        CHECK(ov_shared.o.overlap.dense_lo[0] == emb &&
+              ov_shared.o.overlap.dense_hi[c.n_layers - 1] < ov_shared.o.grad_total,
               "layer dense ranges start after the embeddings (%zu vs %zu) and end before the head",
               ov_shared.o.overlap.dense_lo[0], emb);
         OptimConfig ad; optim_config_defaults(&ad);
@@ -714,7 +715,8 @@ static void test_model_level(void) {
         size_t per_layer = 0;
         for (int i = 0; i < ov_shared.m.pt.n; i++) if (ov_shared.m.pt.t[i].layer == 0) per_layer += ov_shared.m.pt.t[i].numel;
         CHECK(oa.overlap.dense == 1 && oa.overlap.dense_hi[0] - oa.overlap.dense_lo[0] == per_layer,
-              "AdamW: every tensor of layer 0 in its dense range (%zu of %zu values)", oa.overlap.dense_hi[0] - oa.overlap.dense_lo[0], per_layer);
+              "AdamW: every tensor of layer 0 in its dense range (%zu of %zu values)",
+              oa.overlap.dense_hi[0] - oa.overlap.dense_lo[0], per_layer);
         optim_free(&oa);
     }
     CHECK(ov_shared.last_norm == shared.last_norm && ov_shared.last_norm > 0,
@@ -813,10 +815,12 @@ static void test_model_level(void) {
         // the one rule for --zero 1 --master-weights 1: refused for every optimizer (whatever the ranks)
         for (int t = 0; t < 3; t++) {
             bad = t == 0 ? a : g; bad.type = (OptimizerType)t; bad.zero = 1; bad.master_weights = 1;
-            CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--zero 1 with --master-weights 1"),
+            CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) &&
+                  strstr(err, "--zero 1 with --master-weights 1"),
                   "--zero 1 --master-weights 1 refused (%s): %s", OPTIMIZER_NAMES[t], err);
             bad.master_weights = 0;
-            CHECK(optim_config_validate(&bad, &vpt, err, sizeof(err)), "--zero 1 alone accepted (%s)", OPTIMIZER_NAMES[t]);
+            CHECK(optim_config_validate(&bad, &vpt, err, sizeof(err)), "--zero 1 alone accepted (%s)",
+                  OPTIMIZER_NAMES[t]);
         }
         param_table_free(&vpt);
     }
