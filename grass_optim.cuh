@@ -27,5 +27,6 @@
 #include "optim/grads.h"         // the gradient hand-off the backward pass calls (grad_sink.h)
 #include "optim/step.h"          // the updates (AdamW, subspace Adam, fused per layer), clipping, the step protocol
 #include "optim/state_io.h"      // state files and ZeRO-1 shard files (docs/FORMATS.md)
+#include "optim/describe.h"      // the optimizer describes itself: banner, log header, plan rows, refresh log, FLOPs
 
 #endif // GRASS_OPTIM_CUH
