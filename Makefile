@@ -35,8 +35,10 @@ else
   $(info MPI: mpicxx not found (or NO_MPI=1); the CPU build is single-process. apt-get install libopenmpi-dev openmpi-bin for data parallel)
 endif
 
-HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h backend_cpu.h kernels_cpu.h comm.h llama_model.h grad_sink.h \
-          grass_optim.cuh dataloader.h tokenizer.h
+# grass_optim.cuh is a list of includes: the optimizer itself is optim/*.h
+OPTIM_HEADERS = grass_optim.cuh $(wildcard optim/*.h)
+HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h backend_cpu.h kernels_cpu.h comm.h \
+          llama_model.h grad_sink.h $(OPTIM_HEADERS) dataloader.h tokenizer.h
 
 train_llama_cpu: train_llama.cu $(HEADERS)
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) train_llama.cu -o $@ $(CPU_LIBS)

@@ -195,6 +195,24 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
 // rows side (out <= in): R = P^T G (r x in); cols side (out > in): R = G P (out x r).
 // The floats of `work` that galore_projector and galore_adam_update need for this matrix shape.
 size_t galore_work_floats(int outd, int in);
+// The layout of that work, the same in both backends: A (other x s, column-major), the s singular
+// values, VT (s x s), then the SVD's own workspace (svd_floats: LAPACK's or cuSOLVER's, with its
+// info word); the dense update (out x in) reuses the same floats. s = min(out, in), other = max.
+typedef struct { float* A; float* sv; float* VT; float* svd_work; } GaloreWork;
+static inline GaloreWork galore_work_layout(int s, int other, float* work) {
+    GaloreWork w;
+    w.A = work;
+    w.sv = w.A + (size_t)other * s;
+    w.VT = w.sv + s;
+    w.svd_work = w.VT + (size_t)s * s;
+    return w;
+}
+// the floats of that layout
+static inline size_t galore_work_size(int s, int other, size_t svd_floats) {
+    size_t svd = (size_t)other * s + s + (size_t)s * s + svd_floats;
+    size_t upd = (size_t)other * s;  // out x in
+    return svd > upd ? svd : upd;
+}
 // Pt (r x s, fp32) and Ptx (the same in floatX, for the GEMMs with activations; may equal Pt in
 // an fp32 build) = the first r right singular vectors of the column-major (other x s) view of G
 // (= the left singular vectors of G for the rows side, the right ones for the cols side), each

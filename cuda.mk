@@ -98,7 +98,7 @@ else
 endif
 
 # CBLAS for the CPU reference in the parity test and dev checks: the system's, or a tiny
-# built-in fallback (dev/cuda/cblas_fallback) where no cblas.h is installed.
+# built-in fallback (tests/cblas_fallback) where no cblas.h is installed.
 CBLAS_H := $(firstword $(wildcard /usr/include/cblas.h /usr/include/x86_64-linux-gnu/cblas.h \
            /usr/include/aarch64-linux-gnu/cblas.h /usr/include/openblas/cblas.h))
 ifneq ($(CBLAS_H),)
@@ -106,9 +106,9 @@ ifneq ($(CBLAS_H),)
   CUDA_CBLAS_LIBS := -lopenblas
   CUDA_CBLAS_NOTE := CBLAS: $(CBLAS_H) -lopenblas
 else
-  CUDA_CBLAS_FLAGS := -Idev/cuda/cblas_fallback -DGRASS_NO_LAPACK
+  CUDA_CBLAS_FLAGS := -Itests/cblas_fallback -DGRASS_NO_LAPACK
   CUDA_CBLAS_LIBS :=
-  CUDA_CBLAS_NOTE := CBLAS: no cblas.h: the CPU references use dev/cuda/cblas_fallback (slow, naive sgemm)
+  CUDA_CBLAS_NOTE := CBLAS: no cblas.h: the CPU references use tests/cblas_fallback (slow, naive sgemm)
 endif
 
 # cuDNN's fused attention (--attention cudnn): cudnn.h with libcudnn (found as NCCL is, above) and
@@ -158,8 +158,9 @@ CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp $(CUDA_RPATH)
 
 # backend_cuda.cuh is a list of includes: the CUDA backend itself is cuda/*.cuh
 CUDA_BACKEND = backend_cuda.cuh $(wildcard cuda/*.cuh)
-CUDA_HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h llama_model.h grad_sink.h \
-               grass_optim.cuh dataloader.h tokenizer.h
+# (OPTIM_HEADERS, the Makefile's: grass_optim.cuh and optim/*.h)
+CUDA_HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h \
+               llama_model.h grad_sink.h $(OPTIM_HEADERS) dataloader.h tokenizer.h
 DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check build/dev_cuda/gemm_align_check
 
 .PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info test_emu_gpu cudnn_obj
@@ -199,8 +200,8 @@ test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS)
 
 test_kernels_cuda: tests/bin/test_kernels_cuda
 
-tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h utils.h \
-                             rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
+tests/bin/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h $(OPTIM_HEADERS) \
+                             llama_params.h utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
 	$(info $(CUDA_CBLAS_NOTE))
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
@@ -209,8 +210,8 @@ build/dev_cuda:
 
 test_kernels_cuda_fp32: tests/bin/test_kernels_cuda_fp32
 
-tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh llama_params.h \
-                                  utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
+tests/bin/test_kernels_cuda_fp32: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h \
+                                  $(OPTIM_HEADERS) llama_params.h utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | tests/bin
 	$(NVCC) -x cu $(CUDA_REF_FLAGS) -DENABLE_FP32 tests/test_kernels_cuda.cu -o $@ $(CUDA_REF_LIBS)
 
 dev_cuda: $(DEV_CUDA_BINS)
@@ -234,7 +235,7 @@ endif
 # What scripts/gpu_check.sh's priority tier runs, built for sm_90 only (H100/H200), so that the
 # short GPU session spends its minutes running, not compiling. Built as NO_MPI (the GPU machine
 # has no Open MPI), with NCCL and cuDNN where found here. The CPU references of the checks use
-# the built-in CBLAS (dev/cuda/cblas_fallback) and GaLore's LAPACK-free path (GRASS_NO_LAPACK):
+# the built-in CBLAS (tests/cblas_fallback) and GaLore's LAPACK-free path (GRASS_NO_LAPACK):
 # the GPU machine has no OpenBLAS. libgomp is linked statically (libgomp.a), so the binaries need
 # no OpenMP runtime there. The cubins are compressed in the fatbin (-Xfatbin -compress-all; the
 # CUDA runtime inflates them at load): test_emu_gpu's fatbin 1.28 MB -> 0.19 MB. Each binary's RUNPATH lists the toolkit and the site-packages
@@ -253,7 +254,7 @@ GPU_PREBUILT_RUNPATH := $(subst $(cu_space),:,$(strip /usr/local/cuda/lib64 /usr
     $(CUDA_RPATH_DIRS)))
 PB_FLAGS = $(NVCC_FLAGS_NOARCH) -gencode arch=compute_90,code=sm_90 -Xfatbin -compress-all
 PB_TRAIN_FLAGS = $(PB_FLAGS) $(CUDA_NCCL_FLAGS)
-PB_REF_FLAGS = $(PB_FLAGS) -Xcompiler -fopenmp -Idev/cuda/cblas_fallback -DGRASS_NO_LAPACK
+PB_REF_FLAGS = $(PB_FLAGS) -Xcompiler -fopenmp -Itests/cblas_fallback -DGRASS_NO_LAPACK
 PB_LINK = -Xlinker --enable-new-dtags -Xlinker -rpath -Xlinker $(GPU_PREBUILT_RUNPATH) -Xlinker -s
 PB_GOMP = $(shell $(CXX) -print-file-name=libgomp.a)
 PB_LIBS = $(filter-out -lgomp,$(NVCC_LIBS)) $(PB_GOMP) $(PB_LINK)
@@ -272,7 +273,7 @@ gpu_prebuilt: $(PB_BINS)
 	   echo "date: $$(date -u '+%Y-%m-%d %H:%M:%S UTC')"; \
 	   echo "nvcc: $$($(NVCC) --version | grep -i release)"; \
 	   echo "host: $$(uname -srm), $$($(CXX) --version | head -1), $$(ldd --version 2>&1 | head -1)"; \
-	   echo "arch: sm_90 (compressed fatbins); MPI: none (NO_MPI); CPU references: dev/cuda/cblas_fallback, GRASS_NO_LAPACK; libgomp static; host symbols stripped"; \
+	   echo "arch: sm_90 (compressed fatbins); MPI: none (NO_MPI); CPU references: tests/cblas_fallback, GRASS_NO_LAPACK; libgomp static; host symbols stripped"; \
 	   echo "$(CUDA_NCCL_NOTE)"; echo "$(CUDA_CUDNN_NOTE)"; \
 	   echo "RUNPATH: $(GPU_PREBUILT_RUNPATH)"; \
 	   echo "sources $$(bash scripts/gpu_check.sh --sources-hash)"; \
@@ -290,7 +291,7 @@ $(GPU_PREBUILT_DIR)/train_llama: train_llama.cu $(CUDA_HEADERS) $(CUDA_CUDNN_DEP
 	$(NVCC) $(PB_TRAIN_FLAGS) $(CUDA_CUDNN_FLAGS) train_llama.cu -o $@ $(PB_LIBS) $(CUDA_NCCL_LIBS) $(CUDA_CUDNN_LIBS)
 $(GPU_PREBUILT_DIR)/test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS) | $(GPU_PREBUILT_DIR)
 	$(NVCC) $(PB_TRAIN_FLAGS) test_llama.cu -o $@ $(PB_LIBS) $(CUDA_NCCL_LIBS)
-$(GPU_PREBUILT_DIR)/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h grass_optim.cuh \
+$(GPU_PREBUILT_DIR)/test_kernels_cuda: tests/test_kernels_cuda.cu kernels_cpu.h backend.h $(CUDA_BACKEND) comm.h $(OPTIM_HEADERS) \
                                        llama_params.h utils.h rng.h bf16.h tests/test_util.h tests/gpu_test_util.h | $(GPU_PREBUILT_DIR)
 	$(NVCC) $(PB_REF_FLAGS) tests/test_kernels_cuda.cu -o $@ $(PB_REF_LIBS)
 $(GPU_PREBUILT_DIR)/test_emu_gpu: tests/cuda_emu/test_emu.cu tests/test_util.h | $(GPU_PREBUILT_DIR)

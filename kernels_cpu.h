@@ -503,7 +503,7 @@ static inline void cpu_svd_f64(const float* A, int m, int n, float* sv, float* V
 }
 
 // LAPACK's single-precision SVD (OpenBLAS carries LAPACK), through its Fortran interface, where
-// LAPACK is; GRASS_NO_LAPACK (the GPU checks built with dev/cuda/cblas_fallback, where no OpenBLAS
+// LAPACK is; GRASS_NO_LAPACK (the GPU checks built with tests/cblas_fallback, where no OpenBLAS
 // was found) uses cpu_svd_f64. Either way the same contract: cpu_gesvd_right(A, m, n, sv, VT, work)
 // with m >= n leaves the singular values and VT as sgesvd with jobu 'N', jobvt 'S', and destroys A;
 // work holds cpu_gesvd_lwork(m, n) floats.
@@ -536,13 +536,11 @@ static inline void cpu_gesvd_right(float* A, int m, int n, float* sv, float* VT,
 #define CPU_GESVD_NAME "float64 Jacobi (GRASS_NO_LAPACK)"
 #endif
 
-// GaLore's scratch for one matrix: the column-major copy (other x s), s singular values, VT
-// (s x s) and the SVD's workspace for the projector; the out x in update for galore_adam_update
+// GaLore's scratch for one matrix: backend.h's galore_work_size, with LAPACK's (or the float64
+// Jacobi's) workspace as the SVD's part
 static inline size_t cpu_galore_work_floats(int outd, int in) {
     int s = outd <= in ? outd : in, other = outd <= in ? in : outd;
-    size_t svd = (size_t)other * s + s + (size_t)s * s + (size_t)cpu_gesvd_lwork(other, s);
-    size_t upd = (size_t)outd * in;
-    return svd > upd ? svd : upd;
+    return galore_work_size(s, other, (size_t)cpu_gesvd_lwork(other, s));
 }
 
 // The first r rows of VT (the right singular vectors of the column-major other x s matrix A),
@@ -561,10 +559,8 @@ static inline void galore_signed_rows(float* Pt, const float* VT, int s, int r) 
 // already the column-major in x out matrix; cols side it is transposed into out x in.
 static inline void cpu_galore_projector(float* Pt, const float* G, int outd, int in, int cols_side, int r, float* work) {
     int s = cols_side ? in : outd, other = cols_side ? outd : in;
-    float* A = work;
-    float* sv = A + (size_t)other * s;
-    float* VT = sv + s;
-    float* lw = VT + (size_t)s * s;
+    GaloreWork w = galore_work_layout(s, other, work);
+    float *A = w.A, *sv = w.sv, *VT = w.VT, *lw = w.svd_work;
     if (!cols_side) {
         memcpy(A, G, (size_t)outd * in * sizeof(float));
     } else {

@@ -33,7 +33,17 @@
 
 #define MODEL_MAGIC 20261102
 #define CHECKPOINT_VERSION 1
-#define CKPT_HAS_CHECKSUM 14   // model header int32 14: 1 = the file ends in a checksum trailer (checksum.h)
+// the model header's int32 fields (64 of them; docs/FORMATS.md): their indices. The state file
+// shares the first CKPT_H_STEP + 1 of them (train_llama.cu's STATE_* name its own).
+enum {
+    CKPT_H_MAGIC = 0, CKPT_H_VERSION = 1, CKPT_H_VOCAB = 2, CKPT_H_DIM = 3, CKPT_H_FFN = 4, CKPT_H_LAYERS = 5,
+    CKPT_H_HEADS = 6, CKPT_H_KV_HEADS = 7, CKPT_H_MAX_SEQ = 8, CKPT_H_TIED = 9,
+    CKPT_H_DTYPE = 10,       // the parameters' dtype: 0 fp32, 1 bf16
+    CKPT_H_NORM_EPS = 11,    // float bits
+    CKPT_H_ROPE_THETA = 12,  // float bits
+    CKPT_H_STEP = 13,
+    CKPT_HAS_CHECKSUM = 14,  // 1: the file ends in a checksum trailer (checksum.h)
+};
 
 // ----------------------------------------------------------------------------------------------
 // the model
@@ -273,27 +283,37 @@ static LayerActs layer_acts(Llama* m, int l, int B, int T) {
     return a;
 }
 
+// The sizes a layer's forward and backward work with: N = B*T rows of width d, the stored ffn
+// width f, the head dimension hd, and the widths of q, of k (= of v) and of the fused [q; k; v]
+typedef struct { int N, d, f, hd, qd, kvd, qkvd; size_t Nd; } LayerShape;
+static LayerShape layer_shape(const Llama* m, int B, int T) {
+    const LlamaConfig* c = &m->config;
+    LayerShape s;
+    s.N = B * T; s.d = c->dim; s.f = m->pt.ffn_stored; s.hd = llama_head_dim(c);
+    s.qd = c->n_heads * s.hd; s.kvd = c->n_kv_heads * s.hd; s.qkvd = s.qd + 2 * s.kvd;
+    s.Nd = (size_t)s.N * s.d;
+    return s;
+}
+
 // Layer l's forward from its input A.x (the residual stream). With write_out, also its output
 // (the next layer's input); the backward's recomputation refills the activations only.
 static void layer_forward(Llama* m, int l, int B, int T, int write_out) {
     const LlamaConfig* c = &m->config;
-    int N = B * T, d = c->dim, f = m->pt.ffn_stored, hd = llama_head_dim(c);
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, qkvd = qd + 2 * kvd;
-    size_t Nd = (size_t)N * d;
+    const LayerShape S = layer_shape(m, B, T);
     const LayerTensors* lt = &m->pt.layer[l];
     LayerActs A = layer_acts(m, l, B, T);
-    floatX *q = A.qkv, *k = A.qkv + qd, *v = A.qkv + qd + kvd;  // rows qkvd apart
-    rmsnorm_forward(A.ln1, A.rstd1, A.x, param_ptr(m, lt->attn_norm), N, d, c->norm_eps);
-    matmul_forward(A.qkv, A.ln1, param_ptr(m, lt->wq), N, d, qkvd);  // [Wq; Wk; Wv] (adjacent): one GEMM
-    rope_qk(q, k, qkvd, qkvd, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 0);
-    attention_forward(A.att, A.lse, q, k, v, qkvd, qkvd, B, T, c->n_heads, c->n_kv_heads, hd);
-    matmul_forward_residual(A.mid, A.att, param_ptr(m, lt->wo), A.x, N, qd, d);  // mid = x + att Wo^T
-    rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), N, d, c->norm_eps);
-    matmul_forward(A.gu, A.ln2, param_ptr(m, lt->wgate), N, d, 2 * f);  // [Wgate; Wup] (adjacent): one GEMM
-    swiglu_forward(A.h, A.gu, N, f);
+    floatX *q = A.qkv, *k = A.qkv + S.qd, *v = A.qkv + S.qd + S.kvd;  // rows S.qkvd apart
+    rmsnorm_forward(A.ln1, A.rstd1, A.x, param_ptr(m, lt->attn_norm), S.N, S.d, c->norm_eps);
+    matmul_forward(A.qkv, A.ln1, param_ptr(m, lt->wq), S.N, S.d, S.qkvd);  // [Wq; Wk; Wv] (adjacent): one GEMM
+    rope_qk(q, k, S.qkvd, S.qkvd, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, S.hd, 0);
+    attention_forward(A.att, A.lse, q, k, v, S.qkvd, S.qkvd, B, T, c->n_heads, c->n_kv_heads, S.hd);
+    matmul_forward_residual(A.mid, A.att, param_ptr(m, lt->wo), A.x, S.N, S.qd, S.d);  // mid = x + att Wo^T
+    rmsnorm_forward(A.ln2, A.rstd2, A.mid, param_ptr(m, lt->mlp_norm), S.N, S.d, c->norm_eps);
+    matmul_forward(A.gu, A.ln2, param_ptr(m, lt->wgate), S.N, S.d, 2 * S.f);  // [Wgate; Wup] (adjacent): one GEMM
+    swiglu_forward(A.h, A.gu, S.N, S.f);
     if (!write_out) return;
-    floatX* out = m->resid + (size_t)(l + 1) * Nd;
-    matmul_forward_residual(out, A.h, param_ptr(m, lt->wdown), A.mid, N, f, d);  // out = mid + h Wdown^T
+    floatX* out = m->resid + (size_t)(l + 1) * S.Nd;
+    matmul_forward_residual(out, A.h, param_ptr(m, lt->wdown), A.mid, S.N, S.f, S.d);  // out = mid + h Wdown^T
 }
 
 // The forward pass's work, queued without a host sync: inputs and targets go up in one
@@ -341,43 +361,42 @@ static void llama_forward_train(Llama* m, const int* inputs, const int* targets,
 // through grad_sink.h (dense dW, Grass's compressed C, or row norms during a refresh's norm pass).
 static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
     const LlamaConfig* c = &m->config;
-    int N = B * T, d = c->dim, f = m->pt.ffn_stored, hd = llama_head_dim(c);
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, qkvd = qd + 2 * kvd;
-    size_t Nd = (size_t)N * d;
+    const LayerShape S = layer_shape(m, B, T);
     // classifier: dlnf = dlogits W_head, dW_head += dlogits^T lnf
-    matmul_backward_input(m->dln, m->logits, param_ptr(m, m->pt.lm_head), N, d, c->vocab_size, 0);
-    grad_linear(o, m->pt.lm_head, m->logits, c->vocab_size, m->lnf, N);
-    backend_memset0(m->dresid, Nd * sizeof(floatX));
+    matmul_backward_input(m->dln, m->logits, param_ptr(m, m->pt.lm_head), S.N, S.d, c->vocab_size, 0);
+    grad_linear(o, m->pt.lm_head, m->logits, c->vocab_size, m->lnf, S.N);
+    backend_memset0(m->dresid, S.Nd * sizeof(floatX));
     rmsnorm_backward(m->dresid, grad_dense(o, m->pt.final_norm), m->dln,
-                     m->resid + (size_t)c->n_layers * Nd, param_ptr(m, m->pt.final_norm), m->rstdf, N, d);
+                     m->resid + (size_t)c->n_layers * S.Nd, param_ptr(m, m->pt.final_norm), m->rstdf, S.N, S.d);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerTensors* lt = &m->pt.layer[l];
         if (m->recompute) layer_forward(m, l, B, T, 0);  // refill the layer's activations
         LayerActs A = layer_acts(m, l, B, T);
         floatX *x = A.x, *ln1 = A.ln1, *att = A.att, *mid = A.mid, *ln2 = A.ln2, *h = A.h;
-        floatX *q = A.qkv, *k = A.qkv + qd, *v = A.qkv + qd + kvd;                // rows qkvd apart
-        floatX *dq = m->dqkv, *dk = m->dqkv + qd, *dv = m->dqkv + qd + kvd;
+        floatX *q = A.qkv, *k = A.qkv + S.qd, *v = A.qkv + S.qd + S.kvd;                // rows S.qkvd apart
+        floatX *dq = m->dqkv, *dk = m->dqkv + S.qd, *dv = m->dqkv + S.qd + S.kvd;
         // MLP: out = mid + down(silu(gate(ln2)) * up(ln2)), gate and up from one fused GEMM
-        matmul_backward_input(m->dh, m->dresid, param_ptr(m, lt->wdown), N, f, d, 0);
-        grad_linear(o, lt->wdown, m->dresid, d, h, N);
-        swiglu_backward(m->dgu, m->dh, A.gu, N, f);
-        matmul_backward_input(m->dln, m->dgu, param_ptr(m, lt->wgate), N, d, 2 * f, 0);  // dln = dgu [Wgate; Wup]
-        grad_linears(o, lt->wgate, 2, m->dgu, ln2, N);
+        matmul_backward_input(m->dh, m->dresid, param_ptr(m, lt->wdown), S.N, S.f, S.d, 0);
+        grad_linear(o, lt->wdown, m->dresid, S.d, h, S.N);
+        swiglu_backward(m->dgu, m->dh, A.gu, S.N, S.f);
+        matmul_backward_input(m->dln, m->dgu, param_ptr(m, lt->wgate), S.N, S.d, 2 * S.f, 0);  // dln = dgu [Wgate; Wup]
+        grad_linears(o, lt->wgate, 2, m->dgu, ln2, S.N);
         rmsnorm_backward(m->dresid, grad_dense(o, lt->mlp_norm), m->dln, mid,
-                         param_ptr(m, lt->mlp_norm), A.rstd2, N, d);
+                         param_ptr(m, lt->mlp_norm), A.rstd2, S.N, S.d);
         // attention: mid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))), q, k, v from one fused GEMM
-        matmul_backward_input(m->datt, m->dresid, param_ptr(m, lt->wo), N, qd, d, 0);
-        grad_linear(o, lt->wo, m->dresid, d, att, N);
-        attention_backward(dq, dk, dv, m->datt, att, q, k, v, qkvd, qkvd, A.lse, B, T, c->n_heads, c->n_kv_heads, hd);
-        rope_qk(dq, dk, qkvd, qkvd, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, hd, 1);
-        matmul_backward_input(m->dln, m->dqkv, param_ptr(m, lt->wq), N, d, qkvd, 0);  // dln = dqkv [Wq; Wk; Wv]
-        grad_linears(o, lt->wq, 3, m->dqkv, ln1, N);
+        matmul_backward_input(m->datt, m->dresid, param_ptr(m, lt->wo), S.N, S.qd, S.d, 0);
+        grad_linear(o, lt->wo, m->dresid, S.d, att, S.N);
+        attention_backward(dq, dk, dv, m->datt, att, q, k, v, S.qkvd, S.qkvd, A.lse, B, T, c->n_heads, c->n_kv_heads,
+                           S.hd);
+        rope_qk(dq, dk, S.qkvd, S.qkvd, m->rope_cos, m->rope_sin, B, T, c->n_heads, c->n_kv_heads, S.hd, 1);
+        matmul_backward_input(m->dln, m->dqkv, param_ptr(m, lt->wq), S.N, S.d, S.qkvd, 0);  // dln = dqkv [Wq; Wk; Wv]
+        grad_linears(o, lt->wq, 3, m->dqkv, ln1, S.N);
         rmsnorm_backward(m->dresid, grad_dense(o, lt->attn_norm), m->dln, x,
-                         param_ptr(m, lt->attn_norm), A.rstd1, N, d);
+                         param_ptr(m, lt->attn_norm), A.rstd1, S.N, S.d);
         grad_layer_done(o, l);  // fused Grass: this layer's projected weights are updated now
     }
     GradBuf dwte = grad_dense(o, m->pt.embed);
-    if (dwte.p != NULL) embedding_backward(dwte, m->dresid, m->d_tokens, N, d);
+    if (dwte.p != NULL) embedding_backward(dwte, m->dresid, m->d_tokens, S.N, S.d);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -385,12 +404,14 @@ static void llama_backward(Llama* m, Optimizer* o, int B, int T) {
 
 static void checkpoint_header(const LlamaConfig* c, int32_t h[64], int dtype, int64_t step) {
     memset(h, 0, 64 * sizeof(int32_t));
-    h[0] = MODEL_MAGIC; h[1] = CHECKPOINT_VERSION; h[2] = c->vocab_size; h[3] = c->dim; h[4] = c->ffn_dim;
-    h[5] = c->n_layers; h[6] = c->n_heads; h[7] = c->n_kv_heads; h[8] = c->max_seq_len; h[9] = c->tie_embeddings;
-    h[10] = dtype;
-    memcpy(&h[11], &c->norm_eps, sizeof(float));
-    memcpy(&h[12], &c->rope_theta, sizeof(float));
-    h[13] = (int32_t)step;
+    h[CKPT_H_MAGIC] = MODEL_MAGIC; h[CKPT_H_VERSION] = CHECKPOINT_VERSION;
+    h[CKPT_H_VOCAB] = c->vocab_size; h[CKPT_H_DIM] = c->dim; h[CKPT_H_FFN] = c->ffn_dim;
+    h[CKPT_H_LAYERS] = c->n_layers; h[CKPT_H_HEADS] = c->n_heads; h[CKPT_H_KV_HEADS] = c->n_kv_heads;
+    h[CKPT_H_MAX_SEQ] = c->max_seq_len; h[CKPT_H_TIED] = c->tie_embeddings;
+    h[CKPT_H_DTYPE] = dtype;
+    memcpy(&h[CKPT_H_NORM_EPS], &c->norm_eps, sizeof(float));
+    memcpy(&h[CKPT_H_ROPE_THETA], &c->rope_theta, sizeof(float));
+    h[CKPT_H_STEP] = (int32_t)step;
 }
 
 // reads a model file's header; exits with a clear message if it is not one of ours. Returns 1 when
@@ -400,16 +421,22 @@ static int checkpoint_read_header(const char* path, LlamaConfig* c, int* dtype, 
     int32_t h[64];
     fread_check(h, sizeof(int32_t), 64, f, path);
     fclose_check(f, path);
-    if (h[0] != MODEL_MAGIC) fatal("'%s' is not a grass.c model checkpoint (magic %d, expected %d)", path, h[0], MODEL_MAGIC);
-    if (h[1] != CHECKPOINT_VERSION) fatal("'%s' has checkpoint version %d; this build reads version %d", path, h[1], CHECKPOINT_VERSION);
-    if (h[10] != 0 && h[10] != 1) fatal("'%s' has unknown parameter dtype %d", path, h[10]);
-    if (h[CKPT_HAS_CHECKSUM] != 0 && h[CKPT_HAS_CHECKSUM] != 1) fatal("'%s' has an unknown checksum flag %d", path, h[CKPT_HAS_CHECKSUM]);
-    c->vocab_size = h[2]; c->dim = h[3]; c->ffn_dim = h[4]; c->n_layers = h[5]; c->n_heads = h[6];
-    c->n_kv_heads = h[7]; c->max_seq_len = h[8]; c->tie_embeddings = h[9];
-    memcpy(&c->norm_eps, &h[11], sizeof(float));
-    memcpy(&c->rope_theta, &h[12], sizeof(float));
-    *dtype = h[10];
-    *step = h[13];
+    if (h[CKPT_H_MAGIC] != MODEL_MAGIC)
+        fatal("'%s' is not a grass.c model checkpoint (magic %d, expected %d)", path, h[CKPT_H_MAGIC], MODEL_MAGIC);
+    if (h[CKPT_H_VERSION] != CHECKPOINT_VERSION)
+        fatal("'%s' has checkpoint version %d; this build reads version %d", path, h[CKPT_H_VERSION],
+              CHECKPOINT_VERSION);
+    if (h[CKPT_H_DTYPE] != 0 && h[CKPT_H_DTYPE] != 1)
+        fatal("'%s' has unknown parameter dtype %d", path, h[CKPT_H_DTYPE]);
+    if (h[CKPT_HAS_CHECKSUM] != 0 && h[CKPT_HAS_CHECKSUM] != 1)
+        fatal("'%s' has an unknown checksum flag %d", path, h[CKPT_HAS_CHECKSUM]);
+    c->vocab_size = h[CKPT_H_VOCAB]; c->dim = h[CKPT_H_DIM]; c->ffn_dim = h[CKPT_H_FFN]; c->n_layers = h[CKPT_H_LAYERS];
+    c->n_heads = h[CKPT_H_HEADS]; c->n_kv_heads = h[CKPT_H_KV_HEADS]; c->max_seq_len = h[CKPT_H_MAX_SEQ];
+    c->tie_embeddings = h[CKPT_H_TIED];
+    memcpy(&c->norm_eps, &h[CKPT_H_NORM_EPS], sizeof(float));
+    memcpy(&c->rope_theta, &h[CKPT_H_ROPE_THETA], sizeof(float));
+    *dtype = h[CKPT_H_DTYPE];
+    *step = h[CKPT_H_STEP];
     char err[256];
     if (!llama_config_validate(c, err, sizeof(err))) fatal("'%s' holds an invalid config: %s", path, err);
     return h[CKPT_HAS_CHECKSUM];

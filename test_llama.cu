@@ -144,7 +144,7 @@ static void check_fixture(const char* path) {
     llama_backward(&m, &o, B, T);
     double worst_norm = 0, worst_c = 0;
     for (int k = 0; k < o.n_gm; k++) {
-        GrassMatrix* g = &o.gm[k];
+        ProjMatrix* g = &o.gm[k];
         const ParamTensor* t = &m.pt.t[g->tensor];
         char gname[128];
         snprintf(gname, sizeof(gname), "grad.%s", t->name);
@@ -163,12 +163,12 @@ static void check_fixture(const char* path) {
     llama_forward(&m, inputs, targets, B, T, 1, 1.0f / N);
     llama_backward(&m, &o, B, T);
     for (int k = 0; k < o.n_gm; k++) {
-        GrassMatrix* g = &o.gm[k];
+        ProjMatrix* g = &o.gm[k];
         const ParamTensor* t = &m.pt.t[g->tensor];
         char gname[128];
         snprintf(gname, sizeof(gname), "grad.%s", t->name);
         const float* G = fixture_get(&fx, gname, &n);
-        size_t sub = grass_sub_numel(g);
+        size_t sub = proj_sub_numel(g);
         float* C = (float*)malloc_check(sub * sizeof(float));
         float* Cref = (float*)malloc_check(sub * sizeof(float));
         backend_download(C, g->C, sub * sizeof(float));

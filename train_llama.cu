@@ -44,7 +44,7 @@ static void state_save(const char* path, const Llama* m, const Optimizer* o, con
     FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
     int32_t h[64];
     checkpoint_header(&m->config, h, 0, ts->step);
-    h[0] = STATE_MAGIC;
+    h[CKPT_H_MAGIC] = STATE_MAGIC;
     h[STATE_HAS_SETUP] = 1;
     h[STATE_HAS_CHECKSUM] = 1;
     h[STATE_FFN_STORED] = m->pt.ffn_stored;
@@ -65,10 +65,12 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
     int32_t h[64], want[64];
     fread_check(h, sizeof(int32_t), 64, f, path);
     checkpoint_header(&m->config, want, 0, 0);
-    want[0] = STATE_MAGIC;
-    if (h[0] != STATE_MAGIC) fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[0]);
-    if (h[1] != CHECKPOINT_VERSION) fatal("'%s' has state version %d; this build reads %d", path, h[1], CHECKPOINT_VERSION);
-    h[13] = 0;
+    want[CKPT_H_MAGIC] = STATE_MAGIC;
+    if (h[CKPT_H_MAGIC] != STATE_MAGIC)
+        fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[CKPT_H_MAGIC]);
+    if (h[CKPT_H_VERSION] != CHECKPOINT_VERSION)
+        fatal("'%s' has state version %d; this build reads %d", path, h[CKPT_H_VERSION], CHECKPOINT_VERSION);
+    h[CKPT_H_STEP] = 0;
     int has_setup = h[STATE_HAS_SETUP] == 1;
     want[STATE_HAS_SETUP] = h[STATE_HAS_SETUP];
     want[STATE_HAS_CHECKSUM] = h[STATE_HAS_CHECKSUM];  // its trailer: checked by find_resume_checkpoint
@@ -345,7 +347,8 @@ static char* run_setup_from_state(const char* path) {
     FILE* f = fopen_check(path, "rb");
     int32_t h[64];
     fread_check(h, sizeof(int32_t), 64, f, path);
-    if (h[0] != STATE_MAGIC) fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[0]);
+    if (h[CKPT_H_MAGIC] != STATE_MAGIC)
+        fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[CKPT_H_MAGIC]);
     char* text = NULL;
     if (h[STATE_HAS_SETUP] == 1) {
         TrainState ts;
@@ -477,10 +480,7 @@ static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* 
 // optimizer flags -> OptimConfig
 static void resolve_optim(TrainArgs* a) {
     OptimConfig* oc = &a->oc;
-    if (strcmp(a->optimizer, "adamw") == 0) oc->type = OPT_ADAMW;
-    else if (strcmp(a->optimizer, "grass") == 0) oc->type = OPT_GRASS;
-    else if (strcmp(a->optimizer, "galore") == 0) oc->type = OPT_GALORE;
-    else fatal("unknown --optimizer '%s' (adamw | grass | galore)", a->optimizer);
+    if (!optim_set_type(oc, a->optimizer)) fatal("unknown --optimizer '%s' (adamw | grass | galore)", a->optimizer);
     oc->norms = name_index(GRASS_NORMS_NAMES, NORMS_COUNT, a->grass_norms);
     if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
     oc->upscale = name_index(GRASS_UPSCALE_NAMES, UPSCALE_COUNT, a->grass_upscale);
@@ -553,31 +553,12 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         printf("\n");
         printf("  gradients (dense) %12s  %s   (%s, %zu bytes per value)\n", "", fmt_bytes(op.dense_grad_bytes, b[1]),
                oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME, grad_dtype_size(oc->grad_dtype));
-        if (oc->type == OPT_GRASS) {
-            printf("  gradients (Grass) %12s  %s   (%zu projected parameters, no m x n gradient)\n", "",
-                   fmt_bytes(op.compressed_bytes, b[2]), op.projected_params);
-        }
-        if (oc->type == OPT_GALORE) {
-            printf("  gradients (GaLore)%12s  %s   (%zu projected parameters, R = P^T G, no m x n gradient between refreshes)\n", "",
-                   fmt_bytes(op.compressed_bytes, b[2]), op.projected_params);
-        }
+        optim_plan_rows_gradients(oc, &op, fmt_bytes);
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
         if (op.master_bytes) printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
-        if (oc->type == OPT_GRASS) {
-            const char* how[] = {"per micro-batch norms: exact here, one micro-batch on one rank", "exact: one layer's fp32 gradients at a time",
-                                 "exact: every projected matrix's fp32 gradient", "sketch"};
-            char sk[64] = "";
-            if (rt->norm_path == NP_SKETCH) snprintf(sk, sizeof(sk), ", k=%d", oc->sketch_dim);
-            if (rt->norms == NORMS_MICRO) how[0] = "micro: the sum of per micro-batch norms";
-            printf("  Grass norm pass   %12s  %s   (%s%s)\n", "", fmt_bytes(op.normpass_bytes, b[4]), how[rt->norm_path], sk);
-        }
-        if (oc->type == OPT_GALORE) {
-            printf("  GaLore SVD pass   %12s  %s   (every %d steps: %s)\n", "", fmt_bytes(op.normpass_bytes, b[4]), oc->update_freq,
-                   rt->norm_path == NP_LAYER_G ? "one layer's fp32 gradients at a time" : "every projected matrix's fp32 gradient");
-            printf("  GaLore scratch    %12s  %s   (SVD workspace, the largest matrix's dense update)\n", "", fmt_bytes(op.work_bytes, b[4]));
-        }
+        optim_plan_rows_refresh(oc, rt, &op, fmt_bytes);
         if (op.other_bytes) printf("  optimizer other   %12s  %s   (%snorm scalars%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
-                                   oc->type == OPT_GRASS ? "indices, scales, row norms, " : "",
+                                   optim_plan_other_note(oc),
                                    rt->overlap && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
                recompute ? ", recomputed per layer" : "");
@@ -586,8 +567,7 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
         printf("communication per optimizer step with several ranks: %.3f MiB all-reduced (dense gradients %.3f MiB in %s)",
                op.comm_step_bytes / 1048576.0, op.comm_dense_bytes / 1048576.0, oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME);
-        if (oc->type == OPT_GRASS) printf(" (+ %.3f MiB of row norms every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
-        if (oc->type == OPT_GALORE) printf(" (+ %.3f MiB of gradients for the SVDs every %d steps)", op.comm_refresh_bytes / 1048576.0, oc->update_freq);
+        optim_plan_comm_refresh(oc, &op);
         printf("\n");
     }
     size_t avail = memory_available(limit_gb);
@@ -625,16 +605,10 @@ static double executed_flops_per_token(const Llama* m, const Optimizer* o, int T
         int head_tied = i == pt->embed && pt->lm_head == pt->embed;
         if (t->kind != PT_LINEAR && t->kind != PT_HEAD && !head_tied) continue;
         double mn = (double)t->numel;
-        int k = o->gm_of_tensor[i];
-        // the weight gradient: dense dY^T X; Grass's gathered r x other; GaLore's projection (dY P or
-        // X P, then the r x other product); GaLore's per-step dense update P D is not counted here
-        double wgrad = k < 0 ? 2.0 * mn
-                     : o->cfg.type == OPT_GALORE ? 2.0 * o->gm[k].r * ((double)o->gm[k].dim_sel + o->gm[k].other)
-                     : 2.0 * o->gm[k].r_eff * o->gm[k].other;
-        f += 4.0 * mn + wgrad;
+        f += 4.0 * mn + optim_weight_grad_flops(o, i, mn);  // the optimizer's: dense, gathered or projected
         if (!refresh) continue;
         f += 4.0 * mn;
-        if (k >= 0) f += o->rt.norm_path == NP_SKETCH ? 2.0 * o->cfg.sketch_dim * (o->gm[k].dim_sel + o->gm[k].other) : 2.0 * mn;
+        if (o->gm_of_tensor[i] >= 0) f += optim_norm_pass_flops(o, i, mn);
     }
     return f;
 }
@@ -723,11 +697,12 @@ static void zero_shard_path(char* buf, size_t len, const char* out_dir, long lon
     snprintf(buf, len, "%s/state_%08lld.zero%d.bin", out_dir, step, rank);
 }
 
+// the three files of a checkpoint, for checkpoint_file_intact
+typedef enum { CKPT_KIND_MODEL = 0, CKPT_KIND_STATE = 1, CKPT_KIND_SHARD = 2 } CheckpointKind;
 // 1 if a checkpoint file is complete: its header says it has a checksum trailer and the trailer
 // matches, or it predates trailers (then the loader's size and end-marker checks are all there
 // is). 0 with the file's name and the reason in why[] otherwise.
-static int checkpoint_file_intact(const char* path, int kind, char* why, size_t n) {
-    enum { KIND_MODEL, KIND_STATE, KIND_SHARD };
+static int checkpoint_file_intact(const char* path, CheckpointKind kind, char* why, size_t n) {
     FILE* f = fopen(path, "rb");
     if (f == NULL) { snprintf(why, n, "'%s': %s", path, strerror(errno)); return 0; }
     int32_t h[64] = {0};
@@ -735,15 +710,15 @@ static int checkpoint_file_intact(const char* path, int kind, char* why, size_t 
     fclose(f);
     int64_t shard_magic = (int64_t)(uint32_t)h[0] | ((int64_t)h[1] << 32);
     int flagged;
-    if (kind == KIND_SHARD) {
+    if (kind == CKPT_KIND_SHARD) {
         if (got < 2 || (shard_magic != ZERO_SHARD_MAGIC && shard_magic != ZERO_SHARD_MAGIC_UNCHECKED)) {
             snprintf(why, n, "'%s' is not a ZeRO-1 shard file (bad magic or shorter than its header)", path); return 0;
         }
         flagged = shard_magic == ZERO_SHARD_MAGIC;
     } else {
-        int magic = kind == KIND_MODEL ? MODEL_MAGIC : STATE_MAGIC;
+        int magic = kind == CKPT_KIND_MODEL ? MODEL_MAGIC : STATE_MAGIC;
         if (got < 64 || h[0] != magic) { snprintf(why, n, "'%s' has a bad magic or is shorter than its header", path); return 0; }
-        flagged = kind == KIND_MODEL ? h[CKPT_HAS_CHECKSUM] == 1 : h[STATE_HAS_CHECKSUM] == 1;
+        flagged = kind == CKPT_KIND_MODEL ? h[CKPT_HAS_CHECKSUM] == 1 : h[STATE_HAS_CHECKSUM] == 1;
     }
     if (!flagged) return 1;
     char reason[256];
@@ -792,8 +767,9 @@ static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long lo
         char mp[1024], sp[1024], zp[1100], why[1400] = "";
         checkpoint_paths(out_dir, cand[i], mp, sp, sizeof(mp));
         zero_shard_path(zp, sizeof(zp), out_dir, cand[i], pg->rank);
-        int ok = checkpoint_file_intact(mp, 0, why, sizeof(why)) && checkpoint_file_intact(sp, 1, why, sizeof(why)) &&
-                 (!file_exists(zp) || checkpoint_file_intact(zp, 2, why, sizeof(why)));
+        int ok = checkpoint_file_intact(mp, CKPT_KIND_MODEL, why, sizeof(why)) &&
+                 checkpoint_file_intact(sp, CKPT_KIND_STATE, why, sizeof(why)) &&
+                 (!file_exists(zp) || checkpoint_file_intact(zp, CKPT_KIND_SHARD, why, sizeof(why)));
         double all[1] = {ok ? 1.0 : 0.0};
         // intact on every rank, or not used
         comm_allreduce_sum_double(pg, all, 1, "the agreement on a checkpoint to resume from (MPI_Allreduce)");
@@ -970,7 +946,6 @@ int main(int argc, char** argv) {
         fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
     int accum = (int)(a.total_batch / micro_tokens);
     OptimRuntime rt = optim_runtime(&a.oc, pg.rank, pg.world_size, accum, a.B * a.T);
-    if (a.oc.zero && a.oc.master_weights) fatal("--zero 1 with --master-weights 1 is not supported yet (the fp32 master copy is not sharded)");
     if (a.warmup < 0) a.warmup = a.steps / 10;
     if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
     char err[512];
@@ -991,21 +966,11 @@ int main(int argc, char** argv) {
         if (attention_note[0]) printf("attention: cuDNN fused SDPA (%s)\n", attention_note);
         const char* gdt = a.oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
         printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
-        if (a.oc.type == OPT_GRASS)
-            printf("optimizer: grass (select %s, norms %s, upscale %s, rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, "
-                   "%s states, %s dense gradients\n", GRASS_SELECT_NAMES[a.oc.select], GRASS_NORMS_NAMES[a.oc.norms], GRASS_UPSCALE_NAMES[a.oc.upscale], a.oc.grass_rank > 0 ? "" : "fraction ",
-                   a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac, a.oc.update_freq,
-                   a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype, gdt);
-        else if (a.oc.type == OPT_GALORE)
-            printf("optimizer: galore (rank %s%g, K=%d, alpha=%g, fused=%d, overlap=%d, layers %s), lr %g, %s states, %s dense gradients\n",
-                   a.oc.grass_rank > 0 ? "" : "fraction ", a.oc.grass_rank > 0 ? (float)a.oc.grass_rank : a.oc.grass_rank_frac,
-                   a.oc.update_freq, a.oc.alpha, a.oc.fused, rt.overlap, a.grass_layers, a.lr, a.state_dtype, gdt);
-        else printf("optimizer: adamw, lr %g (matrices x %g), weight decay %g, clip %g, %s states, %s dense gradients, overlap=%d\n", a.lr,
-                    a.oc.matrix_lr_scale, a.oc.weight_decay, a.oc.grad_clip, a.state_dtype, gdt, rt.overlap);
+        optim_print_banner(&a.oc, &rt, a.lr, a.grass_layers, a.state_dtype, gdt);
         if (rt.sharded)
             printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
     }
-    if (a.oc.norms == NORMS_AUTO && a.oc.type == OPT_GRASS) {  // exact norms where they fit, else the sketch
+    if (optim_norms_fit_needed(&a.oc)) {  // exact norms where they fit, else the sketch
         ParamTable pt;
         param_table_build(&pt, &config, llama_ffn_align());
         OptimRuntime quiet = rt;
@@ -1090,12 +1055,7 @@ int main(int argc, char** argv) {
         logf = fopen_check(lp, resumed ? "a" : "w");
         if (!resumed) {
             fprintf(logf, "# grass.c config=%s dim=%d layers=%d optimizer=%s", a.config_name, config.dim, config.n_layers, a.optimizer);
-            if (a.oc.type == OPT_GRASS)
-                fprintf(logf, " select=%s rank=%s update_freq=%d alpha=%g fused=%d", GRASS_SELECT_NAMES[a.oc.select],
-                        a.grass_rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
-            else if (a.oc.type == OPT_GALORE)
-                fprintf(logf, " rank=%s update_freq=%d alpha=%g fused=%d", a.grass_rank, a.oc.update_freq, a.oc.alpha, a.oc.fused);
-            else fprintf(logf, " matrix_lr_scale=%g", a.oc.matrix_lr_scale);
+            optim_log_header(logf, &a.oc, a.grass_rank);
             fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d grad_dtype=%s\n", a.lr, a.B, a.T, a.total_batch,
                     pg.world_size, a.steps, a.grad_dtype);
         } else {
@@ -1156,17 +1116,7 @@ int main(int argc, char** argv) {
             optim_refresh(&opt);
             if (master) {
                 // numbered as the step's own line (step + 1), which follows
-                double captured = opt.refreshed.total > 0 ? opt.refreshed.kept / opt.refreshed.total : 0.0;
-                fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f captured=%.4f sel_hash=%016llx rows=%d\n",
-                        step + 1, opt.refreshed.distinct, opt.refreshed.draws, opt.refreshed.mult_mean, opt.refreshed.mult_max,
-                        captured, (unsigned long long)opt.refreshed.hash, opt.refreshed.rows);
-                if (step % a.log_every == 0 && a.oc.type == OPT_GALORE)
-                    printf("refresh at step %d: new GaLore projectors (SVD of the step's gradient, %d directions in all), "
-                           "keeping %.1f%% of its squared norm\n", step + 1, opt.refreshed.distinct, 100.0 * captured);
-                else if (step % a.log_every == 0)
-                    printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f, keeping %.1f%% of "
-                           "the gradient's squared norm\n", step + 1, opt.refreshed.distinct, opt.refreshed.draws,
-                           opt.refreshed.mult_mean, opt.refreshed.mult_max, 100.0 * captured);
+                optim_log_refresh(&opt, logf, step + 1, step % a.log_every == 0);
             }
         }
         // the steady-state step makes one host sync: optim_step's read of the step report (the
@@ -1178,7 +1128,7 @@ int main(int argc, char** argv) {
             llama_backward(&model, &opt, a.B, a.T);
         }
         float gnorm = optim_step(&opt);
-        double loss = opt.loss_sum / accum;
+        double loss = opt.report.loss_sum / accum;
         double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
         comm_allreduce_sum_double(&pg, lb, 2, "the all-reduce of the step's loss and stop signal (MPI_Allreduce)");
         loss = lb[0] / pg.world_size;

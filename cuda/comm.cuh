@@ -200,31 +200,24 @@ void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
     allreduce_sum_float_wire_floatX(x, n);  // host-staged MPI fallback: blocking
 }
 
-void allreduce_start_floatX(floatX* x, size_t n, int slot) {
+// x summed over the ranks in its own dtype (fp32: 1, else floatX), started in group `slot`: one
+// NCCL all-reduce on the communication stream, or the host-staged MPI fallback (blocking)
+static void cu_allreduce_start(void* x, size_t n, int fp32, int slot) {
     if (!cu_async_needed(slot, n)) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
         cu_comm_begin();
-        ncclCollective(ncclAllReduce(x, x, n, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.comm_stream));
+        ncclCollective(ncclAllReduce(x, x, n, fp32 ? ncclFloat : CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.comm_stream));
         cu_comm_end(slot);
         return;
     }
 #endif
-    allreduce_sum_floatX(x, n);  // host-staged MPI fallback: blocking
+    if (fp32) allreduce_sum_float((float*)x, n);
+    else allreduce_sum_floatX((floatX*)x, n);
 }
+void allreduce_start_floatX(floatX* x, size_t n, int slot) { cu_allreduce_start(x, n, 0, slot); }
 // fp32 values summed in fp32 (dense gradients with --grad-dtype fp32)
-void allreduce_start_float(float* x, size_t n, int slot) {
-    if (!cu_async_needed(slot, n)) return;
-#ifdef USE_NCCL
-    if (g_cu.use_nccl) {
-        cu_comm_begin();
-        ncclCollective(ncclAllReduce(x, x, n, ncclFloat, ncclSum, g_cu.nccl, g_cu.comm_stream));
-        cu_comm_end(slot);
-        return;
-    }
-#endif
-    allreduce_sum_float(x, n);  // host-staged MPI fallback: blocking
-}
+void allreduce_start_float(float* x, size_t n, int slot) { cu_allreduce_start(x, n, 1, slot); }
 
 void allreduce_wait(int slot) {
     if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);

@@ -33,13 +33,10 @@ static int cu_gesvd_lwork(int m, int n) {
     return lwork;
 }
 
-// the layout of `work` for the SVD: A (other x s, column-major), s singular values, VT (s x s),
-// cuSOLVER's workspace, its info word; the dense update U (out x in) reuses the same floats
+// backend.h's galore_work_size, with cuSOLVER's workspace and its info word (4 floats) as the SVD's part
 size_t galore_work_floats(int outd, int in) {
     int s = outd <= in ? outd : in, other = outd <= in ? in : outd;
-    size_t svd = (size_t)other * s + s + (size_t)s * s + (size_t)cu_gesvd_lwork(other, s) + 4;
-    size_t upd = (size_t)outd * in;
-    return svd > upd ? svd : upd;
+    return galore_work_size(s, other, (size_t)cu_gesvd_lwork(other, s) + 4);
 }
 
 // cols side: A (out x in, column-major) = G (out x in, row-major) transposed in memory
@@ -85,11 +82,9 @@ __global__ void gk_galore_signed_rows(float* Pt, floatX* Ptx, const float* VT, i
 
 void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, int cols_side, int r, float* work) {
     int s = cols_side ? in : outd, other = cols_side ? outd : in;
-    float* A = work;
-    float* sv = A + (size_t)other * s;
-    float* VT = sv + s;
-    float* lw = VT + (size_t)s * s;
     int lwork = cu_gesvd_lwork(other, s);
+    GaloreWork w = galore_work_layout(s, other, work);
+    float *A = w.A, *sv = w.sv, *VT = w.VT, *lw = w.svd_work;
     int* info = (int*)(lw + lwork);
     if (!cols_side) {  // the row-major G is already the column-major in x out matrix
         cudaCheck(cudaMemcpyAsync(A, G, (size_t)outd * in * sizeof(float), cudaMemcpyDeviceToDevice, g_cu.stream));

@@ -14,14 +14,24 @@
 #
 # Runs (CPU build; each writes a checkpoint at the end and one mid-run):
 #   adamw        AdamW, 12 steps, B=4 T=128, validation every 6 steps
+#   adamw_mw     AdamW with master weights, fp32 dense gradients, bf16 moments
 #   grass_mn     Grass multinorm, rank 48, K=4, fused, 2 accumulation steps (a refresh at 0, 4, 8)
 #   grass_topr   Grass top-r, unfused, --grad-clip 1, bf16 moments, recomputation, weight decay
 #   grass_resume grass_topr stopped at step 6 and resumed with -y 1 (must equal the straight run)
+#   grass_sketch Grass multinorm with sketched row norms (--grass-norms sketch --sketch-dim 64)
+#   galore       GaLore, rank 48, K=4, fused;  galore_unf: the same unfused
 #   mpi2         Grass multinorm on 2 ranks with ZeRO-1 (when mpirun is present)
-# GPU=1 adds the bf16 GPU build (tests/cuda_emu) at B=1 T=32 for 3 steps, AdamW and Grass.
-# Data: ../shared/data/tinyshakespeare.txt with the LLaMA-2 tokenizer when present, else
-# synthetic shards from dev/data/make_synthetic.py (vocab 32000, so the d6 shapes stay).
-# Exit 0 and "bit-identical: N of N runs" when everything matches; 1 and the first difference otherwise.
+#   mpi2_overlap Grass multinorm on 2 ranks with --overlap-comm 1
+#   mpi2_adamw   AdamW on 2 ranks with ZeRO-1
+# GPU=1 adds the bf16 GPU build (tests/cuda_emu) at B=1 T=32 for 3 steps: AdamW, AdamW with master weights,
+# fp32 dense gradients and bf16 moments, Grass, Grass with --select-on-device 1 and sketched norms, GaLore
+# fused and unfused.
+# Besides the numbers and the checkpoints, the text that tools read is compared byte for byte: the log
+# header lines (dev/plot_logs.py, dev/study_table.py), the optimizer banner and the memory plan rows of
+# each run's output, the --plan-only output of every optimizer, and -h of each binary (gpu_check.sh greps it).
+# LEGACY_BASE=1 drops the refresh log lines from the comparison (a base from before 2026-11-30 lacks them).
+# JOBS=N: make -jN for the builds (default 2).
+# ONLY=REGEX: only the runs whose names match (e.g. ONLY=gpu_ with GPU=1); the text checks always run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -41,7 +51,7 @@ fi
 build() {  # build DIR TARGET...
   local dir=$1; shift
   echo "== building $* in $dir"
-  make -C "$dir" -s -j2 "$@" > "$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; echo "error: build failed in $dir"; exit 2; }
+  make -C "$dir" -s -j"${JOBS:-2}" "$@" > "$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; echo "error: build failed in $dir"; exit 2; }
 }
 # the binaries are copied to $WORK/bin_base and $WORK/bin_new, so that a build in the tree
 # while the runs go on cannot change what they run
@@ -88,6 +98,7 @@ CPU=(@BIN@/train_llama_cpu "${D[@]}" -c d6 -b 4 -t 128 -x 12 -v 6 --eval-tokens 
 NAMES=()
 both() {  # both NAME ARGS...: the run with the base and with the new build
   local name=$1; shift
+  [[ "$name" =~ ${ONLY:-.} ]] || return 0
   NAMES+=("$name")
   echo "== $name"
   run "$name" base "$@"
@@ -100,9 +111,10 @@ if [ "$QUICK" != 1 ]; then
         --state-dtype bf16 --recompute 1 --weight-decay 0.1)
   both grass_topr "${CPU[@]}" "${TOPR[@]}"
   # the same run stopped at step 6 (a checkpoint) and resumed: its final files must equal the straight run's
-  NAMES+=(grass_resume)
-  echo "== grass_resume"
+  RESUME=0; [[ grass_resume =~ ${ONLY:-.} && grass_topr =~ ${ONLY:-.} ]] && RESUME=1
+  [ $RESUME = 1 ] && NAMES+=(grass_resume) && echo "== grass_resume"
   for which in base new; do
+    [ $RESUME = 1 ] || break
     out=$WORK/runs/grass_resume/$which; rm -rf "$out"; mkdir -p "$out"
     dir=$ROOT; [ "$which" = base ] && dir=$BASE_DIR
     cmd=("${CPU[@]//@BIN@/$WORK/bin_$which}" "${TOPR[@]}")
@@ -113,36 +125,83 @@ if [ "$QUICK" != 1 ]; then
     echo 6 > "$out/checkpoint_latest.txt"
     (cd "$dir" && "${cmd[@]}" -o "$out" -y 1 >> "$out.stdout" 2>&1) || { tail -20 "$out.stdout"; exit 2; }
   done
+  both adamw_mw "${CPU[@]}" --optimizer adamw -l 3e-3 --master-weights 1 --grad-dtype fp32 --state-dtype bf16
+  both grass_sketch "${CPU[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 4 -l 1e-2 \
+    --grass-norms sketch --sketch-dim 64
+  both galore "${CPU[@]}" --optimizer galore --rank 48 --update-freq 4 -l 1e-2 --grass-fused 1
+  both galore_unf "${CPU[@]}" --optimizer galore --rank 48 --update-freq 4 -l 1e-2 --grass-fused 0
   if command -v mpirun >/dev/null 2>&1; then
-    both mpi2 mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "${CPU[@]}" -b 2 \
-      --optimizer grass --grass-select multinorm --rank 48 --update-freq 4 -l 1e-2 --zero 1
+    MPI=(mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 "${CPU[@]}" -b 2)
+    both mpi2 "${MPI[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 4 -l 1e-2 --zero 1
+    both mpi2_overlap "${MPI[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 4 -l 1e-2 \
+      --overlap-comm 1
+    both mpi2_adamw "${MPI[@]}" --optimizer adamw -l 3e-3 --zero 1
   fi
 fi
 if [ "$GPU" = 1 ]; then
   EMU=(@BIN@/train_llama "${D[@]}" -c d6 -b 1 -t 32 -x 3 -v 3 --eval-tokens 32 -n 3 --seed 7)
   both gpu_adamw "${EMU[@]}" --optimizer adamw -l 3e-3
   both gpu_grass "${EMU[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 2 -l 1e-2
+  if [ "$QUICK" != 1 ]; then
+    both gpu_adamw_mw "${EMU[@]}" --optimizer adamw -l 3e-3 --master-weights 1 --grad-dtype fp32 --state-dtype bf16
+    both gpu_grass_dev "${EMU[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 2 -l 1e-2 \
+      --select-on-device 1 --grass-norms sketch --sketch-dim 64
+    both gpu_galore "${EMU[@]}" --optimizer galore --rank 48 --update-freq 2 -l 1e-2 --grass-fused 1
+    both gpu_galore_unf "${EMU[@]}" --optimizer galore --rank 48 --update-freq 2 -l 1e-2 --grass-fused 0
+  fi
 fi
+
+# ---- text that tools read: -h and the plan of each optimizer ------------------------------------
+# written into $WORK/text/WHICH/*.txt and compared byte for byte below
+for which in base new; do
+  t=$WORK/text/$which; rm -rf "$t"; mkdir -p "$t"
+  for b in "${BINS[@]}"; do
+    bin=$WORK/bin_$which/$(basename "$b")
+    "$bin" -h > "$t/$(basename "$b")_help.txt" 2>&1 || true
+    for opt in "adamw" "adamw --master-weights 1 --grad-dtype fp32 --state-dtype bf16" "grass --rank 48" \
+               "grass --rank 0.25 --grass-norms sketch --sketch-dim 64 --grass-fused 0" "galore --rank 48" \
+               "galore --rank 48 --grass-fused 0"; do
+      f=$t/$(basename "$b")_plan_$(echo "$opt" | tr -c 'a-z0-9.\n' '_').txt
+      # shellcheck disable=SC2086
+      "$bin" -c d6 -b 4 -t 128 --plan-only 1 --optimizer $opt > "$f" 2>&1 \
+        || { cat "$f"; echo "error: $bin --plan-only 1 --optimizer $opt failed"; exit 2; }
+    done
+  done
+done
 
 # ---- compare ------------------------------------------------------------------------------------
 # the numbers of each log line, without the timing fields (tok_per_s, mfu, mem_gib, dt_ms) and
 # without the refresh lines (a base from before 2026-11-30 does not write them)
-numbers() { grep -v '^#' "$1" | grep -v ' refresh=1 ' | sed -E 's/ (tok_per_s|mfu|mfu_exec|mem_gib|dt_ms)=[^ ]*//g'; }
+numbers() {
+  if [ "${LEGACY_BASE:-0}" = 1 ]; then grep -v '^#' "$1" | grep -v ' refresh=1 '; else grep -v '^#' "$1"; fi \
+    | sed -E 's/ (tok_per_s|mfu|mfu_exec|mem_gib|dt_ms)=[^ ]*//g'
+}
+# the log's header lines, and the optimizer banner and memory plan rows of a run's output
+header() { grep '^#' "$1" || true; }
+plan_rows() { sed -n -e '/^optimizer: /p' -e '/^memory plan/,/^communication per optimizer step/p' "$1"; }
 same=0
 for name in "${NAMES[@]}"; do
   b=$WORK/runs/$name/base n=$WORK/runs/$name/new
   if ! diff <(numbers "$b/log.txt") <(numbers "$n/log.txt") > "$WORK/diff.txt"; then
     echo "DIFFERENT $name: log.txt"; head -10 "$WORK/diff.txt"; exit 1
   fi
-  files=$(cd "$b" && ls model_*.bin state_*.bin 2>/dev/null || true)
+  if ! diff <(header "$b/log.txt") <(header "$n/log.txt") > "$WORK/diff.txt"; then
+    echo "DIFFERENT $name: the header lines of log.txt"; head -10 "$WORK/diff.txt"; exit 1
+  fi
+  [ -n "$(plan_rows "$b.stdout")" ] || { echo "DIFFERENT $name: no banner or memory plan in the base run's output"; exit 1; }
+  if ! diff <(plan_rows "$b.stdout") <(plan_rows "$n.stdout") > "$WORK/diff.txt"; then
+    echo "DIFFERENT $name: the banner or memory plan rows"; head -10 "$WORK/diff.txt"; exit 1
+  fi
+  files=$(cd "$b" && ls model_*.bin state_*.bin state_*.zero*.bin 2>/dev/null | sort -u || true)
   [ -n "$files" ] || { echo "DIFFERENT $name: no checkpoint written by the base run"; exit 1; }
   for f in $files; do
     cmp -s "$b/$f" "$n/$f" || { echo "DIFFERENT $name: $f ($(cmp "$b/$f" "$n/$f" 2>&1 | head -1))"; exit 1; }
   done
-  echo "same $name: $(numbers "$n/log.txt" | wc -l) log lines, checkpoints $(echo $files | wc -w) files ($(tail -1 "$n/log.txt" | cut -c1-60))"
+  echo "same $name: $(numbers "$n/log.txt" | wc -l) log lines, $(header "$n/log.txt" | wc -l) header lines, \
+$(plan_rows "$n.stdout" | wc -l) banner/plan rows, checkpoints $(echo $files | wc -w) files ($(tail -1 "$n/log.txt" | cut -c1-60))"
   same=$((same + 1))
 done
-if [ "$QUICK" != 1 ]; then  # the resumed run must end where the straight run ended
+if [ "$QUICK" != 1 ] && [ "${RESUME:-0}" = 1 ]; then  # the resumed run must end where the straight run ended
   for which in base new; do
     for f in model_00000012.bin state_00000012.bin; do
       cmp -s "$WORK/runs/grass_topr/$which/$f" "$WORK/runs/grass_resume/$which/$f" \
@@ -151,4 +210,11 @@ if [ "$QUICK" != 1 ]; then  # the resumed run must end where the straight run en
   done
   echo "same: the resumed Grass run ends with the straight run's weights (base and new)"
 fi
+texts=0
+for f in "$WORK"/text/base/*.txt; do
+  g=$WORK/text/new/$(basename "$f")
+  cmp -s "$f" "$g" || { echo "DIFFERENT text: $(basename "$f")"; diff "$f" "$g" | head -10; exit 1; }
+  texts=$((texts + 1))
+done
+echo "same text: $texts files (-h and --plan-only of each optimizer, per binary)"
 echo "bit-identical: $same of ${#NAMES[@]} runs (base $BASE_SHA, data $(cat "$DATA/ready"))"

@@ -140,7 +140,7 @@ LINEBUF=(); command -v stdbuf >/dev/null 2>&1 && LINEBUF=(stdbuf -oL -eL)
 left() { echo $((BUDGET_S - (SECONDS - T0))); }
 log() { echo "[$((SECONDS - T0))s] $*" | tee -a "$CHECK_LOG"; }
 sources_hash() {  # what the binaries are built from: the same on any copy of the tree, git or not
-    (cd "$ROOT" && cat $(ls *.h *.cuh *.cu cuda/*.cuh 2>/dev/null | LC_ALL=C sort) | sha256sum | cut -c1-16)
+    (cd "$ROOT" && cat $(ls *.h *.cuh *.cu cuda/*.cuh optim/*.h 2>/dev/null | LC_ALL=C sort) | sha256sum | cut -c1-16)
 }
 git_commit() {
     local c; c=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo "?"; return; }
@@ -171,7 +171,7 @@ VAL_GLOB() { echo "$DATA_DIR/check_val_*.bin"; }
 if [ $MAKE_REF = 1 ]; then
     EMU_TRAIN=build/emu/train_llama
     [ -x $EMU_TRAIN ] || { echo "error: $EMU_TRAIN not built (make build/emu/train_llama)" >&2; exit 1; }
-    for f in *.h *.cuh *.cu cuda/*.cuh; do
+    for f in *.h *.cuh *.cu cuda/*.cuh optim/*.h; do
         [ "$f" -nt $EMU_TRAIN ] && { echo "error: $f is newer than $EMU_TRAIN: rebuild it (make build/emu/train_llama)" >&2; exit 1; }
     done
     ensure_data > "$WORK/reference_data.log" 2>&1 || { cat "$WORK/reference_data.log"; echo "error: cannot write the data to $DATA_DIR" >&2; exit 1; }

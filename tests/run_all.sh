@@ -59,6 +59,7 @@ run test_prepare bash dev/data/test_prepare.sh
 run test_ops ./tests/bin/test_ops
 run test_llama_cpu ./tests/bin/test_llama_cpu
 run test_grass ./tests/bin/test_grass
+run test_rooms bash tests/test_rooms.sh
 run test_hf_roundtrip python3 dev/test_hf_roundtrip.py
 run test_perf_model python3 dev/test_perf_model.py
 run test_bench_gpu_vs_torch python3 dev/test_bench_gpu_vs_torch.py

@@ -219,7 +219,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
         grad_linear(&o, 0, dY, out, X, N);
         if (oc.fused) grad_layer_done(&o, 0);  // the fused update: applied here, before the step's norm exists
         // compressed gradient against rho B G (rows) / G B^T rho (cols)
-        const GrassMatrix* gm = &o.gm[0];
+        const ProjMatrix* gm = &o.gm[0];
         int re = gm->r_eff;
         double cerr = 0, cref = 0;
         for (int j = 0; j < re; j++)
@@ -700,12 +700,13 @@ static void test_model_level(void) {
           ov_shared.o.C_pool_numel, shared.o.C_pool_numel);
     // the dense gradients of each layer form one run in the compact buffer, the runs abut and
     // lie between the embeddings and the final norm/head: the dense overlap is on
-    CHECK(ov_shared.o.dense_overlap == 1, "dense-gradient overlap enabled with overlap_comm");
+    CHECK(ov_shared.o.overlap.dense == 1, "dense-gradient overlap enabled with overlap_comm");
     {
         size_t emb = ov_shared.m.pt.t[ov_shared.m.pt.embed].numel;
-        CHECK(ov_shared.o.dense_lo[0] == emb && ov_shared.o.dense_hi[c.n_layers - 1] < ov_shared.o.grad_total,
+        CHECK(ov_shared.o.overlap.dense_lo[0] == emb &&
+              ov_shared.o.overlap.dense_hi[c.n_layers - 1] < ov_shared.o.grad_total,
               "layer dense ranges start after the embeddings (%zu vs %zu) and end before the head",
-              ov_shared.o.dense_lo[0], emb);
+              ov_shared.o.overlap.dense_lo[0], emb);
         OptimConfig ad; optim_config_defaults(&ad);
         Optimizer oa;
         OptimRuntime ort = optim_runtime(&ad, 0, 1, 1, 0);
@@ -713,8 +714,9 @@ static void test_model_level(void) {
         optim_init(&oa, &ad, &ort, &ov_shared.m.pt, ov_shared.m.params);
         size_t per_layer = 0;
         for (int i = 0; i < ov_shared.m.pt.n; i++) if (ov_shared.m.pt.t[i].layer == 0) per_layer += ov_shared.m.pt.t[i].numel;
-        CHECK(oa.dense_overlap == 1 && oa.dense_hi[0] - oa.dense_lo[0] == per_layer,
-              "AdamW: every tensor of layer 0 in its dense range (%zu of %zu values)", oa.dense_hi[0] - oa.dense_lo[0], per_layer);
+        CHECK(oa.overlap.dense == 1 && oa.overlap.dense_hi[0] - oa.overlap.dense_lo[0] == per_layer,
+              "AdamW: every tensor of layer 0 in its dense range (%zu of %zu values)",
+              oa.overlap.dense_hi[0] - oa.overlap.dense_lo[0], per_layer);
         optim_free(&oa);
     }
     CHECK(ov_shared.last_norm == shared.last_norm && ov_shared.last_norm > 0,
@@ -740,7 +742,7 @@ static void test_model_level(void) {
         d = max_param_diff(&r16, &r1, &s);
         int padded = 0, same_rows = 1, aligned = 1;
         for (int k = 0; k < r16.o.n_gm; k++) {
-            const GrassMatrix* a1 = &r1.o.gm[k]; const GrassMatrix* a16 = &r16.o.gm[k];
+            const ProjMatrix* a1 = &r1.o.gm[k]; const ProjMatrix* a16 = &r16.o.gm[k];
             aligned &= a16->r_eff % 16 == 0 || a16->r_eff == a16->dim_sel;
             padded += a16->r_eff - a1->r_eff;
             same_rows &= selection_real_rows(&a16->h_sel) == a1->r_eff;
@@ -810,6 +812,16 @@ static void test_model_level(void) {
         CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--matrix-lr-scale"), "matrix lr scale 0 refused: %s", err);
         bad = g; bad.matrix_lr_scale = 0.5f;
         CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--grass-scale"), "matrix lr scale with Grass refused: %s", err);
+        // the one rule for --zero 1 --master-weights 1: refused for every optimizer (whatever the ranks)
+        for (int t = 0; t < 3; t++) {
+            bad = t == 0 ? a : g; bad.type = (OptimizerType)t; bad.zero = 1; bad.master_weights = 1;
+            CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) &&
+                  strstr(err, "--zero 1 with --master-weights 1"),
+                  "--zero 1 --master-weights 1 refused (%s): %s", OPTIMIZER_NAMES[t], err);
+            bad.master_weights = 0;
+            CHECK(optim_config_validate(&bad, &vpt, err, sizeof(err)), "--zero 1 alone accepted (%s)",
+                  OPTIMIZER_NAMES[t]);
+        }
         param_table_free(&vpt);
     }
     free(tokens);
@@ -874,7 +886,7 @@ static void grad_linears_case(void) {
         Optimizer o;
         grass_norm_pass_start(&o, &pt, W);
         grad_linear(&o, t, dYn + cols0[t], width, X, N);  // grad_linears' per-matrix call for block t
-        const GrassMatrix* gm = &o.gm[o.gm_of_tensor[t]];
+        const ProjMatrix* gm = &o.gm[o.gm_of_tensor[t]];
         double nerr = 0;
         for (int a = 0; a < outs[t]; a++) {
             double q = 0;
@@ -902,7 +914,7 @@ static void grad_linears_case(void) {
         grad_linears(&o, 0, 3, dY, X, N);
         double cerr = 0;
         for (int t = 0; t < 3; t++) {
-            const GrassMatrix* gm = &o.gm[o.gm_of_tensor[t]];
+            const ProjMatrix* gm = &o.gm[o.gm_of_tensor[t]];
             for (int j = 0; j < gm->r_eff; j++)
                 for (int b = 0; b < in; b++)
                     cerr = fmax(cerr, fabs(gm->C[(size_t)j * in + b] - gm->h_sel.scale[j] * G[(size_t)(cols0[t] + gm->h_sel.idx[j]) * in + b]));

@@ -14,7 +14,7 @@ EMU_CUDA_HOME ?= /usr/local/cuda
 EMU_DIR = build/emu
 EMU_SRC = $(EMU_DIR)/src
 EMU_LIB = tests/cuda_emu/cuda_emu.h tests/cuda_emu/emu_fiber.h tests/cuda_emu/include/mma.h tests/cuda_emu/include/cub/cub.cuh
-EMU_SOURCES = $(wildcard *.h *.cuh *.cu cuda/*.cuh tests/*.h tests/*.cu tests/cuda_emu/*.cu dev/cuda/*.h dev/cuda/*.cu)
+EMU_SOURCES = $(wildcard *.h *.cuh *.cu cuda/*.cuh optim/*.h tests/*.h tests/*.cu tests/cuda_emu/*.cu dev/cuda/*.h dev/cuda/*.cu)
 EMU_CXX ?= $(CXX)
 EMU_MPICXX := $(if $(filter 1,$(NO_MPI)),,$(shell command -v mpicxx 2>/dev/null))
 EMU_FLAGS = -std=c++17 -O2 -g -fno-strict-aliasing -fopenmp -Wall -Wno-unused-function -Wno-unknown-pragmas -Wno-unused-variable \
@@ -64,11 +64,11 @@ $(EMU_DIR)/test_kernels_cuda: $(EMU_SRC)/.stamp $(EMU_LIB)
 $(EMU_DIR)/test_kernels_cuda_fp32: $(EMU_SRC)/.stamp $(EMU_LIB)
 	$(EMU_CXX) $(EMU_FLAGS) -DENABLE_FP32 $(EMU_SRC)/tests/test_kernels_cuda.cu -o $@ $(EMU_LIBS)
 # built as cuda.mk builds it on a machine without cblas.h (the GPU machine's image): the CPU references
-# through dev/cuda/cblas_fallback and GaLore's own float64 SVD (GRASS_NO_LAPACK), no OpenBLAS;
+# through tests/cblas_fallback and GaLore's own float64 SVD (GRASS_NO_LAPACK), no OpenBLAS;
 # LAPACK (-llapack) is linked for the emulator's cuSOLVER alone, which stands for the GPU's own
 EMU_NOLAPACK_LIBS = $(filter-out -lopenblas,$(CPU_LIBS)) -llapack
-$(EMU_DIR)/test_kernels_cuda_nolapack: $(EMU_SRC)/.stamp $(EMU_LIB) dev/cuda/cblas_fallback/cblas.h
-	$(EMU_CXX) -Idev/cuda/cblas_fallback -DGRASS_NO_LAPACK $(EMU_FLAGS) $(EMU_SRC)/tests/test_kernels_cuda.cu -o $@ $(EMU_NOLAPACK_LIBS)
+$(EMU_DIR)/test_kernels_cuda_nolapack: $(EMU_SRC)/.stamp $(EMU_LIB) tests/cblas_fallback/cblas.h
+	$(EMU_CXX) -Itests/cblas_fallback -DGRASS_NO_LAPACK $(EMU_FLAGS) $(EMU_SRC)/tests/test_kernels_cuda.cu -o $@ $(EMU_NOLAPACK_LIBS)
 $(EMU_DIR)/test_kernels_cuda_ubsan: $(EMU_SRC)/.stamp $(EMU_LIB)
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_UBSAN) $(EMU_SRC)/tests/test_kernels_cuda.cu -o $@ $(EMU_LIBS)
 $(EMU_DIR)/test_llama_ubsan: $(EMU_SRC)/.stamp $(EMU_LIB)

@@ -1,5 +1,5 @@
 /*
- * dev/cuda/cblas_fallback/cblas.h: a minimal stand-in for the CBLAS header, used by cuda.mk only
+ * tests/cblas_fallback/cblas.h: a minimal stand-in for the CBLAS header, used by cuda.mk only
  * when no cblas.h is installed (a GPU machine whose image has no OpenBLAS), so that the CUDA
  * parity test and the dev/cuda checks can still build their CPU references from kernels_cpu.h.
  * Only what kernels_cpu.h calls: cblas_sgemm, row- or column-major. Naive loops with fp32

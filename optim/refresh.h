@@ -1,0 +1,202 @@
+/*
+ * optim/refresh.h: the refresh every K steps: the norm pass (Grass's row scores: exact, sketch or
+ * micro; GaLore's whole gradients), GaLore's SVD, and the new selection or projector.
+ * Part of grass_optim.cuh (the list of the rooms, in include order).
+ */
+#ifndef GRASS_OPTIM_REFRESH_H
+#define GRASS_OPTIM_REFRESH_H
+
+#include "optim/layout.h"
+
+// The norm pass's share of one micro-batch for matrix g (dout: N x out, rows ld_dout apart; inp: N x in).
+static void optim_norm_pass_grad(Optimizer* o, ProjMatrix* g, const floatX* dout, int ld_dout, const floatX* inp,
+                                 int N) {
+    const ParamTensor* t = &o->pt->t[g->tensor];
+    int in = t->cols, out = t->rows, k = o->cfg.sketch_dim;
+    switch (o->rt.norm_path) {
+    case NP_DIRECT:  // this micro-batch's squared norms, from blockwise GEMMs
+        grass_grad_norms(g->norms, dout, ld_dout, inp, N, in, out, g->cols_side);
+        break;
+    case NP_LAYER_G:
+    case NP_FULL_G:  // the whole fp32 gradient out x in: the gathered GEMM with every index, scale 1
+        grass_gathered_grad(g->nacc, dout, ld_dout, inp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, in, out,
+                            g->cols_side, 1);
+        break;
+    case NP_SKETCH: {  // Y += G S, G = dY^T X: rows side dY^T (X S), cols side X^T (dY S) (= G^T S)
+        const floatX* S = NULL;
+        for (int j = 0; j < o->np.n_sketch; j++) if (o->np.sketch_dim_of[j] == g->other) S = o->np.sketch_S[j];
+        const floatX* left = g->cols_side ? inp : dout;    // N x dim_sel
+        const floatX* right = g->cols_side ? dout : inp;   // N x other
+        int ld_left = g->cols_side ? in : ld_dout, ld_right = g->cols_side ? ld_dout : in;
+        matmul_forward_strided(o->np.sketch_tmp, right, ld_right, S, N, g->other, k);  // N x k = right S
+        grass_gathered_grad(g->nacc, left, ld_left, o->np.sketch_tmp, o->np.d_iota, o->np.d_ones, g->dim_sel, N, k,
+                            g->dim_sel, 0, 1);
+        break;
+    }
+    }
+}
+
+// GaLore: the projector of matrix g from its whole gradient G (fp32, summed over micro-batches and
+// ranks), and the energy it keeps (the singular values, which galore_projector leaves in work)
+static void optim_galore_svd(Optimizer* o, ProjMatrix* g, const float* G) {
+    const ParamTensor* t = &o->pt->t[g->tensor];
+    galore_projector(g->Pt, g->Ptx, G, t->rows, t->cols, g->cols_side, g->r, o->galore.work);
+    float* sv = (float*)malloc_check((size_t)g->dim_sel * sizeof(float));
+    backend_download(sv, o->galore.work + (size_t)g->other * g->dim_sel, (size_t)g->dim_sel * sizeof(float));
+    for (int j = 0; j < g->dim_sel; j++) {
+        double e = (double)sv[j] * sv[j];
+        o->refreshed.total += e;
+        if (j < g->r) o->refreshed.kept += e;
+    }
+    free(sv);
+}
+
+// NP_LAYER_G: a layer's gradients are complete on this rank: sum them over the ranks, measure
+// them, and leave the shared buffer zeroed for the next layer
+static void optim_norm_pass_layer(Optimizer* o, int layer) {
+    for (int k = 0; k < o->n_gm; k++) {
+        ProjMatrix* g = &o->gm[k];
+        const ParamTensor* t = &o->pt->t[g->tensor];
+        if (t->layer != layer) continue;
+        optim_allreduce_float(o, g->nacc, t->numel);
+        if (o->cfg.type == OPT_GALORE) optim_galore_svd(o, g, g->nacc);
+        else rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
+        backend_memset0(g->nacc, t->numel * sizeof(float));
+    }
+}
+
+// the host selection's indices and scales to the backend copies the kernels read
+static void grass_upload_selection(ProjMatrix* g) {
+    backend_upload(g->d_idx, g->h_sel.idx, g->r_eff * sizeof(int));
+    backend_upload(g->d_scale, g->h_sel.scale, g->r_eff * sizeof(float));
+    backend_upload(g->d_upscale, g->h_sel.upscale, g->r_eff * sizeof(float));
+}
+
+static void optim_begin_norm_pass(Optimizer* o) {
+    o->refreshed.kept = 0.0; o->refreshed.total = 0.0;
+    for (int k = 0; k < o->n_gm; k++) {
+        ProjMatrix* g = &o->gm[k];
+        if (g->norms != NULL) backend_memset0(g->norms, g->dim_sel * sizeof(float));
+        if (o->rt.norm_path == NP_FULL_G) backend_memset0(g->nacc, o->pt->t[g->tensor].numel * sizeof(float));
+        if (o->rt.norm_path == NP_SKETCH) backend_memset0(g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim * sizeof(float));
+    }
+    if (o->np.nacc_pool != NULL) backend_memset0(o->np.nacc_pool, o->np.nacc_pool_numel * sizeof(float));
+    // a fresh sketch per refresh, the same on every rank: S^T (k x dim), entries +-1 with equal
+    // probability (exact in bf16, E[S S^T] = k I), drawn from (seed, step, dim)
+    for (int j = 0; j < o->np.n_sketch; j++) {
+        size_t n = (size_t)o->cfg.sketch_dim * o->np.sketch_dim_of[j];
+        float* h = (float*)malloc_check(n * sizeof(float));
+        uint64_t rng = rng_seed_for(o->cfg.seed ^ 0x5E7C11ULL, (uint64_t)o->step, (uint64_t)o->np.sketch_dim_of[j]);
+        for (size_t i = 0; i < n; i += 64) {
+            uint64_t bits = splitmix64(&rng);
+            for (size_t b = 0; b < 64 && i + b < n; b++) h[i + b] = (bits >> b) & 1 ? 1.0f : -1.0f;
+        }
+        backend_upload_floats(o->np.sketch_S[j], h, n);
+        free(h);
+    }
+    o->mode = BWD_REFRESH;
+}
+
+// After the norm pass: each matrix's scores of the whole step, summed over the ranks
+static void optim_finish_norms(Optimizer* o, ProjMatrix* g) {
+    const ParamTensor* t = &o->pt->t[g->tensor];
+    switch (o->rt.norm_path) {
+    case NP_DIRECT: optim_allreduce_float(o, g->norms, g->dim_sel); break;  // a no-op for exact (one rank)
+    case NP_LAYER_G: break;  // measured layer by layer (optim_norm_pass_layer)
+    case NP_FULL_G:
+        optim_allreduce_float(o, g->nacc, t->numel);
+        if (o->cfg.type == OPT_GALORE) optim_galore_svd(o, g, g->nacc);
+        else rows_sumsq(g->norms, g->nacc, t->rows, t->cols, g->cols_side);
+        break;
+    case NP_SKETCH:
+        optim_allreduce_float(o, g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim);
+        rows_sumsq(g->norms, g->nacc, g->dim_sel, o->cfg.sketch_dim, 0);
+        scale_floats(g->norms, 1.0f / (float)o->cfg.sketch_dim, g->dim_sel);  // E = the squared norm
+        break;
+    }
+}
+
+// FNV-1a over a selection, continuing h. with_scales 0: the rows and how often each was drawn
+// (call it before grass_apply_upscale; the same for the same step's gradient however the batch
+// was split, where the scales agree only to rounding); 1: the scales' bits (equal on every rank,
+// or the ranks have drifted apart).
+static uint64_t selection_hash(uint64_t h, const Selection* s, int with_scales) {
+    for (int j = 0; j < s->r_eff; j++) {
+        if (selection_row_is_padding(s, j)) continue;
+        uint32_t sb, ub;
+        memcpy(&sb, &s->scale[j], 4); memcpy(&ub, &s->upscale[j], 4);
+        uint64_t v = (uint64_t)s->idx[j] * 1000003ULL;
+        v += with_scales ? (((uint64_t)sb << 32) ^ ub) : (uint64_t)lrintf(s->upscale[j] / s->scale[j]);
+        h ^= v; h *= 1099511628211ULL;
+    }
+    return h;
+}
+static uint64_t optim_selection_hash(const Optimizer* o) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int k = 0; k < o->n_gm; k++) h = selection_hash(h, &o->gm[k].h_sel, 1);
+    return h;
+}
+
+// After the norm pass: sum the norms over ranks, select with the shared seed, reset moments.
+static void optim_refresh(Optimizer* o) {
+    int64_t step = o->step;
+    int max_dim = 0;
+    for (int k = 0; k < o->n_gm; k++) if (o->gm[k].dim_sel > max_dim) max_dim = o->gm[k].dim_sel;
+    float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
+    o->refreshed.hash = 1469598103934665603ULL;
+    for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GALORE; k++) {
+        // GaLore: the new projectors came from the SVDs (optim_norm_pass_layer, optim_finish_norms);
+        // the moments carry over, as in GaLore
+        optim_finish_norms(o, &o->gm[k]);
+        o->gm[k].r_eff = o->gm[k].r;
+    }
+    for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GRASS; k++) {
+        ProjMatrix* g = &o->gm[k];
+        optim_finish_norms(o, g);
+        uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
+        int r_eff = o->cfg.select_on_device
+                  ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale, g->d_upscale)
+                  : -1;
+        backend_download(q, g->norms, g->dim_sel * sizeof(float));
+        if (r_eff >= 0) {  // selected in the backend: keep the host copy for checkpoints and checks
+            g->h_sel.r_eff = g->r_eff = r_eff;
+            backend_download(g->h_sel.idx, g->d_idx, r_eff * sizeof(int));
+            backend_download(g->h_sel.scale, g->d_scale, r_eff * sizeof(float));
+            backend_download(g->h_sel.upscale, g->d_upscale, r_eff * sizeof(float));
+        } else {
+            grass_select(o->cfg.select, q, g->dim_sel, g->r, rng, &g->h_sel);
+            g->r_eff = g->h_sel.r_eff;
+        }
+        for (int i = 0; i < g->dim_sel; i++) o->refreshed.total += q[i];
+        for (int j = 0; j < g->r_eff; j++) o->refreshed.kept += q[g->h_sel.idx[j]];
+        o->refreshed.hash = selection_hash(o->refreshed.hash, &g->h_sel, 0);  // rows and counts
+        grass_apply_upscale(o->cfg.upscale, &g->h_sel);
+        int padded = grass_pad_selection(&g->h_sel, g->dim_sel, o->cfg.row_align);
+        g->r_eff = g->h_sel.r_eff;
+        if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER || padded > 0) grass_upload_selection(g);
+        size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
+        backend_memset0(g->m, sub);
+        backend_memset0(g->v, sub);
+        g->t = 0;
+    }
+    free(q);
+    o->mode = BWD_GRADS;
+    // what was chosen: distinct rows of the r draws, and the per-row step multiplier (count * rho,
+    // the factor on alpha * lr * the Adam direction; 1 for top-r)
+    o->refreshed.distinct = 0; o->refreshed.draws = 0; o->refreshed.rows = 0; o->refreshed.mult_mean = 0; o->refreshed.mult_max = 0;
+    for (int k = 0; k < o->n_gm; k++) {
+        const ProjMatrix* g = &o->gm[k];
+        o->refreshed.draws += g->r;
+        o->refreshed.rows += g->r_eff;
+        o->refreshed.distinct += o->cfg.type == OPT_GALORE ? g->r_eff : selection_real_rows(&g->h_sel);
+        for (int j = 0; j < g->r_eff; j++) {
+            if (o->cfg.type == OPT_GRASS && selection_row_is_padding(&g->h_sel, j)) continue;
+            float up = o->cfg.type == OPT_GALORE ? 1.0f : g->h_sel.upscale[j];
+            o->refreshed.mult_mean += up;
+            if (up > o->refreshed.mult_max) o->refreshed.mult_max = up;
+        }
+    }
+    if (o->refreshed.distinct > 0) o->refreshed.mult_mean /= o->refreshed.distinct;
+}
+
+#endif // GRASS_OPTIM_REFRESH_H
