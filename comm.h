@@ -53,6 +53,12 @@ static int launcher_world_size(void) {
     return 1;
 }
 
+// 1 when no rank before r is on r's host (rank r is the first one listed there)
+static int comm_first_on_host(const ProcessGroup* pg, int r) {
+    for (int q = 0; q < r; q++) if (strcmp(pg->hosts[q], pg->hosts[r]) == 0) return 0;
+    return 1;
+}
+
 // this machine's host name, or "?" when it has none
 static void comm_hostname(char* out) {
     if (gethostname(out, COMM_HOST_LEN) != 0) snprintf(out, COMM_HOST_LEN, "?");
@@ -76,11 +82,7 @@ static void comm_init(ProcessGroup* pg, int* argc, char*** argv) {
     comm_hostname(pg->hosts[pg->rank]);
     MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, pg->hosts, COMM_HOST_LEN, MPI_CHAR, MPI_COMM_WORLD));
     pg->n_hosts = 0;
-    for (int r = 0; r < pg->world_size; r++) {
-        int seen = 0;
-        for (int q = 0; q < r && !seen; q++) seen = strcmp(pg->hosts[q], pg->hosts[r]) == 0;
-        pg->n_hosts += !seen;
-    }
+    for (int r = 0; r < pg->world_size; r++) pg->n_hosts += comm_first_on_host(pg, r);
 #else
     (void)argc; (void)argv;
     int n = launcher_world_size();
@@ -102,9 +104,7 @@ static void comm_print_hosts(const ProcessGroup* pg) {
     if (pg->rank != 0 || pg->world_size == 1) return;
     printf("hosts: %d for %d ranks:", pg->n_hosts, pg->world_size);
     for (int r = 0; r < pg->world_size; r++) {
-        int first = 1;
-        for (int q = 0; q < r && first; q++) first = strcmp(pg->hosts[q], pg->hosts[r]) != 0;
-        if (!first) continue;
+        if (!comm_first_on_host(pg, r)) continue;
         printf(" %s (ranks", pg->hosts[r]);
         for (int q = r; q < pg->world_size; q++) if (strcmp(pg->hosts[q], pg->hosts[r]) == 0) printf(" %d", q);
         printf(")");

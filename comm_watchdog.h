@@ -128,6 +128,20 @@ static void watchdog_put(char* msg, int cap, int* n, const char* fmt, ...) {
     if (k > 0) *n = *n + k < cap - 1 ? *n + k : cap - 1;
 }
 
+// the end of a rank the watchdog stops: its message in one write() (so that mpirun does not
+// interleave it with other ranks'), after `linger` a pause of WATCHDOG_QUIET_NS, the backend's
+// abort (ncclCommAbort), _exit
+[[noreturn]] static void watchdog_exit(Watchdog* w, const char* msg, int n, int linger) {
+    ssize_t wrote = write(2, msg, (size_t)n);
+    (void)wrote;
+    if (linger) {
+        struct timespec later = {WATCHDOG_QUIET_NS / 1000000000LL, 0};
+        nanosleep(&later, NULL);
+    }
+    if (w->on_fire) w->on_fire();
+    _exit(WATCHDOG_EXIT);
+}
+
 // the message, written with one write() so that mpirun does not interleave it with other ranks'.
 // frozen_s > 0: the watchdog's own thread did not run for that long, so this process itself was
 // stopped (SIGSTOP, a debugger) or starved: it is the stalled peer, and its neighbours' heartbeats
@@ -139,18 +153,15 @@ static void watchdog_fire(Watchdog* w, int64_t now, int64_t start, double frozen
     const char* what = w->what.load();
     long long step = (long long)w->step.load(), mine = (long long)w->waits_begun.load();
     if (frozen_s > 0) {
-        PUT("error: rank %d on %s: step %lld: this rank was frozen for %.1f s (stopped, "
-                      "e.g. SIGSTOP or a debugger, or starved of CPU) in %s (wait #%lld; --comm-timeout %g): it is the "
-                      "stalled peer. Stopping (exit %d); resume the job with -y 1\n", w->rank, w->host, step, frozen_s,
-                      what ? what : "a collective", mine, w->timeout_s, WATCHDOG_EXIT);
-        ssize_t wrote = write(2, msg, (size_t)n);
-        (void)wrote;
-        if (w->on_fire) w->on_fire();
-        _exit(WATCHDOG_EXIT);
+        PUT("error: rank %d on %s: step %lld: this rank was frozen for %.1f s (stopped, e.g. SIGSTOP or a debugger, "
+            "or starved of CPU) in %s (wait #%lld; --comm-timeout %g): it is the stalled peer. Stopping (exit %d); "
+            "resume the job with -y 1\n", w->rank, w->host, step, frozen_s, what ? what : "a collective", mine,
+            w->timeout_s, WATCHDOG_EXIT);
+        watchdog_exit(w, msg, n, 0);
     }
-    PUT("error: rank %d on %s: step %lld: no answer from the other ranks for %.1f s "
-                  "in %s (wait #%lld; --comm-timeout %g)", w->rank, w->host, step, (now - start) * 1e-9,
-                  what ? what : "a collective", mine, w->timeout_s);
+    PUT("error: rank %d on %s: step %lld: no answer from the other ranks for %.1f s in %s (wait #%lld; "
+        "--comm-timeout %g)", w->rank, w->host, step, (now - start) * 1e-9, what ? what : "a collective", mine,
+        w->timeout_s);
     int named = 0;
     for (int i = 0; i < w->n_nb; i++) {
         int r = w->nb[i];
@@ -175,17 +186,10 @@ static void watchdog_fire(Watchdog* w, int64_t now, int64_t start, double frozen
         PUT("; the lost peer is not a neighbour of this rank: see the other ranks' messages");
     PUT(". A peer is lost (host down, link cut) or stalled: stopping this rank "
         "(exit %d); resume the job with -y 1\n", WATCHDOG_EXIT);
-    ssize_t wrote = write(2, msg, (size_t)n);
-    (void)wrote;
     // every rank times out at about the same moment, and mpirun ends the job at the first exit: a
     // rank that could not name the lost peer leaves a moment later, so that the lost peer's
     // neighbours, which can, are heard first
-    if (named == 0) {
-        struct timespec later = {WATCHDOG_QUIET_NS / 1000000000LL, 0};
-        nanosleep(&later, NULL);
-    }
-    if (w->on_fire) w->on_fire();
-    _exit(WATCHDOG_EXIT);
+    watchdog_exit(w, msg, n, named == 0);
 #undef PUT
 }
 
