@@ -38,8 +38,11 @@ NUM = r"[0-9.eE+-]+"
 FAMILIES = [
     ("AdamW", re.compile(rf"^adamw-s(?P<x>{NUM})$")),
     ("GaLore", re.compile(rf"^galore-a(?P<x>{NUM})$")),
+    ("GaLore, reset", re.compile(rf"^galore-a(?P<x>{NUM})-reset$")),
     ("Grass top-r", re.compile(rf"^grass-topr-a(?P<x>{NUM})$")),
+    ("Grass top-r, keep", re.compile(rf"^grass-topr-a(?P<x>{NUM})-keep$")),
     ("Grass multinorm", re.compile(rf"^grass-multinorm-a(?P<x>{NUM})-up(?P<u>\w+)$")),
+    ("Grass multinorm, keep", re.compile(rf"^grass-multinorm-a(?P<x>{NUM})-up(?P<u>\w+)-keep$")),
     ("Grass multinorm-nr", re.compile(rf"^grass-multinorm-nr-a(?P<x>{NUM})-up(?P<u>\w+)$")),
     ("Grass uniform", re.compile(rf"^grass-uniform-a(?P<x>{NUM})-up(?P<u>\w+)$")),
     ("Grass uniform-nr", re.compile(rf"^grass-uniform-nr-a(?P<x>{NUM})-up(?P<u>\w+)$")),
@@ -108,13 +111,30 @@ def read_status(d):
         return ""
 
 
+CAPTURED_RE = re.compile(r"^step=(?P<step>[0-9]+) refresh=1 .*\bcaptured=(?P<c>[0-9.eE+-]+)")
+
+
+def read_captured(log):
+    """{step: captured} from a log's refresh lines (the share of the gradient's squared row norms
+    that the new selection keeps; a resumed run repeats a refresh: the last line wins)"""
+    out = {}
+    try:
+        for line in open(log, encoding="utf-8", errors="replace"):
+            m = CAPTURED_RE.match(line)
+            if m:
+                out[int(m.group("step"))] = float(m.group("c"))
+    except OSError:
+        pass
+    return out
+
+
 def load_run(d):
     """one run directory -> dict (None when it has neither a log nor a status)"""
     base = os.path.basename(d.rstrip("/"))
     m = SEED_RE.match(base)
     if not m:
         return None
-    r = {"dir": d, "name": m.group("run"), "seed": int(m.group("seed")), "val": {}, "train": {},
+    r = {"dir": d, "name": m.group("run"), "seed": int(m.group("seed")), "val": {}, "train": {}, "captured": {},
          "steps": None, "last": 0, "final": math.nan, "tok_s": math.nan, "state": read_status(d)}
     log = os.path.join(d, "log.txt")
     if os.path.isfile(log):
@@ -125,6 +145,7 @@ def load_run(d):
         if "steps" in meta:
             r["steps"] = int(meta["steps"])
         r["last"] = max(list(r["train"]) + list(r["val"]) + [0])
+        r["captured"] = read_captured(log)
         r["tok_s"] = median_tok_per_s(r["train"])
     elif not r["state"]:
         return None
@@ -251,7 +272,18 @@ def cell_table(cell, runs):
     return text, rows
 
 
-def cell_figure(cell, rows, path):
+def mean_captured(runs):
+    """{refresh step: mean captured over the runs that logged it}"""
+    acc = {}
+    for r in runs:
+        for st, c in r.get("captured", {}).items():
+            acc.setdefault(st, []).append(c)
+    return {st: sum(v) / len(v) for st, v in sorted(acc.items())}
+
+
+def cell_figure(cell, rows, path, mark_refresh=False):
+    """validation loss against step, mean over seeds with a ± sd band; mark_refresh: a triangle at
+    each refresh of the runs that log one, labelled with captured= (mean over seeds, in %)"""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -274,13 +306,20 @@ def cell_figure(cell, rows, path):
             if len(done) > 1:
                 ax.fill_between(steps, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
                                 color=line.get_color(), alpha=0.15, lw=0)
+        cap = mean_captured(done) if mark_refresh else {}
+        for st, c in cap.items():
+            y = means[min(range(len(steps)), key=lambda i: abs(steps[i] - st))]
+            axes[0].plot([st], [y], "v", color=color, ms=5)
+            axes[0].annotate(f"{100 * c:.0f}%", (st, y), textcoords="offset points", xytext=(0, 6 + 7 * (plotted % 3)),
+                             ha="center", fontsize=6, color=color)
         half = [m for s, m in zip(steps, means) if s >= steps[-1] / 2]
         tail_lo, tail_hi = min(tail_lo, min(half)), max(tail_hi, max(half))
         plotted += 1
     if not plotted:
         plt.close(fig)
         return False
-    axes[0].set_title("validation loss (mean over seeds, band ± sd)")
+    axes[0].set_title("validation loss (mean over seeds, band ± sd)"
+                      + ("; ▼ refresh, captured= in %" if mark_refresh else ""))
     axes[1].set_title("second half of training")
     last = max(max(r["val"]) for row in rows for r in row["runs"] if r["status"] == "done")
     axes[1].set_xlim(last / 2 - last * 0.02, last * 1.02)
@@ -338,7 +377,8 @@ def summary_table(cells_rows):
             if row is None:
                 cols.append("—")
                 continue
-            x = re.sub(r"^[a-z-]+-", "", row["name"]).replace("-up", ", up ")
+            x = re.sub(r"^[a-z-]+?-(?=[as][0-9])", "", row["name"]).replace("-up", ", up ").replace("-keep", "")
+            x = x.replace("-reset", "")
             v = f"{row['mean']:.3f}" + (f" ± {row['sd']:.3f}" if row["sd"] is not None else "")
             ratio = f", {row['mean'] / adamw['mean']:.3f}x" if adamw else ""
             cols.append(f"{v} (n={len(row['seeds'])}{ratio}; {x})" + (" †" if f in partial[c] else ""))
@@ -348,6 +388,83 @@ def summary_table(cells_rows):
                              "its best scale, and the setting (alpha a / AdamW matrix scale s, up = up-projection rule). "
                              "The best setting is chosen on seed 1; the headline settings have seeds 2 and 3 as well. "
                              "†: some settings of that family have not finished in that cell (the best among those that did).\n")
+
+
+def welch_t(a, b):
+    """Welch's t of mean(a) - mean(b) (rows with mean, sd, seeds); None without two seeds on each side"""
+    na, nb = len(a["seeds"]), len(b["seeds"])
+    if na < 2 or nb < 2 or a["sd"] is None or b["sd"] is None:
+        return None
+    se = math.sqrt(a["sd"] ** 2 / na + b["sd"] ** 2 / nb)
+    return (a["mean"] - b["mean"]) / se if se > 0 else math.copysign(math.inf, a["mean"] - b["mean"])
+
+
+# The decision rule of docs/GRASS_IMPL.md, "Moments at a refresh" (written before the runs): keep
+# against reset, each at its own best alpha, three seeds, Welch's t of mean(keep) - mean(reset).
+T_DECISIVE = 2.0
+STATE_PAIRS = [("Grass top-r", "Grass top-r, keep"), ("Grass multinorm", "Grass multinorm, keep"),
+               ("GaLore, reset", "GaLore")]
+
+
+def verdict(t):
+    if t is None:
+        return "too few seeds"
+    return "better" if t <= -T_DECISIVE else "worse" if t >= T_DECISIVE else "not distinguishable"
+
+
+def state_table(cells_rows):
+    """markdown: for each cell and method, its best setting with moments reset and kept at a refresh,
+    the difference and Welch's t; None when no cell has both"""
+    md = ["| cell | method | reset: setting, final val loss (n) | keep: setting, final val loss (n) | keep - reset | "
+          "Welch t | keep is |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    found = False
+    for cell, rows in cells_rows.items():
+        best = summary_rows(rows)
+        for reset_fam, keep_fam in STATE_PAIRS:
+            r, k = best.get(reset_fam), best.get(keep_fam)
+            if r is None or k is None:
+                continue
+            found = True
+            t = welch_t(k, r)
+            fmt = lambda x: (f"{x['name']}, {x['mean']:.4f}" + (f" ± {x['sd']:.4f}" if x["sd"] is not None else "")
+                             + f" ({len(x['seeds'])})")
+            md.append(f"| {cell} | {reset_fam.split(',')[0]} | {fmt(r)} | {fmt(k)} | {k['mean'] - r['mean']:+.4f} | "
+                      + (f"{t:+.2f}" if t is not None else "—") + f" | {verdict(t)} |")
+    if not found:
+        return None
+    return "\n".join(md) + (f"\n\nEach state at its own best setting (chosen at seed 1); t = (keep - reset) / "
+                             f"sqrt(sd_k^2/n_k + sd_r^2/n_r); better: t <= -{T_DECISIVE}, worse: t >= {T_DECISIVE}.\n")
+
+
+def gap_table(rows):
+    """markdown: each family's best setting (the frozen control apart) at four points of training,
+    mean val loss over seeds and its gap to AdamW's best in %; None without AdamW or a second family"""
+    best = summary_rows(rows)
+    adamw = best.get("AdamW")
+    fams = [f for f, _ in FAMILIES if f in best and f != "AdamW"]
+    if adamw is None or not fams:
+        return None
+    curve = {}
+    for f in ["AdamW"] + fams:
+        done = [r for r in best[f]["runs"] if r["status"] == "done"]
+        steps, means, _ = mean_curve([r["val"] for r in done])
+        curve[f] = dict(zip(steps, means))
+    last = max(curve["AdamW"])
+    points = sorted({min(curve["AdamW"], key=lambda st: abs(st - last * q)) for q in (0.25, 0.5, 0.75, 1.0)})
+    md = ["| at its best setting (n seeds) | " + " | ".join(f"step {p}" for p in points) + " |",
+          "| --- |" + " --- |" * len(points)]
+    for f in ["AdamW"] + fams:
+        cols = []
+        for p in points:
+            v = curve[f].get(p)
+            if v is None:
+                cols.append("—")
+            elif f == "AdamW":
+                cols.append(f"{v:.4f}")
+            else:
+                cols.append(f"{v:.4f} ({100 * (v / curve['AdamW'][p] - 1):+.2f}%)")
+        md.append(f"| {f} ({len(best[f]['seeds'])}) | " + " | ".join(cols) + " |")
+    return "\n".join(md) + "\n\nMean validation loss over the seeds; in brackets the gap to AdamW's best at the same step.\n"
 
 
 def write_all(out):
@@ -368,6 +485,9 @@ def write_all(out):
         d = os.path.join(out, cell)
         runs = load_cell(d)
         text, rows = cell_table(cell, runs)
+        gaps = gap_table(rows)
+        if gaps:
+            text += "\nThe gap to AdamW during training:\n\n" + gaps
         cells_rows[cell] = rows
         with open(os.path.join(d, "table.md"), "w") as f:
             f.write(f"# {cell}\n\n" + text)
@@ -375,7 +495,8 @@ def write_all(out):
         have_png = cell_figure(cell, rows, png)
         best = summary_rows(rows)  # each family at its best setting, and the frozen control: a readable figure
         best_rows = [best[f] for f in [f for f, _ in FAMILIES] + ["frozen"] if f in best]
-        if best_rows and cell_figure(cell + ": each optimizer at its best setting", best_rows, os.path.join(d, "best.png")):
+        if best_rows and cell_figure(cell + ": each optimizer at its best setting", best_rows, os.path.join(d, "best.png"),
+                                     mark_refresh=True):
             print(f"wrote {d}/best.png")
         tok = [r["tok_s"] for r in runs if r["tok_s"] == r["tok_s"]]
         speed = f" Training speed: median {sorted(tok)[len(tok) // 2]:.0f} tokens/s per run." if tok else ""
@@ -386,7 +507,13 @@ def write_all(out):
     summary = summary_table(cells_rows)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(summary)
-    doc += ["## Summary", "", summary, ""] + body
+    doc += ["## Summary", "", summary, ""]
+    states = state_table(cells_rows)
+    if states:
+        with open(os.path.join(out, "refresh_state.md"), "w") as f:
+            f.write(states)
+        doc += ["## Moments at a refresh: keep against reset", "", states, ""]
+    doc += body
     with open(os.path.join(out, "study.md"), "w") as f:
         f.write("\n".join(doc))
     print(f"wrote {out}/study.md")

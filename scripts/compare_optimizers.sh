@@ -24,6 +24,9 @@
 #   grass-multinorm-a<A>-up<U> ... --grass-select multinorm --grass-scale A --grass-upscale U, U in UPSCALES,
 #                              A in MULTINORM_ALPHAS (default: GRASS_ALPHA alone; w384 two)
 #   grass-multinorm-nr-a<A>-up<U>, grass-uniform-a<A>-up<U>, grass-uniform-nr-a<A>-up<U>   at U=$UPSCALE
+#   <any Grass name>-keep      the same with --grass-refresh-state keep, for keep in REFRESH_STATES
+#                              (the other Grass names run reset; each state has its own best in phase 2)
+#   galore-a<A>-reset          GaLore with --galore-refresh-state reset (GaLore keeps its moments by default)
 # LR is the peak lr of the parameters that are not projected (embeddings, head, norms) in every
 # run; the projected matrices (q,k,v,o,gate,up,down) take LR * scale (AdamW: --matrix-lr-scale;
 # Grass, GaLore: alpha). Every run: -b $B -t $T -x $STEPS, the trainer's warmup (10%), val every
@@ -59,15 +62,39 @@
 # MULTINORM_ALPHAS ("$GRASS_ALPHA"), UPSCALES ("paper one mean"), UPSCALE (mean),
 # SEEDS ("2 3"), JOBS (1; 2 allowed: runs at a time, one thread each), OMP_NUM_THREADS (1 per
 # run), CKPT_EVERY (25), ONLY (a regex on "<cell>/<run>-seed<N>"), DRY (1: list only),
-# KEEP_CKPT (0), RETRY (0).
+# KEEP_CKPT (0), RETRY (0), REFRESH_STATES ("reset"; "reset keep" runs Grass both ways), PRESET
+# (moments | horizon: see below).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
+# Presets (PRESET=...): the extensions of the study in docs/GRASS_IMPL.md, "Moments at a refresh"
+# and "Horizon"; each only fills in what the environment leaves unset.
+#   moments   both w384 cells on short grids around the main study's optima: AdamW (with the frozen
+#             control), GaLore, and Grass top-r and multinorm with reset and with keep, each state
+#             on the same alphas; seeds 2 3 for each family's (and each state's) best
+#   horizon   KJV w384, 600 steps, K 100, validation every 50 steps: AdamW, GaLore and Grass
+#             multinorm at their 150-step best setting and at half of it (seed 1), then seeds 2 3
+#             for the better one; REFRESH_STATES picks Grass's refresh state (set it to the
+#             moments study's winner), MULTINORM_ALPHAS its alphas (default the 150-step best, half)
+case ${PRESET:-} in
+  "") ;;
+  moments)
+    : "${OUT:=out/study}" "${SIZES:=w384}" "${REFRESH_STATES:=reset keep}"
+    : "${W384_ADAMW_SCALES:=1e-06 0.00625 0.0125}" "${W384_GALORE_ALPHAS:=0.015625 0.03125 0.0625}"
+    : "${W384_TOPR_ALPHAS:=0.00390625 0.0078125 0.015625}" "${W384_MULTINORM_ALPHAS:=0.0078125 0.015625 0.03125}" ;;
+  horizon)
+    : "${OUT:=out/study600}" "${CORPORA:=kjv}" "${SIZES:=w384}" "${STEPS:=600}" "${K:=100}"
+    : "${EVAL_EVERY:=50}" "${CKPT_EVERY:=100}" "${REFRESH_STATES:=reset}"
+    : "${W384_ADAMW_SCALES:=0.00625 0.003125}" "${W384_GALORE_ALPHAS:=0.03125 0.015625}"
+    : "${W384_TOPR_ALPHAS=}" "${W384_MULTINORM_ALPHAS:=0.015625 0.0078125}" ;;
+  *) echo "compare_optimizers.sh: unknown PRESET '$PRESET' (moments | horizon)" >&2; exit 1 ;;
+esac
 BIN=${BIN:-./train_llama_cpu}; OUT=${OUT:-out/study}; DATA_ROOT=${DATA_ROOT:-data/study}
 CORPORA=${CORPORA:-"tinyshakespeare kjv"}; SIZES=${SIZES:-"d6 w384"}; VOCAB=${VOCAB:-4096}
 B=${B:-8}; T=${T:-128}; STEPS=${STEPS:-150}; EVAL_EVERY=${EVAL_EVERY:-25}; EVAL_TOKENS=${EVAL_TOKENS:-16384}
 K=${K:-50}; RANK=${RANK:-0.25}; LR=${LR:-1e-2}
 GRASS_ALPHA=${GRASS_ALPHA:-0.0625}; UPSCALE=${UPSCALE:-mean}; SEEDS=${SEEDS-"2 3"}
+REFRESH_STATES=${REFRESH_STATES:-reset}
 # The grids of a size (set_grid SIZE): <SIZE>_ADAMW_SCALES (e.g. W384_ADAMW_SCALES) first, then
 # ADAMW_SCALES when it is set, then the size's default; the same for GALORE_ALPHAS, TOPR_ALPHAS,
 # UPSCALES and VARIANTS. w384 runs cost about 2.5x a d6 run (5 min with 2 threads), so its
@@ -130,6 +157,11 @@ fi
 if ! has galore; then HAVE_GALORE=0; note "$BIN -h has no 'galore': the GaLore runs are skipped"
 elif ! has --galore-scale; then HAVE_GALORE=0; note "$BIN -h has no --galore-scale: the GaLore runs are skipped"; fi
 if ! has --grass-upscale; then HAVE_UPSCALE=0; note "$BIN -h has no --grass-upscale: the multinorm/uniform runs are skipped"; fi
+HAVE_KEEP=1
+if ! has --grass-refresh-state; then
+  HAVE_KEEP=0
+  case " $REFRESH_STATES " in *" keep "*) note "$BIN -h has no --grass-refresh-state: the -keep runs are skipped" ;; esac
+fi
 
 size_args() {  # the model flags of a size
   case $1 in
@@ -140,6 +172,13 @@ size_args() {  # the model flags of a size
 }
 for z in $SIZES; do size_args "$z" > /dev/null; done
 
+# Grass's moments at a refresh: a name ending in -keep runs --grass-refresh-state keep; any other
+# Grass name runs reset, said explicitly where the binary has the flag (norm_args drops that pair,
+# so runs of a binary from before the flag, which always reset, compare equal)
+refresh_state_args() {  # refresh_state_args SUFFIX ("" or -keep)
+  if [ "$1" = -keep ]; then echo "--grass-refresh-state keep"
+  elif [ $HAVE_KEEP = 1 ]; then echo "--grass-refresh-state reset"; fi
+}
 # run name -> optimizer flags (one place: the names encode everything that varies)
 run_args() {
   local n=$1 re_num='([0-9.eE+-]+)'
@@ -147,11 +186,15 @@ run_args() {
     echo "--optimizer adamw -l $LR --matrix-lr-scale ${BASH_REMATCH[1]}"
   elif [[ $n =~ ^galore-a$re_num$ ]]; then
     echo "--optimizer galore -l $LR --rank $RANK --update-freq $K --galore-scale ${BASH_REMATCH[1]}"
-  elif [[ $n =~ ^grass-topr-a$re_num$ ]]; then
-    echo "--optimizer grass -l $LR --grass-select topr --rank $RANK --update-freq $K --grass-scale ${BASH_REMATCH[1]}"
-  elif [[ $n =~ ^grass-(multinorm|multinorm-nr|uniform|uniform-nr)-a$re_num-up(paper|one|mean)$ ]]; then
+  elif [[ $n =~ ^galore-a$re_num-reset$ ]]; then
+    echo "--optimizer galore -l $LR --rank $RANK --update-freq $K --galore-scale ${BASH_REMATCH[1]}" \
+         "--galore-refresh-state reset"
+  elif [[ $n =~ ^grass-topr-a$re_num(-keep)?$ ]]; then
+    echo "--optimizer grass -l $LR --grass-select topr --rank $RANK --update-freq $K --grass-scale ${BASH_REMATCH[1]}" \
+         "$(refresh_state_args "${BASH_REMATCH[2]}")"
+  elif [[ $n =~ ^grass-(multinorm|multinorm-nr|uniform|uniform-nr)-a$re_num-up(paper|one|mean)(-keep)?$ ]]; then
     echo "--optimizer grass -l $LR --grass-select ${BASH_REMATCH[1]} --rank $RANK --update-freq $K" \
-         "--grass-scale ${BASH_REMATCH[2]} --grass-upscale ${BASH_REMATCH[3]}"
+         "--grass-scale ${BASH_REMATCH[2]} --grass-upscale ${BASH_REMATCH[3]} $(refresh_state_args "${BASH_REMATCH[4]}")"
   else
     die "no flags for the run name '$n'"
   fi
@@ -160,17 +203,22 @@ supported() {  # supported NAME: 0 when the binary has what the run needs
   case $1 in
     adamw-*) [ $HAVE_ADAMW = 1 ] ;;
     galore-*) [ $HAVE_GALORE = 1 ] ;;
+    *-keep) [ $HAVE_KEEP = 1 ] ;;
+    galore-*-reset) [ $HAVE_GALORE = 1 ] && [ $HAVE_KEEP = 1 ] ;;
     grass-topr-*) true ;;
     grass-*) [ $HAVE_UPSCALE = 1 ] ;;
   esac
 }
+state_suffix() { [ "$1" = keep ] && echo -keep; }  # a refresh state -> the run name's suffix
 seed1_runs() {  # the phase-1 run names of a cell
-  local s a u v
+  local s a u v rs
   for s in $ADAMW_SCALES; do echo "adamw-s$s"; done
   for a in $GALORE_ALPHAS; do echo "galore-a$a"; done
-  for a in $TOPR_ALPHAS; do echo "grass-topr-a$a"; done
-  for u in $UPSCALES; do for a in $MULTINORM_ALPHAS; do echo "grass-multinorm-a$a-up$u"; done; done
-  for v in $VARIANTS; do echo "grass-$v-a$GRASS_ALPHA-up$UPSCALE"; done
+  for rs in $REFRESH_STATES; do
+    for a in $TOPR_ALPHAS; do echo "grass-topr-a$a$(state_suffix "$rs")"; done
+    for u in $UPSCALES; do for a in $MULTINORM_ALPHAS; do echo "grass-multinorm-a$a-up$u$(state_suffix "$rs")"; done; done
+    for v in $VARIANTS; do echo "grass-$v-a$GRASS_ALPHA-up$UPSCALE$(state_suffix "$rs")"; done
+  done
 }
 
 # ---- data
@@ -208,8 +256,13 @@ make_args() {  # make_args CORPUS SIZE NAME SEED -> ARGS (everything but -o and 
         $opt --seed "$seed" "${EXTRA[@]}")
 }
 # the arguments a run is compared on: all but the flags that change nothing on this build's
-# numbers (--grad-dtype fp32 is added once the binary has it; CPU gradients are fp32 anyway)
-norm_args() { awk 'skip { skip = 0; next } $0 == "--grad-dtype" { skip = 1; next } { print }'; }
+# numbers (--grad-dtype fp32 is added once the binary has it; CPU gradients are fp32 anyway), and
+# --grass-refresh-state reset, what every binary from before the flag did
+norm_args() {
+  awk 'skip { skip = 0; next } $0 == "--grad-dtype" { skip = 1; next }
+       $0 == "--grass-refresh-state" { held = 1; next }
+       held { held = 0; if ($0 != "reset") print "--grass-refresh-state\n" $0; next } { print }'
+}
 run_state() {  # run_state DIR: done | conflict | diverged | partial | new, and the step reached
   local dir=$1 st
   if [ -f "$dir/args.txt" ] && [ "$(norm_args < "$dir/args.txt")" != "$(printf '%s\n' "${ARGS[@]}" | norm_args)" ]; then
@@ -313,7 +366,7 @@ if [ "$DRY" != 1 ]; then
   {
     echo "# scripts/compare_optimizers.sh, $(date '+%Y-%m-%d %H:%M'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
     for v in BIN DATA_ROOT CORPORA SIZES VOCAB B T STEPS EVAL_EVERY EVAL_TOKENS K RANK LR GRASS_ALPHA UPSCALE SEEDS \
-             JOBS THREADS; do echo "$v=${!v}"; done
+             JOBS THREADS REFRESH_STATES CKPT_EVERY; do echo "$v=${!v}"; done
     for z in $SIZES; do
       set_grid "$z"
       for v in ADAMW_SCALES GALORE_ALPHAS TOPR_ALPHAS UPSCALES VARIANTS MULTINORM_ALPHAS; do echo "$z: $v=${!v}"; done
@@ -336,7 +389,7 @@ wait
 
 # phase 2: more seeds for the headline rows
 headline() {  # headline CELL_DIR: the phase-2 run names (best AdamW, best GaLore, best top-r, best multinorm)
-  local cd=$1 a u b names
+  local cd=$1 a u b names rs x
   if [ $HAVE_ADAMW = 1 ] && [ -n "$ADAMW_SCALES" ]; then
     names=(); for a in $ADAMW_SCALES; do names+=("adamw-s$a"); done
     b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?adamw-s? ($b)"
@@ -345,14 +398,17 @@ headline() {  # headline CELL_DIR: the phase-2 run names (best AdamW, best GaLor
     names=(); for a in $GALORE_ALPHAS; do names+=("galore-a$a"); done
     b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?galore-a? ($b)"
   fi
-  if [ -n "$TOPR_ALPHAS" ]; then
-    names=(); for a in $TOPR_ALPHAS; do names+=("grass-topr-a$a"); done
-    b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-topr-a? ($b)"
-  fi
-  if [ $HAVE_UPSCALE = 1 ] && [ -n "$UPSCALES" ]; then
-    names=(); for u in $UPSCALES; do for a in $MULTINORM_ALPHAS; do names+=("grass-multinorm-a$a-up$u"); done; done
-    b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-multinorm-a?-up? ($b)"
-  fi
+  for rs in $REFRESH_STATES; do  # each refresh state has its own best setting
+    x=$(state_suffix "$rs")
+    if [ -n "$TOPR_ALPHAS" ] && { [ "$rs" != keep ] || [ $HAVE_KEEP = 1 ]; }; then
+      names=(); for a in $TOPR_ALPHAS; do names+=("grass-topr-a$a$x"); done
+      b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-topr-a?$x ($b)"
+    fi
+    if [ $HAVE_UPSCALE = 1 ] && [ -n "$UPSCALES" ] && [ -n "$MULTINORM_ALPHAS" ] && { [ "$rs" != keep ] || [ $HAVE_KEEP = 1 ]; }; then
+      names=(); for u in $UPSCALES; do for a in $MULTINORM_ALPHAS; do names+=("grass-multinorm-a$a-up$u$x"); done; done
+      b=$($PY dev/study_table.py --best "$cd" "${names[@]}" 2>&1) && echo "$b" || echo "?grass-multinorm-a?-up?$x ($b)"
+    fi
+  done
 }
 if [ -n "$SEEDS" ]; then
   echo "== phase 2: seeds $SEEDS for the best AdamW scale, the best GaLore alpha, the best top-r alpha, the best multinorm upscale"

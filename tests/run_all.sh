@@ -64,6 +64,7 @@ run test_hf_roundtrip python3 dev/test_hf_roundtrip.py
 run test_perf_model python3 dev/test_perf_model.py
 run test_bench_gpu_vs_torch python3 dev/test_bench_gpu_vs_torch.py
 run test_plot_logs python3 dev/test_plot_logs.py
+run test_study python3 dev/test_study.py
 run test_train bash tests/test_train.sh
 run test_faults bash tests/test_faults.sh
 if command -v mpirun >/dev/null 2>&1; then
