@@ -187,6 +187,11 @@ with tempfile.TemporaryDirectory() as tmp:
         check(" conflict" in line, f"a run that kept its moments is not the reset run ('{line.strip()}')")
         open(os.path.join(d, "args.txt"), "w").write("\n".join(reset_args))
 
+    # a grid set empty stays empty: that family is not run
+    rc, text = study(dict(env, OUT=os.path.join(tmp, "dry")), PRESET="moments", DRY=1, W384_GALORE_ALPHAS="")
+    check(rc == 0 and "adamw-s0.0125-seed1" in text and "galore-" not in text,
+          "PRESET=moments with W384_GALORE_ALPHAS= set empty runs no GaLore")
+
     # ---- the tables
     rc, text = subprocess.run([sys.executable, os.path.join(HERE, "study_table.py"), "--out", out],
                               capture_output=True, text=True).returncode, ""

@@ -68,7 +68,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 # Presets (PRESET=...): the extensions of the study in docs/GRASS_IMPL.md, "Moments at a refresh"
-# and "Horizon"; each only fills in what the environment leaves unset.
+# and "Horizon"; each only fills in what the environment leaves unset (a grid set empty, e.g.
+# W384_GALORE_ALPHAS=, stays empty: that family is not run).
 #   moments   both w384 cells on short grids around the main study's optima: AdamW (with the frozen
 #             control), GaLore, and Grass top-r and multinorm with reset and with keep, each state
 #             on the same alphas; seeds 2 3 for each family's (and each state's) best
@@ -80,13 +81,13 @@ case ${PRESET:-} in
   "") ;;
   moments)
     : "${OUT:=out/study}" "${SIZES:=w384}" "${REFRESH_STATES:=reset keep}"
-    : "${W384_ADAMW_SCALES:=1e-06 0.00625 0.0125}" "${W384_GALORE_ALPHAS:=0.015625 0.03125 0.0625}"
-    : "${W384_TOPR_ALPHAS:=0.00390625 0.0078125 0.015625}" "${W384_MULTINORM_ALPHAS:=0.0078125 0.015625 0.03125}" ;;
+    : "${W384_ADAMW_SCALES=1e-06 0.00625 0.0125}" "${W384_GALORE_ALPHAS=0.015625 0.03125 0.0625}"
+    : "${W384_TOPR_ALPHAS=0.00390625 0.0078125 0.015625}" "${W384_MULTINORM_ALPHAS=0.0078125 0.015625 0.03125}" ;;
   horizon)
     : "${OUT:=out/study600}" "${CORPORA:=kjv}" "${SIZES:=w384}" "${STEPS:=600}" "${K:=100}"
     : "${EVAL_EVERY:=50}" "${CKPT_EVERY:=100}" "${REFRESH_STATES:=reset}"
-    : "${W384_ADAMW_SCALES:=0.00625 0.003125}" "${W384_GALORE_ALPHAS:=0.03125 0.015625}"
-    : "${W384_TOPR_ALPHAS=}" "${W384_MULTINORM_ALPHAS:=0.015625 0.0078125}" ;;
+    : "${W384_ADAMW_SCALES=0.00625 0.003125}" "${W384_GALORE_ALPHAS=0.03125 0.015625}"
+    : "${W384_TOPR_ALPHAS=}" "${W384_MULTINORM_ALPHAS=0.015625 0.0078125}" ;;
   *) echo "compare_optimizers.sh: unknown PRESET '$PRESET' (moments | horizon)" >&2; exit 1 ;;
 esac
 BIN=${BIN:-./train_llama_cpu}; OUT=${OUT:-out/study}; DATA_ROOT=${DATA_ROOT:-data/study}
