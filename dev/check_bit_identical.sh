@@ -15,6 +15,8 @@
 # compared (-h, --plan-only output) and of the setup saved in each state file (the rest of the
 # state file, the optimizer's state included, is still compared byte for byte; only its checksum
 # trailer, a function of the whole, is not).
+#   NEW_OPTIONS="--galore-side --adam-eps-style" ...  # the same for options new to the base that
+#                                                  # runs leave at their defaults (no NEW_FLAGS)
 #
 # Runs (CPU build; each writes a checkpoint at the end and one mid-run):
 #   adamw        AdamW, 12 steps, B=4 T=128, validation every 6 steps
@@ -175,7 +177,7 @@ done
 
 # ---- compare ------------------------------------------------------------------------------------
 # the option names NEW_FLAGS sets (one a line), and text without the lines that name one of them
-NEW_OPTS=$(for w in ${NEW_FLAGS:-}; do case $w in --*) echo "$w" ;; esac; done)
+NEW_OPTS=$(for w in ${NEW_FLAGS:-} ${NEW_OPTIONS:-}; do case $w in --*) echo "$w" ;; esac; done | sort -u)
 without_new_opts() { if [ -n "$NEW_OPTS" ]; then grep -v -F -- "$NEW_OPTS" "$1" || true; else cat "$1"; fi; }
 # same_state BASE NEW: state files alike but for the saved setup lines of NEW_OPTS (and so the checksum)
 same_state() {
