@@ -158,6 +158,13 @@ typedef struct { float lr, b1, b2, eps, wd, bc1, bc2, grad_scale; const float* g
 static inline float adam_grad_scale_host(const AdamParams* a) {  // the CPU backend's read of it
     return a->grad_scale_dev != NULL ? *a->grad_scale_dev : a->grad_scale;
 }
+// Where epsilon enters (--adam-eps-style; optim/config.h). Every kernel computes
+// (m / bc1) / (sqrt(v / bc2) + eps); the older convention lr sqrt(bc2) / bc1 * m / (sqrt(v) + eps)
+// (eps added to sqrt(v) before the bias correction: galore_torch's AdamW, transformers' old AdamW)
+// is the same update with eps / sqrt(bc2) in its place, so both builds' kernels serve both.
+static inline float adam_eps_for_style(float eps, int eps_on_raw_v, float bc2) {
+    return eps_on_raw_v ? eps / sqrtf(bc2) : eps;
+}
 
 // ---- Grass ops (grass_optim.cuh) ----------------------------------------------------------
 // rows side: C (r x in) (+)= diag(scale) dY[:, idx]^T X            (selected output features)

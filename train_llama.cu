@@ -98,6 +98,8 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
 // ----------------------------------------------------------------------------------------------
 // command line: one table drives both the parser and the help text
 
+#define MAX_OPTIONS 96  // room for build_options' table (checked there)
+
 typedef struct {
     const char* train_pattern;
     const char* val_pattern;
@@ -131,8 +133,10 @@ typedef struct {
     int recompute;
     const char* state_dtype;
     const char* grad_dtype;  // --grad-dtype: model | fp32
+    const char* adam_eps_style; // --adam-eps-style: corrected | raw | auto (resolve_optim sets the resolved name)
+    const char* galore_side;    // --galore-side: official | rows
     OptimConfig oc;
-    unsigned char given[64]; // given[k]: option k (build_options order) was on the command line
+    unsigned char given[MAX_OPTIONS]; // given[k]: option k (build_options order) was on the command line
     char* setup;             // this run's setup as text (run_setup_text), saved with every checkpoint
 } TrainArgs;
 
@@ -175,6 +179,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--beta1", 'f', &a->oc.b1, 0, 0.999999, "Adam beta1");
     OPT("", "--beta2", 'f', &a->oc.b2, 0, 0.999999, "Adam beta2");
     OPT("", "--adam-eps", 'f', &a->oc.eps, 1e-30, 1, "Adam epsilon");
+    OPT("", "--adam-eps-style", 's', &a->adam_eps_style, 0, 0, "where Adam's epsilon enters: corrected (m^/(sqrt(v^)+eps), torch.optim.AdamW) | "
+        "raw (lr*sqrt(bc2)/bc1 * m/(sqrt(v)+eps), galore_torch's and transformers' old AdamW) | auto (raw for galore, else corrected)");
     OPT("-v", "--eval-every", 'i', &a->eval_every, 0, 1 << 30, "validate every N steps (0: only at the end)");
     OPT("", "--eval-tokens", 'L', &a->eval_tokens, 1, 1e15, "tokens per validation (all ranks)");
     OPT("-s", "--sample-every", 'i', &a->sample_every, 0, 1 << 30, "print a text sample every N steps (0: never)");
@@ -194,6 +200,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha: the projected matrices step lr * alpha");
     OPT("", "--galore-scale", 'f', &a->oc.alpha, 0, 1e6, "GaLore's scale alpha (the same setting as --grass-scale)");
+    OPT("", "--galore-side", 's', &a->galore_side, 0, 0, "GaLore's projected side: official (galore_torch's: the columns of a matrix "
+        "with out >= in, square ones included, else the rows) | rows (the shorter side, square matrices from their rows: before 2026-12-07)");
     OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
     OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1, "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
     OPT("", "--grass-row-align", 'i', &a->oc.row_align, 0, 16, "Grass: pad each selection to a multiple of this many rows (1, 2, 4, 8, 16) with rows "
@@ -215,6 +223,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--log-every", 'i', &a->log_every, 1, 1 << 30, "print a progress line every N steps");
     OPT("", "--plan-only", 'i', &a->plan_only, 0, 1, "print the memory and communication plan and exit (0/1); needs no data");
 #undef OPT
+    if (n > MAX_OPTIONS) fatal("build_options: %d options, MAX_OPTIONS is %d", n, MAX_OPTIONS);
     return n;
 }
 
@@ -232,12 +241,13 @@ static void train_args_defaults(TrainArgs* a) {
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
     a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
     a->peak_tflops = 0; a->memory_limit_gb = 0; a->comm_timeout = 600; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
+    a->adam_eps_style = "auto"; a->galore_side = "official";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
 }
 
 static void print_usage(OptionSpec* s, int n) {
-    TrainArgs d; OptionSpec ds[64];
+    TrainArgs d; OptionSpec ds[MAX_OPTIONS];
     train_args_defaults(&d);
     build_options(&d, ds);
     printf("usage: train_llama [options]\n\nLLaMA pretraining with full-rank AdamW or Grass. Options (default in brackets):\n");
@@ -283,7 +293,7 @@ static int option_index(const OptionSpec* specs, int n, const char* arg) {
 }
 
 static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
-    OptionSpec specs[64];
+    OptionSpec specs[MAX_OPTIONS];
     int n = build_options(a, specs);
     memset(a->given, 0, sizeof(a->given));
     for (int i = 1; i < argc; i++) {
@@ -320,7 +330,7 @@ static int is_unsaved_option(const char* name) {
 static char* run_setup_text(TrainArgs* a) {
     TrainArgs d;
     train_args_defaults(&d);
-    OptionSpec specs[64], dspecs[64];
+    OptionSpec specs[MAX_OPTIONS], dspecs[MAX_OPTIONS];
     int n = build_options(a, specs);
     build_options(&d, dspecs);
     size_t cap = 1 << 14, len = 0;
@@ -364,15 +374,37 @@ static char* run_setup_from_state(const char* path) {
     return text;
 }
 
+// Setup options that came after state files began to carry their setup, each with the value a
+// run saved without it ran with: such a run resumes the way it started, not with today's default.
+static const char* const LEGACY_SETUP[][2] = {
+    {"--adam-eps-style", "corrected"},  // GaLore used the corrected convention before 2026-12-07
+    {"--galore-side", "rows"},          // and projected square matrices from their rows
+};
+static const char* legacy_setup_value(const char* name) {
+    for (size_t i = 0; i < sizeof(LEGACY_SETUP) / sizeof(LEGACY_SETUP[0]); i++)
+        if (strcmp(LEGACY_SETUP[i][0], name) == 0) return LEGACY_SETUP[i][1];
+    return NULL;
+}
+// a state file without a setup (before 2026-11-30): the options of LEGACY_SETUP not given take
+// their older values
+static void apply_legacy_setup(TrainArgs* a) {
+    OptionSpec specs[MAX_OPTIONS];
+    int n = build_options(a, specs);
+    for (int k = 0; k < n; k++) {
+        const char* legacy = legacy_setup_value(specs[k].name);
+        if (legacy != NULL && !a->given[k]) option_set(&specs[k], legacy, " (the value of an older state file)");
+    }
+}
+
 // -y 1 with a checkpoint in --out-dir: every option not on the command line takes the saved
 // value; a setup option given with another value is refused with both values
 static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) {
-    OptionSpec specs[64], dspecs[64];
+    OptionSpec specs[MAX_OPTIONS], dspecs[MAX_OPTIONS];
     int n = build_options(a, specs);
     TrainArgs d;
     train_args_defaults(&d);
     build_options(&d, dspecs);
-    unsigned char in_file[64] = {0};
+    unsigned char in_file[MAX_OPTIONS] = {0};
     char conflicts[2048] = "";
     size_t clen = 0;
     char source[1200];
@@ -395,11 +427,18 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
         if (strcmp(now, was) != 0)
             append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name, was, now);
     }
-    for (int k = 0; k < n; k++) {  // given, not in the file: the checkpoint has the default
-        if (!a->given[k] || in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
+    for (int k = 0; k < n; k++) {  // not in the file: the checkpoint has the default, or its LEGACY_SETUP value
+        if (in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
+        const char* legacy = legacy_setup_value(specs[k].name);
+        if (!a->given[k]) {
+            if (legacy != NULL) option_set(&specs[k], legacy, source);
+            continue;
+        }
         char now[1100], was[1100];
         option_text(&specs[k], now, sizeof(now));
-        option_text(&dspecs[k], was, sizeof(was));
+        OptionSpec probe = dspecs[k];
+        if (legacy != NULL) option_set(&probe, legacy, source);
+        option_text(&probe, was, sizeof(was));
         if (strcmp(now, was) != 0)
             append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name,
                         was[0] ? was : "(none)", now);
@@ -443,7 +482,7 @@ static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* 
     LlamaConfig fc;
     int dtype; int64_t step;
     checkpoint_read_header(path, &fc, &dtype, &step);
-    OptionSpec specs[64];
+    OptionSpec specs[MAX_OPTIONS];
     int n = build_options(a, specs);
     int any = 0;
     for (int k = 0; k < n; k++)
@@ -494,6 +533,12 @@ static void resolve_optim(TrainArgs* a) {
     if (strcmp(a->grad_dtype, "model") == 0) oc->grad_dtype = GRAD_MODEL;
     else if (strcmp(a->grad_dtype, "fp32") == 0) oc->grad_dtype = GRAD_FP32;
     else fatal("unknown --grad-dtype '%s' (model | fp32)", a->grad_dtype);
+    oc->eps_style = name_index(ADAM_EPS_STYLE_NAMES, EPS_STYLE_COUNT, a->adam_eps_style);
+    if (oc->eps_style < 0) fatal("unknown --adam-eps-style '%s' (corrected | raw | auto)", a->adam_eps_style);
+    optim_resolve_eps_style(oc);
+    a->adam_eps_style = ADAM_EPS_STYLE_NAMES[oc->eps_style];  // the setup saves what the run used
+    oc->galore_side = name_index(GALORE_SIDE_NAMES, GALORE_SIDE_COUNT, a->galore_side);
+    if (oc->galore_side < 0) fatal("unknown --galore-side '%s' (official | rows)", a->galore_side);
     char err[256];
     if (!optim_set_grass_rank(oc, a->grass_rank, err, sizeof(err))) fatal("%s", err);
     oc->proj_mask = 0;
@@ -922,6 +967,7 @@ int main(int argc, char** argv) {
     if (have_checkpoint) {
         char* saved = run_setup_from_state(resume_state);
         if (saved != NULL) apply_saved_setup(&a, resume_state, saved);
+        else apply_legacy_setup(&a);
     }
     LlamaConfig config;
     if (a.init_from != NULL && !have_checkpoint) config_from_model_file(&a, a.init_from, &config);

@@ -11,6 +11,12 @@
 #   QUICK=1 ...                                    # fewer runs (AdamW and one Grass run)
 #   NEW_FLAGS="--grass-norms micro" ...            # flags for the new build only (a new default
 #                                                  # that the base lacks, set back to the old way)
+# The options NEW_FLAGS names may be new to the base: their lines are left out of the text
+# compared (-h, --plan-only output) and of the setup saved in each state file (the rest of the
+# state file, the optimizer's state included, is still compared byte for byte; only its checksum
+# trailer, a function of the whole, is not).
+#   NEW_OPTIONS="--galore-side --adam-eps-style" ...  # the same for options new to the base that
+#                                                  # runs leave at their defaults (no NEW_FLAGS)
 #
 # Runs (CPU build; each writes a checkpoint at the end and one mid-run):
 #   adamw        AdamW, 12 steps, B=4 T=128, validation every 6 steps
@@ -170,6 +176,26 @@ for which in base new; do
 done
 
 # ---- compare ------------------------------------------------------------------------------------
+# the option names NEW_FLAGS sets (one a line), and text without the lines that name one of them
+NEW_OPTS=$(for w in ${NEW_FLAGS:-} ${NEW_OPTIONS:-}; do case $w in --*) echo "$w" ;; esac; done | sort -u)
+without_new_opts() { if [ -n "$NEW_OPTS" ]; then grep -v -F -- "$NEW_OPTS" "$1" || true; else cat "$1"; fi; }
+# same_state BASE NEW: state files alike but for the saved setup lines of NEW_OPTS (and so the checksum)
+same_state() {
+  NEW_OPTS="$NEW_OPTS" python3 - "$1" "$2" <<'PY'
+import os, struct, sys
+drop = set(os.environ["NEW_OPTS"].split())
+def parts(path):
+    d = open(path, "rb").read()
+    off = 256 + 64  # the 64-int header, then TrainState (64 bytes), then the setup's length and text
+    (n,) = struct.unpack_from("<i", d, off)
+    text = d[off + 4:off + 4 + n]
+    if not text.startswith(b"--"):
+        sys.exit("%s: no saved setup where it was expected" % path)
+    lines = [l for l in text.split(b"\n") if l and l.split(b"\t")[0].decode() not in drop]
+    return d[:off], lines, d[off + 4 + n:-16]
+sys.exit(0 if parts(sys.argv[1]) == parts(sys.argv[2]) else 1)
+PY
+}
 # the numbers of each log line, without the timing fields (tok_per_s, mfu, mem_gib, dt_ms) and
 # without the refresh lines (a base from before 2026-11-30 does not write them)
 numbers() {
@@ -195,7 +221,11 @@ for name in "${NAMES[@]}"; do
   files=$(cd "$b" && ls model_*.bin state_*.bin state_*.zero*.bin 2>/dev/null | sort -u || true)
   [ -n "$files" ] || { echo "DIFFERENT $name: no checkpoint written by the base run"; exit 1; }
   for f in $files; do
-    cmp -s "$b/$f" "$n/$f" || { echo "DIFFERENT $name: $f ($(cmp "$b/$f" "$n/$f" 2>&1 | head -1))"; exit 1; }
+    if [ -n "$NEW_OPTS" ] && [[ $f == state_* && $f != *.zero* ]]; then  # (ZeRO shard files hold no setup)
+      same_state "$b/$f" "$n/$f" || { echo "DIFFERENT $name: $f (besides the setup lines of $(echo $NEW_OPTS))"; exit 1; }
+    else
+      cmp -s "$b/$f" "$n/$f" || { echo "DIFFERENT $name: $f ($(cmp "$b/$f" "$n/$f" 2>&1 | head -1))"; exit 1; }
+    fi
   done
   echo "same $name: $(numbers "$n/log.txt" | wc -l) log lines, $(header "$n/log.txt" | wc -l) header lines, \
 $(plan_rows "$n.stdout" | wc -l) banner/plan rows, checkpoints $(echo $files | wc -w) files ($(tail -1 "$n/log.txt" | cut -c1-60))"
@@ -213,8 +243,9 @@ fi
 texts=0
 for f in "$WORK"/text/base/*.txt; do
   g=$WORK/text/new/$(basename "$f")
-  cmp -s "$f" "$g" || { echo "DIFFERENT text: $(basename "$f")"; diff "$f" "$g" | head -10; exit 1; }
+  cmp -s <(without_new_opts "$f") <(without_new_opts "$g") \
+    || { echo "DIFFERENT text: $(basename "$f")"; diff <(without_new_opts "$f") <(without_new_opts "$g") | head -10; exit 1; }
   texts=$((texts + 1))
 done
-echo "same text: $texts files (-h and --plan-only of each optimizer, per binary)"
+echo "same text: $texts files (-h and --plan-only of each optimizer, per binary$([ -n "$NEW_OPTS" ] && echo "; lines naming $(echo $NEW_OPTS) left out"))"
 echo "bit-identical: $same of ${#NAMES[@]} runs (base $BASE_SHA, data $(cat "$DATA/ready"))"

@@ -36,10 +36,29 @@ static const char* GRASS_NORMS_NAMES[] = {"auto", "exact", "sketch", "micro"};
 //          relative weights, with mean 1
 typedef enum { UPSCALE_PAPER = 0, UPSCALE_ONE, UPSCALE_MEAN, UPSCALE_COUNT } GrassUpscale;
 static const char* GRASS_UPSCALE_NAMES[] = {"paper", "one", "mean"};
+// Where Adam's epsilon enters the update (--adam-eps-style; docs/GRASS_IMPL.md, "GaLore"):
+//   corrected  (m / bc1) / (sqrt(v / bc2) + eps): eps added to sqrt of the bias-corrected v
+//              (torch.optim.AdamW, the Adam paper); AdamW's and Grass's default
+//   raw        lr sqrt(bc2) / bc1 * m / (sqrt(v) + eps): eps added to sqrt(v) before the bias
+//              correction (galore_torch's AdamW, transformers' old AdamW), which is eps / sqrt(bc2)
+//              in corrected terms: 31.6 eps at step 1 with beta2 0.999; GaLore's default
+//   auto       the optimizer's default (resolved by optim_resolve_eps_style before a run starts)
+typedef enum { EPS_CORRECTED = 0, EPS_RAW, EPS_AUTO, EPS_STYLE_COUNT } AdamEpsStyle;
+static const char* ADAM_EPS_STYLE_NAMES[] = {"corrected", "raw", "auto"};
+// Which side of a matrix GaLore projects (--galore-side; docs/GRASS_IMPL.md, "GaLore"):
+//   official  galore_torch 1.0's 'std' projector: with out >= in (torch's Linear.weight shape,
+//             our rows x cols), the columns (input features), else the rows; square matrices
+//             from their columns
+//   rows      the shorter side, square matrices from their rows (grass.c before 2026-12-07, and
+//             Grass's rule)
+typedef enum { GALORE_SIDE_OFFICIAL = 0, GALORE_SIDE_ROWS, GALORE_SIDE_COUNT } GaloreSide;
+static const char* GALORE_SIDE_NAMES[] = {"official", "rows"};
 
 typedef struct {
     OptimizerType type;
     float b1, b2, eps, weight_decay, grad_clip;
+    int eps_style;       // AdamEpsStyle of every Adam update, dense and projected (EPS_AUTO until resolved)
+    int galore_side;     // GaloreSide: which side GaLore projects
     // Grass
     GrassSelect select;
     int grass_rank;      // Grass rank r (> 0), or 0 when grass_rank_frac is used (optim_set_grass_rank)
@@ -117,6 +136,7 @@ static AdamParams adam_params(const OptimConfig* c, float lr, float wd, int64_t 
     AdamParams a;
     a.lr = lr; a.b1 = c->b1; a.b2 = c->b2; a.eps = c->eps; a.wd = wd;
     a.bc1 = 1.0f - powf(c->b1, (float)t); a.bc2 = 1.0f - powf(c->b2, (float)t);
+    a.eps = adam_eps_for_style(c->eps, c->eps_style == EPS_RAW, a.bc2);
     a.grad_scale = grad_scale;
     a.grad_scale_dev = NULL;
     return a;
@@ -131,6 +151,12 @@ static void optim_config_defaults(OptimConfig* c) {
     c->matrix_lr_scale = 1.0f;
     c->upscale = UPSCALE_MEAN;  // the study's choice (docs/GRASS_IMPL.md, "The up-projection's factor")
     c->seed = 1234;
+    c->eps_style = EPS_AUTO; c->galore_side = GALORE_SIDE_OFFICIAL;
+}
+
+// --adam-eps-style auto: GaLore's official convention for GaLore, the standard one otherwise
+static void optim_resolve_eps_style(OptimConfig* c) {
+    if (c->eps_style == EPS_AUTO) c->eps_style = c->type == OPT_GALORE ? EPS_RAW : EPS_CORRECTED;
 }
 
 // the index of s in names[0..n), or -1: the flags' names to their enum values
@@ -163,6 +189,14 @@ static int optim_is_projected(const OptimConfig* c, const ParamTensor* t) {
     return c->type != OPT_ADAMW && t->kind == PT_LINEAR && ((c->proj_mask >> t->lin) & 1);
 }
 
+// The side a projected matrix t (rows x cols = out x in) is projected from: 1 its columns (input
+// features), 0 its rows. Grass and --galore-side rows: the shorter side, rows when square;
+// GaLore official: galore_torch's rule, columns when rows >= cols.
+static int optim_cols_side(const OptimConfig* c, const ParamTensor* t) {
+    if (c->type == OPT_GALORE && c->galore_side == GALORE_SIDE_OFFICIAL) return t->rows >= t->cols;
+    return t->rows > t->cols;
+}
+
 // rank for a matrix, with a clear error when it cannot be used
 static int grass_rank_for(const OptimConfig* c, const ParamTensor* t, int dim_sel, char* err, size_t errlen) {
     int r = c->grass_rank > 0 ? c->grass_rank : (int)floor(c->grass_rank_frac * dim_sel + 0.5);
@@ -179,6 +213,8 @@ static int grass_rank_for(const OptimConfig* c, const ParamTensor* t, int dim_se
 static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, char* err, size_t errlen) {
     if (!(c->b1 >= 0.0f && c->b1 < 1.0f) || !(c->b2 >= 0.0f && c->b2 < 1.0f)) { snprintf(err, errlen, "beta1 %g and beta2 %g must be in [0, 1)", c->b1, c->b2); return 0; }
     if (!(c->eps > 0.0f)) { snprintf(err, errlen, "adam eps %g must be > 0", c->eps); return 0; }
+    if (c->eps_style < 0 || c->eps_style >= EPS_STYLE_COUNT) { snprintf(err, errlen, "--adam-eps-style %d is unknown", c->eps_style); return 0; }
+    if (c->galore_side < 0 || c->galore_side >= GALORE_SIDE_COUNT) { snprintf(err, errlen, "--galore-side %d is unknown", c->galore_side); return 0; }
     if (!(c->weight_decay >= 0.0f)) { snprintf(err, errlen, "weight decay %g must be >= 0", c->weight_decay); return 0; }
     if (!(c->grad_clip >= 0.0f)) { snprintf(err, errlen, "gradient clip %g must be >= 0 (0 = off)", c->grad_clip); return 0; }
     if (!(c->matrix_lr_scale > 0.0f)) { snprintf(err, errlen, "--matrix-lr-scale %g must be > 0", c->matrix_lr_scale); return 0; }
@@ -210,7 +246,7 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
     for (int i = 0; i < pt->n; i++) {
         const ParamTensor* t = &pt->t[i];
         if (!optim_is_projected(c, t)) continue;
-        int dim_sel = t->rows <= t->cols ? t->rows : t->cols;
+        int dim_sel = optim_cols_side(c, t) ? t->cols : t->rows;
         if (grass_rank_for(c, t, dim_sel, err, errlen) < 0) return 0;
     }
     return 1;

@@ -39,6 +39,12 @@ static void optim_print_banner(const OptimConfig* c, const OptimRuntime* rt, flo
                rt->overlap, layers, lr, state_dtype, grad_dtype);
     else printf("optimizer: adamw, lr %g (matrices x %g), weight decay %g, clip %g, %s states, %s dense gradients, "
                 "overlap=%d\n", lr, c->matrix_lr_scale, c->weight_decay, c->grad_clip, state_dtype, grad_dtype, rt->overlap);
+    // the conventions that tell GaLore from the published one (galore_torch 1.0: --galore-side official,
+    // --adam-eps-style raw), and an eps style off the default (a line of its own: tools read the one above)
+    if (c->type == OPT_GALORE)
+        printf("  --galore-side %s, --adam-eps-style %s\n", GALORE_SIDE_NAMES[c->galore_side], ADAM_EPS_STYLE_NAMES[c->eps_style]);
+    else if (c->eps_style == EPS_RAW)
+        printf("  --adam-eps-style raw\n");
 }
 
 // The optimizer's fields of the log header line (after "optimizer=NAME"); rank: --rank as given

@@ -52,6 +52,7 @@ static void optim_carve_pool(Optimizer* o, float* base, size_t odd_start, int po
 static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt) {
     memset(o, 0, sizeof(*o));
     o->cfg = *cfg; o->rt = *rt; o->pt = pt;
+    optim_resolve_eps_style(&o->cfg);
     if (o->cfg.row_align == 0) o->cfg.row_align = backend_grass_row_align();
     o->grad_offset = (size_t*)malloc_check(pt->n * sizeof(size_t));
     o->gm_of_tensor = (int*)malloc_check(pt->n * sizeof(int));
@@ -63,7 +64,7 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
         if (optim_is_projected(cfg, t)) {
             ProjMatrix* g = &o->gm[o->n_gm];
             g->tensor = i;
-            g->cols_side = t->rows > t->cols;  // select along the smaller dimension
+            g->cols_side = optim_cols_side(cfg, t);  // the smaller dimension (optim/config.h)
             g->dim_sel = g->cols_side ? t->cols : t->rows;
             g->other = g->cols_side ? t->rows : t->cols;
             g->r = grass_rank_for(cfg, t, g->dim_sel, err, sizeof(err));

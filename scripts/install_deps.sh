@@ -85,6 +85,19 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   fi
   if [ $rc -ne 0 ]; then echo "$out" | tail -10; echo "error: pip install ${pip_missing[*]} failed (above)" >&2; exit 1; fi
 fi
+# dev/test_galore_torch.py: our --optimizer galore against the published GaLore, galore-torch 1.0's
+# GaLoreAdamW. Installed without its dependencies: torch and transformers are above, and bitsandbytes
+# serves only its 8-bit optimizer, which the test does not load (it reads the package's modules by path)
+has_galore() { python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('galore_torch') is None)" >/dev/null 2>&1; }
+if [ "$MODE" = test ] && ! has_galore; then
+  echo "missing: Python package galore-torch==1.0 (dev/test_galore_torch.py: GaLore as published)"
+  if [ "$CHECK_ONLY" = 1 ]; then echo "CHECK_ONLY=1: not installing galore-torch"; exit 1; fi
+  echo "== pip install --no-deps galore-torch==1.0"
+  python3 -m pip install -q --disable-pip-version-check --no-deps galore-torch==1.0 >/tmp/grass_galore.log 2>&1 \
+    || python3 -m pip install -q --disable-pip-version-check --no-deps --break-system-packages $([ "$(id -u)" != 0 ] && echo --user) \
+         galore-torch==1.0 >>/tmp/grass_galore.log 2>&1 \
+    || { tail -10 /tmp/grass_galore.log; echo "error: pip install galore-torch==1.0 failed (above)" >&2; exit 1; }
+fi
 # Optional: cuDNN's frontend headers (header-only C++; the wheel also holds Python bindings we do
 # not use). With nvcc present, the GPU build then compiles --attention cudnn (cuda.mk looks in
 # site-packages/include); without them it builds the own attention only, so a failure here is a

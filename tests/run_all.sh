@@ -61,6 +61,7 @@ run test_llama_cpu ./tests/bin/test_llama_cpu
 run test_grass ./tests/bin/test_grass
 run test_rooms bash tests/test_rooms.sh
 run test_hf_roundtrip python3 dev/test_hf_roundtrip.py
+run test_galore_torch python3 dev/test_galore_torch.py
 run test_perf_model python3 dev/test_perf_model.py
 run test_bench_gpu_vs_torch python3 dev/test_bench_gpu_vs_torch.py
 run test_plot_logs python3 dev/test_plot_logs.py

@@ -488,6 +488,12 @@ static void test_own_svd(void) {
 // side) in float64 (kernels_cpu.h's cpu_sym_eigen_f64), signed as documented; R = P^T G (or G P);
 // moments carried across projector changes; W after every step against W -= lr (alpha P D + wd W)
 // in float64.
+// The conventions galore_matrix_case runs with (--galore-side, --adam-eps-style, --adam-eps): the
+// float64 reference projects the side the rule names (official: columns when out >= in; rows: columns
+// when out > in) and forms the direction in the style named, and with a large eps it also checks
+// that the other style's W is far from the result (the style is seen).
+static int g_galore_side = GALORE_SIDE_OFFICIAL, g_eps_style = EPS_AUTO;
+static float g_eps = 1e-8f;
 static void galore_matrix_case(int out, int in, int r, int K, int accum, float wd, const char* label) {
     ParamTable pt;
     memset(&pt, 0, sizeof(pt));
@@ -497,17 +503,21 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.type = OPT_GALORE; oc.grass_rank = r; oc.update_freq = K; oc.alpha = 0.25f; oc.weight_decay = wd; oc.fused = 0;
+    oc.galore_side = g_galore_side; oc.eps_style = g_eps_style; oc.eps = g_eps;
+    int raw = g_eps_style != EPS_CORRECTED;  // auto is raw for GaLore
     float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
     double* Wd = (double*)malloc_check(pt.total * sizeof(double));
-    for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = W[i]; }
+    double* Wo = (double*)malloc_check(pt.total * sizeof(double));  // W with the other eps style
+    for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = Wo[i] = W[i]; }
     Optimizer o;
     OptimRuntime rt = optim_runtime(&oc, 0, 1, accum, 0);
     CHECK(rt.norm_path == (accum == 1 ? NP_LAYER_G : NP_FULL_G), "%s: the SVD pass holds %s", label,
           accum == 1 ? "one layer's gradients" : "every gradient");
     optim_init(&o, &oc, &rt, &pt, W);
-    int cols = out > in, s = cols ? in : out, other = cols ? out : in;
-    CHECK(o.gm[0].cols_side == cols && o.gm[0].dim_sel == s, "%s: projects the smaller side (%d)", label, s);
+    int cols = g_galore_side == GALORE_SIDE_OFFICIAL ? out >= in : out > in, s = cols ? in : out, other = cols ? out : in;
+    CHECK(o.gm[0].cols_side == cols && o.gm[0].dim_sel == s, "%s: projects the %s (%d)", label, cols ? "columns" : "rows", s);
     size_t nsub = (size_t)r * other;
+    double* Do = (double*)malloc_check(nsub * sizeof(double));  // the direction in the other eps style
     double* md = (double*)calloc_check(nsub, sizeof(double));
     double* vd = (double*)calloc_check(nsub, sizeof(double));
     double* P = (double*)calloc_check((size_t)s * r, sizeof(double));   // s x r
@@ -518,7 +528,7 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
     float* X = (float*)malloc_check((size_t)accum * N * in * sizeof(float));
     float* dY = (float*)malloc_check((size_t)accum * N * out * sizeof(float));
     double* G = (double*)malloc_check((size_t)out * in * sizeof(double));
-    double max_err = 0, max_ref = 0, p_err = 0, r_err = 0, r_ref = 0;
+    double max_err = 0, max_ref = 0, p_err = 0, r_err = 0, r_ref = 0, other_err = 0;
     for (int step = 0; step < steps; step++) {
         for (int i = 0; i < accum * N * in; i++) X[i] = randn();
         for (int i = 0; i < accum * N * out; i++) dY[i] = randn();
@@ -586,17 +596,32 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
         for (size_t i = 0; i < nsub; i++) {
             md[i] = b1 * md[i] + (1 - b1) * Rd[i];
             vd[i] = b2 * vd[i] + (1 - b2) * Rd[i] * Rd[i];
-            Rd[i] = (md[i] / bc1) / (sqrt(vd[i] / bc2) + oc.eps);  // the direction D
+            double corrected = (md[i] / bc1) / (sqrt(vd[i] / bc2) + oc.eps);     // m^ / (sqrt(v^) + eps)
+            double raw_v = sqrt(bc2) / bc1 * md[i] / (sqrt(vd[i]) + oc.eps);    // sqrt(bc2)/bc1 m / (sqrt(v) + eps)
+            Rd[i] = raw ? raw_v : corrected;  // the direction D
+            Do[i] = raw ? corrected : raw_v;
         }
         for (int a = 0; a < out; a++)
             for (int b = 0; b < in; b++) {
-                double u = 0;  // (P D)[a, b] rows side, (D P^T)[a, b] cols side
-                for (int j = 0; j < r; j++) u += cols ? Rd[(size_t)a * r + j] * P[(size_t)b * r + j] : P[(size_t)a * r + j] * Rd[(size_t)j * in + b];
+                double u = 0, uo = 0;  // (P D)[a, b] rows side, (D P^T)[a, b] cols side
+                for (int j = 0; j < r; j++) {
+                    u += cols ? Rd[(size_t)a * r + j] * P[(size_t)b * r + j] : P[(size_t)a * r + j] * Rd[(size_t)j * in + b];
+                    uo += cols ? Do[(size_t)a * r + j] * P[(size_t)b * r + j] : P[(size_t)a * r + j] * Do[(size_t)j * in + b];
+                }
                 size_t wi = (size_t)a * in + b;
                 Wd[wi] -= (double)lr * (oc.alpha * u + wd * Wd[wi]);
+                Wo[wi] -= (double)lr * (oc.alpha * uo + wd * Wo[wi]);
             }
-        for (size_t i = 0; i < pt.total; i++) { max_err = fmax(max_err, fabs(W[i] - Wd[i])); max_ref = fmax(max_ref, fabs(Wd[i])); }
+        for (size_t i = 0; i < pt.total; i++) {
+            max_err = fmax(max_err, fabs(W[i] - Wd[i])); max_ref = fmax(max_ref, fabs(Wd[i]));
+            other_err = fmax(other_err, fabs(W[i] - Wo[i]));
+        }
     }
+    printf("%-50s W vs float64: max err %.2e of %.2e; W of the other eps style off by %.2e\n", label, max_err, max_ref,
+           other_err);
+    if (g_eps >= 1e-2f)  // the style is seen: the other style's W is far from the result
+        CHECK(other_err > 100 * 2e-6 * max_ref, "%s: the %s eps style's W differs by %.3g of %.3g (it would fail)",
+              label, raw ? "corrected" : "raw", other_err, max_ref);
     CHECK(p_err < 2e-5, "%s: projector vs float64 eigenvectors (max err %.3g)", label, p_err);
     CHECK(r_err < 1e-5 * r_ref, "%s: R = P^T G vs float64 (max err %.3g of %.3g)", label, r_err, r_ref);
     // measured on 2026-11-30: projector 1.6e-6, R 1.4e-6 relative, W 1.6e-7 relative; a 0.1% change of the
@@ -605,7 +630,7 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
           max_err, max_ref);
     optim_free(&o);
     backend_free(W);
-    free(Wd); free(md); free(vd); free(P); free(M); free(V); free(lam); free(Rd); free(X); free(dY); free(G);
+    free(Wd); free(Wo); free(Do); free(md); free(vd); free(P); free(M); free(V); free(lam); free(Rd); free(X); free(dY); free(G);
     param_table_free(&pt);
 }
 
@@ -1054,6 +1079,20 @@ int main(void) {
     galore_matrix_case(20, 9, 3, 3, 1, 0.1f, "galore cols wd");
     galore_matrix_case(12, 16, 5, 2, 2, 0.0f, "galore rows, 2 micro-batches");
     galore_matrix_case(16, 12, 4, 1, 3, 0.1f, "galore cols, 3 micro-batches, K=1");
+    // square matrices: galore_torch's side (columns) by default, the rows with --galore-side rows; the
+    // eps styles with an eps large enough to tell them apart
+    galore_matrix_case(14, 14, 4, 2, 1, 0.0f, "galore square, official side (columns)");
+    g_galore_side = GALORE_SIDE_ROWS;
+    galore_matrix_case(14, 14, 4, 2, 2, 0.1f, "galore square, --galore-side rows, 2 micro-batches");
+    galore_matrix_case(20, 9, 3, 3, 1, 0.0f, "galore cols, --galore-side rows");
+    g_galore_side = GALORE_SIDE_OFFICIAL;
+    g_eps = 0.5f;
+    galore_matrix_case(14, 14, 4, 2, 1, 0.0f, "galore square, eps 0.5 auto (raw)");
+    g_eps_style = EPS_CORRECTED;
+    galore_matrix_case(10, 18, 4, 2, 1, 0.1f, "galore rows, eps 0.5 corrected");
+    g_eps_style = EPS_RAW;
+    galore_matrix_case(20, 9, 3, 3, 2, 0.0f, "galore cols, eps 0.5 raw, 2 micro-batches");
+    g_eps_style = EPS_AUTO; g_eps = 1e-8f;
     grass_matrix_case(12, 20, 5, SEL_TOPR, 2, 0.0f, "rows topr");
     grass_matrix_case(24, 10, 4, SEL_TOPR, 3, 0.0f, "cols topr");
     grass_matrix_case(12, 20, 6, SEL_MULTINORM, 2, 0.1f, "rows multinorm wd");

@@ -462,6 +462,37 @@ static void test_rows_sumsq(int rows, int cols) {
     free_bufs();
 }
 
+// --adam-eps-style raw (optim/config.h): the kernels take eps / sqrt(bc2) (adam_eps_for_style, the one
+// place both builds get it from), which must give lr sqrt(bc2)/bc1 m/(sqrt(v) + eps), the update of
+// galore_torch's and transformers' old AdamW, here in float64 from the formula as those write it. eps is
+// large, so that the corrected style's update (also formed) is far from it and the check can fail.
+static void test_adam_eps_raw(size_t n, float wd) {
+    std::vector<float> p = t_randn(n, 0.05f, false), g = t_randn(n, 0.01f, false), m = t_randn(n, 0.001f, false),
+                       v = t_randn(n, 0.0001f, false);
+    for (size_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+    float lr = 3e-3f, b1 = 0.9f, b2 = 0.999f, eps = 1e-3f, bc1 = 1.0f - powf(b1, 4.0f), bc2 = 1.0f - powf(b2, 4.0f);
+    AdamParams ap = {lr, b1, b2, adam_eps_for_style(eps, 1, bc2), wd, bc1, bc2, 1.0f};
+    std::vector<float> gx = hx(dx_from(g), n);  // the gradient as the kernel reads it (floatX)
+    float* dmaster = df_from(p);
+    adamw_update(dx_from(p), dmaster, gbuf_x(dx_from(g)), df_from(m), df_from(v), STATE_FP32, n, ap, 42, 0);
+    std::vector<float> got = hf(dmaster, n), want(n), other(n);
+    for (size_t i = 0; i < n; i++) {
+        double mi = b1 * (double)m[i] + (1 - b1) * (double)gx[i], vi = b2 * (double)v[i] + (1 - b2) * (double)gx[i] * gx[i];
+        double raw = sqrt((double)bc2) / bc1 * mi / (sqrt(vi) + eps), corrected = (mi / bc1) / (sqrt(vi / bc2) + eps);
+        got[i] -= p[i];  // the step, compared relative to the largest step
+        want[i] = (float)(-(double)lr * (raw + wd * p[i]));
+        other[i] = (float)(-(double)lr * (corrected + wd * p[i]));
+    }
+    // measured 2026-12-07 (emulated bf16 build): 4.3e-6 and 4.8e-6; the corrected step is 7x and 13x off
+    expect_close(nm("adamw_update, --adam-eps-style raw, eps %g wd=%g: step vs float64", eps, wd), got, want, 2e-4);
+    double dmax = 0, rmax = 0;
+    for (size_t i = 0; i < n; i++) { dmax = fmax(dmax, fabs((double)other[i] - want[i])); rmax = fmax(rmax, fabs((double)want[i])); }
+    CHECK(dmax > 1e-2 * rmax, "adam eps styles: the corrected step is within %.3g of the raw one (the check could not fail)",
+          dmax / rmax);
+    printf("  %-64s rel diff %.2e\n", "adam eps styles: corrected step vs raw step", dmax / rmax);
+    free_bufs();
+}
+
 static void test_adamw(size_t n, int off, float wd) {
     std::vector<float> p = t_randn(n + off, 0.05f), g = t_randn(n + off, 0.01f), m = t_randn(n + off, 0.001f, false),
                        v = t_randn(n + off, 0.0001f, false);
@@ -1063,6 +1094,8 @@ int main(void) {
     test_adamw(1001, 0, 0.0f);
     test_adamw(4096, 0, 0.1f);
     test_adamw(777, 1, 0.01f);
+    test_adam_eps_raw(1001, 0.0f);
+    test_adam_eps_raw(513, 0.1f);
     test_stochastic_rounding();
     printf("attention\n");
     test_attention_layouts();

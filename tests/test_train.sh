@@ -336,6 +336,37 @@ expect_fail "galore with sketched norms" "GaLore's projector is the SVD" $BIN "$
 expect_fail "galore rank > dimension" "larger than the dimension" $BIN "${COMMON[@]}" --optimizer galore --rank 49 "${T[@]}"
 expect_fail "matrix lr scale with grass" "is for full-rank AdamW" $BIN "${COMMON[@]}" --optimizer grass --rank 8 --matrix-lr-scale 0.5 "${T[@]}"
 expect_fail "resume galore as grass" "another setup.*--optimizer: checkpoint galore, command line grass" $BIN "${COMMON[@]}" -x 8 -v 0 -y 1 -o "$W/res_galore_a" --optimizer grass --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1
+# GaLore's conventions (--galore-side, --adam-eps-style) are part of the setup: another value is refused
+# on a resume. A state file from before they existed resumes with the old ways (rows, corrected): made
+# here by a run with those flags whose step-4 state loses their setup lines; resumed without them, it
+# must end bit for bit where the run ended (the state file also records each matrix's side, so a wrong
+# side is refused by the optimizer's own check), and it refuses the official side as a changed setup
+expect_fail "resume galore with the other side" "another setup.*--galore-side: checkpoint official, command line rows" $BIN -x 8 -v 0 -y 1 -o "$W/res_galore_a" --galore-side rows
+expect_fail "resume galore with the other eps style" "another setup.*--adam-eps-style: checkpoint raw, command line corrected" $BIN -x 8 -v 0 -y 1 -o "$W/res_galore_a" --adam-eps-style corrected
+$BIN "${COMMON[@]}" -x 8 -v 0 -n 4 -o "$W/galore_old_a" --optimizer galore --rank 8 --update-freq 3 -l 1e-2 --galore-side rows \
+  --adam-eps-style corrected --adam-eps 1e-3 > "$W/galore_old_a.out" 2>&1 || bad "galore --galore-side rows run failed: $(tail -1 "$W/galore_old_a.out")"
+mkdir -p "$W/galore_legacy" && python3 - "$W/galore_old_a/state_00000004.bin" "$W/galore_legacy/state_00000004.bin" <<'PY'
+import struct, sys
+d = bytearray(open(sys.argv[1], "rb").read())
+assert struct.unpack("<i", d[84:88])[0] == 1 and struct.unpack("<i", d[80:84])[0] == 1
+d = d[:-16]                                     # no checksum trailer, h[21] = 0
+d[84:88] = struct.pack("<i", 0)
+i = d.find(b"--", 256)
+n = struct.unpack("<i", d[i - 4:i])[0]
+lines = [l for l in bytes(d[i:i + n]).split(b"\n") if l and not l.startswith((b"--galore-side\t", b"--adam-eps-style\t"))]
+assert len(lines) == bytes(d[i:i + n]).count(b"\n") - 2
+text = b"\n".join(lines) + b"\n"
+open(sys.argv[2], "wb").write(bytes(d[:i - 4]) + struct.pack("<i", len(text)) + text + bytes(d[i + n:]))
+PY
+cp "$W/galore_old_a/model_00000004.bin" "$W/galore_legacy/" && echo 4 > "$W/galore_legacy/checkpoint_latest.txt"
+expect_fail "legacy galore state with the official side" "another setup.*--galore-side: checkpoint rows, command line official" $BIN -x 8 -v 0 -y 1 -o "$W/galore_legacy" --galore-side official
+out=$($BIN -x 8 -v 0 -n 4 -y 1 -o "$W/galore_legacy" 2>&1) && echo "$out" | grep -q "resumed from step 4" \
+  && echo "$out" | grep -q -- "--galore-side rows, --adam-eps-style corrected" \
+  && cmp -s "$W/galore_legacy/model_00000008.bin" "$W/galore_old_a/model_00000008.bin" \
+  && ok "a GaLore state file from before --galore-side and --adam-eps-style resumes with rows and corrected: bit-identical at step 8" \
+  || bad "legacy GaLore state file: $(echo "$out" | grep -- "--galore-side"; echo "$out" | tail -1)"
+expect_fail "unknown galore side" "unknown --galore-side 'left'" $BIN "${COMMON[@]}" --optimizer galore --rank 8 --galore-side left "${T[@]}"
+expect_fail "unknown eps style" "unknown --adam-eps-style 'hat'" $BIN "${COMMON[@]}" --adam-eps-style hat "${T[@]}"
 expect_fail "model does not fit" "needs .* GiB but .* available" $BIN "${COMMON[@]}" --memory-limit-gb 0.001 "${T[@]}"
 expect_fail "13b on this machine" "needs .* GiB but" $BIN "${DATA[@]}" -c 13b --vocab 256 -b 1 -t 32 "${T[@]}"
 expect_fail "missing tokenizer for samples" "nowhere/tokenizer.bin" $BIN "${COMMON[@]}" -s 1 -e "$W/nowhere/tokenizer.bin" "${T[@]}"
