@@ -97,6 +97,7 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
 
 // ----------------------------------------------------------------------------------------------
 // command line: one table drives both the parser and the help text
+#define MAX_OPTIONS 80  // the rows build_options may fill (it has 64)
 
 typedef struct {
     const char* train_pattern;
@@ -120,6 +121,8 @@ typedef struct {
     const char* grass_select;
     const char* grass_norms; // --grass-norms: auto | exact | sketch | micro
     const char* grass_upscale; // --grass-upscale: paper | one | mean
+    const char* grass_refresh; // --grass-refresh-state: reset | keep
+    const char* galore_refresh; // --galore-refresh-state: keep | reset
     const char* attention;     // --attention: own | cudnn
     const char* grass_rank;  // --rank as given: an integer, a fraction, or "full" (optim_set_grass_rank)
     const char* grass_layers;
@@ -132,7 +135,7 @@ typedef struct {
     const char* state_dtype;
     const char* grad_dtype;  // --grad-dtype: model | fp32
     OptimConfig oc;
-    unsigned char given[64]; // given[k]: option k (build_options order) was on the command line
+    unsigned char given[MAX_OPTIONS]; // given[k]: option k (build_options order) was on the command line
     char* setup;             // this run's setup as text (run_setup_text), saved with every checkpoint
 } TrainArgs;
 
@@ -191,6 +194,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0, "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per micro-batch sum), auto (exact where it fits)");
     OPT("", "--grass-upscale", 's', &a->grass_upscale, 0, 0, "Grass up-projection factor per selected row: paper (count*rho), one (1, as top-r), mean (count*rho over its mean)");
+    OPT("", "--grass-refresh-state", 's', &a->grass_refresh, 0, 0, "Grass moments at a refresh: reset (every row starts at zero) | keep (a row selected again keeps its m, v, rescaled to its new rho, and its own step count)");
+    OPT("", "--galore-refresh-state", 's', &a->galore_refresh, 0, 0, "GaLore moments at a projector refresh: keep (GaLore's rule) | reset (zero, step count 0)");
     OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha: the projected matrices step lr * alpha");
     OPT("", "--galore-scale", 'f', &a->oc.alpha, 0, 1e6, "GaLore's scale alpha (the same setting as --grass-scale)");
@@ -215,6 +220,7 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--log-every", 'i', &a->log_every, 1, 1 << 30, "print a progress line every N steps");
     OPT("", "--plan-only", 'i', &a->plan_only, 0, 1, "print the memory and communication plan and exit (0/1); needs no data");
 #undef OPT
+    if (n > MAX_OPTIONS) fatal("build_options: %d options, more than MAX_OPTIONS %d", n, MAX_OPTIONS);
     return n;
 }
 
@@ -230,14 +236,15 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean";
+    a->grass_refresh = "reset"; a->galore_refresh = "keep"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
     a->peak_tflops = 0; a->memory_limit_gb = 0; a->comm_timeout = 600; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
 }
 
 static void print_usage(OptionSpec* s, int n) {
-    TrainArgs d; OptionSpec ds[64];
+    TrainArgs d; OptionSpec ds[MAX_OPTIONS];
     train_args_defaults(&d);
     build_options(&d, ds);
     printf("usage: train_llama [options]\n\nLLaMA pretraining with full-rank AdamW or Grass. Options (default in brackets):\n");
@@ -283,7 +290,7 @@ static int option_index(const OptionSpec* specs, int n, const char* arg) {
 }
 
 static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
-    OptionSpec specs[64];
+    OptionSpec specs[MAX_OPTIONS];
     int n = build_options(a, specs);
     memset(a->given, 0, sizeof(a->given));
     for (int i = 1; i < argc; i++) {
@@ -315,12 +322,22 @@ static int is_unsaved_option(const char* name) {
            strcmp(name, "--plan-only") == 0;
 }
 
+// Options newer than saved setups, with the value a state file without their line holds: their
+// line is written only when the value differs (so such a run's state file is the bytes it was
+// before the option), and a file without it resumes with that value, whatever the default.
+static const char* const SETUP_IMPLIED[][2] = {{"--grass-refresh-state", "reset"}, {"--galore-refresh-state", "keep"}};
+static const char* setup_implied(const char* name) {
+    for (size_t i = 0; i < sizeof(SETUP_IMPLIED) / sizeof(SETUP_IMPLIED[0]); i++)
+        if (strcmp(SETUP_IMPLIED[i][0], name) == 0) return SETUP_IMPLIED[i][1];
+    return NULL;
+}
+
 // "--name<TAB>value" lines of every saved option, defaults included (a later build with other
 // defaults resumes the same run); the model overrides only where set (-1: from -c)
 static char* run_setup_text(TrainArgs* a) {
     TrainArgs d;
     train_args_defaults(&d);
-    OptionSpec specs[64], dspecs[64];
+    OptionSpec specs[MAX_OPTIONS], dspecs[MAX_OPTIONS];
     int n = build_options(a, specs);
     build_options(&d, dspecs);
     size_t cap = 1 << 14, len = 0;
@@ -333,6 +350,7 @@ static char* run_setup_text(TrainArgs* a) {
         option_text(&dspecs[k], dv, sizeof(dv));
         if (strncmp(specs[k].help, "override:", 9) == 0 && strcmp(v, dv) == 0) continue;
         if (specs[k].type == 's' && *(const char**)specs[k].ptr == NULL) continue;  // unset (e.g. no --init-from)
+        if (setup_implied(specs[k].name) != NULL && strcmp(v, setup_implied(specs[k].name)) == 0) continue;
         if (strchr(v, '\n') != NULL || strchr(v, '\t') != NULL) fatal("option %s: a value with a tab or newline cannot be saved", specs[k].name);
         size_t need = strlen(specs[k].name) + strlen(v) + 3;
         if (len + need >= cap) { cap = 2 * (len + need); text = (char*)realloc(text, cap); if (text == NULL) fatal("out of memory"); }
@@ -367,16 +385,21 @@ static char* run_setup_from_state(const char* path) {
 // -y 1 with a checkpoint in --out-dir: every option not on the command line takes the saved
 // value; a setup option given with another value is refused with both values
 static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) {
-    OptionSpec specs[64], dspecs[64];
+    OptionSpec specs[MAX_OPTIONS], dspecs[MAX_OPTIONS];
     int n = build_options(a, specs);
     TrainArgs d;
     train_args_defaults(&d);
     build_options(&d, dspecs);
-    unsigned char in_file[64] = {0};
+    unsigned char in_file[MAX_OPTIONS] = {0};
     char conflicts[2048] = "";
     size_t clen = 0;
     char source[1200];
     snprintf(source, sizeof(source), " (saved in '%s')", state_path);
+    for (int k = 0; k < n; k++)  // a line left out holds the implied value
+        if (setup_implied(specs[k].name) != NULL) {
+            option_set(&dspecs[k], setup_implied(specs[k].name), source);
+            if (!a->given[k]) option_set(&specs[k], setup_implied(specs[k].name), source);
+        }
     for (char* line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         char* tab = strchr(line, '\t');
         if (tab == NULL) fatal("'%s': a setup line without a value: '%s'", state_path, line);
@@ -443,7 +466,7 @@ static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* 
     LlamaConfig fc;
     int dtype; int64_t step;
     checkpoint_read_header(path, &fc, &dtype, &step);
-    OptionSpec specs[64];
+    OptionSpec specs[MAX_OPTIONS];
     int n = build_options(a, specs);
     int any = 0;
     for (int k = 0; k < n; k++)
@@ -485,6 +508,10 @@ static void resolve_optim(TrainArgs* a) {
     if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
     oc->upscale = name_index(GRASS_UPSCALE_NAMES, UPSCALE_COUNT, a->grass_upscale);
     if (oc->upscale < 0) fatal("unknown --grass-upscale '%s' (paper | one | mean)", a->grass_upscale);
+    oc->grass_refresh = name_index(REFRESH_STATE_NAMES, REFRESH_COUNT, a->grass_refresh);
+    if (oc->grass_refresh < 0) fatal("unknown --grass-refresh-state '%s' (reset | keep)", a->grass_refresh);
+    oc->galore_refresh = name_index(REFRESH_STATE_NAMES, REFRESH_COUNT, a->galore_refresh);
+    if (oc->galore_refresh < 0) fatal("unknown --galore-refresh-state '%s' (keep | reset)", a->galore_refresh);
     int sel = grass_select_from_name(a->grass_select);
     if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
     oc->select = (GrassSelect)sel;

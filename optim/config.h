@@ -37,6 +37,14 @@ static const char* GRASS_NORMS_NAMES[] = {"auto", "exact", "sketch", "micro"};
 typedef enum { UPSCALE_PAPER = 0, UPSCALE_ONE, UPSCALE_MEAN, UPSCALE_COUNT } GrassUpscale;
 static const char* GRASS_UPSCALE_NAMES[] = {"paper", "one", "mean"};
 
+// What a refresh does with the subspace Adam moments (--grass-refresh-state, --galore-refresh-state;
+// docs/GRASS_IMPL.md, "Moments at a refresh"):
+//   reset  every moment starts again at zero, the step count at 0 (Grass's rule before 2026-12-07)
+//   keep   Grass: a row selected again keeps its m, v (rescaled to the new rho) and its own step
+//          count; a new row starts at zero. GaLore: the moments carry over to the new projector.
+typedef enum { REFRESH_RESET = 0, REFRESH_KEEP = 1, REFRESH_COUNT } RefreshState;
+static const char* REFRESH_STATE_NAMES[] = {"reset", "keep"};
+
 typedef struct {
     OptimizerType type;
     float b1, b2, eps, weight_decay, grad_clip;
@@ -64,8 +72,13 @@ typedef struct {
     float matrix_lr_scale; // AdamW: the matrices of the proj_mask types take lr * this (1: one lr for
                          // everything), so that a full-rank baseline can give its matrices the
                          // step that alpha gives Grass's, with the same lr for everything else
+    int grass_refresh;   // RefreshState of Grass's moments at a refresh (default reset)
+    int galore_refresh;  // RefreshState of GaLore's moments at a projector refresh (default keep)
     uint64_t seed;       // selection seed (rank-independent)
 } OptimConfig;
+
+// Grass keeps the moments of rows selected again (each row then counts its own Adam steps)
+static int optim_grass_keeps(const OptimConfig* c) { return c->type == OPT_GRASS && c->grass_refresh == REFRESH_KEEP; }
 
 // Facts of the run that are not user flags, and the settings derived from them together with
 // the flags. optim_runtime() is the one place that derives them; the trainer calls it once.
@@ -119,6 +132,7 @@ static AdamParams adam_params(const OptimConfig* c, float lr, float wd, int64_t 
     a.bc1 = 1.0f - powf(c->b1, (float)t); a.bc2 = 1.0f - powf(c->b2, (float)t);
     a.grad_scale = grad_scale;
     a.grad_scale_dev = NULL;
+    a.bc_rows = NULL;
     return a;
 }
 
@@ -130,6 +144,8 @@ static void optim_config_defaults(OptimConfig* c) {
     c->fused = 1; c->norms = NORMS_AUTO; c->sketch_dim = 64; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
     c->matrix_lr_scale = 1.0f;
     c->upscale = UPSCALE_MEAN;  // the study's choice (docs/GRASS_IMPL.md, "The up-projection's factor")
+    c->grass_refresh = REFRESH_RESET;  // until the study decides (docs/GRASS_IMPL.md)
+    c->galore_refresh = REFRESH_KEEP;  // GaLore's own rule
     c->seed = 1234;
 }
 
