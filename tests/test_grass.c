@@ -687,6 +687,7 @@ static void test_own_svd(void) {
 // side) in float64 (kernels_cpu.h's cpu_sym_eigen_f64), signed as documented; R = P^T G (or G P);
 // moments carried across projector changes; W after every step against W -= lr (alpha P D + wd W)
 // in float64.
+static int g_galore_refresh = REFRESH_KEEP;  // --galore-refresh-state of galore_matrix_case
 static void galore_matrix_case(int out, int in, int r, int K, int accum, float wd, const char* label) {
     ParamTable pt;
     memset(&pt, 0, sizeof(pt));
@@ -696,6 +697,8 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
     OptimConfig oc;
     optim_config_defaults(&oc);
     oc.type = OPT_GALORE; oc.grass_rank = r; oc.update_freq = K; oc.alpha = 0.25f; oc.weight_decay = wd; oc.fused = 0;
+    oc.galore_refresh = g_galore_refresh;
+    int64_t t = 0;  // the reference's Adam step count: since the start (keep), since the refresh (reset)
     float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
     double* Wd = (double*)malloc_check(pt.total * sizeof(double));
     for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = W[i]; }
@@ -763,8 +766,14 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
                     p_err = fmax(p_err, fabs(o.gm[0].Pt[(size_t)k * s + i] - P[(size_t)i * r + k]));
                 }
             }
-            double mm = 0; for (size_t i = 0; i < nsub; i++) mm += fabs(((float*)o.gm[0].m)[i]);
-            CHECK(step == 0 || mm > 0, "%s: moments carried over the projector change at step %d", label, step);
+            double mm = 0; for (size_t i = 0; i < nsub; i++) mm += fabs(((float*)o.gm[0].m)[i]) + fabs(((float*)o.gm[0].v)[i]);
+            if (g_galore_refresh == REFRESH_KEEP)
+                CHECK(step == 0 || mm > 0, "%s: moments carried over the projector change at step %d", label, step);
+            else {
+                CHECK(mm == 0 && o.gm[0].t == 0, "%s: reset: moments zero and count 0 at the new projector (step %d)", label, step);
+                memset(md, 0, nsub * sizeof(double)); memset(vd, 0, nsub * sizeof(double));
+                t = 0;
+            }
         }
         for (int a = 0; a < accum; a++) {
             optim_begin_micro(&o, a);
@@ -780,7 +789,7 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
                 r_err = fmax(r_err, fabs(o.gm[0].C[ri] - sum)); r_ref = fmax(r_ref, fabs(sum));
             }
         optim_step(&o);
-        int64_t t = step + 1;  // GaLore's Adam steps run on across projector changes
+        t++;  // keep: GaLore's Adam steps run on across projector changes
         double b1 = oc.b1, b2 = oc.b2, bc1 = 1 - pow(b1, (double)t), bc2 = 1 - pow(b2, (double)t);
         for (size_t i = 0; i < nsub; i++) {
             md[i] = b1 * md[i] + (1 - b1) * Rd[i];
@@ -1253,6 +1262,10 @@ int main(void) {
     galore_matrix_case(20, 9, 3, 3, 1, 0.1f, "galore cols wd");
     galore_matrix_case(12, 16, 5, 2, 2, 0.0f, "galore rows, 2 micro-batches");
     galore_matrix_case(16, 12, 4, 1, 3, 0.1f, "galore cols, 3 micro-batches, K=1");
+    g_galore_refresh = REFRESH_RESET;
+    galore_matrix_case(10, 18, 4, 2, 1, 0.0f, "galore rows, refresh reset");
+    galore_matrix_case(16, 12, 4, 2, 2, 0.1f, "galore cols, 2 micro-batches, refresh reset");
+    g_galore_refresh = REFRESH_KEEP;
     grass_matrix_case(12, 20, 5, SEL_TOPR, 2, 0.0f, "rows topr");
     grass_matrix_case(24, 10, 4, SEL_TOPR, 3, 0.0f, "cols topr");
     grass_matrix_case(12, 20, 6, SEL_MULTINORM, 2, 0.1f, "rows multinorm wd");
