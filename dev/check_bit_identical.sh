@@ -11,6 +11,8 @@
 #   QUICK=1 ...                                    # fewer runs (AdamW and one Grass run)
 #   NEW_FLAGS="--grass-norms micro" ...            # flags for the new build only (a new default
 #                                                  # that the base lacks, set back to the old way)
+#   NEW_OPTIONS="--grass-refresh-state ..." ...    # options the base lacks: their rows of the new
+#                                                  # build's -h are left out of the comparison
 #
 # Runs (CPU build; each writes a checkpoint at the end and one mid-run):
 #   adamw        AdamW, 12 steps, B=4 T=128, validation every 6 steps
@@ -158,6 +160,9 @@ for which in base new; do
   for b in "${BINS[@]}"; do
     bin=$WORK/bin_$which/$(basename "$b")
     "$bin" -h > "$t/$(basename "$b")_help.txt" 2>&1 || true
+    if [ "$which" = new ]; then  # the rows of options the base does not have
+      for o in ${NEW_OPTIONS:-}; do grep -v -- "^ *$o " "$t/$(basename "$b")_help.txt" > "$t/help.tmp" || true; mv "$t/help.tmp" "$t/$(basename "$b")_help.txt"; done
+    fi
     for opt in "adamw" "adamw --master-weights 1 --grad-dtype fp32 --state-dtype bf16" "grass --rank 48" \
                "grass --rank 0.25 --grass-norms sketch --sketch-dim 64 --grass-fused 0" "galore --rank 48" \
                "galore --rank 48 --grass-fused 0"; do

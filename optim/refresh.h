@@ -195,10 +195,10 @@ static void optim_refresh(Optimizer* o) {
     o->refreshed.hash = 1469598103934665603ULL;
     for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GALORE; k++) {
         // GaLore: the new projectors came from the SVDs (optim_norm_pass_layer, optim_finish_norms);
-        // the moments carry over, as in GaLore
+        // the moments carry over, as in GaLore (--galore-refresh-state keep), or start again at zero
         optim_finish_norms(o, &o->gm[k]);
         o->gm[k].r_eff = o->gm[k].r;
-        if (o->cfg.galore_refresh == REFRESH_RESET) {  // --galore-refresh-state reset: start again at zero
+        if (o->cfg.galore_refresh == REFRESH_RESET) {
             ProjMatrix* g = &o->gm[k];
             size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
             backend_memset0(g->m, sub);
