@@ -154,7 +154,10 @@ static inline size_t state_dtype_size(int dt) { return dt == STATE_BF16 ? 2 : 4;
 // factor on the gradient (global-norm clipping; 1: none). grad_scale_dev, when not NULL, is a
 // backend float that replaces grad_scale: the clipping factor clip_factor computed on the backend,
 // so that the host need not wait for the step's norm before it queues the updates.
-typedef struct { float lr, b1, b2, eps, wd, bc1, bc2, grad_scale; const float* grad_scale_dev; } AdamParams;
+// bc_rows (grass_adam_update only; NULL elsewhere): per-row bias corrections in the backend, row j's
+// 1 - b1^t_j at [2j] and 1 - b2^t_j at [2j+1], in place of bc1 and bc2 (--grass-refresh-state
+// keep, where each selected row counts its own Adam steps); NULL: bc1, bc2 for every row.
+typedef struct { float lr, b1, b2, eps, wd, bc1, bc2, grad_scale; const float* grad_scale_dev; const float* bc_rows; } AdamParams;
 static inline float adam_grad_scale_host(const AdamParams* a) {  // the CPU backend's read of it
     return a->grad_scale_dev != NULL ? *a->grad_scale_dev : a->grad_scale;
 }
@@ -183,6 +186,15 @@ void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const float
 // seed: for the stochastic rounding of bf16 weight writes (ignored in fp32)
 void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
                        int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed);
+// --grass-refresh-state keep: carry the moments of the rows a refresh selects again into the new
+// selection's layout. s: one moment buffer (m or v) of capacity r_cap x other, stored as state_dtype,
+// laid out for r_old rows (rows side: row j at j*other; cols side: other x r_old, column j);
+// tmp: scratch of the same capacity. New row j (of r_new) takes old row d_src[j] times
+// f = d_factor[j] (f * f in fp32 when square: v), or 0 where d_src[j] < 0 (a new or padding row);
+// every element past the new r_new rows becomes 0. The product is x * f in fp32 from the stored
+// value (bf16: widened exactly), rounded to nearest even when stored as bf16 (both builds alike).
+void grass_remap_state(void* s, void* tmp, int state_dtype, const int* d_src, const float* d_factor, int square,
+                       int r_old, int r_new, int r_cap, int other, int cols_side);
 // C *= s
 void scale_floats(float* C, float s, size_t n);
 // norms (+)= the squared norms of M's rows (by_cols 0; length rows) or columns (by_cols 1; length

@@ -127,6 +127,7 @@ void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, 
 }
 void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N, int in, int outd, int cols_side) { cpu_galore_project_grad(R, dout, ld_dout, inp, Ptx, r, N, in, outd, cols_side); }
 void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work) { (void)seed; cpu_galore_adam_update(W, Wm, R, m, v, state_dtype == STATE_BF16, Pt, r, outd, in, cols_side, a, alpha, work); }
+void grass_remap_state(void* s, void* tmp, int state_dtype, const int* d_src, const float* d_factor, int square, int r_old, int r_new, int r_cap, int other, int cols_side) { cpu_grass_remap_state(s, tmp, state_dtype == STATE_BF16, d_src, d_factor, square, r_old, r_new, r_cap, other, cols_side); }
 void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
 void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) { cpu_rows_sumsq(norms, M, rows, cols, by_cols); }
 void adamw_update(floatX* param, float* master, GradBuf grad, void* m, void* v, int state_dtype, size_t n, AdamParams a, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, (const float*)grad.p, m, v, state_dtype == STATE_BF16, n, a, seed); }

@@ -381,7 +381,8 @@ static inline void cpu_state_set(void* s, size_t k, float x, int bf16) {
 static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, void* v, int state_bf16, const int* idx,
                        const float* upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha) {
     int bf = state_bf16;
-    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = adam_grad_scale_host(&a);
+    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, grad_scale = adam_grad_scale_host(&a);
+    const float* bcr = a.bc_rows;  // per-row bias corrections (NULL: a.bc1, a.bc2 for every row)
     float* Wsrc = Wm != NULL ? Wm : W;  // the weights the update applies to
     if (wd > 0.0f) {
         float keep = 1.0f - lr * wd;
@@ -397,6 +398,7 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
             float* wout = W + (size_t)idx[j] * in;
             float up = upscale[j];
             if (up == 0.0f) continue;  // a padding row (grass_pad_selection): no update, moments stay 0
+            const float bc1 = bcr != NULL ? bcr[2 * j] : a.bc1, bc2 = bcr != NULL ? bcr[2 * j + 1] : a.bc2;
             for (int c = 0; c < in; c++) {
                 size_t k = (size_t)j * in + c;
                 float g = C[k] * grad_scale;
@@ -413,6 +415,7 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
         for (int i = 0; i < outd; i++) {
             for (int j = 0; j < r; j++) {
                 if (upscale[j] == 0.0f) continue;  // a padding row
+                const float bc1 = bcr != NULL ? bcr[2 * j] : a.bc1, bc2 = bcr != NULL ? bcr[2 * j + 1] : a.bc2;
                 size_t k = (size_t)i * r + j;
                 float g = C[k] * grad_scale;
                 float mk = b1 * cpu_state_get(m, k, bf) + (1.0f - b1) * g;
@@ -425,6 +428,29 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
             }
         }
     }
+}
+
+// backend.h's grass_remap_state: new row j of r_new takes old row src[j] (of r_old) times
+// factor[j] (squared in fp32 when square), 0 where src[j] < 0 and past the new rows; through tmp
+static void cpu_grass_remap_state(void* s, void* tmp, int state_bf16, const int* src, const float* factor, int square,
+                                  int r_old, int r_new, int r_cap, int other, int cols_side) {
+    size_t total = (size_t)r_cap * other, used = (size_t)r_new * other;
+    #pragma omp parallel for
+    for (size_t k = 0; k < total; k++) {
+        float x = 0.0f;
+        if (k < used) {
+            int j = cols_side ? (int)(k % r_new) : (int)(k / other);
+            size_t e = cols_side ? k / r_new : k % other;  // the element along the other dimension
+            int sj = src[j];
+            if (sj >= 0) {
+                float f = factor[j];
+                if (square) f = f * f;
+                x = cpu_state_get(s, cols_side ? e * r_old + sj : (size_t)sj * other + e, state_bf16) * f;
+            }
+        }
+        cpu_state_set(tmp, k, x, state_bf16);
+    }
+    memcpy(s, tmp, total * (state_bf16 ? 2 : 4));
 }
 
 // ---- GaLore ops ------------------------------------------------------------------------------

@@ -122,6 +122,8 @@ typedef struct {
     const char* grass_select;
     const char* grass_norms; // --grass-norms: auto | exact | sketch | micro
     const char* grass_upscale; // --grass-upscale: paper | one | mean
+    const char* grass_refresh; // --grass-refresh-state: reset | keep
+    const char* galore_refresh; // --galore-refresh-state: keep | reset
     const char* attention;     // --attention: own | cudnn
     const char* grass_rank;  // --rank as given: an integer, a fraction, or "full" (optim_set_grass_rank)
     const char* grass_layers;
@@ -197,6 +199,8 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
     OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0, "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per micro-batch sum), auto (exact where it fits)");
     OPT("", "--grass-upscale", 's', &a->grass_upscale, 0, 0, "Grass up-projection factor per selected row: paper (count*rho), one (1, as top-r), mean (count*rho over its mean)");
+    OPT("", "--grass-refresh-state", 's', &a->grass_refresh, 0, 0, "Grass moments at a refresh: reset (every row starts at zero) | keep (a row selected again keeps its m, v, rescaled to its new rho, and its own step count)");
+    OPT("", "--galore-refresh-state", 's', &a->galore_refresh, 0, 0, "GaLore moments at a projector refresh: keep (GaLore's rule) | reset (zero, step count 0)");
     OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
     OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha: the projected matrices step lr * alpha");
     OPT("", "--galore-scale", 'f', &a->oc.alpha, 0, 1e6, "GaLore's scale alpha (the same setting as --grass-scale)");
@@ -239,7 +243,8 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean";
+    a->grass_refresh = "reset"; a->galore_refresh = "keep"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
     a->peak_tflops = 0; a->memory_limit_gb = 0; a->comm_timeout = 600; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
     a->adam_eps_style = "auto"; a->galore_side = "official";
     optim_config_defaults(&a->oc);
@@ -325,6 +330,22 @@ static int is_unsaved_option(const char* name) {
            strcmp(name, "--plan-only") == 0;
 }
 
+// Options newer than saved setups, with the value a state file without their line holds (what
+// runs did before the option): their line is written only when the value differs (so such a run's
+// state file is the bytes it was before the option), and a file without it, or without any saved
+// setup, resumes with that value, whatever the default is now.
+static const char* const SETUP_IMPLIED[][2] = {
+    {"--grass-refresh-state", "reset"},  // Grass zeroed every row's moments at a refresh before 2026-12-07
+    {"--galore-refresh-state", "keep"},  // GaLore kept them
+    {"--adam-eps-style", "corrected"},   // saved resolved: GaLore used the corrected convention before 2026-12-07
+    {"--galore-side", "rows"},           // and projected square matrices from their rows
+};
+static const char* setup_implied(const char* name) {
+    for (size_t i = 0; i < sizeof(SETUP_IMPLIED) / sizeof(SETUP_IMPLIED[0]); i++)
+        if (strcmp(SETUP_IMPLIED[i][0], name) == 0) return SETUP_IMPLIED[i][1];
+    return NULL;
+}
+
 // "--name<TAB>value" lines of every saved option, defaults included (a later build with other
 // defaults resumes the same run); the model overrides only where set (-1: from -c)
 static char* run_setup_text(TrainArgs* a) {
@@ -343,6 +364,7 @@ static char* run_setup_text(TrainArgs* a) {
         option_text(&dspecs[k], dv, sizeof(dv));
         if (strncmp(specs[k].help, "override:", 9) == 0 && strcmp(v, dv) == 0) continue;
         if (specs[k].type == 's' && *(const char**)specs[k].ptr == NULL) continue;  // unset (e.g. no --init-from)
+        if (setup_implied(specs[k].name) != NULL && strcmp(v, setup_implied(specs[k].name)) == 0) continue;
         if (strchr(v, '\n') != NULL || strchr(v, '\t') != NULL) fatal("option %s: a value with a tab or newline cannot be saved", specs[k].name);
         size_t need = strlen(specs[k].name) + strlen(v) + 3;
         if (len + need >= cap) { cap = 2 * (len + need); text = (char*)realloc(text, cap); if (text == NULL) fatal("out of memory"); }
@@ -374,25 +396,14 @@ static char* run_setup_from_state(const char* path) {
     return text;
 }
 
-// Setup options that came after state files began to carry their setup, each with the value a
-// run saved without it ran with: such a run resumes the way it started, not with today's default.
-static const char* const LEGACY_SETUP[][2] = {
-    {"--adam-eps-style", "corrected"},  // GaLore used the corrected convention before 2026-12-07
-    {"--galore-side", "rows"},          // and projected square matrices from their rows
-};
-static const char* legacy_setup_value(const char* name) {
-    for (size_t i = 0; i < sizeof(LEGACY_SETUP) / sizeof(LEGACY_SETUP[0]); i++)
-        if (strcmp(LEGACY_SETUP[i][0], name) == 0) return LEGACY_SETUP[i][1];
-    return NULL;
-}
-// a state file without a setup (before 2026-11-30): the options of LEGACY_SETUP not given take
-// their older values
-static void apply_legacy_setup(TrainArgs* a) {
+// a state file without a setup (before 2026-11-30): the options of SETUP_IMPLIED not given take
+// the values such a file ran with
+static void apply_implied_setup(TrainArgs* a) {
     OptionSpec specs[MAX_OPTIONS];
     int n = build_options(a, specs);
     for (int k = 0; k < n; k++) {
-        const char* legacy = legacy_setup_value(specs[k].name);
-        if (legacy != NULL && !a->given[k]) option_set(&specs[k], legacy, " (the value of an older state file)");
+        const char* implied = setup_implied(specs[k].name);
+        if (implied != NULL && !a->given[k]) option_set(&specs[k], implied, " (the value of an older state file)");
     }
 }
 
@@ -409,6 +420,11 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
     size_t clen = 0;
     char source[1200];
     snprintf(source, sizeof(source), " (saved in '%s')", state_path);
+    for (int k = 0; k < n; k++)  // a line left out holds the implied value
+        if (setup_implied(specs[k].name) != NULL) {
+            option_set(&dspecs[k], setup_implied(specs[k].name), source);
+            if (!a->given[k]) option_set(&specs[k], setup_implied(specs[k].name), source);
+        }
     for (char* line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         char* tab = strchr(line, '\t');
         if (tab == NULL) fatal("'%s': a setup line without a value: '%s'", state_path, line);
@@ -427,18 +443,11 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
         if (strcmp(now, was) != 0)
             append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name, was, now);
     }
-    for (int k = 0; k < n; k++) {  // not in the file: the checkpoint has the default, or its LEGACY_SETUP value
-        if (in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
-        const char* legacy = legacy_setup_value(specs[k].name);
-        if (!a->given[k]) {
-            if (legacy != NULL) option_set(&specs[k], legacy, source);
-            continue;
-        }
+    for (int k = 0; k < n; k++) {  // given, not in the file: the checkpoint has the default (or the implied value)
+        if (!a->given[k] || in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
         char now[1100], was[1100];
         option_text(&specs[k], now, sizeof(now));
-        OptionSpec probe = dspecs[k];
-        if (legacy != NULL) option_set(&probe, legacy, source);
-        option_text(&probe, was, sizeof(was));
+        option_text(&dspecs[k], was, sizeof(was));
         if (strcmp(now, was) != 0)
             append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name,
                         was[0] ? was : "(none)", now);
@@ -524,6 +533,10 @@ static void resolve_optim(TrainArgs* a) {
     if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
     oc->upscale = name_index(GRASS_UPSCALE_NAMES, UPSCALE_COUNT, a->grass_upscale);
     if (oc->upscale < 0) fatal("unknown --grass-upscale '%s' (paper | one | mean)", a->grass_upscale);
+    oc->grass_refresh = name_index(REFRESH_STATE_NAMES, REFRESH_COUNT, a->grass_refresh);
+    if (oc->grass_refresh < 0) fatal("unknown --grass-refresh-state '%s' (reset | keep)", a->grass_refresh);
+    oc->galore_refresh = name_index(REFRESH_STATE_NAMES, REFRESH_COUNT, a->galore_refresh);
+    if (oc->galore_refresh < 0) fatal("unknown --galore-refresh-state '%s' (keep | reset)", a->galore_refresh);
     int sel = grass_select_from_name(a->grass_select);
     if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
     oc->select = (GrassSelect)sel;
@@ -967,7 +980,7 @@ int main(int argc, char** argv) {
     if (have_checkpoint) {
         char* saved = run_setup_from_state(resume_state);
         if (saved != NULL) apply_saved_setup(&a, resume_state, saved);
-        else apply_legacy_setup(&a);
+        else apply_implied_setup(&a);
     }
     LlamaConfig config;
     if (a.init_from != NULL && !have_checkpoint) config_from_model_file(&a, a.init_from, &config);

@@ -102,11 +102,12 @@ __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, 
         if (!cols_side) { j = (int)(k / in); widx = (size_t)idx[j] * in + (k % in); }
         else { j = (int)(k % r); widx = (k / r) * in + idx[j]; }
         if (upscale[j] == 0.0f) continue;  // a padding row (grass_pad_selection): no update, moments stay 0
+        const float bc1 = a.bc_rows != NULL ? a.bc_rows[2 * j] : a.bc1, bc2 = a.bc_rows != NULL ? a.bc_rows[2 * j + 1] : a.bc2;
         float g = C[k] * gs;
         float mk = a.b1 * cu_tof(m[k]) + (1.0f - a.b1) * g;
         float vk = a.b2 * cu_tof(v[k]) + (1.0f - a.b2) * g * g;
         m[k] = cu_from<S>(mk); v[k] = cu_from<S>(vk);
-        float u = (mk / a.bc1) / (sqrtf(vk / a.bc2) + a.eps);
+        float u = (mk / bc1) / (sqrtf(vk / bc2) + a.eps);
         if (Wm != NULL) { float w = Wm[widx] - step * upscale[j] * u; Wm[widx] = w; W[widx] = cu_from<floatX>(w); }
         else W[widx] = cu_round_sr(cu_tof(W[widx]) - step * upscale[j] * u, cu_rand_at(seed, widx));
     }
@@ -131,6 +132,43 @@ void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, i
         gk_grass_adam<float><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
             W, Wm, C, (float*)m, (float*)v, d_idx, d_upscale, r, outd, in, cols_side, a.lr * alpha, a, seed);
     CU_LAUNCHED("gk_grass_adam");
+}
+
+// backend.h's grass_remap_state, one element of the new layout per thread into tmp (the old
+// layout is read whole while tmp fills), then one copy back. x * f in fp32, then cu_from<S>:
+// __float2bfloat16_rn for bf16 moments, as the CPU's bf16_from_float (round to nearest even).
+template <typename S>
+__global__ void gk_grass_remap_state(S* tmp, const S* s, const int* src, const float* factor, int square, int r_old,
+                                     int r_new, int other, int cols_side, size_t total) {
+    size_t used = (size_t)r_new * other;
+    for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (size_t)gridDim.x * blockDim.x) {
+        float x = 0.0f;
+        if (k < used) {
+            int j = cols_side ? (int)(k % r_new) : (int)(k / other);
+            size_t e = cols_side ? k / r_new : k % other;
+            int sj = src[j];
+            if (sj >= 0) {
+                float f = factor[j];
+                if (square) f = f * f;  // single products: nothing to contract into an FMA
+                x = cu_tof(s[cols_side ? e * r_old + sj : (size_t)sj * other + e]) * f;
+            }
+        }
+        tmp[k] = cu_from<S>(x);
+    }
+}
+
+void grass_remap_state(void* s, void* tmp, int state_dtype, const int* d_src, const float* d_factor, int square,
+                       int r_old, int r_new, int r_cap, int other, int cols_side) {
+    size_t total = (size_t)r_cap * other;
+    if (total == 0) return;
+    if (state_dtype == STATE_BF16)
+        gk_grass_remap_state<__nv_bfloat16><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
+            (__nv_bfloat16*)tmp, (const __nv_bfloat16*)s, d_src, d_factor, square, r_old, r_new, other, cols_side, total);
+    else
+        gk_grass_remap_state<float><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
+            (float*)tmp, (const float*)s, d_src, d_factor, square, r_old, r_new, other, cols_side, total);
+    CU_LAUNCHED("gk_grass_remap_state");
+    backend_copy(s, tmp, total * state_dtype_size(state_dtype));
 }
 
 // ---- Grass selection on the device --------------------------------------------------------------

@@ -15,7 +15,7 @@
 # compared (-h, --plan-only output) and of the setup saved in each state file (the rest of the
 # state file, the optimizer's state included, is still compared byte for byte; only its checksum
 # trailer, a function of the whole, is not).
-#   NEW_OPTIONS="--galore-side --adam-eps-style" ...  # the same for options new to the base that
+#   NEW_OPTIONS="--galore-side --grass-refresh-state" ...  # the same for options new to the base that
 #                                                  # runs leave at their defaults (no NEW_FLAGS)
 #
 # Runs (CPU build; each writes a checkpoint at the end and one mid-run):

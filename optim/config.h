@@ -54,6 +54,14 @@ static const char* ADAM_EPS_STYLE_NAMES[] = {"corrected", "raw", "auto"};
 typedef enum { GALORE_SIDE_OFFICIAL = 0, GALORE_SIDE_ROWS, GALORE_SIDE_COUNT } GaloreSide;
 static const char* GALORE_SIDE_NAMES[] = {"official", "rows"};
 
+// What a refresh does with the subspace Adam moments (--grass-refresh-state, --galore-refresh-state;
+// docs/GRASS_IMPL.md, "Moments at a refresh"):
+//   reset  every moment starts again at zero, the step count at 0 (Grass's rule before 2026-12-07)
+//   keep   Grass: a row selected again keeps its m, v (rescaled to the new rho) and its own step
+//          count; a new row starts at zero. GaLore: the moments carry over to the new projector.
+typedef enum { REFRESH_RESET = 0, REFRESH_KEEP = 1, REFRESH_COUNT } RefreshState;
+static const char* REFRESH_STATE_NAMES[] = {"reset", "keep"};
+
 typedef struct {
     OptimizerType type;
     float b1, b2, eps, weight_decay, grad_clip;
@@ -83,8 +91,13 @@ typedef struct {
     float matrix_lr_scale; // AdamW: the matrices of the proj_mask types take lr * this (1: one lr for
                          // everything), so that a full-rank baseline can give its matrices the
                          // step that alpha gives Grass's, with the same lr for everything else
+    int grass_refresh;   // RefreshState of Grass's moments at a refresh (default reset)
+    int galore_refresh;  // RefreshState of GaLore's moments at a projector refresh (default keep)
     uint64_t seed;       // selection seed (rank-independent)
 } OptimConfig;
+
+// Grass keeps the moments of rows selected again (each row then counts its own Adam steps)
+static int optim_grass_keeps(const OptimConfig* c) { return c->type == OPT_GRASS && c->grass_refresh == REFRESH_KEEP; }
 
 // Facts of the run that are not user flags, and the settings derived from them together with
 // the flags. optim_runtime() is the one place that derives them; the trainer calls it once.
@@ -139,6 +152,7 @@ static AdamParams adam_params(const OptimConfig* c, float lr, float wd, int64_t 
     a.eps = adam_eps_for_style(c->eps, c->eps_style == EPS_RAW, a.bc2);
     a.grad_scale = grad_scale;
     a.grad_scale_dev = NULL;
+    a.bc_rows = NULL;
     return a;
 }
 
@@ -150,6 +164,8 @@ static void optim_config_defaults(OptimConfig* c) {
     c->fused = 1; c->norms = NORMS_AUTO; c->sketch_dim = 64; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
     c->matrix_lr_scale = 1.0f;
     c->upscale = UPSCALE_MEAN;  // the study's choice (docs/GRASS_IMPL.md, "The up-projection's factor")
+    c->grass_refresh = REFRESH_RESET;  // until the study decides (docs/GRASS_IMPL.md)
+    c->galore_refresh = REFRESH_KEEP;  // GaLore's own rule
     c->seed = 1234;
     c->eps_style = EPS_AUTO; c->galore_side = GALORE_SIDE_OFFICIAL;
 }
@@ -215,6 +231,13 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
     if (!(c->eps > 0.0f)) { snprintf(err, errlen, "adam eps %g must be > 0", c->eps); return 0; }
     if (c->eps_style < 0 || c->eps_style >= EPS_STYLE_COUNT) { snprintf(err, errlen, "--adam-eps-style %d is unknown", c->eps_style); return 0; }
     if (c->galore_side < 0 || c->galore_side >= GALORE_SIDE_COUNT) { snprintf(err, errlen, "--galore-side %d is unknown", c->galore_side); return 0; }
+    // under keep each Grass row has its own bias correction (AdamParams.bc_rows), and the raw style's
+    // eps / sqrt(bc2) is one number per step (adam_eps_for_style): the pair is not built
+    if (c->type == OPT_GRASS && c->grass_refresh == REFRESH_KEEP && c->eps_style == EPS_RAW) {
+        snprintf(err, errlen, "--adam-eps-style raw with --grass-refresh-state keep is not supported (per-row bias "
+                 "corrections); use --adam-eps-style corrected (Grass's default) or --grass-refresh-state reset");
+        return 0;
+    }
     if (!(c->weight_decay >= 0.0f)) { snprintf(err, errlen, "weight decay %g must be >= 0", c->weight_decay); return 0; }
     if (!(c->grad_clip >= 0.0f)) { snprintf(err, errlen, "gradient clip %g must be >= 0 (0 = off)", c->grad_clip); return 0; }
     if (!(c->matrix_lr_scale > 0.0f)) { snprintf(err, errlen, "--matrix-lr-scale %g must be > 0", c->matrix_lr_scale); return 0; }

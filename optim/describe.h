@@ -45,6 +45,11 @@ static void optim_print_banner(const OptimConfig* c, const OptimRuntime* rt, flo
         printf("  --galore-side %s, --adam-eps-style %s\n", GALORE_SIDE_NAMES[c->galore_side], ADAM_EPS_STYLE_NAMES[c->eps_style]);
     else if (c->eps_style == EPS_RAW)
         printf("  --adam-eps-style raw\n");
+    // only where the rule differs from the method's before the flags, so that the banner above stays as it was
+    if (optim_refresh_signature(c))
+        printf("moments at a refresh: %s\n", c->type == OPT_GRASS
+               ? "keep (--grass-refresh-state keep: rows selected again keep m, v rescaled to their new rho, and their step counts)"
+               : "reset (--galore-refresh-state reset: zero at each new projector, step count 0)");
 }
 
 // The optimizer's fields of the log header line (after "optimizer=NAME"); rank: --rank as given
@@ -55,6 +60,8 @@ static void optim_log_header(FILE* f, const OptimConfig* c, const char* rank) {
     else if (c->type == OPT_GALORE)
         fprintf(f, " rank=%s update_freq=%d alpha=%g fused=%d", rank, c->update_freq, c->alpha, c->fused);
     else fprintf(f, " matrix_lr_scale=%g", c->matrix_lr_scale);
+    if (optim_refresh_signature(c))  // written only where not the method's old rule (the header stays as it was)
+        fprintf(f, " refresh_state=%s", REFRESH_STATE_NAMES[c->type == OPT_GRASS ? c->grass_refresh : c->galore_refresh]);
 }
 
 // The memory plan's rows for the projected gradients (after the dense gradients' row). fmt: the

@@ -73,6 +73,13 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
             g->h_sel.idx = (int*)calloc_check(g->r_cap, sizeof(int));
             g->h_sel.scale = (float*)calloc_check(g->r_cap, sizeof(float));
             g->h_sel.upscale = (float*)calloc_check(g->r_cap, sizeof(float));
+            if (optim_grass_keeps(cfg)) {
+                g->row_t = (int64_t*)calloc_check(g->r_cap, sizeof(int64_t));
+                g->h_bc = (float*)calloc_check(2 * (size_t)g->r_cap, sizeof(float));
+                size_t bytes = proj_cap_numel(g) * state_dtype_size(cfg->state_dtype);
+                if (bytes > o->remap.tmp_bytes) o->remap.tmp_bytes = bytes;
+                if (g->r_cap > o->remap.cap) o->remap.cap = g->r_cap;
+            }
             o->gm_of_tensor[i] = o->n_gm++;
             o->grad_offset[i] = (size_t)-1;
         } else {
@@ -145,6 +152,7 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
             OBUF(g->d_scale, g->r_cap * sizeof(float), OB_OTHER, "grass scales");
             OBUF(g->d_upscale, g->r_cap * sizeof(float), OB_OTHER, "grass scales");
             OBUF(g->norms, g->dim_sel * sizeof(float), OB_OTHER, "grass norms");
+            if (g->row_t != NULL) OBUF(g->d_bc, 2 * (size_t)g->r_cap * sizeof(float), OB_OTHER, "grass per-row bias corrections");
         }
         OBUF(g->m, sub * ssz, OB_STATE, galore ? "galore adam m" : "grass adam m");
         OBUF(g->v, sub * ssz, OB_STATE, galore ? "galore adam v" : "grass adam v");
@@ -179,12 +187,17 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
     if (o->np.n_sketch > 0)
         OBUF(o->np.sketch_tmp, (size_t)o->rt.micro_rows * o->cfg.sketch_dim * sizeof(floatX), OB_NORMPASS,
              "grass norm pass (sketch scratch)");
+    if (o->remap.tmp_bytes > 0) {
+        OBUF(o->remap.tmp, o->remap.tmp_bytes, OB_STATE, "grass moments remap scratch (refresh keep)");
+        OBUF(o->remap.d_src, (size_t)o->remap.cap * sizeof(int), OB_OTHER, "grass moments remap rows");
+        OBUF(o->remap.d_factor, (size_t)o->remap.cap * sizeof(float), OB_OTHER, "grass moments remap factors");
+    }
     if (o->galore.work_numel > 0)
         OBUF(o->galore.work, o->galore.work_numel * sizeof(float), OB_WORK, "galore SVD and update scratch");
 #undef OBUF
     return n;
 }
-static int optim_max_buffers(const Optimizer* o) { return 9 * o->n_gm + 13; }
+static int optim_max_buffers(const Optimizer* o) { return 10 * o->n_gm + 16; }
 
 static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt, floatX* params) {
     optim_layout(o, cfg, rt, pt);
@@ -227,6 +240,7 @@ static void optim_free_layout(Optimizer* o) {
     for (int k = 0; k < o->n_gm; k++) {
         Selection* s = &o->gm[k].h_sel;
         free(s->idx); free(s->scale); free(s->upscale);
+        free(o->gm[k].row_t); free(o->gm[k].h_bc);
     }
     free(o->overlap.dense_lo); free(o->overlap.dense_hi);
     free(o->np.sketch_dim_of); free(o->np.sketch_S);

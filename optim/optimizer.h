@@ -32,7 +32,12 @@ typedef struct {
     floatX* Ptx;       // GaLore: the same in floatX for the GEMMs with activations (= Pt in an fp32 build)
     float* nacc;       // the norm pass's accumulator: the fp32 gradient (out x in; NP_LAYER_G and
                        // NP_FULL_G) or the sketch Y = G S (dim_sel x k; NP_SKETCH); else NULL
-    int64_t t;         // Adam steps since the last refresh (Grass) or since the start (GaLore)
+    int64_t t;         // Adam steps since the last refresh (Grass; GaLore with --galore-refresh-state
+                       // reset) or since the start (GaLore)
+    // --grass-refresh-state keep (optim_grass_keeps): each selected row's own Adam step count, and
+    // the per-row bias corrections of the step (host, then the backend copy grass_adam_update reads)
+    int64_t* row_t;    // r_cap counts, slot j of the selection (0: a new or padding row); else NULL
+    float* h_bc; float* d_bc;  // 2 r_cap: 1 - b1^t_j, 1 - b2^t_j (AdamParams.bc_rows)
 } ProjMatrix;
 // the elements C, m and v are allocated for (r_cap x other); proj_sub_numel is the part in use
 static size_t proj_cap_numel(const ProjMatrix* g) { return (size_t)g->r_cap * g->other; }
@@ -91,6 +96,10 @@ typedef struct {
 // GaLore's scratch (refresh.h's SVD, step.h's dense update): the largest matrix's galore_work_floats
 typedef struct { float* work; size_t work_numel; } OptimGalore;
 
+// --grass-refresh-state keep: the scratch of the moments' remap at a refresh (refresh.h,
+// grass_remap_state): one moment buffer of the largest matrix, and each new row's source slot and factor
+typedef struct { void* tmp; size_t tmp_bytes; int* d_src; float* d_factor; int cap; } OptimRemap;
+
 // what the last refresh chose (refresh.h; logged by the trainer)
 // kept / total: the squared norm the new subspaces keep of the step's gradient, over all
 // projected matrices: Grass, the selected rows' scores over all rows' (exact norms: the true
@@ -135,6 +144,7 @@ typedef struct Optimizer {
     OptimOverlap overlap;
     OptimNormPass np;
     OptimGalore galore;
+    OptimRemap remap;
     OptimRefreshed refreshed;
 } Optimizer;
 

@@ -137,7 +137,56 @@ static uint64_t optim_selection_hash(const Optimizer* o) {
     return h;
 }
 
-// After the norm pass: sum the norms over ranks, select with the shared seed, reset moments.
+// --grass-refresh-state keep: where each row of the new selection `now` takes its moments from in
+// the old one `was` (both ascending in the row index, padding rows scale 0): src[j] = the old slot
+// of the same row, or -1 (a row new to the selection, or a padding row: zeros, count 0); factor[j]
+// = now's rho / was's rho (fp32; 1 for top-r), the ratio that puts the kept moments in the units
+// of the new C = rho B G (m times it, v times its square; docs/GRASS_IMPL.md); t_now[j] the row's
+// own Adam step count (t_was of the old slot, else 0). A row of `was` no longer selected is
+// dropped: its moments and count are released. Returns the rows kept.
+static int grass_keep_plan(const Selection* was, const int64_t* t_was, const Selection* now, int* src, float* factor,
+                           int64_t* t_now) {
+    int kept = 0;
+    for (int j = 0, s = 0; j < now->r_eff; j++) {
+        src[j] = -1; factor[j] = 0.0f; t_now[j] = 0;
+        if (selection_row_is_padding(now, j)) continue;
+        while (s < was->r_eff && (was->idx[s] < now->idx[j] || selection_row_is_padding(was, s))) s++;
+        if (s < was->r_eff && was->idx[s] == now->idx[j]) {
+            src[j] = s; factor[j] = now->scale[j] / was->scale[s]; t_now[j] = t_was[s];
+            kept++;
+        }
+    }
+    return kept;
+}
+
+// Row j's bias corrections from its own count (keep), computed as adam_params computes the shared
+// ones, so that rows with equal counts get reset's bits; padding rows (no update) take 1
+static void grass_row_bias_corrections(const OptimConfig* c, ProjMatrix* g) {
+    for (int j = 0; j < g->r_eff; j++) {
+        int pad = selection_row_is_padding(&g->h_sel, j);
+        if (!pad) g->row_t[j]++;
+        g->h_bc[2 * j] = pad ? 1.0f : 1.0f - powf(c->b1, (float)g->row_t[j]);
+        g->h_bc[2 * j + 1] = pad ? 1.0f : 1.0f - powf(c->b2, (float)g->row_t[j]);
+    }
+    backend_upload_async(g->d_bc, g->h_bc, 2 * (size_t)g->r_eff * sizeof(float));
+}
+
+// keep: carry matrix g's moments from the old selection `was` (slot counts t_was) to the new h_sel
+static void grass_keep_moments(Optimizer* o, ProjMatrix* g, const Selection* was, const int64_t* t_was) {
+    int* src = (int*)malloc_check((size_t)g->r_cap * sizeof(int));
+    float* factor = (float*)malloc_check((size_t)g->r_cap * sizeof(float));
+    grass_keep_plan(was, t_was, &g->h_sel, src, factor, g->row_t);
+    for (int j = g->r_eff; j < g->r_cap; j++) g->row_t[j] = 0;
+    backend_upload(o->remap.d_src, src, (size_t)g->r_eff * sizeof(int));
+    backend_upload(o->remap.d_factor, factor, (size_t)g->r_eff * sizeof(float));
+    grass_remap_state(g->m, o->remap.tmp, o->cfg.state_dtype, o->remap.d_src, o->remap.d_factor, 0, was->r_eff, g->r_eff,
+                      g->r_cap, g->other, g->cols_side);
+    grass_remap_state(g->v, o->remap.tmp, o->cfg.state_dtype, o->remap.d_src, o->remap.d_factor, 1, was->r_eff, g->r_eff,
+                      g->r_cap, g->other, g->cols_side);
+    free(src); free(factor);
+}
+
+// After the norm pass: sum the norms over ranks, select with the shared seed, reset or carry the moments.
 static void optim_refresh(Optimizer* o) {
     int64_t step = o->step;
     int max_dim = 0;
@@ -146,13 +195,36 @@ static void optim_refresh(Optimizer* o) {
     o->refreshed.hash = 1469598103934665603ULL;
     for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GALORE; k++) {
         // GaLore: the new projectors came from the SVDs (optim_norm_pass_layer, optim_finish_norms);
-        // the moments carry over, as in GaLore
+        // the moments carry over, as in GaLore (--galore-refresh-state keep), or start again at zero
         optim_finish_norms(o, &o->gm[k]);
         o->gm[k].r_eff = o->gm[k].r;
+        if (o->cfg.galore_refresh == REFRESH_RESET) {
+            ProjMatrix* g = &o->gm[k];
+            size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
+            backend_memset0(g->m, sub);
+            backend_memset0(g->v, sub);
+            g->t = 0;
+        }
+    }
+    // keep: the old selection of the matrix being refreshed (its rows, scales and slot counts)
+    int keep = optim_grass_keeps(&o->cfg), cap = 0;
+    for (int k = 0; k < o->n_gm; k++) if (o->gm[k].r_cap > cap) cap = o->gm[k].r_cap;
+    Selection was = {0, NULL, NULL, NULL};
+    int64_t* t_was = NULL;
+    if (keep) {
+        was.idx = (int*)malloc_check((size_t)cap * sizeof(int));
+        was.scale = (float*)malloc_check((size_t)cap * sizeof(float));
+        t_was = (int64_t*)malloc_check((size_t)cap * sizeof(int64_t));
     }
     for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GRASS; k++) {
         ProjMatrix* g = &o->gm[k];
         optim_finish_norms(o, g);
+        if (keep) {
+            was.r_eff = g->r_eff;
+            memcpy(was.idx, g->h_sel.idx, (size_t)g->r_eff * sizeof(int));
+            memcpy(was.scale, g->h_sel.scale, (size_t)g->r_eff * sizeof(float));
+            memcpy(t_was, g->row_t, (size_t)g->r_eff * sizeof(int64_t));
+        }
         uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
         int r_eff = o->cfg.select_on_device
                   ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale, g->d_upscale)
@@ -174,12 +246,18 @@ static void optim_refresh(Optimizer* o) {
         int padded = grass_pad_selection(&g->h_sel, g->dim_sel, o->cfg.row_align);
         g->r_eff = g->h_sel.r_eff;
         if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER || padded > 0) grass_upload_selection(g);
+        g->t = 0;
+        if (keep && was.r_eff > 0) {
+            grass_keep_moments(o, g, &was, t_was);
+            continue;
+        }
         size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
         backend_memset0(g->m, sub);
         backend_memset0(g->v, sub);
-        g->t = 0;
+        if (keep) memset(g->row_t, 0, (size_t)g->r_cap * sizeof(int64_t));
     }
     free(q);
+    free(was.idx); free(was.scale); free(t_was);
     o->mode = BWD_GRADS;
     // what was chosen: distinct rows of the r draws, and the per-row step multiplier (count * rho,
     // the factor on alpha * lr * the Adam direction; 1 for top-r)

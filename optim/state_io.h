@@ -36,8 +36,16 @@ static void read_backend_bytes(FILE* f, void* d, size_t n, const char* path) {
 enum {
     SIG_OPTIMIZER = 0, SIG_N_PROJECTED = 1, SIG_DENSE_VALUES = 2, SIG_SELECT = 3, SIG_UPDATE_FREQ = 4,
     SIG_PROJ_MASK = 5, SIG_FUSED = 6, SIG_RANK_SUM = 7, SIG_SEED = 8, SIG_STATE_DTYPE = 9, SIG_MASTER_WEIGHTS = 10,
-    SIG_ZERO_RANKS = 11, SIG_UPSCALE = 12, SIG_LAYOUT = 13, SIG_COUNT = 16
+    SIG_ZERO_RANKS = 11, SIG_UPSCALE = 12, SIG_LAYOUT = 13, SIG_REFRESH = 14, SIG_COUNT = 16
 };
+// sig[SIG_REFRESH]: 0 the method's moments rule at a refresh from before the flags (Grass reset,
+// GaLore keep; and every older file), 1 the other (Grass keep: the per-row step counts follow each
+// matrix's selection; GaLore reset), so that a reset run's state file is the bytes it was before
+static int32_t optim_refresh_signature(const OptimConfig* c) {
+    if (c->type == OPT_GRASS) return c->grass_refresh == REFRESH_KEEP;
+    if (c->type == OPT_GALORE) return c->galore_refresh == REFRESH_RESET;
+    return 0;
+}
 // the optimizer fields that must match for a state file to be loadable
 static void optim_signature(const Optimizer* o, int32_t sig[SIG_COUNT]) {
     memset(sig, 0, SIG_COUNT * sizeof(int32_t));
@@ -54,13 +62,15 @@ static void optim_signature(const Optimizer* o, int32_t sig[SIG_COUNT]) {
     sig[SIG_ZERO_RANKS] = o->rt.sharded ? o->rt.world_size : 0;
     sig[SIG_UPSCALE] = o->cfg.type == OPT_GRASS ? o->cfg.upscale : 0;  // 0 (paper) in files before the rule existed
     sig[SIG_LAYOUT] = 1;  // 1 = the previous step's gradient norm follows the step count (0 in older files)
+    sig[SIG_REFRESH] = optim_refresh_signature(&o->cfg);
 }
 
 // what each signature field is, by name, and its value as a reader would write it
 static const char* OPTIM_SIGNATURE_NAMES[SIG_COUNT] = {
     "--optimizer", "projected matrices", "full-rank values", "--grass-select",
     "--update-freq", "--grass-layers", "--grass-fused", "sum of Grass ranks (--rank)", "--seed (low 31 bits)", "--state-dtype",
-    "--master-weights", "--zero ranks", "--grass-upscale", "state layout", "(unused)", "(unused)"};
+    "--master-weights", "--zero ranks", "--grass-upscale", "state layout", "--grass-refresh-state / --galore-refresh-state",
+    "(unused)"};
 static void optim_signature_value(int field, int32_t v, char* buf, size_t n) {
     if (field == SIG_OPTIMIZER && v >= 0 && v < OPTIMIZER_COUNT) snprintf(buf, n, "%s", OPTIMIZER_NAMES[v]);
     else if (field == SIG_SELECT && v >= 0 && v < SEL_COUNT) snprintf(buf, n, "%s", GRASS_SELECT_NAMES[v]);
@@ -74,6 +84,8 @@ static void optim_signature_value(int field, int32_t v, char* buf, size_t n) {
     }
     else if (field == SIG_STATE_DTYPE) snprintf(buf, n, "%s", v == STATE_BF16 ? "bf16" : "fp32");
     else if (field == SIG_UPSCALE && v >= 0 && v < UPSCALE_COUNT) snprintf(buf, n, "%s", GRASS_UPSCALE_NAMES[v]);
+    else if (field == SIG_REFRESH && (v == 0 || v == 1))
+        snprintf(buf, n, "%s", v ? "grass keep, galore reset" : "grass reset, galore keep");
     else snprintf(buf, n, "%d", (int)v);
 }
 
@@ -100,6 +112,7 @@ static void optim_save(const Optimizer* o, FILE* f, const char* path) {
             fwrite_check(g->h_sel.idx, sizeof(int), g->r_eff, f, path);
             fwrite_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
             fwrite_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
+            if (g->row_t != NULL) fwrite_check(g->row_t, sizeof(int64_t), g->r_eff, f, path);  // sig[SIG_REFRESH] = 1
         }
         write_backend_bytes(f, g->m, proj_sub_numel(g) * ssz, path);
         write_backend_bytes(f, g->v, proj_sub_numel(g) * ssz, path);
@@ -128,6 +141,12 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         fatal("'%s' was written with --grass-upscale %s and this run uses %s; resume with the same rule", path,
               sig[SIG_UPSCALE] >= 0 && sig[SIG_UPSCALE] < UPSCALE_COUNT ? GRASS_UPSCALE_NAMES[sig[SIG_UPSCALE]] : "?",
               GRASS_UPSCALE_NAMES[want[SIG_UPSCALE]]);
+    if (sig[SIG_REFRESH] != want[SIG_REFRESH]) {
+        const char* flag = o->cfg.type == OPT_GALORE ? "--galore-refresh-state" : "--grass-refresh-state";
+        int fk = o->cfg.type == OPT_GALORE ? !sig[SIG_REFRESH] : sig[SIG_REFRESH];  // the file's: keep?
+        fatal("'%s' was written with %s %s and this run uses %s; resume with the same setting (files from before the "
+              "flag hold grass reset, galore keep)", path, flag, fk ? "keep" : "reset", fk ? "reset" : "keep");
+    }
     if (sig[SIG_MASTER_WEIGHTS] != want[SIG_MASTER_WEIGHTS])
         fatal("'%s' was written %s fp32 master weights and this run %s them; resume with the same --master-weights",
               path, sig[SIG_MASTER_WEIGHTS] ? "with" : "without", want[SIG_MASTER_WEIGHTS] ? "keeps" : "does not keep");
@@ -179,6 +198,11 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
             fread_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
             for (int j = 0; j < g->r_eff; j++)
                 if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel) fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
+            if (g->row_t != NULL) {  // keep (the signature matched): the rows' own step counts
+                fread_check(g->row_t, sizeof(int64_t), g->r_eff, f, path);
+                for (int j = 0; j < g->r_eff; j++)
+                    if (g->row_t[j] < 0 || g->row_t[j] > o->step) fatal("'%s': row step count %lld out of range", path, (long long)g->row_t[j]);
+            }
             grass_upload_selection(g);
         }
         read_backend_bytes(f, g->m, proj_sub_numel(g) * ssz, path);

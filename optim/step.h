@@ -22,6 +22,10 @@ static void optim_apply_projected(Optimizer* o, ProjMatrix* g, float lr, float g
     g->t++;
     AdamParams ap = adam_params(&o->cfg, lr, t->decay ? o->cfg.weight_decay : 0.0f, g->t, grad_scale);
     ap.grad_scale_dev = grad_scale_dev;
+    if (g->row_t != NULL) {  // keep: each row's own bias corrections
+        grass_row_bias_corrections(&o->cfg, g);
+        ap.bc_rows = g->d_bc;
+    }
     if (o->cfg.type == OPT_GALORE) {
         galore_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v,
                            o->cfg.state_dtype, g->Pt, g->r, t->rows, t->cols, g->cols_side, ap, o->cfg.alpha,

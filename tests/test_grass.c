@@ -272,6 +272,205 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
     param_table_free(&pt);
 }
 
+// ---- --grass-refresh-state keep against float64, over several refreshes ---------------------------
+// The reference keeps m, v and the Adam step count per row of W (not per slot), in double: at a
+// refresh a row selected again keeps them, m times rho_new / rho_old and v times its square; a row
+// newly selected starts at zero with count 0; a row no longer selected is released (zero, 0).
+// Each step is Adam with the row's own bias corrections. Checked after every refresh: each slot's
+// m, v (the remap itself bit for bit: x * f in fp32 from the stored value, rounded to nearest even
+// for bf16) and count, padding slots and the slots past r_eff zero with count 0; after every step
+// W and the moments against the reference. align: --grass-row-align (padding rows); bf16: moments.
+// a float64 value stored as bf16 (the reference's model of --state-dtype bf16's store)
+static double bf16_round_d(double x) { return bf16_to_float(bf16_from_float((float)x)); }
+static void state_get_all(double* out, const void* s, size_t n, int bf) {
+    for (size_t i = 0; i < n; i++) out[i] = cpu_state_get(s, i, bf);
+}
+static void grass_keep_case(int out, int in, int r, GrassSelect method, int K, int steps, int align, int bf16, int fused,
+                            const char* label) {
+    ParamTable pt;
+    memset(&pt, 0, sizeof(pt));
+    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
+    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    const int N = 5;
+    OptimConfig oc;
+    optim_config_defaults(&oc);
+    oc.type = OPT_GRASS; oc.select = method; oc.grass_rank = r; oc.update_freq = K; oc.alpha = 0.25f;
+    oc.fused = fused; oc.seed = 91; oc.upscale = UPSCALE_PAPER; oc.row_align = align;
+    oc.state_dtype = bf16 ? STATE_BF16 : STATE_FP32; oc.grass_refresh = REFRESH_KEEP;
+    float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
+    double* Wd = (double*)malloc_check(pt.total * sizeof(double));
+    for (size_t i = 0; i < pt.total; i++) { W[i] = 0.1f * randn(); Wd[i] = W[i]; }
+    Optimizer o;
+    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
+    optim_init(&o, &oc, &rt, &pt, W);
+    ProjMatrix* gm = &o.gm[0];
+    int cols = gm->cols_side, dim = gm->dim_sel, other = gm->other, cap = gm->r_cap;
+    size_t capn = proj_cap_numel(gm), ssz = state_dtype_size(oc.state_dtype);
+    CHECK(gm->row_t != NULL && o.remap.tmp != NULL, "%s: keep allocates the row counts and the remap scratch", label);
+    // the reference, per row of the selected dimension: m, v (other values each), count, the rho its moments are in
+    double* md = (double*)calloc_check((size_t)dim * other, sizeof(double));
+    double* vd = (double*)calloc_check((size_t)dim * other, sizeof(double));
+    int64_t* td = (int64_t*)calloc_check(dim, sizeof(int64_t));
+    float* rho_d = (float*)calloc_check(dim, sizeof(float));
+    int* in_sel = (int*)calloc_check(dim, sizeof(int));
+    int* ever = (int*)calloc_check(dim, sizeof(int));
+    unsigned char* old_m = (unsigned char*)malloc_check(capn * ssz);
+    unsigned char* old_v = (unsigned char*)malloc_check(capn * ssz);
+    int* old_idx = (int*)malloc_check(cap * sizeof(int));
+    float* old_scale = (float*)malloc_check(cap * sizeof(float));
+    double* got = (double*)malloc_check(capn * sizeof(double));
+    float* X = (float*)malloc_check((size_t)N * in * sizeof(float));
+    float* dY = (float*)malloc_check((size_t)N * out * sizeof(float));
+    double* G = (double*)malloc_check((size_t)out * in * sizeof(double));
+    int kept = 0, returned = 0, rescaled = 0, merged = 0, padded = 0, refreshes = 0, counts_differ = 0;
+    size_t remap_bad = 0, slot_bad = 0;
+    double moment_err = 0, w_err = 0, w_ref = 0;
+    // moments: fp32 against float64 rounding; bf16 moments round at every store, which the reference
+    // models (bf16_round_d), so that only where the fp32 and the float64 value round apart they differ
+    const double mtol = bf16 ? 1e-2 : 1e-4;
+    for (int step = 0; step < steps; step++) {
+        for (int i = 0; i < N * in; i++) X[i] = randn();
+        for (int i = 0; i < N * out; i++) dY[i] = randn() * (1.0f + (float)((i % out) % 5));  // uneven row norms
+        for (int a = 0; a < out; a++)
+            for (int b = 0; b < in; b++) {
+                double acc = 0; for (int n = 0; n < N; n++) acc += (double)dY[n * out + a] * X[n * in + b];
+                G[(size_t)a * in + b] = acc;
+            }
+        float lr = 0.01f;
+        optim_begin_step(&o, step, lr);
+        if (optim_needs_refresh(&o)) {
+            int r_old = gm->r_eff;
+            memcpy(old_m, gm->m, capn * ssz); memcpy(old_v, gm->v, capn * ssz);
+            memcpy(old_idx, gm->h_sel.idx, r_old * sizeof(int)); memcpy(old_scale, gm->h_sel.scale, r_old * sizeof(float));
+            int64_t* old_t = (int64_t*)malloc_check((r_old + 1) * sizeof(int64_t));
+            memcpy(old_t, gm->row_t, r_old * sizeof(int64_t));
+            optim_begin_norm_pass(&o);
+            optim_begin_micro(&o, 0);
+            grad_linear(&o, 0, dY, out, X, N);
+            if (fused) grad_layer_done(&o, 0);
+            optim_refresh(&o);
+            refreshes++;
+            const Selection* ns = &gm->h_sel;
+            int* now = (int*)calloc_check(dim, sizeof(int));
+            for (int j = 0; j < gm->r_eff; j++) {
+                if (selection_row_is_padding(ns, j)) { padded++; continue; }
+                int i = ns->idx[j];
+                now[i] = 1;
+                merged += ns->upscale[j] > 1.5f * ns->scale[j];
+                if (in_sel[i]) {  // kept: rescale to the new rho
+                    double f = (double)ns->scale[j] / rho_d[i];
+                    for (int k = 0; k < other; k++) {
+                        md[(size_t)i * other + k] *= f; vd[(size_t)i * other + k] *= f * f;
+                        if (bf16) { md[(size_t)i * other + k] = bf16_round_d(md[(size_t)i * other + k]);
+                                    vd[(size_t)i * other + k] = bf16_round_d(vd[(size_t)i * other + k]); }
+                    }
+                    kept++;
+                    rescaled += ns->scale[j] != rho_d[i];
+                    // the remap's own bits: the stored old value times f (fp32), rounded as the store does
+                    int s_old = -1;
+                    for (int q = 0; q < r_old; q++) if (old_idx[q] == i && old_scale[q] != 0.0f) s_old = q;
+                    float ff = ns->scale[j] / old_scale[s_old];
+                    for (int k = 0; k < other; k++) {
+                        size_t so = cols ? (size_t)k * r_old + s_old : (size_t)s_old * other + k;
+                        size_t sn = cols ? (size_t)k * gm->r_eff + j : (size_t)j * other + k;
+                        float wm = cpu_state_get(old_m, so, bf16) * ff, wv = cpu_state_get(old_v, so, bf16) * (ff * ff);
+                        if (bf16) { wm = bf16_to_float(bf16_from_float(wm)); wv = bf16_to_float(bf16_from_float(wv)); }
+                        float gmv = cpu_state_get(gm->m, sn, bf16), gvv = cpu_state_get(gm->v, sn, bf16);
+                        remap_bad += memcmp(&wm, &gmv, 4) != 0 || memcmp(&wv, &gvv, 4) != 0;
+                    }
+                    if (gm->row_t[j] != old_t[s_old]) slot_bad++;
+                } else {
+                    for (int k = 0; k < other; k++) { md[(size_t)i * other + k] = 0; vd[(size_t)i * other + k] = 0; }
+                    td[i] = 0;
+                    returned += ever[i];
+                }
+                rho_d[i] = ns->scale[j];
+                ever[i] = 1;
+            }
+            for (int i = 0; i < dim; i++)
+                if (in_sel[i] && !now[i]) {  // dropped: released
+                    for (int k = 0; k < other; k++) { md[(size_t)i * other + k] = 0; vd[(size_t)i * other + k] = 0; }
+                    td[i] = 0;
+                }
+            memcpy(in_sel, now, dim * sizeof(int));
+            free(now); free(old_t);
+            // every slot: the row's count; padding slots and slots past r_eff zero with count 0
+            for (int j = 0; j < cap; j++) {
+                int live = j < gm->r_eff && !selection_row_is_padding(ns, j);
+                if (live ? gm->row_t[j] != td[ns->idx[j]] : gm->row_t[j] != 0) slot_bad++;
+            }
+            for (size_t e = 0; e < capn; e++) {
+                int j = e < proj_sub_numel(gm) ? (cols ? (int)(e % gm->r_eff) : (int)(e / other)) : -1;
+                int live = j >= 0 && !selection_row_is_padding(ns, j);
+                if (!live && (cpu_state_get(gm->m, e, bf16) != 0.0f || cpu_state_get(gm->v, e, bf16) != 0.0f)) slot_bad++;
+            }
+        }
+        optim_begin_micro(&o, 0);
+        grad_linear(&o, 0, dY, out, X, N);
+        if (fused) grad_layer_done(&o, 0);
+        optim_step(&o);
+        // float64 reference step: each selected row with its own count
+        const Selection* ns = &gm->h_sel;
+        double b1 = oc.b1, b2 = oc.b2;
+        int64_t t_first = -1;
+        for (int j = 0; j < gm->r_eff; j++) {
+            if (selection_row_is_padding(ns, j)) continue;
+            int i = ns->idx[j];
+            td[i]++;
+            if (t_first < 0) t_first = td[i];
+            counts_differ += td[i] != t_first;
+            double bc1 = 1 - pow(b1, (double)td[i]), bc2 = 1 - pow(b2, (double)td[i]);
+            for (int k = 0; k < other; k++) {
+                double g = ns->scale[j] * (cols ? G[(size_t)k * in + i] : G[(size_t)i * in + k]);
+                double* mm = &md[(size_t)i * other + k]; double* vv = &vd[(size_t)i * other + k];
+                *mm = b1 * *mm + (1 - b1) * g;
+                *vv = b2 * *vv + (1 - b2) * g * g;
+                double u = (*mm / bc1) / (sqrt(*vv / bc2) + oc.eps);
+                size_t wi = cols ? (size_t)k * in + i : (size_t)i * in + k;
+                Wd[wi] -= (double)lr * oc.alpha * ns->upscale[j] * u;
+                if (bf16) { *mm = bf16_round_d(*mm); *vv = bf16_round_d(*vv); }  // the store's rounding, as modelled
+            }
+        }
+        state_get_all(got, gm->m, proj_sub_numel(gm), bf16);
+        for (int j = 0; j < gm->r_eff; j++) {
+            if (selection_row_is_padding(ns, j)) continue;
+            for (int k = 0; k < other; k++) {
+                size_t sn = cols ? (size_t)k * gm->r_eff + j : (size_t)j * other + k;
+                double ref = md[(size_t)ns->idx[j] * other + k];
+                moment_err = fmax(moment_err, fabs(got[sn] - ref) / (fabs(ref) + 0.1 * sqrt(vd[(size_t)ns->idx[j] * other + k]) + 1e-9));
+            }
+        }
+        state_get_all(got, gm->v, proj_sub_numel(gm), bf16);
+        for (int j = 0; j < gm->r_eff; j++) {
+            if (selection_row_is_padding(ns, j)) continue;
+            for (int k = 0; k < other; k++) {
+                size_t sn = cols ? (size_t)k * gm->r_eff + j : (size_t)j * other + k;
+                double ref = vd[(size_t)ns->idx[j] * other + k];
+                moment_err = fmax(moment_err, fabs(got[sn] - ref) / (ref + 1e-9));
+            }
+        }
+    }
+    for (size_t i = 0; i < pt.total; i++) { w_err = fmax(w_err, fabs(W[i] - Wd[i])); w_ref = fmax(w_ref, fabs(Wd[i])); }
+    CHECK(refreshes >= 3, "%s: %d refreshes", label, refreshes);
+    CHECK(kept > 0 && counts_differ > 0, "%s: rows kept across refreshes (%d), so counts differ between rows (%d)", label, kept,
+          counts_differ);
+    if (method == SEL_TOPR) CHECK(rescaled == 0, "%s: top-r keeps rho 1: no kept row rescaled (%d)", label, rescaled);
+    else CHECK(rescaled > 0 && returned > 0 && merged > 0, "%s: kept rows whose rho changed (%d), rows that left and came back (%d), merged draws (%d)",
+               label, rescaled, returned, merged);
+    if (align > 1) CHECK(padded > 0, "%s: padding rows of --grass-row-align %d present (%d)", label, align, padded);
+    CHECK(remap_bad == 0, "%s: remapped m, v = stored old value * f (v: f*f) in fp32%s, bit for bit (%zu differ)", label,
+          bf16 ? ", rounded to nearest even bf16" : "", remap_bad);
+    CHECK(slot_bad == 0, "%s: per-row counts follow their rows; padding and unused slots zero with count 0 (%zu bad)", label, slot_bad);
+    CHECK(moment_err < mtol, "%s: m, v vs float64 per-row reference over %d steps (max rel err %.3g)", label, steps, moment_err);
+    CHECK(w_err < (bf16 ? 2e-3 : 2e-5) * w_ref + 1e-6, "%s: W vs float64 with per-row bias corrections (max err %.3g of %.3g)",
+          label, w_err, w_ref);
+    optim_free(&o);
+    backend_free(W);
+    free(Wd); free(md); free(vd); free(td); free(rho_d); free(in_sel); free(ever); free(old_m); free(old_v); free(old_idx);
+    free(old_scale); free(got); free(X); free(dY); free(G);
+    param_table_free(&pt);
+}
+
 // ---- GaLore's own SVD (cpu_svd_f64, where LAPACK is absent) against LAPACK and the truth -------
 static const double EPS32 = 5.960464477539063e-8;  // 2^-24, fp32's unit roundoff
 
@@ -494,6 +693,7 @@ static void test_own_svd(void) {
 // that the other style's W is far from the result (the style is seen).
 static int g_galore_side = GALORE_SIDE_OFFICIAL, g_eps_style = EPS_AUTO;
 static float g_eps = 1e-8f;
+static int g_galore_refresh = REFRESH_KEEP;  // --galore-refresh-state of galore_matrix_case
 static void galore_matrix_case(int out, int in, int r, int K, int accum, float wd, const char* label) {
     ParamTable pt;
     memset(&pt, 0, sizeof(pt));
@@ -505,6 +705,8 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
     oc.type = OPT_GALORE; oc.grass_rank = r; oc.update_freq = K; oc.alpha = 0.25f; oc.weight_decay = wd; oc.fused = 0;
     oc.galore_side = g_galore_side; oc.eps_style = g_eps_style; oc.eps = g_eps;
     int raw = g_eps_style != EPS_CORRECTED;  // auto is raw for GaLore
+    oc.galore_refresh = g_galore_refresh;
+    int64_t t = 0;  // the reference's Adam step count: since the start (keep), since the refresh (reset)
     float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
     double* Wd = (double*)malloc_check(pt.total * sizeof(double));
     double* Wo = (double*)malloc_check(pt.total * sizeof(double));  // W with the other eps style
@@ -574,8 +776,14 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
                     p_err = fmax(p_err, fabs(o.gm[0].Pt[(size_t)k * s + i] - P[(size_t)i * r + k]));
                 }
             }
-            double mm = 0; for (size_t i = 0; i < nsub; i++) mm += fabs(((float*)o.gm[0].m)[i]);
-            CHECK(step == 0 || mm > 0, "%s: moments carried over the projector change at step %d", label, step);
+            double mm = 0; for (size_t i = 0; i < nsub; i++) mm += fabs(((float*)o.gm[0].m)[i]) + fabs(((float*)o.gm[0].v)[i]);
+            if (g_galore_refresh == REFRESH_KEEP)
+                CHECK(step == 0 || mm > 0, "%s: moments carried over the projector change at step %d", label, step);
+            else {
+                CHECK(mm == 0 && o.gm[0].t == 0, "%s: reset: moments zero and count 0 at the new projector (step %d)", label, step);
+                memset(md, 0, nsub * sizeof(double)); memset(vd, 0, nsub * sizeof(double));
+                t = 0;
+            }
         }
         for (int a = 0; a < accum; a++) {
             optim_begin_micro(&o, a);
@@ -591,7 +799,7 @@ static void galore_matrix_case(int out, int in, int r, int K, int accum, float w
                 r_err = fmax(r_err, fabs(o.gm[0].C[ri] - sum)); r_ref = fmax(r_ref, fabs(sum));
             }
         optim_step(&o);
-        int64_t t = step + 1;  // GaLore's Adam steps run on across projector changes
+        t++;  // keep: GaLore's Adam steps run on across projector changes
         double b1 = oc.b1, b2 = oc.b2, bc1 = 1 - pow(b1, (double)t), bc2 = 1 - pow(b2, (double)t);
         for (size_t i = 0; i < nsub; i++) {
             md[i] = b1 * md[i] + (1 - b1) * Rd[i];
@@ -1093,6 +1301,10 @@ int main(void) {
     g_eps_style = EPS_RAW;
     galore_matrix_case(20, 9, 3, 3, 2, 0.0f, "galore cols, eps 0.5 raw, 2 micro-batches");
     g_eps_style = EPS_AUTO; g_eps = 1e-8f;
+    g_galore_refresh = REFRESH_RESET;
+    galore_matrix_case(10, 18, 4, 2, 1, 0.0f, "galore rows, refresh reset");
+    galore_matrix_case(16, 12, 4, 2, 2, 0.1f, "galore cols, 2 micro-batches, refresh reset");
+    g_galore_refresh = REFRESH_KEEP;
     grass_matrix_case(12, 20, 5, SEL_TOPR, 2, 0.0f, "rows topr");
     grass_matrix_case(24, 10, 4, SEL_TOPR, 3, 0.0f, "cols topr");
     grass_matrix_case(12, 20, 6, SEL_MULTINORM, 2, 0.1f, "rows multinorm wd");
@@ -1109,6 +1321,12 @@ int main(void) {
     grass_matrix_case(24, 10, 4, SEL_TOPR, 3, 0.1f, "cols topr fused, clipped, wd");
     g_clip = 0.0f;
     g_upscale = UPSCALE_PAPER;
+    grass_keep_case(10, 18, 8, SEL_MULTINORM, 2, 12, 1, 0, 0, "keep rows multinorm fp32");
+    grass_keep_case(20, 9, 7, SEL_MULTINORM, 2, 12, 4, 0, 1, "keep cols multinorm fused, align 4");
+    grass_keep_case(12, 16, 9, SEL_MULTINORM, 1, 10, 8, 1, 0, "keep rows multinorm bf16, align 8, K=1");
+    grass_keep_case(18, 10, 6, SEL_MULTINORM, 2, 12, 1, 1, 1, "keep cols multinorm bf16 fused");
+    grass_keep_case(10, 14, 5, SEL_TOPR, 2, 12, 4, 0, 0, "keep rows topr, align 4");
+    grass_keep_case(16, 8, 5, SEL_TOPR, 3, 12, 1, 1, 0, "keep cols topr bf16");
     test_model_level();
     return test_summary("test_grass");
 }

@@ -865,6 +865,115 @@ static void test_grass_adam(int outd, int in, int cols_side, int r, float wd, bo
     free_bufs();
 }
 
+// --grass-refresh-state keep: grass_remap_state against its definition (new row j = old row src[j]
+// times f, v's f*f, both single fp32 products, rounded to nearest even when stored as bf16; zero for
+// src -1 and past the new rows) bit for bit, against the CPU op bit for bit, and within one fp32
+// rounding of float64. The buffer past the old rows holds junk that must not leak in.
+static void test_grass_remap(int other, int cols_side, int r_old, int r_new, int r_cap) {
+    size_t total = (size_t)r_cap * other;
+    std::vector<int> src(r_new);
+    std::vector<float> factor(r_new);
+    for (int j = 0; j < r_new; j++) {
+        double u = t_unif();
+        src[j] = u < 0.3 ? -1 : (int)(t_next() % (uint64_t)r_old);
+        factor[j] = j % 4 == 0 ? 1.0f : (float)(0.25 + 3.0 * t_unif());  // top-r's 1, and multinorm's ratios
+    }
+    std::vector<float> x = t_randn(total, 0.01f, false);
+    for (int bf = 0; bf < 2; bf++)
+        for (int square = 0; square < 2; square++) {
+            std::vector<float> xs = x;
+            if (square) for (size_t i = 0; i < total; i++) xs[i] = xs[i] * xs[i];  // v >= 0
+            // the definition, on the host, from the stored values
+            std::vector<float> stored = bf ? bits_as_float(bf16_bits(xs)) : xs, want(total, 0.0f);
+            double f64_err = 0;
+            for (size_t k = 0; k < (size_t)r_new * other; k++) {
+                int j = cols_side ? (int)(k % r_new) : (int)(k / other);
+                size_t e = cols_side ? k / r_new : k % other;
+                if (src[j] < 0) continue;
+                float f = square ? factor[j] * factor[j] : factor[j];
+                float old = stored[cols_side ? e * r_old + src[j] : (size_t)src[j] * other + e];
+                float y = old * f;
+                double exact = (double)old * (square ? (double)factor[j] * factor[j] : (double)factor[j]);
+                f64_err = fmax(f64_err, fabs(y - exact) / (fabs(exact) + 1e-30));
+                want[k] = bf ? bf16_to_float(bf16_from_float(y)) : y;
+            }
+            CHECK(f64_err <= 2.5e-7, "remap: the fp32 product within rounding of float64 (%.3g)", f64_err);
+            int st = bf ? STATE_BF16 : STATE_FP32;
+            void* d = bf ? ds_bf16_from(xs) : (void*)df_from(xs);
+            void* tmp = bf ? ds_bf16_from(std::vector<float>(total, NAN)) : (void*)df_nan(total);
+            grass_remap_state(d, tmp, st, di_from(src), df_from(factor), square, r_old, r_new, r_cap, other, cols_side);
+            std::vector<float> got = bf ? hs_bf16(d, total) : hf((float*)d, total);
+            // the CPU op on the same stored bits
+            std::vector<float> cpu_f = xs, cpu_tmp(total);
+            std::vector<uint16_t> cpu_b = bf16_bits(xs), cpu_btmp(total);
+            if (bf) cpu_grass_remap_state(cpu_b.data(), cpu_btmp.data(), 1, src.data(), factor.data(), square, r_old, r_new, r_cap,
+                                          other, cols_side);
+            else cpu_grass_remap_state(cpu_f.data(), cpu_tmp.data(), 0, src.data(), factor.data(), square, r_old, r_new, r_cap,
+                                       other, cols_side);
+            std::vector<float> cpu = bf ? bits_as_float(cpu_b) : cpu_f;
+            char what[160];
+            snprintf(what, sizeof(what), "grass_remap_state %s %s %s other=%d r %d -> %d (cap %d)", bf ? "bf16" : "fp32",
+                     square ? "v" : "m", cols_side ? "cols" : "rows", other, r_old, r_new, r_cap);
+            CHECK(memcmp(got.data(), want.data(), total * sizeof(float)) == 0, "%s: differs from its definition", what);
+            CHECK(memcmp(cpu.data(), want.data(), total * sizeof(float)) == 0, "%s: the CPU op differs from the definition", what);
+            printf("  %-64s device == CPU == definition, bit for bit\n", what);
+        }
+    free_bufs();
+}
+
+// grass_adam_update with per-row bias corrections (AdamParams.bc_rows) against the CPU kernel; and
+// rows that all carry the shared bc1, bc2 give the bits of the path without them
+static void test_grass_adam_row_bc(int outd, int in, int cols_side, int r) {
+    int dim = cols_side ? in : outd, other = cols_side ? outd : in;
+    std::vector<int> idx;
+    std::vector<float> sc, up;
+    make_selection(dim, r, true, idx, sc, up, true);
+    size_t sub = (size_t)r * other;
+    std::vector<float> W = t_randn((size_t)outd * in, 0.02f), C = t_randn(sub, 0.01f, false), m = t_randn(sub, 0.001f, false),
+                       v = t_randn(sub, 0.0001f, false);
+    for (size_t i = 0; i < sub; i++) v[i] = v[i] * v[i];
+    float b1 = 0.9f, b2 = 0.999f;
+    std::vector<float> bc(2 * r), bc_same(2 * r);
+    for (int j = 0; j < r; j++) {
+        int t = 1 + j % 7;  // counts 1..7, as rows kept for different numbers of steps
+        bc[2 * j] = 1.0f - powf(b1, (float)t); bc[2 * j + 1] = 1.0f - powf(b2, (float)t);
+        bc_same[2 * j] = 1.0f - powf(b1, 3.0f); bc_same[2 * j + 1] = 1.0f - powf(b2, 3.0f);
+    }
+    AdamParams ap = {0.01f, b1, b2, 1e-8f, 0.0f, 1.0f - powf(b1, 3.0f), 1.0f - powf(b2, 3.0f), 1.0f};
+    const char* side = cols_side ? "cols" : "rows";
+    // per-row counts: device against the CPU kernel
+    AdamParams apr = ap;
+    floatX* dW = dx_from(W);
+    float* dWm = df_from(W);
+    float* dm = df_from(m);
+    float* dv = df_from(v);
+    apr.bc_rows = df_from(bc);
+    grass_adam_update(dW, dWm, df_from(C), dm, dv, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, apr, 0.25f, 7);
+    std::vector<float> rW = W, rWm = W, rm = m, rv = v;
+    apr.bc_rows = bc.data();
+    cpu_grass_adam_update(rW.data(), rWm.data(), C.data(), rm.data(), rv.data(), 0, idx.data(), up.data(), r, outd, in, cols_side,
+                          apr, 0.25f);
+    expect_close(nm("grass_adam_update per-row bias corrections %s %dx%d r=%d: master W", side, outd, in, r), hf(dWm, W.size()),
+                 rWm, 1e-6);
+    expect_close(nm("grass_adam_update per-row bias corrections %s: m", side), hf(dm, sub), rm, 1e-5);
+    // and the same update without them differs (the per-row values act)
+    std::vector<float> nW = W, nWm = W, nm_ = m, nv = v;
+    cpu_grass_adam_update(nW.data(), nWm.data(), C.data(), nm_.data(), nv.data(), 0, idx.data(), up.data(), r, outd, in, cols_side,
+                          ap, 0.25f);
+    CHECK(max_rel_err(nWm, rWm) > 1e-4, "per-row bias corrections change the update (%.3g)", max_rel_err(nWm, rWm));
+    // equal per-row values: the bits of the shared path, on the device
+    floatX* dWa = dx_from(W);
+    floatX* dWb = dx_from(W);
+    float* dma = df_from(m); float* dva = df_from(v); float* dmb = df_from(m); float* dvb = df_from(v);
+    grass_adam_update(dWa, NULL, df_from(C), dma, dva, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, ap, 0.25f, 9);
+    AdamParams aps = ap;
+    aps.bc_rows = df_from(bc_same);
+    grass_adam_update(dWb, NULL, df_from(C), dmb, dvb, STATE_FP32, di_from(idx), df_from(up), r, outd, in, cols_side, aps, 0.25f, 9);
+    expect_same_bits(nm("grass_adam_update equal per-row bc == shared bc: W %s", side), hx(dWa, W.size()), hx(dWb, W.size()));
+    expect_same_bits(nm("grass_adam_update equal per-row bc == shared bc: v %s", side), hf(dva, sub), hf(dvb, sub));
+    free_bufs();
+}
+
 // ---- GaLore -----------------------------------------------------------------------------------
 // the projector: cuSOLVER's SVD against LAPACK's (kernels_cpu.h), both signed by the same rule; the
 // spectrum of a Gaussian matrix this size has gaps wide enough for the vectors to agree closely
@@ -1125,6 +1234,9 @@ int main(void) {
         test_grass_adam(72, 48, cols, 9, 0.0f, false);
         test_grass_adam(72, 48, cols, 9, 0.1f, true);
         test_grass_adam(97, 130, cols, 40, 0.0f, true);
+        test_grass_adam_row_bc(72, 48, cols, 9);
+        test_grass_remap(37, cols, 9, 12, 16);
+        test_grass_remap(50, cols, 16, 5, 16);
     }
     printf("galore\n");
     test_galore_projector(48, 72, 12);    // rows side

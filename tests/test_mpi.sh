@@ -199,6 +199,26 @@ for norms in exact sketch; do
     [ $same = 1 ] && ok "$norms $sel: 1x8, 1x4 (2 micro-steps), 2x4, 4x2 select the same rows at $SPLIT_HASHES refresh(es); losses within $SPLIT_TOL ($worst)"
   done
 done
+# --grass-refresh-state keep: the moments' remap is a function of the selections alone, so every
+# split keeps the same rows with the same counts: the same rows at every refresh and the same losses
+# within the same tolerance, for multinorm (rho changes, merged draws) and top-r; and keep is not
+# reset (on the CPU build 1e-4 apart over these 7 steps, where the splits agree to 2e-7)
+for sel in multinorm topr; do
+  G=(--optimizer grass --grass-select $sel --rank 8 --update-freq 3 --grass-norms exact --grass-refresh-state keep)
+  for s in "${SPLITS[@]}"; do split_run "split_keep_${sel}_${s/ /x}" $s "${G[@]}"; done
+  ref="$W/split_keep_${sel}_1x8/log.txt"
+  h=$(hashes "$ref"); same=1; worst=""
+  [ $(echo $h | wc -w) -eq $SPLIT_HASHES ] || { same=0; bad "keep $sel: expected $SPLIT_HASHES refreshes in the log, got '$h'"; }
+  for s in "${SPLITS[@]:1}"; do
+    lg="$W/split_keep_${sel}_${s/ /x}/log.txt"
+    [ "$(hashes "$lg")" = "$h" ] || { same=0; bad "keep $sel: split ${s/ /x} selects other rows ($(hashes "$lg") vs $h)"; }
+    msg=$(same_losses "$ref" "$lg" $SPLIT_TOL) || { same=0; bad "keep $sel, split ${s/ /x}: losses $msg"; }
+    worst="$worst ${s/ /x}: ${msg##*difference }"
+  done
+  [ $same = 1 ] && ok "keep $sel: 1x8, 1x4 (2 micro-steps), 2x4, 4x2 select the same rows; losses within $SPLIT_TOL ($worst)"
+  msg=$(same_losses "$W/split_exact_${sel}_1x8/log.txt" "$ref" 1e-6) \
+    && bad "keep $sel: the same losses as reset within 1e-6 (keep did nothing: $msg)" || ok "keep $sel: other losses than reset ($msg)"
+done
 # GaLore: the projector is the SVD of the step's whole gradient (summed over micro-batches and
 # ranks before the SVD), so every split trains the same model up to rounding
 for s in "${SPLITS[@]}"; do split_run "split_galore_${s/ /x}" $s --optimizer galore --rank 8 --update-freq 3; done

@@ -197,6 +197,40 @@ cmp -s "$W/mw0/model_00000006.bin" "$W/sod/model_00000006.bin" && ok "--select-o
 grep -q "master weights .*(fp32 copy)" "$W/mw1.out" && ok "master weights shown in the memory plan" || bad "no master weights line in the plan"
 resume_case grass_unfused_nr 4 --optimizer grass --rank 0.25 --update-freq 5 --grass-select multinorm-nr --grass-fused 0 --grad-clip 0.5
 
+# ---- --grass-refresh-state keep, --galore-refresh-state reset ------------------------------------
+# keep: the moments of rows selected again and the rows' own step counts (in the state file) resume
+# bit for bit across the refreshes after the checkpoint (K=3: refreshes at 0, 3, 6; the checkpoint at
+# 4, and at 3, just before a refresh), fused and unfused, fp32 and bf16 moments, with accumulation
+resume_case grass_keep 4 --optimizer grass --rank 8 --update-freq 3 --grass-select multinorm -l 1e-2 --grass-refresh-state keep
+resume_case grass_keep_bf16_accum 3 --optimizer grass --rank 8 --update-freq 3 --grass-select multinorm -d 256 -l 1e-2 \
+  --grass-fused 0 --state-dtype bf16 --grass-refresh-state keep
+resume_case grass_keep_topr_align 3 --optimizer grass --rank 7 --update-freq 3 --grass-select topr -l 1e-2 --grass-row-align 4 \
+  --grass-refresh-state keep
+resume_case galore_reset 4 --optimizer galore --rank 8 --update-freq 3 -l 1e-2 --weight-decay 0.1 --galore-refresh-state reset
+# keep and reset agree up to the first refresh that keeps a row (step 4 of the log, the refresh at
+# step index 3) and part after it; the same for GaLore's reset against its keep
+kr() { grep "^step=$2 loss" "$1" | grep -o 'loss=[0-9.]*'; }
+$BIN "${COMMON[@]}" -x 8 -v 0 -n 4 -o "$W/keep_vs_reset" --optimizer grass --rank 8 --update-freq 3 --grass-select multinorm -l 1e-2 \
+  > "$W/keep_vs_reset.out" 2>&1 || bad "grass reset run failed"
+if [ "$(kr "$W/keep_vs_reset/log.txt" 3)" = "$(kr "$W/res_grass_keep_a/log.txt" 3)" ] \
+   && [ "$(kr "$W/keep_vs_reset/log.txt" 5)" != "$(kr "$W/res_grass_keep_a/log.txt" 5)" ]; then
+  ok "grass keep == reset until the first refresh that keeps rows, then other losses ($(kr "$W/keep_vs_reset/log.txt" 5) vs $(kr "$W/res_grass_keep_a/log.txt" 5))"
+else bad "grass keep vs reset: step 3 $(kr "$W/keep_vs_reset/log.txt" 3) / $(kr "$W/res_grass_keep_a/log.txt" 3), step 5 $(kr "$W/keep_vs_reset/log.txt" 5) / $(kr "$W/res_grass_keep_a/log.txt" 5)"; fi
+if [ "$(kr "$W/res_galore_a/log.txt" 3)" = "$(kr "$W/res_galore_reset_a/log.txt" 3)" ] \
+   && [ "$(kr "$W/res_galore_a/log.txt" 5)" != "$(kr "$W/res_galore_reset_a/log.txt" 5)" ]; then
+  ok "galore reset == keep until the second projector, then other losses"
+else bad "galore reset vs keep: step 5 $(kr "$W/res_galore_a/log.txt" 5) / $(kr "$W/res_galore_reset_a/log.txt" 5)"; fi
+grep -q "refresh_state=keep" "$W/res_grass_keep_a/log.txt" && ! grep -q "refresh_state" "$W/keep_vs_reset/log.txt" \
+  && grep -q "^moments at a refresh: keep" "$W/res_grass_keep_a.out" && ok "keep named in the log header and on the console (reset: as before)" \
+  || bad "keep not named in the log header or on the console"
+# the host selection and --select-on-device 1 alike with keep (the GPU build selects on the device)
+$BIN "${COMMON[@]}" -x 8 -v 0 -n 4 -o "$W/keep_sod" --optimizer grass --rank 8 --update-freq 3 --grass-select multinorm -l 1e-2 \
+  --grass-refresh-state keep --select-on-device 1 > "$W/keep_sod.out" 2>&1 || bad "keep with --select-on-device 1: run failed"
+cmp -s "$W/res_grass_keep_a/model_00000008.bin" "$W/keep_sod/model_00000008.bin" \
+  && same_state "$W/res_grass_keep_a/state_00000008.bin" "$W/keep_sod/state_00000008.bin" \
+  && ok "keep: --select-on-device 1 gives the host selection's weights and state, bit for bit" \
+  || bad "keep: --select-on-device 1 differs from the host selection"
+
 # ---- --grad-dtype fp32: the dense gradients accumulated, reduced and read in fp32 --------------------
 # The CPU build is fp32 already: the flag must give the default's bits, for AdamW and for Grass (whose
 # embeddings, head and norms are dense). A bf16 build (TRAIN_BIN=build/emu/train_llama) must give
@@ -403,6 +437,31 @@ cp "$W/res_adamw_a/model_00000008.bin" "$W/old_state/" && echo 8 > "$W/old_state
 expect_fail "old state file, another optimizer, named" "another optimizer setup.*--optimizer: file adamw, this run grass" $BIN "${COMMON[@]}" -x 9 -v 0 -y 1 -o "$W/old_state" --optimizer grass --rank 8
 out=$($BIN "${COMMON[@]}" -x 9 -v 0 -y 1 -o "$W/old_state" -l 3e-3 --weight-decay 0.1 --grad-clip 1.0 2>&1) && echo "$out" | grep -q "resumed from step 8" \
   && ok "a state file without a saved setup resumes with the flags repeated" || bad "old state file: $(echo "$out" | tail -1)"
+# the refresh state is part of the setup: resuming with the other one is refused, named
+expect_fail "resume keep as reset" "another setup.*--grass-refresh-state: checkpoint keep, command line reset" $BIN "${COMMON[@]}" -x 9 -v 0 -y 1 \
+  -o "$W/res_grass_keep_a" --grass-refresh-state reset
+expect_fail "resume reset as keep" "another setup.*--grass-refresh-state: checkpoint reset, command line keep" $BIN "${COMMON[@]}" -x 9 -v 0 -y 1 \
+  -o "$W/res_grass_topr_a" --grass-refresh-state keep
+expect_fail "resume galore keep as reset" "another setup.*--galore-refresh-state: checkpoint keep, command line reset" $BIN "${COMMON[@]}" -x 9 -v 0 \
+  -y 1 -o "$W/res_galore_a" --galore-refresh-state reset
+expect_fail "bad --grass-refresh-state" "unknown --grass-refresh-state 'kept'" $BIN "${COMMON[@]}" -x 2 -o "$W/bad_rs" --optimizer grass --grass-refresh-state kept
+# a Grass state file from before the flag (no saved setup, no refresh field: as this build writes for
+# reset) resumes as reset, and keep is refused by the optimizer's signature
+python3 - "$W/res_grass_topr_a/state_00000008.bin" "$W/old_grass/state_00000008.bin" <<'PY'
+import os, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+data = data[:-16]; data[84:88] = struct.pack("<i", 0)
+i = data.find(b"--", 256); n = struct.unpack("<i", data[i - 4:i])[0]
+data[80:84] = struct.pack("<i", 0)
+os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
+open(sys.argv[2], "wb").write(bytes(data[:i - 4] + data[i + n:]))
+PY
+cp "$W/res_grass_topr_a/model_00000008.bin" "$W/old_grass/" && echo 8 > "$W/old_grass/checkpoint_latest.txt"
+GT=(--optimizer grass --rank 8 --update-freq 3 --grass-select topr -l 1e-2)
+expect_fail "old grass state file resumed with keep" "written with --grass-refresh-state reset and this run uses keep" $BIN "${COMMON[@]}" -x 9 -v 0 \
+  -y 1 -o "$W/old_grass" "${GT[@]}" --grass-refresh-state keep
+out=$($BIN "${COMMON[@]}" -x 9 -v 0 -y 1 -o "$W/old_grass" "${GT[@]}" 2>&1) && echo "$out" | grep -q "resumed from step 8" \
+  && ok "an old grass state file resumes as reset" || bad "old grass state file: $(echo "$out" | tail -1)"
 # --init-from takes the model config from the file; a model flag that disagrees is refused, named
 out=$($BIN "${DATA[@]}" -b 4 -t 32 -x 2 -v 0 -o "$W/initcfg" --init-from "$W/res_adamw_a/model_00000008.bin" 2>&1) \
   && echo "$out" | grep -q "model: vocab 256, dim 48, ffn 80, layers 2, heads 4, kv heads 2" \
