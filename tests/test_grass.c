@@ -1055,6 +1055,14 @@ static void test_model_level(void) {
             CHECK(optim_config_validate(&bad, &vpt, err, sizeof(err)), "--zero 1 alone accepted (%s)",
                   OPTIMIZER_NAMES[t]);
         }
+        // Grass keep has per-row bias corrections, the raw eps style one eps / sqrt(bc2) per step
+        bad = g; bad.type = OPT_GRASS; bad.grass_refresh = REFRESH_KEEP; bad.eps_style = EPS_RAW;
+        CHECK(!optim_config_validate(&bad, &vpt, err, sizeof(err)) && strstr(err, "--adam-eps-style raw"),
+              "Grass keep with the raw eps style refused: %s", err);
+        bad.eps_style = EPS_CORRECTED;
+        CHECK(optim_config_validate(&bad, &vpt, err, sizeof(err)), "Grass keep with the corrected eps style accepted (%s)", err);
+        bad.grass_refresh = REFRESH_RESET; bad.eps_style = EPS_RAW;
+        CHECK(optim_config_validate(&bad, &vpt, err, sizeof(err)), "Grass reset with the raw eps style accepted (%s)", err);
         param_table_free(&vpt);
     }
     free(tokens);
