@@ -37,15 +37,14 @@ static size_t memory_available(float limit_gb) {
     return limit_gb > 0 ? (size_t)(limit_gb * 1073741824.0) : backend_memory_free();
 }
 
-// Prints what the run will allocate and refuses one that cannot fit; returns the planned total.
-static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const OptimRuntime* rt, int B, int T, int recompute,
-                          float limit_gb, int refuse) {
+// Prints what the run will allocate (pt: the parameter table setup builds) and refuses a run that
+// cannot fit; returns the planned total.
+static size_t memory_plan(const ParamTable* pt, const LlamaConfig* c, const OptimConfig* oc, const OptimRuntime* rt,
+                          int B, int T, int recompute, float limit_gb, int refuse) {
     int rank = rt->rank;
-    ParamTable pt;
-    param_table_build(&pt, c, llama_ffn_align());
     OptimPlan op;
-    optim_plan(oc, rt, &pt, &op);
-    size_t weights = pt.total * sizeof(floatX);
+    optim_plan(oc, rt, pt, &op);
+    size_t weights = pt->total * sizeof(floatX);
     size_t acts = llama_activation_bytes(c, B, T, recompute);
     WorkspaceSizes ws;
     ws.N = (size_t)B * T; ws.att_rows = (size_t)B * c->n_heads * T; ws.d = c->dim; ws.T = T;
@@ -60,8 +59,8 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
     if (rank == 0) {
         char b[6][32];
         printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
-        printf("  parameters        %12zu  %s", pt.total_hf, fmt_bytes(weights, b[0]));
-        if (pt.total != pt.total_hf) printf("   (stored: %zu, the ffn padded from %d to %d)", pt.total, c->ffn_dim, pt.ffn_stored);
+        printf("  parameters        %12zu  %s", pt->total_hf, fmt_bytes(weights, b[0]));
+        if (pt->total != pt->total_hf) printf("   (stored: %zu, the ffn padded from %d to %d)", pt->total, c->ffn_dim, pt->ffn_stored);
         printf("\n");
         printf("  gradients (dense) %12s  %s   (%s, %zu bytes per value)\n", "", fmt_bytes(op.dense_grad_bytes, b[1]),
                oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME, grad_dtype_size(oc->grad_dtype));
@@ -88,7 +87,6 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
               "or use --optimizer grass with a smaller --rank", gib(total), gib(avail),
               limit_gb > 0 ? "--memory-limit-gb" : "free memory reported by the backend");
     }
-    param_table_free(&pt);
     return total;
 }
 
@@ -126,7 +124,7 @@ static double executed_flops_per_token(const Llama* m, const Optimizer* o, int T
 }
 
 // Mean validation loss over eval_batches micro-batches of every rank.
-static double evaluate(Llama* m, DataLoader* val, int eval_batches, ProcessGroup* pg) {
+static double validation_loss(Llama* m, DataLoader* val, int eval_batches, ProcessGroup* pg) {
     dataloader_reset(val);
     double sum = 0.0;
     for (int i = 0; i < eval_batches; i++) {
@@ -230,275 +228,397 @@ static void fault_injection(ProcessGroup* pg, int step) {
     }
 }
 
-int main(int argc, char** argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);  // a run killed at a time limit keeps its last log lines
+// ----------------------------------------------------------------------------------------------
+// the run: main's steps, and what they share
+
+// One training run: the resolved flags, the ranks, the model, the optimizer, the data and the
+// log. setup and build_run fill it; the steps of the loop read and advance it.
+typedef struct {
     ProcessGroup pg;
-    comm_init(&pg, &argc, &argv);
     TrainArgs a;
-    train_args_defaults(&a);
-    parse_args(&a, argc, argv, pg.rank);
+    int master;                   // rank 0: prints, and writes log.txt
+    LlamaConfig config;
+    OptimRuntime rt;
+    long long micro_tokens;       // tokens of one micro-batch over all ranks
+    int accum;                    // micro-batches per optimizer step (gradient accumulation)
+    int have_checkpoint;          // -y 1 found a checkpoint to resume from: this step and files
+    long long resume_step;
+    char resume_model[1024], resume_state[1024];
+    char attention_note[256];     // with --attention cudnn: cuDNN's and its frontend's versions
+    size_t planned_bytes;         // the memory plan's total
+    DataLoader train, val;
+    int have_val, eval_batches;
+    Tokenizer tok;
+    int have_tok;
+    Llama model;
+    Optimizer opt;
+    TrainState ts;
+    int resumed;                  // the weights and state came from a checkpoint
+    FILE* logf;                   // log.txt (rank 0; NULL elsewhere)
+    double flops_per_token;       // model FLOPs per token (MFU's numerator)
+    double peak;                  // peak FLOP/s of the device (0: unknown, no MFU)
+    float dloss;                  // the loss gradient's scale: 1 / tokens per optimizer step
+    double time_sum;              // seconds of the timed steps (all but the first), for the ETA
+    int timed_steps;
+} TrainRun;
+
+// What one optimizer step reports to log_step.
+typedef struct {
+    float lr, gnorm;
+    double loss, dt;
+    int refreshed;                // the step began with a refresh (its norm pass ran)
+    int stop_now;                 // a stop signal reached some rank: checkpoint and stop
+} StepResult;
+
+// The flags, and under -y 1 the checkpoint's saved setup, become the model config and the
+// optimizer's config; the run's setup text is fixed from here on.
+static void read_setup(TrainRun* r, int argc, char** argv) {
+    TrainArgs* a = &r->a;
+    train_args_defaults(a);
+    parse_args(a, argc, argv, r->pg.rank);
     // from here on, every wait on the other ranks is timed (comm_watchdog.h)
-    watchdog_start(pg.rank, pg.world_size, (const char(*)[64])pg.hosts, a.comm_timeout);
+    watchdog_start(r->pg.rank, r->pg.world_size, (const char(*)[64])r->pg.hosts, a->comm_timeout);
     // -y 1 with a checkpoint: the run's setup (model, batch, optimizer, data, schedule) comes from
     // its state file, the command line only changes what may change (apply_saved_setup)
-    char resume_model[1024] = "", resume_state[1024] = "";
-    long long resume_step = -1;
-    int have_checkpoint = a.resume && find_resume_checkpoint(&pg, a.out_dir, &resume_step, resume_model, resume_state, sizeof(resume_model));
-    if (have_checkpoint) {
-        char* saved = run_setup_from_state(resume_state);
-        if (saved != NULL) apply_saved_setup(&a, resume_state, saved);
+    r->resume_model[0] = r->resume_state[0] = '\0';
+    r->resume_step = -1;
+    r->have_checkpoint = a->resume && find_resume_checkpoint(&r->pg, a->out_dir, &r->resume_step, r->resume_model,
+                                                             r->resume_state, sizeof(r->resume_model));
+    if (r->have_checkpoint) {
+        char* saved = run_setup_from_state(r->resume_state);
+        if (saved != NULL) apply_saved_setup(a, r->resume_state, saved);
     }
-    LlamaConfig config;
-    if (a.init_from != NULL && !have_checkpoint) config_from_model_file(&a, a.init_from, &config);
-    else resolve_config(&a, &config);
-    resolve_optim(&a);
-    a.setup = run_setup_text(&a);
-    g_llama_ffn_align = a.ffn_align;  // before any model or plan is built
-    backend_init(pg.local_rank);
-    int master = pg.rank == 0;
-    char attention_note[256] = "";  // with --attention cudnn: cuDNN's and its frontend's versions, for the banner
-    {
-        int use_cudnn = strcmp(a.attention, "cudnn") == 0;
-        if (!use_cudnn && strcmp(a.attention, "own") != 0) fatal("--attention '%s': own | cudnn", a.attention);
-        if (!backend_attention_select(use_cudnn, attention_note, sizeof(attention_note)))
-            fatal("--attention cudnn: %s", attention_note);
-    }
+    if (a->init_from != NULL && !r->have_checkpoint) config_from_model_file(a, a->init_from, &r->config);
+    else resolve_config(a, &r->config);
+    resolve_optim(a);
+    a->setup = run_setup_text(a);
+}
 
-    if (a.T > config.max_seq_len) fatal("-t/--seq %d is longer than the model's max_seq_len %d", a.T, config.max_seq_len);
-    long long micro_tokens = (long long)a.B * a.T * pg.world_size;
-    if (a.total_batch < 0) a.total_batch = micro_tokens;
-    if (a.total_batch % micro_tokens != 0)
-        fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
-    int accum = (int)(a.total_batch / micro_tokens);
-    OptimRuntime rt = optim_runtime(&a.oc, pg.rank, pg.world_size, accum, a.B * a.T);
-    if (a.warmup < 0) a.warmup = a.steps / 10;
-    if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
+// The backend, and the run's derived sizes: gradient accumulation, the optimizer's runtime, warmup.
+static void start_backend(TrainRun* r) {
+    TrainArgs* a = &r->a;
+    g_llama_ffn_align = a->ffn_align;  // before any model or plan is built
+    backend_init(r->pg.local_rank);
+    r->master = r->pg.rank == 0;
+    r->attention_note[0] = '\0';
+    int use_cudnn = strcmp(a->attention, "cudnn") == 0;
+    if (!use_cudnn && strcmp(a->attention, "own") != 0) fatal("--attention '%s': own | cudnn", a->attention);
+    if (!backend_attention_select(use_cudnn, r->attention_note, sizeof(r->attention_note)))
+        fatal("--attention cudnn: %s", r->attention_note);
+
+    if (a->T > r->config.max_seq_len)
+        fatal("-t/--seq %d is longer than the model's max_seq_len %d", a->T, r->config.max_seq_len);
+    r->micro_tokens = (long long)a->B * a->T * r->pg.world_size;
+    if (a->total_batch < 0) a->total_batch = r->micro_tokens;
+    if (a->total_batch % r->micro_tokens != 0)
+        fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a->total_batch, a->B, a->T,
+              r->pg.world_size, r->micro_tokens);
+    r->accum = (int)(a->total_batch / r->micro_tokens);
+    r->rt = optim_runtime(&a->oc, r->pg.rank, r->pg.world_size, r->accum, a->B * a->T);
+    if (a->warmup < 0) a->warmup = a->steps / 10;
+    if (a->warmup >= a->steps && a->warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a->warmup, a->steps);
+}
+
+// rank 0: the backend, the ranks, the model, the batch and the optimizer, before the memory plan
+static void print_banner(const TrainRun* r) {
+    const TrainArgs* a = &r->a;
+    const ProcessGroup* pg = &r->pg;
+    printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg->world_size, pg->world_size > 1 ? "s" : "");
+    comm_print_hosts(pg);
+    if (pg->world_size > 1 && a->comm_timeout > 0)
+        printf("comm watchdog: a wait on the other ranks longer than %g s stops the job (--comm-timeout)\n",
+               a->comm_timeout);
+    else if (pg->world_size > 1)
+        printf("comm watchdog: off (--comm-timeout 0): a lost or stalled peer hangs the job\n");
+    llama_config_print(&r->config, stdout);
+    if (r->attention_note[0]) printf("attention: cuDNN fused SDPA (%s)\n", r->attention_note);
+    const char* gdt = a->oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
+    printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a->B, a->T, pg->world_size, r->accum,
+           a->total_batch);
+    optim_print_banner(&a->oc, &r->rt, a->lr, a->grass_layers, a->state_dtype, gdt);
+    if (r->rt.sharded)
+        printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg->world_size);
+}
+
+// Everything before memory is allocated: the setup, the backend, the optimizer's checks against
+// the model's parameter table (built once, here), the banner and the memory plan, which refuses
+// a run that cannot fit.
+static void setup(TrainRun* r, int argc, char** argv) {
+    read_setup(r, argc, argv);
+    start_backend(r);
+    TrainArgs* a = &r->a;
+    ParamTable pt;
+    param_table_build(&pt, &r->config, llama_ffn_align());
     char err[512];
-    {
-        ParamTable pt;
-        param_table_build(&pt, &config, llama_ffn_align());
-        if (!optim_config_validate(&a.oc, &pt, err, sizeof(err))) fatal("%s", err);
-        param_table_free(&pt);
-    }
-    if (master) {
-        printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg.world_size, pg.world_size > 1 ? "s" : "");
-        comm_print_hosts(&pg);
-        if (pg.world_size > 1 && a.comm_timeout > 0)
-            printf("comm watchdog: a wait on the other ranks longer than %g s stops the job (--comm-timeout)\n", a.comm_timeout);
-        else if (pg.world_size > 1)
-            printf("comm watchdog: off (--comm-timeout 0): a lost or stalled peer hangs the job\n");
-        llama_config_print(&config, stdout);
-        if (attention_note[0]) printf("attention: cuDNN fused SDPA (%s)\n", attention_note);
-        const char* gdt = a.oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
-        printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
-        optim_print_banner(&a.oc, &rt, a.lr, a.grass_layers, a.state_dtype, gdt);
-        if (rt.sharded)
-            printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
-    }
-    if (optim_norms_fit_needed(&a.oc)) {  // exact norms where they fit, else the sketch
-        ParamTable pt;
-        param_table_build(&pt, &config, llama_ffn_align());
-        OptimRuntime quiet = rt;
+    if (!optim_config_validate(&a->oc, &pt, err, sizeof(err))) fatal("%s", err);
+    if (r->master) print_banner(r);
+    if (optim_norms_fit_needed(&a->oc)) {  // exact norms where they fit, else the sketch
+        OptimRuntime quiet = r->rt;
         quiet.rank = -1;  // plan without printing
-        optim_fit_norms(&a.oc, &rt, &pt, memory_plan(&config, &a.oc, &quiet, a.B, a.T, a.recompute, 0, 0),
-                        memory_available(a.memory_limit_gb));
-        param_table_free(&pt);
+        optim_fit_norms(&a->oc, &r->rt, &pt, memory_plan(&pt, &r->config, &a->oc, &quiet, a->B, a->T, a->recompute, 0, 0),
+                        memory_available(a->memory_limit_gb));
     }
-    size_t planned_bytes = memory_plan(&config, &a.oc, &rt, a.B, a.T, a.recompute, a.memory_limit_gb, !a.plan_only);
-    if (a.plan_only) { comm_finalize(&pg); return 0; }
+    r->planned_bytes = memory_plan(&pt, &r->config, &a->oc, &r->rt, a->B, a->T, a->recompute, a->memory_limit_gb,
+                                   !a->plan_only);
+    param_table_free(&pt);
+}
 
-    DataLoader train, val;
-    dataloader_init(&train, a.train_pattern, a.B, a.T, pg.rank, pg.world_size, 1, (uint64_t)a.seed, config.vocab_size);
-    int have_val = a.val_pattern != NULL && a.val_pattern[0] != '\0' && strcmp(a.val_pattern, "none") != 0;
-    int eval_batches = 0;
-    if (have_val) {
-        dataloader_init(&val, a.val_pattern, a.B, a.T, pg.rank, pg.world_size, 0, 0, config.vocab_size);
-        eval_batches = (int)(a.eval_tokens / micro_tokens);
-        if (eval_batches < 1) eval_batches = 1;
-        if (eval_batches > dataloader_num_batches(&val)) eval_batches = (int)dataloader_num_batches(&val);
+// The data, the tokenizer for samples, the model and the optimizer (allocated once, here), a
+// fresh training state, and what the step's loss and MFU need.
+static void build_run(TrainRun* r) {
+    TrainArgs* a = &r->a;
+    ProcessGroup* pg = &r->pg;
+    dataloader_init(&r->train, a->train_pattern, a->B, a->T, pg->rank, pg->world_size, 1, (uint64_t)a->seed,
+                    r->config.vocab_size);
+    r->have_val = a->val_pattern != NULL && a->val_pattern[0] != '\0' && strcmp(a->val_pattern, "none") != 0;
+    r->eval_batches = 0;
+    if (r->have_val) {
+        dataloader_init(&r->val, a->val_pattern, a->B, a->T, pg->rank, pg->world_size, 0, 0, r->config.vocab_size);
+        r->eval_batches = (int)(a->eval_tokens / r->micro_tokens);
+        if (r->eval_batches < 1) r->eval_batches = 1;
+        if (r->eval_batches > dataloader_num_batches(&r->val)) r->eval_batches = (int)dataloader_num_batches(&r->val);
     }
-    Tokenizer tok;
-    int have_tok = 0;
-    if (a.sample_every > 0) {
-        tokenizer_init(&tok, a.tokenizer_path);  // exits with a clear message when missing
-        have_tok = 1;
-    }
-
-    Llama model;
-    llama_build(&model, &config, a.B, a.T, a.recompute);
-    Optimizer opt;
-    optim_init(&opt, &a.oc, &rt, &model.pt, model.params);
-    TrainState ts;
-    memset(&ts, 0, sizeof(ts));
-    ts.sample_rng = (uint64_t)a.seed ^ 0x5A5A5A5AULL;
-    ts.world_size = pg.world_size;
-    ts.best_val_loss = INFINITY;
-
-    make_dir(a.out_dir);
-    int resumed = 0;
-    if (a.resume) {
-        if (have_checkpoint) {
-            checkpoint_resume(&pg, a.out_dir, resume_step, resume_model, resume_state, &model, &opt, &ts, &train);
-            resumed = 1;
-            if (master) printf("resumed from step %lld (%s)\n", resume_step, resume_model);
-        } else if (master) {
-            printf("no checkpoint in %s yet: starting fresh\n", a.out_dir);
-        }
-        if (master) remove_partial_files(a.out_dir);
-    }
-    if (!resumed) {
-        if (a.init_from != NULL) {
-            checkpoint_load_model(&model, a.init_from, 0);
-            if (master) printf("initialized from %s\n", a.init_from);
-        } else {
-            uint64_t ih[2];
-            llama_init_random(&model, (uint64_t)a.seed, ih);
-            // the same on every build (the GPU's fp32 draws equal the CPU's bit for bit): a GPU run's
-            // line can be compared with the CPU build's for the same config and seed
-            if (master) printf("init hash: fp32 %016llx bf16 %016llx (seed %lld)\n", (unsigned long long)ih[0], (unsigned long long)ih[1], a.seed);
-        }
-        optim_weights_changed(&opt);
+    r->have_tok = 0;
+    if (a->sample_every > 0) {
+        tokenizer_init(&r->tok, a->tokenizer_path);  // exits with a clear message when missing
+        r->have_tok = 1;
     }
 
-    FILE* logf = NULL;
-    if (master) {
-        char lp[1024];
-        snprintf(lp, sizeof(lp), "%s/log.txt", a.out_dir);
-        logf = fopen_check(lp, resumed ? "a" : "w");
-        if (!resumed) {
-            fprintf(logf, "# grass.c config=%s dim=%d layers=%d optimizer=%s", a.config_name, config.dim, config.n_layers, a.optimizer);
-            optim_log_header(logf, &a.oc, a.grass_rank);
-            fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d grad_dtype=%s\n", a.lr, a.B, a.T, a.total_batch,
-                    pg.world_size, a.steps, a.grad_dtype);
-        } else {
-            fprintf(logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)ts.step, pg.world_size);
-        }
-        fflush(logf);
-    }
+    llama_build(&r->model, &r->config, a->B, a->T, a->recompute);
+    optim_init(&r->opt, &a->oc, &r->rt, &r->model.pt, r->model.params);
+    memset(&r->ts, 0, sizeof(r->ts));
+    r->ts.sample_rng = (uint64_t)a->seed ^ 0x5A5A5A5AULL;
+    r->ts.world_size = pg->world_size;
+    r->ts.best_val_loss = INFINITY;
 
     // MFU: model FLOPs per token = 6 N (matmul parameters) + 12 L d T (attention), PaLM's formula,
     // counted the same for every optimizer (Grass's cheaper weight-gradient GEMMs show up as higher
     // model-FLOPs MFU); the executed-FLOPs MFU counts what the step ran (executed_flops_per_token).
-    double flops_per_token = 6.0 * (double)param_table_matmul_params(&model.pt) + 12.0 * config.n_layers * config.dim * (double)a.T;
-    double peak = a.peak_tflops > 0 ? a.peak_tflops * 1e12 : backend_peak_flops();
-    float dloss = 1.0f / (float)((double)a.B * a.T * accum * pg.world_size);
-    double time_sum = 0.0;
-    int timed_steps = 0;
+    r->flops_per_token = 6.0 * (double)param_table_matmul_params(&r->model.pt) +
+                         12.0 * r->config.n_layers * r->config.dim * (double)a->T;
+    r->peak = a->peak_tflops > 0 ? a->peak_tflops * 1e12 : backend_peak_flops();
+    r->dloss = 1.0f / (float)((double)a->B * a->T * r->accum * pg->world_size);
+    r->time_sum = 0.0;
+    r->timed_steps = 0;
+}
 
-    const int start_step = (int)ts.step;
+// -y 1: the checkpoint read_setup found, else (or without -y 1) --init-from's weights or a random
+// init; then log.txt, appended to on a resume
+static void resume_or_init(TrainRun* r) {
+    TrainArgs* a = &r->a;
+    make_dir(a->out_dir);
+    r->resumed = 0;
+    if (a->resume) {
+        if (r->have_checkpoint) {
+            checkpoint_resume(&r->pg, a->out_dir, r->resume_step, r->resume_model, r->resume_state, &r->model, &r->opt,
+                              &r->ts, &r->train);
+            r->resumed = 1;
+            if (r->master) printf("resumed from step %lld (%s)\n", r->resume_step, r->resume_model);
+        } else if (r->master) {
+            printf("no checkpoint in %s yet: starting fresh\n", a->out_dir);
+        }
+        if (r->master) remove_partial_files(a->out_dir);
+    }
+    if (!r->resumed) {
+        if (a->init_from != NULL) {
+            checkpoint_load_model(&r->model, a->init_from, 0);
+            if (r->master) printf("initialized from %s\n", a->init_from);
+        } else {
+            uint64_t ih[2];
+            llama_init_random(&r->model, (uint64_t)a->seed, ih);
+            // the same on every build (the GPU's fp32 draws equal the CPU's bit for bit): a GPU run's
+            // line can be compared with the CPU build's for the same config and seed
+            if (r->master)
+                printf("init hash: fp32 %016llx bf16 %016llx (seed %lld)\n", (unsigned long long)ih[0],
+                       (unsigned long long)ih[1], a->seed);
+        }
+        optim_weights_changed(&r->opt);
+    }
+    r->logf = NULL;
+    if (!r->master) return;
+    char lp[1024];
+    snprintf(lp, sizeof(lp), "%s/log.txt", a->out_dir);
+    r->logf = fopen_check(lp, r->resumed ? "a" : "w");
+    if (!r->resumed) {
+        fprintf(r->logf, "# grass.c config=%s dim=%d layers=%d optimizer=%s", a->config_name, r->config.dim,
+                r->config.n_layers, a->optimizer);
+        optim_log_header(r->logf, &a->oc, a->grass_rank);
+        fprintf(r->logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d grad_dtype=%s\n", a->lr, a->B, a->T,
+                a->total_batch, r->pg.world_size, a->steps, a->grad_dtype);
+    } else {
+        fprintf(r->logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)r->ts.step,
+                r->pg.world_size);
+    }
+    fflush(r->logf);
+}
+
+// The validation loss when it is due (every --eval-every steps, and at the end), and a text
+// sample when one is due (step 0: before training)
+static void evaluate(TrainRun* r, int step, int last) {
+    const TrainArgs* a = &r->a;
+    if (r->have_val && ((a->eval_every > 0 && step % a->eval_every == 0) || last)) {
+        double vl = validation_loss(&r->model, &r->val, r->eval_batches, &r->pg);
+        if (!isfinite(vl)) fatal("validation loss is %f at step %d", vl, step);
+        if (vl < r->ts.best_val_loss) r->ts.best_val_loss = vl;
+        if (r->master) {
+            printf("step %d | val loss %.4f | val ppl %.4g\n", step, vl, exp(vl));
+            fprintf(r->logf, "step=%d val_loss=%.6f val_ppl=%.4f\n", step, vl, exp(vl));
+            fflush(r->logf);
+        }
+    }
+    if (r->have_tok && r->master && a->sample_every > 0 && (step % a->sample_every == 0 || last))
+        print_sample(&r->model, &r->tok, a->sample_tokens, &r->ts.sample_rng, step);
+}
+
+// A refresh step begins with the norm pass: the squared row norms of this step's gradient
+// (GaLore: the gradients for its SVD), summed over micro-batches and ranks, from the same batches
+// the step then trains on. Returns 1 when it ran.
+static int refresh_pass(TrainRun* r, int step) {
+    if (!optim_needs_refresh(&r->opt)) return 0;
+    DataLoaderState before = dataloader_get_state(&r->train);
+    optim_begin_norm_pass(&r->opt);
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next_batch(&r->train);
+        optim_begin_micro(&r->opt, micro);
+        llama_forward_train(&r->model, r->train.inputs, r->train.targets, r->a.B, r->a.T, r->dloss, NULL);
+        llama_backward(&r->model, &r->opt, r->a.B, r->a.T);
+    }
+    dataloader_set_state(&r->train, &before);
+    optim_refresh(&r->opt);
+    // numbered as the step's own line (step + 1), which follows
+    if (r->master) optim_log_refresh(&r->opt, r->logf, step + 1, step % r->a.log_every == 0);
+    return 1;
+}
+
+// One optimizer step: the refresh when due, accum micro-batches forward and backward, the
+// update, and the loss and the stop flag agreed over the ranks. Stops the run on a loss or
+// gradient norm that is not finite.
+static StepResult train_step(TrainRun* r, int step) {
+    TrainArgs* a = &r->a;
+    StepResult s;
+    double t0 = now_seconds();
+    s.lr = lr_at(a, step);
+    optim_begin_step(&r->opt, step, s.lr);
+    fault_injection(&r->pg, step);
+    s.refreshed = refresh_pass(r, step);
+    // the steady-state step makes one host sync: optim_step's read of the step report (the
+    // loss summed on the backend, the gradient norm), after everything else is queued
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next_batch(&r->train);
+        optim_begin_micro(&r->opt, micro);
+        llama_forward_train(&r->model, r->train.inputs, r->train.targets, a->B, a->T, r->dloss, optim_loss_acc(&r->opt));
+        llama_backward(&r->model, &r->opt, a->B, a->T);
+    }
+    s.gnorm = optim_step(&r->opt);
+    double loss = r->opt.report.loss_sum / r->accum;
+    double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
+    comm_allreduce_sum_double(&r->pg, lb, 2, "the all-reduce of the step's loss and stop signal (MPI_Allreduce)");
+    s.loss = lb[0] / r->pg.world_size;
+    s.stop_now = lb[1] > 0;
+    // a non-finite loss has updated the weights by now; the checkpoints on disk are all older
+    if (!isfinite(s.loss)) {
+        fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
+              "is kept); try a lower --lr or --grad-clip", s.loss, step, a->out_dir);
+    }
+    if (!isfinite(s.gnorm)) fatal("the gradient norm became %f at step %d; stopping without a checkpoint", s.gnorm, step);
+    s.dt = now_seconds() - t0;
+    r->ts.step = step + 1;
+    return s;
+}
+
+// The step's line: printed every --log-every steps (and the last), written to log.txt always.
+// Throughput and MFU come from the step's time; the ETA from the mean of the timed steps.
+static void log_step(TrainRun* r, int step, int start_step, const StepResult* s) {
+    const TrainArgs* a = &r->a;
+    if (step > start_step) { r->time_sum += s->dt; r->timed_steps++; }  // the first step warms caches
+    double tok_s = a->total_batch / s->dt;
+    double mfu = r->peak > 0 ? r->flops_per_token * tok_s / r->peak : -1.0;
+    double mfu_exec = r->peak > 0 ? executed_flops_per_token(&r->model, &r->opt, a->T, s->refreshed) * tok_s / r->peak
+                                  : -1.0;
+    double mem = gib(backend_memory_peak());
+    if (!r->master) return;
+    char eta[32];
+    format_eta((a->steps - step - 1) * (r->timed_steps ? r->time_sum / r->timed_steps : s->dt), eta, sizeof(eta));
+    if (step % a->log_every == 0 || step == a->steps - 1) {
+        char mfus[48];
+        if (mfu >= 0) snprintf(mfus, sizeof(mfus), "%.1f%% (executed %.1f%%)", 100 * mfu, 100 * mfu_exec);
+        else snprintf(mfus, sizeof(mfus), "n/a");
+        char comms[48] = "";
+        if (r->pg.world_size > 1) snprintf(comms, sizeof(comms), " | comm %.2f MiB", r->opt.comm_bytes / 1048576.0);
+        printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms | ETA %s\n",
+               step + 1, a->steps, s->loss, s->lr, s->gnorm, tok_s, mfus, mem, comms, s->dt * 1000, eta);
+        fflush(stdout);
+    }
+    fprintf(r->logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.6g mfu_exec=%.6g mem_gib=%.4f "
+            "dt_ms=%.2f comm_mib=%.4f\n", step + 1, s->loss, s->lr, s->gnorm, tok_s, mfu, mfu_exec, mem, s->dt * 1000,
+            r->opt.comm_bytes / 1048576.0);
+    fflush(r->logf);
+}
+
+// A checkpoint every --checkpoint-every steps and at the end; never at step 0
+static void checkpoint_if_due(TrainRun* r, int step, int last) {
+    const TrainArgs* a = &r->a;
+    if ((a->checkpoint_every > 0 && step % a->checkpoint_every == 0 && step > 0) || (last && step > 0))
+        write_checkpoint(&r->pg, a->out_dir, a->setup, &r->model, &r->opt, &r->ts, &r->train);
+}
+
+// A stop signal: the checkpoint of the step just done, and the line that says how to continue
+static void stop_on_signal(TrainRun* r) {
+    write_checkpoint(&r->pg, r->a.out_dir, r->a.setup, &r->model, &r->opt, &r->ts, &r->train);
+    if (!r->master) return;
+    const char* sn = stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGTERM ? "SIGTERM" : "a signal on another rank";
+    printf("stopped by %s after step %lld of %d: checkpoint written; continue with the same command and -y 1\n",
+           sn, (long long)r->ts.step, r->a.steps);
+    fprintf(r->logf, "# stopped by %s after step %lld; checkpoint written\n", sn, (long long)r->ts.step);
+}
+
+// The closing lines (a run that ran to its end), then everything is freed
+static void finish(TrainRun* r, int stopped) {
+    if (r->master && !stopped) {
+        if (r->pg.world_size > 1)
+            printf("ranks in sync: %d ranks hold identical weights and Grass selections\n", r->pg.world_size);
+        printf("done: %d steps, best val loss %.4f\n", r->a.steps, r->ts.best_val_loss);
+        // what the program allocated at its peak (backend_malloc's accounting) against the plan
+        printf("peak memory held: %.3f GiB (plan %.3f GiB)\n", gib(backend_memory_peak()), gib(r->planned_bytes));
+    }
+    if (r->master) fclose_check(r->logf, "log.txt");
+    if (r->have_tok) tokenizer_free(&r->tok);
+    optim_free(&r->opt);
+    llama_free(&r->model);
+    dataloader_free(&r->train);
+    if (r->have_val) dataloader_free(&r->val);
+}
+
+// ----------------------------------------------------------------------------------------------
+// main: the table of contents
+
+int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);  // a run killed at a time limit keeps its last log lines
+    static TrainRun r;                 // static: zeroed, and off the stack
+    comm_init(&r.pg, &argc, &argv);
+    setup(&r, argc, argv);             // flags, backend, banner, memory plan
+    if (r.a.plan_only) { comm_finalize(&r.pg); return 0; }
+    build_run(&r);                     // data, model, optimizer
+    resume_or_init(&r);                // a checkpoint (-y 1), --init-from or a random init; log.txt
+
+    const int start_step = (int)r.ts.step;
     int stopped = 0;
     install_stop_handlers();
-    for (int step = start_step; step <= a.steps; step++) {
+    for (int step = start_step; step <= r.a.steps; step++) {
         watchdog_set_step(step);
-        int last = step == a.steps;
-        if (have_val && ((a.eval_every > 0 && step % a.eval_every == 0) || last)) {
-            double vl = evaluate(&model, &val, eval_batches, &pg);
-            if (!isfinite(vl)) fatal("validation loss is %f at step %d", vl, step);
-            if (vl < ts.best_val_loss) ts.best_val_loss = vl;
-            if (master) {
-                printf("step %d | val loss %.4f | val ppl %.4g\n", step, vl, exp(vl));
-                fprintf(logf, "step=%d val_loss=%.6f val_ppl=%.4f\n", step, vl, exp(vl));
-                fflush(logf);
-            }
-        }
-        if (have_tok && master && a.sample_every > 0 && (step % a.sample_every == 0 || last))  // step 0: before training
-            print_sample(&model, &tok, a.sample_tokens, &ts.sample_rng, step);
-        if (step > start_step || last) {  // never rewrite the checkpoint a run resumed from
-            if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0))
-                write_checkpoint(&pg, a.out_dir, a.setup, &model, &opt, &ts, &train);
-        }
-        if (last) { check_ranks_in_sync(&pg, &model, &opt); break; }
-
-        double t0 = now_seconds();
-        float lr = lr_at(&a, step);
-        optim_begin_step(&opt, step, lr);
-        fault_injection(&pg, step);
-        int refreshed = optim_needs_refresh(&opt);
-        if (refreshed) {
-            // norm pass: the squared row norms of this step's gradient, summed over micro-batches and ranks
-            DataLoaderState before = dataloader_get_state(&train);
-            optim_begin_norm_pass(&opt);
-            for (int micro = 0; micro < accum; micro++) {
-                dataloader_next_batch(&train);
-                optim_begin_micro(&opt, micro);
-                llama_forward_train(&model, train.inputs, train.targets, a.B, a.T, dloss, NULL);
-                llama_backward(&model, &opt, a.B, a.T);
-            }
-            dataloader_set_state(&train, &before);
-            optim_refresh(&opt);
-            if (master) {
-                // numbered as the step's own line (step + 1), which follows
-                optim_log_refresh(&opt, logf, step + 1, step % a.log_every == 0);
-            }
-        }
-        // the steady-state step makes one host sync: optim_step's read of the step report (the
-        // loss summed on the backend, the gradient norm), after everything else is queued
-        for (int micro = 0; micro < accum; micro++) {
-            dataloader_next_batch(&train);
-            optim_begin_micro(&opt, micro);
-            llama_forward_train(&model, train.inputs, train.targets, a.B, a.T, dloss, optim_loss_acc(&opt));
-            llama_backward(&model, &opt, a.B, a.T);
-        }
-        float gnorm = optim_step(&opt);
-        double loss = opt.report.loss_sum / accum;
-        double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
-        comm_allreduce_sum_double(&pg, lb, 2, "the all-reduce of the step's loss and stop signal (MPI_Allreduce)");
-        loss = lb[0] / pg.world_size;
-        int stop_now = lb[1] > 0;
-        // a non-finite loss has updated the weights by now; the checkpoints on disk are all older
-        if (!isfinite(loss)) {
-            fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
-                  "is kept); try a lower --lr or --grad-clip", loss, step, a.out_dir);
-        }
-        if (!isfinite(gnorm)) fatal("the gradient norm became %f at step %d; stopping without a checkpoint", gnorm, step);
-        double dt = now_seconds() - t0;
-        ts.step = step + 1;
-        if (step > start_step) { time_sum += dt; timed_steps++; }  // the first step warms caches
-        double tok_s = a.total_batch / dt;
-        double mfu = peak > 0 ? flops_per_token * tok_s / peak : -1.0;
-        double mfu_exec = peak > 0 ? executed_flops_per_token(&model, &opt, a.T, refreshed) * tok_s / peak : -1.0;
-        double mem = gib(backend_memory_peak());
-        if (master) {
-            char eta[32];
-            format_eta((a.steps - step - 1) * (timed_steps ? time_sum / timed_steps : dt), eta, sizeof(eta));
-            if (step % a.log_every == 0 || step == a.steps - 1) {
-                char mfus[48];
-                if (mfu >= 0) snprintf(mfus, sizeof(mfus), "%.1f%% (executed %.1f%%)", 100 * mfu, 100 * mfu_exec);
-                else snprintf(mfus, sizeof(mfus), "n/a");
-                char comms[48] = "";
-                if (pg.world_size > 1) snprintf(comms, sizeof(comms), " | comm %.2f MiB", opt.comm_bytes / 1048576.0);
-                printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms | ETA %s\n",
-                       step + 1, a.steps, loss, lr, gnorm, tok_s, mfus, mem, comms, dt * 1000, eta);
-                fflush(stdout);
-            }
-            fprintf(logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.6g mfu_exec=%.6g mem_gib=%.4f dt_ms=%.2f comm_mib=%.4f\n",
-                    step + 1, loss, lr, gnorm, tok_s, mfu, mfu_exec, mem, dt * 1000, opt.comm_bytes / 1048576.0);
-            fflush(logf);
-        }
-        if (stop_now && ts.step < a.steps) {  // at the last step the loop's own final checkpoint follows
-            write_checkpoint(&pg, a.out_dir, a.setup, &model, &opt, &ts, &train);
+        int last = step == r.a.steps;
+        evaluate(&r, step, last);
+        if (step > start_step || last) checkpoint_if_due(&r, step, last);  // never rewrite the one resumed from
+        if (last) { check_ranks_in_sync(&r.pg, &r.model, &r.opt); break; }
+        StepResult s = train_step(&r, step);
+        log_step(&r, step, start_step, &s);
+        if (s.stop_now && r.ts.step < r.a.steps) {  // at the last step the loop's own final checkpoint follows
+            stop_on_signal(&r);
             stopped = 1;
-            if (master) {
-                const char* sn = stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGTERM ? "SIGTERM" : "a signal on another rank";
-                printf("stopped by %s after step %lld of %d: checkpoint written; continue with the same command and -y 1\n",
-                       sn, (long long)ts.step, a.steps);
-                fprintf(logf, "# stopped by %s after step %lld; checkpoint written\n", sn, (long long)ts.step);
-            }
             break;
         }
     }
-    if (master && !stopped) {
-        if (pg.world_size > 1) printf("ranks in sync: %d ranks hold identical weights and Grass selections\n", pg.world_size);
-        printf("done: %d steps, best val loss %.4f\n", a.steps, ts.best_val_loss);
-        // what the program allocated at its peak (backend_malloc's accounting) against the plan
-        printf("peak memory held: %.3f GiB (plan %.3f GiB)\n", gib(backend_memory_peak()), gib(planned_bytes));
-    }
-    if (master) fclose_check(logf, "log.txt");
-    if (have_tok) tokenizer_free(&tok);
-    optim_free(&opt);
-    llama_free(&model);
-    dataloader_free(&train);
-    if (have_val) dataloader_free(&val);
-    comm_finalize(&pg);
+    finish(&r, stopped);
+    comm_finalize(&r.pg);
     return 0;
 }
