@@ -66,7 +66,8 @@ typedef struct {
 static int build_options(TrainArgs* a, OptionSpec* s) {
     int n = 0;
 #define OPT(f, nm, t, p, lo, hi, h) s[n++] = (OptionSpec){f, nm, t, (void*)(p), lo, hi, h}
-    OPT("-i", "--train-data", 's', &a->train_pattern, 0, 0, "glob of training shards (dev/data/prepare.py writes them)");
+    OPT("-i", "--train-data", 's', &a->train_pattern, 0, 0,
+        "glob of training shards (dev/data/prepare.py writes them)");
     OPT("-j", "--val-data", 's', &a->val_pattern, 0, 0, "glob of validation shards (optional)");
     OPT("-c", "--config", 's', &a->config_name, 0, 0, "model: tiny d6 20m 60m 130m 350m 1b 7b 13b");
     OPT("", "--vocab", 'i', &a->vocab_size, 2, 1 << 30, "override: vocabulary size");
@@ -77,18 +78,21 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--kv-heads", 'i', &a->n_kv_heads, 1, 1024, "override: key/value heads (grouped-query attention)");
     OPT("", "--max-seq", 'i', &a->max_seq_len, 1, 1 << 20, "override: max positions");
     OPT("", "--tie", 'i', &a->tie, 0, 1, "override: tie embeddings and lm_head (0/1)");
-    OPT("", "--ffn-align", 'i', &a->ffn_align, 0, 4096, "store the ffn size padded to a multiple of this, with zero rows/columns "
-        "(exact; when ffn > dim); 0: the backend's (64 on the GPU, for aligned GEMMs; 1 on the CPU)");
+    OPT("", "--ffn-align", 'i', &a->ffn_align, 0, 4096,
+        "store the ffn size padded to a multiple of this, with zero rows/columns (exact; when ffn > dim); 0: the "
+        "backend's (64 on the GPU, for aligned GEMMs; 1 on the CPU)");
     OPT("", "--norm-eps", 'f', &a->norm_eps, 1e-12, 1, "override: RMSNorm eps");
     OPT("", "--rope-theta", 'f', &a->rope_theta, 1, 1e9, "override: RoPE base");
     OPT("-b", "--batch", 'i', &a->B, 1, 1 << 20, "micro-batch size per rank (sequences)");
     OPT("-t", "--seq", 'i', &a->T, 1, 1 << 20, "sequence length");
-    OPT("-d", "--total-batch", 'L', &a->total_batch, -1, 1e15, "tokens per optimizer step over all ranks (-1: B*T*ranks); gradient accumulation fills it");
+    OPT("-d", "--total-batch", 'L', &a->total_batch, -1, 1e15,
+        "tokens per optimizer step over all ranks (-1: B*T*ranks); gradient accumulation fills it");
     OPT("-l", "--lr", 'f', &a->lr, 0, 10, "peak learning rate");
     OPT("", "--min-lr-ratio", 'f', &a->min_lr_ratio, 0, 1, "final lr as a fraction of the peak (cosine)");
     OPT("-u", "--warmup", 'i', &a->warmup, -1, 1 << 30, "linear warmup steps (-1: 10% of --steps, the paper's recipe)");
     OPT("-x", "--steps", 'i', &a->steps, 1, 1 << 30, "optimizer steps in all");
-    OPT("", "--weight-decay", 'f', &a->oc.weight_decay, 0, 10, "decoupled weight decay (matrices and embeddings, not norms)");
+    OPT("", "--weight-decay", 'f', &a->oc.weight_decay, 0, 10,
+        "decoupled weight decay (matrices and embeddings, not norms)");
     OPT("", "--grad-clip", 'f', &a->oc.grad_clip, 0, 1e9, "clip the global gradient norm to this (0: off)");
     OPT("", "--beta1", 'f', &a->oc.b1, 0, 0.999999, "Adam beta1");
     OPT("", "--beta2", 'f', &a->oc.b2, 0, 0.999999, "Adam beta2");
@@ -97,41 +101,68 @@ static int build_options(TrainArgs* a, OptionSpec* s) {
     OPT("", "--eval-tokens", 'L', &a->eval_tokens, 1, 1e15, "tokens per validation (all ranks)");
     OPT("-s", "--sample-every", 'i', &a->sample_every, 0, 1 << 30, "print a text sample every N steps (0: never)");
     OPT("-g", "--sample-tokens", 'i', &a->sample_tokens, 1, 1 << 20, "tokens per text sample");
-    OPT("-n", "--checkpoint-every", 'i', &a->checkpoint_every, 0, 1 << 30, "write a checkpoint every N steps (0: only at the end)");
+    OPT("-n", "--checkpoint-every", 'i', &a->checkpoint_every, 0, 1 << 30,
+        "write a checkpoint every N steps (0: only at the end)");
     OPT("-o", "--out-dir", 's', &a->out_dir, 0, 0, "output directory for the log and checkpoints");
     OPT("", "--seed", 'L', &a->seed, 0, 9e18, "seed for init, data order and Grass selection");
     OPT("-y", "--resume", 'i', &a->resume, 0, 1, "resume from the latest checkpoint in --out-dir (0/1)");
     OPT("", "--init-from", 's', &a->init_from, 0, 0, "start from a model checkpoint (e.g. made by dev/import_hf.py)");
     OPT("-e", "--tokenizer", 's', &a->tokenizer_path, 0, 0, "tokenizer.bin for text samples");
-    OPT("", "--optimizer", 's', &a->optimizer, 0, 0, "adamw | grass | galore (GaLore: --rank, --update-freq, --galore-scale)");
+    OPT("", "--optimizer", 's', &a->optimizer, 0, 0,
+        "adamw | grass | galore (GaLore: --rank, --update-freq, --galore-scale)");
     OPT("", "--grass-select", 's', &a->grass_select, 0, 0, "topr | multinorm | multinorm-nr | uniform | uniform-nr");
-    OPT("", "--rank", 's', &a->grass_rank, 0, 0, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
+    OPT("", "--rank", 's', &a->grass_rank, 0, 0,
+        "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
     OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
-    OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0, "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per micro-batch sum), auto (exact where it fits)");
-    OPT("", "--grass-upscale", 's', &a->grass_upscale, 0, 0, "Grass up-projection factor per selected row: paper (count*rho), one (1, as top-r), mean (count*rho over its mean)");
-    OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
-    OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha: the projected matrices step lr * alpha");
+    OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0,
+        "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per "
+        "micro-batch sum), auto (exact where it fits)");
+    OPT("", "--grass-upscale", 's', &a->grass_upscale, 0, 0,
+        "Grass up-projection factor per selected row: paper (count*rho), one (1, as top-r), mean (count*rho over its "
+        "mean)");
+    OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096,
+        "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
+    OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6,
+        "Grass scale factor alpha: the projected matrices step lr * alpha");
     OPT("", "--galore-scale", 'f', &a->oc.alpha, 0, 1e6, "GaLore's scale alpha (the same setting as --grass-scale)");
-    OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
-    OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1, "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
-    OPT("", "--grass-row-align", 'i', &a->oc.row_align, 0, 16, "Grass: pad each selection to a multiple of this many rows (1, 2, 4, 8, 16) with rows "
-        "the update skips (exact), so the gathered GEMMs' leading dimensions are 16-byte aligned; 0: the backend's (16 on the GPU, 1 on the CPU)");
-    OPT("", "--zero", 'i', &a->oc.zero, 0, 1, "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
-    OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
-    OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
-    OPT("", "--grad-dtype", 's', &a->grad_dtype, 0, 0, "dense (full-rank) gradients: model (the weights' dtype, bf16 on the GPU) | fp32 (accumulated, all-reduced and read by AdamW in fp32, as Grass's compressed ones; the CPU build is fp32 either way: same results)");
-    OPT("", "--attention", 's', &a->attention, 0, 0, "own (the attention kernels of cuda/attention.cuh; the default, and the CPU "
-        "build's) | cudnn (cuDNN's fused SDPA on the GPU build, bf16; not yet run on a GPU: compare with dev/cuda/attention_check first)");
-    OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
-    OPT("", "--overlap-comm", 'i', &a->oc.overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
-    OPT("", "--matrix-lr-scale", 'f', &a->oc.matrix_lr_scale, 1e-6, 1e6, "AdamW: the matrices of the --grass-layers types take lr * this; embeddings, head and norms keep lr (Grass's split of lr * alpha)");
-    OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
+    OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1,
+        "Grass: apply each layer's update during the backward pass (0/1)");
+    OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1,
+        "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
+    OPT("", "--grass-row-align", 'i', &a->oc.row_align, 0, 16,
+        "Grass: pad each selection to a multiple of this many rows (1, 2, 4, 8, 16) with rows the update skips "
+        "(exact), so the gathered GEMMs' leading dimensions are 16-byte aligned; 0: the backend's (16 on the GPU, 1 "
+        "on the CPU)");
+    OPT("", "--zero", 'i', &a->oc.zero, 0, 1,
+        "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
+    OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1,
+        "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
+    OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0,
+        "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
+    OPT("", "--grad-dtype", 's', &a->grad_dtype, 0, 0,
+        "dense (full-rank) gradients: model (the weights' dtype, bf16 on the GPU) | fp32 (accumulated, all-reduced "
+        "and read by AdamW in fp32, as Grass's compressed ones; the CPU build is fp32 either way: same results)");
+    OPT("", "--attention", 's', &a->attention, 0, 0,
+        "own (the attention kernels of cuda/attention.cuh; the default, and the CPU build's) | cudnn (cuDNN's fused "
+        "SDPA on the GPU build, bf16; not yet run on a GPU: compare with dev/cuda/attention_check first)");
+    OPT("", "--recompute", 'i', &a->recompute, 0, 1,
+        "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
+    OPT("", "--overlap-comm", 'i', &a->oc.overlap_comm, 0, 1,
+        "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
+    OPT("", "--matrix-lr-scale", 'f', &a->oc.matrix_lr_scale, 1e-6, 1e6,
+        "AdamW: the matrices of the --grass-layers types take lr * this; embeddings, head and norms keep lr (Grass's "
+        "split of lr * alpha)");
+    OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0,
+        "projected layer types, comma separated: q,k,v,o,gate,up,down");
     OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
-    OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
-    OPT("", "--comm-timeout", 'f', &a->comm_timeout, 0, 1e6, "with several ranks: seconds one wait on the other ranks (a collective) "
-        "may last before every rank says what it waited on and the job stops, exit 75, to resume with -y 1 (0: wait forever)");
+    OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6,
+        "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
+    OPT("", "--comm-timeout", 'f', &a->comm_timeout, 0, 1e6,
+        "with several ranks: seconds one wait on the other ranks (a collective) may last before every rank says what "
+        "it waited on and the job stops, exit 75, to resume with -y 1 (0: wait forever)");
     OPT("", "--log-every", 'i', &a->log_every, 1, 1 << 30, "print a progress line every N steps");
-    OPT("", "--plan-only", 'i', &a->plan_only, 0, 1, "print the memory and communication plan and exit (0/1); needs no data");
+    OPT("", "--plan-only", 'i', &a->plan_only, 0, 1,
+        "print the memory and communication plan and exit (0/1); needs no data");
 #undef OPT
     return n;
 }
@@ -148,8 +179,10 @@ static void train_args_defaults(TrainArgs* a) {
     a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
     a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
     a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
-    a->peak_tflops = 0; a->memory_limit_gb = 0; a->comm_timeout = 600; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
+    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto";
+    a->grass_upscale = "mean"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
+    a->peak_tflops = 0; a->memory_limit_gb = 0; a->comm_timeout = 600; a->log_every = 1;
+    a->state_dtype = "fp32"; a->grad_dtype = "model";
     optim_config_defaults(&a->oc);
     a->oc.overlap_comm = 1;
 }
@@ -158,14 +191,17 @@ static void print_usage(OptionSpec* s, int n) {
     TrainArgs d; OptionSpec ds[64];
     train_args_defaults(&d);
     build_options(&d, ds);
-    printf("usage: train_llama [options]\n\nLLaMA pretraining with full-rank AdamW or Grass. Options (default in brackets):\n");
+    printf("usage: train_llama [options]\n\n"
+           "LLaMA pretraining with full-rank AdamW or Grass. Options (default in brackets):\n");
     for (int i = 0; i < n; i++) {
         char def[96] = "";
         switch (ds[i].type) {
             case 'i': snprintf(def, sizeof(def), "%d", *(int*)ds[i].ptr); break;
             case 'L': snprintf(def, sizeof(def), "%lld", *(long long*)ds[i].ptr); break;
             case 'f': snprintf(def, sizeof(def), "%g", *(float*)ds[i].ptr); break;
-            case 's': snprintf(def, sizeof(def), "%s", *(const char**)ds[i].ptr ? *(const char**)ds[i].ptr : "none"); break;
+            case 's':
+                snprintf(def, sizeof(def), "%s", *(const char**)ds[i].ptr ? *(const char**)ds[i].ptr : "none");
+                break;
         }
         if (strncmp(ds[i].help, "override:", 9) == 0) snprintf(def, sizeof(def), "from -c");
         printf("  %-3s %-20s %s [%s]\n", s[i].flag, s[i].name, s[i].help, def);
@@ -180,7 +216,8 @@ static void option_set(const OptionSpec* s, const char* val, const char* source)
     double x = strtod(val, &end);
     if (end == val || *end != '\0' || !isfinite(x)) fatal("option %s%s: '%s' is not a number", s->name, source, val);
     if (x < s->lo || x > s->hi) fatal("option %s%s: %s is out of range [%g, %g]", s->name, source, val, s->lo, s->hi);
-    if ((s->type == 'i' || s->type == 'L') && x != floor(x)) fatal("option %s%s: '%s' must be an integer", s->name, source, val);
+    if ((s->type == 'i' || s->type == 'L') && x != floor(x))
+        fatal("option %s%s: '%s' must be an integer", s->name, source, val);
     if (s->type == 'i') *(int*)s->ptr = (int)x;
     else if (s->type == 'L') *(long long*)s->ptr = (long long)x;
     else *(float*)s->ptr = (float)x;
@@ -205,7 +242,10 @@ static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
     int n = build_options(a, specs);
     memset(a->given, 0, sizeof(a->given));
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { if (rank == 0) print_usage(specs, n); exit(0); }
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            if (rank == 0) print_usage(specs, n);
+            exit(0);
+        }
         int k = option_index(specs, n, argv[i]);
         if (k < 0) fatal("unknown option '%s' (see -h)", argv[i]);
         if (i + 1 >= argc) fatal("option %s needs a value", argv[i]);
@@ -224,7 +264,8 @@ static const char* RUN_OPTIONS[] = {"--train-data", "--val-data", "--lr", "--min
     "--init-from", "--tokenizer", "--peak-tflops", "--memory-limit-gb", "--log-every", "--plan-only", "--overlap-comm",
     "--recompute", "--select-on-device", "--grad-dtype", "--grass-row-align", "--attention", "--comm-timeout"};
 static int is_run_option(const char* name) {
-    for (size_t i = 0; i < sizeof(RUN_OPTIONS) / sizeof(RUN_OPTIONS[0]); i++) if (strcmp(RUN_OPTIONS[i], name) == 0) return 1;
+    for (size_t i = 0; i < sizeof(RUN_OPTIONS) / sizeof(RUN_OPTIONS[0]); i++)
+        if (strcmp(RUN_OPTIONS[i], name) == 0) return 1;
     return 0;
 }
 // never saved: where this invocation writes and how it starts
@@ -251,9 +292,14 @@ static char* run_setup_text(TrainArgs* a) {
         option_text(&dspecs[k], dv, sizeof(dv));
         if (strncmp(specs[k].help, "override:", 9) == 0 && strcmp(v, dv) == 0) continue;
         if (specs[k].type == 's' && *(const char**)specs[k].ptr == NULL) continue;  // unset (e.g. no --init-from)
-        if (strchr(v, '\n') != NULL || strchr(v, '\t') != NULL) fatal("option %s: a value with a tab or newline cannot be saved", specs[k].name);
+        if (strchr(v, '\n') != NULL || strchr(v, '\t') != NULL)
+            fatal("option %s: a value with a tab or newline cannot be saved", specs[k].name);
         size_t need = strlen(specs[k].name) + strlen(v) + 3;
-        if (len + need >= cap) { cap = 2 * (len + need); text = (char*)realloc(text, cap); if (text == NULL) fatal("out of memory"); }
+        if (len + need >= cap) {
+            cap = 2 * (len + need);
+            text = (char*)realloc(text, cap);
+            if (text == NULL) fatal("out of memory");
+        }
         len += snprintf(text + len, cap - len, "%s\t%s\n", specs[k].name, v);
     }
     return text;
@@ -288,7 +334,8 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
         char was[1100];
         option_text(&probe, was, sizeof(was));
         if (strcmp(now, was) != 0)
-            append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name, was, now);
+            append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name, was,
+                        now);
     }
     for (int k = 0; k < n; k++) {  // given, not in the file: the checkpoint has the default
         if (!a->given[k] || in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
@@ -300,8 +347,8 @@ static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) 
                         was[0] ? was : "(none)", now);
     }
     if (clen > 0)
-        fatal("'%s' was written with another setup (%s); -y 1 takes the setup from the checkpoint: leave these flags out, "
-              "or start a new --out-dir", state_path, conflicts);
+        fatal("'%s' was written with another setup (%s); -y 1 takes the setup from the checkpoint: leave these flags "
+              "out, or start a new --out-dir", state_path, conflicts);
 }
 
 // the model-size flags that were set (-1: not), on top of c; --heads also sets the kv heads
@@ -324,7 +371,8 @@ static void resolve_config(const TrainArgs* a, LlamaConfig* c) {
     if (!llama_config_by_name(a->config_name, c)) {
         char names[256] = "";
         for (int i = 0; i < N_NAMED_CONFIGS; i++) { strcat(names, " "); strcat(names, NAMED_CONFIGS[i].name); }
-        fatal("unknown model config '%s'; known:%s (or override sizes with --dim, --layers, ...)", a->config_name, names);
+        fatal("unknown model config '%s'; known:%s (or override sizes with --dim, --layers, ...)", a->config_name,
+              names);
     }
     apply_config_overrides(a, c);
     char err[256];
@@ -341,28 +389,32 @@ static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* 
     int n = build_options(a, specs);
     int any = 0;
     for (int k = 0; k < n; k++)
-        if (a->given[k] && (strcmp(specs[k].name, "--config") == 0 || strncmp(specs[k].help, "override:", 9) == 0)) any = 1;
+        if (a->given[k] && (strcmp(specs[k].name, "--config") == 0 || strncmp(specs[k].help, "override:", 9) == 0))
+            any = 1;
     if (any) {  // what the flags say, field by field against the file: -c's config (else the file's)
                 // with the given overrides on top
         LlamaConfig uc = fc;
         int named_given = 0;
         for (int k = 0; k < n; k++) named_given |= a->given[k] && strcmp(specs[k].name, "--config") == 0;
-        if (named_given && !llama_config_by_name(a->config_name, &uc)) fatal("unknown model config '%s'", a->config_name);
+        if (named_given && !llama_config_by_name(a->config_name, &uc))
+            fatal("unknown model config '%s'", a->config_name);
         apply_config_overrides(a, &uc);
         const char* names[] = {"--vocab", "--dim", "--ffn", "--layers", "--heads", "--kv-heads", "--max-seq", "--tie"};
-        int uv[] = {uc.vocab_size, uc.dim, uc.ffn_dim, uc.n_layers, uc.n_heads, uc.n_kv_heads, uc.max_seq_len, uc.tie_embeddings};
-        int fv[] = {fc.vocab_size, fc.dim, fc.ffn_dim, fc.n_layers, fc.n_heads, fc.n_kv_heads, fc.max_seq_len, fc.tie_embeddings};
+        int uv[] = {uc.vocab_size, uc.dim, uc.ffn_dim, uc.n_layers, uc.n_heads, uc.n_kv_heads, uc.max_seq_len,
+                    uc.tie_embeddings};
+        int fv[] = {fc.vocab_size, fc.dim, fc.ffn_dim, fc.n_layers, fc.n_heads, fc.n_kv_heads, fc.max_seq_len,
+                    fc.tie_embeddings};
         char conflicts[1024] = "";
         size_t clen = 0;
         for (int i = 0; i < 8; i++)
             if (uv[i] != fv[i])
                 append_item(conflicts, sizeof(conflicts), &clen, "%s: file %d, flags %d", names[i], fv[i], uv[i]);
         if (uc.norm_eps != fc.norm_eps || uc.rope_theta != fc.rope_theta)
-            append_item(conflicts, sizeof(conflicts), &clen, "--norm-eps/--rope-theta: file %g/%g, flags %g/%g", fc.norm_eps,
-                        fc.rope_theta, uc.norm_eps, uc.rope_theta);
+            append_item(conflicts, sizeof(conflicts), &clen, "--norm-eps/--rope-theta: file %g/%g, flags %g/%g",
+                        fc.norm_eps, fc.rope_theta, uc.norm_eps, uc.rope_theta);
         if (clen > 0)
-            fatal("--init-from '%s' holds another model config than the flags give (%s); the file's config is used when "
-                  "no model flag is given", path, conflicts);
+            fatal("--init-from '%s' holds another model config than the flags give (%s); the file's config is used "
+                  "when no model flag is given", path, conflicts);
     }
     *c = fc;
     // the overrides spell out the file's config, so that the saved setup reproduces it
@@ -380,7 +432,8 @@ static void resolve_optim(TrainArgs* a) {
     oc->upscale = name_index(GRASS_UPSCALE_NAMES, UPSCALE_COUNT, a->grass_upscale);
     if (oc->upscale < 0) fatal("unknown --grass-upscale '%s' (paper | one | mean)", a->grass_upscale);
     int sel = grass_select_from_name(a->grass_select);
-    if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
+    if (sel < 0)
+        fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
     oc->select = (GrassSelect)sel;
     if (strcmp(a->state_dtype, "fp32") == 0) oc->state_dtype = STATE_FP32;
     else if (strcmp(a->state_dtype, "bf16") == 0) oc->state_dtype = STATE_BF16;

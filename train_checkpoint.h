@@ -77,10 +77,11 @@ static void state_load(const char* path, const Llama* m, Optimizer* o, TrainStat
     int file_ffn = h[STATE_FFN_STORED] > 0 ? h[STATE_FFN_STORED] : m->config.ffn_dim;
     if (file_ffn != m->pt.ffn_stored)
         fatal("'%s' holds optimizer state laid out for the ffn stored as %d, this run stores it as %d (--ffn-align: "
-              "the GPU build pads to a multiple of 64, the CPU build does not); resume with the same --ffn-align, or start "
-              "from the model file alone with --init-from", path, file_ffn, m->pt.ffn_stored);
+              "the GPU build pads to a multiple of 64, the CPU build does not); resume with the same --ffn-align, or "
+              "start from the model file alone with --init-from", path, file_ffn, m->pt.ffn_stored);
     want[STATE_FFN_STORED] = h[STATE_FFN_STORED];
-    if (memcmp(h, want, sizeof(h)) != 0) fatal("'%s' was written for another model config; use the same model flags", path);
+    if (memcmp(h, want, sizeof(h)) != 0)
+        fatal("'%s' was written for another model config; use the same model flags", path);
     fread_check(ts, sizeof(TrainState), 1, f, path);
     if (has_setup) {  // read by run_setup_from_state before the model was built; skipped here
         int32_t len = 0;
@@ -154,7 +155,10 @@ static int checkpoint_file_intact(const char* path, CheckpointKind kind, char* w
         flagged = shard_magic == ZERO_SHARD_MAGIC;
     } else {
         int magic = kind == CKPT_KIND_MODEL ? MODEL_MAGIC : STATE_MAGIC;
-        if (got < 64 || h[0] != magic) { snprintf(why, n, "'%s' has a bad magic or is shorter than its header", path); return 0; }
+        if (got < 64 || h[0] != magic) {
+            snprintf(why, n, "'%s' has a bad magic or is shorter than its header", path);
+            return 0;
+        }
         flagged = kind == CKPT_KIND_MODEL ? h[CKPT_HAS_CHECKSUM] == 1 : h[STATE_HAS_CHECKSUM] == 1;
     }
     if (!flagged) return 1;
@@ -172,12 +176,15 @@ static int older_checkpoint_steps(const char* out_dir, long long below, long lon
     struct dirent* e;
     while ((e = readdir(d)) != NULL && n < max) {
         long long st; char tail[8];
-        if (strlen(e->d_name) == 18 && sscanf(e->d_name, "model_%8lld%4s", &st, tail) == 2 && strcmp(tail, ".bin") == 0 && st < below)
+        if (strlen(e->d_name) == 18 && sscanf(e->d_name, "model_%8lld%4s", &st, tail) == 2 &&
+            strcmp(tail, ".bin") == 0 && st < below)
             steps[n++] = st;
     }
     closedir(d);
     for (int i = 1; i < n; i++)  // insertion sort, descending
-        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) {
+            long long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t;
+        }
     return n;
 }
 
@@ -193,7 +200,8 @@ static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long lo
     FILE* f = fopen_check(lp, "r");
     if (fscanf(f, "%lld", &latest) != 1 || latest < 0) latest = -1;
     fclose_check(f, lp);
-    if (latest < 0 && pg->rank == 0) fprintf(stderr, "warning: '%s' does not hold a step number; looking for the newest intact checkpoint\n", lp);
+    if (latest < 0 && pg->rank == 0)
+        fprintf(stderr, "warning: '%s' does not hold a step number; looking for the newest intact checkpoint\n", lp);
     long long cand[4096];
     int nc = 0;
     if (latest >= 0) cand[nc++] = latest;
@@ -211,7 +219,8 @@ static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long lo
         // intact on every rank, or not used
         comm_allreduce_sum_double(pg, all, 1, "the agreement on a checkpoint to resume from (MPI_Allreduce)");
         if (all[0] == (double)pg->world_size) {
-            if (i > 0 && pg->rank == 0) fprintf(stderr, "falling back to the checkpoint at step %lld, the newest intact one\n", cand[i]);
+            if (i > 0 && pg->rank == 0)
+                fprintf(stderr, "falling back to the checkpoint at step %lld, the newest intact one\n", cand[i]);
             *step = cand[i];
             snprintf(model_path, n, "%s", mp);
             snprintf(state_path, n, "%s", sp);

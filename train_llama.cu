@@ -53,22 +53,26 @@ static size_t memory_plan(const ParamTable* pt, const LlamaConfig* c, const Opti
     ws.B = B; ws.nh = c->n_heads; ws.nkv = c->n_kv_heads; ws.hd = llama_head_dim(c);
     size_t work = backend_workspace_bytes(&ws);
     char att_note[768];
-    size_t att_work = backend_attention_workspace_bytes(&ws, att_note, sizeof(att_note));  // cuDNN's, with --attention cudnn
-    size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes +
-                   op.normpass_bytes + op.work_bytes + acts + work + att_work;
+    size_t att_work = backend_attention_workspace_bytes(&ws, att_note, sizeof(att_note));  // cuDNN's, --attention cudnn
+    size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes +
+                   op.other_bytes + op.normpass_bytes + op.work_bytes + acts + work + att_work;
     if (rank == 0) {
         char b[6][32];
-        printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
+        printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME,
+               oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
         printf("  parameters        %12zu  %s", pt->total_hf, fmt_bytes(weights, b[0]));
-        if (pt->total != pt->total_hf) printf("   (stored: %zu, the ffn padded from %d to %d)", pt->total, c->ffn_dim, pt->ffn_stored);
+        if (pt->total != pt->total_hf)
+            printf("   (stored: %zu, the ffn padded from %d to %d)", pt->total, c->ffn_dim, pt->ffn_stored);
         printf("\n");
         printf("  gradients (dense) %12s  %s   (%s, %zu bytes per value)\n", "", fmt_bytes(op.dense_grad_bytes, b[1]),
                oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME, grad_dtype_size(oc->grad_dtype));
         optim_plan_rows_gradients(oc, &op, fmt_bytes);
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
-        if (op.master_bytes) printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
+        if (op.master_bytes)
+            printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
         optim_plan_rows_refresh(oc, rt, &op, fmt_bytes);
-        if (op.other_bytes) printf("  optimizer other   %12s  %s   (%snorm scalars%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
+        if (op.other_bytes)
+            printf("  optimizer other   %12s  %s   (%snorm scalars%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
                                    optim_plan_other_note(oc),
                                    rt->overlap && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
@@ -76,8 +80,9 @@ static size_t memory_plan(const ParamTable* pt, const LlamaConfig* c, const Opti
         printf("  backend workspace %12s  %s   (GEMM workspace, scratch; estimate)\n", "", fmt_bytes(work, b[5]));
         if (att_note[0]) printf("  attention workspace%11s  %s   (%s)\n", "", fmt_bytes(att_work, b[5]), att_note);
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
-        printf("communication per optimizer step with several ranks: %.3f MiB all-reduced (dense gradients %.3f MiB in %s)",
-               op.comm_step_bytes / 1048576.0, op.comm_dense_bytes / 1048576.0, oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME);
+        printf("communication per optimizer step with several ranks: %.3f MiB all-reduced (dense gradients %.3f MiB "
+               "in %s)", op.comm_step_bytes / 1048576.0, op.comm_dense_bytes / 1048576.0,
+               oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME);
         optim_plan_comm_refresh(oc, &op);
         printf("\n");
     }
@@ -184,7 +189,8 @@ static void make_dir(const char* path) {
         if (*p == '/' || *p == '\0') {
             char c = *p;
             *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) fatal("cannot create directory '%s': %s", buf, strerror(errno));
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                fatal("cannot create directory '%s': %s", buf, strerror(errno));
             *p = c;
             if (c == '\0') break;
         }
@@ -206,7 +212,8 @@ static void install_stop_handlers(void) {
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;  // reads and writes in flight continue
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) fatal("sigaction: %s", strerror(errno));
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        fatal("sigaction: %s", strerror(errno));
 }
 
 // Fault injection for the tests: GRASS_FAULT_RANK=r GRASS_FAULT_STEP=s makes rank r die at step s,
@@ -316,7 +323,8 @@ static void start_backend(TrainRun* r) {
     r->accum = (int)(a->total_batch / r->micro_tokens);
     r->rt = optim_runtime(&a->oc, r->pg.rank, r->pg.world_size, r->accum, a->B * a->T);
     if (a->warmup < 0) a->warmup = a->steps / 10;
-    if (a->warmup >= a->steps && a->warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a->warmup, a->steps);
+    if (a->warmup >= a->steps && a->warmup > 0)
+        fatal("--warmup %d must be smaller than --steps %d", a->warmup, a->steps);
 }
 
 // rank 0: the backend, the ranks, the model, the batch and the optimizer, before the memory plan
@@ -355,8 +363,8 @@ static void setup(TrainRun* r, int argc, char** argv) {
     if (optim_norms_fit_needed(&a->oc)) {  // exact norms where they fit, else the sketch
         OptimRuntime quiet = r->rt;
         quiet.rank = -1;  // plan without printing
-        optim_fit_norms(&a->oc, &r->rt, &pt, memory_plan(&pt, &r->config, &a->oc, &quiet, a->B, a->T, a->recompute, 0, 0),
-                        memory_available(a->memory_limit_gb));
+        size_t exact_total = memory_plan(&pt, &r->config, &a->oc, &quiet, a->B, a->T, a->recompute, 0, 0);
+        optim_fit_norms(&a->oc, &r->rt, &pt, exact_total, memory_available(a->memory_limit_gb));
     }
     r->planned_bytes = memory_plan(&pt, &r->config, &a->oc, &r->rt, a->B, a->T, a->recompute, a->memory_limit_gb,
                                    !a->plan_only);
@@ -446,8 +454,8 @@ static void resume_or_init(TrainRun* r) {
         fprintf(r->logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d grad_dtype=%s\n", a->lr, a->B, a->T,
                 a->total_batch, r->pg.world_size, a->steps, a->grad_dtype);
     } else {
-        fprintf(r->logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)r->ts.step,
-                r->pg.world_size);
+        fprintf(r->logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n",
+                (long long)r->ts.step, r->pg.world_size);
     }
     fflush(r->logf);
 }
@@ -506,7 +514,8 @@ static StepResult train_step(TrainRun* r, int step) {
     for (int micro = 0; micro < r->accum; micro++) {
         dataloader_next_batch(&r->train);
         optim_begin_micro(&r->opt, micro);
-        llama_forward_train(&r->model, r->train.inputs, r->train.targets, a->B, a->T, r->dloss, optim_loss_acc(&r->opt));
+        llama_forward_train(&r->model, r->train.inputs, r->train.targets, a->B, a->T, r->dloss,
+                            optim_loss_acc(&r->opt));
         llama_backward(&r->model, &r->opt, a->B, a->T);
     }
     s.gnorm = optim_step(&r->opt);
@@ -520,7 +529,8 @@ static StepResult train_step(TrainRun* r, int step) {
         fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
               "is kept); try a lower --lr or --grad-clip", s.loss, step, a->out_dir);
     }
-    if (!isfinite(s.gnorm)) fatal("the gradient norm became %f at step %d; stopping without a checkpoint", s.gnorm, step);
+    if (!isfinite(s.gnorm))
+        fatal("the gradient norm became %f at step %d; stopping without a checkpoint", s.gnorm, step);
     s.dt = now_seconds() - t0;
     r->ts.step = step + 1;
     return s;
@@ -545,8 +555,8 @@ static void log_step(TrainRun* r, int step, int start_step, const StepResult* s)
         else snprintf(mfus, sizeof(mfus), "n/a");
         char comms[48] = "";
         if (r->pg.world_size > 1) snprintf(comms, sizeof(comms), " | comm %.2f MiB", r->opt.comm_bytes / 1048576.0);
-        printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms | ETA %s\n",
-               step + 1, a->steps, s->loss, s->lr, s->gnorm, tok_s, mfus, mem, comms, s->dt * 1000, eta);
+        printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms "
+               "| ETA %s\n", step + 1, a->steps, s->loss, s->lr, s->gnorm, tok_s, mfus, mem, comms, s->dt * 1000, eta);
         fflush(stdout);
     }
     fprintf(r->logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.6g mfu_exec=%.6g mem_gib=%.4f "
