@@ -1,8 +1,9 @@
 /*
  * train_llama.cu: LLaMA pretraining with full-rank AdamW or Grass, for the CPU and the GPU.
  *
- * This file is the trainer: the command line, the memory plan, checkpoints and resume, and the
- * training loop. The model is llama_model.h, the optimizers grass_optim.cuh; both are written
+ * This file is the trainer: the memory plan, the steps of a run, and main(), their table of
+ * contents. The command line is train_args.h, checkpoints and resume train_checkpoint.h. The
+ * model is llama_model.h, the optimizers grass_optim.cuh; both are written
  * once and built two ways, with the kernels of a backend:
  *   nvcc  -> backend_cuda.cuh  (bf16, cuBLASLt, NCCL)      make train_llama
  *   g++   -> backend_cpu.h     (fp32, OpenMP, OpenBLAS, MPI) make train_llama_cpu
@@ -410,8 +411,7 @@ static void build_run(TrainRun* r) {
     r->timed_steps = 0;
 }
 
-// -y 1: the checkpoint read_setup found, else (or without -y 1) --init-from's weights or a random
-// init; then log.txt, appended to on a resume
+// -y 1: the checkpoint read_setup found, else (or without -y 1) --init-from's weights or a random init
 static void resume_or_init(TrainRun* r) {
     TrainArgs* a = &r->a;
     make_dir(a->out_dir);
@@ -442,6 +442,12 @@ static void resume_or_init(TrainRun* r) {
         }
         optim_weights_changed(&r->opt);
     }
+}
+
+// log.txt in --out-dir (rank 0): a new one with the run's header line, or on a resume the old one
+// continued, with a line that says so
+static void open_log(TrainRun* r) {
+    const TrainArgs* a = &r->a;
     r->logf = NULL;
     if (!r->master) return;
     char lp[1024];
@@ -609,7 +615,8 @@ int main(int argc, char** argv) {
     setup(&r, argc, argv);             // flags, backend, banner, memory plan
     if (r.a.plan_only) { comm_finalize(&r.pg); return 0; }
     build_run(&r);                     // data, model, optimizer
-    resume_or_init(&r);                // a checkpoint (-y 1), --init-from or a random init; log.txt
+    resume_or_init(&r);                // a checkpoint (-y 1), --init-from or a random init
+    open_log(&r);                      // log.txt: a new one, or continued on a resume
 
     const int start_step = (int)r.ts.step;
     int stopped = 0;
