@@ -38,16 +38,18 @@ endif
 # grass_optim.cuh is a list of includes: the optimizer itself is optim/*.h
 OPTIM_HEADERS = grass_optim.cuh $(wildcard optim/*.h)
 HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h backend_cpu.h kernels_cpu.h comm.h \
-          llama_model.h grad_sink.h $(OPTIM_HEADERS) dataloader.h tokenizer.h
+          comm_watchdog.h llama_model.h grad_sink.h $(OPTIM_HEADERS) dataloader.h tokenizer.h
+# the trainer's own rooms (train_args.h, train_checkpoint.h, ...): only train_llama.cu includes them
+TRAIN_HEADERS = $(wildcard train_*.h)
 
-train_llama_cpu: train_llama.cu $(HEADERS)
+train_llama_cpu: train_llama.cu $(HEADERS) $(TRAIN_HEADERS)
 	$(CPU_CXX) -x c++ $(CPU_FLAGS) train_llama.cu -o $@ $(CPU_LIBS)
 
 # ---- CPU tests (make test and make test-all) ----
 TEST_BINS = tests/bin/test_fixture_reader tests/bin/test_dataloader tests/bin/test_tokenizer tests/bin/test_ops tests/bin/test_grass tests/bin/test_llama_cpu
 
 # the same program without MPI, for the test that a multi-rank launch of it is refused
-train_llama_cpu_nompi: train_llama.cu $(HEADERS)
+train_llama_cpu_nompi: train_llama.cu $(HEADERS) $(TRAIN_HEADERS)
 	$(CXX) -x c++ $(filter-out -DUSE_MPI,$(CPU_FLAGS)) train_llama.cu -o $@ $(CPU_LIBS)
 
 tests/bin:

@@ -87,36 +87,90 @@ size_t backend_workspace_bytes(const WorkspaceSizes* w) {
 
 // ---- the interface: each op forwards to its cpu_ kernel (kernels_cpu.h) ----------------------
 void param_init_tensor(floatX* dst, const ParamInit* p, uint64_t hash[2]) { cpu_param_init_tensor(dst, p, hash); }
-void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d) { cpu_embedding_forward(out, d_tokens, wte, N, d); }
-// dense gradients: floatX is float here, so both GradBuf dtypes are float buffers
-void embedding_backward(GradBuf dwte, const floatX* dout, const int* d_tokens, int N, int d) { cpu_embedding_backward((float*)dwte.p, dout, d_tokens, N, d); }
-void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps) { cpu_rmsnorm_forward(out, rstd, inp, w, N, d, eps); }
-void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX* inp, const floatX* w, const float* rstd, int N, int d) { cpu_rmsnorm_backward(dinp, (float*)dw.p, dout, inp, w, rstd, N, d); }
-void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_forward(x, n_heads * head_dim, d_cos, d_sin, B, T, n_heads, head_dim); }
-void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) { cpu_rope_backward(dx, n_heads * head_dim, d_cos, d_sin, B, T, n_heads, head_dim); }
-void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int n_kv_heads, int head_dim, int backward) {
-    if (backward) { cpu_rope_backward(q, ld_q, d_cos, d_sin, B, T, n_heads, head_dim); cpu_rope_backward(k, ld_kv, d_cos, d_sin, B, T, n_kv_heads, head_dim); }
-    else { cpu_rope_forward(q, ld_q, d_cos, d_sin, B, T, n_heads, head_dim); cpu_rope_forward(k, ld_kv, d_cos, d_sin, B, T, n_kv_heads, head_dim); }
+void embedding_forward(floatX* out, const int* d_tokens, const floatX* wte, int N, int d) {
+    cpu_embedding_forward(out, d_tokens, wte, N, d);
 }
-void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv, int B, int T, int nh, int nkv, int hd) { cpu_attention_forward(out, lse, q, k, v, ld_q, ld_kv, B, T, nh, nkv, hd); }
-void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv, const float* lse, int B, int T, int nh, int nkv, int hd) { cpu_attention_backward(dq, dk, dv, dout, out, q, k, v, ld_q, ld_kv, lse, B, T, nh, nkv, hd); }
+// dense gradients: floatX is float here, so both GradBuf dtypes are float buffers
+void embedding_backward(GradBuf dwte, const floatX* dout, const int* d_tokens, int N, int d) {
+    cpu_embedding_backward((float*)dwte.p, dout, d_tokens, N, d);
+}
+void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps) {
+    cpu_rmsnorm_forward(out, rstd, inp, w, N, d, eps);
+}
+void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX* inp, const floatX* w,
+                      const float* rstd, int N, int d) {
+    cpu_rmsnorm_backward(dinp, (float*)dw.p, dout, inp, w, rstd, N, d);
+}
+void rope_forward(floatX* x, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) {
+    cpu_rope_forward(x, n_heads * head_dim, d_cos, d_sin, B, T, n_heads, head_dim);
+}
+void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, int T, int n_heads, int head_dim) {
+    cpu_rope_backward(dx, n_heads * head_dim, d_cos, d_sin, B, T, n_heads, head_dim);
+}
+void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T,
+             int n_heads, int n_kv_heads, int head_dim, int backward) {
+    if (backward) {
+        cpu_rope_backward(q, ld_q, d_cos, d_sin, B, T, n_heads, head_dim);
+        cpu_rope_backward(k, ld_kv, d_cos, d_sin, B, T, n_kv_heads, head_dim);
+    } else {
+        cpu_rope_forward(q, ld_q, d_cos, d_sin, B, T, n_heads, head_dim);
+        cpu_rope_forward(k, ld_kv, d_cos, d_sin, B, T, n_kv_heads, head_dim);
+    }
+}
+void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv,
+                       int B, int T, int nh, int nkv, int hd) {
+    cpu_attention_forward(out, lse, q, k, v, ld_q, ld_kv, B, T, nh, nkv, hd);
+}
+void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q,
+                        const floatX* k, const floatX* v, int ld_q, int ld_kv, const float* lse, int B, int T, int nh,
+                        int nkv, int hd) {
+    cpu_attention_backward(dq, dk, dv, dout, out, q, k, v, ld_q, ld_kv, lse, B, T, nh, nkv, hd);
+}
 void swiglu_forward(floatX* h, const floatX* gu, int N, int f) { cpu_swiglu_forward(h, gu, N, f); }
-void swiglu_backward(floatX* dgu, const floatX* dh, const floatX* gu, int N, int f) { cpu_swiglu_backward(dgu, dh, gu, N, f); }
+void swiglu_backward(floatX* dgu, const floatX* dh, const floatX* gu, int N, int f) {
+    cpu_swiglu_backward(dgu, dh, gu, N, f);
+}
 void add_inplace(floatX* a, const floatX* b, size_t n) { cpu_add_inplace(a, b, n); }
-void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd) { cpu_matmul_forward(out, inp, in, w, N, in, outd); }
-void matmul_forward_strided(floatX* out, const floatX* inp, int ld_inp, const floatX* w, int N, int in, int outd) { cpu_matmul_forward(out, inp, ld_inp, w, N, in, outd); }
+void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int in, int outd) {
+    cpu_matmul_forward(out, inp, in, w, N, in, outd);
+}
+void matmul_forward_strided(floatX* out, const floatX* inp, int ld_inp, const floatX* w, int N, int in, int outd) {
+    cpu_matmul_forward(out, inp, ld_inp, w, N, in, outd);
+}
 // the GEMM, then the add: the same operations in the same order as before the GPU fused them
-void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in, int outd) {
+void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in,
+                             int outd) {
     cpu_matmul_forward(out, inp, in, w, N, in, outd);
     cpu_add_inplace(out, residual, (size_t)N * outd);
 }
-void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) { cpu_matmul_backward_input(dinp, dout, w, N, in, outd, accumulate); }
-void matmul_backward_weight(GradBuf dw, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int accumulate) { cpu_matmul_backward_weight((float*)dw.p, dout, ld_dout, inp, N, in, outd, accumulate); }
-void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V, float dloss, int want_grad) { cpu_classifier_forward_backward(logits, losses, d_targets, N, V, dloss, want_grad); }
-void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx, const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate) { cpu_grass_gathered_grad(C, dout, ld_dout, inp, d_idx, d_scale, r, N, in, outd, cols_side, accumulate); }
-void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int cols_side) { cpu_grass_grad_norms(norms, dout, ld_dout, inp, N, in, outd, cols_side); }
-void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed) { (void)seed; cpu_grass_adam_update(W, Wm, C, m, v, state_dtype == STATE_BF16, d_idx, d_upscale, r, outd, in, cols_side, a, alpha); }
-int grass_select_device(int method, const float* d_norms, int dim, int r, uint64_t rng, int* d_idx, float* d_scale, float* d_upscale) {
+void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate) {
+    cpu_matmul_backward_input(dinp, dout, w, N, in, outd, accumulate);
+}
+void matmul_backward_weight(GradBuf dw, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd,
+                            int accumulate) {
+    cpu_matmul_backward_weight((float*)dw.p, dout, ld_dout, inp, N, in, outd, accumulate);
+}
+void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V, float dloss,
+                                 int want_grad) {
+    cpu_classifier_forward_backward(logits, losses, d_targets, N, V, dloss, want_grad);
+}
+void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx,
+                         const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate) {
+    cpu_grass_gathered_grad(C, dout, ld_dout, inp, d_idx, d_scale, r, N, in, outd, cols_side, accumulate);
+}
+void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd,
+                      int cols_side) {
+    cpu_grass_grad_norms(norms, dout, ld_dout, inp, N, in, outd, cols_side);
+}
+void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx,
+                       const float* d_upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha,
+                       uint64_t seed) {
+    (void)seed;
+    cpu_grass_adam_update(W, Wm, C, m, v, state_dtype == STATE_BF16, d_idx, d_upscale, r, outd, in, cols_side, a,
+                          alpha);
+}
+int grass_select_device(int method, const float* d_norms, int dim, int r, uint64_t rng, int* d_idx, float* d_scale,
+                        float* d_upscale) {
     (void)method; (void)d_norms; (void)dim; (void)r; (void)rng; (void)d_idx; (void)d_scale; (void)d_upscale;
     return -1;  // the host selection (grass_optim.cuh) runs instead
 }
@@ -125,15 +179,34 @@ void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, 
     cpu_galore_projector(Pt, G, outd, in, cols_side, r, work);
     if (Ptx != Pt) memcpy(Ptx, Pt, (size_t)r * (cols_side ? in : outd) * sizeof(float));  // floatX is float here
 }
-void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N, int in, int outd, int cols_side) { cpu_galore_project_grad(R, dout, ld_dout, inp, Ptx, r, N, in, outd, cols_side); }
-void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work) { (void)seed; cpu_galore_adam_update(W, Wm, R, m, v, state_dtype == STATE_BF16, Pt, r, outd, in, cols_side, a, alpha, work); }
-void grass_remap_state(void* s, void* tmp, int state_dtype, const int* d_src, const float* d_factor, int square, int r_old, int r_new, int r_cap, int other, int cols_side) { cpu_grass_remap_state(s, tmp, state_dtype == STATE_BF16, d_src, d_factor, square, r_old, r_new, r_cap, other, cols_side); }
+void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N,
+                         int in, int outd, int cols_side) {
+    cpu_galore_project_grad(R, dout, ld_dout, inp, Ptx, r, N, in, outd, cols_side);
+}
+void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r,
+                        int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work) {
+    (void)seed;
+    cpu_galore_adam_update(W, Wm, R, m, v, state_dtype == STATE_BF16, Pt, r, outd, in, cols_side, a, alpha, work);
+}
+void grass_remap_state(void* s, void* tmp, int state_dtype, const int* d_src, const float* d_factor, int square,
+                       int r_old, int r_new, int r_cap, int other, int cols_side) {
+    cpu_grass_remap_state(s, tmp, state_dtype == STATE_BF16, d_src, d_factor, square, r_old, r_new, r_cap, other,
+                          cols_side);
+}
 void scale_floats(float* C, float s, size_t n) { cpu_scale_floats(C, s, n); }
-void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) { cpu_rows_sumsq(norms, M, rows, cols, by_cols); }
-void adamw_update(floatX* param, float* master, GradBuf grad, void* m, void* v, int state_dtype, size_t n, AdamParams a, uint64_t seed, size_t first) { (void)first; cpu_adamw_update(param, master, (const float*)grad.p, m, v, state_dtype == STATE_BF16, n, a, seed); }
+void rows_sumsq(float* norms, const float* M, int rows, int cols, int by_cols) {
+    cpu_rows_sumsq(norms, M, rows, cols, by_cols);
+}
+void adamw_update(floatX* param, float* master, GradBuf grad, void* m, void* v, int state_dtype, size_t n,
+                  AdamParams a, uint64_t seed, size_t first) {
+    (void)first;
+    cpu_adamw_update(param, master, (const float*)grad.p, m, v, state_dtype == STATE_BF16, n, a, seed);
+}
 void sumsq_floatX(float* acc, const floatX* x, size_t n) { cpu_sumsq_float(acc, x, n); }
 void sumsq_float(float* acc, const float* x, size_t n) { cpu_sumsq_float(acc, x, n); }
-void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side) { cpu_sumsq_unscaled(acc, C, d_scale, r, other, cols_side); }
+void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int other, int cols_side) {
+    cpu_sumsq_unscaled(acc, C, d_scale, r, other, cols_side);
+}
 void clip_factor(float* scale, const float* sumsq, float clip) { cpu_clip_factor(scale, sumsq, clip); }
 void loss_accumulate(double* acc, const float* losses, int N) { cpu_loss_accumulate(acc, losses, N); }
 
@@ -172,17 +245,20 @@ static int cpu_async_count[ALLREDUCE_SLOTS];
 #endif
 void allreduce_async_reserve(size_t max_floats) { (void)max_floats; }
 void allreduce_start_float_wire_floatX(float* x, size_t n, int slot) {
-    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS)
+        fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
 #ifdef USE_MPI
     mpi_iallreduce_floats(x, n, cpu_async_req[slot], &cpu_async_count[slot], CPU_ASYNC_MAX);
 #else
     (void)x; (void)n;
 #endif
 }
-void allreduce_start_floatX(floatX* x, size_t n, int slot) { allreduce_start_float_wire_floatX(x, n, slot); }  // floatX is float
-void allreduce_start_float(float* x, size_t n, int slot) { allreduce_start_float_wire_floatX(x, n, slot); }  // exact fp32 here
+// floatX is float here: both are the exact fp32 all-reduce
+void allreduce_start_floatX(floatX* x, size_t n, int slot) { allreduce_start_float_wire_floatX(x, n, slot); }
+void allreduce_start_float(float* x, size_t n, int slot) { allreduce_start_float_wire_floatX(x, n, slot); }
 void allreduce_wait(int slot) {
-    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS)
+        fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
 #ifdef USE_MPI
     mpi_waitall(cpu_async_req[slot], &cpu_async_count[slot]);
 #endif

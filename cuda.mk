@@ -158,9 +158,9 @@ CUDA_REF_LIBS = $(NVCC_LIBS) $(CUDA_CBLAS_LIBS) -lgomp $(CUDA_RPATH)
 
 # backend_cuda.cuh is a list of includes: the CUDA backend itself is cuda/*.cuh
 CUDA_BACKEND = backend_cuda.cuh $(wildcard cuda/*.cuh)
-# (OPTIM_HEADERS, the Makefile's: grass_optim.cuh and optim/*.h)
+# (OPTIM_HEADERS and TRAIN_HEADERS, the Makefile's: grass_optim.cuh and optim/*.h; train_*.h)
 CUDA_HEADERS = utils.h checksum.h rng.h bf16.h llama_config.h llama_params.h backend.h $(CUDA_BACKEND) comm.h \
-               llama_model.h grad_sink.h $(OPTIM_HEADERS) dataloader.h tokenizer.h
+               comm_watchdog.h llama_model.h grad_sink.h $(OPTIM_HEADERS) dataloader.h tokenizer.h
 DEV_CUDA_BINS = build/dev_cuda/attention_check build/dev_cuda/classifier_check build/dev_cuda/gathered_gemm_check build/dev_cuda/gemm_align_check
 
 .PHONY: test_kernels_cuda test_kernels_cuda_fp32 dev_cuda clean_cuda cuda_info test_emu_gpu cudnn_obj
@@ -189,10 +189,10 @@ $(CUDNN_OBJ): cuda/attention_cudnn.cpp cuda/attention_cudnn.h
 	@mkdir -p $(dir $@)
 	$(NVCC) -x c++ $(CUDNN_OBJ_FLAGS) -c $< -o $@
 
-train_llama: train_llama.cu $(CUDA_HEADERS) $(CUDA_CUDNN_DEPS)
+train_llama: train_llama.cu $(CUDA_HEADERS) $(TRAIN_HEADERS) $(CUDA_CUDNN_DEPS)
 	$(NVCC) $(CUDA_TRAIN_FLAGS) $(CUDA_CUDNN_FLAGS) train_llama.cu -o $@ $(CUDA_TRAIN_LIBS) $(CUDA_CUDNN_LIBS)
 
-train_llama_fp32: train_llama.cu $(CUDA_HEADERS)
+train_llama_fp32: train_llama.cu $(CUDA_HEADERS) $(TRAIN_HEADERS)
 	$(NVCC) -x cu $(CUDA_TRAIN_FLAGS) -DENABLE_FP32 train_llama.cu -o $@ $(CUDA_TRAIN_LIBS)
 
 test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS)
@@ -287,7 +287,7 @@ gpu_prebuilt: $(PB_BINS)
 $(GPU_PREBUILT_DIR):
 	mkdir -p $@
 
-$(GPU_PREBUILT_DIR)/train_llama: train_llama.cu $(CUDA_HEADERS) $(CUDA_CUDNN_DEPS) | $(GPU_PREBUILT_DIR)
+$(GPU_PREBUILT_DIR)/train_llama: train_llama.cu $(CUDA_HEADERS) $(TRAIN_HEADERS) $(CUDA_CUDNN_DEPS) | $(GPU_PREBUILT_DIR)
 	$(NVCC) $(PB_TRAIN_FLAGS) $(CUDA_CUDNN_FLAGS) train_llama.cu -o $@ $(PB_LIBS) $(CUDA_NCCL_LIBS) $(CUDA_CUDNN_LIBS)
 $(GPU_PREBUILT_DIR)/test_llama: test_llama.cu tests/fixture.h tests/test_util.h $(CUDA_HEADERS) | $(GPU_PREBUILT_DIR)
 	$(NVCC) $(PB_TRAIN_FLAGS) test_llama.cu -o $@ $(PB_LIBS) $(CUDA_NCCL_LIBS)

@@ -1,8 +1,9 @@
 /*
  * train_llama.cu: LLaMA pretraining with full-rank AdamW or Grass, for the CPU and the GPU.
  *
- * This file is the trainer: the command line, the memory plan, checkpoints and resume, and the
- * training loop. The model is llama_model.h, the optimizers grass_optim.cuh; both are written
+ * This file is the trainer: the memory plan, the steps of a run, and main(), their table of
+ * contents. The command line is train_args.h, checkpoints and resume train_checkpoint.h. The
+ * model is llama_model.h, the optimizers grass_optim.cuh; both are written
  * once and built two ways, with the kernels of a backend:
  *   nvcc  -> backend_cuda.cuh  (bf16, cuBLASLt, NCCL)      make train_llama
  *   g++   -> backend_cpu.h     (fp32, OpenMP, OpenBLAS, MPI) make train_llama_cpu
@@ -11,560 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <signal.h>
-#include <dirent.h>
 #include "utils.h"
 #include "llama_model.h"    // the model; it brings the backend (CPU or CUDA) and backend.h
 #include "comm.h"
 #include "grass_optim.cuh"
 #include "dataloader.h"
 #include "tokenizer.h"
-
-#define STATE_MAGIC 20261103
-
-// Training state: everything besides the weights that resuming needs to continue bit for bit.
-typedef struct {
-    int64_t step;            // steps completed
-    DataLoaderState data;    // train loader position
-    uint64_t sample_rng;     // RNG for text samples
-    int32_t world_size;      // ranks that wrote it
-    double best_val_loss;
-} TrainState;
-
-// h[STATE_HAS_SETUP] = 1: the run's setup (its options as text, run_setup_text) follows the
-// TrainState as an int32 length and the bytes; files written before 2026-11-30 have 0 there
-#define STATE_HAS_SETUP 20
-// h[STATE_HAS_CHECKSUM] = 1: the file ends in a checksum trailer (checksum.h); 0 before 2026-11-30
-#define STATE_HAS_CHECKSUM 21
-// h[STATE_FFN_STORED]: the ffn size the optimizer state is laid out for (llama_ffn_stored: padded on
-// the GPU build); 0 in files written before the padding existed, which were laid out for ffn_dim
-#define STATE_FFN_STORED 22
-
-static void state_save(const char* path, const Llama* m, const Optimizer* o, const TrainState* ts, const char* setup) {
-    char tmp[1100];
-    FILE* f = ckpt_file_open(path, tmp, sizeof(tmp));
-    int32_t h[64];
-    checkpoint_header(&m->config, h, 0, ts->step);
-    h[CKPT_H_MAGIC] = STATE_MAGIC;
-    h[STATE_HAS_SETUP] = 1;
-    h[STATE_HAS_CHECKSUM] = 1;
-    h[STATE_FFN_STORED] = m->pt.ffn_stored;
-    fwrite_check(h, sizeof(int32_t), 64, f, tmp);
-    fwrite_check(ts, sizeof(TrainState), 1, f, tmp);
-    int32_t len = (int32_t)strlen(setup);
-    fwrite_check(&len, sizeof(int32_t), 1, f, tmp);
-    fwrite_check(setup, 1, len, f, tmp);
-    optim_save(o, f, tmp);
-    int32_t end = STATE_MAGIC;
-    fwrite_check(&end, sizeof(int32_t), 1, f, tmp);
-    ckpt_file_commit(f, tmp, path);
-}
-
-// Reads a state file that find_resume_checkpoint has found intact (checksum trailer included).
-static void state_load(const char* path, const Llama* m, Optimizer* o, TrainState* ts) {
-    FILE* f = fopen_check(path, "rb");
-    int32_t h[64], want[64];
-    fread_check(h, sizeof(int32_t), 64, f, path);
-    checkpoint_header(&m->config, want, 0, 0);
-    want[CKPT_H_MAGIC] = STATE_MAGIC;
-    if (h[CKPT_H_MAGIC] != STATE_MAGIC)
-        fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[CKPT_H_MAGIC]);
-    if (h[CKPT_H_VERSION] != CHECKPOINT_VERSION)
-        fatal("'%s' has state version %d; this build reads %d", path, h[CKPT_H_VERSION], CHECKPOINT_VERSION);
-    h[CKPT_H_STEP] = 0;
-    int has_setup = h[STATE_HAS_SETUP] == 1;
-    want[STATE_HAS_SETUP] = h[STATE_HAS_SETUP];
-    want[STATE_HAS_CHECKSUM] = h[STATE_HAS_CHECKSUM];  // its trailer: checked by find_resume_checkpoint
-    int file_ffn = h[STATE_FFN_STORED] > 0 ? h[STATE_FFN_STORED] : m->config.ffn_dim;
-    if (file_ffn != m->pt.ffn_stored)
-        fatal("'%s' holds optimizer state laid out for the ffn stored as %d, this run stores it as %d (--ffn-align: "
-              "the GPU build pads to a multiple of 64, the CPU build does not); resume with the same --ffn-align, or start "
-              "from the model file alone with --init-from", path, file_ffn, m->pt.ffn_stored);
-    want[STATE_FFN_STORED] = h[STATE_FFN_STORED];
-    if (memcmp(h, want, sizeof(h)) != 0) fatal("'%s' was written for another model config; use the same model flags", path);
-    fread_check(ts, sizeof(TrainState), 1, f, path);
-    if (has_setup) {  // read by run_setup_from_state before the model was built; skipped here
-        int32_t len = 0;
-        fread_check(&len, sizeof(int32_t), 1, f, path);
-        if (len < 0 || len > (1 << 20)) fatal("'%s' is corrupt (setup length %d)", path, len);
-        if (fseek(f, len, SEEK_CUR) != 0) fatal("'%s': cannot skip its setup block: %s", path, strerror(errno));
-    }
-    optim_load(o, f, path);
-    int32_t end = 0;
-    fread_check(&end, sizeof(int32_t), 1, f, path);
-    if (end != STATE_MAGIC) fatal("'%s' is corrupt (bad end marker)", path);
-    fclose_check(f, path);
-}
-
-// ----------------------------------------------------------------------------------------------
-// command line: one table drives both the parser and the help text
-
-#define MAX_OPTIONS 96  // room for build_options' table (checked there)
-
-typedef struct {
-    const char* train_pattern;
-    const char* val_pattern;
-    const char* config_name;
-    int vocab_size, dim, ffn_dim, n_layers, n_heads, n_kv_heads, max_seq_len, tie;  // -1: from the named config
-    int ffn_align;           // llama_ffn_stored's multiple; 0: the backend's
-    float norm_eps, rope_theta;
-    int B, T;
-    long long total_batch;   // tokens per optimizer step (all ranks); -1 = B*T*world
-    float lr, min_lr_ratio;
-    int warmup, steps;
-    int eval_every, sample_every, sample_tokens, checkpoint_every;
-    long long eval_tokens;
-    const char* out_dir;
-    long long seed;
-    int resume;
-    const char* init_from;
-    const char* tokenizer_path;
-    const char* optimizer;
-    const char* grass_select;
-    const char* grass_norms; // --grass-norms: auto | exact | sketch | micro
-    const char* grass_upscale; // --grass-upscale: paper | one | mean
-    const char* grass_refresh; // --grass-refresh-state: reset | keep
-    const char* galore_refresh; // --galore-refresh-state: keep | reset
-    const char* attention;     // --attention: own | cudnn
-    const char* grass_rank;  // --rank as given: an integer, a fraction, or "full" (optim_set_grass_rank)
-    const char* grass_layers;
-    float peak_tflops;
-    float memory_limit_gb;
-    float comm_timeout;     // seconds a rank may wait on the others before the job stops (0: never)
-    int log_every;
-    int plan_only;
-    int recompute;
-    const char* state_dtype;
-    const char* grad_dtype;  // --grad-dtype: model | fp32
-    const char* adam_eps_style; // --adam-eps-style: corrected | raw | auto (resolve_optim sets the resolved name)
-    const char* galore_side;    // --galore-side: official | rows
-    OptimConfig oc;
-    unsigned char given[MAX_OPTIONS]; // given[k]: option k (build_options order) was on the command line
-    char* setup;             // this run's setup as text (run_setup_text), saved with every checkpoint
-} TrainArgs;
-
-typedef struct {
-    const char* flag;       // short form
-    const char* name;       // long form
-    char type;              // i int, f float, s string, L int64
-    void* ptr;
-    double lo, hi;          // range for numbers
-    const char* help;
-} OptionSpec;
-
-static int build_options(TrainArgs* a, OptionSpec* s) {
-    int n = 0;
-#define OPT(f, nm, t, p, lo, hi, h) s[n++] = (OptionSpec){f, nm, t, (void*)(p), lo, hi, h}
-    OPT("-i", "--train-data", 's', &a->train_pattern, 0, 0, "glob of training shards (dev/data/prepare.py writes them)");
-    OPT("-j", "--val-data", 's', &a->val_pattern, 0, 0, "glob of validation shards (optional)");
-    OPT("-c", "--config", 's', &a->config_name, 0, 0, "model: tiny d6 20m 60m 130m 350m 1b 7b 13b");
-    OPT("", "--vocab", 'i', &a->vocab_size, 2, 1 << 30, "override: vocabulary size");
-    OPT("", "--dim", 'i', &a->dim, 2, 1 << 20, "override: hidden size");
-    OPT("", "--ffn", 'i', &a->ffn_dim, 1, 1 << 22, "override: intermediate size");
-    OPT("", "--layers", 'i', &a->n_layers, 1, 1024, "override: layers");
-    OPT("", "--heads", 'i', &a->n_heads, 1, 1024, "override: attention heads");
-    OPT("", "--kv-heads", 'i', &a->n_kv_heads, 1, 1024, "override: key/value heads (grouped-query attention)");
-    OPT("", "--max-seq", 'i', &a->max_seq_len, 1, 1 << 20, "override: max positions");
-    OPT("", "--tie", 'i', &a->tie, 0, 1, "override: tie embeddings and lm_head (0/1)");
-    OPT("", "--ffn-align", 'i', &a->ffn_align, 0, 4096, "store the ffn size padded to a multiple of this, with zero rows/columns "
-        "(exact; when ffn > dim); 0: the backend's (64 on the GPU, for aligned GEMMs; 1 on the CPU)");
-    OPT("", "--norm-eps", 'f', &a->norm_eps, 1e-12, 1, "override: RMSNorm eps");
-    OPT("", "--rope-theta", 'f', &a->rope_theta, 1, 1e9, "override: RoPE base");
-    OPT("-b", "--batch", 'i', &a->B, 1, 1 << 20, "micro-batch size per rank (sequences)");
-    OPT("-t", "--seq", 'i', &a->T, 1, 1 << 20, "sequence length");
-    OPT("-d", "--total-batch", 'L', &a->total_batch, -1, 1e15, "tokens per optimizer step over all ranks (-1: B*T*ranks); gradient accumulation fills it");
-    OPT("-l", "--lr", 'f', &a->lr, 0, 10, "peak learning rate");
-    OPT("", "--min-lr-ratio", 'f', &a->min_lr_ratio, 0, 1, "final lr as a fraction of the peak (cosine)");
-    OPT("-u", "--warmup", 'i', &a->warmup, -1, 1 << 30, "linear warmup steps (-1: 10% of --steps, the paper's recipe)");
-    OPT("-x", "--steps", 'i', &a->steps, 1, 1 << 30, "optimizer steps in all");
-    OPT("", "--weight-decay", 'f', &a->oc.weight_decay, 0, 10, "decoupled weight decay (matrices and embeddings, not norms)");
-    OPT("", "--grad-clip", 'f', &a->oc.grad_clip, 0, 1e9, "clip the global gradient norm to this (0: off)");
-    OPT("", "--beta1", 'f', &a->oc.b1, 0, 0.999999, "Adam beta1");
-    OPT("", "--beta2", 'f', &a->oc.b2, 0, 0.999999, "Adam beta2");
-    OPT("", "--adam-eps", 'f', &a->oc.eps, 1e-30, 1, "Adam epsilon");
-    OPT("", "--adam-eps-style", 's', &a->adam_eps_style, 0, 0, "where Adam's epsilon enters: corrected (m^/(sqrt(v^)+eps), torch.optim.AdamW) | "
-        "raw (lr*sqrt(bc2)/bc1 * m/(sqrt(v)+eps), galore_torch's and transformers' old AdamW) | auto (raw for galore, else corrected)");
-    OPT("-v", "--eval-every", 'i', &a->eval_every, 0, 1 << 30, "validate every N steps (0: only at the end)");
-    OPT("", "--eval-tokens", 'L', &a->eval_tokens, 1, 1e15, "tokens per validation (all ranks)");
-    OPT("-s", "--sample-every", 'i', &a->sample_every, 0, 1 << 30, "print a text sample every N steps (0: never)");
-    OPT("-g", "--sample-tokens", 'i', &a->sample_tokens, 1, 1 << 20, "tokens per text sample");
-    OPT("-n", "--checkpoint-every", 'i', &a->checkpoint_every, 0, 1 << 30, "write a checkpoint every N steps (0: only at the end)");
-    OPT("-o", "--out-dir", 's', &a->out_dir, 0, 0, "output directory for the log and checkpoints");
-    OPT("", "--seed", 'L', &a->seed, 0, 9e18, "seed for init, data order and Grass selection");
-    OPT("-y", "--resume", 'i', &a->resume, 0, 1, "resume from the latest checkpoint in --out-dir (0/1)");
-    OPT("", "--init-from", 's', &a->init_from, 0, 0, "start from a model checkpoint (e.g. made by dev/import_hf.py)");
-    OPT("-e", "--tokenizer", 's', &a->tokenizer_path, 0, 0, "tokenizer.bin for text samples");
-    OPT("", "--optimizer", 's', &a->optimizer, 0, 0, "adamw | grass | galore (GaLore: --rank, --update-freq, --galore-scale)");
-    OPT("", "--grass-select", 's', &a->grass_select, 0, 0, "topr | multinorm | multinorm-nr | uniform | uniform-nr");
-    OPT("", "--rank", 's', &a->grass_rank, 0, 0, "Grass rank: an integer, a fraction of the selected dimension (< 1), or full");
-    OPT("", "--update-freq", 'i', &a->oc.update_freq, 1, 1 << 30, "Grass: re-select rows every K steps");
-    OPT("", "--grass-norms", 's', &a->grass_norms, 0, 0, "Grass row scores at a refresh: exact (the step's gradient), sketch (unbiased, k columns), micro (per micro-batch sum), auto (exact where it fits)");
-    OPT("", "--grass-upscale", 's', &a->grass_upscale, 0, 0, "Grass up-projection factor per selected row: paper (count*rho), one (1, as top-r), mean (count*rho over its mean)");
-    OPT("", "--grass-refresh-state", 's', &a->grass_refresh, 0, 0, "Grass moments at a refresh: reset (every row starts at zero) | keep (a row selected again keeps its m, v, rescaled to its new rho, and its own step count)");
-    OPT("", "--galore-refresh-state", 's', &a->galore_refresh, 0, 0, "GaLore moments at a projector refresh: keep (GaLore's rule) | reset (zero, step count 0)");
-    OPT("", "--sketch-dim", 'i', &a->oc.sketch_dim, 1, 4096, "Grass: columns k of the norm sketch (--grass-norms sketch; relative std of a score <= sqrt(2/k))");
-    OPT("", "--grass-scale", 'f', &a->oc.alpha, 0, 1e6, "Grass scale factor alpha: the projected matrices step lr * alpha");
-    OPT("", "--galore-scale", 'f', &a->oc.alpha, 0, 1e6, "GaLore's scale alpha (the same setting as --grass-scale)");
-    OPT("", "--galore-side", 's', &a->galore_side, 0, 0, "GaLore's projected side: official (galore_torch's: the columns of a matrix "
-        "with out >= in, square ones included, else the rows) | rows (the shorter side, square matrices from their rows: before 2026-12-07)");
-    OPT("", "--grass-fused", 'i', &a->oc.fused, 0, 1, "Grass: apply each layer's update during the backward pass (0/1)");
-    OPT("", "--select-on-device", 'i', &a->oc.select_on_device, 0, 1, "Grass: select rows on the GPU (same result as the host selection; 0/1, the CPU build selects on the host)");
-    OPT("", "--grass-row-align", 'i', &a->oc.row_align, 0, 16, "Grass: pad each selection to a multiple of this many rows (1, 2, 4, 8, 16) with rows "
-        "the update skips (exact), so the gathered GEMMs' leading dimensions are 16-byte aligned; 0: the backend's (16 on the GPU, 1 on the CPU)");
-    OPT("", "--zero", 'i', &a->oc.zero, 0, 1, "ZeRO-1 with several ranks: each rank keeps the full-rank AdamW moments of 1/ranks of the dense tensors (0/1)");
-    OPT("", "--master-weights", 'i', &a->oc.master_weights, 0, 1, "keep fp32 master weights; bf16 weights get them rounded to nearest instead of stochastic rounding (0/1)");
-    OPT("", "--state-dtype", 's', &a->state_dtype, 0, 0, "storage of the Adam moments: fp32 | bf16 (half the memory; arithmetic stays fp32)");
-    OPT("", "--grad-dtype", 's', &a->grad_dtype, 0, 0, "dense (full-rank) gradients: model (the weights' dtype, bf16 on the GPU) | fp32 (accumulated, all-reduced and read by AdamW in fp32, as Grass's compressed ones; the CPU build is fp32 either way: same results)");
-    OPT("", "--attention", 's', &a->attention, 0, 0, "own (the attention kernels of cuda/attention.cuh; the default, and the CPU "
-        "build's) | cudnn (cuDNN's fused SDPA on the GPU build, bf16; not yet run on a GPU: compare with dev/cuda/attention_check first)");
-    OPT("", "--recompute", 'i', &a->recompute, 0, 1, "activation recomputation: keep only each layer's input, recompute the rest in the backward (0/1)");
-    OPT("", "--overlap-comm", 'i', &a->oc.overlap_comm, 0, 1, "with several ranks: all-reduce each layer's gradients while the next layer's backward runs (0/1)");
-    OPT("", "--matrix-lr-scale", 'f', &a->oc.matrix_lr_scale, 1e-6, 1e6, "AdamW: the matrices of the --grass-layers types take lr * this; embeddings, head and norms keep lr (Grass's split of lr * alpha)");
-    OPT("", "--grass-layers", 's', &a->grass_layers, 0, 0, "projected layer types, comma separated: q,k,v,o,gate,up,down");
-    OPT("", "--peak-tflops", 'f', &a->peak_tflops, 0, 1e6, "peak TFLOP/s for MFU (0: the backend's table)");
-    OPT("", "--memory-limit-gb", 'f', &a->memory_limit_gb, 0, 1e6, "refuse a run whose memory plan exceeds this (0: what the backend reports free)");
-    OPT("", "--comm-timeout", 'f', &a->comm_timeout, 0, 1e6, "with several ranks: seconds one wait on the other ranks (a collective) "
-        "may last before every rank says what it waited on and the job stops, exit 75, to resume with -y 1 (0: wait forever)");
-    OPT("", "--log-every", 'i', &a->log_every, 1, 1 << 30, "print a progress line every N steps");
-    OPT("", "--plan-only", 'i', &a->plan_only, 0, 1, "print the memory and communication plan and exit (0/1); needs no data");
-#undef OPT
-    if (n > MAX_OPTIONS) fatal("build_options: %d options, MAX_OPTIONS is %d", n, MAX_OPTIONS);
-    return n;
-}
-
-static void train_args_defaults(TrainArgs* a) {
-    memset(a, 0, sizeof(*a));
-    a->train_pattern = "data/tinyshakespeare/tinyshakespeare_train_*.bin";
-    a->val_pattern = "data/tinyshakespeare/tinyshakespeare_val_*.bin";
-    a->config_name = "d6";
-    a->vocab_size = a->dim = a->ffn_dim = a->n_layers = a->n_heads = a->n_kv_heads = a->max_seq_len = a->tie = -1;
-    a->norm_eps = -1.0f; a->rope_theta = -1.0f;
-    a->B = 8; a->T = 256; a->total_batch = -1;
-    a->lr = 1e-3f; a->min_lr_ratio = 0.1f; a->warmup = -1; a->steps = 200;
-    a->eval_every = 50; a->eval_tokens = 32768; a->sample_every = 0; a->sample_tokens = 64; a->checkpoint_every = 0;
-    a->out_dir = "out"; a->seed = 1337; a->resume = 0; a->init_from = NULL;
-    a->tokenizer_path = "data/tinyshakespeare/tokenizer.bin";
-    a->optimizer = "adamw"; a->grass_select = "multinorm"; a->grass_rank = "128"; a->grass_norms = "auto"; a->grass_upscale = "mean";
-    a->grass_refresh = "reset"; a->galore_refresh = "keep"; a->attention = "own"; a->grass_layers = "q,k,v,o,gate,up,down";
-    a->peak_tflops = 0; a->memory_limit_gb = 0; a->comm_timeout = 600; a->log_every = 1; a->state_dtype = "fp32"; a->grad_dtype = "model";
-    a->adam_eps_style = "auto"; a->galore_side = "official";
-    optim_config_defaults(&a->oc);
-    a->oc.overlap_comm = 1;
-}
-
-static void print_usage(OptionSpec* s, int n) {
-    TrainArgs d; OptionSpec ds[MAX_OPTIONS];
-    train_args_defaults(&d);
-    build_options(&d, ds);
-    printf("usage: train_llama [options]\n\nLLaMA pretraining with full-rank AdamW or Grass. Options (default in brackets):\n");
-    for (int i = 0; i < n; i++) {
-        char def[96] = "";
-        switch (ds[i].type) {
-            case 'i': snprintf(def, sizeof(def), "%d", *(int*)ds[i].ptr); break;
-            case 'L': snprintf(def, sizeof(def), "%lld", *(long long*)ds[i].ptr); break;
-            case 'f': snprintf(def, sizeof(def), "%g", *(float*)ds[i].ptr); break;
-            case 's': snprintf(def, sizeof(def), "%s", *(const char**)ds[i].ptr ? *(const char**)ds[i].ptr : "none"); break;
-        }
-        if (strncmp(ds[i].help, "override:", 9) == 0) snprintf(def, sizeof(def), "from -c");
-        printf("  %-3s %-20s %s [%s]\n", s[i].flag, s[i].name, s[i].help, def);
-    }
-    printf("  -h  --help                 this text\n");
-}
-
-// sets option s from its text (the command line or a saved setup); `source` names where it came from
-static void option_set(const OptionSpec* s, const char* val, const char* source) {
-    if (s->type == 's') { *(const char**)s->ptr = val; return; }
-    char* end = NULL;
-    double x = strtod(val, &end);
-    if (end == val || *end != '\0' || !isfinite(x)) fatal("option %s%s: '%s' is not a number", s->name, source, val);
-    if (x < s->lo || x > s->hi) fatal("option %s%s: %s is out of range [%g, %g]", s->name, source, val, s->lo, s->hi);
-    if ((s->type == 'i' || s->type == 'L') && x != floor(x)) fatal("option %s%s: '%s' must be an integer", s->name, source, val);
-    if (s->type == 'i') *(int*)s->ptr = (int)x;
-    else if (s->type == 'L') *(long long*)s->ptr = (long long)x;
-    else *(float*)s->ptr = (float)x;
-}
-// option s's current value as text that option_set reads back to the same value
-static void option_text(const OptionSpec* s, char* buf, size_t n) {
-    switch (s->type) {
-        case 'i': snprintf(buf, n, "%d", *(int*)s->ptr); break;
-        case 'L': snprintf(buf, n, "%lld", *(long long*)s->ptr); break;
-        case 'f': snprintf(buf, n, "%.9g", *(float*)s->ptr); break;
-        default: snprintf(buf, n, "%s", *(const char**)s->ptr ? *(const char**)s->ptr : ""); break;
-    }
-}
-static int option_index(const OptionSpec* specs, int n, const char* arg) {
-    for (int k = 0; k < n; k++)
-        if ((specs[k].flag[0] && strcmp(arg, specs[k].flag) == 0) || strcmp(arg, specs[k].name) == 0) return k;
-    return -1;
-}
-
-static void parse_args(TrainArgs* a, int argc, char** argv, int rank) {
-    OptionSpec specs[MAX_OPTIONS];
-    int n = build_options(a, specs);
-    memset(a->given, 0, sizeof(a->given));
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { if (rank == 0) print_usage(specs, n); exit(0); }
-        int k = option_index(specs, n, argv[i]);
-        if (k < 0) fatal("unknown option '%s' (see -h)", argv[i]);
-        if (i + 1 >= argc) fatal("option %s needs a value", argv[i]);
-        option_set(&specs[k], argv[++i], "");
-        a->given[k] = 1;
-    }
-}
-
-// ---- the run's setup, saved with every checkpoint ---------------------------------------------
-// -y 1 takes every option that defines the run (model, batch, optimizer, seed, data) from the
-// checkpoint's state file; the command line is needed only for what may change on a resume, the
-// options below (steps, lr schedule, evaluation, output). A setup option given with another value
-// than the checkpoint's is refused, naming both values.
-static const char* RUN_OPTIONS[] = {"--train-data", "--val-data", "--lr", "--min-lr-ratio", "--warmup", "--steps",
-    "--eval-every", "--eval-tokens", "--sample-every", "--sample-tokens", "--checkpoint-every", "--out-dir", "--resume",
-    "--init-from", "--tokenizer", "--peak-tflops", "--memory-limit-gb", "--log-every", "--plan-only", "--overlap-comm",
-    "--recompute", "--select-on-device", "--grad-dtype", "--grass-row-align", "--attention", "--comm-timeout"};
-static int is_run_option(const char* name) {
-    for (size_t i = 0; i < sizeof(RUN_OPTIONS) / sizeof(RUN_OPTIONS[0]); i++) if (strcmp(RUN_OPTIONS[i], name) == 0) return 1;
-    return 0;
-}
-// never saved: where this invocation writes and how it starts
-static int is_unsaved_option(const char* name) {
-    return strcmp(name, "--out-dir") == 0 || strcmp(name, "--resume") == 0 || strcmp(name, "--init-from") == 0 ||
-           strcmp(name, "--plan-only") == 0;
-}
-
-// Options newer than saved setups, with the value a state file without their line holds (what
-// runs did before the option): their line is written only when the value differs (so such a run's
-// state file is the bytes it was before the option), and a file without it, or without any saved
-// setup, resumes with that value, whatever the default is now.
-static const char* const SETUP_IMPLIED[][2] = {
-    {"--grass-refresh-state", "reset"},  // Grass zeroed every row's moments at a refresh before 2026-12-07
-    {"--galore-refresh-state", "keep"},  // GaLore kept them
-    {"--adam-eps-style", "corrected"},   // saved resolved: GaLore used the corrected convention before 2026-12-07
-    {"--galore-side", "rows"},           // and projected square matrices from their rows
-};
-static const char* setup_implied(const char* name) {
-    for (size_t i = 0; i < sizeof(SETUP_IMPLIED) / sizeof(SETUP_IMPLIED[0]); i++)
-        if (strcmp(SETUP_IMPLIED[i][0], name) == 0) return SETUP_IMPLIED[i][1];
-    return NULL;
-}
-
-// "--name<TAB>value" lines of every saved option, defaults included (a later build with other
-// defaults resumes the same run); the model overrides only where set (-1: from -c)
-static char* run_setup_text(TrainArgs* a) {
-    TrainArgs d;
-    train_args_defaults(&d);
-    OptionSpec specs[MAX_OPTIONS], dspecs[MAX_OPTIONS];
-    int n = build_options(a, specs);
-    build_options(&d, dspecs);
-    size_t cap = 1 << 14, len = 0;
-    char* text = (char*)malloc_check(cap);
-    text[0] = '\0';
-    for (int k = 0; k < n; k++) {
-        if (is_unsaved_option(specs[k].name)) continue;
-        char v[1100], dv[1100];
-        option_text(&specs[k], v, sizeof(v));
-        option_text(&dspecs[k], dv, sizeof(dv));
-        if (strncmp(specs[k].help, "override:", 9) == 0 && strcmp(v, dv) == 0) continue;
-        if (specs[k].type == 's' && *(const char**)specs[k].ptr == NULL) continue;  // unset (e.g. no --init-from)
-        if (setup_implied(specs[k].name) != NULL && strcmp(v, setup_implied(specs[k].name)) == 0) continue;
-        if (strchr(v, '\n') != NULL || strchr(v, '\t') != NULL) fatal("option %s: a value with a tab or newline cannot be saved", specs[k].name);
-        size_t need = strlen(specs[k].name) + strlen(v) + 3;
-        if (len + need >= cap) { cap = 2 * (len + need); text = (char*)realloc(text, cap); if (text == NULL) fatal("out of memory"); }
-        len += snprintf(text + len, cap - len, "%s\t%s\n", specs[k].name, v);
-    }
-    return text;
-}
-
-// The setup saved in a state file, or NULL when the file predates saved setups. The text stays
-// allocated: string options point into it.
-static char* run_setup_from_state(const char* path) {
-    FILE* f = fopen_check(path, "rb");
-    int32_t h[64];
-    fread_check(h, sizeof(int32_t), 64, f, path);
-    if (h[CKPT_H_MAGIC] != STATE_MAGIC)
-        fatal("'%s' is not a grass.c training-state file (magic %d)", path, h[CKPT_H_MAGIC]);
-    char* text = NULL;
-    if (h[STATE_HAS_SETUP] == 1) {
-        TrainState ts;
-        fread_check(&ts, sizeof(TrainState), 1, f, path);
-        int32_t len = 0;
-        fread_check(&len, sizeof(int32_t), 1, f, path);
-        if (len < 0 || len > (1 << 20)) fatal("'%s' is corrupt (setup length %d)", path, len);
-        text = (char*)malloc_check((size_t)len + 1);
-        fread_check(text, 1, len, f, path);
-        text[len] = '\0';
-    }
-    fclose_check(f, path);
-    return text;
-}
-
-// a state file without a setup (before 2026-11-30): the options of SETUP_IMPLIED not given take
-// the values such a file ran with
-static void apply_implied_setup(TrainArgs* a) {
-    OptionSpec specs[MAX_OPTIONS];
-    int n = build_options(a, specs);
-    for (int k = 0; k < n; k++) {
-        const char* implied = setup_implied(specs[k].name);
-        if (implied != NULL && !a->given[k]) option_set(&specs[k], implied, " (the value of an older state file)");
-    }
-}
-
-// -y 1 with a checkpoint in --out-dir: every option not on the command line takes the saved
-// value; a setup option given with another value is refused with both values
-static void apply_saved_setup(TrainArgs* a, const char* state_path, char* text) {
-    OptionSpec specs[MAX_OPTIONS], dspecs[MAX_OPTIONS];
-    int n = build_options(a, specs);
-    TrainArgs d;
-    train_args_defaults(&d);
-    build_options(&d, dspecs);
-    unsigned char in_file[MAX_OPTIONS] = {0};
-    char conflicts[2048] = "";
-    size_t clen = 0;
-    char source[1200];
-    snprintf(source, sizeof(source), " (saved in '%s')", state_path);
-    for (int k = 0; k < n; k++)  // a line left out holds the implied value
-        if (setup_implied(specs[k].name) != NULL) {
-            option_set(&dspecs[k], setup_implied(specs[k].name), source);
-            if (!a->given[k]) option_set(&specs[k], setup_implied(specs[k].name), source);
-        }
-    for (char* line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
-        char* tab = strchr(line, '\t');
-        if (tab == NULL) fatal("'%s': a setup line without a value: '%s'", state_path, line);
-        *tab = '\0';
-        int k = option_index(specs, n, line);
-        if (k < 0) fatal("'%s' was written with option '%s', which this build does not know", state_path, line);
-        in_file[k] = 1;
-        if (!a->given[k]) { option_set(&specs[k], tab + 1, source); continue; }
-        if (is_run_option(specs[k].name)) continue;  // may change: the command line's value
-        char now[1100];
-        option_text(&specs[k], now, sizeof(now));
-        OptionSpec probe = dspecs[k];  // the saved text through the same parser, for a like-for-like comparison
-        option_set(&probe, tab + 1, source);
-        char was[1100];
-        option_text(&probe, was, sizeof(was));
-        if (strcmp(now, was) != 0)
-            append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name, was, now);
-    }
-    for (int k = 0; k < n; k++) {  // given, not in the file: the checkpoint has the default (or the implied value)
-        if (!a->given[k] || in_file[k] || is_run_option(specs[k].name) || is_unsaved_option(specs[k].name)) continue;
-        char now[1100], was[1100];
-        option_text(&specs[k], now, sizeof(now));
-        option_text(&dspecs[k], was, sizeof(was));
-        if (strcmp(now, was) != 0)
-            append_item(conflicts, sizeof(conflicts), &clen, "%s: checkpoint %s, command line %s", specs[k].name,
-                        was[0] ? was : "(none)", now);
-    }
-    if (clen > 0)
-        fatal("'%s' was written with another setup (%s); -y 1 takes the setup from the checkpoint: leave these flags out, "
-              "or start a new --out-dir", state_path, conflicts);
-}
-
-
-// the model-size flags that were set (-1: not), on top of c; --heads also sets the kv heads
-// unless --kv-heads is given
-static void apply_config_overrides(const TrainArgs* a, LlamaConfig* c) {
-    if (a->vocab_size > 0) c->vocab_size = a->vocab_size;
-    if (a->dim > 0) c->dim = a->dim;
-    if (a->ffn_dim > 0) c->ffn_dim = a->ffn_dim;
-    if (a->n_layers > 0) c->n_layers = a->n_layers;
-    if (a->n_heads > 0) { c->n_heads = a->n_heads; if (a->n_kv_heads <= 0) c->n_kv_heads = a->n_heads; }
-    if (a->n_kv_heads > 0) c->n_kv_heads = a->n_kv_heads;
-    if (a->max_seq_len > 0) c->max_seq_len = a->max_seq_len;
-    if (a->tie >= 0) c->tie_embeddings = a->tie;
-    if (a->norm_eps > 0) c->norm_eps = a->norm_eps;
-    if (a->rope_theta > 0) c->rope_theta = a->rope_theta;
-}
-
-// the model config: a named one, then any explicit overrides
-static void resolve_config(const TrainArgs* a, LlamaConfig* c) {
-    if (!llama_config_by_name(a->config_name, c)) {
-        char names[256] = "";
-        for (int i = 0; i < N_NAMED_CONFIGS; i++) { strcat(names, " "); strcat(names, NAMED_CONFIGS[i].name); }
-        fatal("unknown model config '%s'; known:%s (or override sizes with --dim, --layers, ...)", a->config_name, names);
-    }
-    apply_config_overrides(a, c);
-    char err[256];
-    if (!llama_config_validate(c, err, sizeof(err))) fatal("model config: %s", err);
-}
-
-// --init-from without a checkpoint to resume: the model config is the file's. A model flag on
-// the command line must agree with it (refused otherwise, with both values).
-static void config_from_model_file(TrainArgs* a, const char* path, LlamaConfig* c) {
-    LlamaConfig fc;
-    int dtype; int64_t step;
-    checkpoint_read_header(path, &fc, &dtype, &step);
-    OptionSpec specs[MAX_OPTIONS];
-    int n = build_options(a, specs);
-    int any = 0;
-    for (int k = 0; k < n; k++)
-        if (a->given[k] && (strcmp(specs[k].name, "--config") == 0 || strncmp(specs[k].help, "override:", 9) == 0)) any = 1;
-    if (any) {  // what the flags say, field by field against the file: -c's config (else the file's)
-                // with the given overrides on top
-        LlamaConfig uc = fc;
-        int named_given = 0;
-        for (int k = 0; k < n; k++) named_given |= a->given[k] && strcmp(specs[k].name, "--config") == 0;
-        if (named_given && !llama_config_by_name(a->config_name, &uc)) fatal("unknown model config '%s'", a->config_name);
-        apply_config_overrides(a, &uc);
-        const char* names[] = {"--vocab", "--dim", "--ffn", "--layers", "--heads", "--kv-heads", "--max-seq", "--tie"};
-        int uv[] = {uc.vocab_size, uc.dim, uc.ffn_dim, uc.n_layers, uc.n_heads, uc.n_kv_heads, uc.max_seq_len, uc.tie_embeddings};
-        int fv[] = {fc.vocab_size, fc.dim, fc.ffn_dim, fc.n_layers, fc.n_heads, fc.n_kv_heads, fc.max_seq_len, fc.tie_embeddings};
-        char conflicts[1024] = "";
-        size_t clen = 0;
-        for (int i = 0; i < 8; i++)
-            if (uv[i] != fv[i])
-                append_item(conflicts, sizeof(conflicts), &clen, "%s: file %d, flags %d", names[i], fv[i], uv[i]);
-        if (uc.norm_eps != fc.norm_eps || uc.rope_theta != fc.rope_theta)
-            append_item(conflicts, sizeof(conflicts), &clen, "--norm-eps/--rope-theta: file %g/%g, flags %g/%g", fc.norm_eps,
-                        fc.rope_theta, uc.norm_eps, uc.rope_theta);
-        if (clen > 0)
-            fatal("--init-from '%s' holds another model config than the flags give (%s); the file's config is used when "
-                  "no model flag is given", path, conflicts);
-    }
-    *c = fc;
-    // the overrides spell out the file's config, so that the saved setup reproduces it
-    a->vocab_size = fc.vocab_size; a->dim = fc.dim; a->ffn_dim = fc.ffn_dim; a->n_layers = fc.n_layers;
-    a->n_heads = fc.n_heads; a->n_kv_heads = fc.n_kv_heads; a->max_seq_len = fc.max_seq_len; a->tie = fc.tie_embeddings;
-    a->norm_eps = fc.norm_eps; a->rope_theta = fc.rope_theta;
-}
-
-// optimizer flags -> OptimConfig
-static void resolve_optim(TrainArgs* a) {
-    OptimConfig* oc = &a->oc;
-    if (!optim_set_type(oc, a->optimizer)) fatal("unknown --optimizer '%s' (adamw | grass | galore)", a->optimizer);
-    oc->norms = name_index(GRASS_NORMS_NAMES, NORMS_COUNT, a->grass_norms);
-    if (oc->norms < 0) fatal("unknown --grass-norms '%s' (auto | exact | sketch | micro)", a->grass_norms);
-    oc->upscale = name_index(GRASS_UPSCALE_NAMES, UPSCALE_COUNT, a->grass_upscale);
-    if (oc->upscale < 0) fatal("unknown --grass-upscale '%s' (paper | one | mean)", a->grass_upscale);
-    oc->grass_refresh = name_index(REFRESH_STATE_NAMES, REFRESH_COUNT, a->grass_refresh);
-    if (oc->grass_refresh < 0) fatal("unknown --grass-refresh-state '%s' (reset | keep)", a->grass_refresh);
-    oc->galore_refresh = name_index(REFRESH_STATE_NAMES, REFRESH_COUNT, a->galore_refresh);
-    if (oc->galore_refresh < 0) fatal("unknown --galore-refresh-state '%s' (keep | reset)", a->galore_refresh);
-    int sel = grass_select_from_name(a->grass_select);
-    if (sel < 0) fatal("unknown --grass-select '%s' (topr | multinorm | multinorm-nr | uniform | uniform-nr)", a->grass_select);
-    oc->select = (GrassSelect)sel;
-    if (strcmp(a->state_dtype, "fp32") == 0) oc->state_dtype = STATE_FP32;
-    else if (strcmp(a->state_dtype, "bf16") == 0) oc->state_dtype = STATE_BF16;
-    else fatal("unknown --state-dtype '%s' (fp32 | bf16)", a->state_dtype);
-    if (strcmp(a->grad_dtype, "model") == 0) oc->grad_dtype = GRAD_MODEL;
-    else if (strcmp(a->grad_dtype, "fp32") == 0) oc->grad_dtype = GRAD_FP32;
-    else fatal("unknown --grad-dtype '%s' (model | fp32)", a->grad_dtype);
-    oc->eps_style = name_index(ADAM_EPS_STYLE_NAMES, EPS_STYLE_COUNT, a->adam_eps_style);
-    if (oc->eps_style < 0) fatal("unknown --adam-eps-style '%s' (corrected | raw | auto)", a->adam_eps_style);
-    optim_resolve_eps_style(oc);
-    a->adam_eps_style = ADAM_EPS_STYLE_NAMES[oc->eps_style];  // the setup saves what the run used
-    oc->galore_side = name_index(GALORE_SIDE_NAMES, GALORE_SIDE_COUNT, a->galore_side);
-    if (oc->galore_side < 0) fatal("unknown --galore-side '%s' (official | rows)", a->galore_side);
-    char err[256];
-    if (!optim_set_grass_rank(oc, a->grass_rank, err, sizeof(err))) fatal("%s", err);
-    oc->proj_mask = 0;
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", a->grass_layers);
-    for (char* tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
-        int found = -1;
-        for (int t = 0; t < LIN_NONE; t++) if (strcmp(tok, LINEAR_TYPE_NAMES[t]) == 0) found = t;
-        if (found < 0) fatal("--grass-layers: unknown layer type '%s' (q,k,v,o,gate,up,down)", tok);
-        oc->proj_mask |= 1 << found;
-    }
-    oc->seed = (uint64_t)a->seed;
-}
+#include "train_args.h"       // the command line: the option table, parsing, the saved setup
+#include "train_checkpoint.h" // checkpoints: writing them, and finding and loading one for -y 1
 
 // ----------------------------------------------------------------------------------------------
 // memory plan, schedule, evaluation, samples
@@ -583,15 +38,14 @@ static size_t memory_available(float limit_gb) {
     return limit_gb > 0 ? (size_t)(limit_gb * 1073741824.0) : backend_memory_free();
 }
 
-// Prints what the run will allocate and refuses one that cannot fit; returns the planned total.
-static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const OptimRuntime* rt, int B, int T, int recompute,
-                          float limit_gb, int refuse) {
+// Prints what the run will allocate (pt: the parameter table setup builds) and refuses a run that
+// cannot fit; returns the planned total.
+static size_t memory_plan(const ParamTable* pt, const LlamaConfig* c, const OptimConfig* oc, const OptimRuntime* rt,
+                          int B, int T, int recompute, float limit_gb, int refuse) {
     int rank = rt->rank;
-    ParamTable pt;
-    param_table_build(&pt, c, llama_ffn_align());
     OptimPlan op;
-    optim_plan(oc, rt, &pt, &op);
-    size_t weights = pt.total * sizeof(floatX);
+    optim_plan(oc, rt, pt, &op);
+    size_t weights = pt->total * sizeof(floatX);
     size_t acts = llama_activation_bytes(c, B, T, recompute);
     WorkspaceSizes ws;
     ws.N = (size_t)B * T; ws.att_rows = (size_t)B * c->n_heads * T; ws.d = c->dim; ws.T = T;
@@ -600,22 +54,26 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
     ws.B = B; ws.nh = c->n_heads; ws.nkv = c->n_kv_heads; ws.hd = llama_head_dim(c);
     size_t work = backend_workspace_bytes(&ws);
     char att_note[768];
-    size_t att_work = backend_attention_workspace_bytes(&ws, att_note, sizeof(att_note));  // cuDNN's, with --attention cudnn
-    size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes + op.other_bytes +
-                   op.normpass_bytes + op.work_bytes + acts + work + att_work;
+    size_t att_work = backend_attention_workspace_bytes(&ws, att_note, sizeof(att_note));  // cuDNN's, --attention cudnn
+    size_t total = weights + op.master_bytes + op.dense_grad_bytes + op.compressed_bytes + op.state_bytes +
+                   op.other_bytes + op.normpass_bytes + op.work_bytes + acts + work + att_work;
     if (rank == 0) {
         char b[6][32];
-        printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME, oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
-        printf("  parameters        %12zu  %s", pt.total_hf, fmt_bytes(weights, b[0]));
-        if (pt.total != pt.total_hf) printf("   (stored: %zu, the ffn padded from %d to %d)", pt.total, c->ffn_dim, pt.ffn_stored);
+        printf("memory plan (%s weights, %s optimizer states):\n", FLOATX_NAME,
+               oc->state_dtype == STATE_BF16 ? "bf16" : "fp32");
+        printf("  parameters        %12zu  %s", pt->total_hf, fmt_bytes(weights, b[0]));
+        if (pt->total != pt->total_hf)
+            printf("   (stored: %zu, the ffn padded from %d to %d)", pt->total, c->ffn_dim, pt->ffn_stored);
         printf("\n");
         printf("  gradients (dense) %12s  %s   (%s, %zu bytes per value)\n", "", fmt_bytes(op.dense_grad_bytes, b[1]),
                oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME, grad_dtype_size(oc->grad_dtype));
         optim_plan_rows_gradients(oc, &op, fmt_bytes);
         printf("  optimizer states  %12s  %s\n", "", fmt_bytes(op.state_bytes, b[3]));
-        if (op.master_bytes) printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
+        if (op.master_bytes)
+            printf("  master weights    %12s  %s   (fp32 copy)\n", "", fmt_bytes(op.master_bytes, b[4]));
         optim_plan_rows_refresh(oc, rt, &op, fmt_bytes);
-        if (op.other_bytes) printf("  optimizer other   %12s  %s   (%snorm scalars%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
+        if (op.other_bytes)
+            printf("  optimizer other   %12s  %s   (%snorm scalars%s)\n", "", fmt_bytes(op.other_bytes, b[4]),
                                    optim_plan_other_note(oc),
                                    rt->overlap && sizeof(floatX) < sizeof(float) ? ", all-reduce wire buffers" : "");
         printf("  activations       %12s  %s   (B=%d, T=%d%s)\n", "", fmt_bytes(acts, b[5]), B, T,
@@ -623,8 +81,9 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
         printf("  backend workspace %12s  %s   (GEMM workspace, scratch; estimate)\n", "", fmt_bytes(work, b[5]));
         if (att_note[0]) printf("  attention workspace%11s  %s   (%s)\n", "", fmt_bytes(att_work, b[5]), att_note);
         printf("  total             %12s  %s\n", "", fmt_bytes(total, b[0]));
-        printf("communication per optimizer step with several ranks: %.3f MiB all-reduced (dense gradients %.3f MiB in %s)",
-               op.comm_step_bytes / 1048576.0, op.comm_dense_bytes / 1048576.0, oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME);
+        printf("communication per optimizer step with several ranks: %.3f MiB all-reduced (dense gradients %.3f MiB "
+               "in %s)", op.comm_step_bytes / 1048576.0, op.comm_dense_bytes / 1048576.0,
+               oc->grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME);
         optim_plan_comm_refresh(oc, &op);
         printf("\n");
     }
@@ -634,7 +93,6 @@ static size_t memory_plan(const LlamaConfig* c, const OptimConfig* oc, const Opt
               "or use --optimizer grass with a smaller --rank", gib(total), gib(avail),
               limit_gb > 0 ? "--memory-limit-gb" : "free memory reported by the backend");
     }
-    param_table_free(&pt);
     return total;
 }
 
@@ -672,7 +130,7 @@ static double executed_flops_per_token(const Llama* m, const Optimizer* o, int T
 }
 
 // Mean validation loss over eval_batches micro-batches of every rank.
-static double evaluate(Llama* m, DataLoader* val, int eval_batches, ProcessGroup* pg) {
+static double validation_loss(Llama* m, DataLoader* val, int eval_batches, ProcessGroup* pg) {
     dataloader_reset(val);
     double sum = 0.0;
     for (int i = 0; i < eval_batches; i++) {
@@ -732,198 +190,12 @@ static void make_dir(const char* path) {
         if (*p == '/' || *p == '\0') {
             char c = *p;
             *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) fatal("cannot create directory '%s': %s", buf, strerror(errno));
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                fatal("cannot create directory '%s': %s", buf, strerror(errno));
             *p = c;
             if (c == '\0') break;
         }
     }
-}
-
-// ---- finding the checkpoint to resume from ---------------------------------------------------
-// checkpoint_latest.txt names the newest complete checkpoint (written last, once every file of
-// it is in place). -y 1 checks that checkpoint's files against their checksum trailers before it
-// loads anything; a damaged one is reported by name and the newest older intact checkpoint in the
-// directory is used instead.
-
-static void checkpoint_paths(const char* out_dir, long long step, char* model_path, char* state_path, size_t n) {
-    snprintf(model_path, n, "%s/model_%08lld.bin", out_dir, step);
-    snprintf(state_path, n, "%s/state_%08lld.bin", out_dir, step);
-}
-
-// ZeRO-1: this rank's block of the AdamW moments, next to the step's state file
-static void zero_shard_path(char* buf, size_t len, const char* out_dir, long long step, int rank) {
-    snprintf(buf, len, "%s/state_%08lld.zero%d.bin", out_dir, step, rank);
-}
-
-// the three files of a checkpoint, for checkpoint_file_intact
-typedef enum { CKPT_KIND_MODEL = 0, CKPT_KIND_STATE = 1, CKPT_KIND_SHARD = 2 } CheckpointKind;
-// 1 if a checkpoint file is complete: its header says it has a checksum trailer and the trailer
-// matches, or it predates trailers (then the loader's size and end-marker checks are all there
-// is). 0 with the file's name and the reason in why[] otherwise.
-static int checkpoint_file_intact(const char* path, CheckpointKind kind, char* why, size_t n) {
-    FILE* f = fopen(path, "rb");
-    if (f == NULL) { snprintf(why, n, "'%s': %s", path, strerror(errno)); return 0; }
-    int32_t h[64] = {0};
-    size_t got = fread(h, sizeof(int32_t), 64, f);
-    fclose(f);
-    int64_t shard_magic = (int64_t)(uint32_t)h[0] | ((int64_t)h[1] << 32);
-    int flagged;
-    if (kind == CKPT_KIND_SHARD) {
-        if (got < 2 || (shard_magic != ZERO_SHARD_MAGIC && shard_magic != ZERO_SHARD_MAGIC_UNCHECKED)) {
-            snprintf(why, n, "'%s' is not a ZeRO-1 shard file (bad magic or shorter than its header)", path); return 0;
-        }
-        flagged = shard_magic == ZERO_SHARD_MAGIC;
-    } else {
-        int magic = kind == CKPT_KIND_MODEL ? MODEL_MAGIC : STATE_MAGIC;
-        if (got < 64 || h[0] != magic) { snprintf(why, n, "'%s' has a bad magic or is shorter than its header", path); return 0; }
-        flagged = kind == CKPT_KIND_MODEL ? h[CKPT_HAS_CHECKSUM] == 1 : h[STATE_HAS_CHECKSUM] == 1;
-    }
-    if (!flagged) return 1;
-    char reason[256];
-    if (file_verify_checksum(path, reason, sizeof(reason))) return 1;
-    snprintf(why, n, "'%s': %s", path, reason);
-    return 0;
-}
-
-// the steps of the model_<step>.bin files in out_dir below `below`, newest first
-static int older_checkpoint_steps(const char* out_dir, long long below, long long* steps, int max) {
-    DIR* d = opendir(out_dir);
-    if (d == NULL) return 0;
-    int n = 0;
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL && n < max) {
-        long long st; char tail[8];
-        if (strlen(e->d_name) == 18 && sscanf(e->d_name, "model_%8lld%4s", &st, tail) == 2 && strcmp(tail, ".bin") == 0 && st < below)
-            steps[n++] = st;
-    }
-    closedir(d);
-    for (int i = 1; i < n; i++)  // insertion sort, descending
-        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
-    return n;
-}
-
-// The checkpoint -y 1 resumes from: 1 with its step and paths, 0 when out_dir has none yet
-// (no checkpoint_latest.txt). Exits when checkpoints exist but none is intact. Every rank checks
-// the shared files and its own ZeRO-1 block; all ranks take the same step.
-static int find_resume_checkpoint(ProcessGroup* pg, const char* out_dir, long long* step, char* model_path,
-                                  char* state_path, size_t n) {
-    char lp[1024];
-    snprintf(lp, sizeof(lp), "%s/checkpoint_latest.txt", out_dir);
-    if (!file_exists(lp)) return 0;
-    long long latest = -1;
-    FILE* f = fopen_check(lp, "r");
-    if (fscanf(f, "%lld", &latest) != 1 || latest < 0) latest = -1;
-    fclose_check(f, lp);
-    if (latest < 0 && pg->rank == 0) fprintf(stderr, "warning: '%s' does not hold a step number; looking for the newest intact checkpoint\n", lp);
-    long long cand[4096];
-    int nc = 0;
-    if (latest >= 0) cand[nc++] = latest;
-    nc += older_checkpoint_steps(out_dir, latest >= 0 ? latest : (1LL << 62), cand + nc, 4096 - nc);
-    char damaged[4096] = "";
-    size_t dlen = 0;
-    for (int i = 0; i < nc; i++) {
-        char mp[1024], sp[1024], zp[1100], why[1400] = "";
-        checkpoint_paths(out_dir, cand[i], mp, sp, sizeof(mp));
-        zero_shard_path(zp, sizeof(zp), out_dir, cand[i], pg->rank);
-        int ok = checkpoint_file_intact(mp, CKPT_KIND_MODEL, why, sizeof(why)) &&
-                 checkpoint_file_intact(sp, CKPT_KIND_STATE, why, sizeof(why)) &&
-                 (!file_exists(zp) || checkpoint_file_intact(zp, CKPT_KIND_SHARD, why, sizeof(why)));
-        double all[1] = {ok ? 1.0 : 0.0};
-        // intact on every rank, or not used
-        comm_allreduce_sum_double(pg, all, 1, "the agreement on a checkpoint to resume from (MPI_Allreduce)");
-        if (all[0] == (double)pg->world_size) {
-            if (i > 0 && pg->rank == 0) fprintf(stderr, "falling back to the checkpoint at step %lld, the newest intact one\n", cand[i]);
-            *step = cand[i];
-            snprintf(model_path, n, "%s", mp);
-            snprintf(state_path, n, "%s", sp);
-            return 1;
-        }
-        if (!ok) {
-            // one write per line: mpirun interleaves the ranks' output by write, and a split line
-            // lost its "rank N: " prefix once (tests/test_mpi.sh greps for it)
-            char who[32] = "";
-            if (pg->world_size > 1) snprintf(who, sizeof(who), "rank %d: ", pg->rank);
-            fprintf(stderr, "%sthe checkpoint at step %lld is damaged: %s\n", who, cand[i], why);
-            append_item(damaged, sizeof(damaged), &dlen, "step %lld: %s", cand[i], why);
-        } else {
-            append_item(damaged, sizeof(damaged), &dlen, "step %lld: damaged on another rank", cand[i]);
-        }
-    }
-    fatal("-y 1: no intact checkpoint in '%s' (%s); restore one, or start afresh in another --out-dir",
-          out_dir, dlen ? damaged : "checkpoint_latest.txt names none and there are no model files");
-    return 0;
-}
-
-// -y 1: files a checkpoint write left under their temporary names (a SIGKILL mid-write) are
-// removed, so that a partial file never lingers next to the checkpoints
-static void remove_partial_files(const char* out_dir) {
-    DIR* d = opendir(out_dir);
-    if (d == NULL) return;
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        size_t len = strlen(e->d_name);
-        if (len < 5 || strcmp(e->d_name + len - 4, ".tmp") != 0) continue;
-        if (strncmp(e->d_name, "model_", 6) != 0 && strncmp(e->d_name, "state_", 6) != 0 &&
-            strncmp(e->d_name, "checkpoint_latest", 17) != 0) continue;
-        char p[1400];
-        snprintf(p, sizeof(p), "%s/%s", out_dir, e->d_name);
-        if (remove(p) == 0) printf("removed '%s', left by a checkpoint write that did not finish\n", p);
-        else fprintf(stderr, "warning: cannot remove '%s': %s\n", p, strerror(errno));
-    }
-    closedir(d);
-}
-
-static void write_latest(const char* out_dir, int64_t step) {
-    char path[1024], tmp[1100];
-    snprintf(path, sizeof(path), "%s/checkpoint_latest.txt", out_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    partial_file_begin(tmp);
-    FILE* f = fopen_check(tmp, "w");
-    if (fprintf(f, "%lld\n", (long long)step) < 0) fatal("cannot write '%s': %s", tmp, strerror(errno));
-    fclose_sync_check(f, tmp);
-    rename_check(tmp, path);
-    partial_file_end();
-}
-
-static void save_checkpoint(const TrainArgs* a, Llama* m, Optimizer* o, const TrainState* ts) {
-    char mp[1024], sp[1024];
-    checkpoint_paths(a->out_dir, (long long)ts->step, mp, sp, sizeof(mp));
-    checkpoint_save_model(m, mp, ts->step);
-    state_save(sp, m, o, ts, a->setup);
-    write_latest(a->out_dir, ts->step);  // only once both files are complete
-    printf("wrote checkpoint %s and %s\n", mp, sp);
-}
-
-// FNV-1a over the weights and the Grass selections: equal on every rank, or the run stops
-static void check_ranks_in_sync(ProcessGroup* pg, Llama* m, Optimizer* o) {
-    if (pg->world_size <= 1) return;
-    uint64_t h = 1469598103934665603ULL;
-    const size_t chunk = (size_t)1 << 22;
-    float* buf = (float*)malloc_check(chunk * sizeof(float));
-    for (size_t off = 0; off < m->pt.total; off += chunk) {
-        size_t n = m->pt.total - off < chunk ? m->pt.total - off : chunk;
-        backend_download_floats(buf, m->params + off, n);
-        const unsigned char* b = (const unsigned char*)buf;
-        for (size_t i = 0; i < n * sizeof(float); i++) { h ^= b[i]; h *= 1099511628211ULL; }
-    }
-    free(buf);
-    comm_check_same_u64(pg, h, "the model weights");
-    comm_check_same_u64(pg, optim_selection_hash(o), "the Grass row selections");
-}
-
-// A checkpoint of step ts->step on every rank: ZeRO-1 blocks first, then the model and state
-// files (rank 0), checkpoint_latest.txt last, so it only ever names a complete checkpoint
-static void write_checkpoint(ProcessGroup* pg, const TrainArgs* a, Llama* m, Optimizer* o, TrainState* ts, DataLoader* train) {
-    check_ranks_in_sync(pg, m, o);
-    ts->data = dataloader_get_state(train);
-    if (o->rt.sharded) {
-        char zp[1100];
-        zero_shard_path(zp, sizeof(zp), a->out_dir, (long long)ts->step, pg->rank);
-        optim_save_shard(o, zp);
-        comm_barrier(pg);
-    }
-    if (pg->rank == 0) save_checkpoint(a, m, o, ts);
-    comm_barrier(pg);
 }
 
 // SIGINT (Ctrl-C) or SIGTERM (kill, a scheduler's preemption): the run finishes the step it is
@@ -941,7 +213,8 @@ static void install_stop_handlers(void) {
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;  // reads and writes in flight continue
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) fatal("sigaction: %s", strerror(errno));
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        fatal("sigaction: %s", strerror(errno));
 }
 
 // Fault injection for the tests: GRASS_FAULT_RANK=r GRASS_FAULT_STEP=s makes rank r die at step s,
@@ -963,289 +236,407 @@ static void fault_injection(ProcessGroup* pg, int step) {
     }
 }
 
-int main(int argc, char** argv) {
-    setvbuf(stdout, NULL, _IOLBF, 0);  // a run killed at a time limit keeps its last log lines
+// ----------------------------------------------------------------------------------------------
+// the run: main's steps, and what they share
+
+// One training run: the resolved flags, the ranks, the model, the optimizer, the data and the
+// log. setup and build_run fill it; the steps of the loop read and advance it.
+typedef struct {
     ProcessGroup pg;
-    comm_init(&pg, &argc, &argv);
     TrainArgs a;
-    train_args_defaults(&a);
-    parse_args(&a, argc, argv, pg.rank);
+    int master;                   // rank 0: prints, and writes log.txt
+    LlamaConfig config;
+    OptimRuntime rt;
+    long long micro_tokens;       // tokens of one micro-batch over all ranks
+    int accum;                    // micro-batches per optimizer step (gradient accumulation)
+    int have_checkpoint;          // -y 1 found a checkpoint to resume from: this step and files
+    long long resume_step;
+    char resume_model[1024], resume_state[1024];
+    char attention_note[256];     // with --attention cudnn: cuDNN's and its frontend's versions
+    size_t planned_bytes;         // the memory plan's total
+    DataLoader train, val;
+    int have_val, eval_batches;
+    Tokenizer tok;
+    int have_tok;
+    Llama model;
+    Optimizer opt;
+    TrainState ts;
+    int resumed;                  // the weights and state came from a checkpoint
+    FILE* logf;                   // log.txt (rank 0; NULL elsewhere)
+    double flops_per_token;       // model FLOPs per token (MFU's numerator)
+    double peak;                  // peak FLOP/s of the device (0: unknown, no MFU)
+    float dloss;                  // the loss gradient's scale: 1 / tokens per optimizer step
+    double time_sum;              // seconds of the timed steps (all but the first), for the ETA
+    int timed_steps;
+} TrainRun;
+
+// What one optimizer step reports to log_step.
+typedef struct {
+    float lr, gnorm;
+    double loss, dt;
+    int refreshed;                // the step began with a refresh (its norm pass ran)
+    int stop_now;                 // a stop signal reached some rank: checkpoint and stop
+} StepResult;
+
+// The flags, and under -y 1 the checkpoint's saved setup, become the model config and the
+// optimizer's config; the run's setup text is fixed from here on.
+static void read_setup(TrainRun* r, int argc, char** argv) {
+    TrainArgs* a = &r->a;
+    train_args_defaults(a);
+    parse_args(a, argc, argv, r->pg.rank);
     // from here on, every wait on the other ranks is timed (comm_watchdog.h)
-    watchdog_start(pg.rank, pg.world_size, (const char(*)[64])pg.hosts, a.comm_timeout);
+    watchdog_start(r->pg.rank, r->pg.world_size, (const char(*)[64])r->pg.hosts, a->comm_timeout);
     // -y 1 with a checkpoint: the run's setup (model, batch, optimizer, data, schedule) comes from
     // its state file, the command line only changes what may change (apply_saved_setup)
-    char resume_model[1024] = "", resume_state[1024] = "";
-    long long resume_step = -1;
-    int have_checkpoint = a.resume && find_resume_checkpoint(&pg, a.out_dir, &resume_step, resume_model, resume_state, sizeof(resume_model));
-    if (have_checkpoint) {
-        char* saved = run_setup_from_state(resume_state);
-        if (saved != NULL) apply_saved_setup(&a, resume_state, saved);
-        else apply_implied_setup(&a);
+    r->resume_model[0] = r->resume_state[0] = '\0';
+    r->resume_step = -1;
+    r->have_checkpoint = a->resume && find_resume_checkpoint(&r->pg, a->out_dir, &r->resume_step, r->resume_model,
+                                                             r->resume_state, sizeof(r->resume_model));
+    if (r->have_checkpoint) {
+        char* saved = run_setup_from_state(r->resume_state);
+        if (saved != NULL) apply_saved_setup(a, r->resume_state, saved);
+        else apply_implied_setup(a);  // a file from before saved setups: what such runs did
     }
-    LlamaConfig config;
-    if (a.init_from != NULL && !have_checkpoint) config_from_model_file(&a, a.init_from, &config);
-    else resolve_config(&a, &config);
-    resolve_optim(&a);
-    a.setup = run_setup_text(&a);
-    g_llama_ffn_align = a.ffn_align;  // before any model or plan is built
-    backend_init(pg.local_rank);
-    int master = pg.rank == 0;
-    char attention_note[256] = "";  // with --attention cudnn: cuDNN's and its frontend's versions, for the banner
-    {
-        int use_cudnn = strcmp(a.attention, "cudnn") == 0;
-        if (!use_cudnn && strcmp(a.attention, "own") != 0) fatal("--attention '%s': own | cudnn", a.attention);
-        if (!backend_attention_select(use_cudnn, attention_note, sizeof(attention_note)))
-            fatal("--attention cudnn: %s", attention_note);
-    }
+    if (a->init_from != NULL && !r->have_checkpoint) config_from_model_file(a, a->init_from, &r->config);
+    else resolve_config(a, &r->config);
+    resolve_optim(a);
+    a->setup = run_setup_text(a);
+}
 
-    if (a.T > config.max_seq_len) fatal("-t/--seq %d is longer than the model's max_seq_len %d", a.T, config.max_seq_len);
-    long long micro_tokens = (long long)a.B * a.T * pg.world_size;
-    if (a.total_batch < 0) a.total_batch = micro_tokens;
-    if (a.total_batch % micro_tokens != 0)
-        fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a.total_batch, a.B, a.T, pg.world_size, micro_tokens);
-    int accum = (int)(a.total_batch / micro_tokens);
-    OptimRuntime rt = optim_runtime(&a.oc, pg.rank, pg.world_size, accum, a.B * a.T);
-    if (a.warmup < 0) a.warmup = a.steps / 10;
-    if (a.warmup >= a.steps && a.warmup > 0) fatal("--warmup %d must be smaller than --steps %d", a.warmup, a.steps);
+// The backend, and the run's derived sizes: gradient accumulation, the optimizer's runtime, warmup.
+static void start_backend(TrainRun* r) {
+    TrainArgs* a = &r->a;
+    g_llama_ffn_align = a->ffn_align;  // before any model or plan is built
+    backend_init(r->pg.local_rank);
+    r->master = r->pg.rank == 0;
+    r->attention_note[0] = '\0';
+    int use_cudnn = strcmp(a->attention, "cudnn") == 0;
+    if (!use_cudnn && strcmp(a->attention, "own") != 0) fatal("--attention '%s': own | cudnn", a->attention);
+    if (!backend_attention_select(use_cudnn, r->attention_note, sizeof(r->attention_note)))
+        fatal("--attention cudnn: %s", r->attention_note);
+
+    if (a->T > r->config.max_seq_len)
+        fatal("-t/--seq %d is longer than the model's max_seq_len %d", a->T, r->config.max_seq_len);
+    r->micro_tokens = (long long)a->B * a->T * r->pg.world_size;
+    if (a->total_batch < 0) a->total_batch = r->micro_tokens;
+    if (a->total_batch % r->micro_tokens != 0)
+        fatal("--total-batch %lld is not a multiple of B*T*ranks = %d*%d*%d = %lld", a->total_batch, a->B, a->T,
+              r->pg.world_size, r->micro_tokens);
+    r->accum = (int)(a->total_batch / r->micro_tokens);
+    r->rt = optim_runtime(&a->oc, r->pg.rank, r->pg.world_size, r->accum, a->B * a->T);
+    if (a->warmup < 0) a->warmup = a->steps / 10;
+    if (a->warmup >= a->steps && a->warmup > 0)
+        fatal("--warmup %d must be smaller than --steps %d", a->warmup, a->steps);
+}
+
+// rank 0: the backend, the ranks, the model, the batch and the optimizer, before the memory plan
+static void print_banner(const TrainRun* r) {
+    const TrainArgs* a = &r->a;
+    const ProcessGroup* pg = &r->pg;
+    printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg->world_size, pg->world_size > 1 ? "s" : "");
+    comm_print_hosts(pg);
+    if (pg->world_size > 1 && a->comm_timeout > 0)
+        printf("comm watchdog: a wait on the other ranks longer than %g s stops the job (--comm-timeout)\n",
+               a->comm_timeout);
+    else if (pg->world_size > 1)
+        printf("comm watchdog: off (--comm-timeout 0): a lost or stalled peer hangs the job\n");
+    llama_config_print(&r->config, stdout);
+    if (r->attention_note[0]) printf("attention: cuDNN fused SDPA (%s)\n", r->attention_note);
+    const char* gdt = a->oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
+    printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a->B, a->T, pg->world_size, r->accum,
+           a->total_batch);
+    optim_print_banner(&a->oc, &r->rt, a->lr, a->grass_layers, a->state_dtype, gdt);
+    if (r->rt.sharded)
+        printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg->world_size);
+}
+
+// Everything before memory is allocated: the setup, the backend, the optimizer's checks against
+// the model's parameter table (built once, here), the banner and the memory plan, which refuses
+// a run that cannot fit.
+static void setup(TrainRun* r, int argc, char** argv) {
+    read_setup(r, argc, argv);
+    start_backend(r);
+    TrainArgs* a = &r->a;
+    ParamTable pt;
+    param_table_build(&pt, &r->config, llama_ffn_align());
     char err[512];
-    {
-        ParamTable pt;
-        param_table_build(&pt, &config, llama_ffn_align());
-        if (!optim_config_validate(&a.oc, &pt, err, sizeof(err))) fatal("%s", err);
-        param_table_free(&pt);
-    }
-    if (master) {
-        printf("grass.c | backend %s | %d rank%s\n", backend_name(), pg.world_size, pg.world_size > 1 ? "s" : "");
-        comm_print_hosts(&pg);
-        if (pg.world_size > 1 && a.comm_timeout > 0)
-            printf("comm watchdog: a wait on the other ranks longer than %g s stops the job (--comm-timeout)\n", a.comm_timeout);
-        else if (pg.world_size > 1)
-            printf("comm watchdog: off (--comm-timeout 0): a lost or stalled peer hangs the job\n");
-        llama_config_print(&config, stdout);
-        if (attention_note[0]) printf("attention: cuDNN fused SDPA (%s)\n", attention_note);
-        const char* gdt = a.oc.grad_dtype == GRAD_FP32 ? "fp32" : FLOATX_NAME;  // the dense gradients' dtype
-        printf("batch: B=%d T=%d ranks=%d accumulation=%d -> %lld tokens per step\n", a.B, a.T, pg.world_size, accum, a.total_batch);
-        optim_print_banner(&a.oc, &rt, a.lr, a.grass_layers, a.state_dtype, gdt);
-        if (rt.sharded)
-            printf("ZeRO-1: the full-rank AdamW moments are sharded over %d ranks\n", pg.world_size);
-    }
-    if (optim_norms_fit_needed(&a.oc)) {  // exact norms where they fit, else the sketch
-        ParamTable pt;
-        param_table_build(&pt, &config, llama_ffn_align());
-        OptimRuntime quiet = rt;
+    if (!optim_config_validate(&a->oc, &pt, err, sizeof(err))) fatal("%s", err);
+    if (r->master) print_banner(r);
+    if (optim_norms_fit_needed(&a->oc)) {  // exact norms where they fit, else the sketch
+        OptimRuntime quiet = r->rt;
         quiet.rank = -1;  // plan without printing
-        optim_fit_norms(&a.oc, &rt, &pt, memory_plan(&config, &a.oc, &quiet, a.B, a.T, a.recompute, 0, 0),
-                        memory_available(a.memory_limit_gb));
-        param_table_free(&pt);
+        size_t exact_total = memory_plan(&pt, &r->config, &a->oc, &quiet, a->B, a->T, a->recompute, 0, 0);
+        optim_fit_norms(&a->oc, &r->rt, &pt, exact_total, memory_available(a->memory_limit_gb));
     }
-    size_t planned_bytes = memory_plan(&config, &a.oc, &rt, a.B, a.T, a.recompute, a.memory_limit_gb, !a.plan_only);
-    if (a.plan_only) { comm_finalize(&pg); return 0; }
+    r->planned_bytes = memory_plan(&pt, &r->config, &a->oc, &r->rt, a->B, a->T, a->recompute, a->memory_limit_gb,
+                                   !a->plan_only);
+    param_table_free(&pt);
+}
 
-    DataLoader train, val;
-    dataloader_init(&train, a.train_pattern, a.B, a.T, pg.rank, pg.world_size, 1, (uint64_t)a.seed, config.vocab_size);
-    int have_val = a.val_pattern != NULL && a.val_pattern[0] != '\0' && strcmp(a.val_pattern, "none") != 0;
-    int eval_batches = 0;
-    if (have_val) {
-        dataloader_init(&val, a.val_pattern, a.B, a.T, pg.rank, pg.world_size, 0, 0, config.vocab_size);
-        eval_batches = (int)(a.eval_tokens / micro_tokens);
-        if (eval_batches < 1) eval_batches = 1;
-        if (eval_batches > dataloader_num_batches(&val)) eval_batches = (int)dataloader_num_batches(&val);
+// The data, the tokenizer for samples, the model and the optimizer (allocated once, here), a
+// fresh training state, and what the step's loss and MFU need.
+static void build_run(TrainRun* r) {
+    TrainArgs* a = &r->a;
+    ProcessGroup* pg = &r->pg;
+    dataloader_init(&r->train, a->train_pattern, a->B, a->T, pg->rank, pg->world_size, 1, (uint64_t)a->seed,
+                    r->config.vocab_size);
+    r->have_val = a->val_pattern != NULL && a->val_pattern[0] != '\0' && strcmp(a->val_pattern, "none") != 0;
+    r->eval_batches = 0;
+    if (r->have_val) {
+        dataloader_init(&r->val, a->val_pattern, a->B, a->T, pg->rank, pg->world_size, 0, 0, r->config.vocab_size);
+        r->eval_batches = (int)(a->eval_tokens / r->micro_tokens);
+        if (r->eval_batches < 1) r->eval_batches = 1;
+        if (r->eval_batches > dataloader_num_batches(&r->val)) r->eval_batches = (int)dataloader_num_batches(&r->val);
     }
-    Tokenizer tok;
-    int have_tok = 0;
-    if (a.sample_every > 0) {
-        tokenizer_init(&tok, a.tokenizer_path);  // exits with a clear message when missing
-        have_tok = 1;
-    }
-
-    Llama model;
-    llama_build(&model, &config, a.B, a.T, a.recompute);
-    Optimizer opt;
-    optim_init(&opt, &a.oc, &rt, &model.pt, model.params);
-    TrainState ts;
-    memset(&ts, 0, sizeof(ts));
-    ts.sample_rng = (uint64_t)a.seed ^ 0x5A5A5A5AULL;
-    ts.world_size = pg.world_size;
-    ts.best_val_loss = INFINITY;
-
-    make_dir(a.out_dir);
-    int resumed = 0;
-    if (a.resume) {
-        if (have_checkpoint) {
-            long long st = resume_step;
-            const char* mp = resume_model;
-            const char* sp = resume_state;
-            checkpoint_load_model(&model, mp, 1);  // its checksum: checked by find_resume_checkpoint
-            state_load(sp, &model, &opt, &ts);
-            if (opt.rt.sharded) {
-                char zp[1100];
-                zero_shard_path(zp, sizeof(zp), a.out_dir, st, pg.rank);
-                optim_load_shard(&opt, zp);
-            }
-            if (ts.world_size != pg.world_size)
-                fatal("'%s' was written by %d ranks; resume it with %d ranks (mpirun -np %d) to continue bit for bit",
-                      sp, ts.world_size, ts.world_size, ts.world_size);
-            dataloader_set_state(&train, &ts.data);
-            resumed = 1;
-            if (master) printf("resumed from step %lld (%s)\n", st, mp);
-        } else if (master) {
-            printf("no checkpoint in %s yet: starting fresh\n", a.out_dir);
-        }
-        if (master) remove_partial_files(a.out_dir);
-    }
-    if (!resumed) {
-        if (a.init_from != NULL) {
-            checkpoint_load_model(&model, a.init_from, 0);
-            if (master) printf("initialized from %s\n", a.init_from);
-        } else {
-            uint64_t ih[2];
-            llama_init_random(&model, (uint64_t)a.seed, ih);
-            // the same on every build (the GPU's fp32 draws equal the CPU's bit for bit): a GPU run's
-            // line can be compared with the CPU build's for the same config and seed
-            if (master) printf("init hash: fp32 %016llx bf16 %016llx (seed %lld)\n", (unsigned long long)ih[0], (unsigned long long)ih[1], a.seed);
-        }
-        optim_weights_changed(&opt);
+    r->have_tok = 0;
+    if (a->sample_every > 0) {
+        tokenizer_init(&r->tok, a->tokenizer_path);  // exits with a clear message when missing
+        r->have_tok = 1;
     }
 
-    FILE* logf = NULL;
-    if (master) {
-        char lp[1024];
-        snprintf(lp, sizeof(lp), "%s/log.txt", a.out_dir);
-        logf = fopen_check(lp, resumed ? "a" : "w");
-        if (!resumed) {
-            fprintf(logf, "# grass.c config=%s dim=%d layers=%d optimizer=%s", a.config_name, config.dim, config.n_layers, a.optimizer);
-            optim_log_header(logf, &a.oc, a.grass_rank);
-            fprintf(logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d grad_dtype=%s\n", a.lr, a.B, a.T, a.total_batch,
-                    pg.world_size, a.steps, a.grad_dtype);
-        } else {
-            fprintf(logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n", (long long)ts.step, pg.world_size);
-        }
-        fflush(logf);
-    }
+    llama_build(&r->model, &r->config, a->B, a->T, a->recompute);
+    optim_init(&r->opt, &a->oc, &r->rt, &r->model.pt, r->model.params);
+    memset(&r->ts, 0, sizeof(r->ts));
+    r->ts.sample_rng = (uint64_t)a->seed ^ 0x5A5A5A5AULL;
+    r->ts.world_size = pg->world_size;
+    r->ts.best_val_loss = INFINITY;
 
     // MFU: model FLOPs per token = 6 N (matmul parameters) + 12 L d T (attention), PaLM's formula,
     // counted the same for every optimizer (Grass's cheaper weight-gradient GEMMs show up as higher
     // model-FLOPs MFU); the executed-FLOPs MFU counts what the step ran (executed_flops_per_token).
-    double flops_per_token = 6.0 * (double)param_table_matmul_params(&model.pt) + 12.0 * config.n_layers * config.dim * (double)a.T;
-    double peak = a.peak_tflops > 0 ? a.peak_tflops * 1e12 : backend_peak_flops();
-    float dloss = 1.0f / (float)((double)a.B * a.T * accum * pg.world_size);
-    double time_sum = 0.0;
-    int timed_steps = 0;
+    r->flops_per_token = 6.0 * (double)param_table_matmul_params(&r->model.pt) +
+                         12.0 * r->config.n_layers * r->config.dim * (double)a->T;
+    r->peak = a->peak_tflops > 0 ? a->peak_tflops * 1e12 : backend_peak_flops();
+    r->dloss = 1.0f / (float)((double)a->B * a->T * r->accum * pg->world_size);
+    r->time_sum = 0.0;
+    r->timed_steps = 0;
+}
 
-    const int start_step = (int)ts.step;
+// -y 1: the checkpoint read_setup found, else (or without -y 1) --init-from's weights or a random init
+static void resume_or_init(TrainRun* r) {
+    TrainArgs* a = &r->a;
+    make_dir(a->out_dir);
+    r->resumed = 0;
+    if (a->resume) {
+        if (r->have_checkpoint) {
+            checkpoint_resume(&r->pg, a->out_dir, r->resume_step, r->resume_model, r->resume_state, &r->model, &r->opt,
+                              &r->ts, &r->train);
+            r->resumed = 1;
+            if (r->master) printf("resumed from step %lld (%s)\n", r->resume_step, r->resume_model);
+        } else if (r->master) {
+            printf("no checkpoint in %s yet: starting fresh\n", a->out_dir);
+        }
+        if (r->master) remove_partial_files(a->out_dir);
+    }
+    if (!r->resumed) {
+        if (a->init_from != NULL) {
+            checkpoint_load_model(&r->model, a->init_from, 0);
+            if (r->master) printf("initialized from %s\n", a->init_from);
+        } else {
+            uint64_t ih[2];
+            llama_init_random(&r->model, (uint64_t)a->seed, ih);
+            // the same on every build (the GPU's fp32 draws equal the CPU's bit for bit): a GPU run's
+            // line can be compared with the CPU build's for the same config and seed
+            if (r->master)
+                printf("init hash: fp32 %016llx bf16 %016llx (seed %lld)\n", (unsigned long long)ih[0],
+                       (unsigned long long)ih[1], a->seed);
+        }
+        optim_weights_changed(&r->opt);
+    }
+}
+
+// log.txt in --out-dir (rank 0): a new one with the run's header line, or on a resume the old one
+// continued, with a line that says so
+static void open_log(TrainRun* r) {
+    const TrainArgs* a = &r->a;
+    r->logf = NULL;
+    if (!r->master) return;
+    char lp[1024];
+    snprintf(lp, sizeof(lp), "%s/log.txt", a->out_dir);
+    r->logf = fopen_check(lp, r->resumed ? "a" : "w");
+    if (!r->resumed) {
+        fprintf(r->logf, "# grass.c config=%s dim=%d layers=%d optimizer=%s", a->config_name, r->config.dim,
+                r->config.n_layers, a->optimizer);
+        optim_log_header(r->logf, &a->oc, a->grass_rank);
+        fprintf(r->logf, " lr=%g B=%d T=%d total_batch=%lld ranks=%d steps=%d grad_dtype=%s\n", a->lr, a->B, a->T,
+                a->total_batch, r->pg.world_size, a->steps, a->grad_dtype);
+    } else {
+        fprintf(r->logf, "# resumed at step %lld with %d rank(s), as the checkpoint was written\n",
+                (long long)r->ts.step, r->pg.world_size);
+    }
+    fflush(r->logf);
+}
+
+// The validation loss when it is due (every --eval-every steps, and at the end), and a text
+// sample when one is due (step 0: before training)
+static void evaluate(TrainRun* r, int step, int last) {
+    const TrainArgs* a = &r->a;
+    if (r->have_val && ((a->eval_every > 0 && step % a->eval_every == 0) || last)) {
+        double vl = validation_loss(&r->model, &r->val, r->eval_batches, &r->pg);
+        if (!isfinite(vl)) fatal("validation loss is %f at step %d", vl, step);
+        if (vl < r->ts.best_val_loss) r->ts.best_val_loss = vl;
+        if (r->master) {
+            printf("step %d | val loss %.4f | val ppl %.4g\n", step, vl, exp(vl));
+            fprintf(r->logf, "step=%d val_loss=%.6f val_ppl=%.4f\n", step, vl, exp(vl));
+            fflush(r->logf);
+        }
+    }
+    if (r->have_tok && r->master && a->sample_every > 0 && (step % a->sample_every == 0 || last))
+        print_sample(&r->model, &r->tok, a->sample_tokens, &r->ts.sample_rng, step);
+}
+
+// A refresh step begins with the norm pass: the squared row norms of this step's gradient
+// (GaLore: the gradients for its SVD), summed over micro-batches and ranks, from the same batches
+// the step then trains on. Returns 1 when it ran.
+static int refresh_pass(TrainRun* r, int step) {
+    if (!optim_needs_refresh(&r->opt)) return 0;
+    DataLoaderState before = dataloader_get_state(&r->train);
+    optim_begin_norm_pass(&r->opt);
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next_batch(&r->train);
+        optim_begin_micro(&r->opt, micro);
+        llama_forward_train(&r->model, r->train.inputs, r->train.targets, r->a.B, r->a.T, r->dloss, NULL);
+        llama_backward(&r->model, &r->opt, r->a.B, r->a.T);
+    }
+    dataloader_set_state(&r->train, &before);
+    optim_refresh(&r->opt);
+    // numbered as the step's own line (step + 1), which follows
+    if (r->master) optim_log_refresh(&r->opt, r->logf, step + 1, step % r->a.log_every == 0);
+    return 1;
+}
+
+// One optimizer step: the refresh when due, accum micro-batches forward and backward, the
+// update, and the loss and the stop flag agreed over the ranks. Stops the run on a loss or
+// gradient norm that is not finite.
+static StepResult train_step(TrainRun* r, int step) {
+    TrainArgs* a = &r->a;
+    StepResult s;
+    double t0 = now_seconds();
+    s.lr = lr_at(a, step);
+    optim_begin_step(&r->opt, step, s.lr);
+    fault_injection(&r->pg, step);
+    s.refreshed = refresh_pass(r, step);
+    // the steady-state step makes one host sync: optim_step's read of the step report (the
+    // loss summed on the backend, the gradient norm), after everything else is queued
+    for (int micro = 0; micro < r->accum; micro++) {
+        dataloader_next_batch(&r->train);
+        optim_begin_micro(&r->opt, micro);
+        llama_forward_train(&r->model, r->train.inputs, r->train.targets, a->B, a->T, r->dloss,
+                            optim_loss_acc(&r->opt));
+        llama_backward(&r->model, &r->opt, a->B, a->T);
+    }
+    s.gnorm = optim_step(&r->opt);
+    double loss = r->opt.report.loss_sum / r->accum;
+    double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
+    comm_allreduce_sum_double(&r->pg, lb, 2, "the all-reduce of the step's loss and stop signal (MPI_Allreduce)");
+    s.loss = lb[0] / r->pg.world_size;
+    s.stop_now = lb[1] > 0;
+    // a non-finite loss has updated the weights by now; the checkpoints on disk are all older
+    if (!isfinite(s.loss)) {
+        fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
+              "is kept); try a lower --lr or --grad-clip", s.loss, step, a->out_dir);
+    }
+    if (!isfinite(s.gnorm))
+        fatal("the gradient norm became %f at step %d; stopping without a checkpoint", s.gnorm, step);
+    s.dt = now_seconds() - t0;
+    r->ts.step = step + 1;
+    return s;
+}
+
+// The step's line: printed every --log-every steps (and the last), written to log.txt always.
+// Throughput and MFU come from the step's time; the ETA from the mean of the timed steps.
+static void log_step(TrainRun* r, int step, int start_step, const StepResult* s) {
+    const TrainArgs* a = &r->a;
+    if (step > start_step) { r->time_sum += s->dt; r->timed_steps++; }  // the first step warms caches
+    double tok_s = a->total_batch / s->dt;
+    double mfu = r->peak > 0 ? r->flops_per_token * tok_s / r->peak : -1.0;
+    double mfu_exec = r->peak > 0 ? executed_flops_per_token(&r->model, &r->opt, a->T, s->refreshed) * tok_s / r->peak
+                                  : -1.0;
+    double mem = gib(backend_memory_peak());
+    if (!r->master) return;
+    char eta[32];
+    format_eta((a->steps - step - 1) * (r->timed_steps ? r->time_sum / r->timed_steps : s->dt), eta, sizeof(eta));
+    if (step % a->log_every == 0 || step == a->steps - 1) {
+        char mfus[48];
+        if (mfu >= 0) snprintf(mfus, sizeof(mfus), "%.1f%% (executed %.1f%%)", 100 * mfu, 100 * mfu_exec);
+        else snprintf(mfus, sizeof(mfus), "n/a");
+        char comms[48] = "";
+        if (r->pg.world_size > 1) snprintf(comms, sizeof(comms), " | comm %.2f MiB", r->opt.comm_bytes / 1048576.0);
+        printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms "
+               "| ETA %s\n", step + 1, a->steps, s->loss, s->lr, s->gnorm, tok_s, mfus, mem, comms, s->dt * 1000, eta);
+        fflush(stdout);
+    }
+    fprintf(r->logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.6g mfu_exec=%.6g mem_gib=%.4f "
+            "dt_ms=%.2f comm_mib=%.4f\n", step + 1, s->loss, s->lr, s->gnorm, tok_s, mfu, mfu_exec, mem, s->dt * 1000,
+            r->opt.comm_bytes / 1048576.0);
+    fflush(r->logf);
+}
+
+// A checkpoint every --checkpoint-every steps and at the end; never at step 0
+static void checkpoint_if_due(TrainRun* r, int step, int last) {
+    const TrainArgs* a = &r->a;
+    if ((a->checkpoint_every > 0 && step % a->checkpoint_every == 0 && step > 0) || (last && step > 0))
+        write_checkpoint(&r->pg, a->out_dir, a->setup, &r->model, &r->opt, &r->ts, &r->train);
+}
+
+// A stop signal: the checkpoint of the step just done, and the line that says how to continue
+static void stop_on_signal(TrainRun* r) {
+    write_checkpoint(&r->pg, r->a.out_dir, r->a.setup, &r->model, &r->opt, &r->ts, &r->train);
+    if (!r->master) return;
+    const char* sn = stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGTERM ? "SIGTERM" : "a signal on another rank";
+    printf("stopped by %s after step %lld of %d: checkpoint written; continue with the same command and -y 1\n",
+           sn, (long long)r->ts.step, r->a.steps);
+    fprintf(r->logf, "# stopped by %s after step %lld; checkpoint written\n", sn, (long long)r->ts.step);
+}
+
+// The closing lines (a run that ran to its end), then everything is freed
+static void finish(TrainRun* r, int stopped) {
+    if (r->master && !stopped) {
+        if (r->pg.world_size > 1)
+            printf("ranks in sync: %d ranks hold identical weights and Grass selections\n", r->pg.world_size);
+        printf("done: %d steps, best val loss %.4f\n", r->a.steps, r->ts.best_val_loss);
+        // what the program allocated at its peak (backend_malloc's accounting) against the plan
+        printf("peak memory held: %.3f GiB (plan %.3f GiB)\n", gib(backend_memory_peak()), gib(r->planned_bytes));
+    }
+    if (r->master) fclose_check(r->logf, "log.txt");
+    if (r->have_tok) tokenizer_free(&r->tok);
+    optim_free(&r->opt);
+    llama_free(&r->model);
+    dataloader_free(&r->train);
+    if (r->have_val) dataloader_free(&r->val);
+}
+
+// ----------------------------------------------------------------------------------------------
+// main: the table of contents
+
+int main(int argc, char** argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);  // a run killed at a time limit keeps its last log lines
+    static TrainRun r;                 // static: zeroed, and off the stack
+    comm_init(&r.pg, &argc, &argv);
+    setup(&r, argc, argv);             // flags, backend, banner, memory plan
+    if (r.a.plan_only) { comm_finalize(&r.pg); return 0; }
+    build_run(&r);                     // data, model, optimizer
+    resume_or_init(&r);                // a checkpoint (-y 1), --init-from or a random init
+    open_log(&r);                      // log.txt: a new one, or continued on a resume
+
+    const int start_step = (int)r.ts.step;
     int stopped = 0;
     install_stop_handlers();
-    for (int step = start_step; step <= a.steps; step++) {
+    for (int step = start_step; step <= r.a.steps; step++) {
         watchdog_set_step(step);
-        int last = step == a.steps;
-        if (have_val && ((a.eval_every > 0 && step % a.eval_every == 0) || last)) {
-            double vl = evaluate(&model, &val, eval_batches, &pg);
-            if (!isfinite(vl)) fatal("validation loss is %f at step %d", vl, step);
-            if (vl < ts.best_val_loss) ts.best_val_loss = vl;
-            if (master) {
-                printf("step %d | val loss %.4f | val ppl %.4g\n", step, vl, exp(vl));
-                fprintf(logf, "step=%d val_loss=%.6f val_ppl=%.4f\n", step, vl, exp(vl));
-                fflush(logf);
-            }
-        }
-        if (have_tok && master && a.sample_every > 0 && (step % a.sample_every == 0 || last))  // step 0: before training
-            print_sample(&model, &tok, a.sample_tokens, &ts.sample_rng, step);
-        if (step > start_step || last) {  // never rewrite the checkpoint a run resumed from
-            if ((a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && step > 0) || (last && step > 0))
-                write_checkpoint(&pg, &a, &model, &opt, &ts, &train);
-        }
-        if (last) { check_ranks_in_sync(&pg, &model, &opt); break; }
-
-        double t0 = now_seconds();
-        float lr = lr_at(&a, step);
-        optim_begin_step(&opt, step, lr);
-        fault_injection(&pg, step);
-        int refreshed = optim_needs_refresh(&opt);
-        if (refreshed) {
-            // norm pass: the squared row norms of this step's gradient, summed over micro-batches and ranks
-            DataLoaderState before = dataloader_get_state(&train);
-            optim_begin_norm_pass(&opt);
-            for (int micro = 0; micro < accum; micro++) {
-                dataloader_next_batch(&train);
-                optim_begin_micro(&opt, micro);
-                llama_forward_train(&model, train.inputs, train.targets, a.B, a.T, dloss, NULL);
-                llama_backward(&model, &opt, a.B, a.T);
-            }
-            dataloader_set_state(&train, &before);
-            optim_refresh(&opt);
-            if (master) {
-                // numbered as the step's own line (step + 1), which follows
-                optim_log_refresh(&opt, logf, step + 1, step % a.log_every == 0);
-            }
-        }
-        // the steady-state step makes one host sync: optim_step's read of the step report (the
-        // loss summed on the backend, the gradient norm), after everything else is queued
-        for (int micro = 0; micro < accum; micro++) {
-            dataloader_next_batch(&train);
-            optim_begin_micro(&opt, micro);
-            llama_forward_train(&model, train.inputs, train.targets, a.B, a.T, dloss, optim_loss_acc(&opt));
-            llama_backward(&model, &opt, a.B, a.T);
-        }
-        float gnorm = optim_step(&opt);
-        double loss = opt.report.loss_sum / accum;
-        double lb[2] = {loss, stop_signal != 0 ? 1.0 : 0.0};  // the stop flag rides on the loss all-reduce
-        comm_allreduce_sum_double(&pg, lb, 2, "the all-reduce of the step's loss and stop signal (MPI_Allreduce)");
-        loss = lb[0] / pg.world_size;
-        int stop_now = lb[1] > 0;
-        // a non-finite loss has updated the weights by now; the checkpoints on disk are all older
-        if (!isfinite(loss)) {
-            fatal("the loss became %f at step %d; stopping without writing a checkpoint (the last good one in %s "
-                  "is kept); try a lower --lr or --grad-clip", loss, step, a.out_dir);
-        }
-        if (!isfinite(gnorm)) fatal("the gradient norm became %f at step %d; stopping without a checkpoint", gnorm, step);
-        double dt = now_seconds() - t0;
-        ts.step = step + 1;
-        if (step > start_step) { time_sum += dt; timed_steps++; }  // the first step warms caches
-        double tok_s = a.total_batch / dt;
-        double mfu = peak > 0 ? flops_per_token * tok_s / peak : -1.0;
-        double mfu_exec = peak > 0 ? executed_flops_per_token(&model, &opt, a.T, refreshed) * tok_s / peak : -1.0;
-        double mem = gib(backend_memory_peak());
-        if (master) {
-            char eta[32];
-            format_eta((a.steps - step - 1) * (timed_steps ? time_sum / timed_steps : dt), eta, sizeof(eta));
-            if (step % a.log_every == 0 || step == a.steps - 1) {
-                char mfus[48];
-                if (mfu >= 0) snprintf(mfus, sizeof(mfus), "%.1f%% (executed %.1f%%)", 100 * mfu, 100 * mfu_exec);
-                else snprintf(mfus, sizeof(mfus), "n/a");
-                char comms[48] = "";
-                if (pg.world_size > 1) snprintf(comms, sizeof(comms), " | comm %.2f MiB", opt.comm_bytes / 1048576.0);
-                printf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s | MFU %s | mem %.2f GiB%s | %.0f ms | ETA %s\n",
-                       step + 1, a.steps, loss, lr, gnorm, tok_s, mfus, mem, comms, dt * 1000, eta);
-                fflush(stdout);
-            }
-            fprintf(logf, "step=%d loss=%.6f lr=%.6e grad_norm=%.6f tok_per_s=%.1f mfu=%.6g mfu_exec=%.6g mem_gib=%.4f dt_ms=%.2f comm_mib=%.4f\n",
-                    step + 1, loss, lr, gnorm, tok_s, mfu, mfu_exec, mem, dt * 1000, opt.comm_bytes / 1048576.0);
-            fflush(logf);
-        }
-        if (stop_now && ts.step < a.steps) {  // at the last step the loop's own final checkpoint follows
-            write_checkpoint(&pg, &a, &model, &opt, &ts, &train);
+        int last = step == r.a.steps;
+        evaluate(&r, step, last);
+        if (step > start_step || last) checkpoint_if_due(&r, step, last);  // never rewrite the one resumed from
+        if (last) { check_ranks_in_sync(&r.pg, &r.model, &r.opt); break; }
+        StepResult s = train_step(&r, step);
+        log_step(&r, step, start_step, &s);
+        if (s.stop_now && r.ts.step < r.a.steps) {  // at the last step the loop's own final checkpoint follows
+            stop_on_signal(&r);
             stopped = 1;
-            if (master) {
-                const char* sn = stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGTERM ? "SIGTERM" : "a signal on another rank";
-                printf("stopped by %s after step %lld of %d: checkpoint written; continue with the same command and -y 1\n",
-                       sn, (long long)ts.step, a.steps);
-                fprintf(logf, "# stopped by %s after step %lld; checkpoint written\n", sn, (long long)ts.step);
-            }
             break;
         }
     }
-    if (master && !stopped) {
-        if (pg.world_size > 1) printf("ranks in sync: %d ranks hold identical weights and Grass selections\n", pg.world_size);
-        printf("done: %d steps, best val loss %.4f\n", a.steps, ts.best_val_loss);
-        // what the program allocated at its peak (backend_malloc's accounting) against the plan
-        printf("peak memory held: %.3f GiB (plan %.3f GiB)\n", gib(backend_memory_peak()), gib(planned_bytes));
-    }
-    if (master) fclose_check(logf, "log.txt");
-    if (have_tok) tokenizer_free(&tok);
-    optim_free(&opt);
-    llama_free(&model);
-    dataloader_free(&train);
-    if (have_val) dataloader_free(&val);
-    comm_finalize(&pg);
+    finish(&r, stopped);
+    comm_finalize(&r.pg);
     return 0;
 }

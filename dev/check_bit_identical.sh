@@ -37,6 +37,7 @@
 # each run's output, the --plan-only output of every optimizer, and -h of each binary (gpu_check.sh greps it).
 # LEGACY_BASE=1 drops the refresh log lines from the comparison (a base from before 2026-11-30 lacks them).
 # JOBS=N: make -jN for the builds (default 2).
+# MEMORY_LIMIT_GB=G: the --memory-limit-gb of every run and plan (default 8; both revisions must know the flag).
 # ONLY=REGEX: only the runs whose names match (e.g. ONLY=gpu_ with GPU=1); the text checks always run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,7 +101,14 @@ run() {
   (cd "$dir" && "${cmd[@]}" -o "$out") > "$out.stdout" 2>&1 \
     || { tail -20 "$out.stdout"; echo "error: run $name ($which) failed: ${cmd[*]}"; exit 2; }
 }
-CPU=(@BIN@/train_llama_cpu "${D[@]}" -c d6 -b 4 -t 128 -x 12 -v 6 --eval-tokens 4096 -n 6 --seed 7)
+# --memory-limit-gb: the plan (and --grass-norms auto's choice) reads a fixed budget, not what the
+# machine reports free at the moment, so both builds plan alike whatever else runs (both accept it)
+MEM=(--memory-limit-gb "${MEMORY_LIMIT_GB:-8}")
+base_help=$("$WORK/bin_base/train_llama_cpu" -h 2>&1 || true)
+if [[ "$base_help" != *--memory-limit-gb* ]]; then
+  echo "note: the base has no --memory-limit-gb: the runs plan with the memory the machine reports free"; MEM=()
+fi
+CPU=(@BIN@/train_llama_cpu "${D[@]}" -c d6 -b 4 -t 128 -x 12 -v 6 --eval-tokens 4096 -n 6 --seed 7 "${MEM[@]}")
 NAMES=()
 both() {  # both NAME ARGS...: the run with the base and with the new build
   local name=$1; shift
@@ -145,7 +153,7 @@ if [ "$QUICK" != 1 ]; then
   fi
 fi
 if [ "$GPU" = 1 ]; then
-  EMU=(@BIN@/train_llama "${D[@]}" -c d6 -b 1 -t 32 -x 3 -v 3 --eval-tokens 32 -n 3 --seed 7)
+  EMU=(@BIN@/train_llama "${D[@]}" -c d6 -b 1 -t 32 -x 3 -v 3 --eval-tokens 32 -n 3 --seed 7 "${MEM[@]}")
   both gpu_adamw "${EMU[@]}" --optimizer adamw -l 3e-3
   both gpu_grass "${EMU[@]}" --optimizer grass --grass-select multinorm --rank 48 --update-freq 2 -l 1e-2
   if [ "$QUICK" != 1 ]; then
@@ -169,7 +177,7 @@ for which in base new; do
                "galore --rank 48 --grass-fused 0"; do
       f=$t/$(basename "$b")_plan_$(echo "$opt" | tr -c 'a-z0-9.\n' '_').txt
       # shellcheck disable=SC2086
-      "$bin" -c d6 -b 4 -t 128 --plan-only 1 --optimizer $opt > "$f" 2>&1 \
+      "$bin" -c d6 -b 4 -t 128 --plan-only 1 "${MEM[@]}" --optimizer $opt > "$f" 2>&1 \
         || { cat "$f"; echo "error: $bin --plan-only 1 --optimizer $opt failed"; exit 2; }
     done
   done
