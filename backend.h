@@ -46,8 +46,10 @@ void backend_synchronize(void);
 size_t backend_memory_free(void);                  // bytes the backend can still allocate (0 = unknown)
 size_t backend_memory_peak(void);                  // bytes allocated at peak by backend_malloc
 double backend_peak_flops(void);                   // dense peak of the floatX matmul path, 0 = unknown
-int backend_ffn_align(void);                       // the multiple the ffn size is padded to (llama_ffn_stored): 1 CPU, 64 GPU
-int backend_grass_row_align(void);                 // the multiple a Grass selection is padded to (grass_pad_selection): 1 CPU, 16 GPU
+// the multiple the ffn size is padded to (llama_ffn_stored): 1 CPU, 64 GPU
+int backend_ffn_align(void);
+// the multiple a Grass selection is padded to (grass_pad_selection): 1 CPU, 16 GPU
+int backend_grass_row_align(void);
 // --attention: 0 the own attention kernels (every build), 1 cuDNN's fused SDPA (GPU builds made with
 // cuDNN's frontend). Returns 0 and why in `why` when the choice is not available here.
 int backend_attention_select(int use_cudnn, char* why, size_t n);
@@ -108,8 +110,8 @@ void rope_backward(floatX* dx, const float* d_cos, const float* d_sin, int B, in
 // k + t*ld_kv; the model passes the buffer's width for both. ld_q = nh*hd and ld_kv = nkv*hd are
 // separate contiguous tensors.
 // rope_forward (backward = 0) or rope_backward (1) of q (n_heads) and of k (n_kv_heads), in one pass
-void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T, int n_heads,
-             int n_kv_heads, int head_dim, int backward);
+void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T,
+             int n_heads, int n_kv_heads, int head_dim, int backward);
 // causal attention: q (B,T,nh,hd) with tokens ld_q apart, k/v (B,T,nkv,hd) with tokens ld_kv apart;
 // out (B,T,nh,hd) contiguous; lse (B,nh,T) log-sum-exp of the scaled scores, kept for the
 // backward; no T x T matrix is stored.
@@ -132,13 +134,15 @@ void matmul_forward(floatX* out, const floatX* inp, const floatX* w, int N, int 
 void matmul_forward_strided(floatX* out, const floatX* inp, int ld_inp, const floatX* w, int N, int in, int outd);
 // Y = residual + X W^T (the residual connection riding on the GEMM: one rounding on the GPU, no
 // separate add); out and residual may not alias
-void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in, int outd);
+void matmul_forward_residual(floatX* out, const floatX* inp, const floatX* w, const floatX* residual, int N, int in,
+                             int outd);
 // dX (N x in) (+)= dY W
 void matmul_backward_input(floatX* dinp, const floatX* dout, const floatX* w, int N, int in, int outd, int accumulate);
 // dW (out x in) (+)= dY^T X, accumulated in dw's dtype (fp32: the GEMM writes fp32 directly);
 // dY's rows are ld_dout elements apart (outd: contiguous; more: a column block of a fused
 // GEMM's gradient, as for every op below that takes ld_dout)
-void matmul_backward_weight(GradBuf dw, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int accumulate);
+void matmul_backward_weight(GradBuf dw, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd,
+                            int accumulate);
 // logits (N x V) in; on return logits holds dlogits * dloss when want_grad; losses[i] per row
 void classifier_forward_backward(floatX* logits, float* losses, const int* d_targets, int N, int V,
                                  float dloss, int want_grad);
@@ -157,7 +161,11 @@ static inline size_t state_dtype_size(int dt) { return dt == STATE_BF16 ? 2 : 4;
 // bc_rows (grass_adam_update only; NULL elsewhere): per-row bias corrections in the backend, row j's
 // 1 - b1^t_j at [2j] and 1 - b2^t_j at [2j+1], in place of bc1 and bc2 (--grass-refresh-state
 // keep, where each selected row counts its own Adam steps); NULL: bc1, bc2 for every row.
-typedef struct { float lr, b1, b2, eps, wd, bc1, bc2, grad_scale; const float* grad_scale_dev; const float* bc_rows; } AdamParams;
+typedef struct {
+    float lr, b1, b2, eps, wd, bc1, bc2, grad_scale;
+    const float* grad_scale_dev;
+    const float* bc_rows;
+} AdamParams;
 static inline float adam_grad_scale_host(const AdamParams* a) {  // the CPU backend's read of it
     return a->grad_scale_dev != NULL ? *a->grad_scale_dev : a->grad_scale;
 }
@@ -172,11 +180,12 @@ static inline float adam_eps_for_style(float eps, int eps_on_raw_v, float bc2) {
 // ---- Grass ops (grass_optim.cuh) ----------------------------------------------------------
 // rows side: C (r x in) (+)= diag(scale) dY[:, idx]^T X            (selected output features)
 // cols side: C (out x r) (+)= dY^T X[:, idx] diag(scale)           (selected input features)
-void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx, const float* d_scale,
-                         int r, int N, int in, int outd, int cols_side, int accumulate);
+void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx,
+                         const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate);
 // norms (+)= squared row norms (rows side, length out) or column norms (cols side, length in)
 // of G = dY^T X, computed in blocks so that no out x in matrix is ever held
-void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int cols_side);
+void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd,
+                      int cols_side);
 // Adam (hyperparameters a) in the subspace on C (r x n rows side / m x r cols side) with
 // moments m, v (same shape, stored as state_dtype), giving U; then
 // W[idx_j,:] -= a.lr * alpha * upscale_j * U[j,:] (rows) or W[:,idx_j] -= ... U[:,j] (cols);
@@ -184,8 +193,9 @@ void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const float
 // on the whole matrix). Wm: the fp32 master copy of W (NULL: none): then the update and the
 // decay apply to Wm and W gets Wm rounded to nearest; without it, W is rounded stochastically.
 // seed: for the stochastic rounding of bf16 weight writes (ignored in fp32)
-void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
-                       int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed);
+void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx,
+                       const float* d_upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha,
+                       uint64_t seed);
 // --grass-refresh-state keep: carry the moments of the rows a refresh selects again into the new
 // selection's layout. s: one moment buffer (m or v) of capacity r_cap x other, stored as state_dtype,
 // laid out for r_old rows (rows side: row j at j*other; cols side: other x r_old, column j);
@@ -241,14 +251,14 @@ static inline size_t galore_work_size(int s, int other, size_t svd_floats) {
 void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, int cols_side, int r, float* work);
 // R (+)= the projected gradient of one micro-batch, never forming G: rows side R (r x in) +=
 // (dY Pt^T)^T X; cols side R (out x r) += dY^T (X Pt^T). Ptx: the projector in floatX (r x s).
-void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N, int in,
-                         int outd, int cols_side);
+void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N,
+                         int in, int outd, int cols_side);
 // Adam (hyperparameters a) on R in place (R becomes Adam's direction D; m, v the same shape, stored
 // as state_dtype), then W -= a.lr * (alpha * P D + a.wd * W) (rows side; cols side D P^T). Wm: the
 // fp32 master copy of W (NULL: none), as for grass_adam_update; seed: stochastic rounding of bf16
 // weights; work: galore_work_floats(outd, in) floats.
-void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r, int outd,
-                        int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work);
+void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r,
+                        int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work);
 
 // ---- full-rank AdamW and reductions ------------------------------------------------------
 // AdamW (hyperparameters a) on n elements: param -= a.lr * (U + a.wd * param), from the gradient

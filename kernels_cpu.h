@@ -113,7 +113,8 @@ static void cpu_rmsnorm_backward(float* dinp, float* dw, const float* dout, cons
 
 // rotate-half: x1 = x[:h/2], x2 = x[h/2:]; out1 = x1 c - x2 s, out2 = x2 c + x1 s; x's rows (tokens)
 // are ld elements apart
-static void rope_apply(float* x, int ld, const float* cosT, const float* sinT, int B, int T, int nh, int hd, float sign) {
+static void rope_apply(float* x, int ld, const float* cosT, const float* sinT, int B, int T, int nh, int hd,
+                       float sign) {
     int half = hd / 2;
     #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
@@ -131,9 +132,13 @@ static void rope_apply(float* x, int ld, const float* cosT, const float* sinT, i
         }
     }
 }
-static void cpu_rope_forward(float* x, int ld, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(x, ld, c, s, B, T, nh, hd, 1.0f); }
+static void cpu_rope_forward(float* x, int ld, const float* c, const float* s, int B, int T, int nh, int hd) {
+    rope_apply(x, ld, c, s, B, T, nh, hd, 1.0f);
+}
 // the backward of a rotation is the rotation by the opposite angle
-static void cpu_rope_backward(float* dx, int ld, const float* c, const float* s, int B, int T, int nh, int hd) { rope_apply(dx, ld, c, s, B, T, nh, hd, -1.0f); }
+static void cpu_rope_backward(float* dx, int ld, const float* c, const float* s, int B, int T, int nh, int hd) {
+    rope_apply(dx, ld, c, s, B, T, nh, hd, -1.0f);
+}
 
 // Causal attention through BLAS: for each (batch, head) and block of query rows, the scores of
 // the block against the keys it may see (S = Q K^T), a softmax per row, then O = P V. The block
@@ -144,8 +149,8 @@ static int cpu_att_block = 128;  // query rows per block (tests set it small to 
 
 // q (and dq) have tokens ldq apart, k, v (dk, dv) ldk apart (backend.h); out and dout are
 // contiguous (ldo).
-static void cpu_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int ldq, int ldk,
-                       int B, int T, int nh, int nkv, int hd) {
+static void cpu_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int ldq,
+                                  int ldk, int B, int T, int nh, int nkv, int hd) {
     int group = nh / nkv, QB = cpu_att_block < T ? cpu_att_block : T;
     float scale = 1.0f / sqrtf((float)hd);
     int ldo = nh * hd;
@@ -161,7 +166,8 @@ static void cpu_attention_forward(float* out, float* lse, const float* q, const 
                 for (int t0 = 0; t0 < T; t0 += QB) {
                     int nq = T - t0 < QB ? T - t0 : QB, nk = t0 + nq;  // rows t0.., keys 0..nk-1
                     const float* qb = q + ((size_t)b * T + t0) * ldq + (size_t)h * hd;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldk, 0.0f, S, nk);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldk, 0.0f, S,
+                                nk);
                     for (int i = 0; i < nq; i++) {
                         int t = t0 + i;
                         float* row = S + (size_t)i * nk;
@@ -175,7 +181,8 @@ static void cpu_attention_forward(float* out, float* lse, const float* q, const 
                         lse[((size_t)b * nh + h) * T + t] = mx + (float)log(sum);
                     }
                     float* ob = out + ((size_t)b * T + t0) * ldo + (size_t)h * hd;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldk, 0.0f, ob, ldo);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, S, nk, vb, ldk, 0.0f, ob,
+                                ldo);
                 }
             }
         }
@@ -212,8 +219,10 @@ static void cpu_attention_backward(float* dq, float* dk, float* dv, const float*
                         size_t rowoff = ((size_t)b * T + t0) * ldq + (size_t)h * hd;
                         size_t orowoff = ((size_t)b * T + t0) * ldo + (size_t)h * hd;
                         const float* qb = q + rowoff, *gob = dout + orowoff, *ob = out + orowoff;
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldk, 0.0f, P, nk);
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, gob, ldo, vb, ldk, 0.0f, dP, nk);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, qb, ldq, kb, ldk, 0.0f,
+                                    P, nk);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, 1.0f, gob, ldo, vb, ldk, 0.0f,
+                                    dP, nk);
                         for (int i = 0; i < nq; i++) {
                             int t = t0 + i;
                             const float* go = gob + (size_t)i * ldo, *o = ob + (size_t)i * ldo;
@@ -230,8 +239,10 @@ static void cpu_attention_backward(float* dq, float* dk, float* dv, const float*
                         }
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, dP, nk, kb, ldk, 0.0f,
                                     dq + rowoff, ldq);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, dP, nk, qb, ldq, 1.0f, dkb, ldk);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, gob, ldo, 1.0f, dvb, ldk);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, dP, nk, qb, ldq, 1.0f,
+                                    dkb, ldk);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, nq, 1.0f, P, nk, gob, ldo, 1.0f,
+                                    dvb, ldk);
                     }
                 }
             }
@@ -271,11 +282,13 @@ static void cpu_add_inplace(float* a, const float* b, size_t n) {
 static void cpu_matmul_forward(float* out, const float* inp, int ld_inp, const float* w, int N, int in, int outd) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, outd, in, 1.0f, inp, ld_inp, w, in, 0.0f, out, outd);
 }
-static void cpu_matmul_backward_input(float* dinp, const float* dout, const float* w, int N, int in, int outd, int accumulate) {
+static void cpu_matmul_backward_input(float* dinp, const float* dout, const float* w, int N, int in, int outd,
+                                      int accumulate) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, outd, 1.0f, dout, outd, w, in,
                 accumulate ? 1.0f : 0.0f, dinp, in);
 }
-static void cpu_matmul_backward_weight(float* dw, const float* dout, int ld_dout, const float* inp, int N, int in, int outd, int accumulate) {
+static void cpu_matmul_backward_weight(float* dw, const float* dout, int ld_dout, const float* inp, int N, int in,
+                                       int outd, int accumulate) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, in, N, 1.0f, dout, ld_dout, inp, in,
                 accumulate ? 1.0f : 0.0f, dw, in);
 }
@@ -313,8 +326,8 @@ static void cpu_classifier_forward_backward(float* logits, float* losses, const 
 }
 
 // ---- Grass ops -------------------------------------------------------------------------------
-static void cpu_grass_gathered_grad(float* C, const float* dout, int ld_dout, const float* inp, const int* idx, const float* scale,
-                         int r, int N, int in, int outd, int cols_side, int accumulate) {
+static void cpu_grass_gathered_grad(float* C, const float* dout, int ld_dout, const float* inp, const int* idx,
+                                    const float* scale, int r, int N, int in, int outd, int cols_side, int accumulate) {
     float* g = cpu_scratch((size_t)N * r);  // the gathered, scaled N x r operand
     if (!cols_side) {
         #pragma omp parallel for
@@ -333,7 +346,8 @@ static void cpu_grass_gathered_grad(float* C, const float* dout, int ld_dout, co
     }
 }
 
-static void cpu_grass_grad_norms(float* norms, const float* dout, int ld_dout, const float* inp, int N, int in, int outd, int cols_side) {
+static void cpu_grass_grad_norms(float* norms, const float* dout, int ld_dout, const float* inp, int N, int in,
+                                 int outd, int cols_side) {
     // blocks of at most ~4M floats of G at a time
     const size_t budget = (size_t)4 << 20;
     if (!cols_side) {
@@ -341,7 +355,8 @@ static void cpu_grass_grad_norms(float* norms, const float* dout, int ld_dout, c
         float* g = cpu_scratch((size_t)rb * in);
         for (int r0 = 0; r0 < outd; r0 += rb) {
             int nr = (outd - r0 < rb) ? outd - r0 : rb;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, in, N, 1.0f, dout + r0, ld_dout, inp, in, 0.0f, g, in);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nr, in, N, 1.0f, dout + r0, ld_dout, inp, in, 0.0f, g,
+                        in);
             #pragma omp parallel for
             for (int i = 0; i < nr; i++) {
                 double ss = 0.0;
@@ -354,7 +369,8 @@ static void cpu_grass_grad_norms(float* norms, const float* dout, int ld_dout, c
         float* g = cpu_scratch((size_t)outd * cb);
         for (int c0 = 0; c0 < in; c0 += cb) {
             int nc = (in - c0 < cb) ? in - c0 : cb;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, nc, N, 1.0f, dout, ld_dout, inp + c0, in, 0.0f, g, nc);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, outd, nc, N, 1.0f, dout, ld_dout, inp + c0, in, 0.0f,
+                        g, nc);
             #pragma omp parallel for
             for (int j = 0; j < nc; j++) {
                 double ss = 0.0;
@@ -497,7 +513,11 @@ static inline void cpu_sym_eigen_f64(double* A, int n, double* V, double* lam) {
         for (int j = i + 1; j < n; j++)
             if (lam[j] > lam[i]) {
                 double t = lam[i]; lam[i] = lam[j]; lam[j] = t;
-                for (int k = 0; k < n; k++) { t = V[(size_t)k * n + i]; V[(size_t)k * n + i] = V[(size_t)k * n + j]; V[(size_t)k * n + j] = t; }
+                for (int k = 0; k < n; k++) {
+                    t = V[(size_t)k * n + i];
+                    V[(size_t)k * n + i] = V[(size_t)k * n + j];
+                    V[(size_t)k * n + j] = t;
+                }
             }
 }
 
@@ -537,8 +557,8 @@ static inline void cpu_svd_f64(const float* A, int m, int n, float* sv, float* V
 #ifdef __cplusplus
 extern "C" {
 #endif
-void sgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
-             const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* info);
+void sgesvd_(const char* jobu, const char* jobvt, const int* m, const int* n, float* a, const int* lda, float* s,
+             float* u, const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* info);
 #ifdef __cplusplus
 }
 #endif
@@ -558,7 +578,9 @@ static inline void cpu_gesvd_right(float* A, int m, int n, float* sv, float* VT,
 #define CPU_GESVD_NAME "LAPACK sgesvd"
 #else
 static inline int cpu_gesvd_lwork(int m, int n) { (void)m; return (int)cpu_svd_f64_work_floats(n); }
-static inline void cpu_gesvd_right(float* A, int m, int n, float* sv, float* VT, float* work) { cpu_svd_f64(A, m, n, sv, VT, work); }
+static inline void cpu_gesvd_right(float* A, int m, int n, float* sv, float* VT, float* work) {
+    cpu_svd_f64(A, m, n, sv, VT, work);
+}
 #define CPU_GESVD_NAME "float64 Jacobi (GRASS_NO_LAPACK)"
 #endif
 
@@ -583,7 +605,8 @@ static inline void galore_signed_rows(float* Pt, const float* VT, int s, int r) 
 // backend.h's galore_projector: A = the column-major (other x s) view of G, whose right singular
 // vectors are G's singular vectors on its smaller side: rows side (out <= in) the row-major G is
 // already the column-major in x out matrix; cols side it is transposed into out x in.
-static inline void cpu_galore_projector(float* Pt, const float* G, int outd, int in, int cols_side, int r, float* work) {
+static inline void cpu_galore_projector(float* Pt, const float* G, int outd, int in, int cols_side, int r,
+                                        float* work) {
     int s = cols_side ? in : outd, other = cols_side ? outd : in;
     GaloreWork w = galore_work_layout(s, other, work);
     float *A = w.A, *sv = w.sv, *VT = w.VT, *lw = w.svd_work;
@@ -600,8 +623,8 @@ static inline void cpu_galore_projector(float* Pt, const float* G, int outd, int
 
 // backend.h's galore_project_grad: T = (rows side) dY Pt^T or (cols side) X Pt^T, N x r; then
 // R (r x in) += T^T X, or R (out x r) += dY^T T
-static inline void cpu_galore_project_grad(float* R, const float* dout, int ld_dout, const float* inp, const float* Pt, int r, int N,
-                                    int in, int outd, int cols_side) {
+static inline void cpu_galore_project_grad(float* R, const float* dout, int ld_dout, const float* inp, const float* Pt,
+                                           int r, int N, int in, int outd, int cols_side) {
     float* T = cpu_scratch((size_t)N * r);
     if (!cols_side) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, outd, 1.0f, dout, ld_dout, Pt, outd, 0.0f, T, r);
@@ -614,8 +637,9 @@ static inline void cpu_galore_project_grad(float* R, const float* dout, int ld_d
 
 // backend.h's galore_adam_update: Adam on R in place, then the dense update P D (or D P^T)
 // through `work` (out x in), applied with decoupled weight decay
-static inline void cpu_galore_adam_update(float* W, float* Wm, float* R, void* m, void* v, int state_bf16, const float* Pt, int r,
-                                   int outd, int in, int cols_side, AdamParams a, float alpha, float* work) {
+static inline void cpu_galore_adam_update(float* W, float* Wm, float* R, void* m, void* v, int state_bf16,
+                                          const float* Pt, int r, int outd, int in, int cols_side, AdamParams a,
+                                          float alpha, float* work) {
     size_t nsub = cols_side ? (size_t)outd * r : (size_t)r * in;
     const float grad_scale = adam_grad_scale_host(&a);
     #pragma omp parallel for
@@ -651,7 +675,8 @@ static void cpu_scale_floats(float* C, float s, size_t n) {
 static void cpu_adamw_update(float* p, float* master, const float* g, void* m, void* v, int state_bf16, size_t n,
                   AdamParams a, uint64_t seed) {
     (void)seed;  // fp32 weights: no stochastic rounding on the CPU
-    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2, grad_scale = adam_grad_scale_host(&a);
+    const float lr = a.lr, b1 = a.b1, b2 = a.b2, eps = a.eps, wd = a.wd, bc1 = a.bc1, bc2 = a.bc2,
+                grad_scale = adam_grad_scale_host(&a);
     float* src = master != NULL ? master : p;
     if (!state_bf16) {  // the common case, as one vectorizable loop
         float* mf = (float*)m, *vf = (float*)v;

@@ -90,8 +90,8 @@ __global__ void gk_adamw_general(floatX* param, float* master, const G* grad, S*
 }
 // one AdamW launch for gradients of type G (floatX or float: backend.h's GradBuf)
 template <typename G>
-static void cu_adamw(floatX* param, float* master, const G* grad, void* m, void* v, int state_dtype, size_t n, AdamParams a,
-                     uint64_t seed, size_t first) {
+static void cu_adamw(floatX* param, float* master, const G* grad, void* m, void* v, int state_dtype, size_t n,
+                     AdamParams a, uint64_t seed, size_t first) {
     if (state_dtype == STATE_BF16) {
         gk_adamw_general<__nv_bfloat16, G><<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(
             param, master, grad, (__nv_bfloat16*)m, (__nv_bfloat16*)v, n, a, seed, first);
@@ -106,14 +106,15 @@ static void cu_adamw(floatX* param, float* master, const G* grad, void* m, void*
     }
     float* mf = (float*)m, *vf = (float*)v;
     int vec = cu_is_aligned16(param) && cu_is_aligned16(grad) && cu_is_aligned16(mf) && cu_is_aligned16(vf);
-    gk_adamw<G><<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(param, grad, mf, vf, n, a, seed, first,
-                                                                                       vec);
+    gk_adamw<G><<<cu_grid_for((n + CU_VEC - 1) / CU_VEC, 256), 256, 0, g_cu.stream>>>(param, grad, mf, vf, n, a, seed,
+                                                                                       first, vec);
     CU_LAUNCHED("gk_adamw");
 }
 void adamw_update(floatX* param, float* master, GradBuf grad, void* m, void* v, int state_dtype, size_t n, AdamParams a,
                   uint64_t seed, size_t first) {
     if (n == 0) return;
-    if (grad.dtype == GRAD_FP32) cu_adamw<float>(param, master, (const float*)grad.p, m, v, state_dtype, n, a, seed, first);
+    if (grad.dtype == GRAD_FP32)
+        cu_adamw<float>(param, master, (const float*)grad.p, m, v, state_dtype, n, a, seed, first);
     else cu_adamw<floatX>(param, master, (const floatX*)grad.p, m, v, state_dtype, n, a, seed, first);
 }
 

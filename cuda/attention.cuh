@@ -95,7 +95,8 @@ __device__ void cu_att_load_tile(floatX* dst, int ld, const floatX* src, size_t 
     } else {
         for (int e = threadIdx.x; e < rows * hdp; e += blockDim.x) {
             int r = e / hdp, c = e % hdp;
-            dst[r * ld + c] = (row0 + r < T && c < hd) ? src[(size_t)(row0 + r) * row_stride + c] : cu_from<floatX>(0.0f);
+            dst[r * ld + c] = (row0 + r < T && c < hd) ? src[(size_t)(row0 + r) * row_stride + c]
+                                                       : cu_from<floatX>(0.0f);
         }
     }
 }
@@ -128,8 +129,8 @@ __host__ __device__ inline CuAttFwdLayout cu_att_fwd_layout(int hdp) {
 }
 
 __global__ void __launch_bounds__(CU_ATT_FWD_THREADS)
-gk_attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ldq, int ldk, int B, int T,
-                     int nh, int nkv, int hd, int hdp, float scale, int vec) {
+gk_attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ldq, int ldk,
+                     int B, int T, int nh, int nkv, int hd, int hdp, float scale, int vec) {
     extern __shared__ __align__(128) unsigned char cu_att_smem[];
     const int BQ = CU_ATT_FWD_BQ, BK = CU_ATT_FWD_BK;
     const int TPR = CU_ATT_FWD_THREADS / BQ;  // threads per row in the softmax step (power of 2)
@@ -246,9 +247,9 @@ __host__ __device__ inline CuAttKVLayout cu_att_kv_layout(int hdp) {
 }
 
 __global__ void __launch_bounds__(CU_ATT_BWD_THREADS)
-gk_attention_backward_dkdv(floatX* dk, floatX* dv, const floatX* dout, const floatX* q, const floatX* k, const floatX* v,
-                           int ldq, int ldk, const float* lse, const float* Dbuf, int B, int T, int nh, int nkv, int hd, int hdp,
-                           float scale, int vec) {
+gk_attention_backward_dkdv(floatX* dk, floatX* dv, const floatX* dout, const floatX* q, const floatX* k,
+                           const floatX* v, int ldq, int ldk, const float* lse, const float* Dbuf, int B, int T, int nh,
+                           int nkv, int hd, int hdp, float scale, int vec) {
     extern __shared__ __align__(128) unsigned char cu_att_smem[];
     const int BK = CU_ATT_KV_BK, BQ = CU_ATT_KV_BQ;
     CuAttKVLayout L = cu_att_kv_layout(hdp);
@@ -344,8 +345,8 @@ __host__ __device__ inline CuAttQLayout cu_att_q_layout(int hdp) {
 }
 
 __global__ void __launch_bounds__(CU_ATT_BWD_THREADS)
-gk_attention_backward_dq(floatX* dq, const floatX* dout, const floatX* q, const floatX* k, const floatX* v, int ldq, int ldk,
-                         const float* lse, const float* Dbuf, int B, int T, int nh, int nkv, int hd, int hdp,
+gk_attention_backward_dq(floatX* dq, const floatX* dout, const floatX* q, const floatX* k, const floatX* v, int ldq,
+                         int ldk, const float* lse, const float* Dbuf, int B, int T, int nh, int nkv, int hd, int hdp,
                          float scale, int vec) {
     extern __shared__ __align__(128) unsigned char cu_att_smem[];
     const int BQ = CU_ATT_Q_BQ, BK = CU_ATT_Q_BK;
@@ -424,8 +425,8 @@ static void cu_smem_optin(const void* kernel, size_t bytes, int* done_bytes, con
 
 // 16-byte tile loads: hd and the token strides multiples of CU_VEC, the pointers aligned
 static int cu_att_vec(const void* a, const void* b, const void* c, int ldq, int ldk, int hd) {
-    return (hd % CU_VEC == 0) && (ldq % CU_VEC == 0) && (ldk % CU_VEC == 0) && cu_is_aligned16(a) && cu_is_aligned16(b) &&
-           cu_is_aligned16(c);
+    return (hd % CU_VEC == 0) && (ldq % CU_VEC == 0) && (ldk % CU_VEC == 0) && cu_is_aligned16(a) &&
+           cu_is_aligned16(b) && cu_is_aligned16(c);
 }
 
 #ifdef GRASS_CUDNN
@@ -436,7 +437,8 @@ static int cu_att_vec(const void* a, const void* b, const void* c, int ldq, int 
 static CuScratch cu_cudnn_ws = {NULL, 0};
 
 static void* cu_cudnn_workspace(int B, int T, int nh, int nkv, int hd, int ld_q, int ld_kv, size_t* bytes) {
-    *bytes = cudnn_att_workspace_bytes(B, T, nh, nkv, hd, ld_q, ld_kv, NULL, NULL, 0);  // the graphs' cache after the first call
+    // the graphs' cache after the first call
+    *bytes = cudnn_att_workspace_bytes(B, T, nh, nkv, hd, ld_q, ld_kv, NULL, NULL, 0);
     return *bytes > 0 ? cu_scratch(&cu_cudnn_ws, *bytes, "cuDNN attention workspace") : NULL;
 }
 #endif
@@ -447,7 +449,10 @@ int backend_attention_select(int use_cudnn, char* why, size_t n) {
     if (n > 0) why[0] = '\0';
     if (!use_cudnn) { g_cu.attention_cudnn = 0; return 1; }
 #ifdef GRASS_CUDNN
-    if (sizeof(floatX) != 2) { snprintf(why, n, "this is the fp32 build; cuDNN's fused attention needs bf16"); return 0; }
+    if (sizeof(floatX) != 2) {
+        snprintf(why, n, "this is the fp32 build; cuDNN's fused attention needs bf16");
+        return 0;
+    }
     g_cu.attention_cudnn = 1;
     char ver[160];
     cudnn_att_versions(ver, sizeof(ver));
@@ -483,8 +488,8 @@ size_t backend_attention_workspace_bytes(const WorkspaceSizes* w, char* note, si
 #endif
 }
 
-void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv, int B,
-                       int T, int nh, int nkv, int hd) {
+void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k, const floatX* v, int ld_q, int ld_kv,
+                       int B, int T, int nh, int nkv, int hd) {
     if (B <= 0 || T <= 0) return;
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_forward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
@@ -502,14 +507,14 @@ void attention_forward(floatX* out, float* lse, const floatX* q, const floatX* k
     cu_smem_optin((const void*)gk_attention_forward, L.total, &done, "forward", hd);
     dim3 grid((T + CU_ATT_FWD_BQ - 1) / CU_ATT_FWD_BQ, nh, B);
     int vec = cu_att_vec(q, k, v, ld_q, ld_kv, hd);
-    gk_attention_forward<<<grid, CU_ATT_FWD_THREADS, L.total, g_cu.stream>>>(out, lse, q, k, v, ld_q, ld_kv, B, T, nh, nkv, hd,
-                                                                             hdp, 1.0f / sqrtf((float)hd), vec);
+    gk_attention_forward<<<grid, CU_ATT_FWD_THREADS, L.total, g_cu.stream>>>(out, lse, q, k, v, ld_q, ld_kv, B, T, nh,
+            nkv, hd, hdp, 1.0f / sqrtf((float)hd), vec);
     CU_LAUNCHED("gk_attention_forward");
 }
 
 void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, const floatX* out, const floatX* q,
-                        const floatX* k, const floatX* v, int ld_q, int ld_kv, const float* lse, int B, int T, int nh, int nkv,
-                        int hd) {
+                        const floatX* k, const floatX* v, int ld_q, int ld_kv, const float* lse, int B, int T, int nh,
+                        int nkv, int hd) {
     if (B <= 0 || T <= 0) return;
     if (nkv <= 0 || nh % nkv != 0) fatal("attention_backward: n_heads %d is not a multiple of n_kv_heads %d", nh, nkv);
 #ifdef GRASS_CUDNN
@@ -532,14 +537,14 @@ void attention_backward(floatX* dq, floatX* dk, floatX* dv, const floatX* dout, 
     CuAttKVLayout LK = cu_att_kv_layout(hdp);
     cu_smem_optin((const void*)gk_attention_backward_dkdv, LK.total, &done_kv, "backward dK/dV", hd);
     dim3 gkv((T + CU_ATT_KV_BK - 1) / CU_ATT_KV_BK, nkv, B);
-    gk_attention_backward_dkdv<<<gkv, CU_ATT_BWD_THREADS, LK.total, g_cu.stream>>>(dk, dv, dout, q, k, v, ld_q, ld_kv, lse, D, B, T,
-                                                                                   nh, nkv, hd, hdp, scale, vec);
+    gk_attention_backward_dkdv<<<gkv, CU_ATT_BWD_THREADS, LK.total, g_cu.stream>>>(dk, dv, dout, q, k, v, ld_q, ld_kv,
+            lse, D, B, T, nh, nkv, hd, hdp, scale, vec);
     CU_LAUNCHED("gk_attention_backward_dkdv");
     CuAttQLayout LQ = cu_att_q_layout(hdp);
     cu_smem_optin((const void*)gk_attention_backward_dq, LQ.total, &done_q, "backward dQ", hd);
     dim3 gq((T + CU_ATT_Q_BQ - 1) / CU_ATT_Q_BQ, nh, B);
-    gk_attention_backward_dq<<<gq, CU_ATT_BWD_THREADS, LQ.total, g_cu.stream>>>(dq, dout, q, k, v, ld_q, ld_kv, lse, D, B, T, nh,
-                                                                               nkv, hd, hdp, scale, vec);
+    gk_attention_backward_dq<<<gq, CU_ATT_BWD_THREADS, LQ.total, g_cu.stream>>>(dq, dout, q, k, v, ld_q, ld_kv, lse, D,
+                                                                               B, T, nh, nkv, hd, hdp, scale, vec);
     CU_LAUNCHED("gk_attention_backward_dq");
 }
 

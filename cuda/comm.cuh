@@ -67,7 +67,8 @@ void reducescatter_sum_floatX(floatX* x, size_t shard) {
     if (g_cu.world <= 1 || shard == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {  // in-place form: recvbuff = sendbuff + rank * recvcount
-        ncclCollective(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, CU_NCCL_FLOATX, ncclSum, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, CU_NCCL_FLOATX, ncclSum, g_cu.nccl,
+                                         g_cu.stream));
         return;
     }
 #endif
@@ -78,7 +79,8 @@ void reducescatter_sum_float(float* x, size_t shard) {
     if (g_cu.world <= 1 || shard == 0) return;
 #ifdef USE_NCCL
     if (g_cu.use_nccl) {
-        ncclCollective(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, ncclFloat, ncclSum, g_cu.nccl, g_cu.stream));
+        ncclCollective(ncclReduceScatter(x, x + (size_t)g_cu.rank * shard, shard, ncclFloat, ncclSum, g_cu.nccl,
+                                         g_cu.stream));
         return;
     }
 #endif
@@ -144,7 +146,8 @@ static void cu_comm_launched(const char* kernel) {
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess && g_cu.sync_debug) e = cudaStreamSynchronize(g_cu.comm_stream);
     if (e != cudaSuccess)
-        fatal("kernel %s on the communication stream failed: %s (%s)", kernel, cudaGetErrorString(e), cudaGetErrorName(e));
+        fatal("kernel %s on the communication stream failed: %s (%s)", kernel, cudaGetErrorString(e),
+              cudaGetErrorName(e));
 }
 
 void allreduce_async_reserve(size_t max_floats) {
@@ -152,7 +155,8 @@ void allreduce_async_reserve(size_t max_floats) {
     for (int s = 0; s < ALLREDUCE_LAYER_SLOTS; s++) {
         if (g_cu.async_pending[s]) fatal("allreduce_async_reserve while group %d is in flight", s);
         if (g_cu.async_wire[s]) backend_free(g_cu.async_wire[s]);
-        g_cu.async_wire[s] = (floatX*)backend_malloc(max_floats * sizeof(floatX), "asynchronous all-reduce wire buffer");
+        g_cu.async_wire[s] = (floatX*)backend_malloc(max_floats * sizeof(floatX),
+                                                     "asynchronous all-reduce wire buffer");
     }
     g_cu.async_cap = max_floats;
 }
@@ -170,7 +174,8 @@ static void cu_comm_end(int slot) {
 
 // the checks every asynchronous all-reduce starts with; 0: nothing to send (one rank, or n = 0)
 static int cu_async_needed(int slot, size_t n) {
-    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS)
+        fatal("allreduce_start: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
     return g_cu.world > 1 && n > 0;
 }
 
@@ -220,7 +225,8 @@ void allreduce_start_floatX(floatX* x, size_t n, int slot) { cu_allreduce_start(
 void allreduce_start_float(float* x, size_t n, int slot) { cu_allreduce_start(x, n, 1, slot); }
 
 void allreduce_wait(int slot) {
-    if (slot < 0 || slot >= ALLREDUCE_SLOTS) fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
+    if (slot < 0 || slot >= ALLREDUCE_SLOTS)
+        fatal("allreduce_wait: group %d out of range [0, %d)", slot, ALLREDUCE_SLOTS);
     if (!g_cu.async_pending[slot]) return;
     // the compute stream (not the host) waits for the group's last reduction
     cudaCheck(cudaStreamWaitEvent(g_cu.stream, g_cu.ev_done[slot], 0));

@@ -51,14 +51,17 @@ static const char* cu_error_hint(cudaError_t e) {
             return "out of GPU memory: reduce -b/--batch or -t/--seq, or use --optimizer grass with a smaller --rank";
         case cudaErrorNoKernelImageForDevice:
         case cudaErrorInvalidDeviceFunction:
-            return "this binary has no code for this GPU's architecture: rebuild with GPU_ARCH=sm_XX (e.g. make GPU_ARCH=sm_90)";
+            return "this binary has no code for this GPU's architecture: rebuild with GPU_ARCH=sm_XX (e.g. make "
+                   "GPU_ARCH=sm_90)";
         case cudaErrorInsufficientDriver:
-            return "the NVIDIA driver is older than the CUDA runtime this was built with: update the driver or build with an older CUDA";
+            return "the NVIDIA driver is older than the CUDA runtime this was built with: update the driver or build "
+                   "with an older CUDA";
         case cudaErrorNoDevice:
             return "no CUDA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)";
         case cudaErrorIllegalAddress:
         case cudaErrorLaunchFailure:
-            return "a kernel accessed memory out of bounds: rerun with GRASS_CUDA_SYNC=1 to find it, or under compute-sanitizer";
+            return "a kernel accessed memory out of bounds: rerun with GRASS_CUDA_SYNC=1 to find it, or under "
+                   "compute-sanitizer";
         case cudaErrorLaunchOutOfResources:
             return "a kernel asked for more registers or shared memory than the GPU has";
         default:
@@ -77,7 +80,8 @@ static void cu_check_(cudaError_t e, const char* call, const char* file, int lin
 
 static void cublas_check_(cublasStatus_t s, const char* call, const char* file, int line) {
     if (s == CUBLAS_STATUS_SUCCESS) return;
-    const char* hint = s == CUBLAS_STATUS_NOT_SUPPORTED ? "this GEMM shape/type combination is not supported by cuBLAS(Lt)"
+    const char* hint = s == CUBLAS_STATUS_NOT_SUPPORTED
+                     ? "this GEMM shape/type combination is not supported by cuBLAS(Lt)"
                      : s == CUBLAS_STATUS_ALLOC_FAILED  ? "out of GPU memory inside cuBLAS"
                      : s == CUBLAS_STATUS_ARCH_MISMATCH ? "the GPU lacks a feature this GEMM needs (bf16 needs sm_80+)"
                      : "check the GEMM sizes and leading dimensions (rerun with GRASS_CUDA_SYNC=1)";
@@ -92,7 +96,8 @@ static void cublas_check_(cublasStatus_t s, const char* call, const char* file, 
 static void nccl_check_(ncclResult_t r, const char* call, const char* file, int line) {
     if (r == ncclSuccess) return;
     fprintf(stderr, "error: NCCL call %s failed: %s\n  at %s:%d\n  hint: %s\n", call, ncclGetErrorString(r), file, line,
-            "rerun with NCCL_DEBUG=INFO; one GPU per rank is required (set GRASS_NO_NCCL=1 to fall back to MPI on the host)");
+            "rerun with NCCL_DEBUG=INFO; one GPU per rank is required (set GRASS_NO_NCCL=1 to fall back to MPI on the "
+            "host)");
     fflush(stderr);
     exit(1);
 }
@@ -319,7 +324,8 @@ void backend_upload_async(void* dst, const void* host_src, size_t bytes) {
     if (bytes > g_cu.up_cap[s]) {  // the first uploads only: the sizes repeat every step
         if (g_cu.up_host[s] != NULL) cudaCheck(cudaFreeHost(g_cu.up_host[s]));
         cudaError_t e = cudaMallocHost(&g_cu.up_host[s], bytes);
-        if (e != cudaSuccess) fatal("cudaMallocHost of %zu bytes (pinned upload staging) failed: %s", bytes, cudaGetErrorString(e));
+        if (e != cudaSuccess)
+            fatal("cudaMallocHost of %zu bytes (pinned upload staging) failed: %s", bytes, cudaGetErrorString(e));
         g_cu.up_cap[s] = bytes;
     }
     memcpy(g_cu.up_host[s], host_src, bytes);

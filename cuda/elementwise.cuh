@@ -19,7 +19,8 @@ __global__ void gk_embedding_forward(floatX* out, const int* tokens, const float
     const floatX* src = wte + (size_t)tokens[i] * d;
     floatX* dst = out + (size_t)i * d;
     if (vec) {
-        for (int j = threadIdx.x * CU_VEC; j < d; j += blockDim.x * CU_VEC) cu_store_pack(dst + j, cu_load_pack(src + j));
+        for (int j = threadIdx.x * CU_VEC; j < d; j += blockDim.x * CU_VEC)
+            cu_store_pack(dst + j, cu_load_pack(src + j));
     } else {
         for (int j = threadIdx.x; j < d; j += blockDim.x) dst[j] = src[j];
     }
@@ -82,8 +83,8 @@ void embedding_backward(GradBuf dwte, const floatX* dout, const int* d_tokens, i
 
 // ---- RMSNorm ------------------------------------------------------------------------------------
 
-__global__ void gk_rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d, float eps,
-                                   int vec) {
+__global__ void gk_rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* w, int N, int d,
+                                   float eps, int vec) {
     int i = blockIdx.x;
     const floatX* x = inp + (size_t)i * d;
     floatX* o = out + (size_t)i * d;
@@ -125,8 +126,8 @@ void rmsnorm_forward(floatX* out, float* rstd, const floatX* inp, const floatX* 
 // gk_rmsnorm_backward_dw_final. dout and x are read once for both gradients. partial == NULL:
 // no weight gradient (dx only).
 #define CU_RMS_ROWS 16  // rows per block, and per dw partial sum
-__global__ void gk_rmsnorm_backward(floatX* dinp, float* partial, const floatX* dout, const floatX* inp, const floatX* w,
-                                    const float* rstd, int N, int d) {
+__global__ void gk_rmsnorm_backward(floatX* dinp, float* partial, const floatX* dout, const floatX* inp,
+                                    const floatX* w, const float* rstd, int N, int d) {
     extern __shared__ float cu_dw_acc[];  // d floats when partial != NULL
     int chunk = blockIdx.x;
     int r0 = chunk * CU_RMS_ROWS, r1 = min(N, r0 + CU_RMS_ROWS);
@@ -175,9 +176,10 @@ void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX
         static size_t opted_in = 48 << 10;   // above the default 48 KiB a kernel must opt in
         if (smem > opted_in) {
             if ((int)smem > g_cu.max_smem_optin)
-                fatal("rmsnorm_backward: dim %d needs %zu bytes of shared memory; this GPU allows %d per block", d, smem,
-                      g_cu.max_smem_optin);
-            cudaCheck(cudaFuncSetAttribute((const void*)gk_rmsnorm_backward, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+                fatal("rmsnorm_backward: dim %d needs %zu bytes of shared memory; this GPU allows %d per block", d,
+                      smem, g_cu.max_smem_optin);
+            cudaCheck(cudaFuncSetAttribute((const void*)gk_rmsnorm_backward,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
             opted_in = smem;
         }
     }
@@ -185,10 +187,12 @@ void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX
     CU_LAUNCHED("gk_rmsnorm_backward");
     if (dw.p == NULL) return;
     if (dw.dtype == GRAD_FP32) {
-        gk_rmsnorm_backward_dw_final<float><<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>((float*)dw.p, partial, nchunks, d);
+        gk_rmsnorm_backward_dw_final<float><<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>((float*)dw.p, partial,
+                nchunks, d);
         CU_LAUNCHED("gk_rmsnorm_backward_dw_final<float>");
     } else {
-        gk_rmsnorm_backward_dw_final<floatX><<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>((floatX*)dw.p, partial, nchunks, d);
+        gk_rmsnorm_backward_dw_final<floatX><<<cu_ceil_div(d, 256), 256, 0, g_cu.stream>>>((floatX*)dw.p, partial,
+                nchunks, d);
         CU_LAUNCHED("gk_rmsnorm_backward_dw_final");
     }
 }
@@ -198,7 +202,8 @@ void rmsnorm_backward(floatX* dinp, GradBuf dw, const floatX* dout, const floatX
 __global__ void gk_rope(floatX* x, const float* cosT, const float* sinT, int B, int T, int nh, int hd, float sign) {
     int half = hd / 2;
     size_t total = (size_t)B * T * nh * half;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
         int i = (int)(idx % half);
         size_t rest = idx / half;         // (b, t, h)
         int t = (int)((rest / nh) % T);
@@ -232,7 +237,8 @@ __global__ void gk_rope_qk(floatX* q, floatX* k, int ldq, int ldk, const float* 
                            int nh, int nkv, int hd, float sign, int vec) {
     int half = hd / 2, per = vec ? CU_VEC : 1, chunks = half / per;
     size_t rows_q = (size_t)B * T * nh, total = (rows_q + (size_t)B * T * nkv) * chunks;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
         size_t row = idx / chunks;
         int i0 = (int)(idx % chunks) * per;
         int in_q = row < rows_q, heads = in_q ? nh : nkv;
@@ -266,16 +272,16 @@ __global__ void gk_rope_qk(floatX* q, floatX* k, int ldq, int ldk, const float* 
         }
     }
 }
-void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T, int n_heads,
-             int n_kv_heads, int head_dim, int backward) {
+void rope_qk(floatX* q, floatX* k, int ld_q, int ld_kv, const float* d_cos, const float* d_sin, int B, int T,
+             int n_heads, int n_kv_heads, int head_dim, int backward) {
     int half = head_dim / 2;
     size_t rows = (size_t)B * T * (n_heads + n_kv_heads);
     if (rows == 0 || half == 0) return;
-    int vec = half % CU_VEC == 0 && ld_q % CU_VEC == 0 && ld_kv % CU_VEC == 0 && CU_VEC % 4 == 0 && cu_is_aligned16(q) &&
-              cu_is_aligned16(k) && cu_is_aligned16(d_cos) && cu_is_aligned16(d_sin);
+    int vec = half % CU_VEC == 0 && ld_q % CU_VEC == 0 && ld_kv % CU_VEC == 0 && CU_VEC % 4 == 0 &&
+              cu_is_aligned16(q) && cu_is_aligned16(k) && cu_is_aligned16(d_cos) && cu_is_aligned16(d_sin);
     size_t work = rows * (vec ? half / CU_VEC : half);
-    gk_rope_qk<<<cu_grid_for(work, 256), 256, 0, g_cu.stream>>>(q, k, ld_q, ld_kv, d_cos, d_sin, B, T, n_heads, n_kv_heads, head_dim,
-                                                                backward ? -1.0f : 1.0f, vec);
+    gk_rope_qk<<<cu_grid_for(work, 256), 256, 0, g_cu.stream>>>(q, k, ld_q, ld_kv, d_cos, d_sin, B, T, n_heads,
+                                                                n_kv_heads, head_dim, backward ? -1.0f : 1.0f, vec);
     CU_LAUNCHED("gk_rope_qk");
 }
 

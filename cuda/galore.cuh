@@ -15,7 +15,8 @@
 #define cusolverCheck(call)                                                                               \
     do {                                                                                                  \
         cusolverStatus_t st_ = (call);                                                                    \
-        if (st_ != CUSOLVER_STATUS_SUCCESS) fatal("cuSOLVER error %d in %s (%s:%d)", (int)st_, #call, __FILE__, __LINE__); \
+        if (st_ != CUSOLVER_STATUS_SUCCESS)                                                               \
+            fatal("cuSOLVER error %d in %s (%s:%d)", (int)st_, #call, __FILE__, __LINE__);                \
     } while (0)
 
 // one cuSOLVER handle, made on first use; its stream is set at every call (the compute stream)
@@ -93,7 +94,8 @@ void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, 
         CU_LAUNCHED("gk_transpose_to_colmajor");
     }
     // jobu 'N', jobvt 'S': only the s right singular vectors (cuSOLVER's gesvd needs rows >= cols: other >= s)
-    cusolverCheck(cusolverDnSgesvd(cu_solver(), 'N', 'S', other, s, A, other, sv, NULL, 1, VT, s, lw, lwork, NULL, info));
+    cusolverCheck(cusolverDnSgesvd(cu_solver(), 'N', 'S', other, s, A, other, sv, NULL, 1, VT, s, lw, lwork, NULL,
+                                   info));
     int h_info = 0;
     cudaCheck(cudaMemcpyAsync(&h_info, info, sizeof(int), cudaMemcpyDeviceToHost, g_cu.stream));
     cudaCheck(cudaStreamSynchronize(g_cu.stream));
@@ -102,8 +104,8 @@ void galore_projector(float* Pt, floatX* Ptx, const float* G, int outd, int in, 
     CU_LAUNCHED("gk_galore_signed_rows");
 }
 
-void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N, int in,
-                         int outd, int cols_side) {
+void galore_project_grad(float* R, const floatX* dout, int ld_dout, const floatX* inp, const floatX* Ptx, int r, int N,
+                         int in, int outd, int cols_side) {
     if (r <= 0) return;
     floatX* T = (floatX*)cu_scratch(&g_cu.sc_gather, (size_t)N * r * sizeof(floatX), "galore projection scratch");
     if (!cols_side) {
@@ -141,11 +143,12 @@ __global__ void gk_galore_apply(floatX* W, float* Wm, const float* U, size_t n, 
     }
 }
 
-void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r, int outd,
-                        int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work) {
+void galore_adam_update(floatX* W, float* Wm, float* R, void* m, void* v, int state_dtype, const float* Pt, int r,
+                        int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed, float* work) {
     size_t nsub = cols_side ? (size_t)outd * r : (size_t)r * in;
     if (state_dtype == STATE_BF16) {
-        gk_galore_adam<__nv_bfloat16><<<cu_grid_for(nsub, 256), 256, 0, g_cu.stream>>>(R, (__nv_bfloat16*)m, (__nv_bfloat16*)v, nsub, a);
+        gk_galore_adam<__nv_bfloat16><<<cu_grid_for(nsub, 256), 256, 0, g_cu.stream>>>(R, (__nv_bfloat16*)m,
+                (__nv_bfloat16*)v, nsub, a);
         CU_LAUNCHED("gk_galore_adam<bf16>");
     } else {
         gk_galore_adam<float><<<cu_grid_for(nsub, 256), 256, 0, g_cu.stream>>>(R, (float*)m, (float*)v, nsub, a);

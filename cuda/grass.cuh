@@ -16,7 +16,8 @@
 // ---- Grass --------------------------------------------------------------------------------------
 
 // g (N x r) = src[:, idx] * scale, src (N x ld)
-__global__ void gk_grass_gather(floatX* g, const floatX* src, const int* idx, const float* scale, int N, int ld, int r) {
+__global__ void gk_grass_gather(floatX* g, const floatX* src, const int* idx, const float* scale, int N, int ld,
+                                int r) {
     size_t total = (size_t)N * r;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
         int j = (int)(e % r);
@@ -25,8 +26,8 @@ __global__ void gk_grass_gather(floatX* g, const floatX* src, const int* idx, co
     }
 }
 
-void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx, const float* d_scale,
-                         int r, int N, int in, int outd, int cols_side, int accumulate) {
+void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX* inp, const int* d_idx,
+                         const float* d_scale, int r, int N, int in, int outd, int cols_side, int accumulate) {
     if (r <= 0) return;
     floatX* g = (floatX*)cu_scratch(&g_cu.sc_gather, (size_t)N * r * sizeof(floatX), "grass gather scratch");
     const floatX* src = cols_side ? inp : dout;
@@ -46,7 +47,8 @@ void grass_gathered_grad(float* C, const floatX* dout, int ld_dout, const floatX
 
 #define CU_NORM_BUDGET_FLOATS ((size_t)16 << 20)  // 64 MiB of G at a time
 
-void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd, int cols_side) {
+void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const floatX* inp, int N, int in, int outd,
+                      int cols_side) {
     if (!cols_side) {
         // row block [r0, r0+nr) of G = dY[:, r0:r0+nr]^T X, stored so that each row of G is contiguous:
         // col-major (in x nr) = X^T (in x N) op_T(dY^T block, nr x N with ld ld_dout)
@@ -71,7 +73,8 @@ void grass_grad_norms(float* norms, const floatX* dout, int ld_dout, const float
         float* G = (float*)cu_scratch(&g_cu.sc_norms, (size_t)cb * outd * sizeof(float), "grass norm scratch");
         for (int c0 = 0; c0 < in; c0 += cb) {
             int nc = in - c0 < cb ? in - c0 : cb;
-            cu_gemm(0, 1, outd, nc, N, dout, CU_XTYPE, ld_dout, inp + c0, CU_XTYPE, in, G, CUDA_R_32F, outd, 1.0f, 0.0f);
+            cu_gemm(0, 1, outd, nc, N, dout, CU_XTYPE, ld_dout, inp + c0, CU_XTYPE, in, G, CUDA_R_32F, outd, 1.0f,
+                    0.0f);
             gk_sumsq_rows<<<nc, 256, 0, g_cu.stream>>>(norms + c0, G, outd);
             CU_LAUNCHED("gk_sumsq_rows");
         }
@@ -92,8 +95,8 @@ __global__ void gk_decay(floatX* W, float* Wm, size_t n, float keep, uint64_t se
 // a: the hyperparameters, by value as a kernel argument (a.lr and a.wd unused here: the step is
 // step = a.lr * alpha, formed on the host, and the decay is gk_decay's)
 template <typename S>
-__global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, const int* idx, const float* upscale, int r,
-                              int outd, int in, int cols_side, float step, AdamParams a, uint64_t seed) {
+__global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, const int* idx, const float* upscale,
+                              int r, int outd, int in, int cols_side, float step, AdamParams a, uint64_t seed) {
     size_t total = (size_t)r * (cols_side ? outd : in);
     const float gs = cu_grad_scale(a);
     for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (size_t)gridDim.x * blockDim.x) {
@@ -102,7 +105,8 @@ __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, 
         if (!cols_side) { j = (int)(k / in); widx = (size_t)idx[j] * in + (k % in); }
         else { j = (int)(k % r); widx = (k / r) * in + idx[j]; }
         if (upscale[j] == 0.0f) continue;  // a padding row (grass_pad_selection): no update, moments stay 0
-        const float bc1 = a.bc_rows != NULL ? a.bc_rows[2 * j] : a.bc1, bc2 = a.bc_rows != NULL ? a.bc_rows[2 * j + 1] : a.bc2;
+        const float bc1 = a.bc_rows != NULL ? a.bc_rows[2 * j] : a.bc1,
+                    bc2 = a.bc_rows != NULL ? a.bc_rows[2 * j + 1] : a.bc2;
         float g = C[k] * gs;
         float mk = a.b1 * cu_tof(m[k]) + (1.0f - a.b1) * g;
         float vk = a.b2 * cu_tof(v[k]) + (1.0f - a.b2) * g * g;
@@ -115,19 +119,22 @@ __global__ void gk_grass_adam(floatX* W, float* Wm, const float* C, S* m, S* v, 
 
 static uint32_t cu_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
-void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx, const float* d_upscale,
-                       int r, int outd, int in, int cols_side, AdamParams a, float alpha, uint64_t seed) {
+void grass_adam_update(floatX* W, float* Wm, const float* C, void* m, void* v, int state_dtype, const int* d_idx,
+                       const float* d_upscale, int r, int outd, int in, int cols_side, AdamParams a, float alpha,
+                       uint64_t seed) {
     seed = splitmix64_mix(seed);
     if (a.wd > 0.0f) {
         size_t n = (size_t)outd * in;
-        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, Wm, n, 1.0f - a.lr * a.wd, splitmix64_mix(seed ^ 0xDEC0DEULL));
+        gk_decay<<<cu_grid_for(n, 256), 256, 0, g_cu.stream>>>(W, Wm, n, 1.0f - a.lr * a.wd,
+                                                               splitmix64_mix(seed ^ 0xDEC0DEULL));
         CU_LAUNCHED("gk_decay");
     }
     if (r <= 0) return;
     size_t total = (size_t)r * (cols_side ? outd : in);
     if (state_dtype == STATE_BF16)
         gk_grass_adam<__nv_bfloat16><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
-            W, Wm, C, (__nv_bfloat16*)m, (__nv_bfloat16*)v, d_idx, d_upscale, r, outd, in, cols_side, a.lr * alpha, a, seed);
+            W, Wm, C, (__nv_bfloat16*)m, (__nv_bfloat16*)v, d_idx, d_upscale, r, outd, in, cols_side, a.lr * alpha, a,
+            seed);
     else
         gk_grass_adam<float><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
             W, Wm, C, (float*)m, (float*)v, d_idx, d_upscale, r, outd, in, cols_side, a.lr * alpha, a, seed);
@@ -163,7 +170,8 @@ void grass_remap_state(void* s, void* tmp, int state_dtype, const int* d_src, co
     if (total == 0) return;
     if (state_dtype == STATE_BF16)
         gk_grass_remap_state<__nv_bfloat16><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
-            (__nv_bfloat16*)tmp, (const __nv_bfloat16*)s, d_src, d_factor, square, r_old, r_new, other, cols_side, total);
+            (__nv_bfloat16*)tmp, (const __nv_bfloat16*)s, d_src, d_factor, square, r_old, r_new, other, cols_side,
+            total);
     else
         gk_grass_remap_state<float><<<cu_grid_for(total, 256), 256, 0, g_cu.stream>>>(
             (float*)tmp, (const float*)s, d_src, d_factor, square, r_old, r_new, other, cols_side, total);
@@ -187,7 +195,8 @@ __global__ void gk_sel_prepare(const float* q, int dim, int norm_based, double* 
     double acc = 0.0;
     for (int i = 0; i < dim; i++) { acc += p[i]; cdf[i] = acc; }
 }
-__global__ void gk_sel_draw_replace(const double* p, const double* cdf, int dim, int r, uint64_t rng, int* draws, float* rho) {
+__global__ void gk_sel_draw_replace(const double* p, const double* cdf, int dim, int r, uint64_t rng, int* draws,
+                                    float* rho) {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= r) return;
     double u = rng_uniform01_at(rng, (uint64_t)k) * cdf[dim - 1];
@@ -259,8 +268,14 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
     int *iota, *order, *draws, *count, *d_reff;
     float *rho, *first_rho;
     void* sort_temp;
-    CU_SEL_CARVE(p, double, nd); CU_SEL_CARVE(cdf, double, nd); CU_SEL_CARVE(keys, double, nd); CU_SEL_CARVE(keys_out, double, nd);
-    CU_SEL_CARVE(iota, int, nd); CU_SEL_CARVE(order, int, nd); CU_SEL_CARVE(count, int, nd); CU_SEL_CARVE(draws, int, r);
+    CU_SEL_CARVE(p, double, nd);
+    CU_SEL_CARVE(cdf, double, nd);
+    CU_SEL_CARVE(keys, double, nd);
+    CU_SEL_CARVE(keys_out, double, nd);
+    CU_SEL_CARVE(iota, int, nd);
+    CU_SEL_CARVE(order, int, nd);
+    CU_SEL_CARVE(count, int, nd);
+    CU_SEL_CARVE(draws, int, r);
     CU_SEL_CARVE(d_reff, int, 1); CU_SEL_CARVE(rho, float, r); CU_SEL_CARVE(first_rho, float, nd);
     CU_SEL_CARVE(sort_temp, char, sort_bytes);
 #undef CU_SEL_CARVE
@@ -270,8 +285,8 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
     if (method == 0) {  // top-r: the norms themselves, sorted descending (stable: lower index first)
         gk_sel_iota<<<cu_ceil_div(dim, 256), 256, 0, g_cu.stream>>>(iota, dim);
         CU_LAUNCHED("gk_sel_iota");
-        cudaCheck(cub::DeviceRadixSort::SortPairsDescending(sort_temp, sort_bytes, d_norms, (float*)keys_out, iota, order,
-                                                            dim, 0, 32, g_cu.stream));
+        cudaCheck(cub::DeviceRadixSort::SortPairsDescending(sort_temp, sort_bytes, d_norms, (float*)keys_out, iota,
+                                                            order, dim, 0, 32, g_cu.stream));
         gk_sel_take<<<cu_ceil_div(r, 256), 256, 0, g_cu.stream>>>(order, p, dim, r, method, draws, rho);
         CU_LAUNCHED("gk_sel_take");
     } else if (method == 1 || method == 3) {  // with replacement
@@ -280,8 +295,8 @@ int grass_select_device(int method, const float* d_norms, int dim, int r, uint64
     } else {  // without replacement: Efraimidis-Spirakis keys, the r largest
         gk_sel_es_keys<<<cu_ceil_div(dim, 256), 256, 0, g_cu.stream>>>(p, dim, rng, keys, iota);
         CU_LAUNCHED("gk_sel_es_keys");
-        cudaCheck(cub::DeviceRadixSort::SortPairsDescending(sort_temp, sort_bytes, keys, keys_out, iota, order, dim, 0, 64,
-                                                            g_cu.stream));
+        cudaCheck(cub::DeviceRadixSort::SortPairsDescending(sort_temp, sort_bytes, keys, keys_out, iota, order, dim, 0,
+                                                            64, g_cu.stream));
         gk_sel_take<<<cu_ceil_div(r, 256), 256, 0, g_cu.stream>>>(order, p, dim, r, method, draws, rho);
         CU_LAUNCHED("gk_sel_take");
     }

@@ -38,7 +38,10 @@ __global__ void gk_param_init(floatX* dst, ParamInit p, unsigned long long* bloc
     sh[1][threadIdx.x] = h1;
     __syncthreads();
     for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-        if ((int)threadIdx.x < w) { sh[0][threadIdx.x] += sh[0][threadIdx.x + w]; sh[1][threadIdx.x] += sh[1][threadIdx.x + w]; }
+        if ((int)threadIdx.x < w) {
+            sh[0][threadIdx.x] += sh[0][threadIdx.x + w];
+            sh[1][threadIdx.x] += sh[1][threadIdx.x + w];
+        }
         __syncthreads();
     }
     if (threadIdx.x == 0) { block_hash[2 * blockIdx.x] = sh[0][0]; block_hash[2 * blockIdx.x + 1] = sh[1][0]; }
@@ -48,11 +51,13 @@ static CuScratch cu_init_scratch;  // the blocks' hash sums
 
 void param_init_tensor(floatX* dst, const ParamInit* p, uint64_t hash[2]) {
     size_t n = (size_t)p->rows_hf * p->cols_hf, pairs = (n + 1) / 2;
-    if (p->rows != p->rows_hf || p->cols != p->cols_hf) backend_memset0(dst, (size_t)p->rows * p->cols * sizeof(floatX));
+    if (p->rows != p->rows_hf || p->cols != p->cols_hf)
+        backend_memset0(dst, (size_t)p->rows * p->cols * sizeof(floatX));
     if (n == 0) return;
     size_t nb = (pairs + CU_INIT_THREADS - 1) / CU_INIT_THREADS;
     if (nb > CU_INIT_MAXBLOCKS) nb = CU_INIT_MAXBLOCKS;
-    unsigned long long* d_hash = (unsigned long long*)cu_scratch(&cu_init_scratch, CU_INIT_MAXBLOCKS * 2 * sizeof(unsigned long long),
+    unsigned long long* d_hash = (unsigned long long*)cu_scratch(&cu_init_scratch,
+                                                                 CU_INIT_MAXBLOCKS * 2 * sizeof(unsigned long long),
                                                                  "initialization hash scratch");
     gk_param_init<<<(unsigned)nb, CU_INIT_THREADS, 0, g_cu.stream>>>(dst, *p, d_hash);
     CU_LAUNCHED("gk_param_init");

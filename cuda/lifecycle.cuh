@@ -22,14 +22,16 @@ void backend_init(int local_rank) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
-        fprintf(stderr, "error: no usable CUDA GPU (%s)\n  hint: %s; the CPU build (make train_llama_cpu) runs without one\n",
-                e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0", cu_error_hint(e != cudaSuccess ? e : cudaErrorNoDevice));
+        fprintf(stderr,
+                "error: no usable CUDA GPU (%s)\n  hint: %s; the CPU build (make train_llama_cpu) runs without one\n",
+                e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0",
+                cu_error_hint(e != cudaSuccess ? e : cudaErrorNoDevice));
         exit(1);
     }
     g_cu.device = local_rank % count;
     if (local_rank >= count)
-        fprintf(stderr, "warning: local rank %d shares GPU %d (only %d visible); NCCL needs one GPU per rank\n", local_rank,
-                g_cu.device, count);
+        fprintf(stderr, "warning: local rank %d shares GPU %d (only %d visible); NCCL needs one GPU per rank\n",
+                local_rank, g_cu.device, count);
     cudaCheck(cudaSetDevice(g_cu.device));
     cudaCheck(cudaGetDeviceProperties(&g_cu.prop, g_cu.device));
 #ifndef ENABLE_FP32
@@ -43,7 +45,8 @@ void backend_init(int local_rank) {
     cudaCheck(cudaStreamCreate(&g_cu.stream));
     cudaCheck(cudaStreamCreate(&g_cu.comm_stream));
     cudaCheck(cudaEventCreateWithFlags(&g_cu.ev_ready, cudaEventDisableTiming));
-    for (int s = 0; s < ALLREDUCE_SLOTS; s++) cudaCheck(cudaEventCreateWithFlags(&g_cu.ev_done[s], cudaEventDisableTiming));
+    for (int s = 0; s < ALLREDUCE_SLOTS; s++)
+        cudaCheck(cudaEventCreateWithFlags(&g_cu.ev_done[s], cudaEventDisableTiming));
     g_cu.plans = new std::vector<CuGemmPlan>();
     g_cu.plans->reserve(256);
     g_cu.plan_index = new std::unordered_map<CuGemmKey, size_t, CuGemmKeyHash>();
@@ -78,7 +81,8 @@ void backend_init(int local_rank) {
         (void)no;
 #endif
         if (!g_cu.use_nccl && g_cu.rank == 0)
-            fprintf(stderr, "warning: %d ranks without NCCL: all-reduces go through host memory and MPI (slow)\n", g_cu.world);
+            fprintf(stderr, "warning: %d ranks without NCCL: all-reduces go through host memory and MPI (slow)\n",
+                    g_cu.world);
     }
 #endif
     size_t fr = 0, tot = 0;

@@ -86,7 +86,8 @@ void loss_accumulate(double* acc, const float* losses, int N) {
 // sumsq_unscaled's first pass: gk_sumsq_partial over u = C with row j (rows side) or column j
 // (cols side) divided by scale[j], the division done on the fly (one kernel, no u in memory);
 // the same grid and order as gk_sumsq_partial on a stored u, so the same bits
-__global__ void gk_sumsq_unscaled_partial(float* partial, const float* C, const float* scale, int r, int other, int cols_side) {
+__global__ void gk_sumsq_unscaled_partial(float* partial, const float* C, const float* scale, int r, int other,
+                                          int cols_side) {
     size_t n = (size_t)r * other;
     float s = 0.0f;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
@@ -109,7 +110,8 @@ void sumsq_unscaled(float* acc, const float* C, const float* d_scale, int r, int
 }
 
 __global__ void gk_scale_floats(float* C, float s, size_t n) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) C[i] *= s;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        C[i] *= s;
 }
 void scale_floats(float* C, float s, size_t n) {
     if (n == 0) return;

@@ -136,7 +136,8 @@ static OptimRuntime optim_runtime(const OptimConfig* c, int rank, int world_size
     rt.overlap = c->overlap_comm && world_size > 1;
     rt.sharded = c->zero && world_size > 1;
     rt.share_compressed = c->type != OPT_ADAMW && c->fused && accum == 1;
-    optim_runtime_norms(&rt, c->norms == NORMS_AUTO ? NORMS_EXACT : c->norms);  // optim_fit_norms may switch auto to sketch
+    // optim_fit_norms may switch auto to sketch
+    optim_runtime_norms(&rt, c->norms == NORMS_AUTO ? NORMS_EXACT : c->norms);
     // GaLore's SVD needs the step's whole gradient of each matrix: one layer's at a time without
     // accumulation (summed over the ranks when the layer is done), else every matrix's
     if (c->type == OPT_GALORE) { rt.norms = NORMS_EXACT; rt.norm_path = accum == 1 ? NP_LAYER_G : NP_FULL_G; }
@@ -161,7 +162,8 @@ static void optim_config_defaults(OptimConfig* c) {
     c->type = OPT_ADAMW;
     c->b1 = 0.9f; c->b2 = 0.999f; c->eps = 1e-8f; c->weight_decay = 0.0f; c->grad_clip = 0.0f;
     c->select = SEL_MULTINORM; c->grass_rank = 128; c->grass_rank_frac = 0.0f; c->update_freq = 200; c->alpha = 0.25f;
-    c->fused = 1; c->norms = NORMS_AUTO; c->sketch_dim = 64; c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
+    c->fused = 1; c->norms = NORMS_AUTO; c->sketch_dim = 64;
+    c->proj_mask = (1 << LIN_DOWN) * 2 - 1;  // q k v o gate up down
     c->matrix_lr_scale = 1.0f;
     c->upscale = UPSCALE_MEAN;  // the study's choice (docs/GRASS_IMPL.md, "The up-projection's factor")
     c->grass_refresh = REFRESH_RESET;  // until the study decides (docs/GRASS_IMPL.md)
@@ -193,7 +195,10 @@ static int optim_set_grass_rank(OptimConfig* c, const char* text, char* err, siz
         return 0;
     }
     if (x < 1.0) { c->grass_rank = 0; c->grass_rank_frac = (float)x; return 1; }
-    if (x != floor(x)) { snprintf(err, errlen, "--rank %s: give an integer rank or a fraction below 1", text); return 0; }
+    if (x != floor(x)) {
+        snprintf(err, errlen, "--rank %s: give an integer rank or a fraction below 1", text);
+        return 0;
+    }
     c->grass_rank = (int)x; c->grass_rank_frac = 0.0f;
     return 1;
 }
@@ -216,7 +221,10 @@ static int optim_cols_side(const OptimConfig* c, const ParamTensor* t) {
 // rank for a matrix, with a clear error when it cannot be used
 static int grass_rank_for(const OptimConfig* c, const ParamTensor* t, int dim_sel, char* err, size_t errlen) {
     int r = c->grass_rank > 0 ? c->grass_rank : (int)floor(c->grass_rank_frac * dim_sel + 0.5);
-    if (r < 1) { snprintf(err, errlen, "rank for %s rounds to %d (dimension %d); use a larger --rank", t->name, r, dim_sel); return -1; }
+    if (r < 1) {
+        snprintf(err, errlen, "rank for %s rounds to %d (dimension %d); use a larger --rank", t->name, r, dim_sel);
+        return -1;
+    }
     if (r > dim_sel) {
         snprintf(err, errlen, "--rank %d is larger than the dimension Grass selects from in %s (%d x %d: %d); "
                  "use --rank <= %d or a fraction like 0.25", r, t->name, t->rows, t->cols, dim_sel, dim_sel);
@@ -227,10 +235,19 @@ static int grass_rank_for(const OptimConfig* c, const ParamTensor* t, int dim_se
 
 // Checks options against the model; returns 0 and a message on a problem.
 static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, char* err, size_t errlen) {
-    if (!(c->b1 >= 0.0f && c->b1 < 1.0f) || !(c->b2 >= 0.0f && c->b2 < 1.0f)) { snprintf(err, errlen, "beta1 %g and beta2 %g must be in [0, 1)", c->b1, c->b2); return 0; }
+    if (!(c->b1 >= 0.0f && c->b1 < 1.0f) || !(c->b2 >= 0.0f && c->b2 < 1.0f)) {
+        snprintf(err, errlen, "beta1 %g and beta2 %g must be in [0, 1)", c->b1, c->b2);
+        return 0;
+    }
     if (!(c->eps > 0.0f)) { snprintf(err, errlen, "adam eps %g must be > 0", c->eps); return 0; }
-    if (c->eps_style < 0 || c->eps_style >= EPS_STYLE_COUNT) { snprintf(err, errlen, "--adam-eps-style %d is unknown", c->eps_style); return 0; }
-    if (c->galore_side < 0 || c->galore_side >= GALORE_SIDE_COUNT) { snprintf(err, errlen, "--galore-side %d is unknown", c->galore_side); return 0; }
+    if (c->eps_style < 0 || c->eps_style >= EPS_STYLE_COUNT) {
+        snprintf(err, errlen, "--adam-eps-style %d is unknown", c->eps_style);
+        return 0;
+    }
+    if (c->galore_side < 0 || c->galore_side >= GALORE_SIDE_COUNT) {
+        snprintf(err, errlen, "--galore-side %d is unknown", c->galore_side);
+        return 0;
+    }
     // under keep each Grass row has its own bias correction (AdamParams.bc_rows), and the raw style's
     // eps / sqrt(bc2) is one number per step (adam_eps_for_style): the pair is not built
     if (c->type == OPT_GRASS && c->grass_refresh == REFRESH_KEEP && c->eps_style == EPS_RAW) {
@@ -238,9 +255,18 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
                  "corrections); use --adam-eps-style corrected (Grass's default) or --grass-refresh-state reset");
         return 0;
     }
-    if (!(c->weight_decay >= 0.0f)) { snprintf(err, errlen, "weight decay %g must be >= 0", c->weight_decay); return 0; }
-    if (!(c->grad_clip >= 0.0f)) { snprintf(err, errlen, "gradient clip %g must be >= 0 (0 = off)", c->grad_clip); return 0; }
-    if (!(c->matrix_lr_scale > 0.0f)) { snprintf(err, errlen, "--matrix-lr-scale %g must be > 0", c->matrix_lr_scale); return 0; }
+    if (!(c->weight_decay >= 0.0f)) {
+        snprintf(err, errlen, "weight decay %g must be >= 0", c->weight_decay);
+        return 0;
+    }
+    if (!(c->grad_clip >= 0.0f)) {
+        snprintf(err, errlen, "gradient clip %g must be >= 0 (0 = off)", c->grad_clip);
+        return 0;
+    }
+    if (!(c->matrix_lr_scale > 0.0f)) {
+        snprintf(err, errlen, "--matrix-lr-scale %g must be > 0", c->matrix_lr_scale);
+        return 0;
+    }
     if (c->type != OPT_ADAMW && c->matrix_lr_scale != 1.0f) {
         snprintf(err, errlen, "--matrix-lr-scale is for full-rank AdamW; the projected matrices of %s take lr * alpha "
                  "(--grass-scale)", OPTIMIZER_NAMES[c->type]);
@@ -265,7 +291,10 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
         return 0;
     }
     if (!(c->alpha > 0.0f)) { snprintf(err, errlen, "--grass-scale %g must be > 0", c->alpha); return 0; }
-    if (c->grass_rank <= 0 && !(c->grass_rank_frac > 0.0f && c->grass_rank_frac <= 1.0f)) { snprintf(err, errlen, "--rank must be a positive integer or a fraction in (0, 1]"); return 0; }
+    if (c->grass_rank <= 0 && !(c->grass_rank_frac > 0.0f && c->grass_rank_frac <= 1.0f)) {
+        snprintf(err, errlen, "--rank must be a positive integer or a fraction in (0, 1]");
+        return 0;
+    }
     for (int i = 0; i < pt->n; i++) {
         const ParamTensor* t = &pt->t[i];
         if (!optim_is_projected(c, t)) continue;

@@ -38,17 +38,20 @@ static void optim_print_banner(const OptimConfig* c, const OptimRuntime* rt, flo
                c->grass_rank > 0 ? (float)c->grass_rank : c->grass_rank_frac, c->update_freq, c->alpha, c->fused,
                rt->overlap, layers, lr, state_dtype, grad_dtype);
     else printf("optimizer: adamw, lr %g (matrices x %g), weight decay %g, clip %g, %s states, %s dense gradients, "
-                "overlap=%d\n", lr, c->matrix_lr_scale, c->weight_decay, c->grad_clip, state_dtype, grad_dtype, rt->overlap);
+                "overlap=%d\n", lr, c->matrix_lr_scale, c->weight_decay, c->grad_clip, state_dtype, grad_dtype,
+                rt->overlap);
     // the conventions that tell GaLore from the published one (galore_torch 1.0: --galore-side official,
     // --adam-eps-style raw), and an eps style off the default (a line of its own: tools read the one above)
     if (c->type == OPT_GALORE)
-        printf("  --galore-side %s, --adam-eps-style %s\n", GALORE_SIDE_NAMES[c->galore_side], ADAM_EPS_STYLE_NAMES[c->eps_style]);
+        printf("  --galore-side %s, --adam-eps-style %s\n", GALORE_SIDE_NAMES[c->galore_side],
+               ADAM_EPS_STYLE_NAMES[c->eps_style]);
     else if (c->eps_style == EPS_RAW)
         printf("  --adam-eps-style raw\n");
     // only where the rule differs from the method's before the flags, so that the banner above stays as it was
     if (optim_refresh_signature(c))
         printf("moments at a refresh: %s\n", c->type == OPT_GRASS
-               ? "keep (--grass-refresh-state keep: rows selected again keep m, v rescaled to their new rho, and their step counts)"
+               ? "keep (--grass-refresh-state keep: rows selected again keep m, v rescaled to their new rho, and their "
+                 "step counts)"
                : "reset (--galore-refresh-state reset: zero at each new projector, step count 0)");
 }
 
@@ -61,7 +64,8 @@ static void optim_log_header(FILE* f, const OptimConfig* c, const char* rank) {
         fprintf(f, " rank=%s update_freq=%d alpha=%g fused=%d", rank, c->update_freq, c->alpha, c->fused);
     else fprintf(f, " matrix_lr_scale=%g", c->matrix_lr_scale);
     if (optim_refresh_signature(c))  // written only where not the method's old rule (the header stays as it was)
-        fprintf(f, " refresh_state=%s", REFRESH_STATE_NAMES[c->type == OPT_GRASS ? c->grass_refresh : c->galore_refresh]);
+        fprintf(f, " refresh_state=%s",
+                REFRESH_STATE_NAMES[c->type == OPT_GRASS ? c->grass_refresh : c->galore_refresh]);
 }
 
 // The memory plan's rows for the projected gradients (after the dense gradients' row). fmt: the
@@ -85,8 +89,8 @@ static void optim_plan_rows_refresh(const OptimConfig* c, const OptimRuntime* rt
     char b[32];
     if (c->type == OPT_GRASS) {
         const char* how[] = {"per micro-batch norms: exact here, one micro-batch on one rank",
-                             "exact: one layer's fp32 gradients at a time", "exact: every projected matrix's fp32 gradient",
-                             "sketch"};
+                             "exact: one layer's fp32 gradients at a time",
+                             "exact: every projected matrix's fp32 gradient", "sketch"};
         char sk[64] = "";
         if (rt->norm_path == NP_SKETCH) snprintf(sk, sizeof(sk), ", k=%d", c->sketch_dim);
         if (rt->norms == NORMS_MICRO) how[0] = "micro: the sum of per micro-batch norms";
@@ -94,7 +98,8 @@ static void optim_plan_rows_refresh(const OptimConfig* c, const OptimRuntime* rt
     }
     if (c->type == OPT_GALORE) {
         printf("  GaLore SVD pass   %12s  %s   (every %d steps: %s)\n", "", fmt(op->normpass_bytes, b), c->update_freq,
-               rt->norm_path == NP_LAYER_G ? "one layer's fp32 gradients at a time" : "every projected matrix's fp32 gradient");
+               rt->norm_path == NP_LAYER_G ? "one layer's fp32 gradients at a time"
+                                           : "every projected matrix's fp32 gradient");
         printf("  GaLore scratch    %12s  %s   (SVD workspace, the largest matrix's dense update)\n", "",
                fmt(op->work_bytes, b));
     }
@@ -126,8 +131,8 @@ static void optim_log_refresh(const Optimizer* o, FILE* logf, int step_label, in
         printf("refresh at step %d: new GaLore projectors (SVD of the step's gradient, %d directions in all), "
                "keeping %.1f%% of its squared norm\n", step_label, r->distinct, 100.0 * captured);
     else if (print)
-        printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f, keeping %.1f%% of "
-               "the gradient's squared norm\n", step_label, r->distinct, r->draws, r->mult_mean, r->mult_max,
+        printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f, keeping %.1f%% "
+               "of the gradient's squared norm\n", step_label, r->distinct, r->draws, r->mult_mean, r->mult_max,
                100.0 * captured);
 }
 

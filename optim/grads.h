@@ -39,7 +39,8 @@ static void grad_linear(Optimizer* o, int tensor, const floatX* dout, int ld_dou
     } else if (o->cfg.type == OPT_GALORE) {
         galore_project_grad(g->C, dout, ld_dout, inp, g->Ptx, g->r, N, t->cols, t->rows, g->cols_side);
     } else {
-        grass_gathered_grad(g->C, dout, ld_dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows, g->cols_side, 1);
+        grass_gathered_grad(g->C, dout, ld_dout, inp, g->d_idx, g->d_scale, g->r_eff, N, t->cols, t->rows,
+                            g->cols_side, 1);
     }
 }
 
@@ -52,9 +53,11 @@ static void grad_linears(Optimizer* o, int first, int count, const floatX* dout,
     for (int i = 0; i < count; i++) {
         const ParamTensor* t = &o->pt->t[first + i];
         if (t->cols != t0->cols)
-            fatal("grad_linears: '%s' has %d inputs, '%s' %d; fused layers share their input", t0->name, t0->cols, t->name, t->cols);
+            fatal("grad_linears: '%s' has %d inputs, '%s' %d; fused layers share their input", t0->name, t0->cols,
+                  t->name, t->cols);
         // projected (no dense gradient: grad_offset -1), or not right after the previous one
-        if (o->gm_of_tensor[first + i] >= 0 || o->grad_offset[first + i] != o->grad_offset[first] + (size_t)width * t0->cols)
+        if (o->gm_of_tensor[first + i] >= 0 ||
+            o->grad_offset[first + i] != o->grad_offset[first] + (size_t)width * t0->cols)
             one_gemm = 0;
         width += t->rows;
     }
@@ -62,7 +65,8 @@ static void grad_linears(Optimizer* o, int first, int count, const floatX* dout,
         matmul_backward_weight(optim_grad_of(o, first), dout, width, inp, N, t0->cols, width, 1);
         return;
     }
-    for (int i = 0, col = 0; i < count; col += o->pt->t[first + i].rows, i++) grad_linear(o, first + i, dout + col, width, inp, N);
+    for (int i = 0, col = 0; i < count; col += o->pt->t[first + i].rows, i++)
+        grad_linear(o, first + i, dout + col, width, inp, N);
 }
 
 // A norm's or the embedding's gradient buffer; .p NULL in the norm pass, which wants none.

@@ -130,7 +130,9 @@ typedef struct { void** ptr; size_t bytes; int kind; const char* label; } OptimB
 
 // the step report's bytes: the loss sum (double), the dense sum of squares and the clipping
 // factor, and one sum of squares per projected matrix (at least one)
-static size_t optim_report_bytes(const Optimizer* o) { return 16 + (size_t)(o->n_gm > 0 ? o->n_gm : 1) * sizeof(float); }
+static size_t optim_report_bytes(const Optimizer* o) {
+    return 16 + (size_t)(o->n_gm > 0 ? o->n_gm : 1) * sizeof(float);
+}
 // the backend double that llama_forward_train adds each micro-step's mean loss to (reset by
 // optim_begin_step, read by optim_step into o->report.loss_sum)
 static double* optim_loss_acc(Optimizer* o) { return o->report.loss_acc; }
@@ -152,7 +154,8 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
             OBUF(g->d_scale, g->r_cap * sizeof(float), OB_OTHER, "grass scales");
             OBUF(g->d_upscale, g->r_cap * sizeof(float), OB_OTHER, "grass scales");
             OBUF(g->norms, g->dim_sel * sizeof(float), OB_OTHER, "grass norms");
-            if (g->row_t != NULL) OBUF(g->d_bc, 2 * (size_t)g->r_cap * sizeof(float), OB_OTHER, "grass per-row bias corrections");
+            if (g->row_t != NULL)
+                OBUF(g->d_bc, 2 * (size_t)g->r_cap * sizeof(float), OB_OTHER, "grass per-row bias corrections");
         }
         OBUF(g->m, sub * ssz, OB_STATE, galore ? "galore adam m" : "grass adam m");
         OBUF(g->v, sub * ssz, OB_STATE, galore ? "galore adam v" : "grass adam v");
@@ -178,8 +181,10 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
              "grass norm pass (one layer's gradients)");
     for (int k = 0; k < o->n_gm && (o->rt.norm_path == NP_FULL_G || o->rt.norm_path == NP_SKETCH); k++) {
         const ProjMatrix* g = &o->gm[k];
-        size_t numel = o->rt.norm_path == NP_FULL_G ? o->pt->t[g->tensor].numel : (size_t)g->dim_sel * o->cfg.sketch_dim;
-        OBUF(o->gm[k].nacc, numel * sizeof(float), OB_NORMPASS, o->rt.norm_path == NP_FULL_G ? "grass norm pass (gradients)" : "grass norm pass (sketches)");
+        size_t numel = o->rt.norm_path == NP_FULL_G ? o->pt->t[g->tensor].numel
+                                                    : (size_t)g->dim_sel * o->cfg.sketch_dim;
+        OBUF(o->gm[k].nacc, numel * sizeof(float), OB_NORMPASS,
+             o->rt.norm_path == NP_FULL_G ? "grass norm pass (gradients)" : "grass norm pass (sketches)");
     }
     for (int j = 0; j < o->np.n_sketch; j++)
         OBUF(o->np.sketch_S[j], (size_t)o->cfg.sketch_dim * o->np.sketch_dim_of[j] * sizeof(floatX), OB_NORMPASS,
@@ -199,7 +204,8 @@ static int optim_buffers(Optimizer* o, OptimBuffer* b) {
 }
 static int optim_max_buffers(const Optimizer* o) { return 10 * o->n_gm + 16; }
 
-static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt, floatX* params) {
+static void optim_init(Optimizer* o, const OptimConfig* cfg, const OptimRuntime* rt, const ParamTable* pt,
+                       floatX* params) {
     optim_layout(o, cfg, rt, pt);
     o->params = params;
     OptimBuffer* b = (OptimBuffer*)malloc_check(optim_max_buffers(o) * sizeof(OptimBuffer));
@@ -312,7 +318,8 @@ static void optim_plan(const OptimConfig* c, const OptimRuntime* rt, const Param
 
 // --grass-norms auto: exact unless its norm-pass buffers push the plan over `avail` bytes
 // (plan_total: the plan's total with exact norms), then the sketch. The one place auto resolves.
-static void optim_fit_norms(const OptimConfig* c, OptimRuntime* rt, const ParamTable* pt, size_t plan_total, size_t avail) {
+static void optim_fit_norms(const OptimConfig* c, OptimRuntime* rt, const ParamTable* pt, size_t plan_total,
+                            size_t avail) {
     if (c->norms != NORMS_AUTO || c->type != OPT_GRASS || avail == 0 || plan_total <= avail) return;
     OptimPlan exact;
     optim_plan(c, rt, pt, &exact);

@@ -78,7 +78,8 @@ static void optim_begin_norm_pass(Optimizer* o) {
         ProjMatrix* g = &o->gm[k];
         if (g->norms != NULL) backend_memset0(g->norms, g->dim_sel * sizeof(float));
         if (o->rt.norm_path == NP_FULL_G) backend_memset0(g->nacc, o->pt->t[g->tensor].numel * sizeof(float));
-        if (o->rt.norm_path == NP_SKETCH) backend_memset0(g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim * sizeof(float));
+        if (o->rt.norm_path == NP_SKETCH)
+            backend_memset0(g->nacc, (size_t)g->dim_sel * o->cfg.sketch_dim * sizeof(float));
     }
     if (o->np.nacc_pool != NULL) backend_memset0(o->np.nacc_pool, o->np.nacc_pool_numel * sizeof(float));
     // a fresh sketch per refresh, the same on every rank: S^T (k x dim), entries +-1 with equal
@@ -179,10 +180,10 @@ static void grass_keep_moments(Optimizer* o, ProjMatrix* g, const Selection* was
     for (int j = g->r_eff; j < g->r_cap; j++) g->row_t[j] = 0;
     backend_upload(o->remap.d_src, src, (size_t)g->r_eff * sizeof(int));
     backend_upload(o->remap.d_factor, factor, (size_t)g->r_eff * sizeof(float));
-    grass_remap_state(g->m, o->remap.tmp, o->cfg.state_dtype, o->remap.d_src, o->remap.d_factor, 0, was->r_eff, g->r_eff,
-                      g->r_cap, g->other, g->cols_side);
-    grass_remap_state(g->v, o->remap.tmp, o->cfg.state_dtype, o->remap.d_src, o->remap.d_factor, 1, was->r_eff, g->r_eff,
-                      g->r_cap, g->other, g->cols_side);
+    grass_remap_state(g->m, o->remap.tmp, o->cfg.state_dtype, o->remap.d_src, o->remap.d_factor, 0, was->r_eff,
+                      g->r_eff, g->r_cap, g->other, g->cols_side);
+    grass_remap_state(g->v, o->remap.tmp, o->cfg.state_dtype, o->remap.d_src, o->remap.d_factor, 1, was->r_eff,
+                      g->r_eff, g->r_cap, g->other, g->cols_side);
     free(src); free(factor);
 }
 
@@ -227,7 +228,8 @@ static void optim_refresh(Optimizer* o) {
         }
         uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
         int r_eff = o->cfg.select_on_device
-                  ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale, g->d_upscale)
+                  ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale,
+                                        g->d_upscale)
                   : -1;
         backend_download(q, g->norms, g->dim_sel * sizeof(float));
         if (r_eff >= 0) {  // selected in the backend: keep the host copy for checkpoints and checks
@@ -261,7 +263,11 @@ static void optim_refresh(Optimizer* o) {
     o->mode = BWD_GRADS;
     // what was chosen: distinct rows of the r draws, and the per-row step multiplier (count * rho,
     // the factor on alpha * lr * the Adam direction; 1 for top-r)
-    o->refreshed.distinct = 0; o->refreshed.draws = 0; o->refreshed.rows = 0; o->refreshed.mult_mean = 0; o->refreshed.mult_max = 0;
+    o->refreshed.distinct = 0;
+    o->refreshed.draws = 0;
+    o->refreshed.rows = 0;
+    o->refreshed.mult_mean = 0;
+    o->refreshed.mult_max = 0;
     for (int k = 0; k < o->n_gm; k++) {
         const ProjMatrix* g = &o->gm[k];
         o->refreshed.draws += g->r;

@@ -134,10 +134,17 @@ static int grass_pad_selection(Selection* sel, int dim, int align) {
     float* upscale = (float*)malloc_check((size_t)target * sizeof(float));
     int n = 0, j = 0;
     for (int i = 0; i < dim && n < target; i++) {
-        if (j < sel->r_eff && sel->idx[j] == i) { idx[n] = i; scale[n] = sel->scale[j]; upscale[n] = sel->upscale[j]; n++; j++; }
+        if (j < sel->r_eff && sel->idx[j] == i) {
+            idx[n] = i;
+            scale[n] = sel->scale[j];
+            upscale[n] = sel->upscale[j];
+            n++;
+            j++;
+        }
         else if (pads > 0) { idx[n] = i; scale[n] = 0.0f; upscale[n] = 0.0f; n++; pads--; }
     }
-    if (n != target || j != sel->r_eff) fatal("grass_pad_selection: the selection is not ascending and within [0, %d)", dim);
+    if (n != target || j != sel->r_eff)
+        fatal("grass_pad_selection: the selection is not ascending and within [0, %d)", dim);
     memcpy(sel->idx, idx, (size_t)n * sizeof(int));
     memcpy(sel->scale, scale, (size_t)n * sizeof(float));
     memcpy(sel->upscale, upscale, (size_t)n * sizeof(float));

@@ -68,9 +68,9 @@ static void optim_signature(const Optimizer* o, int32_t sig[SIG_COUNT]) {
 // what each signature field is, by name, and its value as a reader would write it
 static const char* OPTIM_SIGNATURE_NAMES[SIG_COUNT] = {
     "--optimizer", "projected matrices", "full-rank values", "--grass-select",
-    "--update-freq", "--grass-layers", "--grass-fused", "sum of Grass ranks (--rank)", "--seed (low 31 bits)", "--state-dtype",
-    "--master-weights", "--zero ranks", "--grass-upscale", "state layout", "--grass-refresh-state / --galore-refresh-state",
-    "(unused)"};
+    "--update-freq", "--grass-layers", "--grass-fused", "sum of Grass ranks (--rank)", "--seed (low 31 bits)",
+    "--state-dtype", "--master-weights", "--zero ranks", "--grass-upscale", "state layout",
+    "--grass-refresh-state / --galore-refresh-state", "(unused)"};
 static void optim_signature_value(int field, int32_t v, char* buf, size_t n) {
     if (field == SIG_OPTIMIZER && v >= 0 && v < OPTIMIZER_COUNT) snprintf(buf, n, "%s", OPTIMIZER_NAMES[v]);
     else if (field == SIG_SELECT && v >= 0 && v < SEL_COUNT) snprintf(buf, n, "%s", GRASS_SELECT_NAMES[v]);
@@ -79,7 +79,8 @@ static void optim_signature_value(int field, int32_t v, char* buf, size_t n) {
         size_t len = 0;
         buf[0] = '\0';
         for (int t = 0; t < LIN_NONE; t++)
-            if ((v >> t) & 1) len += snprintf(buf + len, len < n ? n - len : 0, "%s%s", len ? "," : "", LINEAR_TYPE_NAMES[t]);
+            if ((v >> t) & 1)
+                len += snprintf(buf + len, len < n ? n - len : 0, "%s%s", len ? "," : "", LINEAR_TYPE_NAMES[t]);
         if (len == 0) snprintf(buf, n, "none");
     }
     else if (field == SIG_STATE_DTYPE) snprintf(buf, n, "%s", v == STATE_BF16 ? "bf16" : "fp32");
@@ -130,8 +131,8 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         char a[48], b[48];
         optim_signature_value(SIG_OPTIMIZER, sig[SIG_OPTIMIZER], a, sizeof(a));
         optim_signature_value(SIG_OPTIMIZER, want[SIG_OPTIMIZER], b, sizeof(b));
-        fatal("'%s' holds the state of another optimizer setup (--optimizer: file %s, this run %s); resume with the same "
-              "optimizer flags", path, a, b);
+        fatal("'%s' holds the state of another optimizer setup (--optimizer: file %s, this run %s); resume with the "
+              "same optimizer flags", path, a, b);
     }
     if (sig[SIG_ZERO_RANKS] != want[SIG_ZERO_RANKS])
         fatal("'%s' was written %s ZeRO-1 (%d ranks) and this run %s; resume with the same --zero and number of ranks",
@@ -179,11 +180,13 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
         int32_t hdr[4];
         fread_check(hdr, sizeof(int32_t), 4, f, path);
         if (hdr[0] != g->tensor || hdr[1] != g->cols_side || hdr[2] != g->r || hdr[3] < 0 || hdr[3] > g->r_cap)
-            fatal("'%s': Grass matrix %d does not match this model (tensor %d side %d rank %d)", path, k, hdr[0], hdr[1], hdr[2]);
+            fatal("'%s': Grass matrix %d does not match this model (tensor %d side %d rank %d)", path, k, hdr[0],
+                  hdr[1], hdr[2]);
         g->r_eff = hdr[3];
         fread_check(&g->t, sizeof(int64_t), 1, f, path);
         if (o->cfg.type == OPT_GALORE) {
-            if (g->r_eff != 0 && g->r_eff != g->r) fatal("'%s': GaLore matrix %d holds %d of %d projector rows", path, k, g->r_eff, g->r);
+            if (g->r_eff != 0 && g->r_eff != g->r)
+                fatal("'%s': GaLore matrix %d holds %d of %d projector rows", path, k, g->r_eff, g->r);
             if (g->r_eff > 0) {
                 size_t np = (size_t)g->r * g->dim_sel;
                 float* h = (float*)malloc_check(np * sizeof(float));
@@ -197,11 +200,13 @@ static void optim_load(Optimizer* o, FILE* f, const char* path) {
             fread_check(g->h_sel.scale, sizeof(float), g->r_eff, f, path);
             fread_check(g->h_sel.upscale, sizeof(float), g->r_eff, f, path);
             for (int j = 0; j < g->r_eff; j++)
-                if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel) fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
+                if (g->h_sel.idx[j] < 0 || g->h_sel.idx[j] >= g->dim_sel)
+                    fatal("'%s': selected index %d out of range", path, g->h_sel.idx[j]);
             if (g->row_t != NULL) {  // keep (the signature matched): the rows' own step counts
                 fread_check(g->row_t, sizeof(int64_t), g->r_eff, f, path);
                 for (int j = 0; j < g->r_eff; j++)
-                    if (g->row_t[j] < 0 || g->row_t[j] > o->step) fatal("'%s': row step count %lld out of range", path, (long long)g->row_t[j]);
+                    if (g->row_t[j] < 0 || g->row_t[j] > o->step)
+                        fatal("'%s': row step count %lld out of range", path, (long long)g->row_t[j]);
             }
             grass_upload_selection(g);
         }
@@ -233,14 +238,16 @@ static void optim_load_shard(Optimizer* o, const char* path) {
     FILE* f = fopen_check(path, "rb");
     int64_t h[6];
     fread_check(h, sizeof(int64_t), 6, f, path);
-    if (h[0] != ZERO_SHARD_MAGIC && h[0] != ZERO_SHARD_MAGIC_UNCHECKED) fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
+    if (h[0] != ZERO_SHARD_MAGIC && h[0] != ZERO_SHARD_MAGIC_UNCHECKED)
+        fatal("'%s' is not a grass.c ZeRO-1 shard file", path);
     int64_t magic = h[0];  // ZERO_SHARD_MAGIC: its trailer was checked by the resume's find_resume_checkpoint
     if (h[1] != o->rt.rank || h[2] != o->rt.world_size || h[3] != (int64_t)o->zero.shard ||
         h[4] != o->cfg.state_dtype ||
         h[5] != (int64_t)o->grad_total)
-        fatal("'%s' holds block %lld of %lld (length %lld, dtype %lld, %lld dense values); this rank needs block %d of %d "
-              "(length %zu, dtype %d, %zu)", path, (long long)h[1], (long long)h[2], (long long)h[3], (long long)h[4],
-              (long long)h[5], o->rt.rank, o->rt.world_size, o->zero.shard, o->cfg.state_dtype, o->grad_total);
+        fatal("'%s' holds block %lld of %lld (length %lld, dtype %lld, %lld dense values); this rank needs block %d of "
+              "%d (length %zu, dtype %d, %zu)", path, (long long)h[1], (long long)h[2], (long long)h[3],
+              (long long)h[4], (long long)h[5], o->rt.rank, o->rt.world_size, o->zero.shard, o->cfg.state_dtype,
+              o->grad_total);
     size_t ssz = state_dtype_size(o->cfg.state_dtype);
     read_backend_bytes(f, o->m, o->zero.shard * ssz, path);
     read_backend_bytes(f, o->v, o->zero.shard * ssz, path);

@@ -32,8 +32,9 @@ static void optim_apply_projected(Optimizer* o, ProjMatrix* g, float lr, float g
                            optim_update_seed(o, g->tensor), o->galore.work);
         return;
     }
-    grass_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v, o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols,
-                      g->cols_side, ap, o->cfg.alpha, optim_update_seed(o, g->tensor));
+    grass_adam_update(o->params + t->offset, o->master != NULL ? o->master + t->offset : NULL, g->C, g->m, g->v,
+                      o->cfg.state_dtype, g->d_idx, g->d_upscale, g->r_eff, t->rows, t->cols, g->cols_side, ap,
+                      o->cfg.alpha, optim_update_seed(o, g->tensor));
 }
 
 // acc += the squared norm of matrix g's part of the gradient the optimizer uses, unscaled: Grass's
@@ -165,8 +166,9 @@ static float optim_step(Optimizer* o) {
         float lr_t = t->kind == PT_LINEAR && ((o->cfg.proj_mask >> t->lin) & 1) ? lr * o->cfg.matrix_lr_scale : lr;
         AdamParams ap = adam_params(&o->cfg, lr_t, t->decay ? o->cfg.weight_decay : 0.0f, o->step, grad_scale);
         ap.grad_scale_dev = grad_scale_dev;
-        adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL, optim_grads_from(o, a),
-                     (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, ap, optim_update_seed(o, i), in_t);
+        adamw_update(o->params + t->offset + in_t, o->master != NULL ? o->master + t->offset + in_t : NULL,
+                     optim_grads_from(o, a), (char*)o->m + soff, (char*)o->v + soff, o->cfg.state_dtype, b - a, ap,
+                     optim_update_seed(o, i), in_t);
     }
     if (o->rt.sharded) {
         // every rank's updated block, staged in the (compact) gradient buffer, goes to all ranks;
@@ -175,12 +177,14 @@ static float optim_step(Optimizer* o) {
         for (int i = 0; i < o->pt->n; i++) {
             size_t a, b;
             if (optim_shard_part(o, i, &a, &b))
-                backend_copy(stage + a, o->params + o->pt->t[i].offset + (a - o->grad_offset[i]), (b - a) * sizeof(floatX));
+                backend_copy(stage + a, o->params + o->pt->t[i].offset + (a - o->grad_offset[i]),
+                             (b - a) * sizeof(floatX));
         }
         allgather_floatX(stage, o->zero.shard);
         for (int i = 0; i < o->pt->n; i++) {
             size_t off = o->grad_offset[i];
-            if (off != (size_t)-1) backend_copy(o->params + o->pt->t[i].offset, stage + off, o->pt->t[i].numel * sizeof(floatX));
+            if (off != (size_t)-1)
+                backend_copy(o->params + o->pt->t[i].offset, stage + off, o->pt->t[i].numel * sizeof(floatX));
         }
     }
     if (!fused) for (int k = 0; k < o->n_gm; k++) optim_apply_projected(o, &o->gm[k], lr, grad_scale, grad_scale_dev);
@@ -206,7 +210,9 @@ static float optim_step(Optimizer* o) {
 //   for each micro-step: optim_begin_micro(o, micro); forward; backward (grad_sink.h)
 //   gnorm = optim_step(o)           reduce, measure, clip and update what is not updated yet
 static void optim_begin_step(Optimizer* o, int64_t step, float lr) {
-    if (step != o->step) fatal("optim_begin_step: step %lld, but the optimizer has done %lld steps", (long long)step, (long long)o->step);
+    if (step != o->step)
+        fatal("optim_begin_step: step %lld, but the optimizer has done %lld steps", (long long)step,
+              (long long)o->step);
     o->lr = lr;
     o->comm_bytes = 0;
     o->clip_scale = 1.0f;

@@ -74,9 +74,11 @@ static void optim_allreduce_dense(Optimizer* o, size_t lo, size_t n, int start) 
     if (o->rt.world_size <= 1 || n == 0) return;
     GradBuf g = optim_grads_from(o, lo);
     if (g.dtype == GRAD_FP32) {
-        if (start) allreduce_start_float((float*)g.p, n, ALLREDUCE_SLOT_DENSE); else allreduce_sum_float((float*)g.p, n);
+        if (start) allreduce_start_float((float*)g.p, n, ALLREDUCE_SLOT_DENSE);
+        else allreduce_sum_float((float*)g.p, n);
     } else {
-        if (start) allreduce_start_floatX((floatX*)g.p, n, ALLREDUCE_SLOT_DENSE); else allreduce_sum_floatX((floatX*)g.p, n);
+        if (start) allreduce_start_floatX((floatX*)g.p, n, ALLREDUCE_SLOT_DENSE);
+        else allreduce_sum_floatX((floatX*)g.p, n);
     }
     o->comm_bytes += (double)n * grad_dtype_size(g.dtype);
 }
