@@ -345,15 +345,21 @@ def is_frozen(name):
     return bool(m) and float(m.group("x")) <= FROZEN_SCALE
 
 
+def seed1_final(row):
+    """the final loss at seed 1 (how the script picks a family's best), else the mean"""
+    return next((r["final"] for r in row["runs"] if r["seed"] == 1 and r["status"] == "done"), row["mean"])
+
+
 def summary_rows(rows):
-    """each family's best setting in a cell (lowest mean final loss; the frozen control apart):
-    {family: row}, plus "frozen" for the control when it ran"""
+    """each family's best setting in a cell, chosen as the script chooses it: the lowest final loss
+    at seed 1 (the mean where seed 1 is missing); the frozen control apart: {family: row}, plus
+    "frozen" for the control when it ran. The row carries every seed of that setting."""
     best = {}
     for row in rows:
         if row["mean"] != row["mean"]:
             continue
         fam = "frozen" if is_frozen(row["name"]) else row["family"]
-        if fam not in best or row["mean"] < best[fam]["mean"]:
+        if fam not in best or (seed1_final(row), row["name"]) < (seed1_final(best[fam]), best[fam]["name"]):
             best[fam] = row
     return best
 

@@ -237,6 +237,15 @@ with tempfile.TemporaryDirectory() as tmp:
           "the best-settings figure (with the refresh marks) is written")
     sys.path.insert(0, HERE)
     import study_table  # noqa: E402
+    # a family's best is the setting the script chose (lowest at seed 1, with all its seeds), not
+    # the lowest mean of settings with different seed counts
+    mk_run = lambda seed, final: {"seed": seed, "status": "done", "final": final}
+    rows = [{"name": "grass-topr-a0.01", "family": "Grass top-r", "mean": 4.95, "sd": 0.05, "seeds": [1, 2, 3],
+             "runs": [mk_run(1, 4.90), mk_run(2, 5.00), mk_run(3, 4.95)]},
+            {"name": "grass-topr-a0.02", "family": "Grass top-r", "mean": 4.92, "sd": None, "seeds": [1],
+             "runs": [mk_run(1, 4.92)]}]
+    pick = study_table.summary_rows(rows).get("Grass top-r", {}).get("name")
+    check(pick == "grass-topr-a0.01", f"the best setting is the seed-1 choice with its three seeds ({pick})")
     cap = study_table.read_captured(os.path.join(ts, "grass-topr-a0.0078125-seed1", "log.txt"))
     check(cap == {1: 0.5, 51: 0.51, 101: 0.52}, f"captured= per refresh from the log ({cap})")
 
