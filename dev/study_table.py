@@ -283,7 +283,8 @@ def mean_captured(runs):
 
 def cell_figure(cell, rows, path, mark_refresh=False):
     """validation loss against step, mean over seeds with a ± sd band; mark_refresh: a triangle at
-    each refresh of the runs that log one, labelled with captured= (mean over seeds, in %)"""
+    each refresh of the runs that log one, and their captured= (mean over seeds, in %, one per
+    refresh) in the legend"""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -301,17 +302,19 @@ def cell_figure(cell, rows, path, mark_refresh=False):
         label = f"{row['name']} (n={len(done)})"
         ls = styles.get(row["family"], ":")
         color = plt.cm.tab20.colors[(2 * plotted) % 20 + (plotted // 10) % 2]  # 20 distinct colors
+        first = None
         for k, ax in enumerate(axes):
             line, = ax.plot(steps, means, ls, color=color, marker="o", ms=2.5, lw=1.3, label=label if k == 0 else None)
+            first = first or line
             if len(done) > 1:
                 ax.fill_between(steps, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
                                 color=line.get_color(), alpha=0.15, lw=0)
         cap = mean_captured(done) if mark_refresh else {}
-        for st, c in cap.items():
+        for st in cap:
             y = means[min(range(len(steps)), key=lambda i: abs(steps[i] - st))]
             axes[0].plot([st], [y], "v", color=color, ms=5)
-            axes[0].annotate(f"{100 * c:.0f}%", (st, y), textcoords="offset points", xytext=(0, 6 + 7 * (plotted % 3)),
-                             ha="center", fontsize=6, color=color)
+        if cap:  # the shares in the legend, in refresh order (legible where the curves meet)
+            first.set_label(label + "; captured " + "/".join(f"{100 * c:.0f}" for c in cap.values()) + "%")
         half = [m for s, m in zip(steps, means) if s >= steps[-1] / 2]
         tail_lo, tail_hi = min(tail_lo, min(half)), max(tail_hi, max(half))
         plotted += 1
@@ -319,7 +322,7 @@ def cell_figure(cell, rows, path, mark_refresh=False):
         plt.close(fig)
         return False
     axes[0].set_title("validation loss (mean over seeds, band ± sd)"
-                      + ("; ▼ refresh, captured= in %" if mark_refresh else ""))
+                      + ("; ▼ refresh" if mark_refresh else ""), fontsize=10)
     axes[1].set_title("second half of training")
     last = max(max(r["val"]) for row in rows for r in row["runs"] if r["status"] == "done")
     axes[1].set_xlim(last / 2 - last * 0.02, last * 1.02)
@@ -330,8 +333,9 @@ def cell_figure(cell, rows, path, mark_refresh=False):
         ax.set_ylabel("val loss")
         ax.grid(alpha=0.3)
     fig.suptitle(cell)
-    fig.tight_layout(rect=(0, 0, 0.79, 1))
-    fig.legend(loc="center left", bbox_to_anchor=(0.79, 0.5), fontsize=7, frameon=False)
+    right = 0.70 if mark_refresh else 0.79  # room for the legend (with captured= it is wider)
+    fig.tight_layout(rect=(0, 0, right, 1))
+    fig.legend(loc="center left", bbox_to_anchor=(right, 0.5), fontsize=7, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
