@@ -448,8 +448,9 @@ static void cpu_grass_adam_update(float* W, float* Wm, const float* C, void* m, 
 
 // backend.h's grass_remap_state: new row j of r_new takes old row src[j] (of r_old) times
 // factor[j] (squared in fp32 when square), 0 where src[j] < 0 and past the new rows; through tmp
-static void cpu_grass_remap_state(void* s, void* tmp, int state_bf16, const int* src, const float* factor, int square,
-                                  int r_old, int r_new, int r_cap, int other, int cols_side) {
+// (inline: only the backend calls it, so test_ops, which includes this file, does not warn)
+static inline void cpu_grass_remap_state(void* s, void* tmp, int state_bf16, const int* src, const float* factor,
+                                         int square, int r_old, int r_new, int r_cap, int other, int cols_side) {
     size_t total = (size_t)r_cap * other, used = (size_t)r_new * other;
     #pragma omp parallel for
     for (size_t k = 0; k < total; k++) {
