@@ -250,7 +250,7 @@ static int optim_config_validate(const OptimConfig* c, const ParamTable* pt, cha
     }
     // under keep each Grass row has its own bias correction (AdamParams.bc_rows), and the raw style's
     // eps / sqrt(bc2) is one number per step (adam_eps_for_style): the pair is not built
-    if (c->type == OPT_GRASS && c->grass_refresh == REFRESH_KEEP && c->eps_style == EPS_RAW) {
+    if (optim_grass_keeps(c) && c->eps_style == EPS_RAW) {
         snprintf(err, errlen, "--adam-eps-style raw with --grass-refresh-state keep is not supported (per-row bias "
                  "corrections); use --adam-eps-style corrected (Grass's default) or --grass-refresh-state reset");
         return 0;

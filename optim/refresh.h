@@ -187,6 +187,15 @@ static void grass_keep_moments(Optimizer* o, ProjMatrix* g, const Selection* was
     free(src); free(factor);
 }
 
+// reset: matrix g's subspace moments start again at zero, its Adam step count at 0 (Grass's default,
+// GaLore's with --galore-refresh-state reset)
+static void proj_reset_moments(Optimizer* o, ProjMatrix* g) {
+    size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
+    backend_memset0(g->m, sub);
+    backend_memset0(g->v, sub);
+    g->t = 0;
+}
+
 // After the norm pass: sum the norms over ranks, select with the shared seed, reset or carry the moments.
 static void optim_refresh(Optimizer* o) {
     int64_t step = o->step;
@@ -199,13 +208,7 @@ static void optim_refresh(Optimizer* o) {
         // the moments carry over, as in GaLore (--galore-refresh-state keep), or start again at zero
         optim_finish_norms(o, &o->gm[k]);
         o->gm[k].r_eff = o->gm[k].r;
-        if (o->cfg.galore_refresh == REFRESH_RESET) {
-            ProjMatrix* g = &o->gm[k];
-            size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
-            backend_memset0(g->m, sub);
-            backend_memset0(g->v, sub);
-            g->t = 0;
-        }
+        if (o->cfg.galore_refresh == REFRESH_RESET) proj_reset_moments(o, &o->gm[k]);
     }
     // keep: the old selection of the matrix being refreshed (its rows, scales and slot counts)
     int keep = optim_grass_keeps(&o->cfg), cap = 0;
@@ -248,14 +251,12 @@ static void optim_refresh(Optimizer* o) {
         int padded = grass_pad_selection(&g->h_sel, g->dim_sel, o->cfg.row_align);
         g->r_eff = g->h_sel.r_eff;
         if (r_eff < 0 || o->cfg.upscale != UPSCALE_PAPER || padded > 0) grass_upload_selection(g);
-        g->t = 0;
         if (keep && was.r_eff > 0) {
+            g->t = 0;
             grass_keep_moments(o, g, &was, t_was);
             continue;
         }
-        size_t sub = proj_cap_numel(g) * state_dtype_size(o->cfg.state_dtype);
-        backend_memset0(g->m, sub);
-        backend_memset0(g->v, sub);
+        proj_reset_moments(o, g);
         if (keep) memset(g->row_t, 0, (size_t)g->r_cap * sizeof(int64_t));
     }
     free(q);
