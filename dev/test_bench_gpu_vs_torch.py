@@ -23,28 +23,19 @@ import subprocess
 import sys
 import tempfile
 
+from checks import Checks
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "dev", "bench_gpu_vs_torch.py")
 
+suite = Checks("test_bench_gpu_vs_torch")
+check = suite.check
 try:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 except ImportError as e:
-    print("skipped: the PyTorch peer's checks: torch or transformers not importable (%s)" % e)
-    print("test_bench_gpu_vs_torch: 0 passed, 0 failed, 1 skipped")
-    sys.exit(0)
-
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + what)
-    else:
-        failed += 1
-        print("FAIL " + what)
+    suite.skip("the PyTorch peer's checks: torch or transformers not importable (%s)" % e)
+    suite.finish()
 
 
 def bench(args, env=None):
@@ -139,5 +130,4 @@ rc, txt = bench(["--ours-log", "adamw=" + os.path.join(tmp, "missing", "log.txt"
 check(rc != 0 and "cannot open" in txt, "(d) a missing log: a clear error, non-zero exit")
 
 shutil.rmtree(tmp, ignore_errors=True)
-print("test_bench_gpu_vs_torch: %d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+suite.finish()

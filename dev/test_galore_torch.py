@@ -37,6 +37,8 @@ import types
 
 import numpy as np
 
+from checks import Checks
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TRAINER = os.path.join(ROOT, "train_llama_cpu")
@@ -47,24 +49,14 @@ B, T, N_SAMPLES, STEPS = 4, 16, 40, 12       # 10 batches an epoch: step 10 star
 RANK, GAP, LR, SCALE, EPS, SEED = 8, 3, 1e-2, 0.25, 1e-6, 5
 TOL = 1e-4
 
-passed = failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL: " + msg)
-    return cond
+suite = Checks("test_galore_torch", quiet=True)
+check = suite.check
 
 
 def done(skip=None):
     if skip:
-        print("skipped: " + skip)
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+        suite.skip(skip)
+    suite.finish()
 
 
 def load_galore_adamw():
@@ -242,7 +234,7 @@ def main():
             done()
         theirs = run_torch(model_dir, batches(tokens, SEED, STEPS), not args.svd_signs)
     check(all(x is not None for x in ours), "train_llama_cpu's log lacks steps: %s" % ours)
-    if failed:
+    if suite.failed:
         done()
     rel = [abs(a - b) / abs(b) for a, b in zip(ours, theirs)]
     print("step  train_llama_cpu  galore_torch   rel diff")

@@ -28,6 +28,8 @@ import zlib
 
 import numpy as np
 
+from checks import Checks
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXPORT = os.path.join(HERE, "export_hf.py")
@@ -35,18 +37,8 @@ IMPORT = os.path.join(HERE, "import_hf.py")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 sys.path.insert(0, HERE)
 
-passed = failed = 0
-skipped = []
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL: " + msg)
-    return cond
+suite = Checks("test_hf_roundtrip", quiet=True)
+check = suite.check
 
 
 def run(args, env_extra=None):
@@ -372,7 +364,7 @@ def part_b(tmp):
     for fx in ("tiny_gqa", "tiny_mha_tied", "tiny_odd"):
         path = os.path.join(FIXTURES, fx + ".bin")
         if not os.path.isfile(path):
-            skipped.append("fixture %s (run dev/make_reference.py)" % fx)
+            suite.skip("fixture %s (run dev/make_reference.py)" % fx)
             continue
         h, t = read_fixture(path)
         c = dict(V=h["vocab_size"], d=h["dim"], f=h["ffn_dim"], L=h["n_layers"], H=h["n_heads"], KV=h["n_kv_heads"],
@@ -488,7 +480,7 @@ def part_b(tmp):
         open(tok_path, "wb").write(buf.getvalue())
     except Exception as e:
         tok_path = None
-        skipped.append("tokenizer check (could not build a sentencepiece model: %s)" % e)
+        suite.skip("tokenizer check (could not build a sentencepiece model: %s)" % e)
     if tok_path:
         ck = os.path.join(tmp, "sp_bin.bin")
         d = os.path.join(tmp, "tok_hf")
@@ -505,7 +497,7 @@ def part_b(tmp):
                 have_pb = True
             except ImportError:
                 have_pb = False
-                skipped.append("loading the exported tokenizer with AutoTokenizer (needs protobuf, not installed)")
+                suite.skip("loading the exported tokenizer with AutoTokenizer (needs protobuf, not installed)")
             if have_pb:
                 from transformers import AutoTokenizer
                 tk = AutoTokenizer.from_pretrained(d)
@@ -520,22 +512,19 @@ def main():
         t0 = time.time()
         part_a(tmp)
         print("(%.1f s) " % (time.time() - t0), end="")
-        print("part A (numpy + safetensors): %d passed, %d failed so far" % (passed, failed))
+        print("part A (numpy + safetensors): %s so far" % suite.summary())
         try:
             import torch  # noqa: F401
             import transformers  # noqa: F401
             have = True
         except ImportError as e:
             have = False
-            skipped.append("part B (torch/transformers not importable: %s)" % e)
+            suite.skip("part B (torch/transformers not importable: %s)" % e)
         if have:
             part_b(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for s in skipped:
-        print("skipped: " + s)
-    print("test_hf_roundtrip: %d passed, %d failed%s" % (passed, failed, ", %d skipped" % len(skipped) if skipped else ""))
-    sys.exit(1 if failed else 0)
+    suite.finish()
 
 
 if __name__ == "__main__":

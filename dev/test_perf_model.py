@@ -33,22 +33,15 @@ import subprocess
 import sys
 import tempfile
 
+from checks import Checks
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 spec = importlib.util.spec_from_file_location("perf_model", os.path.join(ROOT, "dev", "perf_model.py"))
 pm = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pm)
 
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + what)
-    else:
-        failed += 1
-        print("FAIL " + what)
+suite = Checks("test_perf_model")
+check = suite.check
 
 
 def rel(a, b):
@@ -488,5 +481,4 @@ ex = r["executed_flops_per_token"]
 check(ex["plain"] < r["model_flops_per_token"] < ex["refresh"],
       "Grass executes less than the model formula on a plain step, more on a refresh step")
 
-print("test_perf_model: %d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+suite.finish()

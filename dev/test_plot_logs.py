@@ -8,18 +8,11 @@ import subprocess
 import sys
 import tempfile
 
+from checks import Checks
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + what)
-    else:
-        failed += 1
-        print("FAIL " + what)
+suite = Checks("test_plot_logs")
+check = suite.check
 
 
 def write_log(path, header, tok, mem, losses, vals, resumed_tail=None):
@@ -63,5 +56,4 @@ with tempfile.TemporaryDirectory() as tmp:
     r = subprocess.run([sys.executable, os.path.join(HERE, "plot_logs.py"), bad, "-o", png], capture_output=True, text=True)
     check(r.returncode != 0 and "no step lines" in (r.stderr + r.stdout), "a file that is not a log is refused by name")
 
-print(f"test_plot_logs: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+suite.finish()
