@@ -39,6 +39,10 @@
 # JOBS=N: make -jN for the builds (default 2).
 # MEMORY_LIMIT_GB=G: the --memory-limit-gb of every run and plan (default 8; both revisions must know the flag).
 # ONLY=REGEX: only the runs whose names match (e.g. ONLY=gpu_ with GPU=1); the text checks always run.
+# WORK=DIR: where the base worktree, binaries, data and runs go (default /tmp/grass_bit_identical).
+# A pass removes what it wrote there (the base worktree with its builds, the runs; a few calls
+# used to fill the disk); a failure keeps it for inspection and says how to remove it.
+# KEEP_WORK=1 keeps it after a pass too, e.g. to check several changes against one base built once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -48,9 +52,23 @@ WORK=${WORK:-/tmp/grass_bit_identical}
 mkdir -p "$WORK"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 GPU=${GPU:-0}; QUICK=${QUICK:-0}
+BASE_DIR=$WORK/base_${BASE_SHA:0:12}
+WROTE=(runs text bin_base bin_new data build.log data.log diff.txt)  # besides $BASE_DIR
+on_exit() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "kept for inspection: $WORK ($(du -sh "$WORK" 2>/dev/null | cut -f1)); to remove it:" \
+         "git worktree remove --force $BASE_DIR; rm -rf $WORK"
+  elif [ "${KEEP_WORK:-0}" != 1 ]; then
+    git worktree remove --force "$BASE_DIR" 2>/dev/null || { rm -rf "$BASE_DIR"; git worktree prune; }
+    local w; for w in "${WROTE[@]}"; do rm -rf "${WORK:?}/$w"; done
+    rmdir "$WORK" 2>/dev/null || true
+    echo "removed what this check wrote in $WORK (KEEP_WORK=1 keeps it)"
+  fi
+}
+trap on_exit EXIT
 
 # ---- builds ---------------------------------------------------------------------------------------
-BASE_DIR=$WORK/base_${BASE_SHA:0:12}
 if [ ! -d "$BASE_DIR" ]; then
   git worktree add --detach "$BASE_DIR" "$BASE_SHA" >/dev/null 2>&1 \
     || { echo "error: git worktree add $BASE_DIR $BASE_SHA failed"; exit 2; }
