@@ -130,15 +130,19 @@ static void test_selection(void) {
 // ---- one projected matrix against float64 -----------------------------------------------------
 // A parameter table holding one linear weight (out x in), driven through the Optimizer API as
 // the trainer drives it; the reference is the GRASS.md update written in double.
+static ParamTable one_matrix_table(int out, int in) {  // the table of the one-matrix cases
+    ParamTable pt;
+    memset(&pt, 0, sizeof(pt));
+    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
+    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    return pt;
+}
 static int g_upscale = UPSCALE_PAPER;  // the up-projection rule of grass_matrix_case
 // > 0: grass_matrix_case runs the fused update with --grad-clip g_clip, whose rule scales step t by
 // min(1, clip / the norm of step t-1's gradient B G, unscaled); the float64 reference does the same
 static float g_clip = 0.0f;
 static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K, float wd, const char* label) {
-    ParamTable pt;
-    memset(&pt, 0, sizeof(pt));
-    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
-    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    ParamTable pt = one_matrix_table(out, in);
     const int N = 6, steps = 5;
     OptimConfig oc;
     optim_config_defaults(&oc);
@@ -287,10 +291,7 @@ static void state_get_all(double* out, const void* s, size_t n, int bf) {
 }
 static void grass_keep_case(int out, int in, int r, GrassSelect method, int K, int steps, int align, int bf16, int fused,
                             const char* label) {
-    ParamTable pt;
-    memset(&pt, 0, sizeof(pt));
-    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
-    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    ParamTable pt = one_matrix_table(out, in);
     const int N = 5;
     OptimConfig oc;
     optim_config_defaults(&oc);
@@ -695,10 +696,7 @@ static int g_galore_side = GALORE_SIDE_OFFICIAL, g_eps_style = EPS_AUTO;
 static float g_eps = 1e-8f;
 static int g_galore_refresh = REFRESH_KEEP;  // --galore-refresh-state of galore_matrix_case
 static void galore_matrix_case(int out, int in, int r, int K, int accum, float wd, const char* label) {
-    ParamTable pt;
-    memset(&pt, 0, sizeof(pt));
-    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
-    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    ParamTable pt = one_matrix_table(out, in);
     const int N = 7, steps = 5;
     OptimConfig oc;
     optim_config_defaults(&oc);
@@ -1174,10 +1172,7 @@ static void grad_linears_case(void) {
 // G's unless micro == 1); sketch gives ||row_i(G S)||^2 / k, unbiased: its mean over many
 // refreshes (a fresh S each) approaches G's norms and its relative variance is at most 2/k.
 static void norm_pass_case(int out, int in, int micro, const char* label) {
-    ParamTable pt;
-    memset(&pt, 0, sizeof(pt));
-    pt.t = (ParamTensor*)calloc_check(1, sizeof(ParamTensor));
-    param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
+    ParamTable pt = one_matrix_table(out, in);
     const int N = 5, refreshes = 300;
     int cols = out > in, dim = cols ? in : out;
     float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
