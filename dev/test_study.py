@@ -8,7 +8,7 @@ with a stand-in trainer whose final losses are known in advance, so the tests ne
 - the keep runs pass --grass-refresh-state keep, the other Grass runs reset, and a run of a binary
   from before the flag (which always reset) counts as the same run, not a conflict;
 - a binary without the flag skips the keep runs and still runs the rest;
-- PRESET=horizon: 600 steps, K 100, validation every 50, the 150-step best, half and double of it;
+- PRESET=horizon: 600 steps, K 100, validation every 50, the 150-step best, half of it and 2, 4, 8 times it;
 - the tables: the finals, the keep-vs-reset table's Welch t against a direct computation and its
   verdicts, the gap to AdamW during training in %, captured= read from the refresh lines.
 Prints "N passed, N failed"; exits 1 on a failure."""
@@ -259,14 +259,13 @@ with tempfile.TemporaryDirectory() as tmp:
     cell = os.path.join(out3, "kjv-w384")
     runs3 = run_dirs(cell)
     # the stand-in's optima: AdamW 0.0125, GaLore 0.03125, top-r 0.0078125, multinorm keep 0.03125
-    want3 = sorted(["adamw-s0.00625-seed1", "adamw-s0.003125-seed1", "adamw-s0.0125-seed1",
-                    "galore-a0.015625-seed1", "galore-a0.0078125-seed1", "galore-a0.03125-seed1",
-                    "grass-multinorm-a0.015625-upmean-keep-seed1", "grass-multinorm-a0.0078125-upmean-keep-seed1",
-                    "grass-multinorm-a0.03125-upmean-keep-seed1",
-                    "grass-topr-a0.015625-keep-seed1", "grass-topr-a0.0078125-keep-seed1", "grass-topr-a0.03125-keep-seed1",
-                    "adamw-s0.0125-seed2", "galore-a0.03125-seed2", "grass-multinorm-a0.03125-upmean-keep-seed2",
+    want3 = sorted(["adamw-s%s-seed1" % s for s in ("0.00625", "0.003125", "0.0125", "0.025", "0.05")] +
+                   ["galore-a%s-seed1" % a for a in ("0.015625", "0.0078125", "0.03125", "0.0625", "0.125")] +
+                   ["grass-multinorm-a%s-upmean-keep-seed1" % a for a in ("0.015625", "0.0078125", "0.03125", "0.0625", "0.125")] +
+                   ["grass-topr-a%s-keep-seed1" % a for a in ("0.015625", "0.0078125", "0.03125", "0.0625", "0.125")] +
+                   ["adamw-s0.0125-seed2", "galore-a0.03125-seed2", "grass-multinorm-a0.03125-upmean-keep-seed2",
                     "grass-topr-a0.0078125-keep-seed2"])
-    check(rc == 0 and runs3 == want3, f"PRESET=horizon: KJV w384 only, best, half and double, then the best ({runs3})")
+    check(rc == 0 and runs3 == want3, f"PRESET=horizon: KJV w384 only, best, half, 2x, 4x, 8x, then the best ({runs3})")
     a3 = args_of(os.path.join(cell, "adamw-s0.00625-seed1")) if runs3 else []
     check(a3 and a3[a3.index("-x") + 1] == "600" and a3[a3.index("-v") + 1] == "50", "600 steps, validation every 50")
     g3 = args_of(os.path.join(cell, "grass-multinorm-a0.015625-upmean-keep-seed1")) if runs3 else []

@@ -75,7 +75,7 @@ cd "$(dirname "$0")/.." || exit 1
 #             on the same alphas; seeds 2 3 for each family's (and each state's) best
 #   horizon   KJV w384, 600 steps, K 100, validation every 50 steps: AdamW, GaLore (as published),
 #             Grass multinorm and top-r at their 150-step best setting of the moments study, at half
-#             and at double of it (seed 1), then seeds 2 3 for the best of the three; REFRESH_STATES
+#             of it and at 2, 4 and 8 times it (seed 1), then seeds 2 3 for the best; REFRESH_STATES
 #             picks Grass's refresh state (set it to the moments study's winner)
 case ${PRESET:-} in
   "") ;;
@@ -87,8 +87,10 @@ case ${PRESET:-} in
   horizon)
     : "${OUT:=out/study600}" "${CORPORA:=kjv}" "${SIZES:=w384}" "${STEPS:=600}" "${K:=100}"
     : "${EVAL_EVERY:=50}" "${CKPT_EVERY:=100}" "${REFRESH_STATES:=reset}"
-    : "${W384_ADAMW_SCALES=0.00625 0.003125 0.0125}" "${W384_GALORE_ALPHAS=0.015625 0.0078125 0.03125}"
-    : "${W384_TOPR_ALPHAS=0.015625 0.0078125 0.03125}" "${W384_MULTINORM_ALPHAS=0.015625 0.0078125 0.03125}" ;;
+    : "${W384_ADAMW_SCALES=0.00625 0.003125 0.0125 0.025 0.05}"
+    : "${W384_GALORE_ALPHAS=0.015625 0.0078125 0.03125 0.0625 0.125}"
+    : "${W384_TOPR_ALPHAS=0.015625 0.0078125 0.03125 0.0625 0.125}"
+    : "${W384_MULTINORM_ALPHAS=0.015625 0.0078125 0.03125 0.0625 0.125}" ;;
   *) echo "compare_optimizers.sh: unknown PRESET '$PRESET' (moments | horizon)" >&2; exit 1 ;;
 esac
 BIN=${BIN:-./train_llama_cpu}; OUT=${OUT:-out/study}; DATA_ROOT=${DATA_ROOT:-data/study}
