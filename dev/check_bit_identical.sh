@@ -36,6 +36,8 @@
 # header lines (dev/plot_logs.py, dev/study_table.py), the optimizer banner and the memory plan rows of
 # each run's output, the --plan-only output of every optimizer, and -h of each binary (gpu_check.sh greps it).
 # LEGACY_BASE=1 drops the refresh log lines from the comparison (a base from before 2026-11-30 lacks them).
+# NEW_LOG_FIELDS="again trained": log fields new to the new build, dropped from both logs before comparing
+# (again= and trained= of Grass's refresh lines are new since 2026-12-07).
 # JOBS=N: make -jN for the builds (default 2).
 # MEMORY_LIMIT_GB=G: the --memory-limit-gb of every run and plan (default 8; both revisions must know the flag).
 # ONLY=REGEX: only the runs whose names match (e.g. ONLY=gpu_ with GPU=1); the text checks always run.
@@ -222,11 +224,12 @@ def parts(path):
 sys.exit(0 if parts(sys.argv[1]) == parts(sys.argv[2]) else 1)
 PY
 }
-# the numbers of each log line, without the timing fields (tok_per_s, mfu, mem_gib, dt_ms) and
-# without the refresh lines (a base from before 2026-11-30 does not write them)
+# the numbers of each log line, without the timing fields (tok_per_s, mfu, mem_gib, dt_ms), the fields
+# NEW_LOG_FIELDS names, and (LEGACY_BASE=1) the refresh lines (a base from before 2026-11-30 lacks them)
+DROP_FIELDS="tok_per_s|mfu|mfu_exec|mem_gib|dt_ms$(for f in ${NEW_LOG_FIELDS:-}; do printf '|%s' "$f"; done)"
 numbers() {
   if [ "${LEGACY_BASE:-0}" = 1 ]; then grep -v '^#' "$1" | grep -v ' refresh=1 '; else grep -v '^#' "$1"; fi \
-    | sed -E 's/ (tok_per_s|mfu|mfu_exec|mem_gib|dt_ms)=[^ ]*//g'
+    | sed -E "s/ ($DROP_FIELDS)=[^ ]*//g"
 }
 # the log's header lines, and the optimizer banner and memory plan rows of a run's output
 header() { grep '^#' "$1" || true; }

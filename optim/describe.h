@@ -124,16 +124,23 @@ static void optim_plan_comm_refresh(const OptimConfig* c, const OptimPlan* op) {
 static void optim_log_refresh(const Optimizer* o, FILE* logf, int step_label, int print) {
     const OptimRefreshed* r = &o->refreshed;
     double captured = r->total > 0 ? r->kept / r->total : 0.0;
+    // Grass: again, the share of the distinct rows that the previous selection held (0 at the first
+    // refresh); trained, the share of all selectable rows chosen at some refresh of this process
+    int grass = o->cfg.type == OPT_GRASS;
+    double again = r->distinct > 0 ? (double)r->again / r->distinct : 0.0;
+    double trained = r->selectable > 0 ? (double)r->trained / r->selectable : 0.0;
     fprintf(logf, "step=%d refresh=1 distinct=%d draws=%d mult_mean=%.4f mult_max=%.4f captured=%.4f sel_hash=%016llx "
-            "rows=%d\n", step_label, r->distinct, r->draws, r->mult_mean, r->mult_max, captured,
+            "rows=%d", step_label, r->distinct, r->draws, r->mult_mean, r->mult_max, captured,
             (unsigned long long)r->hash, r->rows);
+    if (grass) fprintf(logf, " again=%.4f trained=%.4f", again, trained);
+    fprintf(logf, "\n");
     if (print && o->cfg.type == OPT_GALORE)
         printf("refresh at step %d: new GaLore projectors (SVD of the step's gradient, %d directions in all), "
                "keeping %.1f%% of its squared norm\n", step_label, r->distinct, 100.0 * captured);
     else if (print)
-        printf("refresh at step %d: %d distinct rows of %d draws, step multiplier mean %.3f max %.3f, keeping %.1f%% "
-               "of the gradient's squared norm\n", step_label, r->distinct, r->draws, r->mult_mean, r->mult_max,
-               100.0 * captured);
+        printf("refresh at step %d: %d distinct rows of %d draws (%.1f%% held before; %.1f%% of all rows chosen so "
+               "far), step multiplier mean %.3f max %.3f, keeping %.1f%% of the gradient's squared norm\n", step_label,
+               r->distinct, r->draws, 100.0 * again, 100.0 * trained, r->mult_mean, r->mult_max, 100.0 * captured);
 }
 
 // Executed FLOPs of tensor i's weight gradient per token (mn: its elements): dense dY^T X; Grass's

@@ -73,6 +73,7 @@ static void optim_layout(Optimizer* o, const OptimConfig* cfg, const OptimRuntim
             g->h_sel.idx = (int*)calloc_check(g->r_cap, sizeof(int));
             g->h_sel.scale = (float*)calloc_check(g->r_cap, sizeof(float));
             g->h_sel.upscale = (float*)calloc_check(g->r_cap, sizeof(float));
+            if (cfg->type == OPT_GRASS) g->trained = (uint8_t*)calloc_check(g->dim_sel, 1);
             if (optim_grass_keeps(cfg)) {
                 g->row_t = (int64_t*)calloc_check(g->r_cap, sizeof(int64_t));
                 g->h_bc = (float*)calloc_check(2 * (size_t)g->r_cap, sizeof(float));
@@ -246,7 +247,7 @@ static void optim_free_layout(Optimizer* o) {
     for (int k = 0; k < o->n_gm; k++) {
         Selection* s = &o->gm[k].h_sel;
         free(s->idx); free(s->scale); free(s->upscale);
-        free(o->gm[k].row_t); free(o->gm[k].h_bc);
+        free(o->gm[k].row_t); free(o->gm[k].h_bc); free(o->gm[k].trained);
     }
     free(o->overlap.dense_lo); free(o->overlap.dense_hi);
     free(o->np.sketch_dim_of); free(o->np.sketch_S);

@@ -37,6 +37,8 @@ typedef struct {
     // --grass-refresh-state keep (optim_grass_keeps): each selected row's own Adam step count, and
     // the per-row bias corrections of the step (host, then the backend copy grass_adam_update reads)
     int64_t* row_t;    // r_cap counts, slot j of the selection (0: a new or padding row); else NULL
+    uint8_t* trained;  // Grass: dim_sel flags, 1 for a row selected at a refresh of this process (the log's
+                       // trained=; host memory only, so a resumed run counts from its resume)
     float* h_bc; float* d_bc;  // 2 r_cap: 1 - b1^t_j, 1 - b2^t_j (AdamParams.bc_rows)
 } ProjMatrix;
 // the elements C, m and v are allocated for (r_cap x other); proj_sub_numel is the part in use
@@ -106,7 +108,14 @@ typedef struct { void* tmp; size_t tmp_bytes; int* d_src; float* d_factor; int c
 // fraction; sketch: its estimate; micro: of the micro-batch sums); GaLore, the top r squared
 // singular values over all of them
 // rows: the rows the gathered GEMMs and the update carry, the distinct ones plus grass_pad_selection's
-typedef struct { int distinct, draws, rows; double mult_mean, mult_max, kept, total; uint64_t hash; } OptimRefreshed;
+// what the last refresh chose; Grass also counts the distinct rows that the previous selection held
+// (again) and the rows selected at some refresh of this process (trained) of all dim_sel rows (selectable)
+typedef struct {
+    int distinct, draws, rows;
+    double mult_mean, mult_max, kept, total;
+    uint64_t hash;
+    int64_t again, trained, selectable;
+} OptimRefreshed;
 
 typedef struct Optimizer {
     OptimConfig cfg;

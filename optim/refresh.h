@@ -203,6 +203,8 @@ static void optim_refresh(Optimizer* o) {
     for (int k = 0; k < o->n_gm; k++) if (o->gm[k].dim_sel > max_dim) max_dim = o->gm[k].dim_sel;
     float* q = (float*)malloc_check((size_t)max_dim * sizeof(float));
     o->refreshed.hash = 1469598103934665603ULL;
+    o->refreshed.again = o->refreshed.trained = o->refreshed.selectable = 0;
+    uint8_t* prev = o->cfg.type == OPT_GRASS ? (uint8_t*)calloc_check((size_t)max_dim, 1) : NULL;
     for (int k = 0; k < o->n_gm && o->cfg.type == OPT_GALORE; k++) {
         // GaLore: the new projectors came from the SVDs (optim_norm_pass_layer, optim_finish_norms);
         // the moments carry over, as in GaLore (--galore-refresh-state keep), or start again at zero
@@ -229,6 +231,9 @@ static void optim_refresh(Optimizer* o) {
             memcpy(was.scale, g->h_sel.scale, (size_t)g->r_eff * sizeof(float));
             memcpy(t_was, g->row_t, (size_t)g->r_eff * sizeof(int64_t));
         }
+        // the old selection's rows (padding left out), to count the new rows it already held
+        for (int j = 0; j < g->r_eff; j++)
+            if (!selection_row_is_padding(&g->h_sel, j)) prev[g->h_sel.idx[j]] = 1;
         uint64_t rng = rng_seed_for(o->cfg.seed, (uint64_t)step, (uint64_t)g->tensor);
         int r_eff = o->cfg.select_on_device
                   ? grass_select_device(o->cfg.select, g->norms, g->dim_sel, g->r, rng, g->d_idx, g->d_scale,
@@ -247,6 +252,13 @@ static void optim_refresh(Optimizer* o) {
         for (int i = 0; i < g->dim_sel; i++) o->refreshed.total += q[i];
         for (int j = 0; j < g->r_eff; j++) o->refreshed.kept += q[g->h_sel.idx[j]];
         o->refreshed.hash = selection_hash(o->refreshed.hash, &g->h_sel, 0);  // rows and counts
+        for (int j = 0; j < g->r_eff; j++) {  // distinct rows, no padding yet
+            o->refreshed.again += prev[g->h_sel.idx[j]];
+            g->trained[g->h_sel.idx[j]] = 1;
+        }
+        for (int i = 0; i < g->dim_sel; i++) o->refreshed.trained += g->trained[i];
+        o->refreshed.selectable += g->dim_sel;
+        memset(prev, 0, (size_t)g->dim_sel);
         grass_apply_upscale(o->cfg.upscale, &g->h_sel);
         int padded = grass_pad_selection(&g->h_sel, g->dim_sel, o->cfg.row_align);
         g->r_eff = g->h_sel.r_eff;
@@ -259,7 +271,7 @@ static void optim_refresh(Optimizer* o) {
         proj_reset_moments(o, g);
         if (keep) memset(g->row_t, 0, (size_t)g->r_cap * sizeof(int64_t));
     }
-    free(q);
+    free(q); free(prev);
     free(was.idx); free(was.scale); free(t_was);
     o->mode = BWD_GRADS;
     // what was chosen: distinct rows of the r draws, and the per-row step multiplier (count * rho,

@@ -164,6 +164,9 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
     int64_t t_since = 0;
     double max_err = 0, max_ref = 0, max_moment_err = 0, prev_norm = 0, norm_err = 0;
     int clipped_steps = 0;
+    // the rows of the previous selection and the rows selected at any refresh so far (the log's again=, trained=)
+    uint8_t* held = (uint8_t*)calloc_check(dim, 1);
+    uint8_t* ever = (uint8_t*)calloc_check(dim, 1);
     for (int step = 0; step < steps; step++) {
         for (int i = 0; i < N * in; i++) X[i] = randn();
         for (int i = 0; i < N * out; i++) dY[i] = randn();
@@ -199,6 +202,20 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
                 }
                 double got = o.refreshed.kept / o.refreshed.total, want = kept / total;
                 CHECK(fabs(got - want) < 1e-5 && got > 0 && got <= 1, "%s: captured %.6f vs float64 %.6f", label, got, want);
+            }
+            {   // again: the new rows the previous selection held; trained: rows selected at any refresh
+                const Selection* s = &o.gm[0].h_sel;
+                int64_t again = 0, trained = 0, distinct = 0;
+                for (int j = 0; j < s->r_eff; j++)
+                    if (s->scale[j] != 0.0f) { again += held[s->idx[j]]; distinct++; }
+                memset(held, 0, dim);
+                for (int j = 0; j < s->r_eff; j++)
+                    if (s->scale[j] != 0.0f) held[s->idx[j]] = ever[s->idx[j]] = 1;
+                for (int i = 0; i < dim; i++) trained += ever[i];
+                CHECK(o.refreshed.again == again && o.refreshed.trained == trained && o.refreshed.selectable == dim &&
+                      o.refreshed.distinct == distinct, "%s: step %d again %lld of %d, trained %lld of %lld (want %lld, %lld of %d)",
+                      label, step, (long long)o.refreshed.again, o.refreshed.distinct, (long long)o.refreshed.trained,
+                      (long long)o.refreshed.selectable, (long long)again, (long long)trained, dim);
             }
             memset(md, 0, (size_t)r * other * sizeof(double));
             memset(vd, 0, (size_t)r * other * sizeof(double));
@@ -272,7 +289,7 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
     CHECK(g_clip == 0 || clipped_steps >= 2, "%s: the clip acted on %d steps", label, clipped_steps);
     optim_free(&o);
     backend_free(W);
-    free(Wd); free(md); free(vd); free(X); free(dY); free(G);
+    free(Wd); free(md); free(vd); free(X); free(dY); free(G); free(held); free(ever);
     param_table_free(&pt);
 }
 
@@ -1066,6 +1083,79 @@ static void test_model_level(void) {
     free(tokens);
 }
 
+// ---- again= and trained= over several matrices --------------------------------------------------
+// Three matrices (rows 6, 5, 7 selected; multinorm rank 3, K = 1) over 8 steps of random gradients,
+// the second one's rows made large so that its selections repeat: after each refresh the counts the
+// log prints against the test's own record of every matrix's previous and past selections.
+static void refresh_counts_case(GrassSelect method, const char* label) {
+    ParamTable pt;
+    memset(&pt, 0, sizeof(pt));
+    pt.t = (ParamTensor*)calloc_check(3, sizeof(ParamTensor));
+    const int outs[3] = {6, 5, 7}, in = 16, N = 5, steps = 8;
+    param_table_add(&pt, "q", outs[0], in, 0, PT_LINEAR, LIN_Q);
+    param_table_add(&pt, "k", outs[1], in, 0, PT_LINEAR, LIN_K);
+    param_table_add(&pt, "v", outs[2], in, 0, PT_LINEAR, LIN_V);
+    // its own random stream: the cases after it draw what they drew before it existed (the GaLore
+    // reset cases' W tolerance of 2e-6 was set on those draws; another draw gave 6e-6 once)
+    uint64_t saved_rng = g_rng;
+    g_rng = 2026 + (uint64_t)method;
+    OptimConfig oc; optim_config_defaults(&oc);
+    oc.type = OPT_GRASS; oc.select = method; oc.grass_rank = 3; oc.update_freq = 1; oc.fused = 0; oc.seed = 5;
+    float* W = (float*)backend_malloc(pt.total * sizeof(float), "w");
+    for (size_t i = 0; i < pt.total; i++) W[i] = 0.1f * randn();
+    OptimRuntime rt = optim_runtime(&oc, 0, 1, 1, 0);
+    Optimizer o;
+    optim_init(&o, &oc, &rt, &pt, W);
+    float* X = (float*)malloc_check((size_t)N * in * sizeof(float));
+    float* dY = (float*)malloc_check((size_t)N * 7 * sizeof(float));
+    uint8_t held[3][7], ever[3][7];
+    memset(held, 0, sizeof(held)); memset(ever, 0, sizeof(ever));
+    int ok = 1, repeats = 0, grew = 0;
+    int64_t last_trained = 0;
+    for (int step = 0; step < steps; step++) {
+        optim_begin_step(&o, step, 0.01f);
+        optim_begin_norm_pass(&o);
+        optim_begin_micro(&o, 0);
+        for (int i = 0; i < N * in; i++) X[i] = randn();
+        for (int t = 0; t < 3; t++) {
+            for (int i = 0; i < N * outs[t]; i++) dY[i] = randn() * (t == 1 && i % outs[t] < 2 ? 20.0f : 1.0f);
+            grad_linear(&o, t, dY, outs[t], X, N);
+        }
+        optim_refresh(&o);
+        int64_t again = 0, trained = 0, selectable = 0;
+        for (int t = 0; t < 3; t++) {
+            const ProjMatrix* g = &o.gm[o.gm_of_tensor[t]];
+            for (int j = 0; j < g->r_eff; j++) if (g->h_sel.scale[j] != 0.0f) again += held[t][g->h_sel.idx[j]];
+            memset(held[t], 0, sizeof(held[t]));
+            for (int j = 0; j < g->r_eff; j++)
+                if (g->h_sel.scale[j] != 0.0f) held[t][g->h_sel.idx[j]] = ever[t][g->h_sel.idx[j]] = 1;
+            for (int i = 0; i < outs[t]; i++) trained += ever[t][i];
+            selectable += g->dim_sel;
+        }
+        if (o.refreshed.again != again || o.refreshed.trained != trained || o.refreshed.selectable != selectable) {
+            ok = 0;
+            printf("  %s step %d: again %lld trained %lld of %lld, want %lld, %lld of %lld\n", label, step,
+                   (long long)o.refreshed.again, (long long)o.refreshed.trained, (long long)o.refreshed.selectable,
+                   (long long)again, (long long)trained, (long long)selectable);
+        }
+        repeats += again > 0;
+        grew += trained > last_trained;
+        last_trained = trained;
+        optim_begin_micro(&o, 0);
+        for (int t = 0; t < 3; t++) {
+            for (int i = 0; i < N * outs[t]; i++) dY[i] = randn();
+            grad_linear(&o, t, dY, outs[t], X, N);
+        }
+        optim_step(&o);
+    }
+    CHECK(ok && repeats >= 2 && grew >= 2 && last_trained > 9,
+          "%s: again= and trained= over 3 matrices and %d refreshes == the test's record (%d refreshes repeat rows, "
+          "%lld of 18 rows trained)", label, steps, repeats, (long long)last_trained);
+    optim_free(&o);
+    backend_free(W); free(X); free(dY); param_table_free(&pt);
+    g_rng = saved_rng;
+}
+
 // ---- grad_linears: the weight gradients of a fused GEMM (Q/K/V) --------------------------------
 // Three linear layers adjacent in the table (out 6, 4, 4; in 9) whose output gradients are the
 // column blocks of one N x 14 dY, as the model's dqkv. AdamW: the dense gradients lie side by
@@ -1281,6 +1371,8 @@ int main(void) {
     backend_init(0);
     test_upscale_rules();
     grad_linears_case();
+    refresh_counts_case(SEL_MULTINORM, "refresh counts, multinorm");
+    refresh_counts_case(SEL_TOPR, "refresh counts, top-r");
     norm_pass_case(6, 9, 3, "rows side, 3 micro-batches");
     norm_pass_case(9, 6, 2, "cols side, 2 micro-batches");
     norm_pass_case(6, 9, 1, "rows side, 1 micro-batch");

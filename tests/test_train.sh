@@ -86,8 +86,14 @@ for opt in adamw grass; do
     [ "$nref" = 2 ] && [ "$below" = 4 ] && [ "$above" = 2 ] \
       && ok "grass: executed MFU below model MFU on 4 plain steps, above on the 2 refresh steps (the norm pass)" \
       || bad "grass: mfu_exec vs mfu: rows $n, below $below, above $above, refreshes $nref"
-    grep -qE '^step=1 refresh=1 distinct=[0-9]+ draws=[0-9]+ mult_mean=[0-9.]+ mult_max=[0-9.]+ captured=0\.[0-9]+ sel_hash=[0-9a-f]{16} rows=[0-9]+$' "$W/mfu_$opt/log.txt" \
-      && ok "grass: refresh lines in the log (distinct rows, draws, step multipliers, selection hash)" || bad "grass: refresh line missing"
+    grep -qE '^step=1 refresh=1 distinct=[0-9]+ draws=[0-9]+ mult_mean=[0-9.]+ mult_max=[0-9.]+ captured=0\.[0-9]+ sel_hash=[0-9a-f]{16} rows=[0-9]+ again=0\.0000 trained=0\.[0-9]{4}$' "$W/mfu_$opt/log.txt" \
+      && ok "grass: refresh lines in the log (distinct rows, draws, step multipliers, selection hash; none held before the first)" \
+      || bad "grass: refresh line missing"
+    # the second refresh: a share held before, and trained= (rows chosen at some refresh) no lower than at the first
+    t1=$(sed -n 's/^step=1 refresh=1 .* trained=\([0-9.]*\)$/\1/p' "$W/mfu_$opt/log.txt")
+    t4=$(sed -n 's/^step=4 refresh=1 .* again=[01]\.[0-9]\{4\} trained=\([0-9.]*\)$/\1/p' "$W/mfu_$opt/log.txt")
+    [ -n "$t1" ] && [ -n "$t4" ] && python3 -c "import sys; sys.exit(not (0 < $t1 <= $t4 <= 1))" \
+      && ok "grass: trained= grows from $t1 to $t4 at the second refresh" || bad "grass: trained= at steps 1 and 4: '$t1' '$t4'"
   fi
 done
 
