@@ -137,6 +137,18 @@ static ParamTable one_matrix_table(int out, int in) {  // the table of the one-m
     param_table_add(&pt, "w", out, in, 0, PT_LINEAR, LIN_Q);
     return pt;
 }
+// The test's own record of the log's again= and trained= for one matrix after a refresh: adds to *again
+// the real rows of s (padding apart) that `held` (the previous selection) has, to *distinct the real
+// rows, then makes `held` the rows of s, marks them in `ever`, and adds the rows ever selected to *trained.
+static void record_selection(const Selection* s, uint8_t* held, uint8_t* ever, int dim, int64_t* again,
+                             int64_t* distinct, int64_t* trained) {
+    for (int j = 0; j < s->r_eff; j++)
+        if (s->scale[j] != 0.0f) { *again += held[s->idx[j]]; (*distinct)++; }
+    memset(held, 0, dim);
+    for (int j = 0; j < s->r_eff; j++)
+        if (s->scale[j] != 0.0f) held[s->idx[j]] = ever[s->idx[j]] = 1;
+    for (int i = 0; i < dim; i++) *trained += ever[i];
+}
 static int g_upscale = UPSCALE_PAPER;  // the up-projection rule of grass_matrix_case
 // > 0: grass_matrix_case runs the fused update with --grad-clip g_clip, whose rule scales step t by
 // min(1, clip / the norm of step t-1's gradient B G, unscaled); the float64 reference does the same
@@ -204,14 +216,8 @@ static void grass_matrix_case(int out, int in, int r, GrassSelect method, int K,
                 CHECK(fabs(got - want) < 1e-5 && got > 0 && got <= 1, "%s: captured %.6f vs float64 %.6f", label, got, want);
             }
             {   // again: the new rows the previous selection held; trained: rows selected at any refresh
-                const Selection* s = &o.gm[0].h_sel;
                 int64_t again = 0, trained = 0, distinct = 0;
-                for (int j = 0; j < s->r_eff; j++)
-                    if (s->scale[j] != 0.0f) { again += held[s->idx[j]]; distinct++; }
-                memset(held, 0, dim);
-                for (int j = 0; j < s->r_eff; j++)
-                    if (s->scale[j] != 0.0f) held[s->idx[j]] = ever[s->idx[j]] = 1;
-                for (int i = 0; i < dim; i++) trained += ever[i];
+                record_selection(&o.gm[0].h_sel, held, ever, dim, &again, &distinct, &trained);
                 CHECK(o.refreshed.again == again && o.refreshed.trained == trained && o.refreshed.selectable == dim &&
                       o.refreshed.distinct == distinct, "%s: step %d again %lld of %d, trained %lld of %lld (want %lld, %lld of %d)",
                       label, step, (long long)o.refreshed.again, o.refreshed.distinct, (long long)o.refreshed.trained,
@@ -1084,7 +1090,7 @@ static void test_model_level(void) {
 }
 
 // ---- again= and trained= over several matrices --------------------------------------------------
-// Three matrices (rows 6, 5, 7 selected; multinorm rank 3, K = 1) over 8 steps of random gradients,
+// Three matrices (rows 6, 5, 7 selected; multinorm or top-r at rank 3, K = 1) over 8 steps of random gradients,
 // the second one's rows made large so that its selections repeat: after each refresh the counts the
 // log prints against the test's own record of every matrix's previous and past selections.
 static void refresh_counts_case(GrassSelect method, const char* label) {
@@ -1122,17 +1128,14 @@ static void refresh_counts_case(GrassSelect method, const char* label) {
             grad_linear(&o, t, dY, outs[t], X, N);
         }
         optim_refresh(&o);
-        int64_t again = 0, trained = 0, selectable = 0;
+        int64_t again = 0, distinct = 0, trained = 0, selectable = 0;
         for (int t = 0; t < 3; t++) {
             const ProjMatrix* g = &o.gm[o.gm_of_tensor[t]];
-            for (int j = 0; j < g->r_eff; j++) if (g->h_sel.scale[j] != 0.0f) again += held[t][g->h_sel.idx[j]];
-            memset(held[t], 0, sizeof(held[t]));
-            for (int j = 0; j < g->r_eff; j++)
-                if (g->h_sel.scale[j] != 0.0f) held[t][g->h_sel.idx[j]] = ever[t][g->h_sel.idx[j]] = 1;
-            for (int i = 0; i < outs[t]; i++) trained += ever[t][i];
+            record_selection(&g->h_sel, held[t], ever[t], outs[t], &again, &distinct, &trained);
             selectable += g->dim_sel;
         }
-        if (o.refreshed.again != again || o.refreshed.trained != trained || o.refreshed.selectable != selectable) {
+        if (o.refreshed.again != again || o.refreshed.trained != trained || o.refreshed.selectable != selectable ||
+            o.refreshed.distinct != distinct) {
             ok = 0;
             printf("  %s step %d: again %lld trained %lld of %lld, want %lld, %lld of %lld\n", label, step,
                    (long long)o.refreshed.again, (long long)o.refreshed.trained, (long long)o.refreshed.selectable,
